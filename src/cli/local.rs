@@ -1,0 +1,241 @@
+//! Commands that act on this host only: new, create, provision, show, run, ps, kill,
+//! logs, attach, rm, and the hidden monitor helper.
+
+use super::{template, Cli, CliError, Command};
+use crate::runtime::state::Status;
+use crate::runtime::{bootstrap, Runtime, RuntimeError};
+use crate::spec::{self, ContainerSpec};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+use std::time::Duration;
+
+/// Exit code for a container that could not be started (as docker run).
+const LAUNCH_FAILED: i32 = 125;
+
+fn load(file: &Path) -> Result<ContainerSpec, CliError> {
+    Ok(spec::load_file(file)?)
+}
+
+/// Runs one command and returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    let rt = Runtime::new(&cli.state_dir, &cli.cgroup_parent);
+    match cli.command {
+        Command::New { file, name, root, force } => {
+            if file.exists() && !force {
+                return Err(format!("{} exists; pass --force to overwrite", file.display()).into());
+            }
+            let name = name.unwrap_or_else(|| {
+                file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "container".into())
+            });
+            std::fs::write(&file, template::boilerplate(&name, &root))
+                .map_err(|e| format!("write {}: {e}", file.display()))?;
+            println!("wrote {}; next: haconiwa create {0} && haconiwa run {0}", file.display());
+            Ok(0)
+        }
+        Command::Create { file } => {
+            let spec = load(&file)?;
+            match bootstrap::ensure(&spec, true)? {
+                bootstrap::Outcome::Existed => {
+                    println!("root filesystem {} exists", spec.rootfs.path.display())
+                }
+                bootstrap::Outcome::Built => println!("built root filesystem {}", spec.rootfs.path.display()),
+            }
+            let ran = bootstrap::provision(&spec, false, true)?;
+            if !ran.is_empty() {
+                println!("provisioned: {}", ran.join(", "));
+            }
+            Ok(0)
+        }
+        Command::Provision { file } => {
+            let spec = load(&file)?;
+            if !spec.rootfs.path.is_dir() {
+                return Err(format!(
+                    "root filesystem {} is missing; run `haconiwa create {}` first",
+                    spec.rootfs.path.display(),
+                    file.display()
+                )
+                .into());
+            }
+            let ran = bootstrap::provision(&spec, true, true)?;
+            println!("provisioned: {}", if ran.is_empty() { "nothing to do".into() } else { ran.join(", ") });
+            Ok(0)
+        }
+        Command::Show { file, json } => {
+            let spec = load(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&spec)?);
+            } else {
+                print_spec(&spec);
+            }
+            Ok(0)
+        }
+        Command::Run { file, daemon, foreground, name, create, command } => {
+            let mut spec = load(&file)?;
+            if let Some(n) = name {
+                spec.name = n;
+            }
+            if !command.is_empty() {
+                spec.init_command = command;
+            }
+            if create {
+                bootstrap::ensure(&spec, true)?;
+                bootstrap::provision(&spec, false, true)?;
+            }
+            let detach = daemon || (spec.daemonize && !foreground);
+            run(&rt, &spec, detach)
+        }
+        Command::Ps { json } => {
+            let list = rt.list();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(0);
+            }
+            println!("{:<28} {:>8} {:<10} {:>5} {:<20} COMMAND", "NAME", "PID", "STATUS", "EXIT", "CREATED");
+            for c in list {
+                let s = &c.state;
+                let status = match s.status {
+                    Status::Running => "running".to_string(),
+                    Status::Creating => "creating".to_string(),
+                    Status::Exited if s.oom_killed => "oom-killed".to_string(),
+                    Status::Exited if s.reason.as_deref().is_some_and(|r| r.starts_with("lost")) => "lost".into(),
+                    Status::Exited => "exited".to_string(),
+                };
+                println!(
+                    "{:<28} {:>8} {:<10} {:>5} {:<20} {}",
+                    s.name,
+                    s.pid,
+                    status,
+                    s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    format_time(s.created_at),
+                    c.command.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        Command::Kill { name, signal, timeout } => {
+            let sig = parse_signal(&signal)?;
+            if !(0.0..=86400.0).contains(&timeout) {
+                return Err("--timeout must be between 0 and 86400 seconds".into());
+            }
+            let st = rt.kill(&name, sig, Duration::from_secs_f64(timeout))?;
+            match st.exit_code {
+                Some(c) => println!("{name} exited with {c}"),
+                None => println!("{name} signalled"),
+            }
+            Ok(0)
+        }
+        Command::Logs { name, follow } => logs(&rt, &name, follow),
+        Command::Attach { name, command } => {
+            let command = if command.is_empty() { vec!["/bin/sh".to_string()] } else { command };
+            Ok(rt.attach(&name, &command)?)
+        }
+        Command::Rm { name } => {
+            rt.remove(&name)?;
+            println!("removed {name}");
+            Ok(0)
+        }
+        Command::Monitor => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let spec: ContainerSpec = serde_json::from_str(&text).map_err(|e| format!("spec on stdin: {e}"))?;
+            match rt.run_daemon(&spec) {
+                Ok(st) => {
+                    println!("{}", serde_json::to_string(&st)?);
+                    Ok(0)
+                }
+                Err(e) => Err(CliError { message: e.to_string(), code: LAUNCH_FAILED }),
+            }
+        }
+    }
+}
+
+fn run(rt: &Runtime, spec: &ContainerSpec, detach: bool) -> Result<i32, CliError> {
+    let launch_failed = |e: RuntimeError| match e {
+        RuntimeError::Launch(_) => CliError { message: e.to_string(), code: LAUNCH_FAILED },
+        other => CliError::from(other),
+    };
+    if detach {
+        let st = rt.run_daemon(spec).map_err(launch_failed)?;
+        println!("{} running (pid {}); logs: haconiwa logs {0}", st.name, st.pid);
+        return Ok(0);
+    }
+    let exit = rt.run_foreground(spec).map_err(launch_failed)?;
+    if exit.oom_killed {
+        eprintln!("haconiwa: container {}: killed by the OOM killer (memory limit)", spec.name);
+    }
+    Ok(exit.code)
+}
+
+fn logs(rt: &Runtime, name: &str, follow: bool) -> Result<i32, CliError> {
+    rt.get(name)?;
+    let path = rt.dir(name).log_file();
+    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::stdout();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        if !follow {
+            return Ok(0);
+        }
+        match rt.get(name) {
+            Ok(st) if st.status != Status::Exited => {}
+            _ => {
+                // Drain what was written just before the exit.
+                buf.clear();
+                f.read_to_end(&mut buf)?;
+                out.write_all(&buf)?;
+                return Ok(0);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let pos = f.stream_position()?;
+        f.seek(std::io::SeekFrom::Start(pos))?;
+    }
+}
+
+fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, CliError> {
+    use std::str::FromStr;
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map_err(|_| format!("unknown signal {s}").into());
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| format!("unknown signal {s}").into())
+}
+
+fn format_time(secs: u64) -> String {
+    let ago = crate::runtime::state::now_secs().saturating_sub(secs);
+    match ago {
+        0..=59 => format!("{ago}s ago"),
+        60..=3599 => format!("{}m ago", ago / 60),
+        3600..=86399 => format!("{}h ago", ago / 3600),
+        _ => format!("{}d ago", ago / 86400),
+    }
+}
+
+fn print_spec(s: &ContainerSpec) {
+    let list = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    println!("name:          {}", s.name);
+    println!("hostname:      {}", s.effective_hostname());
+    println!("command:       {}", s.init_command.join(" "));
+    println!("rootfs:        {} ({:?}{})", s.rootfs.path.display(), s.rootfs.mode, if s.rootfs.readonly { ", read-only" } else { "" });
+    println!("bootstrap:     {}", s.bootstrap.as_ref().map(|b| b.strategy()).unwrap_or("-"));
+    println!("provision:     {}", list(s.provision.iter().map(|p| p.name.clone()).collect()));
+    println!("namespaces:    {}", list(s.namespaces.unshare.iter().map(|n| n.to_string()).collect()));
+    println!("enter:         {}", list(s.namespaces.enter.iter().map(|e| format!("{}={}", e.kind, e.path.display())).collect()));
+    println!("mounts:        {}", list(s.mounts.iter().map(|m| format!("{}->{}{}", m.source, m.target, if m.readonly { " (ro)" } else { "" })).collect()));
+    println!("cgroup:        {}", list(s.cgroup.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    println!(
+        "capabilities:  {}",
+        list(crate::launcher::privileges::effective_set(&s.capabilities).iter().map(|c| c.to_string().to_lowercase()).collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+    );
+    println!("rlimits:       {}", list(s.rlimits.iter().map(|r| format!("{}={:?}/{:?}", r.resource, r.soft, r.hard)).collect()));
+    println!("user:          uid {} gid {}", s.uid.unwrap_or(0), s.gid.unwrap_or(0));
+    println!("environment:   {}", list(s.environment.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    println!("workdir:       {}", s.workdir.as_deref().unwrap_or("/"));
+    println!("labels:        {}", list(s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    println!("daemonize:     {}", s.daemonize);
+}

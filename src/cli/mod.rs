@@ -1,0 +1,152 @@
+//! The command line: clap commands, human tables and `--json`. No logic the libraries
+//! or the API lack; errors become one line on stderr.
+
+mod local;
+mod template;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// haconiwa: containers defined in a small DSL, run here or kept running by a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "haconiwa", version, about, long_about = None)]
+pub struct Cli {
+    /// State directory of local containers.
+    #[arg(long, global = true, env = "HACONIWA_STATE_DIR", default_value = crate::runtime::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Parent cgroup of local containers (in every hierarchy).
+    #[arg(long, global = true, env = "HACONIWA_CGROUP_PARENT", default_value = "haconiwa")]
+    pub cgroup_parent: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented boilerplate definition.
+    New {
+        /// The file to write (.haco).
+        file: PathBuf,
+        /// Container name (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Root filesystem path.
+        #[arg(long, default_value = crate::spec::haco::DEFAULT_ROOT)]
+        root: String,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build the root filesystem from the definition's bootstrap recipe when it is
+    /// missing, then run the provision steps not yet run.
+    Create {
+        /// The definition.
+        file: PathBuf,
+    },
+    /// Rerun every provision step of a definition.
+    Provision {
+        /// The definition.
+        file: PathBuf,
+    },
+    /// Print the resolved definition.
+    Show {
+        /// The definition.
+        file: PathBuf,
+        /// Stable JSON of the spec model.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a container here: in the foreground (exit status = the container's), or
+    /// detached with -D or `daemonize()`.
+    Run {
+        /// The definition.
+        file: PathBuf,
+        /// Detach once the container runs.
+        #[arg(short = 'D', long)]
+        daemon: bool,
+        /// Stay in the foreground even when the definition says daemonize().
+        #[arg(short = 'F', long, conflicts_with = "daemon")]
+        foreground: bool,
+        /// Override the container name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Build a missing root filesystem first (as `create`).
+        #[arg(long)]
+        create: bool,
+        /// Command to run instead of init_command.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List local containers (running and exited).
+    Ps {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signal a container and wait for it to end; SIGKILL after the timeout.
+    Kill {
+        /// Container name.
+        name: String,
+        /// Signal name or number.
+        #[arg(short, long, default_value = "TERM")]
+        signal: String,
+        /// Seconds to wait before SIGKILL.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Print a detached container's output.
+    Logs {
+        /// Container name.
+        name: String,
+        /// Keep printing new output until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command inside a running container (default /bin/sh).
+    Attach {
+        /// Container name.
+        name: String,
+        /// Command and arguments.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Remove the record of an exited container.
+    Rm {
+        /// Container name.
+        name: String,
+    },
+    /// Internal: start a detached container from a JSON spec on stdin.
+    #[command(name = "__monitor", hide = true)]
+    Monitor,
+}
+
+/// Entry point: parses, dispatches, and turns errors into one line and an exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match local::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("haconiwa: {}", e.message);
+            e.code
+        }
+    }
+}
+
+/// A CLI failure: its line and exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// The one line printed.
+    pub message: String,
+    /// Process exit code.
+    pub code: i32,
+}
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError {
+            message: e.to_string(),
+            code: 1,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `haconiwa attach`: join every namespace, the cgroups and the root of a running
+//! container, then run a command there with the container's privileges.
+
+use super::error::{LaunchError, Step, StepError, StepResult};
+use super::{init, process, signals};
+use crate::spec::{ContainerSpec, NsKind};
+use nix::sched::CloneFlags;
+use nix::sys::stat::stat;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::ForkResult;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+fn flag(k: NsKind) -> CloneFlags {
+    match k {
+        NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+        NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+        NsKind::Pid => CloneFlags::CLONE_NEWPID,
+        NsKind::Mount => CloneFlags::CLONE_NEWNS,
+        NsKind::Net => CloneFlags::CLONE_NEWNET,
+        NsKind::User => CloneFlags::CLONE_NEWUSER,
+        NsKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+    }
+}
+
+/// Runs `command` inside the container whose first process is `pid`, placed in the
+/// cgroup directories `cgroup_dirs`; returns the command's exit code.
+pub fn attach(pid: i32, spec: &ContainerSpec, cgroup_dirs: &[PathBuf], command: &[String]) -> Result<i32, LaunchError> {
+    attach_inner(pid, spec, cgroup_dirs, command).map_err(|e| e.in_container(&spec.name))
+}
+
+fn attach_inner(pid: i32, spec: &ContainerSpec, cgroup_dirs: &[PathBuf], command: &[String]) -> StepResult<i32> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // Namespaces that differ from ours, opened before we move anywhere.
+    let mut joins = Vec::new();
+    for kind in NsKind::ALL {
+        let theirs = proc_dir.join("ns").join(kind.proc_name());
+        let ours = PathBuf::from("/proc/self/ns").join(kind.proc_name());
+        let same = match (stat(&theirs), stat(&ours)) {
+            (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+            (Err(e), _) => return Err(StepError::os(format!("open {}", theirs.display()), e.into())),
+            _ => false,
+        };
+        if !same {
+            let f = File::open(&theirs).step(|| format!("open {}", theirs.display()))?;
+            joins.push((kind, f));
+        }
+    }
+    let root = File::open(proc_dir.join("root")).step(|| "open the container's root".into())?;
+    for d in cgroup_dirs {
+        std::fs::write(d.join("cgroup.procs"), std::process::id().to_string())
+            .step(|| format!("join cgroup {}", d.display()))?;
+    }
+    for (kind, f) in &joins {
+        nix::sched::setns(f.as_fd(), flag(*kind)).step(|| format!("join the {kind} namespace"))?;
+    }
+    if !joins.iter().any(|(k, _)| *k == NsKind::Mount) {
+        // A chroot-only container: enter its root directly.
+        nix::unistd::fchdir(root.as_fd()).step(|| "enter the container's root".into())?;
+        nix::unistd::chroot(".").step(|| "chroot into the container's root".into())?;
+    }
+    drop(root);
+    let mut spec = spec.clone();
+    spec.init_command = command.to_vec();
+    signals::block();
+    // SAFETY: single-threaded process (the launcher's rule).
+    match unsafe { nix::unistd::fork() }.step(|| "fork the attached command".into())? {
+        ForkResult::Child => {
+            let e = match process::exec_command(&spec) {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            eprintln!("haconiwa: {}", e.in_container(&spec.name));
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => loop {
+            match signals::wait_blocked() {
+                Some((libc::SIGCHLD, _)) => match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {}
+                    Ok(ws) => {
+                        if let Some(c) = init::exit_code(ws) {
+                            return Ok(c);
+                        }
+                    }
+                    Err(e) => return Err(StepError::os("wait for the attached command", e.into())),
+                },
+                Some((sig, false)) => {
+                    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                        let _ = nix::sys::signal::kill(child, s);
+                    }
+                }
+                _ => {}
+            }
+        },
+    }
+}

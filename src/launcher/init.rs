@@ -1,0 +1,63 @@
+//! The container's PID 1: reaps every zombie, forwards termination and user signals to
+//! the command and exits with the command's status (128+n for a signal).
+
+use super::signals;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// Signals forwarded from outside to the command.
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Exit code for a wait status, shell style.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Runs as PID 1 until `child` exits; never returns. The caller has blocked SIGCHLD and
+/// the forwarded signals before forking `child`, so nothing is lost in between.
+pub fn run(child: Pid) -> ! {
+    // This process keeps only what it needs to signal the command.
+    let keep: caps::CapsHashSet = [caps::Capability::CAP_KILL].into_iter().collect();
+    let _ = caps::set(None, caps::CapSet::Effective, &keep);
+    let _ = caps::set(None, caps::CapSet::Permitted, &keep);
+    let mut status = None;
+    loop {
+        let Some((sig, from_kernel)) = signals::wait_blocked() else {
+            continue;
+        };
+        if sig == libc::SIGCHLD {
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(ws) => {
+                        if ws.pid() == Some(child) {
+                            status = exit_code(ws);
+                        }
+                    }
+                }
+            }
+            if let Some(code) = status {
+                // Our exit kills whatever is left in the namespace.
+                std::process::exit(code);
+            }
+        } else if !from_kernel {
+            // A terminal's signal already reached the whole foreground group; only
+            // signals sent with kill() are forwarded, so the command never gets two.
+            if let Ok(s) = Signal::try_from(sig) {
+                let _ = kill(child, s);
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! One container from a spec: namespaces, id maps, rootfs and pivot_root, mounts,
+//! cgroups, capabilities, rlimits, ids, hostname, exec, a tiny PID 1, and setns for
+//! attach. Synchronous and single-threaded: it must run before any thread exists
+//! (DESIGN.md, the multi-thread rule). All `unsafe` of the project lives here.
+
+pub mod attach;
+pub mod cgroup;
+mod error;
+pub mod init;
+mod mounts;
+pub mod network;
+pub mod privileges;
+mod process;
+pub mod signals;
+
+pub use error::{LaunchError, StepError};
+pub use process::{fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, Started, DEFAULT_PATH};

@@ -1,0 +1,310 @@
+//! The container's filesystem view: private propagation, the root bind, /proc, /sys,
+//! /dev, user mounts, masked paths, then pivot_root (or chroot).
+
+use super::error::{Step, StepError, StepResult};
+use crate::spec::{ContainerSpec, NsKind, RootMode, SystemMount};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Files hidden from the container (a bind of /dev/null), as runc and Docker do.
+const MASKED_FILES: [&str; 6] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+];
+/// Directories hidden behind an empty read-only tmpfs.
+const MASKED_DIRS: [&str; 4] = ["/proc/acpi", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
+/// Paths made read-only.
+const READONLY_PATHS: [&str; 6] = [
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Device nodes created in the container's /dev: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn none() -> Option<&'static str> {
+    None
+}
+
+/// Resolves `inner` (absolute, inside the container) under `root` without following a
+/// symlink out of it: a symlink on the way is an error.
+fn inside(root: &Path, inner: &str) -> StepResult<PathBuf> {
+    let mut p = root.to_path_buf();
+    for c in Path::new(inner).components() {
+        match c {
+            Component::Normal(n) => {
+                p.push(n);
+                if let Ok(md) = fs::symlink_metadata(&p) {
+                    if md.file_type().is_symlink() {
+                        return Err(StepError::msg(
+                            format!("mount target {inner}"),
+                            format!("{} is a symlink; mount targets must be real paths", p.display()),
+                        ));
+                    }
+                }
+            }
+            Component::RootDir | Component::CurDir => {}
+            _ => return Err(StepError::msg(format!("mount target {inner}"), "'..' is not allowed")),
+        }
+    }
+    Ok(p)
+}
+
+fn mkdir_p(p: &Path) -> StepResult<()> {
+    fs::create_dir_all(p).step(|| format!("mkdir {}", p.display()))
+}
+
+/// Creates an empty file (mount point for a file bind) with its parents.
+fn touch(p: &Path) -> StepResult<()> {
+    if let Some(parent) = p.parent() {
+        mkdir_p(parent)?;
+    }
+    if !p.exists() {
+        fs::File::create(p).step(|| format!("create {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Flags of an existing mount that a remount must keep (locked in a user namespace).
+fn kept_flags(p: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let mut f = MsFlags::empty();
+    if let Ok(st) = statvfs(p) {
+        let fl = st.flags();
+        for (a, b) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if fl.contains(a) {
+                f |= b;
+            }
+        }
+    }
+    f
+}
+
+fn remount_readonly(p: &Path) -> StepResult<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(p);
+    mount(none(), p, none(), flags, none()).step(|| format!("remount {} read-only", p.display()))
+}
+
+fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(Some(src), dst, none(), flags, none())
+        .step(|| format!("bind mount {} on {}", src.display(), dst.display()))
+}
+
+/// Builds the container's mount table under its root and enters the root. Runs in the
+/// child, inside its new mount namespace.
+pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
+    let root = &spec.rootfs.path;
+    let has_mount_ns = spec.unshares(NsKind::Mount)
+        || spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Mount);
+    if !has_mount_ns {
+        // No private mount table: only chroot, nothing is mounted on the host.
+        return enter_chroot(root);
+    }
+    // Nothing propagates from the container to the host or back.
+    mount(none(), "/", none(), MsFlags::MS_REC | MsFlags::MS_PRIVATE, none())
+        .step(|| "make mount propagation private".into())?;
+    bind(root, root, true).step_ctx(|| format!("bind the root filesystem {}", root.display()))?;
+    let user_ns = spec.unshares(NsKind::User);
+    let net_ns = spec.unshares(NsKind::Net);
+    let has = |m: SystemMount| spec.system_mounts.contains(&m);
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+
+    if has(SystemMount::Procfs) {
+        let p = root.join("proc");
+        mkdir_p(&p)?;
+        mount(Some("proc"), &p, Some("proc"), nosuid_nodev_noexec, none()).step(|| "mount /proc".into())?;
+    }
+    if has(SystemMount::Sysfs) {
+        let p = root.join("sys");
+        mkdir_p(&p)?;
+        if net_ns {
+            mount(Some("sysfs"), &p, Some("sysfs"), nosuid_nodev_noexec | MsFlags::MS_RDONLY, none())
+                .step(|| "mount /sys".into())?;
+        } else {
+            // sysfs can only be mounted by the owner of the network namespace.
+            bind(Path::new("/sys"), &p, true)?;
+            remount_readonly(&p)?;
+        }
+    }
+    if has(SystemMount::Dev) {
+        setup_dev(root, user_ns)?;
+    }
+    if has(SystemMount::Devpts) {
+        let p = root.join("dev/pts");
+        mkdir_p(&p)?;
+        let opts = if user_ns {
+            "newinstance,ptmxmode=0666,mode=0620"
+        } else {
+            "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        };
+        mount(Some("devpts"), &p, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(opts))
+            .step(|| "mount /dev/pts".into())?;
+        let ptmx = root.join("dev/ptmx");
+        if has(SystemMount::Dev) && fs::symlink_metadata(&ptmx).is_err() {
+            symlink("pts/ptmx", &ptmx).step(|| "link /dev/ptmx".into())?;
+        }
+    }
+    if has(SystemMount::Shm) {
+        let p = root.join("dev/shm");
+        mkdir_p(&p)?;
+        mount(Some("shm"), &p, Some("tmpfs"), nosuid_nodev_noexec, Some("mode=1777,size=65536k"))
+            .step(|| "mount /dev/shm".into())?;
+    }
+    if has(SystemMount::Tmpfs) {
+        let p = root.join("tmp");
+        mkdir_p(&p)?;
+        mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
+            .step(|| "mount /tmp".into())?;
+    }
+    for m in &spec.mounts {
+        let target = inside(root, &m.target)?;
+        match &m.fstype {
+            None => {
+                let src = Path::new(&m.source);
+                let md = fs::metadata(src).step(|| format!("bind source {}", m.source))?;
+                if md.is_dir() {
+                    mkdir_p(&target)?;
+                } else {
+                    touch(&target)?;
+                }
+                bind(src, &target, true)?;
+                if m.readonly {
+                    remount_readonly(&target)?;
+                }
+            }
+            Some(fstype) => {
+                mkdir_p(&target)?;
+                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                if m.readonly {
+                    flags |= MsFlags::MS_RDONLY;
+                }
+                mount(Some(m.source.as_str()), &target, Some(fstype.as_str()), flags, m.options.as_deref())
+                    .step(|| format!("mount {} ({fstype}) on {}", m.source, m.target))?;
+            }
+        }
+    }
+    if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
+        mask_paths(root)?;
+    }
+    match spec.rootfs.mode {
+        RootMode::PivotRoot => pivot(root)?,
+        RootMode::Chroot => enter_chroot(root)?,
+    }
+    if spec.rootfs.readonly {
+        remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+trait StepCtx<T> {
+    fn step_ctx(self, f: impl FnOnce() -> String) -> StepResult<T>;
+}
+
+impl<T> StepCtx<T> for StepResult<T> {
+    fn step_ctx(self, f: impl FnOnce() -> String) -> StepResult<T> {
+        self.map_err(|mut e| {
+            e.step = f();
+            e
+        })
+    }
+}
+
+fn setup_dev(root: &Path, user_ns: bool) -> StepResult<()> {
+    let dev = root.join("dev");
+    mkdir_p(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .step(|| "mount /dev".into())?;
+    for (name, major, minor) in DEVICES {
+        let p = dev.join(name);
+        if user_ns {
+            // mknod is refused in a user namespace: bind the host's node instead.
+            touch(&p)?;
+            bind(&Path::new("/dev").join(name), &p, false)?;
+        } else {
+            mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+                .step(|| format!("mknod /dev/{name}"))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).step(|| format!("chmod /dev/{name}"))?;
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link)).step(|| format!("link /dev/{link}"))?;
+    }
+    Ok(())
+}
+
+fn mask_paths(root: &Path) -> StepResult<()> {
+    let null = Path::new("/dev/null");
+    for f in MASKED_FILES {
+        let p = root.join(&f[1..]);
+        if p.exists() {
+            bind(null, &p, false)?;
+        }
+    }
+    for d in MASKED_DIRS {
+        let p = root.join(&d[1..]);
+        if p.is_dir() {
+            mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none()).step(|| format!("mask {d}"))?;
+        }
+    }
+    for r in READONLY_PATHS {
+        let p = root.join(&r[1..]);
+        if p.exists() {
+            bind(&p, &p, true)?;
+            remount_readonly(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn pivot(root: &Path) -> StepResult<()> {
+    nix::unistd::chdir(root).step(|| format!("chdir {}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").step(|| format!("pivot_root into {}", root.display()))?;
+    // The old root is stacked under the new one at "."; detach it.
+    umount2(".", MntFlags::MNT_DETACH).step(|| "detach the old root".into())?;
+    nix::unistd::chdir("/").step(|| "chdir /".into())
+}
+
+fn enter_chroot(root: &Path) -> StepResult<()> {
+    nix::unistd::chroot(root).step(|| format!("chroot into {}", root.display()))?;
+    nix::unistd::chdir("/").step(|| "chdir /".into())
+}

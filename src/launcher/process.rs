@@ -1,0 +1,406 @@
+//! Starting one container: the parent prepares the cgroup, clones the child into its new
+//! namespaces, writes the id maps and releases it; the child builds its world and execs.
+//! Errors travel back over a close-on-exec pipe: EOF means the exec happened.
+
+use super::cgroup::{Cgroup, Layout};
+use super::error::{LaunchError, Step, StepError, StepResult};
+use super::{init, mounts, network, privileges, signals};
+use crate::spec::{ContainerSpec, IdMap, NsKind};
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// PATH inside the container when the definition sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where the container's cgroups go.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Parent cgroup path in every hierarchy, e.g. `haconiwa` or `haconiwa/node-2`.
+    pub cgroup_parent: String,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            cgroup_parent: "haconiwa".into(),
+        }
+    }
+}
+
+/// A container whose command has been exec'd.
+#[derive(Debug)]
+pub struct Started {
+    /// Host pid of the container's first process (its PID 1 when it has a PID namespace).
+    pub pid: i32,
+    /// The container's cgroup, removed by [`Started::cleanup`].
+    pub cgroup: Cgroup,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, 128+n when killed by signal n.
+    pub code: i32,
+    /// The kernel's OOM killer fired in the container's cgroup.
+    pub oom_killed: bool,
+}
+
+impl Started {
+    /// Removes what the container left (processes, cgroup) and reports whether it was
+    /// OOM-killed. Call after its first process was reaped.
+    pub fn cleanup(&self) -> StepResult<bool> {
+        let oom = self.cgroup.oom_killed();
+        self.cgroup.remove()?;
+        Ok(oom)
+    }
+}
+
+fn clone_flags(spec: &ContainerSpec) -> CloneFlags {
+    let mut f = CloneFlags::empty();
+    for k in &spec.namespaces.unshare {
+        f |= match k {
+            NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+            NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+            NsKind::Pid => CloneFlags::CLONE_NEWPID,
+            NsKind::Mount => CloneFlags::CLONE_NEWNS,
+            NsKind::Net => CloneFlags::CLONE_NEWNET,
+            NsKind::User => CloneFlags::CLONE_NEWUSER,
+            // Unshared by the child once it sits in its cgroup, so that cgroup is its root.
+            NsKind::Cgroup => CloneFlags::empty(),
+        };
+    }
+    f
+}
+
+fn ns_flag(k: NsKind) -> CloneFlags {
+    match k {
+        NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+        NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+        NsKind::Pid => CloneFlags::CLONE_NEWPID,
+        NsKind::Mount => CloneFlags::CLONE_NEWNS,
+        NsKind::Net => CloneFlags::CLONE_NEWNET,
+        NsKind::User => CloneFlags::CLONE_NEWUSER,
+        NsKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+    }
+}
+
+/// Checks what can be checked before anything is created.
+fn preflight(spec: &ContainerSpec) -> StepResult<()> {
+    let root = &spec.rootfs.path;
+    match std::fs::metadata(root) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(StepError::msg(
+            format!("root filesystem {}", root.display()),
+            "not a directory",
+        )),
+        Err(e) => Err(StepError::msg(
+            format!("root filesystem {}", root.display()),
+            format!("{e}; run `haconiwa create` first"),
+        )),
+    }
+}
+
+fn map_text(maps: &[IdMap]) -> String {
+    maps.iter().map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count)).collect()
+}
+
+/// A fork-style clone(2): the child continues here on a copy of our stack.
+fn raw_clone(flags: CloneFlags) -> StepResult<Option<Pid>> {
+    // SAFETY: with a null stack clone behaves like fork; this process is single-threaded
+    // (the launcher's rule), so the child holds no lock another thread owns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match rc {
+        -1 => Err(StepError::last("clone into new namespaces")),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Starts the container and returns once its command is exec'd (or the launch failed, in
+/// which case nothing is left behind). SIGCHLD and the forwarded signals stay blocked in
+/// the caller so that [`wait`] sees every one of them.
+pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, LaunchError> {
+    let fail = |e: StepError| e.in_container(&spec.name);
+    preflight(spec).map_err(fail)?;
+    let mut enter_fds = Vec::new();
+    for e in &spec.namespaces.enter {
+        let f = File::open(&e.path)
+            .step(|| format!("open {} namespace {}", e.kind, e.path.display()))
+            .map_err(fail)?;
+        enter_fds.push((e.kind, OwnedFd::from(f)));
+    }
+    let layout = Layout::detect().map_err(fail)?;
+    let cgroup = Cgroup::create(&layout, &opts.cgroup_parent, &spec.name, &spec.cgroup).map_err(fail)?;
+    match start_in(spec, cgroup.clone(), enter_fds) {
+        Ok(pid) => Ok(Started { pid, cgroup }),
+        Err(e) => {
+            let _ = cgroup.remove();
+            Err(fail(e))
+        }
+    }
+}
+
+fn start_in(spec: &ContainerSpec, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> StepResult<i32> {
+    // A joined PID namespace applies to our children, so the parent joins it.
+    for (kind, fd) in &enter_fds {
+        if *kind == NsKind::Pid {
+            nix::sched::setns(fd, CloneFlags::CLONE_NEWPID).step(|| "join the pid namespace".into())?;
+        }
+    }
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    signals::block();
+    let child = match raw_clone(clone_flags(spec))? {
+        None => {
+            drop(go_w);
+            drop(err_r);
+            let e = match child_main(spec, go_r, &err_w, &enter_fds) {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            let mut f = File::from(err_w);
+            let _ = f.write_all(&e.encode());
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(126) }
+        }
+        Some(pid) => pid,
+    };
+    drop(go_r);
+    drop(err_w);
+    drop(enter_fds);
+    let kill_child = |e: StepError| {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        e
+    };
+    let release = || -> StepResult<()> {
+        cgroup.add(child.as_raw())?;
+        if spec.unshares(NsKind::User) {
+            let base = format!("/proc/{}", child.as_raw());
+            std::fs::write(format!("{base}/uid_map"), map_text(&spec.namespaces.uid_map))
+                .step(|| "write uid_map".into())?;
+            std::fs::write(format!("{base}/gid_map"), map_text(&spec.namespaces.gid_map))
+                .step(|| "write gid_map".into())?;
+        }
+        if let Some(br) = &spec.network.bridge {
+            network::attach_bridge(child.as_raw(), br)?;
+        }
+        let mut w = File::from(go_w);
+        w.write_all(b"g").step(|| "release the container".into())
+    };
+    release().map_err(kill_child)?;
+    let mut msg = Vec::new();
+    let mut r = File::from(err_r);
+    let _ = r.read_to_end(&mut msg);
+    if !msg.is_empty() {
+        let _ = waitpid(child, None);
+        return Err(StepError::decode(&msg));
+    }
+    Ok(child.as_raw())
+}
+
+/// Waits for the container's first process, forwarding signals sent to this process
+/// (not the terminal's: those reached the container's group already).
+pub fn wait(started: &Started) -> Exit {
+    let pid = Pid::from_raw(started.pid);
+    let code = loop {
+        match signals::wait_blocked() {
+            Some((libc::SIGCHLD, _)) => match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => continue,
+                Ok(ws) => match init::exit_code(ws) {
+                    Some(c) => break c,
+                    None => continue,
+                },
+                Err(_) => break 255,
+            },
+            Some((sig, false)) => {
+                if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(pid, s);
+                }
+            }
+            _ => {}
+        }
+    };
+    let oom_killed = started.cgroup.oom_killed();
+    Exit { code, oom_killed }
+}
+
+/// The child: everything from the release to exec. Returns only on failure.
+fn child_main(
+    spec: &ContainerSpec,
+    go_r: OwnedFd,
+    err_w: &OwnedFd,
+    enter_fds: &[(NsKind, OwnedFd)],
+) -> StepResult<Infallible> {
+    // Nothing of the launcher's caller (its report pipes, sockets) leaks into the
+    // container, not even into PID 1, which never execs.
+    let mut keep: Vec<RawFd> = vec![go_r.as_raw_fd(), err_w.as_raw_fd()];
+    keep.extend(enter_fds.iter().map(|(_, f)| f.as_raw_fd()));
+    close_other_fds(&keep);
+    // Die with the launcher rather than run unsupervised.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).step(|| "set the parent-death signal".into())?;
+    let mut go = [0u8; 1];
+    let mut r = File::from(go_r);
+    if r.read(&mut go).unwrap_or(0) != 1 {
+        return Err(StepError::msg("wait for release", "the launcher went away"));
+    }
+    drop(r);
+    if spec.unshares(NsKind::User) {
+        // Root inside: the id maps are written now.
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).step(|| "become gid 0 in the user namespace".into())?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into()).step(|| "become uid 0 in the user namespace".into())?;
+    }
+    // Join namespaces, the user namespace first so the others are owned by it.
+    for kind in NsKind::ALL {
+        if kind == NsKind::Pid {
+            continue;
+        }
+        for (k, fd) in enter_fds {
+            if *k == kind {
+                nix::sched::setns(fd, ns_flag(kind)).step(|| format!("join the {kind} namespace"))?;
+            }
+        }
+    }
+    if spec.unshares(NsKind::Cgroup) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare the cgroup namespace".into())?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    mounts::setup_root(spec)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if spec.unshares(NsKind::Uts) {
+        nix::unistd::sethostname(spec.effective_hostname()).step(|| "set the hostname".into())?;
+    }
+    if spec.unshares(NsKind::Net) && spec.network.loopback {
+        network::loopback_up()?;
+    }
+    if spec.unshares(NsKind::Pid) {
+        // SAFETY: single-threaded process; fork is async-signal-safe here.
+        match unsafe { nix::unistd::fork() }.step(|| "fork the command under PID 1".into())? {
+            ForkResult::Parent { child } => {
+                // PID 1 keeps no copy of the error pipe: its EOF must mean "exec'd".
+                // SAFETY: closing our own duplicate of the pipe; the OwnedFd is not used again
+                // in this process, which never returns from init::run.
+                unsafe { libc::close(err_w.as_raw_fd()) };
+                init::run(child);
+            }
+            ForkResult::Child => {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .step(|| "set the parent-death signal".into())?;
+            }
+        }
+    }
+    exec_command(spec)
+}
+
+fn cstr(s: &str, what: &str) -> StepResult<CString> {
+    CString::new(s).map_err(|_| StepError::msg(what.to_string(), format!("'{s}' contains a NUL byte")))
+}
+
+/// Identity, privileges, environment, working directory, then exec.
+pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    env.insert("HOME".to_string(), "/root".to_string());
+    env.insert("HOSTNAME".to_string(), spec.effective_hostname().to_string());
+    if let Ok(term) = std::env::var("TERM") {
+        env.insert("TERM".to_string(), term);
+    }
+    for (k, v) in &spec.environment {
+        env.insert(k.clone(), v.clone());
+    }
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}"), "environment"))
+        .collect::<StepResult<_>>()?;
+    let argv: Vec<CString> = spec
+        .init_command
+        .iter()
+        .map(|a| cstr(a, "command"))
+        .collect::<StepResult<_>>()?;
+    let Some(cmd) = spec.init_command.first() else {
+        return Err(StepError::msg("exec", "empty command"));
+    };
+    privileges::apply(spec)?;
+    let workdir = spec.workdir.as_deref().unwrap_or("/");
+    nix::unistd::chdir(workdir).step(|| format!("chdir to workdir {workdir}"))?;
+    // Every descriptor but 0-2 closes at exec (the error pipe among them).
+    // SAFETY: close_range only changes flags of our own descriptors.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint);
+    }
+    signals::reset();
+    let candidates: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{cmd}")).collect()
+    };
+    let mut last = nix::errno::Errno::ENOENT;
+    for c in &candidates {
+        let p = cstr(c, "command")?;
+        let Err(e) = nix::unistd::execve(&p, &argv, &envp);
+        if last == nix::errno::Errno::ENOENT || e != nix::errno::Errno::ENOENT {
+            last = e;
+        }
+    }
+    Err(StepError::os(format!("exec {cmd}"), std::io::Error::from(last)))
+}
+
+/// Reads a pid's start time (clock ticks since boot, field 22 of /proc/PID/stat), which
+/// tells a live container from a reused pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// Duplicates `fd` onto 0, 1 and 2 (daemon mode: everything to the log).
+pub fn redirect_stdio(stdin: RawFd, out: RawFd) -> std::io::Result<()> {
+    for (from, to) in [(stdin, 0), (out, 1), (out, 2)] {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// fork(2) for the single-threaded CLI and helpers (the monitor of daemon mode).
+pub fn fork_single_threaded() -> std::io::Result<ForkResult> {
+    // SAFETY: callers are single-threaded processes (the CLI before any runtime thread,
+    // the `__monitor` helper), so the child inherits no lock held by another thread.
+    unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)
+}
+
+/// Closes every descriptor above 2 except `keep`.
+fn close_other_fds(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().map(|f| *f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep.into_iter().filter(|k| *k >= 3) {
+        if k > from {
+            // SAFETY: closes descriptors of this process that nothing here refers to.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+}

@@ -1,0 +1,63 @@
+//! Blocking and synchronous waiting for signals (the launcher never installs handlers).
+
+use super::init::FORWARDED;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+
+/// The set the launcher and PID 1 wait on: SIGCHLD and the forwarded signals.
+pub fn waited_set() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks the waited set so the signals queue until [`wait_blocked`].
+pub fn block() {
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited_set()), None);
+}
+
+/// Unblocks every signal and restores default dispositions (before exec).
+pub fn reset() {
+    for s in Signal::iterator() {
+        if matches!(s, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: setting the default disposition installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Waits for one signal of the blocked set: (signal number, sent by the kernel?).
+pub fn wait_blocked() -> Option<(i32, bool)> {
+    let set = waited_set();
+    // SAFETY: siginfo_t is plain data; sigwaitinfo fills it for the returned signal.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset and `info` a valid out-pointer.
+    let sig = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+    if sig < 0 {
+        return None;
+    }
+    Some((sig, info.si_code == libc::SI_KERNEL))
+}
+
+/// Waits like [`wait_blocked`] but at most `ms` milliseconds (None on timeout).
+pub fn wait_blocked_timeout(ms: u64) -> Option<(i32, bool)> {
+    let set = waited_set();
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: as in wait_blocked.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid set, out-pointer and timeout.
+    let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &ts) };
+    if sig < 0 {
+        return None;
+    }
+    Some((sig, info.si_code == libc::SI_KERNEL))
+}

@@ -1,0 +1,6 @@
+//! haconiwa: a container supervisor cluster. See DESIGN.md for the layers.
+
+pub mod cli;
+pub mod launcher;
+pub mod runtime;
+pub mod spec;

@@ -1,0 +1,382 @@
+//! Local containers on this host: the state directory, daemon mode with a small monitor
+//! per container, logs, signals, stale-state detection and re-adoption. Knows nothing of
+//! Raft; the supervisor drives it through the hidden `__monitor` helper.
+
+pub mod bootstrap;
+pub mod state;
+
+use crate::launcher::{self, cgroup::Cgroup, cgroup::Layout, LaunchError, LaunchOptions};
+use crate::spec::ContainerSpec;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{ForkResult, Pid};
+use state::{now_secs, ContainerDir, State, Status};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/run/haconiwa";
+
+/// Errors of local container management.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The launch failed (container, step, OS error).
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// No such container.
+    #[error("no container named '{0}' (see `haconiwa ps`)")]
+    NotFound(String),
+    /// The name is taken by a live container.
+    #[error("container '{0}' is already running")]
+    AlreadyRunning(String),
+    /// The container is not running.
+    #[error("container '{0}' is not running")]
+    NotRunning(String),
+    /// A state file problem.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+/// Local container management rooted at a state directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// e.g. `/run/haconiwa` or `/run/haconiwa/node-2`.
+    pub state_dir: PathBuf,
+    /// cgroup parent of every container, e.g. `haconiwa` or `haconiwa/node-2`.
+    pub cgroup_parent: String,
+}
+
+/// A container as `ps` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    /// The state record (already corrected for stale pids).
+    #[serde(flatten)]
+    pub state: State,
+    /// The command line.
+    pub command: Vec<String>,
+}
+
+impl Runtime {
+    /// A runtime with explicit locations.
+    pub fn new(state_dir: impl Into<PathBuf>, cgroup_parent: impl Into<String>) -> Self {
+        Runtime {
+            state_dir: state_dir.into(),
+            cgroup_parent: cgroup_parent.into(),
+        }
+    }
+
+    /// The directory of container `name`.
+    pub fn dir(&self, name: &str) -> ContainerDir {
+        ContainerDir {
+            path: self.state_dir.join("containers").join(name),
+        }
+    }
+
+    /// The datagram socket a supervisor listens on for exit notices.
+    pub fn notify_socket(&self) -> PathBuf {
+        self.state_dir.join("notify.sock")
+    }
+
+    fn options(&self) -> LaunchOptions {
+        LaunchOptions {
+            cgroup_parent: self.cgroup_parent.clone(),
+        }
+    }
+
+    /// Creates the container's directory; an old one of a dead container is cleared.
+    fn reserve(&self, spec: &ContainerSpec) -> Result<ContainerDir, RuntimeError> {
+        let dir = self.dir(&spec.name);
+        std::fs::create_dir_all(self.state_dir.join("containers"))
+            .map_err(io_err(format!("create {}", self.state_dir.display())))?;
+        for _ in 0..3 {
+            match std::fs::create_dir(&dir.path) {
+                Ok(()) => {
+                    dir.write_spec(spec).map_err(io_err("write spec.json"))?;
+                    return Ok(dir);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let live = self.refresh(&dir).map(|s| s.status != Status::Exited).unwrap_or(false);
+                    if live {
+                        return Err(RuntimeError::AlreadyRunning(spec.name.clone()));
+                    }
+                    let _ = std::fs::remove_dir_all(&dir.path);
+                }
+                Err(e) => return Err(io_err(format!("create {}", dir.path.display()))(e)),
+            }
+        }
+        Err(RuntimeError::AlreadyRunning(spec.name.clone()))
+    }
+
+    fn initial_state(&self, spec: &ContainerSpec) -> State {
+        State {
+            name: spec.name.clone(),
+            pid: 0,
+            start_time: 0,
+            monitor_pid: std::process::id() as i32,
+            monitor_start_time: launcher::start_time(std::process::id() as i32).unwrap_or(0),
+            spec_digest: crate::spec::digest(&serde_json::to_string(spec).unwrap_or_default()),
+            status: Status::Creating,
+            exit_code: None,
+            oom_killed: false,
+            reason: None,
+            created_at: now_secs(),
+            finished_at: None,
+            cgroup_parent: self.cgroup_parent.clone(),
+            labels: spec.labels.clone(),
+        }
+    }
+
+    /// Runs a container in the foreground and returns its exit code. Its record exists
+    /// while it runs (so `ps` and `attach` see it) and is removed afterwards.
+    pub fn run_foreground(&self, spec: &ContainerSpec) -> Result<launcher::Exit, RuntimeError> {
+        let dir = self.reserve(spec)?;
+        let mut st = self.initial_state(spec);
+        let _ = dir.write_state(&st);
+        let started = match launcher::start(spec, &self.options()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir.path);
+                return Err(e.into());
+            }
+        };
+        st.pid = started.pid;
+        st.start_time = launcher::start_time(started.pid).unwrap_or(0);
+        st.status = Status::Running;
+        let _ = dir.write_state(&st);
+        let mut exit = launcher::wait(&started);
+        let cleanup = started.cleanup();
+        let _ = std::fs::remove_dir_all(&dir.path);
+        exit.oom_killed |= cleanup.as_ref().map(|o| *o).unwrap_or(false);
+        if let Err(e) = cleanup {
+            return Err(e.in_container(&spec.name).into());
+        }
+        Ok(exit)
+    }
+
+    /// Starts a container in the background under a monitor process and returns its
+    /// state once the command runs. The monitor waits for it, records the exit and
+    /// removes its cgroup; it survives the caller (and a supervisor restart).
+    pub fn run_daemon(&self, spec: &ContainerSpec) -> Result<State, RuntimeError> {
+        let dir = self.reserve(spec)?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io_err("pipe")(e.into()))?;
+        // The CLI launches before any thread exists; the supervisor goes through the
+        // `__monitor` helper process, so this process is single-threaded.
+        match launcher::fork_single_threaded().map_err(io_err("fork the monitor"))? {
+            ForkResult::Child => {
+                drop(rd);
+                let code = self.monitor(spec, &dir, std::fs::File::from(wr));
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => {
+                drop(wr);
+                let mut msg = String::new();
+                let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+                if let Some(err) = msg.strip_prefix("err ") {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    let (container, rest) = err.split_once('\x1f').unwrap_or((&spec.name, err));
+                    let (step, reason) = rest.split_once('\x1f').unwrap_or(("start", rest));
+                    return Err(RuntimeError::Launch(LaunchError {
+                        container: container.to_string(),
+                        step: step.to_string(),
+                        reason: reason.to_string(),
+                    }));
+                }
+                if !msg.starts_with("ok") {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    let _ = std::fs::remove_dir_all(&dir.path);
+                    return Err(RuntimeError::Io {
+                        what: format!("start monitor for {}", spec.name),
+                        source: io::Error::other("the monitor exited before reporting"),
+                    });
+                }
+                dir.read_state().map_err(io_err("read state.json"))
+            }
+        }
+    }
+
+    /// The monitor: detaches, starts the container with its output in the log, reports
+    /// to the caller through `report`, waits, records the exit. Returns its exit code.
+    fn monitor(&self, spec: &ContainerSpec, dir: &ContainerDir, mut report: std::fs::File) -> i32 {
+        let _ = nix::unistd::setsid();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.log_file());
+        let null = std::fs::File::open("/dev/null");
+        let (log, null) = match (log, null) {
+            (Ok(l), Ok(n)) => (l, n),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = write!(report, "err {}\x1fopen log\x1f{e}", spec.name);
+                let _ = std::fs::remove_dir_all(&dir.path);
+                return 1;
+            }
+        };
+        if let Err(e) = launcher::redirect_stdio(null.as_raw_fd(), log.as_raw_fd()) {
+            let _ = write!(report, "err {}\x1fredirect output\x1f{e}", spec.name);
+            let _ = std::fs::remove_dir_all(&dir.path);
+            return 1;
+        }
+        drop(log);
+        drop(null);
+        let mut st = self.initial_state(spec);
+        let _ = dir.write_state(&st);
+        let started = match launcher::start(spec, &self.options()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = write!(report, "err {}\x1f{}\x1f{}", e.container, e.step, e.reason);
+                let _ = std::fs::remove_dir_all(&dir.path);
+                return 1;
+            }
+        };
+        st.pid = started.pid;
+        st.start_time = launcher::start_time(started.pid).unwrap_or(0);
+        st.status = Status::Running;
+        let _ = dir.write_state(&st);
+        self.notify(&spec.name);
+        let _ = report.write_all(b"ok");
+        drop(report);
+        let mut exit = launcher::wait(&started);
+        match started.cleanup() {
+            Ok(oom) => exit.oom_killed |= oom,
+            Err(e) => st.reason = Some(e.to_string()),
+        }
+        st.status = Status::Exited;
+        st.exit_code = Some(exit.code);
+        st.oom_killed = exit.oom_killed;
+        if exit.oom_killed {
+            st.reason = Some("oom-killed".into());
+        }
+        st.finished_at = Some(now_secs());
+        let _ = dir.write_state(&st);
+        self.notify(&spec.name);
+        0
+    }
+
+    /// Tells a listening supervisor that a container changed (best effort).
+    fn notify(&self, name: &str) {
+        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+            let _ = sock.send_to(name.as_bytes(), self.notify_socket());
+        }
+    }
+
+    /// Reads a container's state and corrects it when its processes are gone: a running
+    /// container whose pid died (or was reused) without its monitor recording it is
+    /// marked exited ("lost") and its cgroup removed.
+    pub fn refresh(&self, dir: &ContainerDir) -> io::Result<State> {
+        let mut st = dir.read_state()?;
+        let alive = |pid: i32, start: u64| pid > 0 && launcher::start_time(pid) == Some(start);
+        let stale = match st.status {
+            Status::Running => !alive(st.pid, st.start_time) && !alive(st.monitor_pid, st.monitor_start_time),
+            Status::Creating => !alive(st.monitor_pid, st.monitor_start_time),
+            Status::Exited => false,
+        };
+        if stale {
+            if st.status == Status::Creating {
+                let _ = std::fs::remove_dir_all(&dir.path);
+                return Err(io::Error::new(io::ErrorKind::NotFound, "stale"));
+            }
+            if let Ok(spec) = dir.read_spec() {
+                if let Ok(layout) = Layout::detect() {
+                    if let Ok(cg) = Cgroup::handle(&layout, &st.cgroup_parent, &st.name, &spec.cgroup) {
+                        let _ = cg.remove();
+                    }
+                }
+            }
+            st.status = Status::Exited;
+            st.reason = Some("lost: its monitor vanished".into());
+            st.finished_at = Some(now_secs());
+            let _ = dir.write_state(&st);
+        }
+        Ok(st)
+    }
+
+    /// Every container of this runtime.
+    pub fn list(&self) -> Vec<Listed> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.state_dir.join("containers")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let dir = ContainerDir { path: e.path() };
+            if let Ok(state) = self.refresh(&dir) {
+                let command = dir.read_spec().map(|s| s.init_command).unwrap_or_default();
+                out.push(Listed { state, command });
+            }
+        }
+        out.sort_by(|a, b| a.state.created_at.cmp(&b.state.created_at).then(a.state.name.cmp(&b.state.name)));
+        out
+    }
+
+    /// A container's current state.
+    pub fn get(&self, name: &str) -> Result<State, RuntimeError> {
+        let dir = self.dir(name);
+        if !dir.path.exists() {
+            return Err(RuntimeError::NotFound(name.to_string()));
+        }
+        self.refresh(&dir).map_err(|_| RuntimeError::NotFound(name.to_string()))
+    }
+
+    /// Signals a running container and waits up to `timeout` for it to end, then sends
+    /// SIGKILL. Returns the final state.
+    pub fn kill(&self, name: &str, sig: Signal, timeout: Duration) -> Result<State, RuntimeError> {
+        let st = self.get(name)?;
+        if st.status != Status::Running {
+            return Err(RuntimeError::NotRunning(name.to_string()));
+        }
+        let pid = Pid::from_raw(st.pid);
+        let gone = || launcher::start_time(st.pid) != Some(st.start_time);
+        let _ = kill(pid, sig);
+        let deadline = Instant::now() + timeout;
+        while !gone() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !gone() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let hard = Instant::now() + Duration::from_secs(5);
+            while !gone() && Instant::now() < hard {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Give the monitor a moment to record the exit.
+        let dir = self.dir(name);
+        let settle = Instant::now() + Duration::from_secs(2);
+        loop {
+            let s = self.refresh(&dir).map_err(|_| RuntimeError::NotFound(name.to_string()))?;
+            if s.status == Status::Exited || Instant::now() >= settle {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Removes the record of an exited container.
+    pub fn remove(&self, name: &str) -> Result<(), RuntimeError> {
+        let st = self.get(name)?;
+        if st.status != Status::Exited {
+            return Err(RuntimeError::AlreadyRunning(name.to_string()));
+        }
+        std::fs::remove_dir_all(self.dir(name).path).map_err(io_err(format!("remove {name}")))
+    }
+
+    /// Runs a command inside a running container; returns its exit code.
+    pub fn attach(&self, name: &str, command: &[String]) -> Result<i32, RuntimeError> {
+        let st = self.get(name)?;
+        if st.status != Status::Running {
+            return Err(RuntimeError::NotRunning(name.to_string()));
+        }
+        let dir = self.dir(name);
+        let spec = dir.read_spec().map_err(io_err("read spec.json"))?;
+        let layout = Layout::detect().map_err(|e| e.in_container(name))?;
+        let cg = Cgroup::handle(&layout, &st.cgroup_parent, name, &spec.cgroup).map_err(|e| e.in_container(name))?;
+        Ok(launcher::attach::attach(st.pid, &spec, cg.dirs(), command)?)
+    }
+}

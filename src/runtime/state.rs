@@ -1,0 +1,115 @@
+//! The on-disk record of a local container: `<state_dir>/containers/<name>/` holds
+//! `state.json`, `spec.json` and `log`.
+
+use crate::spec::ContainerSpec;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Lifecycle of a local container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Being set up; no command yet.
+    Creating,
+    /// Its command runs.
+    Running,
+    /// It ended (see the exit code).
+    Exited,
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Container name (unique on this host).
+    pub name: String,
+    /// Host pid of the container's first process (0 while creating).
+    pub pid: i32,
+    /// Start time of that pid (ticks since boot), to detect a reused pid.
+    pub start_time: u64,
+    /// Pid of the monitor that waits for it (0 in the foreground).
+    pub monitor_pid: i32,
+    /// Start time of the monitor.
+    pub monitor_start_time: u64,
+    /// SHA-256 of the resolved spec.
+    pub spec_digest: String,
+    /// Lifecycle.
+    pub status: Status,
+    /// Exit code once exited (128+n for signal n).
+    pub exit_code: Option<i32>,
+    /// The exit was an OOM kill.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Why it ended when not by itself ("lost": its monitor vanished).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Wall-clock start, seconds since the epoch.
+    pub created_at: u64,
+    /// Wall-clock end.
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    /// cgroup parent it was created under.
+    pub cgroup_parent: String,
+    /// Labels copied from the spec (the cluster id lives here for supervised ones).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The directory of one container.
+#[derive(Debug, Clone)]
+pub struct ContainerDir {
+    /// `<state_dir>/containers/<name>`.
+    pub path: PathBuf,
+}
+
+impl ContainerDir {
+    /// `state.json`.
+    pub fn state_file(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+    /// `spec.json`.
+    pub fn spec_file(&self) -> PathBuf {
+        self.path.join("spec.json")
+    }
+    /// The container's stdout and stderr.
+    pub fn log_file(&self) -> PathBuf {
+        self.path.join("log")
+    }
+
+    /// Reads `state.json`.
+    pub fn read_state(&self) -> io::Result<State> {
+        let text = std::fs::read_to_string(self.state_file())?;
+        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Reads `spec.json`.
+    pub fn read_spec(&self) -> io::Result<ContainerSpec> {
+        let text = std::fs::read_to_string(self.spec_file())?;
+        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Replaces `state.json` atomically (write + rename).
+    pub fn write_state(&self, st: &State) -> io::Result<()> {
+        write_atomic(&self.state_file(), &serde_json::to_vec_pretty(st).map_err(io::Error::other)?)
+    }
+
+    /// Writes `spec.json`.
+    pub fn write_spec(&self, spec: &ContainerSpec) -> io::Result<()> {
+        write_atomic(&self.spec_file(), &serde_json::to_vec_pretty(spec).map_err(io::Error::other)?)
+    }
+}
+
+/// Writes a file through a temporary name and a rename, so readers never see half.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,18 @@
+//! The container model and the DSL loaders. No tokio, no syscalls: plain data and the
+//! sandboxed Rhai scripts that produce it.
+
+pub mod cgroup;
+pub mod haco;
+mod model;
+pub mod script;
+
+pub use haco::{load_file, load_str, HacoError};
+pub use model::*;
+pub use script::ScriptError;
+
+/// Hex SHA-256 of a text: how definitions and rules are identified in the cluster.
+pub fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,453 @@
+//! The container model: plain serde data shared by the loader, the launcher, the runtime and
+//! the cluster. Everything here is validated by the loader; the launcher trusts it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// One container definition, as resolved from a `.haco` file (or an OCI config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Unique name on this host; also the default hostname and the cgroup leaf.
+    pub name: String,
+    /// Hostname inside the UTS namespace; `None` means the name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The command run as the container's main process (argv).
+    pub init_command: Vec<String>,
+    /// The whole environment of the command (it replaces the host's, as the original did).
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Working directory inside the container.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `haconiwa run` returns once the container runs instead of waiting for it.
+    #[serde(default)]
+    pub daemonize: bool,
+    /// The root filesystem and how the container enters it.
+    pub rootfs: Rootfs,
+    /// How `haconiwa create` builds the root filesystem when it is missing.
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
+    /// Shell steps run once inside the new root filesystem after bootstrap.
+    #[serde(default)]
+    pub provision: Vec<ProvisionStep>,
+    /// Namespaces to create and to join.
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    /// Filesystems mounted inside the container besides the root.
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
+    /// The kernel filesystems mounted inside (proc, sys, dev, devpts, shm, tmp).
+    #[serde(default = "SystemMount::defaults")]
+    pub system_mounts: Vec<SystemMount>,
+    /// cgroup settings, keyed by the name the user gave (v1 or v2 form; validated).
+    #[serde(default)]
+    pub cgroup: BTreeMap<String, String>,
+    /// Capability changes on top of the default set.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Resource limits (setrlimit) applied before exec.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// The user the command runs as (inside the user namespace when there is one).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The group the command runs as.
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+    /// Free-form labels: used by `cluster.count(#{label: value})` and placement.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `no_new_privs` before exec (on unless the definition turns it off).
+    #[serde(default = "default_true")]
+    pub no_new_privs: bool,
+    /// Network set-up inside a new network namespace.
+    #[serde(default)]
+    pub network: Network,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ContainerSpec {
+    /// A minimal spec: the name, a command and a root; everything else at its default.
+    pub fn new(name: &str, init_command: Vec<String>, root: PathBuf) -> Self {
+        ContainerSpec {
+            name: name.to_string(),
+            hostname: None,
+            init_command,
+            environment: BTreeMap::new(),
+            workdir: None,
+            daemonize: false,
+            rootfs: Rootfs {
+                path: root,
+                mode: RootMode::PivotRoot,
+                readonly: false,
+            },
+            bootstrap: None,
+            provision: Vec::new(),
+            namespaces: Namespaces::default(),
+            mounts: Vec::new(),
+            system_mounts: SystemMount::defaults(),
+            cgroup: BTreeMap::new(),
+            capabilities: Capabilities::default(),
+            rlimits: Vec::new(),
+            uid: None,
+            gid: None,
+            groups: Vec::new(),
+            labels: BTreeMap::new(),
+            no_new_privs: true,
+            network: Network::default(),
+        }
+    }
+
+    /// The hostname the container gets: the explicit one or its name.
+    pub fn effective_hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether the container creates a namespace of this kind.
+    pub fn unshares(&self, kind: NsKind) -> bool {
+        self.namespaces.unshare.contains(&kind)
+    }
+}
+
+/// How the process enters its root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootMode {
+    /// pivot_root inside a mount namespace (the default; the host root is detached).
+    PivotRoot,
+    /// plain chroot (only when the definition asks: `chroot_to(path, #{chroot: true})`).
+    Chroot,
+}
+
+/// The container's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rootfs {
+    /// Path on the host.
+    pub path: PathBuf,
+    /// pivot_root or chroot.
+    pub mode: RootMode,
+    /// Remount the root read-only after set-up.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Recipes that build a root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Bootstrap {
+    /// The host's static busybox with its applet links and a minimal /etc.
+    Busybox {
+        /// Path of the static busybox binary on the host.
+        #[serde(default)]
+        busybox: Option<PathBuf>,
+    },
+    /// Named host binaries plus the shared libraries they load.
+    Host {
+        /// Absolute paths (or names looked up in PATH) of the binaries to copy.
+        binaries: Vec<String>,
+    },
+    /// A tar archive (plain, gzip or xz) unpacked into the root.
+    Tarball {
+        /// Archive path on the host.
+        archive: PathBuf,
+    },
+    /// A copy of an existing directory.
+    Directory {
+        /// Source directory on the host.
+        source: PathBuf,
+    },
+    /// A Debian tree from `debootstrap` (when installed).
+    Debootstrap {
+        /// Suite, e.g. "bookworm".
+        suite: String,
+        /// Mirror URL; debootstrap's default when absent.
+        #[serde(default)]
+        mirror: Option<String>,
+        /// Variant, e.g. "minbase".
+        #[serde(default)]
+        variant: Option<String>,
+    },
+}
+
+impl Bootstrap {
+    /// The name used in the DSL (`strategy:`).
+    pub fn strategy(&self) -> &'static str {
+        match self {
+            Bootstrap::Busybox { .. } => "busybox",
+            Bootstrap::Host { .. } => "host",
+            Bootstrap::Tarball { .. } => "tarball",
+            Bootstrap::Directory { .. } => "directory",
+            Bootstrap::Debootstrap { .. } => "debootstrap",
+        }
+    }
+}
+
+/// One provisioning step: a shell script run once inside the root with `sh -e`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionStep {
+    /// Name shown in progress lines and used to remember that the step ran.
+    pub name: String,
+    /// The script body.
+    pub script: String,
+}
+
+/// Kinds of Linux namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NsKind {
+    /// Hostname and domain name.
+    Uts,
+    /// System V IPC and POSIX message queues.
+    Ipc,
+    /// Process ids.
+    Pid,
+    /// Mount table.
+    Mount,
+    /// Network stack.
+    Net,
+    /// User and group ids.
+    User,
+    /// cgroup root view.
+    Cgroup,
+}
+
+impl NsKind {
+    /// Every kind, in the order namespaces are joined (user first).
+    pub const ALL: [NsKind; 7] = [
+        NsKind::User,
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Net,
+        NsKind::Pid,
+        NsKind::Cgroup,
+        NsKind::Mount,
+    ];
+
+    /// The name used in the DSL.
+    pub fn name(self) -> &'static str {
+        match self {
+            NsKind::Uts => "uts",
+            NsKind::Ipc => "ipc",
+            NsKind::Pid => "pid",
+            NsKind::Mount => "mount",
+            NsKind::Net => "net",
+            NsKind::User => "user",
+            NsKind::Cgroup => "cgroup",
+        }
+    }
+
+    /// The file name under `/proc/PID/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NsKind::Mount => "mnt",
+            other => other.name(),
+        }
+    }
+
+    /// Parses a DSL name; the original's aliases (`mnt`, `network`) are accepted.
+    pub fn parse(s: &str) -> Option<NsKind> {
+        Some(match s {
+            "uts" => NsKind::Uts,
+            "ipc" => NsKind::Ipc,
+            "pid" => NsKind::Pid,
+            "mount" | "mnt" => NsKind::Mount,
+            "net" | "network" => NsKind::Net,
+            "user" => NsKind::User,
+            "cgroup" => NsKind::Cgroup,
+            _ => return None,
+        })
+    }
+
+    /// The list printed in errors.
+    pub fn expected() -> &'static str {
+        "uts, ipc, pid, mount, net, user, cgroup"
+    }
+}
+
+impl fmt::Display for NsKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Namespaces created (`unshare`) and joined (`enter`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespaces {
+    /// New namespaces, sorted and without duplicates.
+    #[serde(default)]
+    pub unshare: Vec<NsKind>,
+    /// Existing namespaces to join, by path (e.g. `/var/run/netns/blue`).
+    #[serde(default)]
+    pub enter: Vec<NsEnter>,
+    /// uid map for a new user namespace.
+    #[serde(default)]
+    pub uid_map: Vec<IdMap>,
+    /// gid map for a new user namespace.
+    #[serde(default)]
+    pub gid_map: Vec<IdMap>,
+}
+
+/// A namespace joined through a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NsEnter {
+    /// Which namespace.
+    pub kind: NsKind,
+    /// The nsfs file to join.
+    pub path: PathBuf,
+}
+
+/// One line of a uid_map or gid_map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    /// First id inside the namespace.
+    pub inside: u32,
+    /// First id outside.
+    pub outside: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// A mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountPoint {
+    /// Host path for a bind mount, or the device name for a filesystem mount.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Filesystem type; `None` means a bind mount.
+    #[serde(default)]
+    pub fstype: Option<String>,
+    /// Mount data (`size=10m`, ...).
+    #[serde(default)]
+    pub options: Option<String>,
+    /// Read-only.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Kernel filesystems the launcher mounts inside the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemMount {
+    /// /proc (with the usual masked paths).
+    Procfs,
+    /// /sys (read-only).
+    Sysfs,
+    /// /dev as a tmpfs with null, zero, full, random, urandom, tty, ptmx.
+    Dev,
+    /// /dev/pts, a new devpts instance.
+    Devpts,
+    /// /dev/shm.
+    Shm,
+    /// /tmp as a tmpfs.
+    Tmpfs,
+}
+
+impl SystemMount {
+    /// What a container gets without asking.
+    pub fn defaults() -> Vec<SystemMount> {
+        vec![
+            SystemMount::Procfs,
+            SystemMount::Sysfs,
+            SystemMount::Dev,
+            SystemMount::Devpts,
+            SystemMount::Shm,
+        ]
+    }
+
+    /// Parses the names of the original's `mount_independent`.
+    pub fn parse(s: &str) -> Option<SystemMount> {
+        Some(match s {
+            "procfs" | "proc" => SystemMount::Procfs,
+            "sysfs" | "sys" => SystemMount::Sysfs,
+            "dev" | "devtmpfs" => SystemMount::Dev,
+            "devpts" => SystemMount::Devpts,
+            "shm" => SystemMount::Shm,
+            "tmpfs" | "tmp" => SystemMount::Tmpfs,
+            _ => return None,
+        })
+    }
+}
+
+/// Capability changes relative to the default set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Start from the empty set instead of Docker's default 14.
+    #[serde(default)]
+    pub reset: bool,
+    /// Capabilities added (canonical `CAP_*` names; `ALL` means every one).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Capabilities removed.
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+/// One setrlimit call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    /// Lower-case resource name without the `RLIMIT_` prefix (`nofile`).
+    pub resource: String,
+    /// Soft limit; `None` is unlimited.
+    pub soft: Option<u64>,
+    /// Hard limit; `None` is unlimited.
+    pub hard: Option<u64>,
+}
+
+/// Resource names accepted by `set_limit`.
+pub const RLIMIT_NAMES: [&str; 16] = [
+    "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+    "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+];
+
+/// Networking inside a new network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Bring the loopback interface up (default on).
+    #[serde(default = "default_true")]
+    pub loopback: bool,
+    /// A veth pair whose host end joins a bridge, as the original's `network.bridge_name`.
+    #[serde(default)]
+    pub bridge: Option<BridgeNetwork>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            loopback: true,
+            bridge: None,
+        }
+    }
+}
+
+/// A veth pair from the container to a host bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeNetwork {
+    /// Host bridge (created when missing).
+    pub bridge: String,
+    /// Container address in CIDR form, e.g. `10.0.5.2/24`.
+    pub address: String,
+    /// Default gateway inside, if any.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}

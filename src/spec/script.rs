@@ -1,0 +1,161 @@
+//! The sandboxed Rhai engine shared by the `.haco` and `.watch` loaders, and the
+//! translation of Rhai errors into `file:line:col: message`.
+
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
+
+/// Operations one script run may execute before it is stopped.
+pub const MAX_OPERATIONS: u64 = 2_000_000;
+
+/// A script error located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct ScriptError {
+    /// The file name as the user gave it.
+    pub file: String,
+    /// 1-based line (0 when the position is unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ScriptError {
+    /// An error at a Rhai position.
+    pub fn at(file: &str, pos: Position, message: impl Into<String>) -> Self {
+        ScriptError {
+            file: file.to_string(),
+            line: pos.line().unwrap_or(0),
+            col: pos.position().unwrap_or(0),
+            message: message.into(),
+        }
+    }
+
+    /// Translates a Rhai parse error.
+    pub fn from_parse(file: &str, err: &rhai::ParseError) -> Self {
+        let msg = err.err_type().to_string();
+        ScriptError::at(file, err.position(), msg)
+    }
+
+    /// Translates a Rhai runtime error: the innermost cause and its position.
+    pub fn from_eval(file: &str, err: &EvalAltResult) -> Self {
+        let mut pos = err.position();
+        let mut cur = err;
+        while let EvalAltResult::ErrorInFunctionCall(_, _, inner, p) = cur {
+            if !p.is_none() {
+                pos = *p;
+            }
+            cur = inner;
+        }
+        if !cur.position().is_none() {
+            pos = cur.position();
+        }
+        ScriptError::at(file, pos, describe(cur))
+    }
+}
+
+/// A human sentence for the innermost Rhai error.
+fn describe(err: &EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorRuntime(d, _) => runtime_text(d),
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+            let name = sig.split(' ').next().unwrap_or(sig);
+            if let Some(p) = name.strip_prefix("set$").or_else(|| name.strip_prefix("get$")) {
+                format!("unknown key '{p}'")
+            } else if let Some(p) = name.strip_prefix("index$set$") {
+                format!("indexing is not supported here ({p})")
+            } else {
+                format!("unknown function or wrong arguments: {sig}")
+            }
+        }
+        EvalAltResult::ErrorPropertyNotFound(p, _) => format!("unknown key '{p}'"),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the script ran more than {MAX_OPERATIONS} operations (endless loop?) and was stopped"
+        ),
+        EvalAltResult::ErrorTerminated(_, _) => "the script ran out of time and was stopped".into(),
+        other => {
+            let mut s = other.to_string();
+            // Rhai appends " (line x, position y)"; the prefix carries it already.
+            if let Some(i) = s.rfind(" (line ") {
+                s.truncate(i);
+            }
+            s
+        }
+    }
+}
+
+fn runtime_text(d: &Dynamic) -> String {
+    d.clone()
+        .into_immutable_string()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| d.to_string())
+}
+
+/// A runtime error raised by a DSL function; Rhai fills in the call position.
+pub fn dsl_error(msg: impl Into<String>) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(msg.into()),
+        Position::NONE,
+    ))
+}
+
+/// A Rhai engine with no file, network or process access and bounded size and work.
+/// `spawn` (a reserved word in Rhai) is turned into an identifier so `haconiwa.spawn`
+/// parses.
+pub fn sandboxed_engine() -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(MAX_OPERATIONS)
+        .set_max_string_size(64 * 1024)
+        .set_max_array_size(10_000)
+        .set_max_map_size(10_000)
+        .set_max_call_levels(32)
+        .set_max_expr_depths(64, 32)
+        .set_max_variables(1_000)
+        .set_max_functions(256)
+        .set_max_modules(0)
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .set_strict_variables(true)
+        .set_fail_on_invalid_map_property(true);
+    engine.disable_symbol("eval");
+    engine.on_print(|s| eprintln!("{s}"));
+    engine.on_debug(|s, _, pos| eprintln!("{pos:?}: {s}"));
+    #[allow(deprecated)] // volatile, not deprecated: the only way to un-reserve `spawn`
+    engine.on_parse_token(|token, _pos, _state| match token {
+        rhai::Token::Reserved(s) if s.as_str() == "spawn" => rhai::Token::Identifier(s),
+        other => other,
+    });
+    engine
+        .register_fn("uuid_short", uuid_short)
+        .register_fn("rand", rand_range);
+    engine
+}
+
+/// Eight random hex digits, as the original's `uuid_short`-style demo names.
+pub fn uuid_short() -> String {
+    let mut b = [0u8; 4];
+    fill_random(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn rand_range(a: i64, b: i64) -> Result<i64, Box<EvalAltResult>> {
+    if a > b {
+        return Err(dsl_error(format!("rand({a}, {b}): the first bound is above the second")));
+    }
+    let span = (b - a) as u64 + 1;
+    let mut buf = [0u8; 8];
+    fill_random(&mut buf);
+    Ok(a + (u64::from_le_bytes(buf) % span) as i64)
+}
+
+/// Fills `buf` with unpredictable bytes (std's per-process random hash keys; no syscalls
+/// or unsafe code in the spec layer).
+pub fn fill_random(buf: &mut [u8]) {
+    use std::hash::{BuildHasher, Hasher};
+    for chunk in buf.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x6861_636f_6e69_7761);
+        let v = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
