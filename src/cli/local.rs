@@ -20,16 +20,26 @@ fn load(file: &Path) -> Result<ContainerSpec, CliError> {
 pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let rt = Runtime::new(&cli.state_dir, &cli.cgroup_parent);
     match cli.command {
-        Command::New { file, name, root, force } => {
+        Command::New {
+            file,
+            name,
+            root,
+            force,
+        } => {
             if file.exists() && !force {
                 return Err(format!("{} exists; pass --force to overwrite", file.display()).into());
             }
             let name = name.unwrap_or_else(|| {
-                file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "container".into())
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "container".into())
             });
             std::fs::write(&file, template::boilerplate(&name, &root))
                 .map_err(|e| format!("write {}: {e}", file.display()))?;
-            println!("wrote {}; next: haconiwa create {0} && haconiwa run {0}", file.display());
+            println!(
+                "wrote {}; next: haconiwa create {0} && haconiwa run {0}",
+                file.display()
+            );
             Ok(0)
         }
         Command::Create { file } => {
@@ -38,7 +48,9 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 bootstrap::Outcome::Existed => {
                     println!("root filesystem {} exists", spec.rootfs.path.display())
                 }
-                bootstrap::Outcome::Built => println!("built root filesystem {}", spec.rootfs.path.display()),
+                bootstrap::Outcome::Built => {
+                    println!("built root filesystem {}", spec.rootfs.path.display())
+                }
             }
             let ran = bootstrap::provision(&spec, false, true)?;
             if !ran.is_empty() {
@@ -57,7 +69,14 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .into());
             }
             let ran = bootstrap::provision(&spec, true, true)?;
-            println!("provisioned: {}", if ran.is_empty() { "nothing to do".into() } else { ran.join(", ") });
+            println!(
+                "provisioned: {}",
+                if ran.is_empty() {
+                    "nothing to do".into()
+                } else {
+                    ran.join(", ")
+                }
+            );
             Ok(0)
         }
         Command::Show { file, json } => {
@@ -69,7 +88,14 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Run { file, daemon, foreground, name, create, command } => {
+        Command::Run {
+            file,
+            daemon,
+            foreground,
+            name,
+            create,
+            command,
+        } => {
             let mut spec = load(&file)?;
             if let Some(n) = name {
                 spec.name = n;
@@ -90,14 +116,21 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(0);
             }
-            println!("{:<28} {:>8} {:<10} {:>5} {:<20} COMMAND", "NAME", "PID", "STATUS", "EXIT", "CREATED");
+            println!(
+                "{:<28} {:>8} {:<10} {:>5} {:<20} COMMAND",
+                "NAME", "PID", "STATUS", "EXIT", "CREATED"
+            );
             for c in list {
                 let s = &c.state;
                 let status = match s.status {
                     Status::Running => "running".to_string(),
                     Status::Creating => "creating".to_string(),
                     Status::Exited if s.oom_killed => "oom-killed".to_string(),
-                    Status::Exited if s.reason.as_deref().is_some_and(|r| r.starts_with("lost")) => "lost".into(),
+                    Status::Exited
+                        if s.reason.as_deref().is_some_and(|r| r.starts_with("lost")) =>
+                    {
+                        "lost".into()
+                    }
                     Status::Exited => "exited".to_string(),
                 };
                 println!(
@@ -105,14 +138,20 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     s.name,
                     s.pid,
                     status,
-                    s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    s.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     format_time(s.created_at),
                     c.command.join(" ")
                 );
             }
             Ok(0)
         }
-        Command::Kill { name, signal, timeout } => {
+        Command::Kill {
+            name,
+            signal,
+            timeout,
+        } => {
             let sig = parse_signal(&signal)?;
             if !(0.0..=86400.0).contains(&timeout) {
                 return Err("--timeout must be between 0 and 86400 seconds".into());
@@ -126,7 +165,11 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Logs { name, follow } => logs(&rt, &name, follow),
         Command::Attach { name, command } => {
-            let command = if command.is_empty() { vec!["/bin/sh".to_string()] } else { command };
+            let command = if command.is_empty() {
+                vec!["/bin/sh".to_string()]
+            } else {
+                command
+            };
             Ok(rt.attach(&name, &command)?)
         }
         Command::Rm { name } => {
@@ -137,13 +180,17 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Monitor => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            let spec: ContainerSpec = serde_json::from_str(&text).map_err(|e| format!("spec on stdin: {e}"))?;
+            let spec: ContainerSpec =
+                serde_json::from_str(&text).map_err(|e| format!("spec on stdin: {e}"))?;
             match rt.run_daemon(&spec) {
                 Ok(st) => {
                     println!("{}", serde_json::to_string(&st)?);
                     Ok(0)
                 }
-                Err(e) => Err(CliError { message: e.to_string(), code: LAUNCH_FAILED }),
+                Err(e) => Err(CliError {
+                    message: e.to_string(),
+                    code: LAUNCH_FAILED,
+                }),
             }
         }
     }
@@ -151,17 +198,26 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
 
 fn run(rt: &Runtime, spec: &ContainerSpec, detach: bool) -> Result<i32, CliError> {
     let launch_failed = |e: RuntimeError| match e {
-        RuntimeError::Launch(_) => CliError { message: e.to_string(), code: LAUNCH_FAILED },
+        RuntimeError::Launch(_) => CliError {
+            message: e.to_string(),
+            code: LAUNCH_FAILED,
+        },
         other => CliError::from(other),
     };
     if detach {
         let st = rt.run_daemon(spec).map_err(launch_failed)?;
-        println!("{} running (pid {}); logs: haconiwa logs {0}", st.name, st.pid);
+        println!(
+            "{} running (pid {}); logs: haconiwa logs {0}",
+            st.name, st.pid
+        );
         return Ok(0);
     }
     let exit = rt.run_foreground(spec).map_err(launch_failed)?;
     if exit.oom_killed {
-        eprintln!("haconiwa: container {}: killed by the OOM killer (memory limit)", spec.name);
+        eprintln!(
+            "haconiwa: container {}: killed by the OOM killer (memory limit)",
+            spec.name
+        );
     }
     Ok(exit.code)
 }
@@ -199,10 +255,15 @@ fn logs(rt: &Runtime, name: &str, follow: bool) -> Result<i32, CliError> {
 fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, CliError> {
     use std::str::FromStr;
     if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).map_err(|_| format!("unknown signal {s}").into());
+        return nix::sys::signal::Signal::try_from(n)
+            .map_err(|_| format!("unknown signal {s}").into());
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     nix::sys::signal::Signal::from_str(&name).map_err(|_| format!("unknown signal {s}").into())
 }
 
@@ -217,25 +278,100 @@ fn format_time(secs: u64) -> String {
 }
 
 fn print_spec(s: &ContainerSpec) {
-    let list = |v: Vec<String>| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     println!("name:          {}", s.name);
     println!("hostname:      {}", s.effective_hostname());
     println!("command:       {}", s.init_command.join(" "));
-    println!("rootfs:        {} ({:?}{})", s.rootfs.path.display(), s.rootfs.mode, if s.rootfs.readonly { ", read-only" } else { "" });
-    println!("bootstrap:     {}", s.bootstrap.as_ref().map(|b| b.strategy()).unwrap_or("-"));
-    println!("provision:     {}", list(s.provision.iter().map(|p| p.name.clone()).collect()));
-    println!("namespaces:    {}", list(s.namespaces.unshare.iter().map(|n| n.to_string()).collect()));
-    println!("enter:         {}", list(s.namespaces.enter.iter().map(|e| format!("{}={}", e.kind, e.path.display())).collect()));
-    println!("mounts:        {}", list(s.mounts.iter().map(|m| format!("{}->{}{}", m.source, m.target, if m.readonly { " (ro)" } else { "" })).collect()));
-    println!("cgroup:        {}", list(s.cgroup.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    println!(
+        "rootfs:        {} ({:?}{})",
+        s.rootfs.path.display(),
+        s.rootfs.mode,
+        if s.rootfs.readonly { ", read-only" } else { "" }
+    );
+    println!(
+        "bootstrap:     {}",
+        s.bootstrap.as_ref().map(|b| b.strategy()).unwrap_or("-")
+    );
+    println!(
+        "provision:     {}",
+        list(s.provision.iter().map(|p| p.name.clone()).collect())
+    );
+    println!(
+        "namespaces:    {}",
+        list(s.namespaces.unshare.iter().map(|n| n.to_string()).collect())
+    );
+    println!(
+        "enter:         {}",
+        list(
+            s.namespaces
+                .enter
+                .iter()
+                .map(|e| format!("{}={}", e.kind, e.path.display()))
+                .collect()
+        )
+    );
+    println!(
+        "mounts:        {}",
+        list(
+            s.mounts
+                .iter()
+                .map(|m| format!(
+                    "{}->{}{}",
+                    m.source,
+                    m.target,
+                    if m.readonly { " (ro)" } else { "" }
+                ))
+                .collect()
+        )
+    );
+    println!(
+        "cgroup:        {}",
+        list(s.cgroup.iter().map(|(k, v)| format!("{k}={v}")).collect())
+    );
     println!(
         "capabilities:  {}",
-        list(crate::launcher::privileges::effective_set(&s.capabilities).iter().map(|c| c.to_string().to_lowercase()).collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+        list(
+            crate::launcher::privileges::effective_set(&s.capabilities)
+                .iter()
+                .map(|c| c.to_string().to_lowercase())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        )
     );
-    println!("rlimits:       {}", list(s.rlimits.iter().map(|r| format!("{}={:?}/{:?}", r.resource, r.soft, r.hard)).collect()));
-    println!("user:          uid {} gid {}", s.uid.unwrap_or(0), s.gid.unwrap_or(0));
-    println!("environment:   {}", list(s.environment.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    println!(
+        "rlimits:       {}",
+        list(
+            s.rlimits
+                .iter()
+                .map(|r| format!("{}={:?}/{:?}", r.resource, r.soft, r.hard))
+                .collect()
+        )
+    );
+    println!(
+        "user:          uid {} gid {}",
+        s.uid.unwrap_or(0),
+        s.gid.unwrap_or(0)
+    );
+    println!(
+        "environment:   {}",
+        list(
+            s.environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        )
+    );
     println!("workdir:       {}", s.workdir.as_deref().unwrap_or("/"));
-    println!("labels:        {}", list(s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+    println!(
+        "labels:        {}",
+        list(s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect())
+    );
     println!("daemonize:     {}", s.daemonize);
 }

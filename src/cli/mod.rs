@@ -15,7 +15,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "HACONIWA_STATE_DIR", default_value = crate::runtime::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Parent cgroup of local containers (in every hierarchy).
-    #[arg(long, global = true, env = "HACONIWA_CGROUP_PARENT", default_value = "haconiwa")]
+    #[arg(
+        long,
+        global = true,
+        env = "HACONIWA_CGROUP_PARENT",
+        default_value = "haconiwa"
+    )]
     pub cgroup_parent: String,
     #[command(subcommand)]
     pub command: Command,

@@ -26,11 +26,21 @@ fn flag(k: NsKind) -> CloneFlags {
 
 /// Runs `command` inside the container whose first process is `pid`, placed in the
 /// cgroup directories `cgroup_dirs`; returns the command's exit code.
-pub fn attach(pid: i32, spec: &ContainerSpec, cgroup_dirs: &[PathBuf], command: &[String]) -> Result<i32, LaunchError> {
+pub fn attach(
+    pid: i32,
+    spec: &ContainerSpec,
+    cgroup_dirs: &[PathBuf],
+    command: &[String],
+) -> Result<i32, LaunchError> {
     attach_inner(pid, spec, cgroup_dirs, command).map_err(|e| e.in_container(&spec.name))
 }
 
-fn attach_inner(pid: i32, spec: &ContainerSpec, cgroup_dirs: &[PathBuf], command: &[String]) -> StepResult<i32> {
+fn attach_inner(
+    pid: i32,
+    spec: &ContainerSpec,
+    cgroup_dirs: &[PathBuf],
+    command: &[String],
+) -> StepResult<i32> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     // Namespaces that differ from ours, opened before we move anywhere.
     let mut joins = Vec::new();
@@ -39,7 +49,12 @@ fn attach_inner(pid: i32, spec: &ContainerSpec, cgroup_dirs: &[PathBuf], command
         let ours = PathBuf::from("/proc/self/ns").join(kind.proc_name());
         let same = match (stat(&theirs), stat(&ours)) {
             (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
-            (Err(e), _) => return Err(StepError::os(format!("open {}", theirs.display()), e.into())),
+            (Err(e), _) => {
+                return Err(StepError::os(
+                    format!("open {}", theirs.display()),
+                    e.into(),
+                ))
+            }
             _ => false,
         };
         if !same {
@@ -77,15 +92,19 @@ fn attach_inner(pid: i32, spec: &ContainerSpec, cgroup_dirs: &[PathBuf], command
         }
         ForkResult::Parent { child } => loop {
             match signals::wait_blocked() {
-                Some((libc::SIGCHLD, _)) => match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => {}
-                    Ok(ws) => {
-                        if let Some(c) = init::exit_code(ws) {
-                            return Ok(c);
+                Some((libc::SIGCHLD, _)) => {
+                    match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) => {}
+                        Ok(ws) => {
+                            if let Some(c) = init::exit_code(ws) {
+                                return Ok(c);
+                            }
+                        }
+                        Err(e) => {
+                            return Err(StepError::os("wait for the attached command", e.into()))
                         }
                     }
-                    Err(e) => return Err(StepError::os("wait for the attached command", e.into())),
-                },
+                }
                 Some((sig, false)) => {
                     if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
                         let _ = nix::sys::signal::kill(child, s);

@@ -70,7 +70,14 @@ impl Layout {
                     for opt in right[2].split(',') {
                         if matches!(
                             opt,
-                            "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "blkio" | "freezer" | "devices"
+                            "cpu"
+                                | "cpuacct"
+                                | "cpuset"
+                                | "memory"
+                                | "pids"
+                                | "blkio"
+                                | "freezer"
+                                | "devices"
                         ) {
                             controllers
                                 .entry(opt.to_string())
@@ -100,7 +107,10 @@ impl Layout {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// A container's cgroup in every hierarchy it uses.
@@ -120,7 +130,11 @@ fn write_file(path: &Path, value: &str) -> io::Result<()> {
 
 /// Creates every missing level of `rel` under `root`, returning the leaf.
 /// Each new level is prepared by `prepare` (cpuset inheritance, subtree control).
-fn mkdir_levels(root: &Path, rel: &Path, prepare: &dyn Fn(&Path) -> io::Result<()>) -> io::Result<PathBuf> {
+fn mkdir_levels(
+    root: &Path,
+    rel: &Path,
+    prepare: &dyn Fn(&Path) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     let mut cur = root.to_path_buf();
     let comps: Vec<_> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
@@ -141,9 +155,15 @@ fn mkdir_levels(root: &Path, rel: &Path, prepare: &dyn Fn(&Path) -> io::Result<(
 impl Cgroup {
     /// The cgroup of container `name` under `parent` (e.g. `haconiwa` or
     /// `haconiwa/node-2`), without creating anything.
-    pub fn handle(layout: &Layout, parent: &str, name: &str, settings: &BTreeMap<String, String>) -> StepResult<Cgroup> {
+    pub fn handle(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> StepResult<Cgroup> {
         let rel = Path::new(parent).join(name);
-        let writes = translate(settings, layout.version()).map_err(|m| StepError::msg("cgroup settings", m))?;
+        let writes = translate(settings, layout.version())
+            .map_err(|m| StepError::msg("cgroup settings", m))?;
         let dirs = match layout {
             Layout::V2 { root } => vec![root.join(&rel)],
             Layout::V1 { controllers } => {
@@ -180,9 +200,15 @@ impl Cgroup {
     }
 
     /// Creates the container's cgroup and writes its limits. On failure nothing is left.
-    pub fn create(layout: &Layout, parent: &str, name: &str, settings: &BTreeMap<String, String>) -> StepResult<Cgroup> {
+    pub fn create(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> StepResult<Cgroup> {
         let cg = Cgroup::handle(layout, parent, name, settings)?;
-        let writes = translate(settings, layout.version()).map_err(|m| StepError::msg("cgroup settings", m))?;
+        let writes = translate(settings, layout.version())
+            .map_err(|m| StepError::msg("cgroup settings", m))?;
         match cg.create_dirs(&writes) {
             Ok(()) => Ok(cg),
             Err(e) => {
@@ -203,7 +229,8 @@ impl Cgroup {
                     v.dedup();
                     v
                 };
-                let available = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+                let available =
+                    fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
                 let enable: String = needed
                     .iter()
                     .filter(|c| available.split_whitespace().any(|a| a == **c))
@@ -230,7 +257,8 @@ impl Cgroup {
                             ),
                         ));
                     }
-                    write_file(&f, &w.value).step(|| format!("write {} = {}", f.display(), w.value))?;
+                    write_file(&f, &w.value)
+                        .step(|| format!("write {} = {}", f.display(), w.value))?;
                 }
             }
             Layout::V1 { controllers } => {
@@ -252,7 +280,10 @@ impl Cgroup {
                 }
                 for w in writes {
                     let Some(mp) = controllers.get(w.controller) else {
-                        return Err(StepError::msg("cgroup", format!("the {} controller is not mounted", w.controller)));
+                        return Err(StepError::msg(
+                            "cgroup",
+                            format!("the {} controller is not mounted", w.controller),
+                        ));
                     };
                     let f = mp.join(&self.rel).join(w.file);
                     if !f.exists() {
@@ -261,7 +292,8 @@ impl Cgroup {
                             format!("not supported by this kernel ({} missing)", f.display()),
                         ));
                     }
-                    write_file(&f, &w.value).step(|| format!("write {} = {}", f.display(), w.value))?;
+                    write_file(&f, &w.value)
+                        .step(|| format!("write {} = {}", f.display(), w.value))?;
                 }
             }
         }
@@ -270,7 +302,11 @@ impl Cgroup {
 
     /// mkdir of every level; a concurrent removal of an empty parent by another
     /// container's cleanup is retried.
-    fn mkdir_with_retry(&self, root: &Path, prepare: &dyn Fn(&Path) -> io::Result<()>) -> StepResult<PathBuf> {
+    fn mkdir_with_retry(
+        &self,
+        root: &Path,
+        prepare: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> StepResult<PathBuf> {
         let mut last = None;
         for _ in 0..5 {
             match mkdir_levels(root, &self.rel, prepare) {
@@ -279,10 +315,18 @@ impl Cgroup {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(StepError::msg(
                         "cgroup",
-                        format!("{} already exists (a container of that name is running)", root.join(&self.rel).display()),
+                        format!(
+                            "{} already exists (a container of that name is running)",
+                            root.join(&self.rel).display()
+                        ),
                     ))
                 }
-                Err(e) => return Err(StepError::os(format!("create cgroup {}", root.join(&self.rel).display()), e)),
+                Err(e) => {
+                    return Err(StepError::os(
+                        format!("create cgroup {}", root.join(&self.rel).display()),
+                        e,
+                    ))
+                }
             }
         }
         Err(StepError::os(
@@ -331,7 +375,8 @@ impl Cgroup {
                 .map(|s| {
                     s.lines().any(|l| {
                         let mut it = l.split_whitespace();
-                        it.next() == Some(key) && it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
+                        it.next() == Some(key)
+                            && it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
                     })
                 })
                 .unwrap_or(false)
@@ -365,12 +410,19 @@ impl Cgroup {
                                 );
                             }
                         }
-                        std::thread::sleep(std::time::Duration::from_millis(if attempt < 20 { 1 } else { 10 }));
+                        std::thread::sleep(std::time::Duration::from_millis(if attempt < 20 {
+                            1
+                        } else {
+                            10
+                        }));
                     }
                 }
             }
             if !removed && result.is_ok() {
-                result = Err(StepError::msg("remove cgroup", format!("{} is still busy", d.display())));
+                result = Err(StepError::msg(
+                    "remove cgroup",
+                    format!("{} is still busy", d.display()),
+                ));
             }
             // Remove now-empty parents up to the hierarchy root; others may still use them.
             let mut p = d.parent();
@@ -399,8 +451,14 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids";
         match Layout::from_mountinfo(info) {
             Layout::V1 { controllers } => {
-                assert_eq!(controllers["cpu"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
-                assert_eq!(controllers["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
+                assert_eq!(
+                    controllers["cpu"],
+                    PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+                );
+                assert_eq!(
+                    controllers["memory"],
+                    PathBuf::from("/sys/fs/cgroup/memory")
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -411,7 +469,9 @@ mod tests {
         let info = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
         assert_eq!(
             Layout::from_mountinfo(info),
-            Layout::V2 { root: PathBuf::from("/sys/fs/cgroup") }
+            Layout::V2 {
+                root: PathBuf::from("/sys/fs/cgroup")
+            }
         );
     }
 }

@@ -58,7 +58,10 @@ impl StepError {
         let text = String::from_utf8_lossy(bytes);
         let mut it = text.splitn(3, '\x1f');
         let step = it.next().unwrap_or("start").to_string();
-        let errno = it.next().and_then(|e| e.parse::<i32>().ok()).filter(|e| *e != 0);
+        let errno = it
+            .next()
+            .and_then(|e| e.parse::<i32>().ok())
+            .filter(|e| *e != 0);
         let detail = it.next().filter(|d| !d.is_empty()).map(str::to_string);
         StepError {
             step,

@@ -14,4 +14,7 @@ mod process;
 pub mod signals;
 
 pub use error::{LaunchError, StepError};
-pub use process::{fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, Started, DEFAULT_PATH};
+pub use process::{
+    fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, Started,
+    DEFAULT_PATH,
+};

@@ -19,7 +19,12 @@ const MASKED_FILES: [&str; 6] = [
     "/proc/sched_debug",
 ];
 /// Directories hidden behind an empty read-only tmpfs.
-const MASKED_DIRS: [&str; 4] = ["/proc/acpi", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"];
+const MASKED_DIRS: [&str; 4] = [
+    "/proc/acpi",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
 /// Paths made read-only.
 const READONLY_PATHS: [&str; 6] = [
     "/proc/asound",
@@ -56,13 +61,21 @@ fn inside(root: &Path, inner: &str) -> StepResult<PathBuf> {
                     if md.file_type().is_symlink() {
                         return Err(StepError::msg(
                             format!("mount target {inner}"),
-                            format!("{} is a symlink; mount targets must be real paths", p.display()),
+                            format!(
+                                "{} is a symlink; mount targets must be real paths",
+                                p.display()
+                            ),
                         ));
                     }
                 }
             }
             Component::RootDir | Component::CurDir => {}
-            _ => return Err(StepError::msg(format!("mount target {inner}"), "'..' is not allowed")),
+            _ => {
+                return Err(StepError::msg(
+                    format!("mount target {inner}"),
+                    "'..' is not allowed",
+                ))
+            }
         }
     }
     Ok(p)
@@ -124,31 +137,51 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
 pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
     let root = &spec.rootfs.path;
     let has_mount_ns = spec.unshares(NsKind::Mount)
-        || spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Mount);
+        || spec
+            .namespaces
+            .enter
+            .iter()
+            .any(|e| e.kind == NsKind::Mount);
     if !has_mount_ns {
         // No private mount table: only chroot, nothing is mounted on the host.
         return enter_chroot(root);
     }
     // Nothing propagates from the container to the host or back.
-    mount(none(), "/", none(), MsFlags::MS_REC | MsFlags::MS_PRIVATE, none())
-        .step(|| "make mount propagation private".into())?;
+    mount(
+        none(),
+        "/",
+        none(),
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        none(),
+    )
+    .step(|| "make mount propagation private".into())?;
     bind(root, root, true).step_ctx(|| format!("bind the root filesystem {}", root.display()))?;
     let user_ns = spec.unshares(NsKind::User);
-    let net_ns = spec.unshares(NsKind::Net);
+    // sysfs may be mounted by whoever owns the network namespace: ours when we made it,
+    // the host's when we joined one without a user namespace of our own.
+    let net_ns = spec.unshares(NsKind::Net)
+        || (!user_ns && spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Net));
     let has = |m: SystemMount| spec.system_mounts.contains(&m);
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
 
     if has(SystemMount::Procfs) {
         let p = root.join("proc");
         mkdir_p(&p)?;
-        mount(Some("proc"), &p, Some("proc"), nosuid_nodev_noexec, none()).step(|| "mount /proc".into())?;
+        mount(Some("proc"), &p, Some("proc"), nosuid_nodev_noexec, none())
+            .step(|| "mount /proc".into())?;
     }
     if has(SystemMount::Sysfs) {
         let p = root.join("sys");
         mkdir_p(&p)?;
         if net_ns {
-            mount(Some("sysfs"), &p, Some("sysfs"), nosuid_nodev_noexec | MsFlags::MS_RDONLY, none())
-                .step(|| "mount /sys".into())?;
+            mount(
+                Some("sysfs"),
+                &p,
+                Some("sysfs"),
+                nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+                none(),
+            )
+            .step(|| "mount /sys".into())?;
         } else {
             // sysfs can only be mounted by the owner of the network namespace.
             bind(Path::new("/sys"), &p, true)?;
@@ -166,8 +199,14 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
         } else {
             "newinstance,ptmxmode=0666,mode=0620,gid=5"
         };
-        mount(Some("devpts"), &p, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(opts))
-            .step(|| "mount /dev/pts".into())?;
+        mount(
+            Some("devpts"),
+            &p,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(opts),
+        )
+        .step(|| "mount /dev/pts".into())?;
         let ptmx = root.join("dev/ptmx");
         if has(SystemMount::Dev) && fs::symlink_metadata(&ptmx).is_err() {
             symlink("pts/ptmx", &ptmx).step(|| "link /dev/ptmx".into())?;
@@ -176,14 +215,26 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
     if has(SystemMount::Shm) {
         let p = root.join("dev/shm");
         mkdir_p(&p)?;
-        mount(Some("shm"), &p, Some("tmpfs"), nosuid_nodev_noexec, Some("mode=1777,size=65536k"))
-            .step(|| "mount /dev/shm".into())?;
+        mount(
+            Some("shm"),
+            &p,
+            Some("tmpfs"),
+            nosuid_nodev_noexec,
+            Some("mode=1777,size=65536k"),
+        )
+        .step(|| "mount /dev/shm".into())?;
     }
     if has(SystemMount::Tmpfs) {
         let p = root.join("tmp");
         mkdir_p(&p)?;
-        mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))
-            .step(|| "mount /tmp".into())?;
+        mount(
+            Some("tmpfs"),
+            &p,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )
+        .step(|| "mount /tmp".into())?;
     }
     for m in &spec.mounts {
         let target = inside(root, &m.target)?;
@@ -207,8 +258,14 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
                 if m.readonly {
                     flags |= MsFlags::MS_RDONLY;
                 }
-                mount(Some(m.source.as_str()), &target, Some(fstype.as_str()), flags, m.options.as_deref())
-                    .step(|| format!("mount {} ({fstype}) on {}", m.source, m.target))?;
+                mount(
+                    Some(m.source.as_str()),
+                    &target,
+                    Some(fstype.as_str()),
+                    flags,
+                    m.options.as_deref(),
+                )
+                .step(|| format!("mount {} ({fstype}) on {}", m.source, m.target))?;
             }
         }
     }
@@ -256,9 +313,15 @@ fn setup_dev(root: &Path, user_ns: bool) -> StepResult<()> {
             touch(&p)?;
             bind(&Path::new("/dev").join(name), &p, false)?;
         } else {
-            mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-                .step(|| format!("mknod /dev/{name}"))?;
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).step(|| format!("chmod /dev/{name}"))?;
+            mknod(
+                &p,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            )
+            .step(|| format!("mknod /dev/{name}"))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+                .step(|| format!("chmod /dev/{name}"))?;
         }
     }
     for (link, target) in [
@@ -283,7 +346,8 @@ fn mask_paths(root: &Path) -> StepResult<()> {
     for d in MASKED_DIRS {
         let p = root.join(&d[1..]);
         if p.is_dir() {
-            mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none()).step(|| format!("mask {d}"))?;
+            mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none())
+                .step(|| format!("mask {d}"))?;
         }
     }
     for r in READONLY_PATHS {

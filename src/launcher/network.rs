@@ -74,7 +74,9 @@ pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
     ip(&["link", "set", br, "up"])?;
     let host = host_veth_name(pid);
     let pid_s = pid.to_string();
-    ip(&["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &pid_s])?;
+    ip(&[
+        "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
+    ])?;
     ip(&["link", "set", &host, "master", br, "up"])?;
     let ns = format!("/proc/{pid}/ns/net");
     let inside = |args: &[&str]| -> StepResult<()> {

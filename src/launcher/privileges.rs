@@ -79,8 +79,9 @@ fn resource(name: &str) -> Option<Resource> {
 /// then the capability sets, then no_new_privs.
 pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
     for r in &spec.rlimits {
-        let res = resource(&r.resource)
-            .ok_or_else(|| StepError::msg("setrlimit", format!("unknown resource {}", r.resource)))?;
+        let res = resource(&r.resource).ok_or_else(|| {
+            StepError::msg("setrlimit", format!("unknown resource {}", r.resource))
+        })?;
         let inf = libc::RLIM_INFINITY;
         setrlimit(res, r.soft.unwrap_or(inf), r.hard.unwrap_or(inf))
             .step(|| format!("setrlimit {}", r.resource))?;
@@ -93,13 +94,15 @@ pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
     // shrink it, so it goes first.
     for cap in known.iter() {
         if !set.contains(cap) {
-            caps::drop(None, CapSet::Bounding, *cap)
-                .map_err(|e| StepError::msg(format!("drop {cap} from the bounding set"), e.to_string()))?;
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| {
+                StepError::msg(format!("drop {cap} from the bounding set"), e.to_string())
+            })?;
         }
     }
     if uid != 0 {
         // Keep the permitted set across setuid; ambient capabilities carry it over exec.
-        caps::securebits::set_keepcaps(true).map_err(|e| StepError::msg("keep capabilities", e.to_string()))?;
+        caps::securebits::set_keepcaps(true)
+            .map_err(|e| StepError::msg("keep capabilities", e.to_string()))?;
     }
     if !spec.groups.is_empty() || spec.gid.is_some() || spec.uid.is_some() {
         let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -110,7 +113,8 @@ pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
     nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
         .step(|| format!("setuid {uid}"))?;
     let setc = |which: CapSet, name: &str| {
-        caps::set(None, which, &set).map_err(|e| StepError::msg(format!("set {name} capabilities"), e.to_string()))
+        caps::set(None, which, &set)
+            .map_err(|e| StepError::msg(format!("set {name} capabilities"), e.to_string()))
     };
     setc(CapSet::Effective, "effective")?;
     setc(CapSet::Permitted, "permitted")?;

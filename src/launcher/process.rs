@@ -109,7 +109,9 @@ fn preflight(spec: &ContainerSpec) -> StepResult<()> {
 }
 
 fn map_text(maps: &[IdMap]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count)).collect()
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
+        .collect()
 }
 
 /// A fork-style clone(2): the child continues here on a copy of our stack.
@@ -147,7 +149,8 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         enter_fds.push((e.kind, OwnedFd::from(f)));
     }
     let layout = Layout::detect().map_err(fail)?;
-    let cgroup = Cgroup::create(&layout, &opts.cgroup_parent, &spec.name, &spec.cgroup).map_err(fail)?;
+    let cgroup =
+        Cgroup::create(&layout, &opts.cgroup_parent, &spec.name, &spec.cgroup).map_err(fail)?;
     match start_in(spec, cgroup.clone(), enter_fds) {
         Ok(pid) => Ok(Started { pid, cgroup }),
         Err(e) => {
@@ -157,11 +160,16 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
     }
 }
 
-fn start_in(spec: &ContainerSpec, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> StepResult<i32> {
+fn start_in(
+    spec: &ContainerSpec,
+    cgroup: Cgroup,
+    enter_fds: Vec<(NsKind, OwnedFd)>,
+) -> StepResult<i32> {
     // A joined PID namespace applies to our children, so the parent joins it.
     for (kind, fd) in &enter_fds {
         if *kind == NsKind::Pid {
-            nix::sched::setns(fd, CloneFlags::CLONE_NEWPID).step(|| "join the pid namespace".into())?;
+            nix::sched::setns(fd, CloneFlags::CLONE_NEWPID)
+                .step(|| "join the pid namespace".into())?;
         }
     }
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
@@ -194,10 +202,16 @@ fn start_in(spec: &ContainerSpec, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedF
         cgroup.add(child.as_raw())?;
         if spec.unshares(NsKind::User) {
             let base = format!("/proc/{}", child.as_raw());
-            std::fs::write(format!("{base}/uid_map"), map_text(&spec.namespaces.uid_map))
-                .step(|| "write uid_map".into())?;
-            std::fs::write(format!("{base}/gid_map"), map_text(&spec.namespaces.gid_map))
-                .step(|| "write gid_map".into())?;
+            std::fs::write(
+                format!("{base}/uid_map"),
+                map_text(&spec.namespaces.uid_map),
+            )
+            .step(|| "write uid_map".into())?;
+            std::fs::write(
+                format!("{base}/gid_map"),
+                map_text(&spec.namespaces.gid_map),
+            )
+            .step(|| "write gid_map".into())?;
         }
         if let Some(br) = &spec.network.bridge {
             network::attach_bridge(child.as_raw(), br)?;
@@ -222,14 +236,16 @@ pub fn wait(started: &Started) -> Exit {
     let pid = Pid::from_raw(started.pid);
     let code = loop {
         match signals::wait_blocked() {
-            Some((libc::SIGCHLD, _)) => match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => continue,
-                Ok(ws) => match init::exit_code(ws) {
-                    Some(c) => break c,
-                    None => continue,
-                },
-                Err(_) => break 255,
-            },
+            Some((libc::SIGCHLD, _)) => {
+                match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => continue,
+                    Ok(ws) => match init::exit_code(ws) {
+                        Some(c) => break c,
+                        None => continue,
+                    },
+                    Err(_) => break 255,
+                }
+            }
             Some((sig, false)) => {
                 if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
                     let _ = nix::sys::signal::kill(pid, s);
@@ -255,7 +271,8 @@ fn child_main(
     keep.extend(enter_fds.iter().map(|(_, f)| f.as_raw_fd()));
     close_other_fds(&keep);
     // Die with the launcher rather than run unsupervised.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).step(|| "set the parent-death signal".into())?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .step(|| "set the parent-death signal".into())?;
     let mut go = [0u8; 1];
     let mut r = File::from(go_r);
     if r.read(&mut go).unwrap_or(0) != 1 {
@@ -264,8 +281,10 @@ fn child_main(
     drop(r);
     if spec.unshares(NsKind::User) {
         // Root inside: the id maps are written now.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).step(|| "become gid 0 in the user namespace".into())?;
-        nix::unistd::setresuid(0.into(), 0.into(), 0.into()).step(|| "become uid 0 in the user namespace".into())?;
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .step(|| "become gid 0 in the user namespace".into())?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+            .step(|| "become uid 0 in the user namespace".into())?;
     }
     // Join namespaces, the user namespace first so the others are owned by it.
     for kind in NsKind::ALL {
@@ -274,12 +293,14 @@ fn child_main(
         }
         for (k, fd) in enter_fds {
             if *k == kind {
-                nix::sched::setns(fd, ns_flag(kind)).step(|| format!("join the {kind} namespace"))?;
+                nix::sched::setns(fd, ns_flag(kind))
+                    .step(|| format!("join the {kind} namespace"))?;
             }
         }
     }
     if spec.unshares(NsKind::Cgroup) {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare the cgroup namespace".into())?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .step(|| "unshare the cgroup namespace".into())?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     mounts::setup_root(spec)?;
@@ -310,7 +331,8 @@ fn child_main(
 }
 
 fn cstr(s: &str, what: &str) -> StepResult<CString> {
-    CString::new(s).map_err(|_| StepError::msg(what.to_string(), format!("'{s}' contains a NUL byte")))
+    CString::new(s)
+        .map_err(|_| StepError::msg(what.to_string(), format!("'{s}' contains a NUL byte")))
 }
 
 /// Identity, privileges, environment, working directory, then exec.
@@ -318,7 +340,10 @@ pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
     env.insert("HOME".to_string(), "/root".to_string());
-    env.insert("HOSTNAME".to_string(), spec.effective_hostname().to_string());
+    env.insert(
+        "HOSTNAME".to_string(),
+        spec.effective_hostname().to_string(),
+    );
     if let Ok(term) = std::env::var("TERM") {
         env.insert("TERM".to_string(), term);
     }
@@ -343,14 +368,22 @@ pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
     // Every descriptor but 0-2 closes at exec (the error pipe among them).
     // SAFETY: close_range only changes flags of our own descriptors.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint);
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        );
     }
     signals::reset();
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.clone()]
     } else {
         let path = env.get("PATH").cloned().unwrap_or_default();
-        path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{cmd}")).collect()
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
     };
     let mut last = nix::errno::Errno::ENOENT;
     for c in &candidates {
@@ -360,7 +393,10 @@ pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
             last = e;
         }
     }
-    Err(StepError::os(format!("exec {cmd}"), std::io::Error::from(last)))
+    Err(StepError::os(
+        format!("exec {cmd}"),
+        std::io::Error::from(last),
+    ))
 }
 
 /// Reads a pid's start time (clock ticks since boot, field 22 of /proc/PID/stat), which

@@ -75,7 +75,14 @@ impl Ctx<'_> {
         let out = cmd.output().map_err(|e| self.err(what, e))?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(self.err(what, if msg.is_empty() { out.status.to_string() } else { msg }));
+            return Err(self.err(
+                what,
+                if msg.is_empty() {
+                    out.status.to_string()
+                } else {
+                    msg
+                },
+            ));
         }
         Ok(())
     }
@@ -104,7 +111,10 @@ pub fn build(root: &Path, recipe: &Bootstrap, progress: bool) -> Result<(), Boot
     };
     let parent = root.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(parent).map_err(|e| ctx.err(format!("create {}", parent.display()), e))?;
-    let file_name = root.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "rootfs".into());
+    let file_name = root
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "rootfs".into());
     let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(|e| ctx.err(format!("create {}", tmp.display()), e))?;
@@ -113,25 +123,51 @@ pub fn build(root: &Path, recipe: &Bootstrap, progress: bool) -> Result<(), Boot
         Bootstrap::Busybox { busybox } => busybox_root(&ctx, &tmp, busybox.as_deref()),
         Bootstrap::Host { binaries } => host_root(&ctx, &tmp, binaries),
         Bootstrap::Tarball { archive } => {
-            ctx.say(&format!("unpacking {} into {} ...", archive.display(), root.display()));
+            ctx.say(&format!(
+                "unpacking {} into {} ...",
+                archive.display(),
+                root.display()
+            ));
             ctx.run(
                 "tar",
-                Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&tmp).arg("--no-same-owner"),
+                Command::new("tar")
+                    .arg("-xf")
+                    .arg(archive)
+                    .arg("-C")
+                    .arg(&tmp)
+                    .arg("--no-same-owner"),
             )
         }
         Bootstrap::Directory { source } => {
-            ctx.say(&format!("copying {} into {} ...", source.display(), root.display()));
+            ctx.say(&format!(
+                "copying {} into {} ...",
+                source.display(),
+                root.display()
+            ));
             if !source.is_dir() {
                 Err(ctx.err("copy", format!("{} is not a directory", source.display())))
             } else {
-                ctx.run("cp -a", Command::new("cp").arg("-a").arg(source.join(".")).arg(&tmp))
+                ctx.run(
+                    "cp -a",
+                    Command::new("cp").arg("-a").arg(source.join(".")).arg(&tmp),
+                )
             }
         }
-        Bootstrap::Debootstrap { suite, mirror, variant } => {
+        Bootstrap::Debootstrap {
+            suite,
+            mirror,
+            variant,
+        } => {
             if which("debootstrap").is_none() {
-                Err(ctx.err("debootstrap", "debootstrap is not installed (apt-get install debootstrap)"))
+                Err(ctx.err(
+                    "debootstrap",
+                    "debootstrap is not installed (apt-get install debootstrap)",
+                ))
             } else {
-                ctx.say(&format!("running debootstrap {suite} into {} (this takes minutes) ...", root.display()));
+                ctx.say(&format!(
+                    "running debootstrap {suite} into {} (this takes minutes) ...",
+                    root.display()
+                ));
                 let mut c = Command::new("debootstrap");
                 if let Some(v) = variant {
                     c.arg(format!("--variant={v}"));
@@ -161,7 +197,11 @@ pub fn build(root: &Path, recipe: &Bootstrap, progress: bool) -> Result<(), Boot
         }
     }
     if t0.elapsed().as_millis() > 500 {
-        ctx.say(&format!("built {} in {:.1}s", root.display(), t0.elapsed().as_secs_f64()));
+        ctx.say(&format!(
+            "built {} in {:.1}s",
+            root.display(),
+            t0.elapsed().as_secs_f64()
+        ));
     }
     Ok(())
 }
@@ -173,7 +213,9 @@ pub fn which(name: &str) -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    path.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    path.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 /// Directories every root needs as mount points, and a minimal /etc.
@@ -188,13 +230,18 @@ fn base_dirs(ctx: &Ctx, root: &Path) -> Result<(), BootstrapError> {
     let files: [(&str, String); 4] = [
         (
             "passwd",
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".into(),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .into(),
         ),
         ("group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n".into()),
-        ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()),
+        (
+            "hosts",
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+        ),
         (
             "resolv.conf",
-            fs::read_to_string("/etc/resolv.conf").unwrap_or_else(|_| "nameserver 127.0.0.1\n".into()),
+            fs::read_to_string("/etc/resolv.conf")
+                .unwrap_or_else(|_| "nameserver 127.0.0.1\n".into()),
         ),
     ];
     for (name, text) in files {
@@ -215,7 +262,10 @@ fn busybox_root(ctx: &Ctx, root: &Path, given: Option<&Path>) -> Result<(), Boot
             .find(|p| p.is_file())
             .ok_or_else(|| ctx.err("find busybox", "no /bin/busybox; install busybox-static"))?,
     };
-    let list = Command::new(&bb).arg("--list-full").output().map_err(|e| ctx.err(format!("run {} --list-full", bb.display()), e))?;
+    let list = Command::new(&bb)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| ctx.err(format!("run {} --list-full", bb.display()), e))?;
     if !list.status.success() {
         return Err(ctx.err("busybox --list-full", String::from_utf8_lossy(&list.stderr)));
     }
@@ -242,7 +292,10 @@ fn busybox_root(ctx: &Ctx, root: &Path, given: Option<&Path>) -> Result<(), Boot
 
 /// Shared libraries (and the loader) a binary needs, from `ldd`.
 fn libraries(ctx: &Ctx, bin: &Path) -> Result<Vec<PathBuf>, BootstrapError> {
-    let out = Command::new("ldd").arg(bin).output().map_err(|e| ctx.err("run ldd", e))?;
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(|e| ctx.err("run ldd", e))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libs = Vec::new();
     for line in text.lines() {
@@ -269,17 +322,22 @@ fn copy_same_path(ctx: &Ctx, root: &Path, src: &Path) -> Result<(), BootstrapErr
         match fs::symlink_metadata(&cur) {
             Ok(md) if md.file_type().is_symlink() => {
                 if fs::symlink_metadata(&inside).is_err() {
-                    let target = fs::read_link(&cur).map_err(|e| ctx.err(format!("readlink {}", cur.display()), e))?;
-                    symlink(&target, &inside).map_err(|e| ctx.err(format!("link {}", inside.display()), e))?;
+                    let target = fs::read_link(&cur)
+                        .map_err(|e| ctx.err(format!("readlink {}", cur.display()), e))?;
+                    symlink(&target, &inside)
+                        .map_err(|e| ctx.err(format!("link {}", inside.display()), e))?;
                     // Make sure the link's target exists inside too.
                     let resolved = cur.parent().unwrap_or(Path::new("/")).join(&target);
                     let rin = root.join(resolved.strip_prefix("/").unwrap_or(&resolved));
-                    fs::create_dir_all(&rin).map_err(|e| ctx.err(format!("mkdir {}", rin.display()), e))?;
+                    fs::create_dir_all(&rin)
+                        .map_err(|e| ctx.err(format!("mkdir {}", rin.display()), e))?;
                 }
-                cur = fs::canonicalize(&cur).map_err(|e| ctx.err(format!("resolve {}", cur.display()), e))?;
+                cur = fs::canonicalize(&cur)
+                    .map_err(|e| ctx.err(format!("resolve {}", cur.display()), e))?;
             }
             _ => {
-                fs::create_dir_all(&inside).map_err(|e| ctx.err(format!("mkdir {}", inside.display()), e))?;
+                fs::create_dir_all(&inside)
+                    .map_err(|e| ctx.err(format!("mkdir {}", inside.display()), e))?;
             }
         }
     }
@@ -296,7 +354,8 @@ fn copy_same_path(ctx: &Ctx, root: &Path, src: &Path) -> Result<(), BootstrapErr
 
 fn host_root(ctx: &Ctx, root: &Path, binaries: &[String]) -> Result<(), BootstrapError> {
     for b in binaries {
-        let path = which(b).ok_or_else(|| ctx.err(format!("find {b}"), "not found on this host"))?;
+        let path =
+            which(b).ok_or_else(|| ctx.err(format!("find {b}"), "not found on this host"))?;
         copy_same_path(ctx, root, &path)?;
         for lib in libraries(ctx, &path)? {
             copy_same_path(ctx, root, &lib)?;
@@ -304,7 +363,9 @@ fn host_root(ctx: &Ctx, root: &Path, binaries: &[String]) -> Result<(), Bootstra
     }
     // Programs look for /bin/sh.
     let sh = root.join("bin/sh");
-    if fs::symlink_metadata(&sh).is_err() && binaries.iter().any(|b| b == "sh" || b.ends_with("/sh")) {
+    if fs::symlink_metadata(&sh).is_err()
+        && binaries.iter().any(|b| b == "sh" || b.ends_with("/sh"))
+    {
         let _ = fs::create_dir_all(root.join("bin"));
         let real = which("sh").and_then(|p| fs::canonicalize(p).ok());
         if let Some(real) = real {
@@ -316,18 +377,30 @@ fn host_root(ctx: &Ctx, root: &Path, binaries: &[String]) -> Result<(), Bootstra
 
 /// Runs the provision steps not yet run in this root (`force` reruns all), each as
 /// `sh -e -c SCRIPT` chrooted into the root. A step's marker records its script digest.
-pub fn provision(spec: &ContainerSpec, force: bool, progress: bool) -> Result<Vec<String>, BootstrapError> {
+pub fn provision(
+    spec: &ContainerSpec,
+    force: bool,
+    progress: bool,
+) -> Result<Vec<String>, BootstrapError> {
     let root = &spec.rootfs.path;
     let marks = root.join(".haconiwa/provisioned");
     let mut ran = Vec::new();
     for step in &spec.provision {
         let digest = crate::spec::digest(&step.script);
         let mark = marks.join(&step.name);
-        if !force && fs::read_to_string(&mark).map(|d| d.trim() == digest).unwrap_or(false) {
+        if !force
+            && fs::read_to_string(&mark)
+                .map(|d| d.trim() == digest)
+                .unwrap_or(false)
+        {
             continue;
         }
         if progress {
-            eprintln!("haconiwa: provision step '{}' in {} ...", step.name, root.display());
+            eprintln!(
+                "haconiwa: provision step '{}' in {} ...",
+                step.name,
+                root.display()
+            );
         }
         let out = Command::new("chroot")
             .arg(root)
@@ -348,7 +421,11 @@ pub fn provision(spec: &ContainerSpec, force: bool, progress: bool) -> Result<Ve
             return Err(BootstrapError::Provision {
                 root: root.display().to_string(),
                 step: step.name.clone(),
-                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         fs::create_dir_all(&marks)

@@ -106,7 +106,10 @@ impl Runtime {
                     return Ok(dir);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let live = self.refresh(&dir).map(|s| s.status != Status::Exited).unwrap_or(false);
+                    let live = self
+                        .refresh(&dir)
+                        .map(|s| s.status != Status::Exited)
+                        .unwrap_or(false);
                     if live {
                         return Err(RuntimeError::AlreadyRunning(spec.name.clone()));
                     }
@@ -210,7 +213,10 @@ impl Runtime {
     /// to the caller through `report`, waits, records the exit. Returns its exit code.
     fn monitor(&self, spec: &ContainerSpec, dir: &ContainerDir, mut report: std::fs::File) -> i32 {
         let _ = nix::unistd::setsid();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.log_file());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.log_file());
         let null = std::fs::File::open("/dev/null");
         let (log, null) = match (log, null) {
             (Ok(l), Ok(n)) => (l, n),
@@ -275,7 +281,9 @@ impl Runtime {
         let mut st = dir.read_state()?;
         let alive = |pid: i32, start: u64| pid > 0 && launcher::start_time(pid) == Some(start);
         let stale = match st.status {
-            Status::Running => !alive(st.pid, st.start_time) && !alive(st.monitor_pid, st.monitor_start_time),
+            Status::Running => {
+                !alive(st.pid, st.start_time) && !alive(st.monitor_pid, st.monitor_start_time)
+            }
             Status::Creating => !alive(st.monitor_pid, st.monitor_start_time),
             Status::Exited => false,
         };
@@ -286,7 +294,9 @@ impl Runtime {
             }
             if let Ok(spec) = dir.read_spec() {
                 if let Ok(layout) = Layout::detect() {
-                    if let Ok(cg) = Cgroup::handle(&layout, &st.cgroup_parent, &st.name, &spec.cgroup) {
+                    if let Ok(cg) =
+                        Cgroup::handle(&layout, &st.cgroup_parent, &st.name, &spec.cgroup)
+                    {
                         let _ = cg.remove();
                     }
                 }
@@ -312,7 +322,12 @@ impl Runtime {
                 out.push(Listed { state, command });
             }
         }
-        out.sort_by(|a, b| a.state.created_at.cmp(&b.state.created_at).then(a.state.name.cmp(&b.state.name)));
+        out.sort_by(|a, b| {
+            a.state
+                .created_at
+                .cmp(&b.state.created_at)
+                .then(a.state.name.cmp(&b.state.name))
+        });
         out
     }
 
@@ -322,7 +337,8 @@ impl Runtime {
         if !dir.path.exists() {
             return Err(RuntimeError::NotFound(name.to_string()));
         }
-        self.refresh(&dir).map_err(|_| RuntimeError::NotFound(name.to_string()))
+        self.refresh(&dir)
+            .map_err(|_| RuntimeError::NotFound(name.to_string()))
     }
 
     /// Signals a running container and waits up to `timeout` for it to end, then sends
@@ -350,7 +366,9 @@ impl Runtime {
         let dir = self.dir(name);
         let settle = Instant::now() + Duration::from_secs(2);
         loop {
-            let s = self.refresh(&dir).map_err(|_| RuntimeError::NotFound(name.to_string()))?;
+            let s = self
+                .refresh(&dir)
+                .map_err(|_| RuntimeError::NotFound(name.to_string()))?;
             if s.status == Status::Exited || Instant::now() >= settle {
                 return Ok(s);
             }
@@ -376,7 +394,8 @@ impl Runtime {
         let dir = self.dir(name);
         let spec = dir.read_spec().map_err(io_err("read spec.json"))?;
         let layout = Layout::detect().map_err(|e| e.in_container(name))?;
-        let cg = Cgroup::handle(&layout, &st.cgroup_parent, name, &spec.cgroup).map_err(|e| e.in_container(name))?;
+        let cg = Cgroup::handle(&layout, &st.cgroup_parent, name, &spec.cgroup)
+            .map_err(|e| e.in_container(name))?;
         Ok(launcher::attach::attach(st.pid, &spec, cg.dirs(), command)?)
     }
 }

@@ -98,12 +98,18 @@ impl ContainerDir {
 
     /// Replaces `state.json` atomically (write + rename).
     pub fn write_state(&self, st: &State) -> io::Result<()> {
-        write_atomic(&self.state_file(), &serde_json::to_vec_pretty(st).map_err(io::Error::other)?)
+        write_atomic(
+            &self.state_file(),
+            &serde_json::to_vec_pretty(st).map_err(io::Error::other)?,
+        )
     }
 
     /// Writes `spec.json`.
     pub fn write_spec(&self, spec: &ContainerSpec) -> io::Result<()> {
-        write_atomic(&self.spec_file(), &serde_json::to_vec_pretty(spec).map_err(io::Error::other)?)
+        write_atomic(
+            &self.spec_file(),
+            &serde_json::to_vec_pretty(spec).map_err(io::Error::other)?,
+        )
     }
 }
 

@@ -47,27 +47,84 @@ struct Key {
 
 const KEYS: &[Key] = &[
     // v1 names
-    Key { name: "cpu.shares", kind: ValueKind::Int(2, 262144) },
-    Key { name: "cpu.cfs_quota_us", kind: ValueKind::Quota },
-    Key { name: "cpu.cfs_period_us", kind: ValueKind::Int(1000, 1_000_000) },
-    Key { name: "memory.limit_in_bytes", kind: ValueKind::Bytes },
-    Key { name: "memory.soft_limit_in_bytes", kind: ValueKind::Bytes },
-    Key { name: "memory.memsw.limit_in_bytes", kind: ValueKind::Bytes },
-    Key { name: "memory.swappiness", kind: ValueKind::Int(0, 100) },
-    Key { name: "blkio.weight", kind: ValueKind::Int(10, 1000) },
+    Key {
+        name: "cpu.shares",
+        kind: ValueKind::Int(2, 262144),
+    },
+    Key {
+        name: "cpu.cfs_quota_us",
+        kind: ValueKind::Quota,
+    },
+    Key {
+        name: "cpu.cfs_period_us",
+        kind: ValueKind::Int(1000, 1_000_000),
+    },
+    Key {
+        name: "memory.limit_in_bytes",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.soft_limit_in_bytes",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.memsw.limit_in_bytes",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.swappiness",
+        kind: ValueKind::Int(0, 100),
+    },
+    Key {
+        name: "blkio.weight",
+        kind: ValueKind::Int(10, 1000),
+    },
     // both
-    Key { name: "cpuset.cpus", kind: ValueKind::List },
-    Key { name: "cpuset.mems", kind: ValueKind::List },
-    Key { name: "pids.max", kind: ValueKind::IntOrMax },
+    Key {
+        name: "cpuset.cpus",
+        kind: ValueKind::List,
+    },
+    Key {
+        name: "cpuset.mems",
+        kind: ValueKind::List,
+    },
+    Key {
+        name: "pids.max",
+        kind: ValueKind::IntOrMax,
+    },
     // v2 names
-    Key { name: "cpu.weight", kind: ValueKind::Int(1, 10000) },
-    Key { name: "cpu.max", kind: ValueKind::CpuMax },
-    Key { name: "memory.max", kind: ValueKind::Bytes },
-    Key { name: "memory.low", kind: ValueKind::Bytes },
-    Key { name: "memory.high", kind: ValueKind::Bytes },
-    Key { name: "memory.min", kind: ValueKind::Bytes },
-    Key { name: "memory.swap.max", kind: ValueKind::Bytes },
-    Key { name: "io.weight", kind: ValueKind::Int(1, 10000) },
+    Key {
+        name: "cpu.weight",
+        kind: ValueKind::Int(1, 10000),
+    },
+    Key {
+        name: "cpu.max",
+        kind: ValueKind::CpuMax,
+    },
+    Key {
+        name: "memory.max",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.low",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.high",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.min",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "memory.swap.max",
+        kind: ValueKind::Bytes,
+    },
+    Key {
+        name: "io.weight",
+        kind: ValueKind::Int(1, 10000),
+    },
 ];
 
 /// The key names accepted, for error messages.
@@ -115,7 +172,9 @@ pub fn validate(key: &str, value: &str) -> Result<String, String> {
                 }
             }
         }
-        ValueKind::List => parse_list(value).map_err(|e| bad(&e)).map(|_| value.to_string()),
+        ValueKind::List => parse_list(value)
+            .map_err(|e| bad(&e))
+            .map(|_| value.to_string()),
         ValueKind::CpuMax => parse_cpu_max(value)
             .map_err(|e| bad(&e))
             .map(|(q, p)| format_cpu_max(q, p)),
@@ -173,7 +232,10 @@ fn parse_cpu_max(s: &str) -> Result<(Option<u64>, u64), String> {
     let mut it = s.split_whitespace();
     let quota = match it.next() {
         Some("max") => None,
-        Some(q) => Some(q.parse::<u64>().map_err(|_| "expected \"QUOTA PERIOD\" or \"max\"")?),
+        Some(q) => Some(
+            q.parse::<u64>()
+                .map_err(|_| "expected \"QUOTA PERIOD\" or \"max\"")?,
+        ),
         None => return Err("expected \"QUOTA PERIOD\" or \"max\"".into()),
     };
     let period = match it.next() {
@@ -243,7 +305,13 @@ pub fn translate(
     // Memory first: on v1 memsw must be written after the memory limit.
     match version {
         CgroupVersion::V1 => {
-            let max_to_v1 = |v: &str| if v == "max" { "-1".to_string() } else { v.to_string() };
+            let max_to_v1 = |v: &str| {
+                if v == "max" {
+                    "-1".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
             if let Some(v) = mem_limit {
                 push("memory", "memory.limit_in_bytes", max_to_v1(v));
             }
@@ -293,7 +361,11 @@ pub fn translate(
             if let Some(v) = get("blkio.weight") {
                 push("blkio", "blkio.weight", v.to_string());
             } else if let Some(v) = get("io.weight") {
-                push("blkio", "blkio.weight", io_to_blkio_weight(num(v)).to_string());
+                push(
+                    "blkio",
+                    "blkio.weight",
+                    io_to_blkio_weight(num(v)).to_string(),
+                );
             }
         }
         CgroupVersion::V2 => {
@@ -305,7 +377,15 @@ pub fn translate(
             }
             for k in ["memory.high", "memory.min"] {
                 if let Some(v) = get(k) {
-                    push("memory", if k == "memory.high" { "memory.high" } else { "memory.min" }, v.to_string());
+                    push(
+                        "memory",
+                        if k == "memory.high" {
+                            "memory.high"
+                        } else {
+                            "memory.min"
+                        },
+                        v.to_string(),
+                    );
                 }
             }
             if let Some(v) = get("memory.swap.max") {
@@ -350,7 +430,10 @@ pub fn translate(
             }
         }
     }
-    for (k, file) in [("cpuset.cpus", "cpuset.cpus"), ("cpuset.mems", "cpuset.mems")] {
+    for (k, file) in [
+        ("cpuset.cpus", "cpuset.cpus"),
+        ("cpuset.mems", "cpuset.mems"),
+    ] {
         if let Some(v) = get(k) {
             push("cpuset", file, v.to_string());
         }
@@ -407,9 +490,18 @@ mod tests {
         ]);
         let w = writes(&s, CgroupVersion::V2);
         assert!(w.contains(&("cpu.weight".into(), "39".into())), "{w:?}");
-        assert!(w.contains(&("cpu.max".into(), "50000 100000".into())), "{w:?}");
-        assert!(w.contains(&("memory.max".into(), "67108864".into())), "{w:?}");
-        assert!(w.contains(&("memory.swap.max".into(), "33554432".into())), "{w:?}");
+        assert!(
+            w.contains(&("cpu.max".into(), "50000 100000".into())),
+            "{w:?}"
+        );
+        assert!(
+            w.contains(&("memory.max".into(), "67108864".into())),
+            "{w:?}"
+        );
+        assert!(
+            w.contains(&("memory.swap.max".into(), "33554432".into())),
+            "{w:?}"
+        );
         assert!(w.contains(&("io.weight".into(), "4950".into())), "{w:?}");
         assert!(w.contains(&("pids.max".into(), "64".into())), "{w:?}");
     }
@@ -426,9 +518,18 @@ mod tests {
         ]);
         let w = writes(&s, CgroupVersion::V1);
         assert!(w.contains(&("cpu.shares".into(), "2597".into())), "{w:?}");
-        assert!(w.contains(&("cpu.cfs_period_us".into(), "50000".into())), "{w:?}");
-        assert!(w.contains(&("cpu.cfs_quota_us".into(), "20000".into())), "{w:?}");
-        assert!(w.contains(&("memory.limit_in_bytes".into(), "67108864".into())), "{w:?}");
+        assert!(
+            w.contains(&("cpu.cfs_period_us".into(), "50000".into())),
+            "{w:?}"
+        );
+        assert!(
+            w.contains(&("cpu.cfs_quota_us".into(), "20000".into())),
+            "{w:?}"
+        );
+        assert!(
+            w.contains(&("memory.limit_in_bytes".into(), "67108864".into())),
+            "{w:?}"
+        );
         assert!(
             w.contains(&("memory.memsw.limit_in_bytes".into(), "100663296".into())),
             "{w:?}"
@@ -437,7 +538,9 @@ mod tests {
         assert!(w.contains(&("cpuset.cpus".into(), "0".into())), "{w:?}");
         // memory limit comes before memsw (the kernel refuses memsw < limit)
         let mem = w.iter().position(|(f, _)| f == "memory.limit_in_bytes");
-        let memsw = w.iter().position(|(f, _)| f == "memory.memsw.limit_in_bytes");
+        let memsw = w
+            .iter()
+            .position(|(f, _)| f == "memory.memsw.limit_in_bytes");
         assert!(mem < memsw);
     }
 
@@ -445,10 +548,16 @@ mod tests {
     fn keys_without_counterpart_are_refused() {
         let s = settings(&[("memory.high", "32M")]);
         let e = translate(&s, CgroupVersion::V1).unwrap_err();
-        assert!(e.contains("memory.high") && e.contains("no v1 counterpart"), "{e}");
+        assert!(
+            e.contains("memory.high") && e.contains("no v1 counterpart"),
+            "{e}"
+        );
         let s = settings(&[("memory.swappiness", "10")]);
         let e = translate(&s, CgroupVersion::V2).unwrap_err();
-        assert!(e.contains("memory.swappiness") && e.contains("no v2 counterpart"), "{e}");
+        assert!(
+            e.contains("memory.swappiness") && e.contains("no v2 counterpart"),
+            "{e}"
+        );
         let s = settings(&[("memory.swap.max", "32M")]);
         assert!(translate(&s, CgroupVersion::V1).is_err());
     }

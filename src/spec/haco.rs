@@ -43,12 +43,21 @@ pub fn load_file(path: &Path) -> Result<ContainerSpec, HacoError> {
 
 /// Loads a definition from text; `file` names it in errors, `base_dir` anchors relative
 /// host paths (none when the text came over the network).
-pub fn load_str(text: &str, file: &str, base_dir: Option<&Path>) -> Result<ContainerSpec, HacoError> {
+pub fn load_str(
+    text: &str,
+    file: &str,
+    base_dir: Option<&Path>,
+) -> Result<ContainerSpec, HacoError> {
     let drafts: Rc<RefCell<Vec<(Draft, Position)>>> = Rc::default();
     let mut engine = sandboxed_engine();
     register(&mut engine, base_dir.map(Path::to_path_buf));
     let mut scope = Scope::new();
-    scope.push_constant("haconiwa", HacoHandle { drafts: drafts.clone() });
+    scope.push_constant(
+        "haconiwa",
+        HacoHandle {
+            drafts: drafts.clone(),
+        },
+    );
     let ast = engine
         .compile_with_scope(&scope, text)
         .map_err(|e| ScriptError::from_parse(file, &e))?;
@@ -65,7 +74,9 @@ pub fn load_str(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Conta
         .into()),
         1 => {
             let (draft, pos) = drafts.remove(0);
-            draft.finish().map_err(|m| ScriptError::at(file, pos, m).into())
+            draft
+                .finish()
+                .map_err(|m| ScriptError::at(file, pos, m).into())
         }
         _ => Err(ScriptError::at(
             file,
@@ -82,6 +93,7 @@ struct Draft {
     spec: ContainerSpec,
     root_set: bool,
     provision_counter: usize,
+    asked_system_mounts: bool,
 }
 
 impl Draft {
@@ -90,6 +102,7 @@ impl Draft {
             spec: ContainerSpec::new("", Vec::new(), PathBuf::from(DEFAULT_ROOT)),
             root_set: false,
             provision_counter: 0,
+            asked_system_mounts: false,
         }
     }
 
@@ -110,10 +123,14 @@ impl Draft {
         s.system_mounts.dedup();
         let user_ns = s.unshares(NsKind::User);
         if !user_ns && (!s.namespaces.uid_map.is_empty() || !s.namespaces.gid_map.is_empty()) {
-            return Err("uid/gid maps need a user namespace: add \"user\" to namespace.unshare".into());
+            return Err(
+                "uid/gid maps need a user namespace: add \"user\" to namespace.unshare".into(),
+            );
         }
         if user_ns && s.namespaces.uid_map.is_empty() {
-            return Err("a user namespace needs a uid map: c.namespace.uid_map(0, 100000, 65536)".into());
+            return Err(
+                "a user namespace needs a uid map: c.namespace.uid_map(0, 100000, 65536)".into(),
+            );
         }
         if user_ns && s.namespaces.gid_map.is_empty() {
             s.namespaces.gid_map = s.namespaces.uid_map.clone();
@@ -125,6 +142,17 @@ impl Draft {
                     e.kind
                 ));
             }
+        }
+        let mount_ns =
+            s.unshares(NsKind::Mount) || s.namespaces.enter.iter().any(|e| e.kind == NsKind::Mount);
+        if !mount_ns {
+            if !s.mounts.is_empty() || self.asked_system_mounts {
+                return Err(
+                    "mounts need a mount namespace: add \"mount\" to namespace.unshare".into(),
+                );
+            }
+            // Without a private mount table nothing is mounted (the host's would change).
+            s.system_mounts.clear();
         }
         if s.rootfs.mode == RootMode::PivotRoot && !s.unshares(NsKind::Mount) {
             // pivot_root needs a private mount namespace; the definition asked for a root
@@ -167,7 +195,10 @@ fn as_string(v: &Dynamic, what: &str) -> RhaiResult<String> {
     } else if v.is_int() || v.is_float() || v.is_bool() {
         Ok(v.to_string())
     } else {
-        Err(dsl_error(format!("{what}: expected a string, got {}", v.type_name())))
+        Err(dsl_error(format!(
+            "{what}: expected a string, got {}",
+            v.type_name()
+        )))
     }
 }
 
@@ -278,7 +309,9 @@ fn abs_in_container(p: &str, what: &str) -> RhaiResult<()> {
     if p.starts_with('/') && !p.split('/').any(|c| c == "..") {
         Ok(())
     } else {
-        Err(dsl_error(format!("{what}: '{p}' must be an absolute path without '..'")))
+        Err(dsl_error(format!(
+            "{what}: '{p}' must be an absolute path without '..'"
+        )))
     }
 }
 
@@ -306,7 +339,11 @@ fn canonical_cap(name: &str) -> RhaiResult<String> {
     if upper == "ALL" {
         return Ok(upper);
     }
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
     match full.parse::<caps::Capability>() {
         Ok(_) => Ok(full),
         Err(_) => Err(dsl_error(format!(
@@ -321,10 +358,11 @@ fn limit_value(v: &Dynamic, what: &str) -> RhaiResult<Option<u64>> {
         if s == "unlimited" || s == "infinity" {
             return Ok(None);
         }
-        return s
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| dsl_error(format!("{what}: expected a number or \"unlimited\", got '{s}'")));
+        return s.parse::<u64>().map(Some).map_err(|_| {
+            dsl_error(format!(
+                "{what}: expected a number or \"unlimited\", got '{s}'"
+            ))
+        });
     }
     let n = int_of(v, what)?;
     if n < 0 {
@@ -347,15 +385,23 @@ fn set_limit(d: &Shared, name: &str, soft: &Dynamic, hard: &Dynamic) -> RhaiResu
     let hard = limit_value(hard, "set_limit hard")?;
     if let (Some(s), Some(h)) = (soft, hard) {
         if s > h {
-            return Err(dsl_error(format!("set_limit {res}: soft limit {s} is above the hard limit {h}")));
+            return Err(dsl_error(format!(
+                "set_limit {res}: soft limit {s} is above the hard limit {h}"
+            )));
         }
     }
     if let (None, Some(h)) = (soft, hard) {
-        return Err(dsl_error(format!("set_limit {res}: soft limit unlimited is above the hard limit {h}")));
+        return Err(dsl_error(format!(
+            "set_limit {res}: soft limit unlimited is above the hard limit {h}"
+        )));
     }
     let mut d = d.borrow_mut();
     d.spec.rlimits.retain(|r| r.resource != res);
-    d.spec.rlimits.push(Rlimit { resource: res, soft, hard });
+    d.spec.rlimits.push(Rlimit {
+        resource: res,
+        soft,
+        hard,
+    });
     Ok(())
 }
 
@@ -377,12 +423,22 @@ fn id_map(inside: i64, outside: i64, count: i64) -> RhaiResult<IdMap> {
 fn set_cgroup(d: &Shared, key: &str, value: Dynamic) -> RhaiResult<()> {
     let v = as_string(&value, &format!("cgroup[\"{key}\"]"))?;
     let canonical = cgroup::validate(key, &v).map_err(dsl_error)?;
-    d.borrow_mut().spec.cgroup.insert(key.to_string(), canonical);
+    d.borrow_mut()
+        .spec
+        .cgroup
+        .insert(key.to_string(), canonical);
     Ok(())
 }
 
 fn add_caps(d: &Shared, v: &Dynamic, allow: bool) -> RhaiResult<()> {
-    let names = string_list(v, if allow { "capabilities.allow" } else { "capabilities.drop" })?;
+    let names = string_list(
+        v,
+        if allow {
+            "capabilities.allow"
+        } else {
+            "capabilities.drop"
+        },
+    )?;
     let mut canon = Vec::new();
     for n in &names {
         canon.push(canonical_cap(n)?);
@@ -408,19 +464,29 @@ fn add_provision(d: &Shared, script: &str, name: Option<String>) -> RhaiResult<(
     d.provision_counter += 1;
     let name = name.unwrap_or_else(|| format!("step-{}", d.provision_counter));
     if d.spec.provision.iter().any(|s| s.name == name) {
-        return Err(dsl_error(format!("provision step '{name}' is defined twice")));
+        return Err(dsl_error(format!(
+            "provision step '{name}' is defined twice"
+        )));
     }
-    d.spec.provision.push(ProvisionStep { name, script: script.to_string() });
+    d.spec.provision.push(ProvisionStep {
+        name,
+        script: script.to_string(),
+    });
     Ok(())
 }
 
 fn bootstrap_from(c: &Container, m: &Map) -> RhaiResult<Bootstrap> {
-    let strategy = match map_get(m, "strategy") {
-        Some(v) => as_string(v, "bootstrap strategy")?,
-        None => return Err(dsl_error("bootstrap: missing 'strategy' (busybox, host, tarball, directory, debootstrap)")),
-    };
+    let strategy =
+        match map_get(m, "strategy") {
+            Some(v) => as_string(v, "bootstrap strategy")?,
+            None => return Err(dsl_error(
+                "bootstrap: missing 'strategy' (busybox, host, tarball, directory, debootstrap)",
+            )),
+        };
     let s = |k: &str| -> RhaiResult<Option<String>> {
-        map_get(m, k).map(|v| as_string(v, &format!("bootstrap {k}"))).transpose()
+        map_get(m, k)
+            .map(|v| as_string(v, &format!("bootstrap {k}")))
+            .transpose()
     };
     Ok(match strategy.as_str() {
         "busybox" => {
@@ -474,7 +540,10 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
         "define",
         move |ctx: NativeCallContext, h: &mut HacoHandle, f: FnPtr| -> RhaiResult<()> {
             let d: Shared = Rc::new(RefCell::new(Draft::new()));
-            let c = Container { d: d.clone(), base: base.clone() };
+            let c = Container {
+                d: d.clone(),
+                base: base.clone(),
+            };
             let _ = f.call_within_context::<Dynamic>(&ctx, (c,))?;
             let draft = d.borrow().clone();
             h.drafts.borrow_mut().push((draft, ctx.call_position()));
@@ -508,7 +577,13 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     engine.register_get_set(
         "init_command",
         |c: &mut Container| -> Dynamic {
-            let a: Array = c.d.borrow().spec.init_command.iter().map(|s| Dynamic::from(s.clone())).collect();
+            let a: Array =
+                c.d.borrow()
+                    .spec
+                    .init_command
+                    .iter()
+                    .map(|s| Dynamic::from(s.clone()))
+                    .collect();
             a.into()
         },
         |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
@@ -527,13 +602,20 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     engine.register_get_set(
         "environment",
         |c: &mut Container| -> Map {
-            c.d.borrow().spec.environment.iter().map(|(k, v)| (k.into(), Dynamic::from(v.clone()))).collect()
+            c.d.borrow()
+                .spec
+                .environment
+                .iter()
+                .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+                .collect()
         },
         |c: &mut Container, m: Map| -> RhaiResult<()> {
             let mut env = BTreeMap::new();
             for (k, v) in m {
                 if k.is_empty() || k.contains('=') {
-                    return Err(dsl_error(format!("environment: invalid variable name '{k}'")));
+                    return Err(dsl_error(format!(
+                        "environment: invalid variable name '{k}'"
+                    )));
                 }
                 env.insert(k.to_string(), as_string(&v, &format!("environment {k}"))?);
             }
@@ -541,17 +623,24 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
             Ok(())
         },
     );
-    engine.register_fn("env", |c: &mut Container, k: &str, v: Dynamic| -> RhaiResult<()> {
-        if k.is_empty() || k.contains('=') {
-            return Err(dsl_error(format!("environment: invalid variable name '{k}'")));
-        }
-        let v = as_string(&v, &format!("environment {k}"))?;
-        c.d.borrow_mut().spec.environment.insert(k.to_string(), v);
-        Ok(())
-    });
+    engine.register_fn(
+        "env",
+        |c: &mut Container, k: &str, v: Dynamic| -> RhaiResult<()> {
+            if k.is_empty() || k.contains('=') {
+                return Err(dsl_error(format!(
+                    "environment: invalid variable name '{k}'"
+                )));
+            }
+            let v = as_string(&v, &format!("environment {k}"))?;
+            c.d.borrow_mut().spec.environment.insert(k.to_string(), v);
+            Ok(())
+        },
+    );
     engine.register_get_set(
         "workdir",
-        |c: &mut Container| -> rhai::ImmutableString { c.d.borrow().spec.workdir.clone().unwrap_or_default().into() },
+        |c: &mut Container| -> rhai::ImmutableString {
+            c.d.borrow().spec.workdir.clone().unwrap_or_default().into()
+        },
         |c: &mut Container, v: rhai::ImmutableString| -> RhaiResult<()> {
             abs_in_container(&v, "workdir")?;
             c.d.borrow_mut().spec.workdir = Some(v.to_string());
@@ -561,7 +650,12 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     engine.register_get_set(
         "labels",
         |c: &mut Container| -> Map {
-            c.d.borrow().spec.labels.iter().map(|(k, v)| (k.into(), Dynamic::from(v.clone()))).collect()
+            c.d.borrow()
+                .spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+                .collect()
         },
         |c: &mut Container, m: Map| -> RhaiResult<()> {
             let mut labels = BTreeMap::new();
@@ -572,11 +666,14 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
             Ok(())
         },
     );
-    engine.register_fn("label", |c: &mut Container, k: &str, v: Dynamic| -> RhaiResult<()> {
-        let v = as_string(&v, &format!("label {k}"))?;
-        c.d.borrow_mut().spec.labels.insert(k.to_string(), v);
-        Ok(())
-    });
+    engine.register_fn(
+        "label",
+        |c: &mut Container, k: &str, v: Dynamic| -> RhaiResult<()> {
+            let v = as_string(&v, &format!("label {k}"))?;
+            c.d.borrow_mut().spec.labels.insert(k.to_string(), v);
+            Ok(())
+        },
+    );
     engine.register_fn("daemonize", |c: &mut Container| {
         c.d.borrow_mut().spec.daemonize = true;
     });
@@ -610,62 +707,90 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
             move |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
                 let id = u32_of(&v, key)?;
                 let mut d = c.d.borrow_mut();
-                if is_uid { d.spec.uid = Some(id) } else { d.spec.gid = Some(id) }
+                if is_uid {
+                    d.spec.uid = Some(id)
+                } else {
+                    d.spec.gid = Some(id)
+                }
                 Ok(())
             },
         );
     }
     engine.register_get_set(
         "groups",
-        |c: &mut Container| -> Array { c.d.borrow().spec.groups.iter().map(|g| Dynamic::from(*g as i64)).collect() },
+        |c: &mut Container| -> Array {
+            c.d.borrow()
+                .spec
+                .groups
+                .iter()
+                .map(|g| Dynamic::from(*g as i64))
+                .collect()
+        },
         |c: &mut Container, v: Array| -> RhaiResult<()> {
-            let gs = v.iter().map(|g| u32_of(g, "groups")).collect::<RhaiResult<Vec<_>>>()?;
+            let gs = v
+                .iter()
+                .map(|g| u32_of(g, "groups"))
+                .collect::<RhaiResult<Vec<_>>>()?;
             c.d.borrow_mut().spec.groups = gs;
             Ok(())
         },
     );
 
     // Root filesystem.
-    engine.register_fn("chroot_to", |c: &mut Container, p: &str| -> RhaiResult<()> {
-        if p.is_empty() {
-            return Err(dsl_error("chroot_to: empty path"));
-        }
-        let path = c.host_path(p);
-        let mut d = c.d.borrow_mut();
-        d.spec.rootfs.path = path;
-        d.root_set = true;
-        Ok(())
-    });
-    engine.register_fn("chroot_to", |c: &mut Container, p: &str, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "chroot_to", &["chroot", "readonly"])?;
-        if p.is_empty() {
-            return Err(dsl_error("chroot_to: empty path"));
-        }
-        let path = c.host_path(p);
-        let mut d = c.d.borrow_mut();
-        d.spec.rootfs.path = path;
-        d.root_set = true;
-        if let Some(v) = o.get("chroot") {
-            if bool_of(v, "chroot_to chroot")? {
-                d.spec.rootfs.mode = RootMode::Chroot;
+    engine.register_fn(
+        "chroot_to",
+        |c: &mut Container, p: &str| -> RhaiResult<()> {
+            if p.is_empty() {
+                return Err(dsl_error("chroot_to: empty path"));
             }
-        }
-        if let Some(v) = o.get("readonly") {
-            d.spec.rootfs.readonly = bool_of(v, "chroot_to readonly")?;
-        }
-        Ok(())
-    });
+            let path = c.host_path(p);
+            let mut d = c.d.borrow_mut();
+            d.spec.rootfs.path = path;
+            d.root_set = true;
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "chroot_to",
+        |c: &mut Container, p: &str, o: Map| -> RhaiResult<()> {
+            check_keys(&o, "chroot_to", &["chroot", "readonly"])?;
+            if p.is_empty() {
+                return Err(dsl_error("chroot_to: empty path"));
+            }
+            let path = c.host_path(p);
+            let mut d = c.d.borrow_mut();
+            d.spec.rootfs.path = path;
+            d.root_set = true;
+            if let Some(v) = o.get("chroot") {
+                if bool_of(v, "chroot_to chroot")? {
+                    d.spec.rootfs.mode = RootMode::Chroot;
+                }
+            }
+            if let Some(v) = o.get("readonly") {
+                d.spec.rootfs.readonly = bool_of(v, "chroot_to readonly")?;
+            }
+            Ok(())
+        },
+    );
     engine.register_fn("bootstrap", |c: &mut Container, m: Map| -> RhaiResult<()> {
         let b = bootstrap_from(c, &m)?;
         c.d.borrow_mut().spec.bootstrap = Some(b);
         Ok(())
     });
-    engine.register_fn("run_shell", |c: &mut Container, script: &str| add_provision(&c.d, script, None));
-    engine.register_fn("run_shell", |c: &mut Container, script: &str, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "run_shell", &["name"])?;
-        let name = o.get("name").map(|v| as_string(v, "run_shell name")).transpose()?;
-        add_provision(&c.d, script, name)
+    engine.register_fn("run_shell", |c: &mut Container, script: &str| {
+        add_provision(&c.d, script, None)
     });
+    engine.register_fn(
+        "run_shell",
+        |c: &mut Container, script: &str, o: Map| -> RhaiResult<()> {
+            check_keys(&o, "run_shell", &["name"])?;
+            let name = o
+                .get("name")
+                .map(|v| as_string(v, "run_shell name"))
+                .transpose()?;
+            add_provision(&c.d, script, name)
+        },
+    );
     engine.register_fn(
         "provision",
         |ctx: NativeCallContext, c: &mut Container, f: FnPtr| -> RhaiResult<()> {
@@ -673,70 +798,114 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
             Ok(())
         },
     );
-    engine.register_fn("run_shell", |p: &mut ProvisionBuilder, script: &str| add_provision(&p.0, script, None));
-    engine.register_fn("run_shell", |p: &mut ProvisionBuilder, script: &str, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "run_shell", &["name"])?;
-        let name = o.get("name").map(|v| as_string(v, "run_shell name")).transpose()?;
-        add_provision(&p.0, script, name)
+    engine.register_fn("run_shell", |p: &mut ProvisionBuilder, script: &str| {
+        add_provision(&p.0, script, None)
     });
+    engine.register_fn(
+        "run_shell",
+        |p: &mut ProvisionBuilder, script: &str, o: Map| -> RhaiResult<()> {
+            check_keys(&o, "run_shell", &["name"])?;
+            let name = o
+                .get("name")
+                .map(|v| as_string(v, "run_shell name"))
+                .transpose()?;
+            add_provision(&p.0, script, name)
+        },
+    );
 
     // Namespaces.
-    engine.register_get("namespace", |c: &mut Container| NamespaceBuilder(c.d.clone()));
-    engine.register_fn("unshare", |n: &mut NamespaceBuilder, v: Dynamic| -> RhaiResult<()> {
-        let kinds = string_list(&v, "namespace.unshare")?;
-        let parsed = kinds.iter().map(|k| parse_ns(k)).collect::<RhaiResult<Vec<_>>>()?;
-        let mut d = n.0.borrow_mut();
-        for k in parsed {
-            if !d.spec.namespaces.unshare.contains(&k) {
-                d.spec.namespaces.unshare.push(k);
-            }
-        }
-        Ok(())
+    engine.register_get("namespace", |c: &mut Container| {
+        NamespaceBuilder(c.d.clone())
     });
+    engine.register_fn(
+        "unshare",
+        |n: &mut NamespaceBuilder, v: Dynamic| -> RhaiResult<()> {
+            let kinds = string_list(&v, "namespace.unshare")?;
+            let parsed = kinds
+                .iter()
+                .map(|k| parse_ns(k))
+                .collect::<RhaiResult<Vec<_>>>()?;
+            let mut d = n.0.borrow_mut();
+            for k in parsed {
+                if !d.spec.namespaces.unshare.contains(&k) {
+                    d.spec.namespaces.unshare.push(k);
+                }
+            }
+            Ok(())
+        },
+    );
     let enter = |n: &mut NamespaceBuilder, kind: &str, path: String| -> RhaiResult<()> {
         let kind = parse_ns(kind)?;
         if !path.starts_with('/') {
-            return Err(dsl_error(format!("namespace.enter: '{path}' must be an absolute path")));
+            return Err(dsl_error(format!(
+                "namespace.enter: '{path}' must be an absolute path"
+            )));
         }
         let mut d = n.0.borrow_mut();
         d.spec.namespaces.enter.retain(|e| e.kind != kind);
-        d.spec.namespaces.enter.push(NsEnter { kind, path: PathBuf::from(path) });
+        d.spec.namespaces.enter.push(NsEnter {
+            kind,
+            path: PathBuf::from(path),
+        });
         Ok(())
     };
-    engine.register_fn("enter", move |n: &mut NamespaceBuilder, kind: &str, path: &str| {
-        enter(n, kind, path.to_string())
-    });
-    engine.register_fn("enter", move |n: &mut NamespaceBuilder, kind: &str, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "namespace.enter", &["via"])?;
-        let via = o.get("via").ok_or_else(|| dsl_error("namespace.enter: missing 'via'"))?;
-        enter(n, kind, as_string(via, "namespace.enter via")?)
-    });
-    engine.register_fn("uid_map", |n: &mut NamespaceBuilder, i: i64, o: i64, c: i64| -> RhaiResult<()> {
-        let m = id_map(i, o, c)?;
-        n.0.borrow_mut().spec.namespaces.uid_map.push(m);
-        Ok(())
-    });
-    engine.register_fn("gid_map", |n: &mut NamespaceBuilder, i: i64, o: i64, c: i64| -> RhaiResult<()> {
-        let m = id_map(i, o, c)?;
-        n.0.borrow_mut().spec.namespaces.gid_map.push(m);
-        Ok(())
-    });
+    engine.register_fn(
+        "enter",
+        move |n: &mut NamespaceBuilder, kind: &str, path: &str| enter(n, kind, path.to_string()),
+    );
+    engine.register_fn(
+        "enter",
+        move |n: &mut NamespaceBuilder, kind: &str, o: Map| -> RhaiResult<()> {
+            check_keys(&o, "namespace.enter", &["via"])?;
+            let via = o
+                .get("via")
+                .ok_or_else(|| dsl_error("namespace.enter: missing 'via'"))?;
+            enter(n, kind, as_string(via, "namespace.enter via")?)
+        },
+    );
+    engine.register_fn(
+        "uid_map",
+        |n: &mut NamespaceBuilder, i: i64, o: i64, c: i64| -> RhaiResult<()> {
+            let m = id_map(i, o, c)?;
+            n.0.borrow_mut().spec.namespaces.uid_map.push(m);
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "gid_map",
+        |n: &mut NamespaceBuilder, i: i64, o: i64, c: i64| -> RhaiResult<()> {
+            let m = id_map(i, o, c)?;
+            n.0.borrow_mut().spec.namespaces.gid_map.push(m);
+            Ok(())
+        },
+    );
     // The original's `set_uid_mapping(min:, max:, offset:)`.
     for (f, is_uid) in [("set_uid_mapping", true), ("set_gid_mapping", false)] {
-        engine.register_fn(f, move |n: &mut NamespaceBuilder, o: Map| -> RhaiResult<()> {
-            check_keys(&o, f, &["min", "max", "offset"])?;
-            let get = |k: &str| -> RhaiResult<i64> {
-                int_of(o.get(k).ok_or_else(|| dsl_error(format!("{f}: missing '{k}'")))?, f)
-            };
-            let (min, max, offset) = (get("min")?, get("max")?, get("offset")?);
-            if max < min {
-                return Err(dsl_error(format!("{f}: max {max} is below min {min}")));
-            }
-            let m = id_map(min, offset, max - min + 1)?;
-            let mut d = n.0.borrow_mut();
-            if is_uid { d.spec.namespaces.uid_map.push(m) } else { d.spec.namespaces.gid_map.push(m) }
-            Ok(())
-        });
+        engine.register_fn(
+            f,
+            move |n: &mut NamespaceBuilder, o: Map| -> RhaiResult<()> {
+                check_keys(&o, f, &["min", "max", "offset"])?;
+                let get = |k: &str| -> RhaiResult<i64> {
+                    int_of(
+                        o.get(k)
+                            .ok_or_else(|| dsl_error(format!("{f}: missing '{k}'")))?,
+                        f,
+                    )
+                };
+                let (min, max, offset) = (get("min")?, get("max")?, get("offset")?);
+                if max < min {
+                    return Err(dsl_error(format!("{f}: max {max} is below min {min}")));
+                }
+                let m = id_map(min, offset, max - min + 1)?;
+                let mut d = n.0.borrow_mut();
+                if is_uid {
+                    d.spec.namespaces.uid_map.push(m)
+                } else {
+                    d.spec.namespaces.gid_map.push(m)
+                }
+                Ok(())
+            },
+        );
     }
 
     // Mounts.
@@ -748,56 +917,107 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
                 ))
             })?;
             let mut d = c.d.borrow_mut();
+            d.asked_system_mounts = true;
             if !d.spec.system_mounts.contains(&m) {
                 d.spec.system_mounts.push(m);
             }
         }
         Ok(())
     });
-    engine.register_fn("add_mount_point", |c: &mut Container, src: &str, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "add_mount_point", &["to", "readonly", "fs", "options"])?;
-        let to = o
-            .get("to")
-            .map(|v| as_string(v, "add_mount_point to"))
-            .transpose()?
-            .ok_or_else(|| dsl_error("add_mount_point: missing 'to' (the path inside the container)"))?;
-        abs_in_container(&to, "add_mount_point to")?;
-        let fstype = o.get("fs").map(|v| as_string(v, "add_mount_point fs")).transpose()?;
-        let options = o.get("options").map(|v| as_string(v, "add_mount_point options")).transpose()?;
-        let readonly = o.get("readonly").map(|v| bool_of(v, "add_mount_point readonly")).transpose()?.unwrap_or(false);
-        let source = match fstype {
-            None => {
-                let p = c.host_path(src);
-                p.display().to_string()
-            }
-            Some(_) => src.to_string(),
-        };
-        c.d.borrow_mut().spec.mounts.push(MountPoint { source, target: to, fstype, options, readonly });
-        Ok(())
-    });
+    engine.register_fn(
+        "add_mount_point",
+        |c: &mut Container, src: &str, o: Map| -> RhaiResult<()> {
+            check_keys(&o, "add_mount_point", &["to", "readonly", "fs", "options"])?;
+            let to = o
+                .get("to")
+                .map(|v| as_string(v, "add_mount_point to"))
+                .transpose()?
+                .ok_or_else(|| {
+                    dsl_error("add_mount_point: missing 'to' (the path inside the container)")
+                })?;
+            abs_in_container(&to, "add_mount_point to")?;
+            let fstype = o
+                .get("fs")
+                .map(|v| as_string(v, "add_mount_point fs"))
+                .transpose()?;
+            let options = o
+                .get("options")
+                .map(|v| as_string(v, "add_mount_point options"))
+                .transpose()?;
+            let readonly = o
+                .get("readonly")
+                .map(|v| bool_of(v, "add_mount_point readonly"))
+                .transpose()?
+                .unwrap_or(false);
+            let source = match fstype {
+                None => {
+                    let p = c.host_path(src);
+                    p.display().to_string()
+                }
+                Some(_) => src.to_string(),
+            };
+            c.d.borrow_mut().spec.mounts.push(MountPoint {
+                source,
+                target: to,
+                fstype,
+                options,
+                readonly,
+            });
+            Ok(())
+        },
+    );
 
     // cgroups.
     engine.register_get("cgroup", |c: &mut Container| CgroupBuilder(c.d.clone()));
-    engine.register_indexer_set(|g: &mut CgroupBuilder, key: &str, v: Dynamic| set_cgroup(&g.0, key, v));
+    engine.register_indexer_set(|g: &mut CgroupBuilder, key: &str, v: Dynamic| {
+        set_cgroup(&g.0, key, v)
+    });
     engine.register_indexer_get(|g: &mut CgroupBuilder, key: &str| -> Dynamic {
-        g.0.borrow().spec.cgroup.get(key).cloned().map(Dynamic::from).unwrap_or(Dynamic::UNIT)
+        g.0.borrow()
+            .spec
+            .cgroup
+            .get(key)
+            .cloned()
+            .map(Dynamic::from)
+            .unwrap_or(Dynamic::UNIT)
     });
 
     // Capabilities.
-    engine.register_get("capabilities", |c: &mut Container| CapabilitiesBuilder(c.d.clone()));
-    engine.register_fn("allow", |b: &mut CapabilitiesBuilder, v: Dynamic| add_caps(&b.0, &v, true));
-    engine.register_fn("drop", |b: &mut CapabilitiesBuilder, v: Dynamic| add_caps(&b.0, &v, false));
+    engine.register_get("capabilities", |c: &mut Container| {
+        CapabilitiesBuilder(c.d.clone())
+    });
+    engine.register_fn("allow", |b: &mut CapabilitiesBuilder, v: Dynamic| {
+        add_caps(&b.0, &v, true)
+    });
+    engine.register_fn("drop", |b: &mut CapabilitiesBuilder, v: Dynamic| {
+        add_caps(&b.0, &v, false)
+    });
     engine.register_fn("reset", |b: &mut CapabilitiesBuilder| {
         let mut d = b.0.borrow_mut();
-        d.spec.capabilities = Capabilities { reset: true, allow: Vec::new(), drop: Vec::new() };
+        d.spec.capabilities = Capabilities {
+            reset: true,
+            allow: Vec::new(),
+            drop: Vec::new(),
+        };
     });
 
     // Resource limits.
-    engine.register_fn("set_limit", |c: &mut Container, n: &str, s: Dynamic, h: Dynamic| set_limit(&c.d, n, &s, &h));
-    engine.register_fn("set_limit", |c: &mut Container, n: &str, v: Dynamic| set_limit(&c.d, n, &v, &v));
+    engine.register_fn(
+        "set_limit",
+        |c: &mut Container, n: &str, s: Dynamic, h: Dynamic| set_limit(&c.d, n, &s, &h),
+    );
+    engine.register_fn("set_limit", |c: &mut Container, n: &str, v: Dynamic| {
+        set_limit(&c.d, n, &v, &v)
+    });
     engine.register_get("resource", |c: &mut Container| ResourceBuilder(c.d.clone()));
-    engine.register_fn("set_limit", |r: &mut ResourceBuilder, n: &str, s: Dynamic, h: Dynamic| set_limit(&r.0, n, &s, &h));
-    engine.register_fn("set_limit", |r: &mut ResourceBuilder, n: &str, v: Dynamic| set_limit(&r.0, n, &v, &v));
+    engine.register_fn(
+        "set_limit",
+        |r: &mut ResourceBuilder, n: &str, s: Dynamic, h: Dynamic| set_limit(&r.0, n, &s, &h),
+    );
+    engine.register_fn(
+        "set_limit",
+        |r: &mut ResourceBuilder, n: &str, v: Dynamic| set_limit(&r.0, n, &v, &v),
+    );
 
     // Network.
     engine.register_fn("network", |c: &mut Container, o: Map| -> RhaiResult<()> {
@@ -806,18 +1026,32 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
         if let Some(v) = o.get("loopback") {
             net.loopback = bool_of(v, "network loopback")?;
         }
-        let s = |k: &str| o.get(k).map(|v| as_string(v, &format!("network {k}"))).transpose();
+        let s = |k: &str| {
+            o.get(k)
+                .map(|v| as_string(v, &format!("network {k}")))
+                .transpose()
+        };
         if let Some(bridge) = s("bridge")? {
-            let address = s("address")?.ok_or_else(|| dsl_error("network: a bridge needs an 'address' such as 10.0.5.2/24"))?;
+            let address = s("address")?.ok_or_else(|| {
+                dsl_error("network: a bridge needs an 'address' such as 10.0.5.2/24")
+            })?;
             validate_cidr(&address)?;
             let gateway = s("gateway")?;
             if let Some(g) = &gateway {
-                g.parse::<std::net::Ipv4Addr>().map_err(|_| dsl_error(format!("network gateway: '{g}' is not an IPv4 address")))?;
+                g.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                    dsl_error(format!("network gateway: '{g}' is not an IPv4 address"))
+                })?;
             }
             if bridge.is_empty() || bridge.len() > 15 {
-                return Err(dsl_error(format!("network bridge: invalid interface name '{bridge}'")));
+                return Err(dsl_error(format!(
+                    "network bridge: invalid interface name '{bridge}'"
+                )));
             }
-            net.bridge = Some(BridgeNetwork { bridge, address, gateway });
+            net.bridge = Some(BridgeNetwork {
+                bridge,
+                address,
+                gateway,
+            });
         }
         let mut d = c.d.borrow_mut();
         if !d.spec.namespaces.unshare.contains(&NsKind::Net) {
@@ -831,11 +1065,15 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
 fn validate_cidr(s: &str) -> RhaiResult<()> {
     let ok = s
         .split_once('/')
-        .map(|(ip, len)| ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32))
+        .map(|(ip, len)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+        })
         .unwrap_or(false);
     if ok {
         Ok(())
     } else {
-        Err(dsl_error(format!("network address: '{s}' is not IPv4 CIDR such as 10.0.5.2/24")))
+        Err(dsl_error(format!(
+            "network address: '{s}' is not IPv4 CIDR such as 10.0.5.2/24"
+        )))
     }
 }

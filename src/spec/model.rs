@@ -414,8 +414,22 @@ pub struct Rlimit {
 
 /// Resource names accepted by `set_limit`.
 pub const RLIMIT_NAMES: [&str; 16] = [
-    "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
-    "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
 ];
 
 /// Networking inside a new network namespace.

@@ -60,7 +60,10 @@ fn describe(err: &EvalAltResult) -> String {
         EvalAltResult::ErrorRuntime(d, _) => runtime_text(d),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             let name = sig.split(' ').next().unwrap_or(sig);
-            if let Some(p) = name.strip_prefix("set$").or_else(|| name.strip_prefix("get$")) {
+            if let Some(p) = name
+                .strip_prefix("set$")
+                .or_else(|| name.strip_prefix("get$"))
+            {
                 format!("unknown key '{p}'")
             } else if let Some(p) = name.strip_prefix("index$set$") {
                 format!("indexing is not supported here ({p})")
@@ -73,6 +76,10 @@ fn describe(err: &EvalAltResult) -> String {
             "the script ran more than {MAX_OPERATIONS} operations (endless loop?) and was stopped"
         ),
         EvalAltResult::ErrorTerminated(_, _) => "the script ran out of time and was stopped".into(),
+        EvalAltResult::ErrorDotExpr(msg, _) if msg.contains("property '") => {
+            let name = msg.split('\'').nth(1).unwrap_or(msg);
+            format!("unknown key '{name}'")
+        }
         other => {
             let mut s = other.to_string();
             // Rhai appends " (line x, position y)"; the prefix carries it already.
@@ -140,7 +147,9 @@ pub fn uuid_short() -> String {
 
 fn rand_range(a: i64, b: i64) -> Result<i64, Box<EvalAltResult>> {
     if a > b {
-        return Err(dsl_error(format!("rand({a}, {b}): the first bound is above the second")));
+        return Err(dsl_error(format!(
+            "rand({a}, {b}): the first bound is above the second"
+        )));
     }
     let span = (b - a) as u64 + 1;
     let mut buf = [0u8; 8];

@@ -1,0 +1,199 @@
+//! `haconiwa create`: busybox, host and tarball root filesystems, provision steps run
+//! once, and a container actually running from each root.
+
+mod common;
+use common::*;
+
+fn create_and_run(
+    host: &Host,
+    name: &str,
+    root: &std::path::Path,
+    bootstrap: &str,
+    cmd: &str,
+) -> String {
+    let def = host.haco_raw(
+        name,
+        &format!(
+            "haconiwa.define(|c| {{\n  c.name = \"{name}\";\n  c.chroot_to(\"{}\");\n  c.bootstrap({bootstrap});\n  c.namespace.unshare([\"mount\", \"pid\", \"uts\"]);\n  c.init_command = {cmd};\n}});\n",
+            root.display()
+        ),
+    );
+    let created = host.ok(&["create", def.to_str().unwrap()]);
+    assert!(created.contains("built root filesystem"), "{created}");
+    // A second create finds it.
+    assert!(host
+        .ok(&["create", def.to_str().unwrap()])
+        .contains("exists"));
+    host.ok(&["run", def.to_str().unwrap()])
+}
+
+#[test]
+fn busybox_root() {
+    let host = Host::new("bs-busybox");
+    let root = host.scratch.path.join("bb");
+    let out = create_and_run(
+        &host,
+        "bb",
+        &root,
+        "#{ strategy: \"busybox\" }",
+        "[\"/bin/sh\", \"-c\", \"cat /etc/passwd | head -1; ls /bin | wc -l\"]",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "root:x:0:0:root:/root:/bin/sh");
+    assert!(lines[1].trim().parse::<u32>().unwrap() > 50, "{out}");
+    for f in [
+        "etc/group",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "proc",
+        "dev",
+        "tmp",
+    ] {
+        assert!(root.join(f).exists(), "{f} missing");
+    }
+    host.assert_clean();
+}
+
+#[test]
+fn host_binaries_root() {
+    let host = Host::new("bs-host");
+    let root = host.scratch.path.join("hostroot");
+    let out = create_and_run(
+        &host,
+        "hb",
+        &root,
+        "#{ strategy: \"host\", binaries: [\"sh\", \"echo\", \"cat\"] }",
+        "[\"sh\", \"-c\", \"echo from-host-binaries; cat /etc/hostname 2>/dev/null || true\"]",
+    );
+    assert!(out.contains("from-host-binaries"), "{out}");
+    // No busybox in there: only what was asked for and its libraries.
+    assert!(!root.join("bin/busybox").exists());
+    host.assert_clean();
+}
+
+#[test]
+fn tarball_root_and_failed_tarball_leaves_nothing() {
+    let host = Host::new("bs-tar");
+    let archive = host.scratch.path.join("root.tar.gz");
+    let src = busybox_rootfs();
+    let st = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = host.scratch.path.join("tarroot");
+    let bootstrap = format!(
+        "#{{ strategy: \"tarball\", archive: {:?} }}",
+        archive.display().to_string()
+    );
+    let out = create_and_run(
+        &host,
+        "tb",
+        &root,
+        &bootstrap,
+        "[\"/bin/echo\", \"from-tarball\"]",
+    );
+    assert_eq!(out.trim(), "from-tarball");
+    // A broken archive: a clear error, no half-built root.
+    let bad = host.scratch.path.join("bad.tar.gz");
+    std::fs::write(&bad, b"not a tarball").unwrap();
+    let root2 = host.scratch.path.join("badroot");
+    let def = host.haco_raw(
+        "bad",
+        &format!(
+            "haconiwa.define(|c| {{ c.name = \"bad\"; c.chroot_to(\"{}\"); c.bootstrap(#{{ strategy: \"tarball\", archive: \"{}\" }}); c.init_command = \"/bin/true\"; }});",
+            root2.display(),
+            bad.display()
+        ),
+    );
+    let out = host.run(&["create", def.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("bootstrap of") && stderr(&out).contains("tar"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root2.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&host.scratch.path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    host.assert_clean();
+}
+
+#[test]
+fn provision_steps_run_once_and_rerun_on_demand() {
+    let host = Host::new("bs-prov");
+    let root = host.scratch.path.join("prov");
+    let def = host.haco_raw(
+        "prov",
+        &format!(
+            "haconiwa.define(|c| {{\n  c.name = \"prov\";\n  c.chroot_to(\"{}\");\n  c.bootstrap(#{{ strategy: \"busybox\" }});\n  c.init_command = [\"/bin/cat\", \"/srv/count\"];\n  c.namespace.unshare([\"mount\"]);\n  c.run_shell(\"mkdir -p /srv; echo x >> /srv/count\", #{{ name: \"count\" }});\n}});\n",
+            root.display()
+        ),
+    );
+    host.ok(&["create", def.to_str().unwrap()]);
+    host.ok(&["create", def.to_str().unwrap()]);
+    assert_eq!(host.ok(&["run", def.to_str().unwrap()]), "x\n");
+    host.ok(&["provision", def.to_str().unwrap()]);
+    assert_eq!(host.ok(&["run", def.to_str().unwrap()]), "x\nx\n");
+    // A failing step is reported with its name and output, and not marked done.
+    let bad = host.haco_raw(
+        "badprov",
+        &format!(
+            "haconiwa.define(|c| {{ c.name = \"bp\"; c.chroot_to(\"{}\"); c.init_command = \"/bin/true\"; c.run_shell(\"echo oops >&2; false\", #{{ name: \"fails\" }}); }});",
+            root.display()
+        ),
+    );
+    let out = host.run(&["create", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("provision step 'fails'") && stderr(&out).contains("oops"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root.join(".haconiwa/provisioned/fails").exists());
+    host.assert_clean();
+}
+
+#[test]
+fn new_writes_a_boilerplate_that_runs_after_create() {
+    let host = Host::new("bs-new");
+    let def = host.scratch.path.join("web.haco");
+    let root = host.scratch.path.join("webroot");
+    host.ok(&[
+        "new",
+        def.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&def).unwrap();
+    for key in [
+        "c.hostname",
+        "c.namespace.enter",
+        "c.cgroup[",
+        "c.capabilities.allow",
+        "c.set_limit",
+        "c.uid",
+        "c.network",
+        "add_mount_point",
+        "uid_map",
+    ] {
+        assert!(text.contains(key), "boilerplate lacks {key}");
+    }
+    // Refuses to overwrite.
+    assert!(!host.run(&["new", def.to_str().unwrap()]).status.success());
+    host.ok(&["create", def.to_str().unwrap()]);
+    let out = host.ok(&["run", def.to_str().unwrap()]);
+    assert!(out.contains("hello from web"), "{out}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&host.ok(&["show", "--json", def.to_str().unwrap()])).unwrap();
+    assert_eq!(shown["name"], "web");
+    host.assert_clean();
+}

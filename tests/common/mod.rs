@@ -1,0 +1,277 @@
+//! Helpers shared by the integration tests: a private state directory and cgroup parent
+//! per test, a busybox root filesystem built once, and checks that nothing is left.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_haconiwa");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Fails loudly unless we are root: these tests use real namespaces and cgroups.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (real namespaces, cgroups, pivot_root); run scripts/test as root"
+    );
+}
+
+/// Fails loudly when a program the test needs is missing.
+pub fn require_program(name: &str, package: &str) {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| Path::new(d).join(name).is_file());
+    assert!(
+        found,
+        "this test needs `{name}` (Debian package {package}); scripts/test installs it"
+    );
+}
+
+/// A directory removed when dropped.
+pub struct Scratch {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    /// A fresh directory under the cargo target tmp dir.
+    pub fn new(tag: &str) -> Scratch {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        Scratch { path }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A busybox root filesystem, built once per test binary with `haconiwa create`.
+pub fn busybox_rootfs() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        require_root();
+        require_program("busybox", "busybox-static");
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rootfs-busybox");
+        if root.join("bin/busybox").is_file() {
+            return root;
+        }
+        let def = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rootfs-{}.haco", std::process::id()));
+        std::fs::write(
+            &def,
+            format!(
+                "haconiwa.define(|c| {{ c.name = \"rootfs\"; c.init_command = \"/bin/true\"; c.chroot_to(\"{}\"); c.bootstrap(#{{ strategy: \"busybox\" }}); }});",
+                root.display()
+            ),
+        )
+        .expect("write definition");
+        let out = Command::new(BIN).arg("create").arg(&def).output().expect("run haconiwa create");
+        let _ = std::fs::remove_file(&def);
+        assert!(out.status.success(), "haconiwa create failed: {}", String::from_utf8_lossy(&out.stderr));
+        root
+    })
+    .clone()
+}
+
+/// One test's private host view: state dir, cgroup parent, definitions.
+pub struct Host {
+    /// Scratch space (definitions, state).
+    pub scratch: Scratch,
+    /// `HACONIWA_STATE_DIR`.
+    pub state_dir: PathBuf,
+    /// `HACONIWA_CGROUP_PARENT`.
+    pub cgroup_parent: String,
+}
+
+impl Host {
+    /// A new private host view.
+    pub fn new(tag: &str) -> Host {
+        require_root();
+        let scratch = Scratch::new(tag);
+        let state_dir = scratch.path.join("state");
+        let cgroup_parent = format!(
+            "haconiwa-test-{}",
+            scratch.path.file_name().unwrap().to_string_lossy()
+        );
+        Host {
+            scratch,
+            state_dir,
+            cgroup_parent,
+        }
+    }
+
+    /// Writes `<name>.haco` with the busybox root and the usual namespaces, plus `body`.
+    pub fn haco(&self, name: &str, body: &str) -> PathBuf {
+        let root = busybox_rootfs();
+        self.haco_raw(
+            name,
+            &format!(
+                "haconiwa.define(|c| {{\n    c.name = \"{name}\";\n    c.chroot_to(\"{}\");\n    c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n{body}\n}});\n",
+                root.display()
+            ),
+        )
+    }
+
+    /// Writes a definition file verbatim.
+    pub fn haco_raw(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.scratch.path.join(format!("{name}.haco"));
+        std::fs::write(&p, text).expect("write definition");
+        p
+    }
+
+    /// A `haconiwa` command bound to this host view.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("HACONIWA_STATE_DIR", &self.state_dir)
+            .env("HACONIWA_CGROUP_PARENT", &self.cgroup_parent);
+        c
+    }
+
+    /// Runs `haconiwa ARGS` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run haconiwa")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "haconiwa {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `ps --json` parsed.
+    pub fn ps(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["ps", "--json"])).expect("ps --json")
+    }
+
+    /// The state of one container from `ps --json`.
+    pub fn state(&self, name: &str) -> Option<serde_json::Value> {
+        self.ps().into_iter().find(|c| c["name"] == name)
+    }
+
+    /// Waits until `name` has exited (bounded).
+    pub fn wait_exited(&self, name: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self
+                .state(name)
+                .unwrap_or_else(|| panic!("{name} is not in ps"));
+            if st["status"] == "exited" {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still running after {timeout:?}: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// cgroup directories of this view still present.
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                let p = e.path().join(&self.cgroup_parent);
+                if p.exists() {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Asserts that nothing of this view is left: no cgroup, no mount under the scratch
+    /// dir, no running container record.
+    pub fn assert_clean(&self) {
+        let cg = self.leftover_cgroups();
+        assert!(cg.is_empty(), "cgroups left behind: {cg:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let ours = self.scratch.path.display().to_string();
+        let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&ours)).collect();
+        assert!(left.is_empty(), "mounts left behind: {left:?}");
+        for c in self.ps() {
+            assert_eq!(c["status"], "exited", "container still running: {c}");
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Best effort, also when the test failed: kill what runs, remove cgroups.
+        if let Ok(rd) = std::fs::read_dir(self.state_dir.join("containers")) {
+            for e in rd.flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                        for key in ["pid", "monitor_pid"] {
+                            if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
+                                if v["status"] != "exited" {
+                                    let _ = nix::sys::signal::kill(
+                                        nix::unistd::Pid::from_raw(pid as i32),
+                                        nix::sys::signal::Signal::SIGKILL,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for _ in 0..100 {
+            let left = self.leftover_cgroups();
+            if left.is_empty() {
+                break;
+            }
+            for dir in left {
+                remove_cgroup_tree(&dir);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}

@@ -1,0 +1,250 @@
+//! The `.haco` loader: the DESIGN.md example, every key, and each kind of error with
+//! its file:line:col.
+
+use haconiwa::spec::{self, Bootstrap, NsKind, RootMode, SystemMount};
+
+fn load(text: &str) -> Result<spec::ContainerSpec, String> {
+    spec::load_str(text, "t.haco", None).map_err(|e| e.to_string())
+}
+
+fn err(text: &str) -> String {
+    load(text).expect_err("the definition should be refused")
+}
+
+const DESIGN_SLEEPER: &str = include_str!("../examples/sleeper.haco");
+
+#[test]
+fn design_example_loads() {
+    let s = load(DESIGN_SLEEPER).unwrap();
+    assert!(
+        s.name.starts_with("sleeper-") && s.name.len() == 16,
+        "{}",
+        s.name
+    );
+    assert_eq!(s.init_command[0], "/bin/sleep");
+    let secs: u32 = s.init_command[1].parse().unwrap();
+    assert!((30..=60).contains(&secs));
+    assert_eq!(
+        s.rootfs.path.to_str(),
+        Some("/var/lib/haconiwa/rootfs/busybox")
+    );
+    assert_eq!(s.rootfs.mode, RootMode::PivotRoot);
+    assert_eq!(s.bootstrap, Some(Bootstrap::Busybox { busybox: None }));
+    assert_eq!(
+        s.namespaces.unshare,
+        vec![
+            NsKind::Uts,
+            NsKind::Ipc,
+            NsKind::Pid,
+            NsKind::Mount,
+            NsKind::Net
+        ]
+    );
+    assert_eq!(s.cgroup["memory.max"], "67108864");
+    assert_eq!(s.cgroup["pids.max"], "64");
+    assert_eq!(s.capabilities.drop, vec!["CAP_SYS_TIME"]);
+    assert!(s.daemonize);
+    // Two loads give two names (uuid_short) — the original's demo relied on it.
+    assert_ne!(load(DESIGN_SLEEPER).unwrap().name, s.name);
+}
+
+#[test]
+fn every_key_has_a_counterpart() {
+    let s = load(
+        r#"haconiwa.define(|c| {
+    c.name = "full";
+    c.hostname = "full-host";
+    c.init_command = "/bin/sh -c 'echo hi'";
+    c.environment = #{ A: "1" };
+    c.env("B", 2);
+    c.workdir = "/srv";
+    c.daemonize();
+    c.chroot_to("/tmp/root", #{ readonly: true });
+    c.bootstrap(#{ strategy: "tarball", archive: "/tmp/r.tar.gz" });
+    c.run_shell("echo one", #{ name: "first" });
+    c.provision(|p| { p.run_shell("echo two"); });
+    c.namespace.unshare(["uts", "ipc", "pid", "mount", "net", "user", "cgroup"]);
+    c.namespace.uid_map(0, 100000, 65536);
+    c.namespace.set_gid_mapping(#{ min: 0, max: 65535, offset: 200000 });
+    c.mount_independent("tmpfs");
+    c.add_mount_point("/var/log", #{ to: "/host-log", readonly: true });
+    c.add_mount_point("tmpfs", #{ to: "/scratch", fs: "tmpfs", options: "size=1m" });
+    c.cgroup["cpu.shares"] = 512;
+    c.cgroup["cpuset.cpus"] = "0";
+    c.cgroup["memory.limit_in_bytes"] = "32M";
+    c.capabilities.reset();
+    c.capabilities.allow(["net_bind_service", "CAP_KILL"]);
+    c.set_limit("NOFILE", 100, 200);
+    c.resource.set_limit("core", 0);
+    c.uid = 1000;
+    c.gid = 1000;
+    c.groups = [10, 20];
+    c.labels = #{ app: "web" };
+    c.label("tier", "front");
+    c.no_new_privs = false;
+    c.network(#{ bridge: "hcbr0", address: "10.9.0.2/24", gateway: "10.9.0.1" });
+});"#,
+    )
+    .unwrap();
+    assert_eq!(s.effective_hostname(), "full-host");
+    assert_eq!(s.init_command, vec!["/bin/sh", "-c", "echo hi"]);
+    assert_eq!(s.environment["A"], "1");
+    assert_eq!(s.environment["B"], "2");
+    assert_eq!(s.workdir.as_deref(), Some("/srv"));
+    assert!(s.rootfs.readonly);
+    assert_eq!(s.provision.len(), 2);
+    assert_eq!(s.provision[0].name, "first");
+    assert_eq!(s.namespaces.unshare.len(), 7);
+    assert_eq!(s.namespaces.uid_map[0].outside, 100000);
+    assert_eq!(s.namespaces.gid_map[0].outside, 200000);
+    assert_eq!(s.namespaces.gid_map[0].count, 65536);
+    assert!(s.system_mounts.contains(&SystemMount::Tmpfs));
+    assert_eq!(s.mounts.len(), 2);
+    assert!(s.mounts[0].readonly && s.mounts[0].fstype.is_none());
+    assert_eq!(s.mounts[1].fstype.as_deref(), Some("tmpfs"));
+    assert_eq!(s.cgroup["memory.limit_in_bytes"], "33554432");
+    assert!(s.capabilities.reset);
+    assert_eq!(
+        s.capabilities.allow,
+        vec!["CAP_NET_BIND_SERVICE", "CAP_KILL"]
+    );
+    assert_eq!(s.rlimits.len(), 2);
+    assert_eq!(s.rlimits[0].resource, "nofile");
+    assert_eq!((s.uid, s.gid), (Some(1000), Some(1000)));
+    assert_eq!(s.groups, vec![10, 20]);
+    assert_eq!(s.labels.len(), 2);
+    assert!(!s.no_new_privs);
+    assert_eq!(s.network.bridge.as_ref().unwrap().bridge, "hcbr0");
+    // The JSON form is stable: it round-trips.
+    let json = serde_json::to_string(&s).unwrap();
+    let back: spec::ContainerSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file() {
+    let s = spec::load_str(
+        "haconiwa.define(|c| { c.name = \"r\"; c.init_command = \"/bin/true\"; c.chroot_to(\"roots/x\"); });",
+        "/etc/defs/r.haco",
+        Some(std::path::Path::new("/etc/defs")),
+    )
+    .unwrap();
+    assert_eq!(s.rootfs.path.to_str(), Some("/etc/defs/roots/x"));
+}
+
+const HEAD: &str = "haconiwa.define(|c| {\n    c.name = \"e\";\n    c.init_command = \"/bin/true\";\n    c.chroot_to(\"/r\");\n";
+
+fn with(line: &str) -> String {
+    format!("{HEAD}{line}\n}});\n")
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let e = err("haconiwa.define(|c| {\n    c.name = \"x\"\n    c.init_command = 1;\n});");
+    assert!(e.starts_with("t.haco:3:5: "), "{e}");
+    let e = err("let x = ;");
+    assert_eq!(e, "t.haco:1:9: Unexpected ';'");
+}
+
+#[test]
+fn unknown_namespace_names_the_choices() {
+    let e = err(&with("    c.namespace.unshare([\"uts2\"]);"));
+    assert_eq!(
+        e,
+        "t.haco:5:17: unknown namespace 'uts2'; expected one of uts, ipc, pid, mount, net, user, cgroup"
+    );
+}
+
+#[test]
+fn unknown_key_is_reported_at_its_position() {
+    let e = err(&with("    c.nmae = \"x\";"));
+    assert!(e.starts_with("t.haco:5:"), "{e}");
+    assert!(e.contains("unknown key 'nmae'"), "{e}");
+}
+
+#[test]
+fn unknown_cgroup_key_and_bad_value() {
+    let e = err(&with("    c.cgroup[\"memory.maxx\"] = \"1M\";"));
+    assert!(e.starts_with("t.haco:5:"), "{e}");
+    assert!(e.contains("unknown cgroup key 'memory.maxx'"), "{e}");
+    let e = err(&with("    c.cgroup[\"memory.max\"] = \"lots\";"));
+    assert!(
+        e.starts_with("t.haco:5:") && e.contains("invalid value 'lots'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_capability_limit_mount_and_strategy() {
+    let e = err(&with("    c.capabilities.drop([\"cap_time_travel\"]);"));
+    assert!(
+        e.starts_with("t.haco:5:20: ") && e.contains("unknown capability 'cap_time_travel'"),
+        "{e}"
+    );
+    let e = err(&with("    c.set_limit(\"nofiles\", 1, 2);"));
+    assert!(
+        e.starts_with("t.haco:5:7: ") && e.contains("unknown resource limit 'nofiles'"),
+        "{e}"
+    );
+    let e = err(&with("    c.set_limit(\"nofile\", 20, 10);"));
+    assert!(
+        e.contains("soft limit 20 is above the hard limit 10"),
+        "{e}"
+    );
+    let e = err(&with("    c.mount_independent(\"procfs2\");"));
+    assert!(
+        e.starts_with("t.haco:5:7: ") && e.contains("unknown filesystem 'procfs2'"),
+        "{e}"
+    );
+    let e = err(&with("    c.add_mount_point(\"/x\", #{ too: \"/y\" });"));
+    assert!(e.contains("add_mount_point: unknown option 'too'"), "{e}");
+    let e = err(&with("    c.bootstrap(#{ strategy: \"docker\" });"));
+    assert!(
+        e.starts_with("t.haco:5:7: ") && e.contains("unknown bootstrap strategy 'docker'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_pieces_point_at_define() {
+    let e = err("\n  haconiwa.define(|c| { c.name = \"x\"; c.chroot_to(\"/r\"); });");
+    assert_eq!(
+        e,
+        "t.haco:2:12: the container has no command: set c.init_command = [\"/bin/sh\"]"
+    );
+    let e = err("haconiwa.define(|c| { c.init_command = \"/bin/true\"; c.chroot_to(\"/r\"); });");
+    assert!(e.contains("no name"), "{e}");
+    let e = err("haconiwa.define(|c| { c.name = \"x\"; c.init_command = \"/bin/true\"; });");
+    assert!(e.contains("no root filesystem"), "{e}");
+    let e = err("let a = 1;");
+    assert!(e.starts_with("t.haco:1:1: no container defined"), "{e}");
+    let e = err(&with("    c.namespace.unshare(\"user\");"));
+    assert!(e.contains("needs a uid map"), "{e}");
+    let e = err("haconiwa.define(|c| {\n c.name = \"x y\";\n});");
+    assert!(
+        e.starts_with("t.haco:2:") && e.contains("invalid name 'x y'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn scripts_are_sandboxed_and_bounded() {
+    let e = err("haconiwa.define(|c| { loop { } });");
+    assert!(e.contains("operations") && e.contains("stopped"), "{e}");
+    let e = err("let s = \"x\"; loop { s += s; }");
+    assert!(e.starts_with("t.haco:1:"), "{e}");
+    // No module loading, no eval.
+    let e = err("import \"os\" as os;");
+    assert!(e.starts_with("t.haco:1:"), "{e}");
+    let e = err("eval(\"1\");");
+    assert!(e.starts_with("t.haco:1:"), "{e}");
+}
+
+#[test]
+fn command_strings_split_like_a_shell() {
+    assert_eq!(
+        spec::haco::split_command(r#"/bin/sh -c 'echo "a b"' x\ y"#).unwrap(),
+        vec!["/bin/sh", "-c", "echo \"a b\"", "x y"]
+    );
+    assert!(spec::haco::split_command("echo 'open").is_err());
+}

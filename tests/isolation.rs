@@ -1,0 +1,309 @@
+//! Real containers, checked from inside: each isolation feature of the launcher.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// Runs a foreground container whose command is `sh -c SCRIPT`; returns the output.
+fn sh(host: &Host, name: &str, extra: &str, script: &str) -> std::process::Output {
+    let def = host.haco(
+        name,
+        &format!("    c.init_command = [\"/bin/sh\", \"-c\", {script:?}];\n{extra}"),
+    );
+    host.run(&["run", def.to_str().unwrap()])
+}
+
+#[test]
+fn hostname_is_the_containers() {
+    let host = Host::new("hostname");
+    let out = sh(&host, "hn1", "    c.hostname = \"inside-box\";", "hostname");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "inside-box");
+    // Default: the name.
+    let out = sh(&host, "hn2", "", "hostname");
+    assert_eq!(stdout(&out).trim(), "hn2");
+    assert_ne!(
+        stdout(&out).trim(),
+        nix::unistd::gethostname().unwrap().to_string_lossy()
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn pid_namespace_has_its_own_pid_1_and_only_its_processes() {
+    let host = Host::new("pidns");
+    let out = sh(
+        &host,
+        "pid1",
+        "",
+        "echo self=$$; ls /proc | grep -E '^[0-9]+$' | wc -l; cat /proc/1/status | grep PPid",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // PID 1 is haconiwa's reaper, the command comes right after it.
+    assert_eq!(lines[0], "self=2", "{text}");
+    let count: usize = lines[1].trim().parse().unwrap();
+    // PID 1, the shell, ls, grep, wc: nothing of the host.
+    assert!(count <= 6, "saw {count} processes in /proc: {text}");
+    // PID 1's parent is outside the namespace, so it shows as 0.
+    assert!(lines[2].contains("PPid:\t0"), "{text}");
+    host.assert_clean();
+}
+
+#[test]
+fn host_mounts_and_container_mounts_do_not_cross() {
+    let host = Host::new("mounts");
+    // A mount made on the host before the container starts...
+    let host_mnt = host.scratch.path.join("host-only");
+    std::fs::create_dir_all(&host_mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &host_mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _guard = Unmount(host_mnt.clone());
+    let def = host.haco(
+        "mnt",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"cat /proc/self/mountinfo; sleep 30\"];\n    c.add_mount_point(\"tmpfs\", #{ to: \"/scratch-inside\", fs: \"tmpfs\" });\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    // ...is not visible inside,
+    let mut inside = String::new();
+    for _ in 0..100 {
+        inside = host.ok(&["logs", "mnt"]);
+        if inside.contains("scratch-inside") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        inside.contains("/scratch-inside"),
+        "container mount missing inside: {inside}"
+    );
+    assert!(
+        !inside.contains("host-only"),
+        "host mount leaked into the container: {inside}"
+    );
+    // and the container's mounts are not visible on the host.
+    let host_view = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host_view.contains("scratch-inside"),
+        "container mount leaked to the host"
+    );
+    assert!(
+        !host_view.contains(busybox_rootfs().to_str().unwrap()),
+        "rootfs bind leaked to the host"
+    );
+    host.ok(&["kill", "mnt", "--timeout", "5"]);
+    drop(_guard);
+    host.assert_clean();
+}
+
+#[test]
+fn new_network_namespace_has_only_loopback_and_it_is_up() {
+    let host = Host::new("netns");
+    let out = sh(
+        &host,
+        "net",
+        "",
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "lo", "{text}");
+    // IFF_UP set.
+    let flags = u32::from_str_radix(lines[2].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is down: {text}");
+    host.assert_clean();
+}
+
+#[test]
+fn readonly_bind_mount_refuses_writes_and_writable_one_accepts() {
+    let host = Host::new("robind");
+    let data = host.scratch.path.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("hello"), "from host\n").unwrap();
+    let extra = format!(
+        "    c.add_mount_point({:?}, #{{ to: \"/ro\", readonly: true }});\n    c.add_mount_point({:?}, #{{ to: \"/rw\" }});",
+        data.display().to_string(),
+        data.display().to_string()
+    );
+    let out = sh(
+        &host,
+        "ro",
+        &extra,
+        "cat /ro/hello; touch /ro/x && echo ro-writable; touch /rw/y && echo rw-ok",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("from host"), "{text}");
+    assert!(
+        !text.contains("ro-writable"),
+        "read-only mount accepted a write: {text}"
+    );
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(text.contains("rw-ok"), "{text}");
+    assert!(data.join("y").exists());
+    assert!(!data.join("x").exists());
+    host.assert_clean();
+}
+
+#[test]
+fn environment_replaces_the_hosts_and_workdir_applies() {
+    let host = Host::new("env");
+    let def = host.haco(
+        "env",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"echo foo=$FOO; pwd; env | grep -c LEAK_CHECK\"];\n    c.environment = #{ FOO: \"bar baz\", PATH: \"/bin\" };\n    c.workdir = \"/etc\";",
+    );
+    let out = host
+        .cmd()
+        .env("LEAK_CHECK", "1")
+        .args(["run", def.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec!["foo=bar baz", "/etc", "0"],
+        "{text}{}",
+        stderr(&out)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn exit_status_and_signal_status_propagate() {
+    let host = Host::new("exit");
+    let out = sh(&host, "ex7", "", "exit 7");
+    assert_eq!(out.status.code(), Some(7));
+    let out = sh(&host, "sig", "", "kill -USR1 $$; sleep 5");
+    assert_eq!(out.status.code(), Some(128 + 10), "{}", stderr(&out));
+    host.assert_clean();
+}
+
+#[test]
+fn pid_1_reaps_orphaned_grandchildren() {
+    let host = Host::new("reap");
+    // The grandchild is orphaned at once (its parent subshell exits) and dies 0.2 s later;
+    // PID 1 must reap it, so no zombie shows up.
+    let out = sh(
+        &host,
+        "reap",
+        "",
+        "(sleep 0.2 &); sleep 1; for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; echo \"$1 $3\"; done",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.lines().any(|l| l.ends_with(" Z")),
+        "zombie left: {text}"
+    );
+    assert!(text.lines().count() >= 2, "{text}");
+    host.assert_clean();
+}
+
+#[test]
+fn term_is_forwarded_to_the_command_by_pid_1() {
+    let host = Host::new("fwd");
+    let def = host.haco(
+        "fwd",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"trap 'echo got-term; exit 5' TERM; echo ready; while :; do sleep 0.05; done\"];\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    for _ in 0..200 {
+        if host.ok(&["logs", "fwd"]).contains("ready") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    host.ok(&["kill", "fwd", "-s", "TERM", "--timeout", "5"]);
+    let st = host.wait_exited("fwd", Duration::from_secs(5));
+    assert_eq!(st["exit_code"], 5, "{st}");
+    assert!(host.ok(&["logs", "fwd"]).contains("got-term"));
+    host.assert_clean();
+}
+
+#[test]
+fn namespace_enter_joins_a_namespace_made_by_the_test() {
+    let host = Host::new("enter");
+    require_program("ip", "iproute2");
+    let ns = format!("hcn-test-{}", std::process::id());
+    struct NetNs(String);
+    impl Drop for NetNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let ok = |args: &[&str]| {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ok(&["netns", "add", &ns]);
+    let _guard = NetNs(ns.clone());
+    // (this kernel has no dummy driver; a veth pair inside the namespace does the same)
+    ok(&[
+        "-n", &ns, "link", "add", "hcveth0", "type", "veth", "peer", "name", "hcveth1",
+    ]);
+    let root = busybox_rootfs();
+    let def = host.haco_raw(
+        "enter",
+        &format!(
+            "haconiwa.define(|c| {{\n  c.name = \"enter\";\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"mount\", \"pid\", \"uts\"]);\n  c.namespace.enter(\"net\", #{{ via: \"/var/run/netns/{ns}\" }});\n  c.init_command = [\"/bin/sh\", \"-c\", \"cat /proc/net/dev; ls /sys/class/net\"];\n}});\n",
+            root.display()
+        ),
+    );
+    let out = host.run(&["run", def.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("hcveth0"), "{}", stdout(&out));
+    // sysfs shows exactly the joined namespace's interfaces, none of the host's.
+    let text = stdout(&out);
+    let listed: Vec<&str> = text.lines().rev().take(3).collect();
+    assert_eq!(listed, vec!["lo", "hcveth1", "hcveth0"], "{text}");
+    host.assert_clean();
+}
+
+#[test]
+fn design_sleeper_runs_unchanged() {
+    let host = Host::new("sleeper");
+    // DESIGN.md's file verbatim, with the test's root filesystem path.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sleeper.haco"
+    ))
+    .unwrap();
+    assert!(text.contains("c.daemonize();") && text.contains("uuid_short()"));
+    let text = text.replace(
+        "/var/lib/haconiwa/rootfs/busybox",
+        busybox_rootfs().to_str().unwrap(),
+    );
+    let def = host.haco_raw("sleeper", &text);
+    let out = host.ok(&["run", def.to_str().unwrap(), "--", "/bin/sleep", "0.3"]);
+    let name = out.split_whitespace().next().unwrap().to_string();
+    assert!(
+        name.starts_with("sleeper-") && name.len() == "sleeper-".len() + 8,
+        "{out}"
+    );
+    let st = host.wait_exited(&name, Duration::from_secs(10));
+    assert_eq!(st["exit_code"], 0, "{st}");
+    host.assert_clean();
+}
