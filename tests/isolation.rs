@@ -307,3 +307,29 @@ fn design_sleeper_runs_unchanged() {
     assert_eq!(st["exit_code"], 0, "{st}");
     host.assert_clean();
 }
+
+#[test]
+fn bridge_network_gives_an_address_reachable_from_the_host() {
+    let host = Host::new("bridge");
+    require_program("ip", "iproute2");
+    require_program("nsenter", "util-linux");
+    let br = format!("hcbr{}", std::process::id() % 100000);
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _guard = Bridge(br.clone());
+    let extra = format!("    c.network(#{{ bridge: \"{br}\", address: \"10.213.7.2/24\", gateway: \"10.213.7.1\" }});");
+    let out = sh(&host, "br", &extra, "ip -4 addr show eth0 | grep inet; ip route | grep default; ping -c 1 -W 2 10.213.7.1 >/dev/null && echo gw-reachable");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("inet 10.213.7.2/24"), "{text}");
+    assert!(text.contains("default via 10.213.7.1"), "{text}");
+    assert!(text.contains("gw-reachable"), "{text}");
+    // The host end of the veth went away with the container's namespace.
+    let links = std::process::Command::new("ip").args(["-o", "link", "show", "master", &br]).output().unwrap();
+    assert!(stdout(&links).trim().is_empty(), "veth left on the bridge: {}", stdout(&links));
+    host.assert_clean();
+}

@@ -101,3 +101,8 @@ pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
     }
     Ok(())
 }
+
+/// Deletes a host interface (best effort).
+pub fn remove_link(name: &str) {
+    let _ = Command::new("ip").args(["link", "del", name]).output();
+}

@@ -42,6 +42,8 @@ pub struct Started {
     pub pid: i32,
     /// The container's cgroup, removed by [`Started::cleanup`].
     pub cgroup: Cgroup,
+    /// Host end of the container's veth, when it has a bridge network.
+    pub host_veth: Option<String>,
 }
 
 /// How a container ended.
@@ -58,6 +60,10 @@ impl Started {
     /// OOM-killed. Call after its first process was reaped.
     pub fn cleanup(&self) -> StepResult<bool> {
         let oom = self.cgroup.oom_killed();
+        if let Some(veth) = &self.host_veth {
+            // The kernel drops it with the namespace, but asynchronously; do it now.
+            network::remove_link(veth);
+        }
         self.cgroup.remove()?;
         Ok(oom)
     }
@@ -152,7 +158,11 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
     let cgroup =
         Cgroup::create(&layout, &opts.cgroup_parent, &spec.name, &spec.cgroup).map_err(fail)?;
     match start_in(spec, cgroup.clone(), enter_fds) {
-        Ok(pid) => Ok(Started { pid, cgroup }),
+        Ok(pid) => Ok(Started {
+            pid,
+            cgroup,
+            host_veth: spec.network.bridge.as_ref().map(|_| network::host_veth_name(pid)),
+        }),
         Err(e) => {
             let _ = cgroup.remove();
             Err(fail(e))
