@@ -317,7 +317,9 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
     struct Bridge(String);
     impl Drop for Bridge {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
         }
     }
     let _guard = Bridge(br.clone());
@@ -329,7 +331,14 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
     assert!(text.contains("default via 10.213.7.1"), "{text}");
     assert!(text.contains("gw-reachable"), "{text}");
     // The host end of the veth went away with the container's namespace.
-    let links = std::process::Command::new("ip").args(["-o", "link", "show", "master", &br]).output().unwrap();
-    assert!(stdout(&links).trim().is_empty(), "veth left on the bridge: {}", stdout(&links));
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", &br])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&links).trim().is_empty(),
+        "veth left on the bridge: {}",
+        stdout(&links)
+    );
     host.assert_clean();
 }

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// (process tracking and OOM reporting); the others only when a key needs them.
 const V1_ALWAYS: [&str; 2] = ["pids", "memory"];
 
+/// v1 controllers haconiwa knows about.
+const V1_CONTROLLERS: [&str; 8] = [
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer", "devices",
+];
+
 /// Where the cgroup hierarchies of this host are mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -42,6 +47,25 @@ impl Layout {
                     root: PathBuf::from(root),
                 });
             }
+        }
+        // The usual places first, recognised by their filesystem type (one statfs each,
+        // far cheaper than rendering mountinfo); anything else through mountinfo.
+        use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+        let base = Path::new("/sys/fs/cgroup");
+        if statfs(base).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC) {
+            return Ok(Layout::V2 {
+                root: base.to_path_buf(),
+            });
+        }
+        let mut controllers = BTreeMap::new();
+        for c in V1_CONTROLLERS {
+            let p = base.join(c);
+            if statfs(&p).is_ok_and(|s| s.filesystem_type() == CGROUP_SUPER_MAGIC) {
+                controllers.insert(c.to_string(), p);
+            }
+        }
+        if V1_ALWAYS.iter().all(|c| controllers.contains_key(*c)) {
+            return Ok(Layout::V1 { controllers });
         }
         let info = fs::read_to_string("/proc/self/mountinfo")
             .step(|| "read /proc/self/mountinfo".into())?;
@@ -269,10 +293,18 @@ impl Cgroup {
                         .unwrap_or(dir)
                         .to_path_buf();
                     let prepare = |d: &Path| -> io::Result<()> {
-                        // cpuset children start empty unless the parent clones its values.
-                        let cc = d.join("cgroup.clone_children");
-                        if d.join("cpuset.cpus").exists() && cc.exists() {
-                            write_file(&cc, "1")?;
+                        // A v1 cpuset group starts with no CPUs: copy the parent's, and let
+                        // the container's group inherit them (clone_children).
+                        if d.join("cpuset.cpus").exists() {
+                            for f in ["cpuset.cpus", "cpuset.mems"] {
+                                let mine = fs::read_to_string(d.join(f)).unwrap_or_default();
+                                if mine.trim().is_empty() {
+                                    let parent = d.parent().unwrap_or(d);
+                                    let theirs = fs::read_to_string(parent.join(f))?;
+                                    write_file(&d.join(f), theirs.trim())?;
+                                }
+                            }
+                            write_file(&d.join("cgroup.clone_children"), "1")?;
                         }
                         Ok(())
                     };
@@ -340,6 +372,23 @@ impl Cgroup {
         for d in &self.dirs {
             let f = d.join("cgroup.procs");
             write_file(&f, &pid.to_string()).step(|| format!("join cgroup {}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The v2 directory (for CLONE_INTO_CGROUP), `None` on v1.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        match self.layout {
+            Layout::V2 { .. } => self.dirs.first().map(PathBuf::as_path),
+            Layout::V1 { .. } => None,
+        }
+    }
+
+    /// Moves the calling (single-threaded) process into every v1 hierarchy by writing 0
+    /// to `tasks`: a thread moving itself skips the global threadgroup lock.
+    pub fn join_self(&self) -> StepResult<()> {
+        for d in &self.dirs {
+            write_file(&d.join("tasks"), "0").step(|| format!("join cgroup {}", d.display()))?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use super::error::{Step, StepError, StepResult};
 use crate::spec::{Capabilities, ContainerSpec};
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{Capability, CapsHashSet};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
 
@@ -25,10 +25,9 @@ pub const DEFAULT_CAPS: [Capability; 14] = [
     Capability::CAP_AUDIT_WRITE,
 ];
 
-/// The container's capability set: the default 14 (or none after `reset`), plus
-/// `allow`, minus `drop`, limited to what the running kernel knows.
-pub fn effective_set(c: &Capabilities) -> CapsHashSet {
-    let known = caps::runtime::thread_all_supported();
+/// The container's capability set as defined: the default 14 (or none after `reset`),
+/// plus `allow`, minus `drop`. `ALL` means every capability this library knows.
+pub fn wanted_set(c: &Capabilities) -> CapsHashSet {
     let mut set: CapsHashSet = if c.reset {
         CapsHashSet::new()
     } else {
@@ -36,7 +35,7 @@ pub fn effective_set(c: &Capabilities) -> CapsHashSet {
     };
     for a in &c.allow {
         if a == "ALL" {
-            set.extend(known.iter().copied());
+            set.extend(caps::all());
         } else if let Ok(cap) = a.parse::<Capability>() {
             set.insert(cap);
         }
@@ -48,8 +47,81 @@ pub fn effective_set(c: &Capabilities) -> CapsHashSet {
             set.remove(&cap);
         }
     }
+    set
+}
+
+/// [`wanted_set`] limited to what the running kernel knows (for display).
+pub fn effective_set(c: &Capabilities) -> CapsHashSet {
+    let known = caps::runtime::thread_all_supported();
+    let mut set = wanted_set(c);
     set.retain(|c| known.contains(c));
     set
+}
+
+fn bits(set: &CapsHashSet) -> u64 {
+    set.iter().fold(0u64, |acc, c| acc | c.bitmask())
+}
+
+/// The three capability sets of this thread (capget v3).
+fn capget() -> StepResult<[u64; 3]> {
+    let mut header = libc_cap_header();
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and a two-element data array, as capget v3 expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(StepError::last("read capabilities"));
+    }
+    let join = |lo: u32, hi: u32| (lo as u64) | ((hi as u64) << 32);
+    Ok([
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ])
+}
+
+/// Sets effective, permitted and inheritable at once (capset v3).
+fn capset(eff: u64, perm: u64, inh: u64) -> StepResult<()> {
+    let mut header = libc_cap_header();
+    let data = [
+        CapData {
+            effective: eff as u32,
+            permitted: perm as u32,
+            inheritable: inh as u32,
+        },
+        CapData {
+            effective: (eff >> 32) as u32,
+            permitted: (perm >> 32) as u32,
+            inheritable: (inh >> 32) as u32,
+        },
+    ];
+    // SAFETY: header and a two-element data array, as capset v3 expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(StepError::last("set capabilities"));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn libc_cap_header() -> CapHeader {
+    // _LINUX_CAPABILITY_VERSION_3
+    CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    }
 }
 
 fn resource(name: &str) -> Option<Resource> {
@@ -88,15 +160,27 @@ pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
     }
     let uid = spec.uid.unwrap_or(0);
     let gid = spec.gid.unwrap_or(0);
-    let set = effective_set(&spec.capabilities);
-    let known = caps::runtime::thread_all_supported();
+    // What the kernel knows is what root holds now; the rest of the wanted set is moot.
+    let [_, permitted, _] = capget()?;
+    let want = bits(&wanted_set(&spec.capabilities)) & permitted;
     // The bounding set limits what any later exec can regain; CAP_SETPCAP is needed to
-    // shrink it, so it goes first.
-    for cap in known.iter() {
-        if !set.contains(cap) {
-            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| {
-                StepError::msg(format!("drop {cap} from the bounding set"), e.to_string())
-            })?;
+    // shrink it, so it goes first. The loop ends at the first capability the kernel
+    // does not know.
+    for cap in 0..64u64 {
+        if want & (1 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(StepError::os(
+                format!("drop capability {cap} from the bounding set"),
+                err,
+            ));
         }
     }
     if uid != 0 {
@@ -112,15 +196,26 @@ pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
         .step(|| format!("setgid {gid}"))?;
     nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
         .step(|| format!("setuid {uid}"))?;
-    let setc = |which: CapSet, name: &str| {
-        caps::set(None, which, &set)
-            .map_err(|e| StepError::msg(format!("set {name} capabilities"), e.to_string()))
-    };
-    setc(CapSet::Effective, "effective")?;
-    setc(CapSet::Permitted, "permitted")?;
-    setc(CapSet::Inheritable, "inheritable")?;
+    capset(want, want, want)?;
     if uid != 0 {
-        setc(CapSet::Ambient, "ambient")?;
+        // A non-root command keeps its capabilities across exec only as ambient ones.
+        for cap in 0..64u64 {
+            if want & (1 << cap) != 0 {
+                // SAFETY: prctl with integer arguments only.
+                let rc = unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+                if rc != 0 {
+                    return Err(StepError::last(format!("raise ambient capability {cap}")));
+                }
+            }
+        }
     }
     if spec.no_new_privs {
         nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;

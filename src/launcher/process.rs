@@ -17,6 +17,9 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+/// Stack of the command process between clone and exec.
+const COMMAND_STACK: usize = 1 << 20;
+
 /// PATH inside the container when the definition sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -141,6 +144,51 @@ fn raw_clone(flags: CloneFlags) -> StepResult<Option<Pid>> {
     }
 }
 
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// clone3's flag to start the child directly in a cgroup v2 directory.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A fork-style clone3(2) straight into the cgroup v2 directory `cgroup_fd`: no
+/// migration afterwards. `Err` when the kernel lacks it (the caller falls back).
+fn raw_clone_into(flags: CloneFlags, cgroup_fd: RawFd) -> StepResult<Option<Pid>> {
+    let args = CloneArgs {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: no stack given, so clone3 behaves like fork; `args` is a valid clone_args of
+    // the size passed; the process is single-threaded (the launcher's rule).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 => Err(StepError::last("clone3 into the container's cgroup")),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
 /// Starts the container and returns once its command is exec'd (or the launch failed, in
 /// which case nothing is left behind). SIGCHLD and the forwarded signals stay blocked in
 /// the caller so that [`wait`] sees every one of them.
@@ -161,7 +209,11 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         Ok(pid) => Ok(Started {
             pid,
             cgroup,
-            host_veth: spec.network.bridge.as_ref().map(|_| network::host_veth_name(pid)),
+            host_veth: spec
+                .network
+                .bridge
+                .as_ref()
+                .map(|_| network::host_veth_name(pid)),
         }),
         Err(e) => {
             let _ = cgroup.remove();
@@ -185,11 +237,33 @@ fn start_in(
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     signals::block();
-    let child = match raw_clone(clone_flags(spec))? {
+    // Moving a process between cgroups waits for an RCU grace period on the kernel's
+    // global threadgroup lock (milliseconds). On v2 the child is born in its cgroup
+    // (CLONE_INTO_CGROUP); on v1 it moves its own single thread (writing 0 to `tasks`),
+    // which the kernel does without that lock. Only the fallback migrates from here.
+    let v2_fd = cgroup.v2_dir().and_then(|d| File::open(d).ok());
+    let mut parent_places = false;
+    let cloned = match &v2_fd {
+        Some(fd) => match raw_clone_into(clone_flags(spec), fd.as_raw_fd()) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                parent_places = true;
+                raw_clone(clone_flags(spec))
+            }
+        },
+        None => raw_clone(clone_flags(spec)),
+    };
+    let child = match cloned? {
         None => {
             drop(go_w);
             drop(err_r);
-            let e = match child_main(spec, go_r, &err_w, &enter_fds) {
+            drop(v2_fd);
+            let self_placed = if cgroup.v2_dir().is_none() {
+                cgroup.join_self()
+            } else {
+                Ok(())
+            };
+            let e = match self_placed.and_then(|()| child_main(spec, go_r, &err_w, &enter_fds)) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };
@@ -209,7 +283,9 @@ fn start_in(
         e
     };
     let release = || -> StepResult<()> {
-        cgroup.add(child.as_raw())?;
+        if parent_places {
+            cgroup.add(child.as_raw())?;
+        }
         if spec.unshares(NsKind::User) {
             let base = format!("/proc/{}", child.as_raw());
             std::fs::write(
@@ -229,9 +305,16 @@ fn start_in(
         let mut w = File::from(go_w);
         w.write_all(b"g").step(|| "release the container".into())
     };
-    release().map_err(kill_child)?;
-    let mut msg = Vec::new();
+    let released = release();
     let mut r = File::from(err_r);
+    if let Err(e) = released {
+        // The child may have failed first (and closed its end): its error is the cause.
+        let e = kill_child(e);
+        let mut msg = Vec::new();
+        let _ = r.read_to_end(&mut msg);
+        return Err(if msg.is_empty() { e } else { StepError::decode(&msg) });
+    }
+    let mut msg = Vec::new();
     let _ = r.read_to_end(&mut msg);
     if !msg.is_empty() {
         let _ = waitpid(child, None);
@@ -283,13 +366,21 @@ fn child_main(
     // Die with the launcher rather than run unsupervised.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .step(|| "set the parent-death signal".into())?;
-    let mut go = [0u8; 1];
-    let mut r = File::from(go_r);
-    if r.read(&mut go).unwrap_or(0) != 1 {
-        return Err(StepError::msg("wait for release", "the launcher went away"));
-    }
-    drop(r);
+    // The parent places us in our cgroups (a slow operation on cgroup v1: it waits for
+    // an RCU grace period) while we build our mounts; we wait for its word only before
+    // anything runs in the container, or at once when the id maps must come first.
+    let mut release = Some(File::from(go_r));
+    let mut wait_release = || -> StepResult<()> {
+        if let Some(mut r) = release.take() {
+            let mut go = [0u8; 1];
+            if r.read(&mut go).unwrap_or(0) != 1 {
+                return Err(StepError::msg("wait for release", "the launcher went away"));
+            }
+        }
+        Ok(())
+    };
     if spec.unshares(NsKind::User) {
+        wait_release()?;
         // Root inside: the id maps are written now.
         nix::unistd::setresgid(0.into(), 0.into(), 0.into())
             .step(|| "become gid 0 in the user namespace".into())?;
@@ -308,10 +399,6 @@ fn child_main(
             }
         }
     }
-    if spec.unshares(NsKind::Cgroup) {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-            .step(|| "unshare the cgroup namespace".into())?;
-    }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     mounts::setup_root(spec)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -321,21 +408,47 @@ fn child_main(
     if spec.unshares(NsKind::Net) && spec.network.loopback {
         network::loopback_up()?;
     }
+    wait_release()?;
+    if spec.unshares(NsKind::Cgroup) {
+        // After the placement, so the container's cgroup is the namespace's root.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .step(|| "unshare the cgroup namespace".into())?;
+    }
     if spec.unshares(NsKind::Pid) {
-        // SAFETY: single-threaded process; fork is async-signal-safe here.
-        match unsafe { nix::unistd::fork() }.step(|| "fork the command under PID 1".into())? {
-            ForkResult::Parent { child } => {
-                // PID 1 keeps no copy of the error pipe: its EOF must mean "exec'd".
-                // SAFETY: closing our own duplicate of the pipe; the OwnedFd is not used again
-                // in this process, which never returns from init::run.
-                unsafe { libc::close(err_w.as_raw_fd()) };
-                init::run(child);
-            }
-            ForkResult::Child => {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .step(|| "set the parent-death signal".into())?;
-            }
+        // The command runs as our child; we stay as its PID 1. It is started vfork-style
+        // (shared memory, own stack, we pause until its exec): no page tables to copy.
+        let err_fd = err_w.as_raw_fd();
+        let mut stack = vec![0u8; COMMAND_STACK];
+        let command = Box::new(|| -> isize {
+            let e = match nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .step(|| "set the parent-death signal".into())
+                .and_then(|()| exec_command(spec))
+            {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            let msg = e.encode();
+            // SAFETY: writes our encoded error to the error pipe we hold open.
+            unsafe { libc::write(err_fd, msg.as_ptr().cast(), msg.len()) };
+            126
+        });
+        // SAFETY: CLONE_VM|CLONE_VFORK with a stack of its own: we are suspended until the
+        // child execs or exits, so it never races us on the shared memory; it does not
+        // share our descriptor table, signal handlers or credentials.
+        let child = unsafe {
+            nix::sched::clone(
+                command,
+                &mut stack,
+                CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+                Some(libc::SIGCHLD),
+            )
         }
+        .step(|| "start the command under PID 1".into())?;
+        // PID 1 keeps no copy of the error pipe: its EOF must mean "exec'd".
+        // SAFETY: closing our own duplicate of the pipe; the OwnedFd is not used again in
+        // this process, which never returns from init::run.
+        unsafe { libc::close(err_fd) };
+        init::run(child);
     }
     exec_command(spec)
 }

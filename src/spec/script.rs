@@ -110,7 +110,27 @@ pub fn dsl_error(msg: impl Into<String>) -> Box<EvalAltResult> {
 /// `spawn` (a reserved word in Rhai) is turned into an identifier so `haconiwa.spawn`
 /// parses.
 pub fn sandboxed_engine() -> Engine {
-    let mut engine = Engine::new();
+    use rhai::packages::{
+        BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
+        BasicStringPackage, LanguageCorePackage, MoreStringPackage, Package,
+    };
+    // Engine::new() builds the whole standard library, about a millisecond at every start
+    // of `haconiwa run`. Operators on integers, floats, strings and booleans are built into
+    // the engine; these packages add the functions and methods scripts use. Left out:
+    // the arithmetic and logic packages (operators for the other integer widths), math,
+    // time, blobs.
+    let mut engine = Engine::new_raw();
+    for module in [
+        LanguageCorePackage::new().as_shared_module(),
+        BasicStringPackage::new().as_shared_module(),
+        MoreStringPackage::new().as_shared_module(),
+        BasicIteratorPackage::new().as_shared_module(),
+        BasicFnPackage::new().as_shared_module(),
+        BasicArrayPackage::new().as_shared_module(),
+        BasicMapPackage::new().as_shared_module(),
+    ] {
+        engine.register_global_module(module);
+    }
     engine
         .set_max_operations(MAX_OPERATIONS)
         .set_max_string_size(64 * 1024)

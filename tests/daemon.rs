@@ -1,0 +1,240 @@
+//! Daemon mode: ps, logs, attach, kill with escalation, stale state, and the cgroup v2
+//! code path on a cgroup2 mount of the test's own.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn wait_log(host: &Host, name: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = host.ok(&["logs", name]);
+        if l.contains(needle) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never showed in the logs of {name}: {l}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn ps_and_logs_follow_a_detached_container() {
+    let host = Host::new("ps-logs");
+    let def = host.haco(
+        "talker",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"echo out-line; echo err-line >&2; sleep 0.5; echo late-line; exit 3\"];\n    c.daemonize();",
+    );
+    let out = host.ok(&["run", def.to_str().unwrap()]);
+    assert!(out.starts_with("talker running (pid "), "{out}");
+    let st = host.state("talker").expect("listed");
+    assert_eq!(st["status"], "running");
+    assert!(st["pid"].as_i64().unwrap() > 1);
+    assert!(st["start_time"].as_u64().unwrap() > 0);
+    assert_eq!(st["spec_digest"].as_str().unwrap().len(), 64);
+    let table = host.ok(&["ps"]);
+    assert!(
+        table.contains("talker") && table.contains("running"),
+        "{table}"
+    );
+    // logs -f returns when the container ends, with everything it wrote.
+    let followed = host.ok(&["logs", "-f", "talker"]);
+    for l in ["out-line", "err-line", "late-line"] {
+        assert!(followed.contains(l), "{followed}");
+    }
+    let st = host.wait_exited("talker", Duration::from_secs(5));
+    assert_eq!(st["exit_code"], 3);
+    assert!(host.ok(&["ps"]).contains("exited"));
+    host.ok(&["rm", "talker"]);
+    assert!(host.state("talker").is_none());
+    host.assert_clean();
+}
+
+#[test]
+fn attach_joins_hostname_pid_namespace_and_cgroup() {
+    let host = Host::new("attach");
+    let def = host.haco(
+        "box",
+        "    c.hostname = \"attached-box\";\n    c.init_command = [\"/bin/sh\", \"-c\", \"echo ready; sleep 60\"];\n    c.cgroup[\"pids.max\"] = 32;\n    c.capabilities.drop([\"cap_sys_time\"]);\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    wait_log(&host, "box", "ready");
+    let pid = host.state("box").unwrap()["pid"].as_i64().unwrap();
+    let host_pidns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let out = host.ok(&[
+        "attach",
+        "box",
+        "--",
+        "/bin/sh",
+        "-c",
+        "hostname; readlink /proc/self/ns/pid; grep pids /proc/self/cgroup; ps -o pid,args | grep -c 'sleep 60'; grep CapBnd /proc/self/status",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "attached-box", "{out}");
+    assert_eq!(lines[1], host_pidns.to_string_lossy(), "{out}");
+    assert!(
+        lines[2].ends_with(&format!("{}/box", host.cgroup_parent)),
+        "{out}"
+    );
+    assert!(
+        lines[3].trim().parse::<u32>().unwrap() >= 1,
+        "the container's sleep is not visible: {out}"
+    );
+    assert_eq!(lines[4], "CapBnd:\t00000000a80425fb", "{out}");
+    // The exit status of the attached command comes back.
+    let o = host.run(&["attach", "box", "--", "/bin/sh", "-c", "exit 9"]);
+    assert_eq!(o.status.code(), Some(9));
+    host.ok(&["kill", "box", "-s", "KILL"]);
+    host.assert_clean();
+}
+
+#[test]
+fn kill_escalates_to_sigkill_after_the_timeout() {
+    let host = Host::new("kill");
+    let def = host.haco(
+        "stubborn",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"trap '' TERM; echo ready; while :; do sleep 0.1; done\"];\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    wait_log(&host, "stubborn", "ready");
+    let t0 = Instant::now();
+    let out = host.ok(&["kill", "stubborn", "--timeout", "0.5"]);
+    let took = t0.elapsed();
+    assert!(out.contains("exited with 137"), "{out}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "escalated before the timeout: {took:?}"
+    );
+    let st = host.wait_exited("stubborn", Duration::from_secs(5));
+    assert_eq!(st["exit_code"], 137);
+    // Killing an exited container is an error, not a hang.
+    let o = host.run(&["kill", "stubborn"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("not running"),
+        "{}",
+        stderr(&o)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn stale_state_is_detected_and_cleaned() {
+    let host = Host::new("stale");
+    let def = host.haco(
+        "ghost",
+        "    c.init_command = [\"/bin/sleep\", \"60\"];\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    let st = host.state("ghost").unwrap();
+    let monitor = st["monitor_pid"].as_i64().unwrap() as i32;
+    // The monitor dies without recording anything; the container dies with it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let st = loop {
+        let st = host.state("ghost").unwrap();
+        if st["status"] == "exited" {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "never detected: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st["reason"].as_str().unwrap().starts_with("lost"), "{st}");
+    assert!(host.ok(&["ps"]).contains("lost"));
+    // Its cgroup was removed by the detection, and the name is free again.
+    host.assert_clean();
+    host.ok(&["run", def.to_str().unwrap()]);
+    host.ok(&["kill", "ghost", "-s", "KILL"]);
+    host.assert_clean();
+}
+
+#[test]
+fn cgroup_v2_code_path_on_a_cgroup2_mount() {
+    let host = Host::new("cg2");
+    let mnt = host.scratch.path.join("cgroup2");
+    std::fs::create_dir_all(&mnt).unwrap();
+    nix::mount::mount(
+        Some("cgroup2"),
+        &mnt,
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount cgroup2");
+    struct Unmount(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.1);
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _guard = Unmount(mnt.clone(), mnt.join(&host.cgroup_parent));
+    let def = host.haco(
+        "v2",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"cat /proc/self/cgroup; echo ready; sleep 30\"];\n    c.cgroup[\"pids.max\"] = 10;\n    c.daemonize();",
+    );
+    // On this hybrid host every controller is bound to v1, so the unified hierarchy has
+    // none: a controller key is refused with a clear error and nothing is left...
+    let out = host
+        .cmd()
+        .env("HACONIWA_CGROUP2_ROOT", &mnt)
+        .args(["run", def.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let avail = std::fs::read_to_string(mnt.join("cgroup.controllers")).unwrap();
+    if !avail.contains("pids") {
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            stderr(&out).contains("the cgroup v2 controller 'pids' is not available here"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            !mnt.join(&host.cgroup_parent).exists(),
+            "v2 cgroup left after a failed start"
+        );
+    } else {
+        assert!(out.status.success(), "{}", stderr(&out));
+        host.ok(&["kill", "v2", "-s", "KILL"]);
+    }
+    // ...and without controller keys the container is placed and removed on v2.
+    let def = host.haco(
+        "v2b",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"cat /proc/self/cgroup; echo ready; sleep 30\"];\n    c.daemonize();",
+    );
+    let out = host
+        .cmd()
+        .env("HACONIWA_CGROUP2_ROOT", &mnt)
+        .args(["run", def.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs = wait_log(&host, "v2b", "ready");
+    assert!(
+        logs.contains(&format!("0::/{}/v2b", host.cgroup_parent)),
+        "{logs}"
+    );
+    let pid = host.state("v2b").unwrap()["pid"].as_i64().unwrap();
+    let procs =
+        std::fs::read_to_string(mnt.join(&host.cgroup_parent).join("v2b/cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    let out = host
+        .cmd()
+        .env("HACONIWA_CGROUP2_ROOT", &mnt)
+        .args(["kill", "v2b"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    host.wait_exited("v2b", Duration::from_secs(5));
+    assert!(
+        !mnt.join(&host.cgroup_parent).exists(),
+        "v2 cgroup left after exit"
+    );
+    drop(_guard);
+    host.assert_clean();
+}

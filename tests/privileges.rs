@@ -1,0 +1,226 @@
+//! Resource limits and privileges, checked from inside real containers: capabilities,
+//! OOM kills, pids.max, cpuset, rlimits, user namespaces.
+
+mod common;
+use common::*;
+
+fn sh(host: &Host, name: &str, extra: &str, script: &str) -> std::process::Output {
+    let def = host.haco(
+        name,
+        &format!("    c.init_command = [\"/bin/sh\", \"-c\", {script:?}];\n{extra}"),
+    );
+    host.run(&["run", def.to_str().unwrap()])
+}
+
+#[test]
+fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {
+    let host = Host::new("caps");
+    let out = sh(
+        &host,
+        "notime",
+        "    c.capabilities.drop([\"cap_sys_time\"]);",
+        "id -u; date -s '2001-01-01 00:00:00' 2>&1 | grep -o \"can't set date: Operation not permitted\"; touch /tmp/f && chown 1:1 /tmp/f && echo chown-ok; grep CapBnd /proc/self/status",
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("0\n"), "not root inside: {text}");
+    // (busybox date reports the failure but exits 0, so the message is what counts)
+    assert!(
+        text.contains("can't set date: Operation not permitted"),
+        "{text}"
+    );
+    let year: i32 = String::from_utf8_lossy(
+        &std::process::Command::new("date")
+            .arg("+%Y")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(year > 2001, "the host clock changed");
+    assert!(text.contains("chown-ok"), "{text}");
+    // Docker's default 14 = 0xa80425fb; nothing else in the bounding set.
+    assert!(text.contains("CapBnd:\t00000000a80425fb"), "{text}");
+    // allow brings a capability back into every set.
+    let out = sh(
+        &host,
+        "withtime",
+        "    c.capabilities.allow([\"sys_time\"]);",
+        "grep -E 'Cap(Eff|Bnd)' /proc/self/status",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("CapEff:\t00000000aa0425fb"), "{text}");
+    // reset + allow: just that one.
+    let out = sh(
+        &host,
+        "onlykill",
+        "    c.capabilities.reset();\n    c.capabilities.allow([\"kill\"]);",
+        "grep -E 'CapEff|NoNewPrivs' /proc/self/status",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("CapEff:\t0000000000000020"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    host.assert_clean();
+}
+
+#[test]
+fn non_root_user_keeps_its_capabilities_through_ambient_set() {
+    let host = Host::new("caps-user");
+    let out = sh(
+        &host,
+        "u1000",
+        "    c.uid = 1000;\n    c.gid = 1000;\n    c.groups = [10, 20];\n    c.capabilities.reset();\n    c.capabilities.allow([\"net_bind_service\"]);",
+        "id; grep -E 'CapEff|CapAmb' /proc/self/status",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("uid=1000 gid=1000 groups=10,20"),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(text.contains("CapEff:\t0000000000000400"), "{text}");
+    assert!(text.contains("CapAmb:\t0000000000000400"), "{text}");
+    host.assert_clean();
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    let host = Host::new("oom");
+    let def = host.haco(
+        "hog",
+        "    c.init_command = [\"/bin/dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=256M\", \"count=1\"];\n    c.cgroup[\"memory.max\"] = \"32M\";",
+    );
+    let out = host.run(&["run", def.to_str().unwrap()]);
+    // Killed by SIGKILL (137), reported as an OOM kill; the test process is fine.
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("killed by the OOM killer"),
+        "{}",
+        stderr(&out)
+    );
+    // Detached: the state records it.
+    let def = host.haco(
+        "hogd",
+        "    c.init_command = [\"/bin/dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=256M\", \"count=1\"];\n    c.cgroup[\"memory.limit_in_bytes\"] = \"32M\";\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    let st = host.wait_exited("hogd", std::time::Duration::from_secs(10));
+    assert_eq!(st["oom_killed"], true, "{st}");
+    assert_eq!(st["reason"], "oom-killed", "{st}");
+    assert!(host.ok(&["ps"]).contains("oom-killed"));
+    host.assert_clean();
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_max() {
+    let host = Host::new("pids");
+    let out = sh(
+        &host,
+        "bomb",
+        "    c.cgroup[\"pids.max\"] = 16;",
+        // The bomb runs in a subshell (ash gives up at the first failed fork); the count
+        // uses only builtins, since no fork is possible while the sleeps hold every pid.
+        "(i=0; while [ $i -lt 40 ]; do sleep 3 & i=$((i+1)); done); n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n",
+    );
+    let count: u32 = stdout(&out)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        count > 0 && count <= 16,
+        "{count} processes: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("can't fork")
+            || stderr(&out).contains("Resource temporarily unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn cpuset_restricts_allowed_cpus_and_cpu_quota_applies() {
+    let host = Host::new("cpuset");
+    let out = sh(
+        &host,
+        "cpu0",
+        "    c.cgroup[\"cpuset.cpus\"] = \"0\";\n    c.cgroup[\"cpu.max\"] = \"20000 100000\";",
+        "grep Cpus_allowed_list /proc/self/status",
+    );
+    assert_eq!(
+        stdout(&out).trim(),
+        "Cpus_allowed_list:\t0",
+        "{}",
+        stderr(&out)
+    );
+    host.assert_clean();
+}
+
+#[test]
+fn rlimits_are_seen_inside() {
+    let host = Host::new("rlimit");
+    let out = sh(
+        &host,
+        "lim",
+        "    c.set_limit(\"nofile\", 123, 456);\n    c.set_limit(\"core\", 0);",
+        "ulimit -n; ulimit -Hn; ulimit -c",
+    );
+    assert_eq!(stdout(&out), "123\n456\n0\n", "{}", stderr(&out));
+    host.assert_clean();
+}
+
+#[test]
+fn user_namespace_maps_root_inside_to_an_unprivileged_range() {
+    let host = Host::new("userns");
+    let root = busybox_rootfs();
+    let def = host.haco_raw(
+        "userns",
+        &format!(
+            "haconiwa.define(|c| {{\n  c.name = \"userns\";\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"user\", \"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n  c.namespace.uid_map(0, 100000, 65536);\n  c.namespace.gid_map(0, 200000, 65536);\n  c.init_command = [\"/bin/sh\", \"-c\", \"id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; sleep 30\"];\n  c.daemonize();\n}});\n",
+            root.display()
+        ),
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    let mut logs = String::new();
+    for _ in 0..200 {
+        logs = host.ok(&["logs", "userns"]);
+        if logs.lines().count() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let lines: Vec<String> = logs
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["0", "0", "0 100000 65536", "0 200000 65536"],
+        "{logs}"
+    );
+    // Seen from the host, the command runs as uid 100000, gid 200000.
+    let st = host.state("userns").unwrap();
+    let pid = st["pid"].as_i64().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let cmd_pid = children
+        .split_whitespace()
+        .next()
+        .expect("the command under PID 1");
+    let status = std::fs::read_to_string(format!("/proc/{cmd_pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t100000\t")),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l.starts_with("Gid:\t200000\t")),
+        "{status}"
+    );
+    host.ok(&["kill", "userns", "--timeout", "5"]);
+    host.assert_clean();
+}
