@@ -312,7 +312,11 @@ fn start_in(
         let e = kill_child(e);
         let mut msg = Vec::new();
         let _ = r.read_to_end(&mut msg);
-        return Err(if msg.is_empty() { e } else { StepError::decode(&msg) });
+        return Err(if msg.is_empty() {
+            e
+        } else {
+            StepError::decode(&msg)
+        });
     }
     let mut msg = Vec::new();
     let _ = r.read_to_end(&mut msg);

@@ -1,0 +1,19 @@
+//! The cluster: openraft's type configuration, the deterministic replicated state, its
+//! durable redb storage, and the Raft transport over gRPC.
+
+pub mod network;
+pub mod state;
+pub mod store;
+
+use state::{Command, Response};
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// haconiwa's Raft types: commands in, responses out, basic nodes (an address).
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+);
+
+/// A running Raft node.
+pub type Raft = openraft::Raft<TypeConfig>;

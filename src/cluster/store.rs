@@ -1,0 +1,505 @@
+//! Durable Raft storage on redb: the log and the vote (`RaftLogStorage`) and the state
+//! machine with its snapshots (`RaftStateMachine`), all in one database file under the
+//! data directory. Every write transaction commits with redb's default durability
+//! (fsync) before the call returns or the flush callback fires.
+
+use super::state::{ClusterState, Command, Event, Response};
+use super::TypeConfig;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, watch};
+
+type NodeId = u64;
+type SResult<T> = Result<T, StorageError<NodeId>>;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SM: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine");
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| AnyError::new(&e))
+}
+
+fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, AnyError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| AnyError::new(&e))
+}
+
+fn any<E: std::error::Error + 'static>(e: E) -> AnyError {
+    AnyError::new(&e)
+}
+
+/// Opens (or creates) the database with all tables.
+pub fn open_database(path: &Path) -> Result<Arc<Database>, redb::Error> {
+    let db = Database::create(path)?;
+    let tx = db.begin_write()?;
+    tx.open_table(LOG)?;
+    tx.open_table(META)?;
+    tx.open_table(SM)?;
+    tx.commit()?;
+    Ok(Arc::new(db))
+}
+
+/// The Raft log and vote.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    /// A log store on an opened database.
+    pub fn new(db: Arc<Database>) -> Self {
+        LogStore { db }
+    }
+
+    fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, AnyError> {
+        let tx = self.db.begin_read().map_err(any)?;
+        let t = tx.open_table(META).map_err(any)?;
+        match t.get(key).map_err(any)? {
+            Some(v) => Ok(Some(dec(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, v: &T) -> Result<(), AnyError> {
+        let tx = self.db.begin_write().map_err(any)?;
+        {
+            let mut t = tx.open_table(META).map_err(any)?;
+            t.insert(key, enc(v)?.as_slice()).map_err(any)?;
+        }
+        tx.commit().map_err(any)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> SResult<Vec<Entry<TypeConfig>>> {
+        let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
+            let tx = self.db.begin_read().map_err(any)?;
+            let t = tx.open_table(LOG).map_err(any)?;
+            let start = match range.start_bound() {
+                Bound::Included(x) => *x,
+                Bound::Excluded(x) => x + 1,
+                Bound::Unbounded => 0,
+            };
+            let mut out = Vec::new();
+            for item in t.range(start..).map_err(any)? {
+                let (k, v) = item.map_err(any)?;
+                if !range.contains(&k.value()) {
+                    break;
+                }
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        };
+        read().map_err(|e| StorageIOError::read_logs(e).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
+        let read = || -> Result<LogState<TypeConfig>, AnyError> {
+            let last_purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
+            let tx = self.db.begin_read().map_err(any)?;
+            let t = tx.open_table(LOG).map_err(any)?;
+            let last = match t.last().map_err(any)? {
+                Some((_, v)) => Some(dec::<Entry<TypeConfig>>(v.value())?.log_id),
+                None => last_purged,
+            };
+            Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: last,
+            })
+        };
+        read().map_err(|e| StorageIOError::read_logs(e).into())
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
+        self.put_meta("vote", vote)
+            .map_err(|e| StorageIOError::write_vote(e).into())
+    }
+
+    async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
+        self.meta("vote")
+            .map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
+        self.put_meta("committed", &committed)
+            .map_err(|e| StorageIOError::write(e).into())
+    }
+
+    async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
+        self.meta::<Option<LogId<NodeId>>>("committed")
+            .map(Option::flatten)
+            .map_err(|e| StorageIOError::read(e).into())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let write = || -> Result<(), AnyError> {
+            let tx = self.db.begin_write().map_err(any)?;
+            {
+                let mut t = tx.open_table(LOG).map_err(any)?;
+                for e in entries {
+                    t.insert(e.log_id.index, enc(&e)?.as_slice()).map_err(any)?;
+                }
+            }
+            tx.commit().map_err(any)
+        };
+        match write() {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(e).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        let write = || -> Result<(), AnyError> {
+            let tx = self.db.begin_write().map_err(any)?;
+            {
+                let mut t = tx.open_table(LOG).map_err(any)?;
+                t.retain_in(log_id.index.., |_, _| false).map_err(any)?;
+            }
+            tx.commit().map_err(any)
+        };
+        write().map_err(|e| StorageIOError::write_logs(e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        let write = || -> Result<(), AnyError> {
+            let tx = self.db.begin_write().map_err(any)?;
+            {
+                let mut m = tx.open_table(META).map_err(any)?;
+                m.insert("last_purged", enc(&log_id)?.as_slice())
+                    .map_err(any)?;
+                let mut t = tx.open_table(LOG).map_err(any)?;
+                t.retain_in(..=log_id.index, |_, _| false).map_err(any)?;
+            }
+            tx.commit().map_err(any)
+        };
+        write().map_err(|e| StorageIOError::write_logs(e).into())
+    }
+}
+
+/// The applied state as persisted (and as a snapshot's data).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    state: ClusterState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// What the rest of the supervisor sees of the state machine: the state after each
+/// apply, and the events of each applied entry.
+#[derive(Clone)]
+pub struct StateFeed {
+    /// The latest applied state, with the index it reflects.
+    pub state: watch::Receiver<(u64, Arc<ClusterState>)>,
+    /// Events of applied entries (lagging receivers lose the oldest).
+    pub events: broadcast::Sender<Event>,
+}
+
+/// The state machine.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    applied: Arc<Mutex<Applied>>,
+    state_tx: Arc<watch::Sender<(u64, Arc<ClusterState>)>>,
+    events: broadcast::Sender<Event>,
+    snapshot_seq: Arc<Mutex<u64>>,
+}
+
+impl StateMachineStore {
+    /// Loads the persisted state machine (empty on a fresh database).
+    pub fn open(db: Arc<Database>) -> Result<(Self, StateFeed), StorageError<NodeId>> {
+        let load = || -> Result<Applied, AnyError> {
+            let tx = db.begin_read().map_err(any)?;
+            let t = tx.open_table(SM).map_err(any)?;
+            match t.get("applied").map_err(any)? {
+                Some(v) => dec(v.value()),
+                None => Ok(Applied::default()),
+            }
+        };
+        let applied = load().map_err(StorageIOError::read_state_machine)?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let (state_tx, state_rx) = watch::channel((index, Arc::new(applied.state.clone())));
+        let (events, _) = broadcast::channel(4096);
+        let sm = StateMachineStore {
+            db,
+            applied: Arc::new(Mutex::new(applied)),
+            state_tx: Arc::new(state_tx),
+            events: events.clone(),
+            snapshot_seq: Arc::new(Mutex::new(0)),
+        };
+        Ok((
+            sm,
+            StateFeed {
+                state: state_rx,
+                events,
+            },
+        ))
+    }
+
+    fn persist(
+        &self,
+        applied: &Applied,
+        snapshot: Option<&StoredSnapshot>,
+    ) -> Result<(), AnyError> {
+        let tx = self.db.begin_write().map_err(any)?;
+        {
+            let mut t = tx.open_table(SM).map_err(any)?;
+            t.insert("applied", enc(applied)?.as_slice()).map_err(any)?;
+            if let Some(s) = snapshot {
+                t.insert("snapshot", enc(s)?.as_slice()).map_err(any)?;
+            }
+        }
+        tx.commit().map_err(any)
+    }
+
+    fn publish(&self, applied: &Applied, events: Vec<Event>) {
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        self.state_tx
+            .send_replace((index, Arc::new(applied.state.clone())));
+        for e in events {
+            let _ = self.events.send(e);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        // A poisoned lock means a panic mid-apply; the data is still the last complete one.
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        let applied = self.lock().clone();
+        let data = enc(&applied).map_err(StorageIOError::read_state_machine)?;
+        let seq = {
+            let mut s = self.snapshot_seq.lock().unwrap_or_else(|p| p.into_inner());
+            *s += 1;
+            *s
+        };
+        let snapshot_id = match applied.last_applied {
+            Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.last_membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        self.persist(&applied, Some(&stored))
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let a = self.lock();
+        Ok((a.last_applied, a.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut applied = self.lock().clone();
+        let mut responses = Vec::new();
+        let mut events = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Response::Ok),
+                EntryPayload::Normal(cmd) => {
+                    let (resp, ev) = applied.state.apply(entry.log_id.index, &cmd);
+                    events.extend(ev);
+                    responses.push(resp);
+                }
+                EntryPayload::Membership(m) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    responses.push(Response::Ok);
+                }
+            }
+        }
+        self.persist(&applied, None)
+            .map_err(StorageIOError::write_state_machine)?;
+        self.publish(&applied, events);
+        *self.lock() = applied;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> SResult<()> {
+        let data = snapshot.into_inner();
+        let applied: Applied =
+            dec(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.persist(&applied, Some(&stored))
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let event = Event {
+            index: applied.last_applied.map(|l| l.index).unwrap_or(0),
+            kind: "snapshot_installed".into(),
+            container: None,
+            node: None,
+            message: meta.snapshot_id.clone(),
+        };
+        self.publish(&applied, vec![event]);
+        *self.lock() = applied;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+        let read = || -> Result<Option<StoredSnapshot>, AnyError> {
+            let tx = self.db.begin_read().map_err(any)?;
+            let t = tx.open_table(SM).map_err(any)?;
+            match t.get("snapshot").map_err(any)? {
+                Some(v) => Ok(Some(dec(v.value())?)),
+                None => Ok(None),
+            }
+        };
+        let s = read().map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(s.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+/// Keeps `Command` referenced for the type config's D (documentation aid).
+pub type AppData = Command;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    /// Removes the test database directory when the suite is done with a store.
+    struct Dir(std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Dir> for Builder {
+        async fn build(&self) -> Result<(Dir, LogStore, StateMachineStore), StorageError<NodeId>> {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let dir = std::env::temp_dir()
+                .join(format!("haconiwa-store-suite-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+            let db = open_database(&dir.join("raft.redb"))
+                .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+            let (sm, _) = StateMachineStore::open(db.clone())?;
+            Ok((Dir(dir), LogStore::new(db), sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).expect("openraft storage suite");
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir =
+            std::env::temp_dir().join(format!("haconiwa-store-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _guard = Dir(dir.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = open_database(&dir.join("raft.redb")).unwrap();
+            let (mut sm, _) = StateMachineStore::open(db.clone()).unwrap();
+            let mut log = LogStore::new(db);
+            let vote = Vote::new(3, 1);
+            log.save_vote(&vote).await.unwrap();
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 1),
+                payload: EntryPayload::Normal(Command::AddNode {
+                    id: None,
+                    addr: "127.0.0.1:1".into(),
+                    labels: Default::default(),
+                }),
+            };
+            sm.apply(vec![entry]).await.unwrap();
+        });
+        let db = open_database(&dir.join("raft.redb")).unwrap();
+        let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
+        let mut log = LogStore::new(db);
+        rt.block_on(async {
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        });
+        assert_eq!(feed.state.borrow().0, 1);
+        assert_eq!(feed.state.borrow().1.nodes.len(), 1);
+        drop(sm);
+    }
+}
