@@ -18,7 +18,10 @@ fn load(file: &Path) -> Result<ContainerSpec, CliError> {
 
 /// Runs one command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
-    let rt = Runtime::new(&cli.state_dir, &cli.cgroup_parent);
+    let rt = Runtime::new(
+        cli.state_dir.clone().unwrap_or_else(|| crate::runtime::DEFAULT_STATE_DIR.into()),
+        cli.cgroup_parent.clone().unwrap_or_else(|| "haconiwa".into()),
+    );
     match cli.command {
         Command::New {
             file,
@@ -177,6 +180,12 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             println!("removed {name}");
             Ok(0)
         }
+        Command::Supervisor(_)
+        | Command::Spawn { .. }
+        | Command::Stop { .. }
+        | Command::Containers { .. }
+        | Command::Events { .. }
+        | Command::Cluster(_) => Err("not a local command".into()),
         Command::Monitor => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;

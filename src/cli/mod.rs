@@ -2,6 +2,8 @@
 //! or the API lack; errors become one line on stderr.
 
 mod local;
+mod remote;
+mod supervise;
 mod template;
 
 use clap::{Parser, Subcommand};
@@ -11,17 +13,18 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "haconiwa", version, about, long_about = None)]
 pub struct Cli {
-    /// State directory of local containers.
-    #[arg(long, global = true, env = "HACONIWA_STATE_DIR", default_value = crate::runtime::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// Parent cgroup of local containers (in every hierarchy).
-    #[arg(
-        long,
-        global = true,
-        env = "HACONIWA_CGROUP_PARENT",
-        default_value = "haconiwa"
-    )]
-    pub cgroup_parent: String,
+    /// State directory of local containers [default: /run/haconiwa].
+    #[arg(long, global = true, env = "HACONIWA_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Parent cgroup of local containers, in every hierarchy [default: haconiwa].
+    #[arg(long, global = true, env = "HACONIWA_CGROUP_PARENT")]
+    pub cgroup_parent: Option<String>,
+    /// Cluster member(s) to talk to, comma-separated (cluster commands).
+    #[arg(long, global = true, env = "HACONIWA_SERVER")]
+    pub server: Option<String>,
+    /// Cluster token (cluster commands and the supervisor).
+    #[arg(long, global = true, env = "HACONIWA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -121,15 +124,90 @@ pub enum Command {
         /// Container name.
         name: String,
     },
+    /// Run this host's supervisor (joins or starts a cluster).
+    Supervisor(supervise::SupervisorArgs),
+    /// Start a container somewhere in the cluster.
+    Spawn {
+        /// The definition (.haco), sent with the request.
+        file: PathBuf,
+        /// Place it on this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Place it only on a node with this label (KEY=VALUE, repeatable).
+        #[arg(long = "node-label")]
+        node_labels: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a cluster container.
+    Stop {
+        /// Container id.
+        id: String,
+    },
+    /// List the cluster's containers.
+    Containers {
+        /// Include exited and lost ones.
+        #[arg(long)]
+        all: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream the cluster's committed changes.
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cluster membership and health.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Internal: start a detached container from a JSON spec on stdin.
     #[command(name = "__monitor", hide = true)]
     Monitor,
 }
 
+/// `haconiwa cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term, commit index and members.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members with their role (voter, learner) and state.
+    Members {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node for good: its containers are moved first.
+    Leave {
+        /// Node id.
+        id: u64,
+    },
+    /// Move every container off a node; nothing new goes there.
+    Drain {
+        /// Node id.
+        id: u64,
+    },
+}
+
 /// Entry point: parses, dispatches, and turns errors into one line and an exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match local::dispatch(cli) {
+    let result = match cli.command {
+        Command::Supervisor(_) => supervise::run(cli),
+        Command::Spawn { .. }
+        | Command::Stop { .. }
+        | Command::Containers { .. }
+        | Command::Events { .. }
+        | Command::Cluster(_) => remote::run(cli),
+        _ => local::dispatch(cli),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("haconiwa: {}", e.message);

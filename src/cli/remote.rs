@@ -1,0 +1,200 @@
+//! Cluster commands: talk to any member over gRPC (`--server`, `--token`).
+
+use super::supervise::parse_labels;
+use super::{Cli, CliError, ClusterCommand, Command};
+use crate::api::pb;
+use crate::api::pb::cluster_client::ClusterClient;
+use crate::api::AuthChannel;
+use tokio_stream::StreamExt;
+
+fn status_error(s: tonic::Status) -> CliError {
+    let code = match s.code() {
+        tonic::Code::NotFound => "not found",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::FailedPrecondition => "refused",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::PermissionDenied => "permission denied",
+        _ => "error",
+    };
+    CliError { message: format!("{code}: {}", s.message()), code: 1 }
+}
+
+/// Runs a cluster command.
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run_async(cli))
+}
+
+async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
+    let servers: Vec<String> = cli.server.iter().cloned().collect();
+    let token = cli.token.clone().unwrap_or_default();
+    if token.is_empty() {
+        return Err("no cluster token: pass --token or set HACONIWA_TOKEN".into());
+    }
+    Ok(crate::api::connect(&servers, &token).await?)
+}
+
+/// JSON form of a container (the fields `containers --json` promises).
+pub fn container_json(c: &pb::Container) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id,
+        "name": c.name,
+        "definition": c.definition,
+        "node": c.node,
+        "desired": c.desired,
+        "state": c.state,
+        "exit_code": if c.has_exit_code { serde_json::json!(c.exit_code) } else { serde_json::Value::Null },
+        "pid": c.pid,
+        "rule": c.rule,
+        "error": c.error,
+        "labels": c.labels,
+    })
+}
+
+fn member_json(m: &pb::Member) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id,
+        "addr": m.addr,
+        "role": m.role,
+        "state": m.state,
+        "containers": m.containers,
+        "labels": m.labels,
+    })
+}
+
+fn print_members(members: &[pb::Member], leader: u64) {
+    println!("{:>4}  {:<22} {:<8} {:<9} {:>10}  LABELS", "ID", "ADDRESS", "ROLE", "STATE", "CONTAINERS");
+    for m in members {
+        let mark = if m.id == leader { "*" } else { " " };
+        let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:>3}{mark}  {:<22} {:<8} {:<9} {:>10}  {}",
+            m.id,
+            m.addr,
+            m.role,
+            m.state,
+            m.containers,
+            labels.join(",")
+        );
+    }
+}
+
+async fn run_async(cli: Cli) -> Result<i32, CliError> {
+    let mut c = client(&cli).await?;
+    match cli.command {
+        Command::Spawn { file, node, node_labels, json } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            // Checked here first, so errors name the user's own file and position.
+            crate::spec::load_str(&text, &file.display().to_string(), file.parent())?;
+            let base_dir = std::fs::canonicalize(&file)
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.display().to_string()))
+                .unwrap_or_default();
+            let req = pb::SpawnRequest {
+                haco: text,
+                file: file.display().to_string(),
+                base_dir,
+                definition: String::new(),
+                node: node.unwrap_or(0),
+                node_labels: parse_labels(&node_labels)?.into_iter().collect(),
+            };
+            let r = c.spawn(req).await.map_err(status_error)?.into_inner();
+            let container = r.container.unwrap_or_default();
+            if json {
+                println!("{}", container_json(&container));
+            } else {
+                println!("{} assigned to node {}", container.id, container.node);
+            }
+        }
+        Command::Stop { id } => {
+            let r = c.stop(pb::StopRequest { id }).await.map_err(status_error)?.into_inner();
+            let container = r.container.unwrap_or_default();
+            println!("{} stopping on node {}", container.id, container.node);
+        }
+        Command::Containers { all, json } => {
+            let r = c.list_containers(pb::ListContainersRequest { all }).await.map_err(status_error)?.into_inner();
+            if json {
+                let v: Vec<serde_json::Value> = r.containers.iter().map(container_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  RULE", "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "PID", "EXIT");
+                for x in &r.containers {
+                    println!(
+                        "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  {}",
+                        x.id,
+                        x.definition,
+                        x.node,
+                        x.desired,
+                        x.state,
+                        if x.pid > 0 { x.pid.to_string() } else { "-".into() },
+                        if x.has_exit_code { x.exit_code.to_string() } else { "-".into() },
+                        x.rule
+                    );
+                }
+            }
+        }
+        Command::Events { json } => {
+            let mut stream = c.watch_events(pb::WatchEventsRequest {}).await.map_err(status_error)?.into_inner();
+            while let Some(e) = stream.next().await {
+                let e = e.map_err(status_error)?;
+                if json {
+                    let v = serde_json::json!({
+                        "index": e.index,
+                        "kind": e.kind,
+                        "container": e.container.as_ref().map(container_json),
+                        "node": e.node.as_ref().map(member_json),
+                        "message": e.message,
+                    });
+                    println!("{v}");
+                } else {
+                    let what = match (&e.container, &e.node) {
+                        (Some(c), _) => format!("{} on node {} ({})", c.id, c.node, c.state),
+                        (None, Some(n)) => format!("node {} {}", n.id, n.addr),
+                        _ => String::new(),
+                    };
+                    println!("{:>6} {:<20} {} {}", e.index, e.kind, what, e.message);
+                }
+            }
+        }
+        Command::Cluster(ClusterCommand::Status { json }) => {
+            let s = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status_error)?.into_inner();
+            if json {
+                let v = serde_json::json!({
+                    "leader": s.leader,
+                    "leader_addr": s.leader_addr,
+                    "term": s.term,
+                    "commit_index": s.commit_index,
+                    "last_applied": s.last_applied,
+                    "state_digest": s.state_digest,
+                    "node": s.node,
+                    "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("leader: node {} ({})   term: {}   commit index: {}", s.leader, s.leader_addr, s.term, s.commit_index);
+                println!();
+                print_members(&s.members, s.leader);
+            }
+        }
+        Command::Cluster(ClusterCommand::Members { json }) => {
+            let s = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status_error)?.into_inner();
+            if json {
+                let v: Vec<serde_json::Value> = s.members.iter().map(member_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_members(&s.members, s.leader);
+            }
+        }
+        Command::Cluster(ClusterCommand::Leave { id }) => {
+            let r = c.leave(pb::NodeRequest { id }).await.map_err(status_error)?.into_inner();
+            println!("node {id} left; {} container(s) moved", r.moved);
+        }
+        Command::Cluster(ClusterCommand::Drain { id }) => {
+            let r = c.drain(pb::NodeRequest { id }).await.map_err(status_error)?.into_inner();
+            println!("node {id} drained; {} container(s) moved", r.moved);
+        }
+        _ => return Err("not a cluster command".into()),
+    }
+    Ok(0)
+}

@@ -1,0 +1,124 @@
+//! `haconiwa supervisor`: flags, logging, the tokio runtime, the daemon.
+
+use super::{Cli, CliError, Command};
+use crate::supervisor::config::{Config, Settings};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Flags of `haconiwa supervisor` (each overrides the same key of `--config`).
+#[derive(Debug, Args)]
+pub struct SupervisorArgs {
+    /// TOML settings file (see cluster-configs/node.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node id (a joining node without one gets a fresh id from the cluster).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// gRPC listen address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address other members reach this node at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Raft log, state and node id.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A member to join through (repeatable); none starts a new cluster.
+    #[arg(long)]
+    join: Vec<String>,
+    /// Raft voters the cluster keeps (1-7, default 3).
+    #[arg(long)]
+    voters: Option<usize>,
+    /// Raft leader heartbeat, ms (default 50).
+    #[arg(long)]
+    raft_heartbeat_ms: Option<u64>,
+    /// Election timeout minimum, ms (default 300).
+    #[arg(long)]
+    election_timeout_min_ms: Option<u64>,
+    /// Election timeout maximum, ms (default 600).
+    #[arg(long)]
+    election_timeout_max_ms: Option<u64>,
+    /// Snapshot after this many entries (default 1000).
+    #[arg(long)]
+    snapshot_after: Option<u64>,
+    /// Agent heartbeat to the leader, ms (default 200).
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// A node silent this long is down, ms (default 1000).
+    #[arg(long)]
+    node_ttl_ms: Option<u64>,
+    /// A voter down this long is replaced by a learner, ms (default 5000).
+    #[arg(long)]
+    replace_voter_after_ms: Option<u64>,
+    /// Node label KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// human or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+/// Parses `KEY=VALUE` pairs.
+pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut out = BTreeMap::new();
+    for l in items {
+        let (k, v) = l.split_once('=').ok_or_else(|| format!("label '{l}' is not KEY=VALUE"))?;
+        if k.is_empty() {
+            return Err(format!("label '{l}' has an empty key").into());
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Runs the supervisor in the foreground.
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let Command::Supervisor(a) = cli.command else {
+        return Err("not the supervisor command".into());
+    };
+    let file = match &a.config {
+        Some(p) => Settings::from_file(p)?,
+        None => Settings::default(),
+    };
+    let labels = parse_labels(&a.labels)?;
+    let flags = Settings {
+        node_id: a.node_id,
+        listen: a.listen,
+        advertise: a.advertise,
+        data_dir: a.data_dir,
+        join: (!a.join.is_empty()).then_some(a.join),
+        token: cli.token,
+        voters: a.voters,
+        raft_heartbeat_ms: a.raft_heartbeat_ms,
+        election_timeout_min_ms: a.election_timeout_min_ms,
+        election_timeout_max_ms: a.election_timeout_max_ms,
+        snapshot_after: a.snapshot_after,
+        heartbeat_ms: a.heartbeat_ms,
+        node_ttl_ms: a.node_ttl_ms,
+        replace_voter_after_ms: a.replace_voter_after_ms,
+        labels: (!labels.is_empty()).then_some(labels),
+        log_format: a.log_format,
+        state_dir: cli.state_dir.clone(),
+        cgroup_parent: cli.cgroup_parent.clone(),
+    };
+    let config = Config::resolve(flags.over(file))?;
+    init_logging(config.json_logs);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("haconiwa-supervisor")
+        .build()?;
+    rt.block_on(crate::supervisor::run(config))?;
+    Ok(0)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

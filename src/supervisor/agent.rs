@@ -1,0 +1,278 @@
+//! The node agent, on every member (the leader too): makes local reality match the
+//! containers the state assigns to this node. Launches through the single-threaded
+//! `haconiwa __monitor` helper (never in-process), kills what the state no longer gives
+//! this node, reports what it sees, and re-adopts its containers after a restart (their
+//! monitors outlive the supervisor). Level-triggered: every pass compares the whole
+//! state with the whole local picture, so a lost report is simply sent again.
+
+use super::core::{lock, Core};
+use super::service::note_heartbeat;
+use crate::api::pb::{HeartbeatRequest, ReportRequest};
+use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
+use crate::runtime::state::{State as LocalState, Status as LocalStatus};
+use crate::runtime::{bootstrap, Listed, Runtime};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tonic::{Request, Status};
+
+/// RPC deadline for reports and heartbeats.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agent of this node.
+pub struct Agent {
+    core: Arc<Core>,
+    runtime: Runtime,
+    launching: Mutex<HashSet<String>>,
+    killing: Mutex<HashSet<String>>,
+    wake: Notify,
+}
+
+/// What the agent last reported per container, so it does not repeat itself.
+type Reported = HashMap<String, Observed>;
+
+impl Agent {
+    /// An agent for this node's runtime.
+    pub fn new(core: Arc<Core>, runtime: Runtime) -> Arc<Agent> {
+        Arc::new(Agent {
+            core,
+            runtime,
+            launching: Mutex::new(HashSet::new()),
+            killing: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Runs forever: on every applied change, every exit notice from a monitor, and
+    /// every second.
+    pub async fn run(self: Arc<Self>) {
+        let _ = std::fs::create_dir_all(&self.runtime.state_dir);
+        let sock_path = self.runtime.notify_socket();
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = match tokio::net::UnixDatagram::bind(&sock_path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("no exit notices ({}: {e}); polling only", sock_path.display());
+                None
+            }
+        };
+        let mut state_rx = self.core.feed.state.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut buf = [0u8; 256];
+        let mut reported = Reported::new();
+        loop {
+            tokio::select! {
+                r = state_rx.changed() => { if r.is_err() { return; } }
+                _ = async { match &sock { Some(s) => { let _ = s.recv(&mut buf).await; } None => std::future::pending::<()>().await } } => {}
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            self.clone().reconcile(&mut reported).await;
+        }
+    }
+
+    async fn list_local(&self) -> Vec<Listed> {
+        let rt = self.runtime.clone();
+        tokio::task::spawn_blocking(move || rt.list()).await.unwrap_or_default()
+    }
+
+    async fn reconcile(self: Arc<Self>, reported: &mut Reported) {
+        let state = self.core.state();
+        let me = self.core.id;
+        let local: HashMap<String, LocalState> =
+            self.list_local().await.into_iter().map(|l| (l.state.name.clone(), l.state)).collect();
+        let mine: HashMap<&str, &ContainerRecord> =
+            state.containers.values().filter(|c| c.node == me).map(|c| (c.id.as_str(), c)).collect();
+        reported.retain(|id, _| mine.contains_key(id.as_str()));
+        // While the cluster holds this node down its containers were replaced: nothing
+        // is wanted here until the leader sees us again.
+        let node_down = state.nodes.get(&me).is_some_and(|n| n.status == NodeStatus::Down);
+
+        for (id, c) in &mine {
+            let wanted = c.desired == Desired::Running && !c.observed.is_final() && !node_down;
+            match local.get(*id) {
+                Some(l) if l.status == LocalStatus::Running => {
+                    if wanted {
+                        self.report(reported, c, Observed::Running { pid: l.pid }).await;
+                    } else {
+                        self.clone().kill(id.to_string());
+                    }
+                }
+                Some(l) if l.status == LocalStatus::Exited => {
+                    if !c.observed.is_final() {
+                        let observed = Observed::Exited {
+                            code: l.exit_code,
+                            oom_killed: l.oom_killed,
+                            error: l.reason.clone().filter(|r| r.starts_with("lost")),
+                        };
+                        self.report(reported, c, observed).await;
+                    } else {
+                        self.forget_local(id);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let in_flight = lock(&self.launching).contains(*id);
+                    if wanted && !in_flight {
+                        self.clone().launch((*c).clone());
+                    } else if !wanted && !in_flight && !c.observed.is_final() && c.desired == Desired::Stopped {
+                        let observed = Observed::Exited { code: None, oom_killed: false, error: Some("stopped before it ran".into()) };
+                        self.report(reported, c, observed).await;
+                    }
+                }
+            }
+        }
+        // Local containers the state does not give to this node: stale (after a partition,
+        // a stop, a reschedule). Kill the running ones, drop the records of the others.
+        for (name, l) in &local {
+            if mine.contains_key(name.as_str()) {
+                continue;
+            }
+            match l.status {
+                LocalStatus::Running => self.clone().kill(name.clone()),
+                LocalStatus::Exited => self.forget_local(name),
+                LocalStatus::Creating => {}
+            }
+        }
+    }
+
+    fn forget_local(&self, name: &str) {
+        let _ = self.runtime.remove(name);
+    }
+
+    /// Sends a report unless the state (or our last report) already says it.
+    async fn report(&self, reported: &mut Reported, c: &ContainerRecord, observed: Observed) {
+        if c.observed == observed || reported.get(&c.id) == Some(&observed) {
+            return;
+        }
+        match send_report(&self.core, &c.id, &observed).await {
+            Ok(()) => {
+                reported.insert(c.id.clone(), observed);
+            }
+            Err(e) => tracing::debug!("report {} {}: {}", c.id, observed.name(), e.message()),
+        }
+    }
+
+    fn launch(self: Arc<Self>, c: ContainerRecord) {
+        if !lock(&self.launching).insert(c.id.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
+            let observed = match self.start(&c).await {
+                Ok(st) => Observed::Running { pid: st.pid },
+                Err(e) => {
+                    tracing::warn!("container {}: {e}", c.id);
+                    Observed::Exited { code: None, oom_killed: false, error: Some(e) }
+                }
+            };
+            for _ in 0..20 {
+                match send_report(&self.core, &c.id, &observed).await {
+                    Ok(()) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            lock(&self.launching).remove(&c.id);
+            self.wake.notify_one();
+        });
+    }
+
+    /// Bootstraps the root when missing, then starts the container through the helper.
+    async fn start(&self, c: &ContainerRecord) -> Result<LocalState, String> {
+        let spec = c.spec.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            bootstrap::ensure(&spec, false)?;
+            bootstrap::provision(&spec, false, false).map(|_| ())
+        })
+        .await
+        .map_err(|e| format!("bootstrap: {e}"))?;
+        prepared.map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| format!("find the haconiwa binary: {e}"))?;
+        let json = serde_json::to_vec(&c.spec).map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("__monitor")
+            .env("HACONIWA_STATE_DIR", &self.runtime.state_dir)
+            .env("HACONIWA_CGROUP_PARENT", &self.runtime.cgroup_parent)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start the launcher helper: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&json).await.map_err(|e| format!("hand the spec to the helper: {e}"))?;
+        }
+        let out = child.wait_with_output().await.map_err(|e| format!("launcher helper: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let line = err.lines().last().unwrap_or("the launcher helper failed").trim();
+            return Err(line.trim_start_matches("haconiwa: ").to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("launcher helper output: {e}"))
+    }
+
+    fn kill(self: Arc<Self>, name: String) {
+        if !lock(&self.killing).insert(name.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            let rt = self.runtime.clone();
+            let n = name.clone();
+            let res = tokio::task::spawn_blocking(move || rt.kill(&n, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))).await;
+            if let Ok(Err(e)) = res {
+                tracing::debug!("kill {name}: {e}");
+            }
+            lock(&self.killing).remove(&name);
+            self.wake.notify_one();
+        });
+    }
+}
+
+/// Reports an observation to the leader (proposing directly when this node leads).
+pub async fn send_report(core: &Core, id: &str, observed: &Observed) -> Result<(), Status> {
+    if core.is_leader() {
+        return core
+            .propose(Command::Observe { id: id.to_string(), node: core.id, observed: observed.clone() })
+            .await
+            .map(|_| ());
+    }
+    let (mut client, _) = core.leader_client()?;
+    let mut r = ReportRequest { node_id: core.id, id: id.to_string(), state: observed.name().to_string(), ..Default::default() };
+    match observed {
+        Observed::Running { pid } => r.pid = *pid,
+        Observed::Exited { code: Some(c), oom_killed, .. } => {
+            r.exit_code = *c;
+            r.oom_killed = *oom_killed;
+        }
+        Observed::Exited { code: None, error, .. } => {
+            r.state = "failed".into();
+            r.error = error.clone().unwrap_or_default();
+        }
+        _ => {}
+    }
+    let mut req = Request::new(r);
+    req.set_timeout(RPC_TIMEOUT);
+    client.report(req).await.map(|_| ())
+}
+
+/// Heartbeats the leader forever.
+pub async fn heartbeat_loop(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(core.config.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if core.is_leader() {
+            note_heartbeat(&core, core.id);
+            let _ = super::ops::heartbeat(&core, core.id).await;
+            continue;
+        }
+        if let Ok((mut client, _)) = core.leader_client() {
+            let mut req = Request::new(HeartbeatRequest { node_id: core.id });
+            req.set_timeout(RPC_TIMEOUT);
+            if let Err(e) = client.heartbeat(req).await {
+                tracing::debug!("heartbeat: {}", e.message());
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Supervisor settings: a TOML file (`--config`) and the same settings as flags, flags
+//! winning. `cluster-configs/node.toml` documents every key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with its line.
+        message: String,
+    },
+    /// A setting is out of range or missing.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Every setting, as the file spells it (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Node id; a joining node without one gets a fresh id from the cluster.
+    pub node_id: Option<u64>,
+    /// gRPC listen address (`127.0.0.1:7700`).
+    pub listen: Option<String>,
+    /// Address other members and clients reach this node at (default: `listen`).
+    pub advertise: Option<String>,
+    /// Where the Raft log, state and node id live.
+    pub data_dir: Option<PathBuf>,
+    /// Members to join through (any member; the first that answers).
+    pub join: Option<Vec<String>>,
+    /// The cluster token every call must carry.
+    pub token: Option<String>,
+    /// Number of Raft voters the cluster keeps (1 to 7; default 3).
+    pub voters: Option<usize>,
+    /// Leader heartbeat interval, ms.
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Election timeout range, ms.
+    pub election_timeout_min_ms: Option<u64>,
+    /// Election timeout range, ms.
+    pub election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_after: Option<u64>,
+    /// How often the node agent heartbeats the leader, ms.
+    pub heartbeat_ms: Option<u64>,
+    /// A node silent this long is committed down, ms.
+    pub node_ttl_ms: Option<u64>,
+    /// A voter down this long is replaced by a healthy learner, ms.
+    pub replace_voter_after_ms: Option<u64>,
+    /// Labels of this node (for placement).
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `human` or `json`.
+    pub log_format: Option<String>,
+    /// Base of the local state directories (containers go to `<state_dir>/node-<id>`).
+    pub state_dir: Option<PathBuf>,
+    /// Base cgroup parent (containers go to `<cgroup_parent>/node-<id>/<container>`).
+    pub cgroup_parent: Option<String>,
+}
+
+impl Settings {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string().replace('\n', " "),
+        })
+    }
+
+    /// Fills every unset setting of `self` from `base` (flags over file).
+    pub fn over(self, base: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: self.$f.or(base.$f),)* } };
+        }
+        pick!(
+            node_id, listen, advertise, data_dir, join, token, voters, raft_heartbeat_ms,
+            election_timeout_min_ms, election_timeout_max_ms, snapshot_after, heartbeat_ms,
+            node_ttl_ms, replace_voter_after_ms, labels, log_format, state_dir, cgroup_parent
+        )
+    }
+}
+
+/// Resolved settings with defaults applied and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Explicit node id.
+    pub node_id: Option<u64>,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Advertised address.
+    pub advertise: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Join addresses (empty: this node starts a new cluster).
+    pub join: Vec<String>,
+    /// Cluster token.
+    pub token: String,
+    /// Voters to keep.
+    pub voters: usize,
+    /// Raft heartbeat, ms.
+    pub raft_heartbeat_ms: u64,
+    /// Election timeout, ms.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout, ms.
+    pub election_timeout_max_ms: u64,
+    /// Snapshot every N entries.
+    pub snapshot_after: u64,
+    /// Agent heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Node TTL, ms.
+    pub node_ttl_ms: u64,
+    /// Voter replacement threshold, ms.
+    pub replace_voter_after_ms: u64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Log format.
+    pub json_logs: bool,
+    /// State dir base.
+    pub state_dir: PathBuf,
+    /// cgroup parent base.
+    pub cgroup_parent: String,
+}
+
+impl Config {
+    /// Applies defaults and checks ranges.
+    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let listen_s = s.listen.unwrap_or_else(|| "127.0.0.1:7700".into());
+        let listen: SocketAddr = match listen_s.parse() {
+            Ok(a) => a,
+            Err(_) => return bad(format!("listen: '{listen_s}' is not an IP:PORT address")),
+        };
+        let advertise = s.advertise.unwrap_or_else(|| listen.to_string());
+        let token = s.token.unwrap_or_default();
+        if token.is_empty() {
+            return bad("a cluster token is required: --token, HACONIWA_TOKEN or `token` in the config".into());
+        }
+        if !token.chars().all(|c| c.is_ascii_graphic()) {
+            return bad("the cluster token must be printable ASCII without spaces".into());
+        }
+        let voters = s.voters.unwrap_or(3);
+        if !(1..=7).contains(&voters) {
+            return bad(format!("voters must be between 1 and 7, not {voters}"));
+        }
+        let hb = s.raft_heartbeat_ms.unwrap_or(50);
+        let emin = s.election_timeout_min_ms.unwrap_or(300);
+        let emax = s.election_timeout_max_ms.unwrap_or(600);
+        if hb == 0 || emin <= hb * 2 || emax <= emin {
+            return bad(format!(
+                "raft timings: need heartbeat ({hb} ms) < election timeout min/2 ({emin} ms) and min < max ({emax} ms)"
+            ));
+        }
+        let heartbeat_ms = s.heartbeat_ms.unwrap_or(200);
+        let node_ttl_ms = s.node_ttl_ms.unwrap_or(1000);
+        if node_ttl_ms < heartbeat_ms * 2 {
+            return bad(format!("node_ttl_ms ({node_ttl_ms}) must be at least twice heartbeat_ms ({heartbeat_ms})"));
+        }
+        let log_format = s.log_format.unwrap_or_else(|| "human".into());
+        if log_format != "human" && log_format != "json" {
+            return bad(format!("log_format must be human or json, not {log_format}"));
+        }
+        Ok(Config {
+            node_id: s.node_id,
+            listen,
+            advertise,
+            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/haconiwa/supervisor")),
+            join: s.join.unwrap_or_default(),
+            token,
+            voters,
+            raft_heartbeat_ms: hb,
+            election_timeout_min_ms: emin,
+            election_timeout_max_ms: emax,
+            snapshot_after: s.snapshot_after.unwrap_or(1000).max(2),
+            heartbeat_ms,
+            node_ttl_ms,
+            replace_voter_after_ms: s.replace_voter_after_ms.unwrap_or(5000),
+            labels: s.labels.unwrap_or_default(),
+            json_logs: log_format == "json",
+            state_dir: s.state_dir.unwrap_or_else(|| PathBuf::from(crate::runtime::DEFAULT_STATE_DIR)),
+            cgroup_parent: s.cgroup_parent.unwrap_or_else(|| "haconiwa".into()),
+        })
+    }
+
+    /// The IP outgoing connections are bound to (so a host can be cut off by address).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.advertise
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
+            .filter(|ip: &std::net::IpAddr| !ip.is_unspecified())
+    }
+}

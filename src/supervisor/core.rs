@@ -1,0 +1,117 @@
+//! What every part of the supervisor shares: the Raft node, the applied state, and the
+//! ways to reach the leader (propose here when leading, forward otherwise).
+
+use super::config::Config;
+use crate::api::pb::cluster_client::ClusterClient;
+use crate::api::{lazy_channel, AuthChannel};
+use crate::cluster::state::{ClusterState, Command, NodeId, Response};
+use crate::cluster::store::StateFeed;
+use crate::cluster::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tonic::Status;
+
+/// Metadata flag on a request a follower forwarded: it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-haconiwa-forwarded";
+
+/// The supervisor's shared core.
+pub struct Core {
+    /// This node's id.
+    pub id: NodeId,
+    /// The Raft node.
+    pub raft: Raft,
+    /// Applied state and events.
+    pub feed: StateFeed,
+    /// Settings.
+    pub config: Config,
+    peers: Mutex<HashMap<String, ClusterClient<AuthChannel>>>,
+    /// Leader side: when each node last heartbeated (reset when leadership is gained).
+    pub heartbeats: Mutex<HashMap<NodeId, Instant>>,
+}
+
+/// Locks a mutex, surviving a poisoned one (its data is still consistent here: plain maps).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Core {
+    /// Builds the core.
+    pub fn new(id: NodeId, raft: Raft, feed: StateFeed, config: Config) -> Arc<Core> {
+        Arc::new(Core {
+            id,
+            raft,
+            feed,
+            config,
+            peers: Mutex::new(HashMap::new()),
+            heartbeats: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The latest applied state.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.feed.state.borrow().1.clone()
+    }
+
+    /// Raft metrics now.
+    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// The leader's id and address, when one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// A client to the leader (never to this node), and its hint `ID@ADDR`.
+    pub fn leader_client(&self) -> Result<(ClusterClient<AuthChannel>, String), Status> {
+        let (id, addr) = self
+            .leader()
+            .ok_or_else(|| Status::unavailable("no leader elected yet; retry shortly"))?;
+        if id == self.id {
+            return Err(Status::unavailable("leadership is changing; retry shortly"));
+        }
+        Ok((self.client_to(&addr)?, format!("{id}@{addr}")))
+    }
+
+    /// A (cached) client to a member.
+    pub fn client_to(&self, addr: &str) -> Result<ClusterClient<AuthChannel>, Status> {
+        let mut peers = lock(&self.peers);
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = lazy_channel(addr, &self.config.token, self.config.local_ip())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let c = ClusterClient::new(ch).max_decoding_message_size(64 << 20);
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Proposes a command on this node, which must lead. Returns the entry's index and the
+    /// response; a refused command becomes `FailedPrecondition`.
+    pub async fn propose(&self, cmd: Command) -> Result<(u64, Response), Status> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => match r.data {
+                Response::Refused(m) => Err(Status::failed_precondition(m)),
+                other => Ok((r.log_id.index, other)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Status::unavailable(format!(
+                "not the leader any more (leader: {}); retry",
+                f.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into())
+            ))),
+            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The supervisor daemon: Raft node, gRPC API (with reflection), node agent, leader loop
+//! and heartbeats, wired together. One per host; `haconiwa supervisor --config FILE`.
+
+pub mod agent;
+pub mod config;
+pub mod core;
+pub mod leader;
+pub mod ops;
+pub mod rules;
+pub mod service;
+
+use crate::api::pb::cluster_server::ClusterServer;
+use crate::api::pb::raft_server::RaftServer;
+use crate::api::pb::JoinRequest;
+use crate::api::{TokenCheck, FILE_DESCRIPTOR_SET};
+use crate::cluster::network::{Network, RaftService};
+use crate::cluster::store::{open_database, LogStore, StateMachineStore};
+use crate::cluster::Raft;
+use crate::runtime::Runtime;
+use config::Config;
+use openraft::{BasicNode, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why the supervisor cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A file or directory of the data dir.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The Raft store.
+    #[error("raft storage in {0}")]
+    Store(String),
+    /// Raft itself.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Joining the cluster failed.
+    #[error("join through {servers}: {reason}")]
+    Join {
+        /// The members tried.
+        servers: String,
+        /// Why.
+        reason: String,
+    },
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
+    let what = what.into();
+    move |source| SupervisorError::Io { what, source }
+}
+
+/// Reads the node id this data dir was given, if any.
+fn stored_id(data_dir: &Path) -> Result<Option<u64>, SupervisorError> {
+    let f = data_dir.join("node_id");
+    match std::fs::read_to_string(&f) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| SupervisorError::Config(format!("{} does not hold a node id", f.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("read {}", f.display()))(e)),
+    }
+}
+
+/// Asks the cluster for membership (and an id when we have none), retrying while no
+/// leader is elected.
+async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> {
+    let servers = config.join.join(", ");
+    let fail = |reason: String| SupervisorError::Join { servers: servers.clone(), reason };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match crate::api::connect(&config.join, &config.token).await {
+            Ok(mut c) => {
+                let req = JoinRequest {
+                    node_id: id.unwrap_or(0),
+                    addr: config.advertise.clone(),
+                    labels: config.labels.clone().into_iter().collect(),
+                };
+                match c.join(req).await {
+                    Ok(r) => return Ok(r.into_inner().node_id),
+                    Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                        last = s.message().to_string()
+                    }
+                    Err(s) => return Err(fail(s.message().to_string())),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(fail(last))
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
+pub async fn run(config: Config) -> Result<(), SupervisorError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io(format!("create {}", config.data_dir.display())))?;
+    let db_path = config.data_dir.join("raft.redb");
+    let fresh = !db_path.exists();
+    let id = match (stored_id(&config.data_dir)?, config.node_id) {
+        (Some(s), Some(c)) if s != c => {
+            return Err(SupervisorError::Config(format!(
+                "{} belongs to node {s}, not {c}; ids are never reused or changed",
+                config.data_dir.display()
+            )))
+        }
+        (Some(s), _) => s,
+        (None, wanted) if !config.join.is_empty() => join(&config, wanted).await?,
+        (None, wanted) => wanted.unwrap_or(1),
+    };
+    let id_file = config.data_dir.join("node_id");
+    if !id_file.exists() {
+        crate::runtime::state::write_atomic(&id_file, format!("{id}\n").as_bytes())
+            .map_err(io(format!("write {}", id_file.display())))?;
+    }
+    if fresh && !config.join.is_empty() && stored_id(&config.data_dir)?.is_some() {
+        tracing::info!("joined as node {id}");
+    }
+    let db = open_database(&db_path).map_err(|e| SupervisorError::Store(format!("{}: {e}", db_path.display())))?;
+    let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store(e.to_string()))?;
+    let log = LogStore::new(db);
+    let raft_config = openraft::Config {
+        cluster_name: "haconiwa".into(),
+        heartbeat_interval: config.raft_heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after),
+        max_in_snapshot_log_to_keep: (config.snapshot_after / 2).max(1),
+        install_snapshot_timeout: 2000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| SupervisorError::Config(format!("raft settings: {e}")))?;
+    let network = Network { self_id: id, token: config.token.clone(), local_ip: config.local_ip() };
+    let raft = Raft::new(id, Arc::new(raft_config), network, log, sm)
+        .await
+        .map_err(|e| SupervisorError::Raft(e.to_string()))?;
+    let core = core::Core::new(id, raft.clone(), feed, config.clone());
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| SupervisorError::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| SupervisorError::Config(format!("reflection: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("listen on {}", config.listen)))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(&config.token)))
+        .add_service(RaftServer::new(RaftService { raft: raft.clone() }).max_decoding_message_size(256 << 20))
+        .add_service(ClusterServer::new(service::ClusterService { core: core.clone() }))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let server = tokio::spawn(server);
+    tracing::info!("node {id} serving on {} (advertised {})", config.listen, config.advertise);
+
+    if config.join.is_empty() && !raft.is_initialized().await.map_err(|e| SupervisorError::Raft(e.to_string()))? {
+        let members: BTreeMap<u64, BasicNode> = [(id, BasicNode { addr: config.advertise.clone() })].into();
+        raft.initialize(members).await.map_err(|e| SupervisorError::Raft(format!("initialize: {e}")))?;
+        tracing::info!("initialized a new cluster with node {id}");
+    }
+
+    let runtime = Runtime::new(
+        config.state_dir.join(format!("node-{id}")),
+        format!("{}/node-{id}", config.cgroup_parent),
+    );
+    let tasks = vec![
+        tokio::spawn(leader::run(core.clone())),
+        tokio::spawn(agent::Agent::new(core.clone(), runtime).run()),
+        tokio::spawn(agent::heartbeat_loop(core.clone())),
+    ];
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("install the SIGTERM handler"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        r = server => {
+            if let Ok(Err(e)) = r {
+                return Err(SupervisorError::Raft(format!("gRPC server: {e}")));
+            }
+        }
+    }
+    tracing::info!("node {id} stopping; its containers keep running");
+    for t in tasks {
+        t.abort();
+    }
+    let _ = stop_tx.send(());
+    let _ = raft.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Watcher rules and placement, evaluated on the leader. No I/O: events and state in,
+//! intents out.
+
+pub mod placement;

@@ -1,0 +1,126 @@
+//! Where a new container goes: an up, non-draining node carrying the labels asked for;
+//! spread by default (fewest containers of that definition, then fewest overall, then
+//! the lowest id). Pure: decided on the leader, committed as part of the spawn.
+
+use crate::cluster::state::{ClusterState, NodeId, NodeStatus};
+use std::collections::BTreeMap;
+
+/// A placement question.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    /// Definition name (for spreading).
+    pub definition: &'a str,
+    /// A node asked for explicitly.
+    pub node: Option<NodeId>,
+    /// Labels the node must carry.
+    pub labels: BTreeMap<String, String>,
+    /// Nodes to avoid (the one being drained).
+    pub exclude: Vec<NodeId>,
+}
+
+/// Why nothing fits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// The node asked for does not exist.
+    #[error("no node {0} in the cluster")]
+    NoSuchNode(NodeId),
+    /// The node asked for cannot take containers.
+    #[error("node {0} is {1}")]
+    NodeUnavailable(NodeId, &'static str),
+    /// No node qualifies.
+    #[error("no up node{}", labels_text(.0))]
+    NoCandidate(BTreeMap<String, String>),
+}
+
+fn labels_text(l: &BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        String::new()
+    } else {
+        let s: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(" has the labels {}", s.join(", "))
+    }
+}
+
+/// Chooses a node.
+pub fn place(state: &ClusterState, req: &Request) -> Result<NodeId, PlacementError> {
+    if let Some(id) = req.node {
+        let n = state.nodes.get(&id).ok_or(PlacementError::NoSuchNode(id))?;
+        if n.status != NodeStatus::Up {
+            return Err(PlacementError::NodeUnavailable(id, n.status.name()));
+        }
+        return Ok(id);
+    }
+    let mut best: Option<(usize, usize, NodeId)> = None;
+    for n in state.nodes.values() {
+        if n.status != NodeStatus::Up || req.exclude.contains(&n.id) {
+            continue;
+        }
+        if !req.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)) {
+            continue;
+        }
+        let mut same = 0;
+        let mut all = 0;
+        for c in state.containers.values() {
+            if c.node == n.id && c.is_active() {
+                all += 1;
+                if c.definition == req.definition {
+                    same += 1;
+                }
+            }
+        }
+        let key = (same, all, n.id);
+        if best.is_none_or(|b| key < b) {
+            best = Some(key);
+        }
+    }
+    best.map(|b| b.2).ok_or_else(|| PlacementError::NoCandidate(req.labels.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Command, Definition};
+    use crate::spec::ContainerSpec;
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        for (i, zone) in ["a", "b", "b"].iter().enumerate() {
+            let labels = [("zone".to_string(), zone.to_string())].into_iter().collect();
+            s.apply(i as u64 + 1, &Command::AddNode { id: None, addr: format!("n{i}"), labels });
+        }
+        s
+    }
+
+    fn spawn(s: &mut ClusterState, def: &str, node: NodeId) {
+        let d = Definition { name: def.into(), digest: def.into(), text: String::new(), base_dir: String::new() };
+        let spec = ContainerSpec::new(def, vec!["/bin/true".into()], "/r".into());
+        s.apply(100, &Command::Spawn { definition: d, spec, node, rule: None });
+    }
+
+    #[test]
+    fn spreads_by_definition_then_total() {
+        let mut s = state();
+        spawn(&mut s, "web", 1);
+        spawn(&mut s, "db", 2);
+        let r = Request { definition: "web", ..Default::default() };
+        assert_eq!(place(&s, &r), Ok(3));
+        spawn(&mut s, "web", 3);
+        // 2 has one container (db), no web: fewest of the definition wins.
+        assert_eq!(place(&s, &r), Ok(2));
+    }
+
+    #[test]
+    fn honours_labels_status_and_exclusion() {
+        let mut s = state();
+        let mut r = Request { definition: "web", ..Default::default() };
+        r.labels.insert("zone".into(), "b".into());
+        assert_eq!(place(&s, &r), Ok(2));
+        r.exclude = vec![2];
+        assert_eq!(place(&s, &r), Ok(3));
+        s.apply(5, &Command::SetNodeStatus { id: 3, status: NodeStatus::Draining });
+        assert!(matches!(place(&s, &r), Err(PlacementError::NoCandidate(_))));
+        let e = place(&s, &Request { node: Some(3), ..Default::default() }).unwrap_err();
+        assert_eq!(e.to_string(), "node 3 is draining");
+        assert_eq!(place(&s, &Request { node: Some(9), ..Default::default() }), Err(PlacementError::NoSuchNode(9)));
+    }
+}
