@@ -49,7 +49,9 @@ impl tonic::service::Interceptor for TokenCheck {
             diff |= (*x ^ a.get(i).copied().unwrap_or(0)) as usize;
         }
         if given.is_empty() {
-            return Err(Status::unauthenticated("missing cluster token (authorization: Bearer TOKEN)"));
+            return Err(Status::unauthenticated(
+                "missing cluster token (authorization: Bearer TOKEN)",
+            ));
         }
         if diff != 0 {
             return Err(Status::unauthenticated("wrong cluster token"));
@@ -129,13 +131,20 @@ pub fn endpoint(addr: &str, local: Option<std::net::IpAddr>) -> Result<Endpoint,
 }
 
 /// A lazily connected, token-carrying channel to one member.
-pub fn lazy_channel(addr: &str, token: &str, local: Option<std::net::IpAddr>) -> Result<AuthChannel, ClientError> {
+pub fn lazy_channel(
+    addr: &str,
+    token: &str,
+    local: Option<std::net::IpAddr>,
+) -> Result<AuthChannel, ClientError> {
     let ch = endpoint(addr, local)?.connect_lazy();
     Ok(InterceptedService::new(ch, TokenInject::new(token)?))
 }
 
 /// Connects to the first member of `servers` (comma-separated or a list) that answers.
-pub async fn connect(servers: &[String], token: &str) -> Result<pb::cluster_client::ClusterClient<AuthChannel>, ClientError> {
+pub async fn connect(
+    servers: &[String],
+    token: &str,
+) -> Result<pb::cluster_client::ClusterClient<AuthChannel>, ClientError> {
     let list: Vec<String> = servers
         .iter()
         .flat_map(|s| s.split(','))
@@ -150,8 +159,10 @@ pub async fn connect(servers: &[String], token: &str) -> Result<pb::cluster_clie
     for addr in &list {
         match endpoint(addr, None)?.connect().await {
             Ok(ch) => {
-                return Ok(pb::cluster_client::ClusterClient::new(InterceptedService::new(ch, inject))
-                    .max_decoding_message_size(64 << 20))
+                return Ok(
+                    pb::cluster_client::ClusterClient::new(InterceptedService::new(ch, inject))
+                        .max_decoding_message_size(64 << 20),
+                )
             }
             Err(e) => last = format!("{addr}: {}", error_chain(&e)),
         }

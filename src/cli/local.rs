@@ -19,8 +19,12 @@ fn load(file: &Path) -> Result<ContainerSpec, CliError> {
 /// Runs one command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let rt = Runtime::new(
-        cli.state_dir.clone().unwrap_or_else(|| crate::runtime::DEFAULT_STATE_DIR.into()),
-        cli.cgroup_parent.clone().unwrap_or_else(|| "haconiwa".into()),
+        cli.state_dir
+            .clone()
+            .unwrap_or_else(|| crate::runtime::DEFAULT_STATE_DIR.into()),
+        cli.cgroup_parent
+            .clone()
+            .unwrap_or_else(|| "haconiwa".into()),
     );
     match cli.command {
         Command::New {

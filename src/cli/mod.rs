@@ -125,7 +125,7 @@ pub enum Command {
         name: String,
     },
     /// Run this host's supervisor (joins or starts a cluster).
-    Supervisor(supervise::SupervisorArgs),
+    Supervisor(Box<supervise::SupervisorArgs>),
     /// Start a container somewhere in the cluster.
     Spawn {
         /// The definition (.haco), sent with the request.

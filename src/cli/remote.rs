@@ -17,12 +17,17 @@ fn status_error(s: tonic::Status) -> CliError {
         tonic::Code::PermissionDenied => "permission denied",
         _ => "error",
     };
-    CliError { message: format!("{code}: {}", s.message()), code: 1 }
+    CliError {
+        message: format!("{code}: {}", s.message()),
+        code: 1,
+    }
 }
 
 /// Runs a cluster command.
 pub fn run(cli: Cli) -> Result<i32, CliError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(cli))
 }
 
@@ -64,7 +69,10 @@ fn member_json(m: &pb::Member) -> serde_json::Value {
 }
 
 fn print_members(members: &[pb::Member], leader: u64) {
-    println!("{:>4}  {:<22} {:<8} {:<9} {:>10}  LABELS", "ID", "ADDRESS", "ROLE", "STATE", "CONTAINERS");
+    println!(
+        "{:>4}  {:<22} {:<8} {:<9} {:>10}  LABELS",
+        "ID", "ADDRESS", "ROLE", "STATE", "CONTAINERS"
+    );
     for m in members {
         let mark = if m.id == leader { "*" } else { " " };
         let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -83,8 +91,14 @@ fn print_members(members: &[pb::Member], leader: u64) {
 async fn run_async(cli: Cli) -> Result<i32, CliError> {
     let mut c = client(&cli).await?;
     match cli.command {
-        Command::Spawn { file, node, node_labels, json } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        Command::Spawn {
+            file,
+            node,
+            node_labels,
+            json,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             // Checked here first, so errors name the user's own file and position.
             crate::spec::load_str(&text, &file.display().to_string(), file.parent())?;
             let base_dir = std::fs::canonicalize(&file)
@@ -108,17 +122,28 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Stop { id } => {
-            let r = c.stop(pb::StopRequest { id }).await.map_err(status_error)?.into_inner();
+            let r = c
+                .stop(pb::StopRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             let container = r.container.unwrap_or_default();
             println!("{} stopping on node {}", container.id, container.node);
         }
         Command::Containers { all, json } => {
-            let r = c.list_containers(pb::ListContainersRequest { all }).await.map_err(status_error)?.into_inner();
+            let r = c
+                .list_containers(pb::ListContainersRequest { all })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             if json {
                 let v: Vec<serde_json::Value> = r.containers.iter().map(container_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  RULE", "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "PID", "EXIT");
+                println!(
+                    "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  RULE",
+                    "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "PID", "EXIT"
+                );
                 for x in &r.containers {
                     println!(
                         "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  {}",
@@ -127,15 +152,27 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                         x.node,
                         x.desired,
                         x.state,
-                        if x.pid > 0 { x.pid.to_string() } else { "-".into() },
-                        if x.has_exit_code { x.exit_code.to_string() } else { "-".into() },
+                        if x.pid > 0 {
+                            x.pid.to_string()
+                        } else {
+                            "-".into()
+                        },
+                        if x.has_exit_code {
+                            x.exit_code.to_string()
+                        } else {
+                            "-".into()
+                        },
                         x.rule
                     );
                 }
             }
         }
         Command::Events { json } => {
-            let mut stream = c.watch_events(pb::WatchEventsRequest {}).await.map_err(status_error)?.into_inner();
+            let mut stream = c
+                .watch_events(pb::WatchEventsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             while let Some(e) = stream.next().await {
                 let e = e.map_err(status_error)?;
                 if json {
@@ -158,7 +195,11 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Cluster(ClusterCommand::Status { json }) => {
-            let s = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status_error)?.into_inner();
+            let s = c
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             if json {
                 let v = serde_json::json!({
                     "leader": s.leader,
@@ -168,17 +209,25 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                     "last_applied": s.last_applied,
                     "state_digest": s.state_digest,
                     "node": s.node,
+                    "joint": s.joint,
                     "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("leader: node {} ({})   term: {}   commit index: {}", s.leader, s.leader_addr, s.term, s.commit_index);
+                println!(
+                    "leader: node {} ({})   term: {}   commit index: {}",
+                    s.leader, s.leader_addr, s.term, s.commit_index
+                );
                 println!();
                 print_members(&s.members, s.leader);
             }
         }
         Command::Cluster(ClusterCommand::Members { json }) => {
-            let s = c.cluster_status(pb::ClusterStatusRequest {}).await.map_err(status_error)?.into_inner();
+            let s = c
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             if json {
                 let v: Vec<serde_json::Value> = s.members.iter().map(member_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -187,11 +236,19 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Cluster(ClusterCommand::Leave { id }) => {
-            let r = c.leave(pb::NodeRequest { id }).await.map_err(status_error)?.into_inner();
+            let r = c
+                .leave(pb::NodeRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             println!("node {id} left; {} container(s) moved", r.moved);
         }
         Command::Cluster(ClusterCommand::Drain { id }) => {
-            let r = c.drain(pb::NodeRequest { id }).await.map_err(status_error)?.into_inner();
+            let r = c
+                .drain(pb::NodeRequest { id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             println!("node {id} drained; {} container(s) moved", r.moved);
         }
         _ => return Err("not a cluster command".into()),

@@ -63,7 +63,9 @@ pub struct SupervisorArgs {
 pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     let mut out = BTreeMap::new();
     for l in items {
-        let (k, v) = l.split_once('=').ok_or_else(|| format!("label '{l}' is not KEY=VALUE"))?;
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| format!("label '{l}' is not KEY=VALUE"))?;
         if k.is_empty() {
             return Err(format!("label '{l}' has an empty key").into());
         }
@@ -113,9 +115,14 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,openraft=error,openraft::replication=off,h2=warn,tower=warn,hyper=warn",
+        )
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

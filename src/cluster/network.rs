@@ -6,11 +6,13 @@ use crate::api::pb::raft_client::RaftClient;
 use crate::api::pb::raft_server;
 use crate::api::pb::RaftPayload;
 use crate::api::{lazy_channel, AuthChannel};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
@@ -81,9 +83,15 @@ impl PeerClient {
     {
         let client = match &mut self.client {
             Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    e.clone(),
+                ))))
+            }
         };
-        let data = encode(rpc).map_err(|s| RPCError::Network(NetworkError::new(&TransportError(s.message().into()))))?;
+        let data = encode(rpc).map_err(|s| {
+            RPCError::Network(NetworkError::new(&TransportError(s.message().into())))
+        })?;
         let mut req = Request::new(RaftPayload { data });
         req.set_timeout(option.hard_ttl());
         let reply = match kind {
@@ -94,17 +102,22 @@ impl PeerClient {
         let payload = match reply {
             Ok(r) => r.into_inner().data,
             Err(status) => {
-                let e = TransportError(format!("{kind} to node {}: {}", self.target, status.message()));
+                let e = TransportError(format!(
+                    "{kind} to node {}: {}",
+                    self.target,
+                    status.message()
+                ));
                 return Err(match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                        RPCError::Unreachable(Unreachable::new(&e))
-                    }
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&e)),
                     _ => RPCError::Network(NetworkError::new(&e)),
                 });
             }
         };
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            decode(&payload).map_err(|s| RPCError::Network(NetworkError::new(&TransportError(s.message().into()))))?;
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&payload).map_err(|s| {
+            RPCError::Network(NetworkError::new(&TransportError(s.message().into())))
+        })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -122,8 +135,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call("snapshot", &rpc, &option).await
     }
 
@@ -144,21 +159,33 @@ pub struct RaftService {
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data)?;
         let res = self.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftPayload { data: encode(&res)? }))
+        Ok(Response::new(RaftPayload {
+            data: encode(&res)?,
+        }))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(&req.into_inner().data)?;
         let res = self.raft.vote(rpc).await;
-        Ok(Response::new(RaftPayload { data: encode(&res)? }))
+        Ok(Response::new(RaftPayload {
+            data: encode(&res)?,
+        }))
     }
 
-    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&req.into_inner().data)?;
         let res = self.raft.install_snapshot(rpc).await;
-        Ok(Response::new(RaftPayload { data: encode(&res)? }))
+        Ok(Response::new(RaftPayload {
+            data: encode(&res)?,
+        }))
     }
 }

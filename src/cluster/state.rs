@@ -203,6 +203,8 @@ pub struct ClusterState {
 }
 
 /// A change to the state: the payload of a Raft log entry.
+// Entries are built once and encoded; boxing the spec would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Register a node; `id: None` allocates a fresh id.
@@ -320,9 +322,15 @@ impl ClusterState {
         };
         let resp = match cmd {
             Command::AddNode { id, addr, labels } => {
-                let id = match id {
-                    Some(id) => *id,
-                    None => self.max_node_id + 1,
+                let same_addr = self
+                    .nodes
+                    .values()
+                    .find(|n| n.addr == *addr && n.status != NodeStatus::Left);
+                let id = match (id, same_addr) {
+                    // A join retried after its reply was lost: the same node again.
+                    (None, Some(n)) => return (Response::Node(n.id), events),
+                    (Some(id), _) => *id,
+                    (None, None) => self.max_node_id + 1,
                 };
                 if let Some(n) = self.nodes.get(&id) {
                     if n.status == NodeStatus::Left {
@@ -678,7 +686,7 @@ mod tests {
 
     #[test]
     fn replay_gives_the_same_state() {
-        let cmds = vec![
+        let cmds = [
             Command::AddNode {
                 id: None,
                 addr: "a".into(),

@@ -41,13 +41,14 @@ fn any<E: std::error::Error + 'static>(e: E) -> AnyError {
 }
 
 /// Opens (or creates) the database with all tables.
-pub fn open_database(path: &Path) -> Result<Arc<Database>, redb::Error> {
-    let db = Database::create(path)?;
-    let tx = db.begin_write()?;
-    tx.open_table(LOG)?;
-    tx.open_table(META)?;
-    tx.open_table(SM)?;
-    tx.commit()?;
+pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
+    let b = |e: redb::Error| Box::new(e);
+    let db = Database::create(path).map_err(|e| b(e.into()))?;
+    let tx = db.begin_write().map_err(|e| b(e.into()))?;
+    tx.open_table(LOG).map_err(|e| b(e.into()))?;
+    tx.open_table(META).map_err(|e| b(e.into()))?;
+    tx.open_table(SM).map_err(|e| b(e.into()))?;
+    tx.commit().map_err(|e| b(e.into()))?;
     Ok(Arc::new(db))
 }
 
@@ -245,7 +246,7 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Loads the persisted state machine (empty on a fresh database).
-    pub fn open(db: Arc<Database>) -> Result<(Self, StateFeed), StorageError<NodeId>> {
+    pub fn open(db: Arc<Database>) -> Result<(Self, StateFeed), Box<StorageError<NodeId>>> {
         let load = || -> Result<Applied, AnyError> {
             let tx = db.begin_read().map_err(any)?;
             let t = tx.open_table(SM).map_err(any)?;
@@ -254,7 +255,7 @@ impl StateMachineStore {
                 None => Ok(Applied::default()),
             }
         };
-        let applied = load().map_err(StorageIOError::read_state_machine)?;
+        let applied = load().map_err(|e| Box::new(StorageIOError::read_state_machine(e).into()))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (state_tx, state_rx) = watch::channel((index, Arc::new(applied.state.clone())));
         let (events, _) = broadcast::channel(4096);
@@ -407,6 +408,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         self.publish(&applied, vec![event]);
         *self.lock() = applied;
+        tracing::info!("installed snapshot {}", meta.snapshot_id);
         Ok(())
     }
 
@@ -456,7 +458,7 @@ mod tests {
             std::fs::create_dir_all(&dir).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
             let db = open_database(&dir.join("raft.redb"))
                 .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-            let (sm, _) = StateMachineStore::open(db.clone())?;
+            let (sm, _) = StateMachineStore::open(db.clone()).map_err(|e| *e)?;
             Ok((Dir(dir), LogStore::new(db), sm))
         }
     }

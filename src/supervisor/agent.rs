@@ -54,7 +54,10 @@ impl Agent {
         let sock = match tokio::net::UnixDatagram::bind(&sock_path) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!("no exit notices ({}: {e}); polling only", sock_path.display());
+                tracing::warn!(
+                    "no exit notices ({}: {e}); polling only",
+                    sock_path.display()
+                );
                 None
             }
         };
@@ -75,27 +78,41 @@ impl Agent {
 
     async fn list_local(&self) -> Vec<Listed> {
         let rt = self.runtime.clone();
-        tokio::task::spawn_blocking(move || rt.list()).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || rt.list())
+            .await
+            .unwrap_or_default()
     }
 
     async fn reconcile(self: Arc<Self>, reported: &mut Reported) {
         let state = self.core.state();
         let me = self.core.id;
-        let local: HashMap<String, LocalState> =
-            self.list_local().await.into_iter().map(|l| (l.state.name.clone(), l.state)).collect();
-        let mine: HashMap<&str, &ContainerRecord> =
-            state.containers.values().filter(|c| c.node == me).map(|c| (c.id.as_str(), c)).collect();
+        let local: HashMap<String, LocalState> = self
+            .list_local()
+            .await
+            .into_iter()
+            .map(|l| (l.state.name.clone(), l.state))
+            .collect();
+        let mine: HashMap<&str, &ContainerRecord> = state
+            .containers
+            .values()
+            .filter(|c| c.node == me)
+            .map(|c| (c.id.as_str(), c))
+            .collect();
         reported.retain(|id, _| mine.contains_key(id.as_str()));
         // While the cluster holds this node down its containers were replaced: nothing
         // is wanted here until the leader sees us again.
-        let node_down = state.nodes.get(&me).is_some_and(|n| n.status == NodeStatus::Down);
+        let node_down = state
+            .nodes
+            .get(&me)
+            .is_some_and(|n| n.status == NodeStatus::Down);
 
         for (id, c) in &mine {
             let wanted = c.desired == Desired::Running && !c.observed.is_final() && !node_down;
             match local.get(*id) {
                 Some(l) if l.status == LocalStatus::Running => {
                     if wanted {
-                        self.report(reported, c, Observed::Running { pid: l.pid }).await;
+                        self.report(reported, c, Observed::Running { pid: l.pid })
+                            .await;
                     } else {
                         self.clone().kill(id.to_string());
                     }
@@ -117,8 +134,16 @@ impl Agent {
                     let in_flight = lock(&self.launching).contains(*id);
                     if wanted && !in_flight {
                         self.clone().launch((*c).clone());
-                    } else if !wanted && !in_flight && !c.observed.is_final() && c.desired == Desired::Stopped {
-                        let observed = Observed::Exited { code: None, oom_killed: false, error: Some("stopped before it ran".into()) };
+                    } else if !wanted
+                        && !in_flight
+                        && !c.observed.is_final()
+                        && c.desired == Desired::Stopped
+                    {
+                        let observed = Observed::Exited {
+                            code: None,
+                            oom_killed: false,
+                            error: Some("stopped before it ran".into()),
+                        };
                         self.report(reported, c, observed).await;
                     }
                 }
@@ -165,7 +190,11 @@ impl Agent {
                 Ok(st) => Observed::Running { pid: st.pid },
                 Err(e) => {
                     tracing::warn!("container {}: {e}", c.id);
-                    Observed::Exited { code: None, oom_killed: false, error: Some(e) }
+                    Observed::Exited {
+                        code: None,
+                        oom_killed: false,
+                        error: Some(e),
+                    }
                 }
             };
             for _ in 0..20 {
@@ -201,12 +230,22 @@ impl Agent {
             .spawn()
             .map_err(|e| format!("start the launcher helper: {e}"))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&json).await.map_err(|e| format!("hand the spec to the helper: {e}"))?;
+            stdin
+                .write_all(&json)
+                .await
+                .map_err(|e| format!("hand the spec to the helper: {e}"))?;
         }
-        let out = child.wait_with_output().await.map_err(|e| format!("launcher helper: {e}"))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| format!("launcher helper: {e}"))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            let line = err.lines().last().unwrap_or("the launcher helper failed").trim();
+            let line = err
+                .lines()
+                .last()
+                .unwrap_or("the launcher helper failed")
+                .trim();
             return Err(line.trim_start_matches("haconiwa: ").to_string());
         }
         serde_json::from_slice(&out.stdout).map_err(|e| format!("launcher helper output: {e}"))
@@ -219,7 +258,14 @@ impl Agent {
         tokio::spawn(async move {
             let rt = self.runtime.clone();
             let n = name.clone();
-            let res = tokio::task::spawn_blocking(move || rt.kill(&n, nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))).await;
+            let res = tokio::task::spawn_blocking(move || {
+                rt.kill(
+                    &n,
+                    nix::sys::signal::Signal::SIGTERM,
+                    Duration::from_secs(10),
+                )
+            })
+            .await;
             if let Ok(Err(e)) = res {
                 tracing::debug!("kill {name}: {e}");
             }
@@ -233,19 +279,34 @@ impl Agent {
 pub async fn send_report(core: &Core, id: &str, observed: &Observed) -> Result<(), Status> {
     if core.is_leader() {
         return core
-            .propose(Command::Observe { id: id.to_string(), node: core.id, observed: observed.clone() })
+            .propose(Command::Observe {
+                id: id.to_string(),
+                node: core.id,
+                observed: observed.clone(),
+            })
             .await
             .map(|_| ());
     }
     let (mut client, _) = core.leader_client()?;
-    let mut r = ReportRequest { node_id: core.id, id: id.to_string(), state: observed.name().to_string(), ..Default::default() };
+    let mut r = ReportRequest {
+        node_id: core.id,
+        id: id.to_string(),
+        state: observed.name().to_string(),
+        ..Default::default()
+    };
     match observed {
         Observed::Running { pid } => r.pid = *pid,
-        Observed::Exited { code: Some(c), oom_killed, .. } => {
+        Observed::Exited {
+            code: Some(c),
+            oom_killed,
+            ..
+        } => {
             r.exit_code = *c;
             r.oom_killed = *oom_killed;
         }
-        Observed::Exited { code: None, error, .. } => {
+        Observed::Exited {
+            code: None, error, ..
+        } => {
             r.state = "failed".into();
             r.error = error.clone().unwrap_or_default();
         }

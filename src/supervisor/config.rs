@@ -91,9 +91,24 @@ impl Settings {
             ($($f:ident),*) => { Settings { $($f: self.$f.or(base.$f),)* } };
         }
         pick!(
-            node_id, listen, advertise, data_dir, join, token, voters, raft_heartbeat_ms,
-            election_timeout_min_ms, election_timeout_max_ms, snapshot_after, heartbeat_ms,
-            node_ttl_ms, replace_voter_after_ms, labels, log_format, state_dir, cgroup_parent
+            node_id,
+            listen,
+            advertise,
+            data_dir,
+            join,
+            token,
+            voters,
+            raft_heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_after,
+            heartbeat_ms,
+            node_ttl_ms,
+            replace_voter_after_ms,
+            labels,
+            log_format,
+            state_dir,
+            cgroup_parent
         )
     }
 }
@@ -151,7 +166,10 @@ impl Config {
         let advertise = s.advertise.unwrap_or_else(|| listen.to_string());
         let token = s.token.unwrap_or_default();
         if token.is_empty() {
-            return bad("a cluster token is required: --token, HACONIWA_TOKEN or `token` in the config".into());
+            return bad(
+                "a cluster token is required: --token, HACONIWA_TOKEN or `token` in the config"
+                    .into(),
+            );
         }
         if !token.chars().all(|c| c.is_ascii_graphic()) {
             return bad("the cluster token must be printable ASCII without spaces".into());
@@ -171,17 +189,23 @@ impl Config {
         let heartbeat_ms = s.heartbeat_ms.unwrap_or(200);
         let node_ttl_ms = s.node_ttl_ms.unwrap_or(1000);
         if node_ttl_ms < heartbeat_ms * 2 {
-            return bad(format!("node_ttl_ms ({node_ttl_ms}) must be at least twice heartbeat_ms ({heartbeat_ms})"));
+            return bad(format!(
+                "node_ttl_ms ({node_ttl_ms}) must be at least twice heartbeat_ms ({heartbeat_ms})"
+            ));
         }
         let log_format = s.log_format.unwrap_or_else(|| "human".into());
         if log_format != "human" && log_format != "json" {
-            return bad(format!("log_format must be human or json, not {log_format}"));
+            return bad(format!(
+                "log_format must be human or json, not {log_format}"
+            ));
         }
         Ok(Config {
             node_id: s.node_id,
             listen,
             advertise,
-            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/haconiwa/supervisor")),
+            data_dir: s
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/haconiwa/supervisor")),
             join: s.join.unwrap_or_default(),
             token,
             voters,
@@ -194,7 +218,9 @@ impl Config {
             replace_voter_after_ms: s.replace_voter_after_ms.unwrap_or(5000),
             labels: s.labels.unwrap_or_default(),
             json_logs: log_format == "json",
-            state_dir: s.state_dir.unwrap_or_else(|| PathBuf::from(crate::runtime::DEFAULT_STATE_DIR)),
+            state_dir: s
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(crate::runtime::DEFAULT_STATE_DIR)),
             cgroup_parent: s.cgroup_parent.unwrap_or_else(|| "haconiwa".into()),
         })
     }

@@ -28,8 +28,10 @@ pub struct Core {
     /// Settings.
     pub config: Config,
     peers: Mutex<HashMap<String, ClusterClient<AuthChannel>>>,
-    /// Leader side: when each node last heartbeated (reset when leadership is gained).
+    /// Leader side: when each node last heartbeated (cleared when leadership is gained).
     pub heartbeats: Mutex<HashMap<NodeId, Instant>>,
+    /// Leader side: since when this node leads.
+    pub leading_since: Mutex<Option<Instant>>,
 }
 
 /// Locks a mutex, surviving a poisoned one (its data is still consistent here: plain maps).
@@ -47,6 +49,7 @@ impl Core {
             config,
             peers: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(HashMap::new()),
+            leading_since: Mutex::new(None),
         })
     }
 
@@ -71,7 +74,11 @@ impl Core {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.metrics();
         let id = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
         Some((id, addr))
     }
 
@@ -99,6 +106,21 @@ impl Core {
         Ok(c)
     }
 
+    /// Nodes the leader has not heard from lately (or not at all since it leads): no new
+    /// containers go there until they heartbeat, even before their TTL runs out.
+    pub fn suspects(&self) -> Vec<NodeId> {
+        let window = std::time::Duration::from_millis(self.config.heartbeat_ms * 3);
+        let hb = lock(&self.heartbeats);
+        let now = Instant::now();
+        self.state()
+            .nodes
+            .keys()
+            .filter(|id| **id != self.id)
+            .filter(|id| hb.get(id).is_none_or(|t| now.duration_since(*t) > window))
+            .copied()
+            .collect()
+    }
+
     /// Proposes a command on this node, which must lead. Returns the entry's index and the
     /// response; a refused command becomes `FailedPrecondition`.
     pub async fn propose(&self, cmd: Command) -> Result<(u64, Response), Status> {
@@ -107,10 +129,14 @@ impl Core {
                 Response::Refused(m) => Err(Status::failed_precondition(m)),
                 other => Ok((r.log_id.index, other)),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Status::unavailable(format!(
-                "not the leader any more (leader: {}); retry",
-                f.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into())
-            ))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Status::unavailable(format!(
+                    "not the leader any more (leader: {}); retry",
+                    f.leader_id
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "unknown".into())
+                )))
+            }
             Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
         }
     }

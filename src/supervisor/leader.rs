@@ -30,6 +30,7 @@ pub async fn run(core: Arc<Core>) {
         }
         if !core.is_leader() {
             leading_since = None;
+            *lock(&core.leading_since) = None;
             rules.stand_down();
             continue;
         }
@@ -37,14 +38,10 @@ pub async fn run(core: Arc<Core>) {
         let state = core.state();
         if leading_since.is_none() {
             leading_since = Some(now);
+            *lock(&core.leading_since) = Some(now);
             down_since.clear();
             // A fresh TTL for everyone: we have not been listening until now.
-            let mut hb = lock(&core.heartbeats);
-            hb.clear();
-            for id in state.nodes.keys() {
-                hb.insert(*id, now);
-            }
-            drop(hb);
+            lock(&core.heartbeats).clear();
             tracing::info!("node {} leads", core.id);
         }
         if !state.nodes.contains_key(&core.id) {
@@ -66,16 +63,22 @@ pub async fn run(core: Arc<Core>) {
     }
 }
 
-async fn detect_failures(core: &Core, state: &ClusterState, now: Instant, down_since: &mut HashMap<NodeId, Instant>) {
+async fn detect_failures(
+    core: &Core,
+    state: &ClusterState,
+    now: Instant,
+    down_since: &mut HashMap<NodeId, Instant>,
+) {
     let ttl = Duration::from_millis(core.config.node_ttl_ms);
+    let since = lock(&core.leading_since).unwrap_or(now);
     let mut to_down = Vec::new();
     {
-        let mut hb = lock(&core.heartbeats);
+        let hb = lock(&core.heartbeats);
         for n in state.nodes.values() {
             match n.status {
                 NodeStatus::Up | NodeStatus::Draining => {
                     down_since.remove(&n.id);
-                    let last = *hb.entry(n.id).or_insert(now);
+                    let last = hb.get(&n.id).copied().unwrap_or(since).max(since);
                     if n.id != core.id && now.duration_since(last) > ttl {
                         to_down.push(n.id);
                     }
@@ -88,8 +91,17 @@ async fn detect_failures(core: &Core, state: &ClusterState, now: Instant, down_s
         }
     }
     for id in to_down {
-        tracing::warn!("node {id} silent for more than {} ms: down", ttl.as_millis());
-        if let Err(e) = core.propose(Command::SetNodeStatus { id, status: NodeStatus::Down }).await {
+        tracing::warn!(
+            "node {id} silent for more than {} ms: down",
+            ttl.as_millis()
+        );
+        if let Err(e) = core
+            .propose(Command::SetNodeStatus {
+                id,
+                status: NodeStatus::Down,
+            })
+            .await
+        {
             tracing::warn!("mark node {id} down: {}", e.message());
         }
         down_since.insert(id, now);
@@ -98,7 +110,12 @@ async fn detect_failures(core: &Core, state: &ClusterState, now: Instant, down_s
 
 /// Keeps `voters` voters: promotes healthy, caught-up learners, and swaps a voter that
 /// has been down past the threshold for one. One change per tick.
-async fn autopilot(core: &Core, state: &ClusterState, now: Instant, down_since: &HashMap<NodeId, Instant>) {
+async fn autopilot(
+    core: &Core,
+    state: &ClusterState,
+    now: Instant,
+    down_since: &HashMap<NodeId, Instant>,
+) {
     let m = core.metrics();
     let membership = m.membership_config.membership();
     if membership.get_joint_config().len() > 1 {
@@ -107,7 +124,12 @@ async fn autopilot(core: &Core, state: &ClusterState, now: Instant, down_since: 
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: Vec<NodeId> = membership.learner_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
-    let healthy = |id: &NodeId| state.nodes.get(id).is_some_and(|n| n.status == NodeStatus::Up);
+    let healthy = |id: &NodeId| {
+        state
+            .nodes
+            .get(id)
+            .is_some_and(|n| n.status == NodeStatus::Up)
+    };
     let caught_up = |id: &NodeId| {
         m.replication
             .as_ref()
@@ -115,11 +137,19 @@ async fn autopilot(core: &Core, state: &ClusterState, now: Instant, down_since: 
             .map(|matched| matched.map(|l| l.index).unwrap_or(0) + 64 >= last)
             .unwrap_or(false)
     };
-    let candidate = learners.iter().find(|l| healthy(l) && caught_up(l)).copied();
+    let candidate = learners
+        .iter()
+        .find(|l| healthy(l) && caught_up(l))
+        .copied();
     let replace_after = Duration::from_millis(core.config.replace_voter_after_ms);
     let gone = voters
         .iter()
-        .find(|v| **v != core.id && down_since.get(v).is_some_and(|t| now.duration_since(*t) >= replace_after))
+        .find(|v| {
+            **v != core.id
+                && down_since
+                    .get(v)
+                    .is_some_and(|t| now.duration_since(*t) >= replace_after)
+        })
         .copied();
     let change = match (gone, candidate) {
         (Some(v), Some(l)) => {
@@ -153,7 +183,10 @@ async fn collect_garbage(core: &Core, state: &ClusterState) {
         return;
     }
     finished.sort();
-    let ids: Vec<String> = finished[..finished.len() - KEEP_FINISHED].iter().map(|(_, id)| (*id).clone()).collect();
+    let ids: Vec<String> = finished[..finished.len() - KEEP_FINISHED]
+        .iter()
+        .map(|(_, id)| (*id).clone())
+        .collect();
     if let Err(e) = core.propose(Command::Forget { ids }).await {
         tracing::debug!("forget finished containers: {}", e.message());
     }

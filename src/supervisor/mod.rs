@@ -63,11 +63,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError
 fn stored_id(data_dir: &Path) -> Result<Option<u64>, SupervisorError> {
     let f = data_dir.join("node_id");
     match std::fs::read_to_string(&f) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| SupervisorError::Config(format!("{} does not hold a node id", f.display()))),
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+            SupervisorError::Config(format!("{} does not hold a node id", f.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(format!("read {}", f.display()))(e)),
     }
@@ -77,7 +75,10 @@ fn stored_id(data_dir: &Path) -> Result<Option<u64>, SupervisorError> {
 /// leader is elected.
 async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> {
     let servers = config.join.join(", ");
-    let fail = |reason: String| SupervisorError::Join { servers: servers.clone(), reason };
+    let fail = |reason: String| SupervisorError::Join {
+        servers: servers.clone(),
+        reason,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -90,7 +91,9 @@ async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> 
                 };
                 match c.join(req).await {
                     Ok(r) => return Ok(r.into_inner().node_id),
-                    Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                    Err(s)
+                        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) =>
+                    {
                         last = s.message().to_string()
                     }
                     Err(s) => return Err(fail(s.message().to_string())),
@@ -105,7 +108,8 @@ async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> 
 
 /// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
 pub async fn run(config: Config) -> Result<(), SupervisorError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(io(format!("create {}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("create {}", config.data_dir.display())))?;
     let db_path = config.data_dir.join("raft.redb");
     let fresh = !db_path.exists();
     let id = match (stored_id(&config.data_dir)?, config.node_id) {
@@ -127,8 +131,10 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     if fresh && !config.join.is_empty() && stored_id(&config.data_dir)?.is_some() {
         tracing::info!("joined as node {id}");
     }
-    let db = open_database(&db_path).map_err(|e| SupervisorError::Store(format!("{}: {e}", db_path.display())))?;
-    let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store(e.to_string()))?;
+    let db = open_database(&db_path)
+        .map_err(|e| SupervisorError::Store(format!("{}: {e}", db_path.display())))?;
+    let (sm, feed) =
+        StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store(e.to_string()))?;
     let log = LogStore::new(db);
     let raft_config = openraft::Config {
         cluster_name: "haconiwa".into(),
@@ -142,7 +148,11 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     }
     .validate()
     .map_err(|e| SupervisorError::Config(format!("raft settings: {e}")))?;
-    let network = Network { self_id: id, token: config.token.clone(), local_ip: config.local_ip() };
+    let network = Network {
+        self_id: id,
+        token: config.token.clone(),
+        local_ip: config.local_ip(),
+    };
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| SupervisorError::Raft(e.to_string()))?;
@@ -162,20 +172,47 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(&config.token)))
-        .add_service(RaftServer::new(RaftService { raft: raft.clone() }).max_decoding_message_size(256 << 20))
-        .add_service(ClusterServer::new(service::ClusterService { core: core.clone() }))
+        .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(
+            &config.token,
+        )))
+        .add_service(
+            RaftServer::new(RaftService { raft: raft.clone() })
+                .max_decoding_message_size(256 << 20),
+        )
+        .add_service(ClusterServer::new(service::ClusterService {
+            core: core.clone(),
+        }))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
     let server = tokio::spawn(server);
-    tracing::info!("node {id} serving on {} (advertised {})", config.listen, config.advertise);
+    tracing::info!(
+        "node {id} serving on {} (advertised {})",
+        config.listen,
+        config.advertise
+    );
 
-    if config.join.is_empty() && !raft.is_initialized().await.map_err(|e| SupervisorError::Raft(e.to_string()))? {
-        let members: BTreeMap<u64, BasicNode> = [(id, BasicNode { addr: config.advertise.clone() })].into();
-        raft.initialize(members).await.map_err(|e| SupervisorError::Raft(format!("initialize: {e}")))?;
+    if config.join.is_empty()
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| SupervisorError::Raft(e.to_string()))?
+    {
+        let members: BTreeMap<u64, BasicNode> = [(
+            id,
+            BasicNode {
+                addr: config.advertise.clone(),
+            },
+        )]
+        .into();
+        raft.initialize(members)
+            .await
+            .map_err(|e| SupervisorError::Raft(format!("initialize: {e}")))?;
         tracing::info!("initialized a new cluster with node {id}");
     }
 

@@ -5,7 +5,8 @@ use super::core::Core;
 use super::service::note_heartbeat;
 use crate::api::pb;
 use crate::cluster::state::{
-    ClusterState, Command, ContainerRecord, Definition, NodeId, NodeStatus, Observed, Response, RuleRecord,
+    ClusterState, Command, ContainerRecord, Definition, NodeId, NodeStatus, Observed, Response,
+    RuleRecord,
 };
 use crate::watch::placement::{self, PlacementError};
 use openraft::BasicNode;
@@ -22,7 +23,11 @@ pub fn definition_name(file: &str) -> String {
 }
 
 /// Evaluates a `.haco` text off the async threads (Rhai is CPU work, bounded).
-pub async fn evaluate(text: String, file: String, base_dir: String) -> Result<crate::spec::ContainerSpec, Status> {
+pub async fn evaluate(
+    text: String,
+    file: String,
+    base_dir: String,
+) -> Result<crate::spec::ContainerSpec, Status> {
     tokio::task::spawn_blocking(move || {
         let base = (!base_dir.is_empty()).then(|| Path::new(&base_dir).to_path_buf());
         crate::spec::load_str(&text, &file, base.as_deref())
@@ -43,13 +48,20 @@ fn placement_status(e: PlacementError) -> Status {
 pub async fn spawn(core: &Core, r: pb::SpawnRequest) -> Result<ContainerRecord, Status> {
     let state = core.state();
     let definition = if !r.definition.is_empty() {
-        latest_definition(&state, &r.definition)
-            .ok_or_else(|| Status::not_found(format!("no registered definition '{}'", r.definition)))?
+        latest_definition(&state, &r.definition).ok_or_else(|| {
+            Status::not_found(format!("no registered definition '{}'", r.definition))
+        })?
     } else {
         if r.haco.trim().is_empty() {
-            return Err(Status::invalid_argument("spawn needs a .haco text or a registered definition name"));
+            return Err(Status::invalid_argument(
+                "spawn needs a .haco text or a registered definition name",
+            ));
         }
-        let file = if r.file.is_empty() { "definition.haco".to_string() } else { r.file.clone() };
+        let file = if r.file.is_empty() {
+            "definition.haco".to_string()
+        } else {
+            r.file.clone()
+        };
         Definition {
             name: definition_name(&file),
             digest: crate::spec::digest(&r.haco),
@@ -57,13 +69,21 @@ pub async fn spawn(core: &Core, r: pb::SpawnRequest) -> Result<ContainerRecord, 
             base_dir: r.base_dir.clone(),
         }
     };
-    let file = if r.file.is_empty() { format!("{}.haco", definition.name) } else { r.file.clone() };
+    let file = if r.file.is_empty() {
+        format!("{}.haco", definition.name)
+    } else {
+        r.file.clone()
+    };
     let spec = evaluate(definition.text.clone(), file, definition.base_dir.clone()).await?;
     let req = placement::Request {
         definition: &definition.name,
         node: (r.node != 0).then_some(r.node),
         labels: r.node_labels.clone().into_iter().collect(),
-        exclude: Vec::new(),
+        exclude: if r.node != 0 {
+            Vec::new()
+        } else {
+            core.suspects()
+        },
     };
     let node = placement::place(&state, &req).map_err(placement_status)?;
     commit_spawn(core, definition, spec, node, None).await
@@ -77,7 +97,14 @@ pub async fn commit_spawn(
     node: NodeId,
     rule: Option<String>,
 ) -> Result<ContainerRecord, Status> {
-    let (_, resp) = core.propose(Command::Spawn { definition, spec, node, rule }).await?;
+    let (_, resp) = core
+        .propose(Command::Spawn {
+            definition,
+            spec,
+            node,
+            rule,
+        })
+        .await?;
     let Response::Container(id) = resp else {
         return Err(Status::internal("spawn returned no container id"));
     };
@@ -108,17 +135,38 @@ pub async fn join(core: &Core, r: pb::JoinRequest) -> Result<NodeId, Status> {
     }
     let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
     let (_, resp) = core
-        .propose(Command::AddNode { id: (r.node_id != 0).then_some(r.node_id), addr: r.addr.clone(), labels })
+        .propose(Command::AddNode {
+            id: (r.node_id != 0).then_some(r.node_id),
+            addr: r.addr.clone(),
+            labels,
+        })
         .await?;
     let Response::Node(id) = resp else {
         return Err(Status::internal("join returned no node id"));
     };
     note_heartbeat(core, id);
-    core.raft
-        .add_learner(id, BasicNode { addr: r.addr }, false)
-        .await
-        .map_err(|e| Status::unavailable(format!("add node {id} as a learner: {e}")))?;
-    Ok(id)
+    // A membership change in flight (a promotion) makes this wait its turn.
+    let mut last = String::new();
+    for _ in 0..50 {
+        match core
+            .raft
+            .add_learner(
+                id,
+                BasicNode {
+                    addr: r.addr.clone(),
+                },
+                false,
+            )
+            .await
+        {
+            Ok(_) => return Ok(id),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(Status::unavailable(format!(
+        "add node {id} as a learner: {last}"
+    )))
 }
 
 /// A heartbeat from a node's agent (leader side): a down node comes back up.
@@ -129,7 +177,11 @@ pub async fn heartbeat(core: &Core, node: NodeId) -> Result<(), Status> {
     };
     note_heartbeat(core, node);
     if n.status == NodeStatus::Down {
-        core.propose(Command::SetNodeStatus { id: node, status: NodeStatus::Up }).await?;
+        core.propose(Command::SetNodeStatus {
+            id: node,
+            status: NodeStatus::Up,
+        })
+        .await?;
     }
     Ok(())
 }
@@ -139,9 +191,21 @@ pub fn observed_from_report(r: &pb::ReportRequest) -> Result<Observed, Status> {
     Ok(match r.state.as_str() {
         "starting" => Observed::Starting,
         "running" => Observed::Running { pid: r.pid },
-        "exited" => Observed::Exited { code: Some(r.exit_code), oom_killed: r.oom_killed, error: None },
-        "failed" => Observed::Exited { code: None, oom_killed: false, error: Some(r.error.clone()) },
-        other => return Err(Status::invalid_argument(format!("unknown container state '{other}'"))),
+        "exited" => Observed::Exited {
+            code: Some(r.exit_code),
+            oom_killed: r.oom_killed,
+            error: None,
+        },
+        "failed" => Observed::Exited {
+            code: None,
+            oom_killed: false,
+            error: Some(r.error.clone()),
+        },
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "unknown container state '{other}'"
+            )))
+        }
     })
 }
 
@@ -151,14 +215,25 @@ pub async fn move_off(core: &Core, node: NodeId) -> Result<u32, Status> {
     let state = core.state();
     let mut moved = 0;
     let mut failed = Vec::new();
-    let active: Vec<ContainerRecord> =
-        state.containers.values().filter(|c| c.node == node && c.is_active()).cloned().collect();
+    let active: Vec<ContainerRecord> = state
+        .containers
+        .values()
+        .filter(|c| c.node == node && c.is_active())
+        .cloned()
+        .collect();
     for c in active {
         let Some(def) = state.definitions.get(&c.digest).cloned() else {
             failed.push(format!("{}: its definition is gone", c.id));
             continue;
         };
-        let req = placement::Request { definition: &c.definition, node: None, labels: BTreeMap::new(), exclude: vec![node] };
+        let mut exclude = core.suspects();
+        exclude.push(node);
+        let req = placement::Request {
+            definition: &c.definition,
+            node: None,
+            labels: BTreeMap::new(),
+            exclude,
+        };
         let target = match placement::place(&core.state(), &req) {
             Ok(t) => t,
             Err(e) => {
@@ -182,7 +257,9 @@ pub async fn move_off(core: &Core, node: NodeId) -> Result<u32, Status> {
 fn existing_node(core: &Core, id: NodeId) -> Result<NodeStatus, Status> {
     match core.state().nodes.get(&id) {
         None => Err(Status::not_found(format!("no node {id}"))),
-        Some(n) if n.status == NodeStatus::Left => Err(Status::failed_precondition(format!("node {id} has left"))),
+        Some(n) if n.status == NodeStatus::Left => {
+            Err(Status::failed_precondition(format!("node {id} has left")))
+        }
         Some(n) => Ok(n.status),
     }
 }
@@ -190,7 +267,11 @@ fn existing_node(core: &Core, id: NodeId) -> Result<NodeStatus, Status> {
 /// Drain: no new containers there, the existing ones moved elsewhere.
 pub async fn drain(core: &Core, id: NodeId) -> Result<u32, Status> {
     if existing_node(core, id)? == NodeStatus::Up {
-        core.propose(Command::SetNodeStatus { id, status: NodeStatus::Draining }).await?;
+        core.propose(Command::SetNodeStatus {
+            id,
+            status: NodeStatus::Draining,
+        })
+        .await?;
     }
     move_off(core, id).await
 }
@@ -203,22 +284,42 @@ pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     if voters.contains(&id) {
         if voters.len() == 1 {
-            return Err(Status::failed_precondition(format!("node {id} is the last voter; it cannot leave")));
+            return Err(Status::failed_precondition(format!(
+                "node {id} is the last voter; it cannot leave"
+            )));
         }
         core.raft
-            .change_membership(openraft::ChangeMembers::RemoveVoters([id].into_iter().collect()), false)
+            .change_membership(
+                openraft::ChangeMembers::RemoveVoters([id].into_iter().collect()),
+                false,
+            )
             .await
             .map_err(|e| Status::unavailable(format!("remove voter {id}: {e}")))?;
     }
-    if core.metrics().membership_config.membership().get_node(&id).is_some() {
+    if core
+        .metrics()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some()
+    {
         core.raft
-            .change_membership(openraft::ChangeMembers::RemoveNodes([id].into_iter().collect()), false)
+            .change_membership(
+                openraft::ChangeMembers::RemoveNodes([id].into_iter().collect()),
+                false,
+            )
             .await
             .map_err(|e| Status::unavailable(format!("remove node {id}: {e}")))?;
     }
     // After removing itself the old leader may no longer lead: the record is best effort
     // there and the new leader's state still shows the node drained.
-    match core.propose(Command::SetNodeStatus { id, status: NodeStatus::Left }).await {
+    match core
+        .propose(Command::SetNodeStatus {
+            id,
+            status: NodeStatus::Left,
+        })
+        .await
+    {
         Ok(_) => {}
         Err(e) if id == core.id => tracing::info!("left the cluster: {}", e.message()),
         Err(e) => return Err(e),

@@ -8,7 +8,8 @@ use crate::api::pb::cluster_server::Cluster;
 use crate::api::pb::*;
 use crate::api::LEADER_HEADER;
 use crate::cluster::state::{
-    ClusterState, Command, ContainerRecord, Desired, Event as StateEvent, NodeRecord, Observed, Response as CmdResponse,
+    ClusterState, Command, ContainerRecord, Desired, Event as StateEvent, NodeRecord, Observed,
+    Response as CmdResponse,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,12 +32,17 @@ macro_rules! on_leader {
                 return Err(Status::unavailable(format!(
                     "node {} is not the leader (leader: {})",
                     $self.core.id,
-                    $self.core.leader().map(|l| format!("{}@{}", l.0, l.1)).unwrap_or_else(|| "unknown".into())
+                    $self
+                        .core
+                        .leader()
+                        .map(|l| format!("{}@{}", l.0, l.1))
+                        .unwrap_or_else(|| "unknown".into())
                 )));
             }
             let (mut client, hint) = $self.core.leader_client()?;
             let mut fwd = Request::new($req.into_inner());
-            fwd.metadata_mut().insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+            fwd.metadata_mut()
+                .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
             let mut reply = client.$method(fwd).await?;
             if let Ok(v) = MetadataValue::try_from(hint.as_str()) {
                 reply.metadata_mut().insert(LEADER_HEADER, v);
@@ -49,7 +55,12 @@ macro_rules! on_leader {
 /// API form of a container.
 pub fn container_pb(c: &ContainerRecord) -> Container {
     let (exit_code, has_exit_code, pid, error) = match &c.observed {
-        Observed::Exited { code, error, .. } => (code.unwrap_or(0), code.is_some(), 0, error.clone().unwrap_or_default()),
+        Observed::Exited { code, error, .. } => (
+            code.unwrap_or(0),
+            code.is_some(),
+            0,
+            error.clone().unwrap_or_default(),
+        ),
         Observed::Running { pid } => (0, false, *pid, String::new()),
         _ => (0, false, 0, String::new()),
     };
@@ -78,7 +89,12 @@ pub fn container_pb(c: &ContainerRecord) -> Container {
 pub fn members_pb(core: &Core, state: &ClusterState) -> Vec<Member> {
     let m = core.metrics();
     let membership = m.membership_config.membership();
-    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    // Voters of the newest configuration (during a change, the one being moved to).
+    let voters: std::collections::BTreeSet<u64> = membership
+        .get_joint_config()
+        .last()
+        .cloned()
+        .unwrap_or_default();
     let mut out: Vec<Member> = state
         .nodes
         .values()
@@ -90,7 +106,11 @@ pub fn members_pb(core: &Core, state: &ClusterState) -> Vec<Member> {
             out.push(Member {
                 id: *id,
                 addr: node.addr.clone(),
-                role: if voters.contains(id) { "voter".into() } else { "learner".into() },
+                role: if voters.contains(id) {
+                    "voter".into()
+                } else {
+                    "learner".into()
+                },
                 state: "joining".into(),
                 containers: 0,
                 labels: Default::default(),
@@ -101,7 +121,12 @@ pub fn members_pb(core: &Core, state: &ClusterState) -> Vec<Member> {
     out
 }
 
-fn node_pb(n: &NodeRecord, state: &ClusterState, voters: &std::collections::BTreeSet<u64>, member: bool) -> Member {
+fn node_pb(
+    n: &NodeRecord,
+    state: &ClusterState,
+    voters: &std::collections::BTreeSet<u64>,
+    member: bool,
+) -> Member {
     Member {
         id: n.id,
         addr: n.addr.clone(),
@@ -130,10 +155,11 @@ fn event_pb(e: StateEvent, state: &ClusterState) -> Event {
 }
 
 fn find<'a>(state: &'a ClusterState, id: &str) -> Result<&'a ContainerRecord, Status> {
-    state
-        .containers
-        .get(id)
-        .ok_or_else(|| Status::not_found(format!("no container '{id}' (see `haconiwa containers --all`)")))
+    state.containers.get(id).ok_or_else(|| {
+        Status::not_found(format!(
+            "no container '{id}' (see `haconiwa containers --all`)"
+        ))
+    })
 }
 
 #[tonic::async_trait]
@@ -142,7 +168,9 @@ impl Cluster for ClusterService {
         on_leader!(self, req, spawn);
         let r = req.into_inner();
         let container = ops::spawn(&self.core, r).await?;
-        Ok(Response::new(SpawnReply { container: Some(container_pb(&container)) }))
+        Ok(Response::new(SpawnReply {
+            container: Some(container_pb(&container)),
+        }))
     }
 
     async fn stop(&self, req: Request<StopRequest>) -> Result<Response<StopReply>, Status> {
@@ -151,24 +179,43 @@ impl Cluster for ClusterService {
         find(&self.core.state(), &id)?;
         self.core.propose(Command::Stop { id: id.clone() }).await?;
         let state = self.core.state();
-        Ok(Response::new(StopReply { container: Some(container_pb(find(&state, &id)?)) }))
+        Ok(Response::new(StopReply {
+            container: Some(container_pb(find(&state, &id)?)),
+        }))
     }
 
-    async fn list_containers(&self, req: Request<ListContainersRequest>) -> Result<Response<ListContainersReply>, Status> {
+    async fn list_containers(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersReply>, Status> {
         let all = req.into_inner().all;
         let state = self.core.state();
-        let mut containers: Vec<&ContainerRecord> =
-            state.containers.values().filter(|c| all || !c.observed.is_final()).collect();
+        let mut containers: Vec<&ContainerRecord> = state
+            .containers
+            .values()
+            .filter(|c| all || !c.observed.is_final())
+            .collect();
         containers.sort_by_key(|c| c.created_index);
-        Ok(Response::new(ListContainersReply { containers: containers.into_iter().map(container_pb).collect() }))
+        Ok(Response::new(ListContainersReply {
+            containers: containers.into_iter().map(container_pb).collect(),
+        }))
     }
 
-    async fn get_container(&self, req: Request<GetContainerRequest>) -> Result<Response<Container>, Status> {
+    async fn get_container(
+        &self,
+        req: Request<GetContainerRequest>,
+    ) -> Result<Response<Container>, Status> {
         let state = self.core.state();
-        Ok(Response::new(container_pb(find(&state, &req.into_inner().id)?)))
+        Ok(Response::new(container_pb(find(
+            &state,
+            &req.into_inner().id,
+        )?)))
     }
 
-    async fn cluster_status(&self, _req: Request<ClusterStatusRequest>) -> Result<Response<ClusterStatusReply>, Status> {
+    async fn cluster_status(
+        &self,
+        _req: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
         let m = self.core.metrics();
         let state = self.core.state();
         let leader = m.current_leader.unwrap_or(0);
@@ -187,12 +234,18 @@ impl Cluster for ClusterService {
             members: members_pb(&self.core, &state),
             state_digest: state.digest(),
             node: self.core.id,
+            joint: m.membership_config.membership().get_joint_config().len() > 1,
         }))
     }
 
-    async fn members(&self, _req: Request<MembersRequest>) -> Result<Response<MembersReply>, Status> {
+    async fn members(
+        &self,
+        _req: Request<MembersRequest>,
+    ) -> Result<Response<MembersReply>, Status> {
         let state = self.core.state();
-        Ok(Response::new(MembersReply { members: members_pb(&self.core, &state) }))
+        Ok(Response::new(MembersReply {
+            members: members_pb(&self.core, &state),
+        }))
     }
 
     async fn leave(&self, req: Request<NodeRequest>) -> Result<Response<NodeReply>, Status> {
@@ -200,7 +253,9 @@ impl Cluster for ClusterService {
         let id = req.into_inner().id;
         let moved = ops::leave(&self.core, id).await?;
         let state = self.core.state();
-        let member = members_pb(&self.core, &state).into_iter().find(|m| m.id == id);
+        let member = members_pb(&self.core, &state)
+            .into_iter()
+            .find(|m| m.id == id);
         Ok(Response::new(NodeReply { member, moved }))
     }
 
@@ -209,13 +264,18 @@ impl Cluster for ClusterService {
         let id = req.into_inner().id;
         let moved = ops::drain(&self.core, id).await?;
         let state = self.core.state();
-        let member = members_pb(&self.core, &state).into_iter().find(|m| m.id == id);
+        let member = members_pb(&self.core, &state)
+            .into_iter()
+            .find(|m| m.id == id);
         Ok(Response::new(NodeReply { member, moved }))
     }
 
     type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send + 'static>>;
 
-    async fn watch_events(&self, _req: Request<WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+    async fn watch_events(
+        &self,
+        _req: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let rx = self.core.feed.events.subscribe();
         let feed = self.core.feed.state.clone();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(move |item| match item {
@@ -224,7 +284,9 @@ impl Cluster for ClusterService {
                 Ok(event_pb(e, &state))
             }
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Err(Status::data_loss(format!("the event stream fell {n} events behind; reconnect")))
+                Err(Status::data_loss(format!(
+                    "the event stream fell {n} events behind; reconnect"
+                )))
             }
         });
         Ok(Response::new(Box::pin(stream)))
@@ -234,10 +296,16 @@ impl Cluster for ClusterService {
         on_leader!(self, req, join);
         let r = req.into_inner();
         let id = ops::join(&self.core, r).await?;
-        Ok(Response::new(JoinReply { node_id: id, leader: self.core.id }))
+        Ok(Response::new(JoinReply {
+            node_id: id,
+            leader: self.core.id,
+        }))
     }
 
-    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
         on_leader!(self, req, heartbeat);
         ops::heartbeat(&self.core, req.into_inner().node_id).await?;
         Ok(Response::new(HeartbeatReply {}))
@@ -247,27 +315,50 @@ impl Cluster for ClusterService {
         on_leader!(self, req, report);
         let r = req.into_inner();
         let observed = ops::observed_from_report(&r)?;
-        self.core.propose(Command::Observe { id: r.id, node: r.node_id, observed }).await?;
+        self.core
+            .propose(Command::Observe {
+                id: r.id,
+                node: r.node_id,
+                observed,
+            })
+            .await?;
         Ok(Response::new(ReportReply {}))
     }
 
-    async fn apply_rule(&self, req: Request<ApplyRuleRequest>) -> Result<Response<ApplyRuleReply>, Status> {
+    async fn apply_rule(
+        &self,
+        req: Request<ApplyRuleRequest>,
+    ) -> Result<Response<ApplyRuleReply>, Status> {
         on_leader!(self, req, apply_rule);
         let rule = ops::apply_rule(&self.core, req.into_inner()).await?;
         Ok(Response::new(ApplyRuleReply { rule: Some(rule) }))
     }
 
-    async fn list_rules(&self, _req: Request<ListRulesRequest>) -> Result<Response<ListRulesReply>, Status> {
+    async fn list_rules(
+        &self,
+        _req: Request<ListRulesRequest>,
+    ) -> Result<Response<ListRulesReply>, Status> {
         let state = self.core.state();
-        Ok(Response::new(ListRulesReply { rules: state.rules.values().map(ops::rule_pb).collect() }))
+        Ok(Response::new(ListRulesReply {
+            rules: state.rules.values().map(ops::rule_pb).collect(),
+        }))
     }
 
-    async fn remove_rule(&self, req: Request<RemoveRuleRequest>) -> Result<Response<RemoveRuleReply>, Status> {
+    async fn remove_rule(
+        &self,
+        req: Request<RemoveRuleRequest>,
+    ) -> Result<Response<RemoveRuleReply>, Status> {
         on_leader!(self, req, remove_rule);
         let name = req.into_inner().name;
-        match self.core.propose(Command::RemoveRule { name: name.clone() }).await {
+        match self
+            .core
+            .propose(Command::RemoveRule { name: name.clone() })
+            .await
+        {
             Ok(_) => Ok(Response::new(RemoveRuleReply {})),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(Status::not_found(format!("no rule '{name}'"))),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                Err(Status::not_found(format!("no rule '{name}'")))
+            }
             Err(s) => Err(s),
         }
     }

@@ -73,7 +73,8 @@ pub fn place(state: &ClusterState, req: &Request) -> Result<NodeId, PlacementErr
             best = Some(key);
         }
     }
-    best.map(|b| b.2).ok_or_else(|| PlacementError::NoCandidate(req.labels.clone()))
+    best.map(|b| b.2)
+        .ok_or_else(|| PlacementError::NoCandidate(req.labels.clone()))
 }
 
 #[cfg(test)]
@@ -85,16 +86,38 @@ mod tests {
     fn state() -> ClusterState {
         let mut s = ClusterState::default();
         for (i, zone) in ["a", "b", "b"].iter().enumerate() {
-            let labels = [("zone".to_string(), zone.to_string())].into_iter().collect();
-            s.apply(i as u64 + 1, &Command::AddNode { id: None, addr: format!("n{i}"), labels });
+            let labels = [("zone".to_string(), zone.to_string())]
+                .into_iter()
+                .collect();
+            s.apply(
+                i as u64 + 1,
+                &Command::AddNode {
+                    id: None,
+                    addr: format!("n{i}"),
+                    labels,
+                },
+            );
         }
         s
     }
 
     fn spawn(s: &mut ClusterState, def: &str, node: NodeId) {
-        let d = Definition { name: def.into(), digest: def.into(), text: String::new(), base_dir: String::new() };
+        let d = Definition {
+            name: def.into(),
+            digest: def.into(),
+            text: String::new(),
+            base_dir: String::new(),
+        };
         let spec = ContainerSpec::new(def, vec!["/bin/true".into()], "/r".into());
-        s.apply(100, &Command::Spawn { definition: d, spec, node, rule: None });
+        s.apply(
+            100,
+            &Command::Spawn {
+                definition: d,
+                spec,
+                node,
+                rule: None,
+            },
+        );
     }
 
     #[test]
@@ -102,7 +125,10 @@ mod tests {
         let mut s = state();
         spawn(&mut s, "web", 1);
         spawn(&mut s, "db", 2);
-        let r = Request { definition: "web", ..Default::default() };
+        let r = Request {
+            definition: "web",
+            ..Default::default()
+        };
         assert_eq!(place(&s, &r), Ok(3));
         spawn(&mut s, "web", 3);
         // 2 has one container (db), no web: fewest of the definition wins.
@@ -112,15 +138,40 @@ mod tests {
     #[test]
     fn honours_labels_status_and_exclusion() {
         let mut s = state();
-        let mut r = Request { definition: "web", ..Default::default() };
+        let mut r = Request {
+            definition: "web",
+            ..Default::default()
+        };
         r.labels.insert("zone".into(), "b".into());
         assert_eq!(place(&s, &r), Ok(2));
         r.exclude = vec![2];
         assert_eq!(place(&s, &r), Ok(3));
-        s.apply(5, &Command::SetNodeStatus { id: 3, status: NodeStatus::Draining });
+        s.apply(
+            5,
+            &Command::SetNodeStatus {
+                id: 3,
+                status: NodeStatus::Draining,
+            },
+        );
         assert!(matches!(place(&s, &r), Err(PlacementError::NoCandidate(_))));
-        let e = place(&s, &Request { node: Some(3), ..Default::default() }).unwrap_err();
+        let e = place(
+            &s,
+            &Request {
+                node: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "node 3 is draining");
-        assert_eq!(place(&s, &Request { node: Some(9), ..Default::default() }), Err(PlacementError::NoSuchNode(9)));
+        assert_eq!(
+            place(
+                &s,
+                &Request {
+                    node: Some(9),
+                    ..Default::default()
+                }
+            ),
+            Err(PlacementError::NoSuchNode(9))
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! per test, a busybox root filesystem built once, and checks that nothing is left.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -245,6 +247,11 @@ impl Drop for Host {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Kills what is in a cgroup tree and removes it (test cleanup).
+pub fn remove_cgroup_tree_pub(dir: &Path) {
+    remove_cgroup_tree(dir)
 }
 
 fn remove_cgroup_tree(dir: &Path) {

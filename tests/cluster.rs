@@ -1,0 +1,383 @@
+//! The supervisor cluster with real processes on 127.x.y.N and real containers.
+
+mod common;
+use common::cluster::Cluster;
+use common::stdout;
+use serde_json::Value;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn running_on(c: &[Value], id: &str) -> Option<(u64, i64)> {
+    c.iter()
+        .find(|x| x["id"] == id && x["state"] == "running")
+        .map(|x| (x["node"].as_u64().unwrap(), x["pid"].as_i64().unwrap()))
+}
+
+fn spawn(cl: &Cluster, def: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = vec!["spawn", def.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let out = cl.ok(&args);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+fn pid_alive(pid: i64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn three_supervisors_form_a_cluster_with_one_leader() {
+    let cl = Cluster::three("cl-form", &[]);
+    cl.wait(T, "every member knows the leader", |_| {
+        let l: Vec<Value> = (1..=3)
+            .filter_map(|i| cl.status_of(i))
+            .map(|s| s["leader"].clone())
+            .collect();
+        l.len() == 3 && l.windows(2).all(|w| w[0] == w[1])
+    });
+    let views: Vec<Value> = (1..=3)
+        .map(|i| cl.status_of(i).expect("member answers"))
+        .collect();
+    let leader = views[0]["leader"].as_u64().unwrap();
+    assert!((1..=3).contains(&leader));
+    for v in &views {
+        assert_eq!(
+            v["leader"], leader,
+            "members disagree on the leader: {views:#?}"
+        );
+        assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    }
+    // Every member applied the same state.
+    cl.wait(T, "equal digests", |_| {
+        let d: Vec<Value> = (1..=3)
+            .filter_map(|i| cl.status_of(i))
+            .map(|s| s["state_digest"].clone())
+            .collect();
+        d.len() == 3 && d.windows(2).all(|w| w[0] == w[1])
+    });
+}
+
+#[test]
+fn spawn_placed_on_node_2_runs_a_real_container_there_and_stop_kills_it() {
+    let cl = Cluster::three("cl-spawn", &[]);
+    let def = cl.haco("web", "[\"/bin/sleep\", \"600\"]");
+    let id = spawn(&cl, &def, &["--node", "2"]);
+    let c = cl.wait_containers(T, "running on node 2", |c| running_on(c, &id).is_some());
+    let (node, pid) = running_on(&c, &id).unwrap();
+    assert_eq!(node, 2);
+    assert!(pid_alive(pid));
+    // Node 2's own runtime has it; nobody else does.
+    let local = cl.local_ps(2);
+    assert!(
+        local
+            .iter()
+            .any(|x| x["name"] == id.as_str() && x["status"] == "running" && x["pid"] == pid),
+        "{local:#?}"
+    );
+    assert!(cl
+        .local_ps(1)
+        .iter()
+        .chain(cl.local_ps(3).iter())
+        .all(|x| x["name"] != id.as_str()));
+    // A follower forwards the write to the leader.
+    let follower = (1..=3)
+        .find(|i| cl.status().unwrap()["leader"] != *i as u64)
+        .unwrap();
+    let o = cl.run_on(follower, &["stop", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    cl.wait_containers(T, "stopped", |c| {
+        c.iter()
+            .any(|x| x["id"] == id.as_str() && x["state"] == "exited")
+    });
+    assert!(!pid_alive(pid), "the container still runs after stop");
+}
+
+#[test]
+fn kill_9_of_the_leader_elects_a_new_one_and_writes_work_again() {
+    let mut cl = Cluster::three("cl-failover", &[]);
+    let def = cl.haco("job", "[\"/bin/sleep\", \"600\"]");
+    let before = cl.status().unwrap();
+    let old = before["leader"].as_u64().unwrap();
+    cl.kill9(old as usize);
+    let s = cl.wait(T, "a new leader", |s| {
+        let l = s["leader"].as_u64().unwrap_or(0);
+        l != 0 && l != old
+    });
+    assert!(s["term"].as_u64() > before["term"].as_u64());
+    let id = spawn(&cl, &def, &[]);
+    let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
+    assert_ne!(
+        running_on(&c, &id).unwrap().0,
+        old,
+        "placed on the dead node"
+    );
+}
+
+#[test]
+fn a_restarted_node_keeps_its_state_and_readopts_its_containers() {
+    let mut cl = Cluster::three("cl-readopt", &["--node-ttl-ms", "8000"]);
+    let def = cl.haco("keep", "[\"/bin/sleep\", \"600\"]");
+    let id = spawn(&cl, &def, &["--node", "3"]);
+    let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
+    let (_, pid) = running_on(&c, &id).unwrap();
+    cl.stop(3);
+    // Its container keeps running without its supervisor.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pid_alive(pid));
+    cl.start(3);
+    cl.wait(T, "node 3 back", |_| {
+        cl.status_of(3)
+            .is_some_and(|s| s["leader"].as_u64().unwrap_or(0) != 0)
+    });
+    // Re-adopted: same pid, still running, no second copy.
+    let c = cl.wait_containers(T, "still running", |c| running_on(c, &id).is_some());
+    assert_eq!(running_on(&c, &id), Some((3, pid)));
+    let local: Vec<Value> = cl
+        .local_ps(3)
+        .into_iter()
+        .filter(|x| x["status"] == "running")
+        .collect();
+    assert_eq!(local.len(), 1, "{local:#?}");
+    assert!(cl.log(3).contains("node 3 serving"));
+}
+
+#[test]
+fn all_three_stopped_and_restarted_come_back_with_the_same_state() {
+    let mut cl = Cluster::three("cl-fullrestart", &["--node-ttl-ms", "8000"]);
+    let def = cl.haco("svc", "[\"/bin/sleep\", \"600\"]");
+    let ids: Vec<String> = (1..=3)
+        .map(|n| spawn(&cl, &def, &["--node", &n.to_string()]))
+        .collect();
+    cl.wait_containers(T, "3 running", |c| {
+        ids.iter().all(|id| running_on(c, id).is_some())
+    });
+    let before = cl.status().unwrap();
+    let pids: Vec<(u64, i64)> = ids
+        .iter()
+        .map(|id| running_on(&cl.containers(), id).unwrap())
+        .collect();
+    for i in 1..=3 {
+        cl.stop(i);
+    }
+    for i in 1..=3 {
+        cl.start(i);
+    }
+    cl.wait_leader(T);
+    let after = cl.wait(T, "the same state", |s| {
+        s["state_digest"] == before["state_digest"]
+    });
+    assert_eq!(after["members"].as_array().unwrap().len(), 3);
+    let c = cl.containers();
+    for (id, p) in ids.iter().zip(&pids) {
+        assert_eq!(running_on(&c, id), Some(*p), "{id} changed: {c:#?}");
+    }
+    assert_eq!(c.len(), 3, "duplicates: {c:#?}");
+    for n in 1..=3 {
+        let running = cl
+            .local_ps(n)
+            .into_iter()
+            .filter(|x| x["status"] == "running")
+            .count();
+        assert_eq!(running, 1, "node {n} runs {running} containers");
+    }
+}
+
+#[test]
+fn a_fourth_node_joins_as_learner_and_replaces_a_voter_gone_for_good() {
+    let mut cl = Cluster::three(
+        "cl-learner",
+        &["--snapshot-after", "10", "--replace-voter-after-ms", "1500"],
+    );
+    // Enough entries that the newcomer starts from a snapshot, not the whole log.
+    let def = cl.haco("fill", "[\"/bin/sleep\", \"600\"]");
+    for _ in 0..4 {
+        spawn(&cl, &def, &[]);
+    }
+    cl.wait_containers(T, "4 running", |c| {
+        c.iter().filter(|x| x["state"] == "running").count() == 4
+    });
+    let slot = cl.add_node(&["--label", "role=spare"]);
+    let s = cl.wait(T, "4 members", |s| {
+        s["members"].as_array().unwrap().len() == 4
+    });
+    let m4 = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .cloned()
+        .expect("node 4");
+    assert_eq!(m4["role"], "learner", "{s:#}");
+    assert_eq!(m4["labels"]["role"], "spare");
+    cl.wait(T, "node 4 has the same state", |s| {
+        cl.status_of(slot)
+            .is_some_and(|v| v["state_digest"] == s["state_digest"])
+    });
+    assert!(
+        cl.log(slot).contains("installed snapshot"),
+        "node 4 did not start from a snapshot:\n{}",
+        cl.log(slot)
+    );
+    // A voter that is not the leader dies for good.
+    let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    cl.kill9(victim as usize);
+    let s = cl.wait(T, "the learner promoted", |s| {
+        let m = s["members"].as_array().unwrap();
+        let role = |id: u64| m.iter().find(|x| x["id"] == id).map(|x| x["role"].clone());
+        role(4) == Some("voter".into()) && role(victim) != Some("voter".into())
+    });
+    let voters = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .count();
+    assert_eq!(voters, 3, "{s:#}");
+    // The cluster still commits.
+    let id = spawn(&cl, &def, &[]);
+    cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused() {
+    let cl = Cluster::three("cl-token", &[]);
+    let wrong = cl
+        .cli()
+        .env("HACONIWA_TOKEN", "not-the-token")
+        .args(["containers"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("unauthenticated: wrong cluster token"),
+        "{wrong:?}"
+    );
+    let out = std::process::Command::new(common::BIN)
+        .env("HACONIWA_SERVER", cl.servers())
+        .env("HACONIWA_TOKEN", "")
+        .args(["containers"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // The Raft and reflection services sit behind the same check (python client test).
+    let py = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_client.py"))
+        .args(["no-token", &cl.nodes[0].addr])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}{}",
+        stdout(&py),
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert!(stdout(&py).contains("UNAUTHENTICATED"), "{}", stdout(&py));
+}
+
+#[test]
+fn an_independent_grpc_client_lists_services_and_calls_cluster_status() {
+    let cl = Cluster::three("cl-reflect", &[]);
+    let py = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_client.py"))
+        .args(["status", &cl.nodes[1].addr, &cl.token])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}{}",
+        stdout(&py),
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let out = stdout(&py);
+    assert!(
+        out.contains("haconiwa.v1.Cluster") && out.contains("haconiwa.v1.Raft"),
+        "{out}"
+    );
+    let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
+    assert!(out.contains(&format!("leader={leader}")), "{out}");
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let cl = Cluster::three("cl-bad", &[]);
+    let before = cl.status().unwrap()["state_digest"].clone();
+    let o = cl.run(&["stop", "no-such-container"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not found: no container 'no-such-container'"),
+        "{o:?}"
+    );
+    let def = cl.haco("ok", "[\"/bin/true\"]");
+    let o = cl.run(&["spawn", def.to_str().unwrap(), "--node", "9"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid argument: no node 9 in the cluster"),
+        "{o:?}"
+    );
+    let o = cl.run(&["cluster", "drain", "9"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not found: no node 9"),
+        "{o:?}"
+    );
+    // An invalid definition sent straight to the API (no local check) is refused with
+    // its position.
+    let py = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_client.py"))
+        .args(["bad-spawn", &cl.nodes[2].addr, &cl.token])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}{}",
+        stdout(&py),
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert!(
+        stdout(&py).contains("INVALID_ARGUMENT broken.haco:2:7: unknown key 'nmae'"),
+        "{}",
+        stdout(&py)
+    );
+    assert_eq!(
+        cl.status().unwrap()["state_digest"],
+        before,
+        "a refused request changed the state"
+    );
+}
+
+#[test]
+fn a_node_cut_off_and_back_kills_its_stale_containers() {
+    let mut cl = Cluster::three("cl-partition", &[]);
+    let def = cl.haco("stale", "[\"/bin/sleep\", \"600\"]");
+    let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let id = spawn(&cl, &def, &["--node", &victim.to_string()]);
+    let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
+    let (_, pid) = running_on(&c, &id).unwrap();
+    cl.cut_off(victim as usize);
+    // The others mark it down and its container lost; it keeps running over there.
+    cl.wait_containers(T, "lost", |c| {
+        c.iter()
+            .any(|x| x["id"] == id.as_str() && x["state"] == "lost")
+    });
+    assert!(pid_alive(pid), "killed while cut off");
+    cl.heal();
+    cl.wait(T, "node back up", |s| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == victim && m["state"] == "up")
+    });
+    // Back, it learns the container is no longer its own and kills it.
+    let deadline = std::time::Instant::now() + T;
+    while pid_alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stale container still running\n{}",
+            cl.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let local = cl.local_ps(victim);
+    assert!(local.iter().all(|x| x["status"] != "running"), "{local:#?}");
+}

@@ -1,0 +1,468 @@
+//! A cluster of real supervisor processes on 127.x.y.N for tests: start, join, kill -9,
+//! restart, cut off with iptables; everything removed on drop, also after a failure.
+#![allow(dead_code)]
+
+use super::{busybox_rootfs, require_program, require_root, Scratch, BIN};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Cluster tests run one at a time: several clusters at once on 2 cores would test the
+/// machine's scheduler, not haconiwa.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// One supervisor slot.
+pub struct Node {
+    /// 1-based slot (its IP ends with it; usually also its id).
+    pub slot: usize,
+    /// `127.a.b.slot:7700`.
+    pub addr: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+    /// The process, while it runs.
+    pub child: Option<Child>,
+    /// Extra flags it was started with.
+    pub flags: Vec<String>,
+}
+
+/// A test cluster.
+pub struct Cluster {
+    /// Scratch space.
+    pub scratch: Scratch,
+    /// Supervisors.
+    pub nodes: Vec<Node>,
+    /// Token.
+    pub token: String,
+    /// State dir base.
+    pub state_dir: PathBuf,
+    /// cgroup parent base.
+    pub cgroup_parent: String,
+    /// `127.a.b`.
+    pub net: String,
+    /// Flags given to every supervisor.
+    pub common_flags: Vec<String>,
+    chain: Option<String>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// An empty cluster description; `common_flags` go to every supervisor.
+    pub fn new(tag: &str, common_flags: &[&str]) -> Cluster {
+        require_root();
+        busybox_rootfs();
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let scratch = Scratch::new(tag);
+        let net = format!("127.{}.{}", 20 + n % 200, std::process::id() % 250 + 1);
+        let cgroup_parent = format!(
+            "haconiwa-test-{}",
+            scratch.path.file_name().unwrap().to_string_lossy()
+        );
+        Cluster {
+            state_dir: scratch.path.join("state"),
+            scratch,
+            nodes: Vec::new(),
+            token: "test-token-0123".into(),
+            cgroup_parent,
+            net,
+            common_flags: common_flags.iter().map(|s| s.to_string()).collect(),
+            chain: None,
+            _serial: serial,
+        }
+    }
+
+    /// Starts a 3-node cluster and waits for 3 voters.
+    pub fn three(tag: &str, common_flags: &[&str]) -> Cluster {
+        let mut c = Cluster::new(tag, common_flags);
+        c.add_node(&[]);
+        c.wait_leader(Duration::from_secs(20));
+        c.add_node(&[]);
+        c.wait(Duration::from_secs(30), "node 2 joined", |s| {
+            s["members"].as_array().unwrap().len() == 2
+        });
+        c.add_node(&[]);
+        c.wait(
+            Duration::from_secs(30),
+            "3 voters up, membership settled",
+            |s| {
+                let m = s["members"].as_array().unwrap();
+                s["joint"] == false
+                    && m.len() == 3
+                    && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
+            },
+        );
+        c
+    }
+
+    fn supervisor_cmd(&self, node: &Node) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("supervisor")
+            .arg("--listen")
+            .arg(&node.addr)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(&self.common_flags)
+            .args(&node.flags)
+            .env("HACONIWA_TOKEN", &self.token)
+            .env("HACONIWA_STATE_DIR", &self.state_dir)
+            .env("HACONIWA_CGROUP_PARENT", &self.cgroup_parent)
+            .env("RUST_LOG", "info,openraft=error,openraft::replication=off")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Adds a supervisor: the first starts the cluster, the others join the first.
+    pub fn add_node(&mut self, flags: &[&str]) -> usize {
+        let slot = self.nodes.len() + 1;
+        let mut flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        if slot > 1 {
+            flags.push("--join".into());
+            flags.push(
+                self.nodes
+                    .iter()
+                    .map(|n| n.addr.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        let node = Node {
+            slot,
+            addr: format!("{}.{slot}:7700", self.net),
+            data_dir: self.scratch.path.join(format!("n{slot}")),
+            log: self.scratch.path.join(format!("n{slot}.log")),
+            child: None,
+            flags,
+        };
+        self.nodes.push(node);
+        self.start(slot);
+        slot
+    }
+
+    /// Starts (or restarts) slot `slot`.
+    pub fn start(&mut self, slot: usize) {
+        let node = &self.nodes[slot - 1];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let child = self
+            .supervisor_cmd(node)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start supervisor");
+        self.nodes[slot - 1].child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self, slot: usize) {
+        if let Some(mut c) = self.nodes[slot - 1].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self, slot: usize) {
+        if let Some(mut c) = self.nodes[slot - 1].child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Addresses of running supervisors.
+    pub fn servers(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A `haconiwa` client command against the running members.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("HACONIWA_SERVER", self.servers())
+            .env("HACONIWA_TOKEN", &self.token);
+        c
+    }
+
+    /// Runs a client command against one member.
+    pub fn run_on(&self, slot: usize, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .env("HACONIWA_SERVER", &self.nodes[slot - 1].addr)
+            .env("HACONIWA_TOKEN", &self.token)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a client command; returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().unwrap()
+    }
+
+    /// Runs a client command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "haconiwa {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// `cluster status --json` from one member, if it answers.
+    pub fn status_of(&self, slot: usize) -> Option<Value> {
+        let o = self.run_on(slot, &["cluster", "status", "--json"]);
+        if !o.status.success() {
+            eprintln!(
+                "status of slot {slot}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// `cluster status --json` from any member.
+    pub fn status(&self) -> Option<Value> {
+        let o = self.run(&["cluster", "status", "--json"]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).ok())
+            .flatten()
+    }
+
+    /// `containers --all --json`.
+    pub fn containers(&self) -> Vec<Value> {
+        let o = self.run(&["containers", "--all", "--json"]);
+        if !o.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `cond` holds for the cluster status.
+    pub fn wait(&self, timeout: Duration, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status() {
+                if cond(&s) {
+                    return s;
+                }
+                last = s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; last status: {last:#}\n{}",
+            self.logs_tail()
+        );
+    }
+
+    /// Waits for a leader; returns its id.
+    pub fn wait_leader(&self, timeout: Duration) -> u64 {
+        self.wait(timeout, "a leader", |s| {
+            s["leader"].as_u64().unwrap_or(0) != 0
+        })["leader"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits (bounded) until `cond` holds for the container list.
+    pub fn wait_containers(
+        &self,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            let c = self.containers();
+            if cond(&c) {
+                return c;
+            }
+            last = c;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; containers: {last:#?}\n{}",
+            self.logs_tail()
+        );
+    }
+
+    /// The local view of node `id` (`haconiwa ps --json` in its state dir).
+    pub fn local_ps(&self, id: u64) -> Vec<Value> {
+        let o = Command::new(BIN)
+            .env(
+                "HACONIWA_STATE_DIR",
+                self.state_dir.join(format!("node-{id}")),
+            )
+            .env(
+                "HACONIWA_CGROUP_PARENT",
+                format!("{}/node-{id}", self.cgroup_parent),
+            )
+            .args(["ps", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    }
+
+    /// Writes a definition into the scratch dir, rooted at the test busybox root.
+    pub fn haco(&self, name: &str, cmd: &str) -> PathBuf {
+        let p = self.scratch.path.join(format!("{name}.haco"));
+        std::fs::write(
+            &p,
+            format!(
+                "haconiwa.define(|c| {{\n  c.name = `{name}-${{uuid_short()}}`;\n  c.init_command = {cmd};\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\"]);\n  c.cgroup[\"pids.max\"] = 32;\n}});\n",
+                busybox_rootfs().display()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    /// Cuts slot `slot` off the network (both directions) with iptables.
+    pub fn cut_off(&mut self, slot: usize) {
+        require_program("iptables", "iptables");
+        let chain = format!(
+            "HCT{}{}",
+            std::process::id() % 100000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let ip = self.nodes[slot - 1]
+            .addr
+            .rsplit_once(':')
+            .unwrap()
+            .0
+            .to_string();
+        let ipt = |args: &[&str]| {
+            let st = Command::new("iptables").args(args).status().unwrap();
+            assert!(st.success(), "iptables {args:?}");
+        };
+        ipt(&["-N", &chain]);
+        self.chain = Some(chain.clone());
+        ipt(&["-A", &chain, "-s", &ip, "-j", "DROP"]);
+        ipt(&["-A", &chain, "-d", &ip, "-j", "DROP"]);
+        ipt(&["-I", "INPUT", "-j", &chain]);
+    }
+
+    /// Undoes `cut_off`.
+    pub fn heal(&mut self) {
+        if let Some(chain) = self.chain.take() {
+            let _ = Command::new("iptables")
+                .args(["-D", "INPUT", "-j", &chain])
+                .status();
+            let _ = Command::new("iptables").args(["-F", &chain]).status();
+            let _ = Command::new("iptables").args(["-X", &chain]).status();
+        }
+    }
+
+    /// The last lines of every supervisor log (for failure messages).
+    pub fn logs_tail(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            s.push_str(&format!("--- node slot {} ---\n", n.slot));
+            for l in &lines[lines.len().saturating_sub(15)..] {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// Log text of one slot.
+    pub fn log(&self, slot: usize) -> String {
+        std::fs::read_to_string(&self.nodes[slot - 1].log).unwrap_or_default()
+    }
+}
+
+/// Kills every process recorded under a state dir (monitors and containers).
+pub fn kill_recorded(state_dir: &Path) {
+    let Ok(nodes) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for node in nodes.flatten() {
+        let Ok(rd) = std::fs::read_dir(node.path().join("containers")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if v["status"] == "exited" {
+                continue;
+            }
+            for key in ["monitor_pid", "pid"] {
+                if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.heal();
+        for i in 1..=self.nodes.len() {
+            self.kill9(i);
+        }
+        kill_recorded(&self.state_dir);
+        // cgroups: <hierarchy>/<parent>/node-N/<container>
+        let mut dirs = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                let p = e.path().join(&self.cgroup_parent);
+                if p.exists() {
+                    dirs.push(p);
+                }
+            }
+        }
+        for _ in 0..200 {
+            let mut left = false;
+            for d in &dirs {
+                if d.exists() {
+                    left = true;
+                    super::remove_cgroup_tree_pub(d);
+                }
+            }
+            if !left {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
