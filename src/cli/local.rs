@@ -189,6 +189,9 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Stop { .. }
         | Command::Containers { .. }
         | Command::Events { .. }
+        | Command::Watch(_)
+        | Command::Up(_)
+        | Command::Down
         | Command::Cluster(_) => Err("not a local command".into()),
         Command::Monitor => {
             let mut text = String::new();

@@ -5,6 +5,7 @@ mod local;
 mod remote;
 mod supervise;
 mod template;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -163,9 +164,42 @@ pub enum Command {
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Watcher rules the leader keeps true.
+    #[command(subcommand)]
+    Watch(WatchCommand),
+    /// A whole local cluster in one command: N supervisors on 127.0.0.x, the example
+    /// root filesystem, a watch file applied, a live table until Ctrl-C.
+    Up(up::UpArgs),
+    /// Stop a cluster started with `haconiwa up --detach`.
+    Down,
     /// Internal: start a detached container from a JSON spec on stdin.
     #[command(name = "__monitor", hide = true)]
     Monitor,
+}
+
+/// `haconiwa watch ...`
+#[derive(Debug, Subcommand)]
+pub enum WatchCommand {
+    /// Register a rule (replaces one of the same name); the .haco files it names are
+    /// read next to it and sent along.
+    Apply {
+        /// The .watch file.
+        file: PathBuf,
+        /// Rule name (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List rules: name, digest, last evaluation, last error.
+    Ls {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a rule.
+    Rm {
+        /// Rule name.
+        name: String,
+    },
 }
 
 /// `haconiwa cluster ...`
@@ -204,7 +238,9 @@ pub fn main() -> i32 {
         | Command::Stop { .. }
         | Command::Containers { .. }
         | Command::Events { .. }
+        | Command::Watch(_)
         | Command::Cluster(_) => remote::run(cli),
+        Command::Up(_) | Command::Down => up::run(cli),
         _ => local::dispatch(cli),
     };
     match result {

@@ -1,7 +1,7 @@
 //! Cluster commands: talk to any member over gRPC (`--server`, `--token`).
 
 use super::supervise::parse_labels;
-use super::{Cli, CliError, ClusterCommand, Command};
+use super::{Cli, CliError, ClusterCommand, Command, WatchCommand};
 use crate::api::pb;
 use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::AuthChannel;
@@ -251,7 +251,106 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                 .into_inner();
             println!("node {id} drained; {} container(s) moved", r.moved);
         }
+        Command::Watch(WatchCommand::Apply { file, name }) => {
+            let req = rule_request(&file, name)?;
+            let r = c.apply_rule(req).await.map_err(status_error)?.into_inner();
+            let rule = r.rule.unwrap_or_default();
+            println!(
+                "rule {} applied ({} definition(s): {})",
+                rule.name,
+                rule.definitions.len(),
+                rule.definitions.join(", ")
+            );
+        }
+        Command::Watch(WatchCommand::Ls { json }) => {
+            let r = c
+                .list_rules(pb::ListRulesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                let v: Vec<serde_json::Value> = r
+                    .rules
+                    .iter()
+                    .map(|x| {
+                        serde_json::json!({
+                            "name": x.name,
+                            "digest": x.digest,
+                            "last_evaluation_index": x.last_evaluation_index,
+                            "evaluations": x.evaluations,
+                            "last_error": x.last_error,
+                            "definitions": x.definitions,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<20} {:<14} {:>10} {:>6}  LAST ERROR",
+                    "NAME", "DIGEST", "LAST EVAL", "EVALS"
+                );
+                for x in &r.rules {
+                    println!(
+                        "{:<20} {:<14} {:>10} {:>6}  {}",
+                        x.name,
+                        &x.digest[..12.min(x.digest.len())],
+                        x.last_evaluation_index,
+                        x.evaluations,
+                        if x.last_error.is_empty() {
+                            "-"
+                        } else {
+                            &x.last_error
+                        }
+                    );
+                }
+            }
+        }
+        Command::Watch(WatchCommand::Rm { name }) => {
+            c.remove_rule(pb::RemoveRuleRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            println!("rule {name} removed");
+        }
         _ => return Err("not a cluster command".into()),
     }
     Ok(0)
+}
+
+/// Reads a .watch file and the .haco files it names (relative to it), checking both
+/// here so errors name the user's files and positions.
+pub fn rule_request(
+    file: &std::path::Path,
+    name: Option<String>,
+) -> Result<pb::ApplyRuleRequest, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let shown = file.display().to_string();
+    let info = crate::spec::watch::check(&text, &shown)?;
+    let dir = file
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                d
+            }
+        })
+        .unwrap_or(std::path::Path::new("."));
+    let mut hacos = std::collections::HashMap::new();
+    for h in &info.hacos {
+        let p = dir.join(&h.path);
+        let t = std::fs::read_to_string(&p)
+            .map_err(|e| format!("{shown}:{}:{}: {}: {e}", h.line, h.col, p.display()))?;
+        crate::spec::load_str(&t, &p.display().to_string(), p.parent())?;
+        hacos.insert(h.path.clone(), t);
+    }
+    let base_dir = std::fs::canonicalize(dir)
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    Ok(pb::ApplyRuleRequest {
+        name: name.unwrap_or_default(),
+        text,
+        file: shown,
+        hacos,
+        base_dir,
+    })
 }

@@ -536,11 +536,9 @@ impl ClusterState {
                 };
                 r.last_evaluation_index = index;
                 r.evaluations += 1;
-                if r.last_error != *error {
-                    match error {
-                        Some(e) => ev("rule_failed", None, None, format!("{name}: {e}")),
-                        None => ev("rule_evaluated", None, None, name.clone()),
-                    }
+                match error {
+                    Some(e) => ev("rule_failed", None, None, format!("{name}: {e}")),
+                    None => ev("rule_evaluated", None, None, name.clone()),
                 }
                 r.last_error = error.clone();
                 Response::Ok

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod haco;
 mod model;
 pub mod script;
+pub mod watch;
 
 pub use haco::{load_file, load_str, HacoError};
 pub use model::*;

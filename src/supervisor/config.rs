@@ -242,21 +242,38 @@ mod tests {
     fn the_shipped_example_parses_and_resolves() {
         let text = include_str!("../../cluster-configs/node.toml");
         let s: Settings = toml::from_str(text).expect("cluster-configs/node.toml");
-        let flags = Settings { token: Some("t0k3n".into()), ..Default::default() };
+        let flags = Settings {
+            token: Some("t0k3n".into()),
+            ..Default::default()
+        };
         let c = Config::resolve(flags.over(s)).unwrap();
         assert_eq!(c.listen.to_string(), "10.0.0.11:7700");
         assert_eq!(c.voters, 3);
         assert_eq!(c.labels["zone"], "a");
-        assert_eq!(c.local_ip().map(|i| i.to_string()).as_deref(), Some("10.0.0.11"));
+        assert_eq!(
+            c.local_ip().map(|i| i.to_string()).as_deref(),
+            Some("10.0.0.11")
+        );
     }
 
     #[test]
     fn bad_settings_are_named() {
-        let e = Config::resolve(Settings::default()).unwrap_err().to_string();
+        let e = Config::resolve(Settings::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cluster token is required"), "{e}");
-        let s = Settings { token: Some("t".into()), voters: Some(9), ..Default::default() };
-        assert!(Config::resolve(s).unwrap_err().to_string().contains("voters must be between 1 and 7"));
-        let e = toml::from_str::<Settings>("nodeid = 3").unwrap_err().to_string();
+        let s = Settings {
+            token: Some("t".into()),
+            voters: Some(9),
+            ..Default::default()
+        };
+        assert!(Config::resolve(s)
+            .unwrap_err()
+            .to_string()
+            .contains("voters must be between 1 and 7"));
+        let e = toml::from_str::<Settings>("nodeid = 3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nodeid"), "{e}");
     }
 }

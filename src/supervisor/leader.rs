@@ -35,7 +35,10 @@ pub async fn run(core: Arc<Core>) {
             continue;
         }
         let now = Instant::now();
-        let state = core.state();
+        let (index, state) = {
+            let b = state_rx.borrow_and_update();
+            (b.0, b.1.clone())
+        };
         if leading_since.is_none() {
             leading_since = Some(now);
             *lock(&core.leading_since) = Some(now);
@@ -58,7 +61,6 @@ pub async fn run(core: Arc<Core>) {
         detect_failures(&core, &state, now, &mut down_since).await;
         autopilot(&core, &state, now, &down_since).await;
         collect_garbage(&core, &state).await;
-        let index = state_rx.borrow().0;
         rules.evaluate(&state, index).await;
     }
 }

@@ -2,3 +2,4 @@
 //! intents out.
 
 pub mod placement;
+pub mod rules;

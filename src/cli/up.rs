@@ -1,0 +1,317 @@
+//! `haconiwa up` / `haconiwa down`: a whole local cluster in one command, as
+//! `nomad agent -dev` is for Nomad.
+
+use super::remote::rule_request;
+use super::{Cli, CliError, Command};
+use crate::api::pb;
+use crate::runtime::{bootstrap, Runtime};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Where a detached local cluster is recorded.
+pub const UP_DIR: &str = "/run/haconiwa-up";
+
+/// Flags of `haconiwa up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Rule to apply [default: examples/keep5.watch].
+    watch: Option<PathBuf>,
+    /// Number of supervisors (1-7).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Leave it running and return (stop it with `haconiwa down`).
+    #[arg(long)]
+    detach: bool,
+}
+
+/// What `down` needs to find a detached cluster.
+#[derive(Debug, Serialize, Deserialize)]
+struct UpInfo {
+    pids: Vec<u32>,
+    servers: Vec<String>,
+    token: String,
+    data_dir: PathBuf,
+    state_dir: PathBuf,
+    cgroup_parent: String,
+}
+
+/// Runs `up` or `down`.
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(
+            "haconiwa up/down must run as root (containers need namespaces and cgroups)".into(),
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Up(a) => rt.block_on(up(a)),
+        _ => {
+            let info = read_info().ok_or("no local cluster is up (nothing in /run/haconiwa-up)")?;
+            teardown(&info);
+            println!("local cluster stopped and removed");
+            Ok(0)
+        }
+    }
+}
+
+fn read_info() -> Option<UpInfo> {
+    let text = std::fs::read_to_string(Path::new(UP_DIR).join("info.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    crate::spec::script::fill_random(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Stops the supervisors, kills every container, removes cgroups and data.
+fn teardown(info: &UpInfo) {
+    for pid in &info.pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while info.pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in &info.pids {
+        if alive(*pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(&info.state_dir) {
+        for node in rd.flatten() {
+            let name = node.file_name().to_string_lossy().to_string();
+            let rt = Runtime::new(node.path(), format!("{}/{name}", info.cgroup_parent));
+            for c in rt.list() {
+                if c.state.status == crate::runtime::state::Status::Running {
+                    let _ = rt.kill(
+                        &c.state.name,
+                        nix::sys::signal::Signal::SIGKILL,
+                        Duration::from_secs(1),
+                    );
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&info.data_dir);
+    let _ = std::fs::remove_dir_all(UP_DIR);
+}
+
+async fn up(a: UpArgs) -> Result<i32, CliError> {
+    if !(1..=7).contains(&a.nodes) {
+        return Err("--nodes must be between 1 and 7".into());
+    }
+    if let Some(info) = read_info() {
+        if info.pids.iter().any(|p| alive(*p)) {
+            return Err(format!(
+                "a local cluster is already up ({}); `haconiwa down` stops it",
+                info.servers.join(", ")
+            )
+            .into());
+        }
+        teardown(&info);
+    }
+    let watch = a
+        .watch
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("examples/keep5.watch"));
+    let rule = rule_request(&watch, None)?;
+    // Root filesystems first, once, rather than in every agent at the same time.
+    for (path, text) in &rule.hacos {
+        let full = Path::new(&rule.base_dir).join(path);
+        let spec = crate::spec::load_str(text, &full.display().to_string(), full.parent())?;
+        if bootstrap::ensure(&spec, true)? == bootstrap::Outcome::Built {
+            println!("built root filesystem {}", spec.rootfs.path.display());
+        }
+    }
+    let data_dir = std::env::temp_dir().join(format!("haconiwa-up-{}", random_hex(4)));
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let token = random_hex(16);
+    let exe = std::env::current_exe()?;
+    let mut info = UpInfo {
+        pids: Vec::new(),
+        servers: Vec::new(),
+        token: token.clone(),
+        data_dir: data_dir.clone(),
+        state_dir: data_dir.join("state"),
+        cgroup_parent: "haconiwa-up".into(),
+    };
+    std::fs::create_dir_all(UP_DIR).map_err(|e| format!("{UP_DIR}: {e}"))?;
+    let save = |info: &UpInfo| -> Result<(), CliError> {
+        let text = serde_json::to_string_pretty(info)?;
+        crate::runtime::state::write_atomic(&Path::new(UP_DIR).join("info.json"), text.as_bytes())?;
+        Ok(())
+    };
+    let started = start_all(&a, &exe, &mut info, &save).await;
+    if let Err(e) = started {
+        teardown(&info);
+        return Err(e);
+    }
+    let servers = info.servers.clone();
+    let mut client = crate::api::connect(&servers, &token).await?;
+    if let Err(e) = client.apply_rule(rule).await {
+        teardown(&info);
+        return Err(format!("apply {}: {}", watch.display(), e.message()).into());
+    }
+    let env = format!(
+        "export HACONIWA_SERVER={}\nexport HACONIWA_TOKEN={token}\n",
+        servers.join(",")
+    );
+    std::fs::write(Path::new(UP_DIR).join("env"), &env)?;
+    if a.detach {
+        println!(
+            "local cluster of {} supervisors up; rule {} applied",
+            a.nodes,
+            watch.display()
+        );
+        println!("reach it with:  source {UP_DIR}/env   (or:)");
+        print!("{env}");
+        println!("then: haconiwa cluster status | haconiwa containers | haconiwa events; stop: haconiwa down");
+        return Ok(0);
+    }
+    let result = live_table(&mut client, &watch).await;
+    teardown(&info);
+    println!("\nlocal cluster stopped and removed");
+    result.map(|()| 0)
+}
+
+async fn start_all(
+    a: &UpArgs,
+    exe: &Path,
+    info: &mut UpInfo,
+    save: &dyn Fn(&UpInfo) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    for i in 1..=a.nodes {
+        let addr = format!("127.0.0.{i}:7700");
+        let log = std::fs::File::create(info.data_dir.join(format!("n{i}.log")))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("supervisor")
+            .args(["--listen", &addr, "--data-dir"])
+            .arg(info.data_dir.join(format!("n{i}")))
+            .env("HACONIWA_TOKEN", &info.token)
+            .env("HACONIWA_STATE_DIR", &info.state_dir)
+            .env("HACONIWA_CGROUP_PARENT", &info.cgroup_parent)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: the terminal's Ctrl-C is ours to handle.
+            .process_group(0);
+        if i > 1 {
+            cmd.args(["--join", &info.servers.join(",")]);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("start supervisor {i}: {e}"))?;
+        info.pids.push(child.id());
+        info.servers.push(addr.clone());
+        save(info)?;
+        wait_members(&info.servers, &info.token, i).await?;
+    }
+    Ok(())
+}
+
+async fn wait_members(servers: &[String], token: &str, n: usize) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match crate::api::connect(servers, token).await {
+            Ok(mut c) => match c.cluster_status(pb::ClusterStatusRequest {}).await {
+                Ok(s) => {
+                    let s = s.into_inner();
+                    if s.leader != 0
+                        && s.members.iter().filter(|m| m.state == "up").count() >= n
+                        && !s.joint
+                    {
+                        return Ok(());
+                    }
+                    last = format!("{} member(s) up", s.members.len());
+                }
+                Err(e) => last = e.message().to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("the local cluster did not form ({last}); logs in the data directory").into())
+}
+
+async fn live_table(
+    client: &mut pb::cluster_client::ClusterClient<crate::api::AuthChannel>,
+    watch: &Path,
+) -> Result<(), CliError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let status = client.cluster_status(pb::ClusterStatusRequest {}).await;
+        let containers = client
+            .list_containers(pb::ListContainersRequest { all: false })
+            .await;
+        let mut out = String::from("\x1b[2J\x1b[H");
+        out.push_str(&format!(
+            "haconiwa up: rule {}   (Ctrl-C stops and removes everything)\n\n",
+            watch.display()
+        ));
+        match (status, containers) {
+            (Ok(s), Ok(c)) => {
+                let s = s.into_inner();
+                let c = c.into_inner().containers;
+                out.push_str(&format!(
+                    "leader: node {}   term: {}   commit index: {}\n\n",
+                    s.leader, s.term, s.commit_index
+                ));
+                out.push_str(&format!(
+                    "{:>4}  {:<16} {:<8} {:<9} {:>10}\n",
+                    "NODE", "ADDRESS", "ROLE", "STATE", "CONTAINERS"
+                ));
+                for m in &s.members {
+                    let mark = if m.id == s.leader { "*" } else { " " };
+                    out.push_str(&format!(
+                        "{:>3}{mark}  {:<16} {:<8} {:<9} {:>10}\n",
+                        m.id, m.addr, m.role, m.state, m.containers
+                    ));
+                }
+                out.push_str(&format!(
+                    "\n{:<26} {:<12} {:>4} {:<9} {:>7}\n",
+                    "CONTAINER", "DEFINITION", "NODE", "STATE", "PID"
+                ));
+                for x in &c {
+                    out.push_str(&format!(
+                        "{:<26} {:<12} {:>4} {:<9} {:>7}\n",
+                        x.id, x.definition, x.node, x.state, x.pid
+                    ));
+                }
+                let running = c.iter().filter(|x| x.state == "running").count();
+                out.push_str(&format!(
+                    "\n{running} running, {} wanted\n",
+                    c.iter().filter(|x| x.desired == "running").count()
+                ));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                out.push_str(&format!("(waiting for the cluster: {})\n", e.message()))
+            }
+        }
+        print!("{out}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+}

@@ -1,0 +1,738 @@
+//! The `.watch` loader: watcher rules as Rhai scripts (`haconiwa.watch(|w| ...)`). A rule
+//! registers handlers for events (`cluster`, `container_exit`, `node_down`, `node_up`,
+//! `timer`); evaluating it against a view of the cluster gives intents (spawn, kill,
+//! log). Pure: the leader decides when to evaluate and carries the intents out.
+
+use super::script::{dsl_error, sandboxed_engine, ScriptError};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope, AST,
+};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Event kinds a rule can watch.
+pub const EVENT_KINDS: [&str; 5] = ["cluster", "container_exit", "node_down", "node_up", "timer"];
+
+/// A container as rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewContainer {
+    /// Cluster id.
+    pub id: String,
+    /// Definition name.
+    pub definition: String,
+    /// Node.
+    pub node: u64,
+    /// `pending | starting | running | exited | lost`.
+    pub state: String,
+    /// `running | stopped`.
+    pub desired: String,
+    /// Counted as there (wanted running, not finished).
+    pub active: bool,
+    /// Exit code, when exited.
+    pub exit_code: Option<i32>,
+    /// Labels of its definition.
+    pub labels: BTreeMap<String, String>,
+    /// The rule that spawned it.
+    pub rule: Option<String>,
+}
+
+/// A node as rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewNode {
+    /// Id.
+    pub id: u64,
+    /// Address.
+    pub addr: String,
+    /// `up | down | draining | left`.
+    pub state: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Active containers on it.
+    pub containers: i64,
+}
+
+/// The cluster as rules see it (the desired state: pending and running count).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchView {
+    /// Every container the state holds.
+    pub containers: Vec<ViewContainer>,
+    /// Every node.
+    pub nodes: Vec<ViewNode>,
+}
+
+/// Why a rule is evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Something was committed.
+    Cluster,
+    /// A container exited (or was lost).
+    ContainerExit(ViewContainer),
+    /// A node went down.
+    NodeDown(ViewNode),
+    /// A node came (back) up.
+    NodeUp(ViewNode),
+    /// A timer handler's interval elapsed (its `every` in ms).
+    Timer(u64),
+}
+
+impl Trigger {
+    fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Cluster => "cluster",
+            Trigger::ContainerExit(_) => "container_exit",
+            Trigger::NodeDown(_) => "node_down",
+            Trigger::NodeUp(_) => "node_up",
+            Trigger::Timer(_) => "timer",
+        }
+    }
+}
+
+/// What a rule wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Start a container of this `.haco` (as written in the rule).
+    Spawn {
+        /// The file as the rule names it.
+        haco: String,
+        /// A node asked for.
+        node: Option<u64>,
+        /// Labels the node must carry.
+        node_labels: BTreeMap<String, String>,
+    },
+    /// Stop one container.
+    Kill {
+        /// Its id.
+        id: String,
+    },
+    /// Stop `count` containers of a definition.
+    KillSome {
+        /// Definition name.
+        definition: String,
+        /// How many.
+        count: u64,
+    },
+    /// A message for the supervisor's log.
+    Log(String),
+}
+
+/// A `.haco` file named by a rule, with where it is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HacoRef {
+    /// The path as written.
+    pub path: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+/// What registration tells about a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// (event kind, timer interval in ms) of every handler.
+    pub handlers: Vec<(String, Option<u64>)>,
+    /// `.haco` files the rule names (string literals ending in `.haco`).
+    pub hacos: Vec<HacoRef>,
+}
+
+#[derive(Clone)]
+struct Registered {
+    kind: String,
+    every: Option<u64>,
+    f: FnPtr,
+    /// Where the handler was registered (for errors without a position of their own).
+    pos: Position,
+}
+
+#[derive(Default)]
+struct Shared {
+    handlers: Vec<Registered>,
+    intents: Vec<Intent>,
+    defined: bool,
+}
+
+/// The `haconiwa` constant of a `.watch` script.
+#[derive(Clone)]
+struct WatchHandle(Rc<RefCell<Shared>>);
+
+/// The `w` argument of `haconiwa.watch(|w| ...)`.
+#[derive(Clone)]
+struct Registrar(Rc<RefCell<Shared>>);
+
+/// `event.cluster`.
+#[derive(Clone)]
+struct ClusterHandle(Rc<WatchView>);
+
+/// The `event` argument of a handler.
+#[derive(Clone)]
+struct EventHandle {
+    kind: String,
+    cluster: ClusterHandle,
+    container: Dynamic,
+    node: Dynamic,
+}
+
+fn labels_map(l: &BTreeMap<String, String>) -> Map {
+    l.iter()
+        .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+        .collect()
+}
+
+fn container_map(c: &ViewContainer) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("id".into(), c.id.clone().into());
+    m.insert("definition".into(), c.definition.clone().into());
+    m.insert("node".into(), Dynamic::from(c.node as i64));
+    m.insert("state".into(), c.state.clone().into());
+    m.insert("desired".into(), c.desired.clone().into());
+    m.insert(
+        "exit_code".into(),
+        c.exit_code
+            .map(|x| Dynamic::from(x as i64))
+            .unwrap_or(Dynamic::UNIT),
+    );
+    m.insert("labels".into(), labels_map(&c.labels).into());
+    m.insert(
+        "rule".into(),
+        c.rule.clone().map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+    );
+    m.into()
+}
+
+fn node_map(n: &ViewNode) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("id".into(), Dynamic::from(n.id as i64));
+    m.insert("addr".into(), n.addr.clone().into());
+    m.insert("state".into(), n.state.clone().into());
+    m.insert("labels".into(), labels_map(&n.labels).into());
+    m.insert("containers".into(), Dynamic::from(n.containers));
+    m.into()
+}
+
+fn as_str(v: &Dynamic, what: &str) -> RhaiResult<String> {
+    v.clone()
+        .into_string()
+        .map_err(|t| dsl_error(format!("{what}: expected a string, got {t}")))
+}
+
+fn string_map(v: &Dynamic, what: &str) -> RhaiResult<BTreeMap<String, String>> {
+    let m = v
+        .clone()
+        .try_cast::<Map>()
+        .ok_or_else(|| dsl_error(format!("{what}: expected a map such as #{{zone: \"a\"}}")))?;
+    m.into_iter()
+        .map(|(k, v)| {
+            Ok((
+                k.to_string(),
+                if v.is_string() {
+                    as_str(&v, what)?
+                } else {
+                    v.to_string()
+                },
+            ))
+        })
+        .collect()
+}
+
+fn check_keys(m: &Map, what: &str, allowed: &[&str]) -> RhaiResult<()> {
+    for k in m.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(dsl_error(format!(
+                "{what}: unknown option '{k}'; expected one of {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn register_kind(
+    s: &Rc<RefCell<Shared>>,
+    kind: &str,
+    every: Option<u64>,
+    f: FnPtr,
+    pos: Position,
+) -> RhaiResult<()> {
+    if !EVENT_KINDS.contains(&kind) {
+        return Err(dsl_error(format!(
+            "unknown event '{kind}'; expected one of {}",
+            EVENT_KINDS.join(", ")
+        )));
+    }
+    if kind == "timer" && every.is_none() {
+        return Err(dsl_error(
+            "a timer needs its interval: w.watch(\"timer\", #{ every: 1000 }, |e| { ... })",
+        ));
+    }
+    if kind != "timer" && every.is_some() {
+        return Err(dsl_error(format!(
+            "'every' only applies to timers, not to '{kind}'"
+        )));
+    }
+    s.borrow_mut().handlers.push(Registered {
+        kind: kind.to_string(),
+        every,
+        f,
+        pos,
+    });
+    Ok(())
+}
+
+fn count_where(view: &WatchView, pred: impl Fn(&ViewContainer) -> bool) -> i64 {
+    view.containers
+        .iter()
+        .filter(|c| c.active && pred(c))
+        .count() as i64
+}
+
+fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
+    let mut engine = sandboxed_engine();
+    engine.register_type_with_name::<WatchHandle>("Haconiwa");
+    engine.register_type_with_name::<Registrar>("Watcher");
+    engine.register_type_with_name::<ClusterHandle>("Cluster");
+    engine.register_type_with_name::<EventHandle>("Event");
+
+    engine.register_fn(
+        "watch",
+        |ctx: NativeCallContext, h: &mut WatchHandle, f: FnPtr| -> RhaiResult<()> {
+            if h.0.borrow().defined {
+                return Err(dsl_error("a .watch file calls haconiwa.watch once"));
+            }
+            h.0.borrow_mut().defined = true;
+            let _ = f.call_within_context::<Dynamic>(&ctx, (Registrar(h.0.clone()),))?;
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "watch",
+        |ctx: NativeCallContext, w: &mut Registrar, kind: &str, f: FnPtr| {
+            register_kind(&w.0, kind, None, f, ctx.call_position())
+        },
+    );
+    engine.register_fn(
+        "watch",
+        |ctx: NativeCallContext,
+         w: &mut Registrar,
+         kind: &str,
+         o: Map,
+         f: FnPtr|
+         -> RhaiResult<()> {
+            check_keys(&o, "watch", &["every"])?;
+            let every = match o.get("every") {
+                Some(v) => {
+                    let n = v
+                        .as_int()
+                        .map_err(|t| dsl_error(format!("every: expected milliseconds, got {t}")))?;
+                    if !(10..=86_400_000).contains(&n) {
+                        return Err(dsl_error(format!(
+                            "every: {n} ms is outside 10 ms .. 1 day"
+                        )));
+                    }
+                    Some(n as u64)
+                }
+                None => None,
+            };
+            register_kind(&w.0, kind, every, f, ctx.call_position())
+        },
+    );
+    engine.register_fn(
+        "every",
+        |ctx: NativeCallContext, w: &mut Registrar, ms: i64, f: FnPtr| -> RhaiResult<()> {
+            if !(10..=86_400_000).contains(&ms) {
+                return Err(dsl_error(format!(
+                    "every: {ms} ms is outside 10 ms .. 1 day"
+                )));
+            }
+            register_kind(&w.0, "timer", Some(ms as u64), f, ctx.call_position())
+        },
+    );
+
+    // Actions.
+    engine.register_fn(
+        "spawn",
+        |h: &mut WatchHandle, haco: &str| -> RhaiResult<()> {
+            if !haco.ends_with(".haco") {
+                return Err(dsl_error(format!("spawn: '{haco}' is not a .haco file")));
+            }
+            h.0.borrow_mut().intents.push(Intent::Spawn {
+                haco: haco.to_string(),
+                node: None,
+                node_labels: BTreeMap::new(),
+            });
+            Ok(())
+        },
+    );
+    engine.register_fn("spawn", |h: &mut WatchHandle, o: Map| -> RhaiResult<()> {
+        check_keys(&o, "spawn", &["haco", "node", "node_labels"])?;
+        let haco = as_str(
+            o.get("haco")
+                .ok_or_else(|| dsl_error("spawn: missing 'haco'"))?,
+            "spawn haco",
+        )?;
+        if !haco.ends_with(".haco") {
+            return Err(dsl_error(format!("spawn: '{haco}' is not a .haco file")));
+        }
+        let node =
+            match o.get("node") {
+                Some(v) => Some(
+                    u64::try_from(v.as_int().map_err(|t| {
+                        dsl_error(format!("spawn node: expected a node id, got {t}"))
+                    })?)
+                    .map_err(|_| dsl_error("spawn node: expected a node id"))?,
+                ),
+                None => None,
+            };
+        let node_labels = match o.get("node_labels") {
+            Some(v) => string_map(v, "spawn node_labels")?,
+            None => BTreeMap::new(),
+        };
+        h.0.borrow_mut().intents.push(Intent::Spawn {
+            haco,
+            node,
+            node_labels,
+        });
+        Ok(())
+    });
+    engine.register_fn("kill", |h: &mut WatchHandle, id: &str| {
+        h.0.borrow_mut()
+            .intents
+            .push(Intent::Kill { id: id.to_string() });
+    });
+    engine.register_fn("kill", |h: &mut WatchHandle, o: Map| -> RhaiResult<()> {
+        check_keys(&o, "kill", &["definition", "count"])?;
+        let definition = as_str(
+            o.get("definition")
+                .ok_or_else(|| dsl_error("kill: missing 'definition'"))?,
+            "kill definition",
+        )?;
+        let count = match o.get("count") {
+            Some(v) => v
+                .as_int()
+                .map_err(|t| dsl_error(format!("kill count: expected an integer, got {t}")))?,
+            None => 1,
+        };
+        if count < 0 {
+            return Err(dsl_error("kill count: must not be negative"));
+        }
+        h.0.borrow_mut().intents.push(Intent::KillSome {
+            definition,
+            count: count as u64,
+        });
+        Ok(())
+    });
+    let s = shared.clone();
+    engine.register_fn("log", move |msg: Dynamic| {
+        s.borrow_mut().intents.push(Intent::Log(msg.to_string()));
+    });
+
+    // The event and the cluster view.
+    engine.register_get("kind", |e: &mut EventHandle| e.kind.clone());
+    engine.register_get("cluster", |e: &mut EventHandle| e.cluster.clone());
+    engine.register_get("container", |e: &mut EventHandle| e.container.clone());
+    engine.register_get("node", |e: &mut EventHandle| e.node.clone());
+    engine.register_fn("count", |c: &mut ClusterHandle| count_where(&c.0, |_| true));
+    engine.register_fn("count", |c: &mut ClusterHandle, def: &str| {
+        count_where(&c.0, |x| x.definition == def)
+    });
+    engine.register_fn(
+        "count",
+        |c: &mut ClusterHandle, labels: Map| -> RhaiResult<i64> {
+            let want = string_map(&Dynamic::from(labels), "count")?;
+            Ok(count_where(&c.0, |x| {
+                want.iter().all(|(k, v)| x.labels.get(k) == Some(v))
+            }))
+        },
+    );
+    engine.register_get("nodes", |c: &mut ClusterHandle| -> Array {
+        c.0.nodes.iter().map(node_map).collect()
+    });
+    engine.register_get("containers", |c: &mut ClusterHandle| -> Array {
+        c.0.containers.iter().map(container_map).collect()
+    });
+    engine
+}
+
+/// Literal `.haco` names in the text, with positions (a rule names its definitions with
+/// string literals, so they can be resolved when the rule is registered).
+fn haco_refs(text: &str) -> Vec<HacoRef> {
+    let mut out: Vec<HacoRef> = Vec::new();
+    for (lineno, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let q = bytes[i];
+            if q == b'"' || q == b'`' {
+                if let Some(end) = line[i + 1..].find(q as char) {
+                    let lit = &line[i + 1..i + 1 + end];
+                    if lit.ends_with(".haco")
+                        && !lit.contains("${")
+                        && !out.iter().any(|r| r.path == lit)
+                    {
+                        out.push(HacoRef {
+                            path: lit.to_string(),
+                            line: lineno + 1,
+                            col: i + 1,
+                        });
+                    }
+                    i += end + 2;
+                    continue;
+                }
+            }
+            if q == b'/' && bytes.get(i + 1) == Some(&b'/') {
+                break;
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Compiles and runs the registration of a rule: syntax, event names and options are
+/// checked here (file:line:col), and the `.haco` files it names are listed.
+pub fn check(text: &str, file: &str) -> Result<RuleInfo, ScriptError> {
+    let shared: Rc<RefCell<Shared>> = Rc::default();
+    let (_, _) = register(text, file, shared.clone())?;
+    let s = shared.borrow();
+    if !s.defined {
+        return Err(ScriptError::at(
+            file,
+            Position::new(1, 1),
+            "no rule defined: the file must call haconiwa.watch(|w| { ... })",
+        ));
+    }
+    if s.handlers.is_empty() {
+        return Err(ScriptError::at(
+            file,
+            Position::new(1, 1),
+            "the rule watches nothing: call w.watch(\"cluster\", |event| { ... })",
+        ));
+    }
+    Ok(RuleInfo {
+        handlers: s
+            .handlers
+            .iter()
+            .map(|h| (h.kind.clone(), h.every))
+            .collect(),
+        hacos: haco_refs(text),
+    })
+}
+
+fn register(
+    text: &str,
+    file: &str,
+    shared: Rc<RefCell<Shared>>,
+) -> Result<(Engine, AST), ScriptError> {
+    let engine = engine_for(shared.clone());
+    let mut scope = Scope::new();
+    scope.push_constant("haconiwa", WatchHandle(shared));
+    let ast = engine
+        .compile_with_scope(&scope, text)
+        .map_err(|e| ScriptError::from_parse(file, &e))?;
+    engine
+        .run_ast_with_scope(&mut scope, &ast)
+        .map_err(|e| ScriptError::from_eval(file, &e))?;
+    Ok((engine, ast))
+}
+
+/// Evaluates a rule for some triggers against a view; returns its intents. The work is
+/// bounded by the engine's operation limit and by `deadline` (wall time).
+pub fn evaluate(
+    text: &str,
+    file: &str,
+    view: WatchView,
+    triggers: &[Trigger],
+    deadline: Instant,
+) -> Result<Vec<Intent>, ScriptError> {
+    let shared: Rc<RefCell<Shared>> = Rc::default();
+    let (mut engine, ast) = register(text, file, shared.clone())?;
+    engine.on_progress(move |_| (Instant::now() > deadline).then_some(Dynamic::UNIT));
+    let view = Rc::new(view);
+    let handlers = shared.borrow().handlers.clone();
+    for t in triggers {
+        for h in handlers.iter().filter(|h| h.kind == t.kind()) {
+            if let Trigger::Timer(every) = t {
+                if h.every != Some(*every) {
+                    continue;
+                }
+            }
+            let event = EventHandle {
+                kind: t.kind().to_string(),
+                cluster: ClusterHandle(view.clone()),
+                container: match t {
+                    Trigger::ContainerExit(c) => container_map(c),
+                    _ => Dynamic::UNIT,
+                },
+                node: match t {
+                    Trigger::NodeDown(n) | Trigger::NodeUp(n) => node_map(n),
+                    _ => Dynamic::UNIT,
+                },
+            };
+            if let Err(e) = h.f.call::<Dynamic>(&engine, &ast, (event,)) {
+                let mut err = ScriptError::from_eval(file, &e);
+                if err.line == 0 {
+                    err.line = h.pos.line().unwrap_or(0);
+                    err.col = h.pos.position().unwrap_or(0);
+                }
+                return Err(err);
+            }
+        }
+    }
+    let intents = std::mem::take(&mut shared.borrow_mut().intents);
+    Ok(intents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const KEEP5: &str = include_str!("../../examples/keep5.watch");
+
+    fn view(n: usize) -> WatchView {
+        let containers = (0..n)
+            .map(|i| ViewContainer {
+                id: format!("sleeper-{i}"),
+                definition: "sleeper".into(),
+                node: 1,
+                state: "running".into(),
+                desired: "running".into(),
+                active: true,
+                exit_code: None,
+                labels: BTreeMap::new(),
+                rule: Some("keep5".into()),
+            })
+            .collect();
+        WatchView {
+            containers,
+            nodes: Vec::new(),
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(2)
+    }
+
+    #[test]
+    fn design_keep5_spawns_one_at_a_time_below_five() {
+        let info = check(KEEP5, "keep5.watch").unwrap();
+        assert_eq!(info.handlers, vec![("cluster".to_string(), None)]);
+        assert_eq!(info.hacos.len(), 1);
+        assert_eq!(info.hacos[0].path, "sleeper.haco");
+        let i = evaluate(KEEP5, "keep5.watch", view(3), &[Trigger::Cluster], soon()).unwrap();
+        assert_eq!(
+            i,
+            vec![Intent::Spawn {
+                haco: "sleeper.haco".into(),
+                node: None,
+                node_labels: BTreeMap::new()
+            }]
+        );
+        assert!(
+            evaluate(KEEP5, "keep5.watch", view(5), &[Trigger::Cluster], soon())
+                .unwrap()
+                .is_empty()
+        );
+        // Other triggers do not run a cluster handler.
+        assert!(evaluate(
+            KEEP5,
+            "keep5.watch",
+            view(0),
+            &[Trigger::Timer(1000)],
+            soon()
+        )
+        .unwrap()
+        .is_empty());
+    }
+
+    #[test]
+    fn every_event_and_action() {
+        let text = r#"haconiwa.watch(|w| {
+    w.watch("container_exit", |e| { log(`exit ${e.container.id} ${e.container.exit_code}`); });
+    w.watch("node_down", |e| { haconiwa.spawn(#{ haco: "db.haco", node_labels: #{ zone: "b" } }); });
+    w.watch("node_up", |e| { haconiwa.kill(#{ definition: "db", count: 2 }); });
+    w.every(500, |e| { if e.cluster.count(#{ tier: "web" }) > 0 { haconiwa.kill("web-1"); } });
+    w.watch("timer", #{ every: 1000 }, |e| { log(`${e.cluster.nodes.len()} nodes, ${e.cluster.containers.len()} containers`); });
+});"#;
+        let info = check(text, "all.watch").unwrap();
+        assert_eq!(info.hacos[0].path, "db.haco");
+        assert_eq!(info.hacos[0].line, 3);
+        let mut v = view(1);
+        v.containers[0].labels.insert("tier".into(), "web".into());
+        v.nodes.push(ViewNode {
+            id: 2,
+            addr: "a".into(),
+            state: "down".into(),
+            labels: BTreeMap::new(),
+            containers: 0,
+        });
+        let exited = ViewContainer {
+            exit_code: Some(3),
+            ..v.containers[0].clone()
+        };
+        let triggers = [
+            Trigger::ContainerExit(exited),
+            Trigger::NodeDown(v.nodes[0].clone()),
+            Trigger::NodeUp(v.nodes[0].clone()),
+            Trigger::Timer(500),
+            Trigger::Timer(1000),
+        ];
+        let i = evaluate(text, "all.watch", v, &triggers, soon()).unwrap();
+        assert_eq!(i[0], Intent::Log("exit sleeper-0 3".into()));
+        assert_eq!(
+            i[1],
+            Intent::Spawn {
+                haco: "db.haco".into(),
+                node: None,
+                node_labels: [("zone".into(), "b".into())].into()
+            }
+        );
+        assert_eq!(
+            i[2],
+            Intent::KillSome {
+                definition: "db".into(),
+                count: 2
+            }
+        );
+        assert_eq!(i[3], Intent::Kill { id: "web-1".into() });
+        assert_eq!(i[4], Intent::Log("1 nodes, 1 containers".into()));
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        let e = check(
+            "haconiwa.watch(|w| {\n  w.watch(\"clster\", |e| {});\n});",
+            "r.watch",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "r.watch:2:5: unknown event 'clster'; expected one of cluster, container_exit, node_down, node_up, timer");
+        let e = check(
+            "haconiwa.watch(|w| {\n  w.watch(\"cluster\", |e| { if e.x < });\n});",
+            "r.watch",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("r.watch:2:"), "{e}");
+        let e = check("let x = 1;", "r.watch").unwrap_err();
+        assert!(e.to_string().contains("no rule defined"), "{e}");
+    }
+
+    #[test]
+    fn endless_rules_are_stopped() {
+        let text = "haconiwa.watch(|w| { w.watch(\"cluster\", |e| { loop { } }); });";
+        let t0 = Instant::now();
+        let e = evaluate(
+            text,
+            "loop.watch",
+            view(0),
+            &[Trigger::Cluster],
+            Instant::now() + Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(e.message.contains("stopped"), "{e}");
+        assert!(e.to_string().starts_with("loop.watch:1:"), "{e}");
+    }
+}
