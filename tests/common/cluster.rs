@@ -15,6 +15,11 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// machine's scheduler, not haconiwa.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Holds the one-cluster-at-a-time lock (for tests that start clusters another way).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One supervisor slot.
 pub struct Node {
     /// 1-based slot (its IP ends with it; usually also its id).

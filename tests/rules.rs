@@ -1,0 +1,274 @@
+//! Watcher rules on a real 3-node cluster with real containers: DESIGN.md's keep5.watch
+//! and sleeper.haco, unchanged.
+
+mod common;
+use common::cluster::Cluster;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(40);
+const KEEP5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/keep5.watch");
+
+fn running(c: &[Value]) -> Vec<&Value> {
+    c.iter().filter(|x| x["state"] == "running").collect()
+}
+
+fn active(c: &[Value]) -> usize {
+    c.iter().filter(|x| x["desired"] == "running" && x["state"] != "exited" && x["state"] != "lost").count()
+}
+
+fn five_running(cl: &Cluster) -> Vec<Value> {
+    cl.wait_containers(T, "exactly 5 sleepers running", |c| running(c).len() == 5 && active(c) == 5)
+}
+
+fn apply_keep5(cl: &Cluster) {
+    let out = cl.ok(&["watch", "apply", KEEP5]);
+    assert!(out.contains("rule keep5 applied (1 definition(s): sleeper.haco)"), "{out}");
+}
+
+/// Samples the cluster's containers in the background; remembers the most wanted and
+/// the most running it ever saw.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    max: Arc<Mutex<(usize, usize, usize)>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(cl: &Cluster) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(Mutex::new((0, 0, 0)));
+        let servers = cl.servers();
+        let token = cl.token.clone();
+        let (s, m) = (stop.clone(), max.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let o = std::process::Command::new(common::BIN)
+                    .env("HACONIWA_SERVER", &servers)
+                    .env("HACONIWA_TOKEN", &token)
+                    .args(["containers", "--all", "--json"])
+                    .output();
+                if let Ok(o) = o {
+                    if let Ok(c) = serde_json::from_slice::<Vec<Value>>(&o.stdout) {
+                        let mut g = m.lock().unwrap();
+                        g.0 = g.0.max(active(&c));
+                        g.1 = g.1.max(running(&c).len());
+                        g.2 += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Sampler { stop, max, handle: Some(handle) }
+    }
+
+    fn finish(mut self) -> (usize, usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        *self.max.lock().unwrap()
+    }
+}
+
+#[test]
+fn keep5_converges_to_exactly_5_spread_over_3_nodes_and_replaces_killed_ones() {
+    let cl = Cluster::three("ru-keep5", &[]);
+    let sampler = Sampler::start(&cl);
+    apply_keep5(&cl);
+    let c = five_running(&cl);
+    let mut per_node = [0usize; 4];
+    for x in running(&c) {
+        per_node[x["node"].as_u64().unwrap() as usize] += 1;
+        assert_eq!(x["rule"], "keep5");
+        assert_eq!(x["definition"], "sleeper");
+    }
+    assert!(per_node[1..].iter().all(|n| (1..=2).contains(n)), "not spread: {per_node:?}");
+    // Two containers die (killed on their host): the rule replaces them.
+    let victims: Vec<(u64, String, i64)> = running(&c)
+        .iter()
+        .take(2)
+        .map(|x| (x["node"].as_u64().unwrap(), x["id"].as_str().unwrap().to_string(), x["pid"].as_i64().unwrap()))
+        .collect();
+    for (node, _, pid) in &victims {
+        let _ = node;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    let c = cl.wait_containers(T, "2 replacements", |c| {
+        running(c).len() == 5 && victims.iter().all(|(_, id, _)| c.iter().any(|x| x["id"] == id.as_str() && x["state"] == "exited"))
+    });
+    assert_eq!(active(&c), 5);
+    let (max_active, max_running, samples) = sampler.finish();
+    assert!(samples > 10, "the sampler saw too little ({samples})");
+    assert!(max_active <= 5 && max_running <= 5, "went above 5: wanted {max_active}, running {max_running}");
+    let rules = cl.ok(&["watch", "ls", "--json"]);
+    let rules: Vec<Value> = serde_json::from_str(&rules).unwrap();
+    assert_eq!(rules[0]["name"], "keep5");
+    assert_eq!(rules[0]["last_error"], "");
+    assert!(rules[0]["evaluations"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn kill_9_of_the_leader_keeps_5_and_never_more() {
+    let mut cl = Cluster::three("ru-failover", &[]);
+    apply_keep5(&cl);
+    five_running(&cl);
+    let sampler = Sampler::start(&cl);
+    let old = cl.status().unwrap()["leader"].as_u64().unwrap();
+    cl.kill9(old as usize);
+    let new = cl.wait(T, "a new leader", |s| s["leader"].as_u64().is_some_and(|l| l != 0 && l != old))["leader"].as_u64().unwrap();
+    // The old leader's containers are lost with it and replaced on the others.
+    let c = cl.wait_containers(T, "5 running on the survivors", |c| {
+        running(c).len() == 5 && running(c).iter().all(|x| x["node"] != old)
+    });
+    assert_eq!(active(&c), 5);
+    let (max_active, max_running, samples) = sampler.finish();
+    assert!(samples > 10, "the sampler saw too little ({samples})");
+    assert!(max_active <= 5 && max_running <= 5, "went above 5: wanted {max_active}, running {max_running}");
+    assert_ne!(new, old);
+}
+
+#[test]
+fn a_node_down_is_replaced_and_its_stale_containers_die_when_it_returns() {
+    let mut cl = Cluster::three("ru-nodedown", &[]);
+    apply_keep5(&cl);
+    let c = five_running(&cl);
+    let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
+    let victim = (1..=3u64).find(|n| *n != leader).unwrap();
+    let stale: Vec<i64> =
+        running(&c).iter().filter(|x| x["node"] == victim).map(|x| x["pid"].as_i64().unwrap()).collect();
+    assert!(!stale.is_empty());
+    cl.kill9(victim as usize);
+    cl.wait_containers(T, "replacements elsewhere", |c| {
+        running(c).len() == 5 && running(c).iter().all(|x| x["node"] != victim)
+    });
+    // Its containers outlived their supervisor...
+    assert!(stale.iter().all(|p| std::path::Path::new(&format!("/proc/{p}")).exists()));
+    cl.start(victim as usize);
+    cl.wait(T, "the node back up", |s| {
+        s["members"].as_array().unwrap().iter().any(|m| m["id"] == victim && m["state"] == "up")
+    });
+    // ...and die once it learns they were replaced.
+    let deadline = Instant::now() + T;
+    while stale.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+        assert!(Instant::now() < deadline, "stale containers still run\n{}", cl.logs_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let c = cl.containers();
+    assert_eq!(active(&c), 5);
+    assert_eq!(running(&c).len(), 5);
+}
+
+#[test]
+fn a_rule_with_a_syntax_error_is_refused_with_its_position() {
+    let cl = Cluster::three("ru-syntax", &[]);
+    let bad = cl.scratch.path.join("bad.watch");
+    std::fs::write(&bad, "haconiwa.watch(|w| {\n    w.watch(\"cluster\", |event| {\n        if event.cluster.count( < 5 {\n        }\n    });\n});\n").unwrap();
+    let o = cl.run(&["watch", "apply", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
+    let o = cl.run(&["watch", "apply", bad.to_str().unwrap().replace("bad.watch", "missing.watch").as_str()]);
+    assert!(!o.status.success());
+    // A rule naming a definition that is not there.
+    let orphan = cl.scratch.path.join("orphan.watch");
+    std::fs::write(&orphan, "haconiwa.watch(|w| {\n  w.watch(\"cluster\", |e| { haconiwa.spawn(\"nowhere.haco\"); });\n});\n").unwrap();
+    let o = cl.run(&["watch", "apply", orphan.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("orphan.watch:2:43:") && err.contains("nowhere.haco"), "{err}");
+    let rules: Vec<Value> = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
+    assert!(rules.is_empty(), "{rules:?}");
+}
+
+#[test]
+fn an_endless_rule_is_stopped_and_reported_while_the_others_are_kept() {
+    let cl = Cluster::three("ru-endless", &[]);
+    let endless = cl.scratch.path.join("spin.watch");
+    std::fs::write(&endless, "haconiwa.watch(|w| {\n    w.watch(\"cluster\", |event| {\n        let n = 0;\n        loop { n += 1; }\n    });\n});\n").unwrap();
+    cl.ok(&["watch", "apply", endless.to_str().unwrap()]);
+    apply_keep5(&cl);
+    five_running(&cl);
+    let deadline = Instant::now() + T;
+    let spin = loop {
+        let rules: Vec<Value> = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
+        if let Some(r) = rules.iter().find(|r| r["name"] == "spin" && r["last_error"] != "") {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "the endless rule was never reported: {rules:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = spin["last_error"].as_str().unwrap();
+    // Stopped by the wall-time or the operation bound; reported at its handler.
+    assert!(err.contains("spin.watch:") && err.contains("stopped"), "{err}");
+    // The leader is fine and the other rule still holds.
+    assert!(cl.status().is_some());
+    let rules: Vec<Value> = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
+    let keep5 = rules.iter().find(|r| r["name"] == "keep5").unwrap();
+    assert_eq!(keep5["last_error"], "", "{keep5}");
+    assert_eq!(running(&cl.containers()).len(), 5);
+    // Removing it works and is final.
+    cl.ok(&["watch", "rm", "spin"]);
+    let o = cl.run(&["watch", "rm", "spin"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found: no rule 'spin'"), "{o:?}");
+}
+
+#[test]
+fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
+    common::require_root();
+    let _one_at_a_time = common::cluster::serial();
+    let up = std::process::Command::new(common::BIN)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["up", "--detach"])
+        .output()
+        .unwrap();
+    struct Down;
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(common::BIN).arg("down").output();
+        }
+    }
+    let _down = Down;
+    assert!(up.status.success(), "{}{}", common::stdout(&up), common::stderr(&up));
+    let env = std::fs::read_to_string("/run/haconiwa-up/env").unwrap();
+    let var = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {k}=")))
+            .unwrap_or_else(|| panic!("{k} missing in {env}"))
+            .to_string()
+    };
+    let (server, token) = (var("HACONIWA_SERVER"), var("HACONIWA_TOKEN"));
+    let deadline = Instant::now() + T;
+    loop {
+        let o = std::process::Command::new(common::BIN)
+            .env("HACONIWA_SERVER", &server)
+            .env("HACONIWA_TOKEN", &token)
+            .args(["containers", "--json"])
+            .output()
+            .unwrap();
+        let c: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let r = running(&c);
+        let nodes: std::collections::BTreeSet<u64> = r.iter().map(|x| x["node"].as_u64().unwrap()).collect();
+        if r.len() == 5 && nodes.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 5 sleepers on 3 nodes: {c:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let info: Value = serde_json::from_str(&std::fs::read_to_string("/run/haconiwa-up/info.json").unwrap()).unwrap();
+    let down = std::process::Command::new(common::BIN).arg("down").output().unwrap();
+    assert!(down.status.success(), "{}", common::stderr(&down));
+    assert!(!std::path::Path::new("/run/haconiwa-up").exists());
+    assert!(!std::path::Path::new(info["data_dir"].as_str().unwrap()).exists());
+    for pid in info["pids"].as_array().unwrap() {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "supervisor {pid} still runs");
+    }
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("haconiwa-up"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+}
