@@ -16,16 +16,23 @@ fn running(c: &[Value]) -> Vec<&Value> {
 }
 
 fn active(c: &[Value]) -> usize {
-    c.iter().filter(|x| x["desired"] == "running" && x["state"] != "exited" && x["state"] != "lost").count()
+    c.iter()
+        .filter(|x| x["desired"] == "running" && x["state"] != "exited" && x["state"] != "lost")
+        .count()
 }
 
 fn five_running(cl: &Cluster) -> Vec<Value> {
-    cl.wait_containers(T, "exactly 5 sleepers running", |c| running(c).len() == 5 && active(c) == 5)
+    cl.wait_containers(T, "exactly 5 sleepers running", |c| {
+        running(c).len() == 5 && active(c) == 5
+    })
 }
 
 fn apply_keep5(cl: &Cluster) {
     let out = cl.ok(&["watch", "apply", KEEP5]);
-    assert!(out.contains("rule keep5 applied (1 definition(s): sleeper.haco)"), "{out}");
+    assert!(
+        out.contains("rule keep5 applied (1 definition(s): sleeper.haco)"),
+        "{out}"
+    );
 }
 
 /// Samples the cluster's containers in the background; remembers the most wanted and
@@ -61,7 +68,11 @@ impl Sampler {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Sampler { stop, max, handle: Some(handle) }
+        Sampler {
+            stop,
+            max,
+            handle: Some(handle),
+        }
     }
 
     fn finish(mut self) -> (usize, usize, usize) {
@@ -85,24 +96,44 @@ fn keep5_converges_to_exactly_5_spread_over_3_nodes_and_replaces_killed_ones() {
         assert_eq!(x["rule"], "keep5");
         assert_eq!(x["definition"], "sleeper");
     }
-    assert!(per_node[1..].iter().all(|n| (1..=2).contains(n)), "not spread: {per_node:?}");
+    assert!(
+        per_node[1..].iter().all(|n| (1..=2).contains(n)),
+        "not spread: {per_node:?}"
+    );
     // Two containers die (killed on their host): the rule replaces them.
     let victims: Vec<(u64, String, i64)> = running(&c)
         .iter()
         .take(2)
-        .map(|x| (x["node"].as_u64().unwrap(), x["id"].as_str().unwrap().to_string(), x["pid"].as_i64().unwrap()))
+        .map(|x| {
+            (
+                x["node"].as_u64().unwrap(),
+                x["id"].as_str().unwrap().to_string(),
+                x["pid"].as_i64().unwrap(),
+            )
+        })
         .collect();
     for (node, _, pid) in &victims {
         let _ = node;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
     }
     let c = cl.wait_containers(T, "2 replacements", |c| {
-        running(c).len() == 5 && victims.iter().all(|(_, id, _)| c.iter().any(|x| x["id"] == id.as_str() && x["state"] == "exited"))
+        running(c).len() == 5
+            && victims.iter().all(|(_, id, _)| {
+                c.iter()
+                    .any(|x| x["id"] == id.as_str() && x["state"] == "exited")
+            })
     });
     assert_eq!(active(&c), 5);
     let (max_active, max_running, samples) = sampler.finish();
     assert!(samples > 10, "the sampler saw too little ({samples})");
-    assert!(max_active <= 5 && max_running <= 5, "went above 5: wanted {max_active}, running {max_running}");
+    assert!(
+        max_active <= 5 && max_running <= 5,
+        "went above 5: wanted {max_active}, running {max_running}"
+    );
     let rules = cl.ok(&["watch", "ls", "--json"]);
     let rules: Vec<Value> = serde_json::from_str(&rules).unwrap();
     assert_eq!(rules[0]["name"], "keep5");
@@ -118,7 +149,11 @@ fn kill_9_of_the_leader_keeps_5_and_never_more() {
     let sampler = Sampler::start(&cl);
     let old = cl.status().unwrap()["leader"].as_u64().unwrap();
     cl.kill9(old as usize);
-    let new = cl.wait(T, "a new leader", |s| s["leader"].as_u64().is_some_and(|l| l != 0 && l != old))["leader"].as_u64().unwrap();
+    let new = cl.wait(T, "a new leader", |s| {
+        s["leader"].as_u64().is_some_and(|l| l != 0 && l != old)
+    })["leader"]
+        .as_u64()
+        .unwrap();
     // The old leader's containers are lost with it and replaced on the others.
     let c = cl.wait_containers(T, "5 running on the survivors", |c| {
         running(c).len() == 5 && running(c).iter().all(|x| x["node"] != old)
@@ -126,7 +161,10 @@ fn kill_9_of_the_leader_keeps_5_and_never_more() {
     assert_eq!(active(&c), 5);
     let (max_active, max_running, samples) = sampler.finish();
     assert!(samples > 10, "the sampler saw too little ({samples})");
-    assert!(max_active <= 5 && max_running <= 5, "went above 5: wanted {max_active}, running {max_running}");
+    assert!(
+        max_active <= 5 && max_running <= 5,
+        "went above 5: wanted {max_active}, running {max_running}"
+    );
     assert_ne!(new, old);
 }
 
@@ -137,23 +175,39 @@ fn a_node_down_is_replaced_and_its_stale_containers_die_when_it_returns() {
     let c = five_running(&cl);
     let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
     let victim = (1..=3u64).find(|n| *n != leader).unwrap();
-    let stale: Vec<i64> =
-        running(&c).iter().filter(|x| x["node"] == victim).map(|x| x["pid"].as_i64().unwrap()).collect();
+    let stale: Vec<i64> = running(&c)
+        .iter()
+        .filter(|x| x["node"] == victim)
+        .map(|x| x["pid"].as_i64().unwrap())
+        .collect();
     assert!(!stale.is_empty());
     cl.kill9(victim as usize);
     cl.wait_containers(T, "replacements elsewhere", |c| {
         running(c).len() == 5 && running(c).iter().all(|x| x["node"] != victim)
     });
     // Its containers outlived their supervisor...
-    assert!(stale.iter().all(|p| std::path::Path::new(&format!("/proc/{p}")).exists()));
+    assert!(stale
+        .iter()
+        .all(|p| std::path::Path::new(&format!("/proc/{p}")).exists()));
     cl.start(victim as usize);
     cl.wait(T, "the node back up", |s| {
-        s["members"].as_array().unwrap().iter().any(|m| m["id"] == victim && m["state"] == "up")
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == victim && m["state"] == "up")
     });
     // ...and die once it learns they were replaced.
     let deadline = Instant::now() + T;
-    while stale.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
-        assert!(Instant::now() < deadline, "stale containers still run\n{}", cl.logs_tail());
+    while stale
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "stale containers still run\n{}",
+            cl.logs_tail()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let c = cl.containers();
@@ -170,14 +224,24 @@ fn a_rule_with_a_syntax_error_is_refused_with_its_position() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
-    let o = cl.run(&["watch", "apply", bad.to_str().unwrap().replace("bad.watch", "missing.watch").as_str()]);
+    let o = cl.run(&[
+        "watch",
+        "apply",
+        bad.to_str()
+            .unwrap()
+            .replace("bad.watch", "missing.watch")
+            .as_str(),
+    ]);
     assert!(!o.status.success());
     // A rule naming a definition that is not there.
     let orphan = cl.scratch.path.join("orphan.watch");
     std::fs::write(&orphan, "haconiwa.watch(|w| {\n  w.watch(\"cluster\", |e| { haconiwa.spawn(\"nowhere.haco\"); });\n});\n").unwrap();
     let o = cl.run(&["watch", "apply", orphan.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("orphan.watch:2:43:") && err.contains("nowhere.haco"), "{err}");
+    assert!(
+        err.contains("orphan.watch:2:43:") && err.contains("nowhere.haco"),
+        "{err}"
+    );
     let rules: Vec<Value> = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
     assert!(rules.is_empty(), "{rules:?}");
 }
@@ -193,15 +257,24 @@ fn an_endless_rule_is_stopped_and_reported_while_the_others_are_kept() {
     let deadline = Instant::now() + T;
     let spin = loop {
         let rules: Vec<Value> = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
-        if let Some(r) = rules.iter().find(|r| r["name"] == "spin" && r["last_error"] != "") {
+        if let Some(r) = rules
+            .iter()
+            .find(|r| r["name"] == "spin" && r["last_error"] != "")
+        {
             break r.clone();
         }
-        assert!(Instant::now() < deadline, "the endless rule was never reported: {rules:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the endless rule was never reported: {rules:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let err = spin["last_error"].as_str().unwrap();
     // Stopped by the wall-time or the operation bound; reported at its handler.
-    assert!(err.contains("spin.watch:") && err.contains("stopped"), "{err}");
+    assert!(
+        err.contains("spin.watch:") && err.contains("stopped"),
+        "{err}"
+    );
     // The leader is fine and the other rule still holds.
     assert!(cl.status().is_some());
     let rules: Vec<Value> = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
@@ -211,7 +284,10 @@ fn an_endless_rule_is_stopped_and_reported_while_the_others_are_kept() {
     // Removing it works and is final.
     cl.ok(&["watch", "rm", "spin"]);
     let o = cl.run(&["watch", "rm", "spin"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not found: no rule 'spin'"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not found: no rule 'spin'"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -230,7 +306,12 @@ fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
         }
     }
     let _down = Down;
-    assert!(up.status.success(), "{}{}", common::stdout(&up), common::stderr(&up));
+    assert!(
+        up.status.success(),
+        "{}{}",
+        common::stdout(&up),
+        common::stderr(&up)
+    );
     let env = std::fs::read_to_string("/run/haconiwa-up/env").unwrap();
     let var = |k: &str| {
         env.lines()
@@ -249,20 +330,32 @@ fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
             .unwrap();
         let c: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
         let r = running(&c);
-        let nodes: std::collections::BTreeSet<u64> = r.iter().map(|x| x["node"].as_u64().unwrap()).collect();
+        let nodes: std::collections::BTreeSet<u64> =
+            r.iter().map(|x| x["node"].as_u64().unwrap()).collect();
         if r.len() == 5 && nodes.len() == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "no 5 sleepers on 3 nodes: {c:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no 5 sleepers on 3 nodes: {c:#?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let info: Value = serde_json::from_str(&std::fs::read_to_string("/run/haconiwa-up/info.json").unwrap()).unwrap();
-    let down = std::process::Command::new(common::BIN).arg("down").output().unwrap();
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string("/run/haconiwa-up/info.json").unwrap())
+            .unwrap();
+    let down = std::process::Command::new(common::BIN)
+        .arg("down")
+        .output()
+        .unwrap();
     assert!(down.status.success(), "{}", common::stderr(&down));
     assert!(!std::path::Path::new("/run/haconiwa-up").exists());
     assert!(!std::path::Path::new(info["data_dir"].as_str().unwrap()).exists());
     for pid in info["pids"].as_array().unwrap() {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "supervisor {pid} still runs");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "supervisor {pid} still runs"
+        );
     }
     let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()

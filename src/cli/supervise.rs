@@ -33,10 +33,10 @@ pub struct SupervisorArgs {
     /// Raft leader heartbeat, ms (default 50).
     #[arg(long)]
     raft_heartbeat_ms: Option<u64>,
-    /// Election timeout minimum, ms (default 300).
+    /// Election timeout minimum, ms (default 150).
     #[arg(long)]
     election_timeout_min_ms: Option<u64>,
-    /// Election timeout maximum, ms (default 600).
+    /// Election timeout maximum, ms (default 300).
     #[arg(long)]
     election_timeout_max_ms: Option<u64>,
     /// Snapshot after this many entries (default 1000).

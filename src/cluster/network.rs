@@ -46,6 +46,10 @@ pub struct Network {
     pub token: String,
     /// Source address for outgoing connections (this node's advertised IP).
     pub local_ip: Option<IpAddr>,
+    /// Retry interval for an unreachable peer (openraft's default is 500 ms, which lets a
+    /// restarted member time out and start a disruptive election before it hears from
+    /// the leader).
+    pub retry: std::time::Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -59,7 +63,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .map(|ch| RaftClient::new(ch).max_decoding_message_size(256 << 20))
                 .map_err(|e| e.to_string())
         };
-        PeerClient { target, client }
+        PeerClient {
+            target,
+            client,
+            retry: self.retry,
+        }
     }
 }
 
@@ -67,6 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<AuthChannel>, String>,
+    retry: std::time::Duration,
 }
 
 impl PeerClient {
@@ -123,6 +132,10 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -185,7 +185,11 @@ impl Agent {
             return;
         }
         tokio::spawn(async move {
-            let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
+            // "starting" only when a root filesystem must be built first: on the usual
+            // path the report would cost a commit before the launch.
+            if !c.spec.rootfs.path.is_dir() {
+                let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
+            }
             let observed = match self.start(&c).await {
                 Ok(st) => Observed::Running { pid: st.pid },
                 Err(e) => {

@@ -179,8 +179,8 @@ impl Config {
             return bad(format!("voters must be between 1 and 7, not {voters}"));
         }
         let hb = s.raft_heartbeat_ms.unwrap_or(50);
-        let emin = s.election_timeout_min_ms.unwrap_or(300);
-        let emax = s.election_timeout_max_ms.unwrap_or(600);
+        let emin = s.election_timeout_min_ms.unwrap_or(150);
+        let emax = s.election_timeout_max_ms.unwrap_or(300);
         if hb == 0 || emin <= hb * 2 || emax <= emin {
             return bad(format!(
                 "raft timings: need heartbeat ({hb} ms) < election timeout min/2 ({emin} ms) and min < max ({emax} ms)"

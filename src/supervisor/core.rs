@@ -32,6 +32,9 @@ pub struct Core {
     pub heartbeats: Mutex<HashMap<NodeId, Instant>>,
     /// Leader side: since when this node leads.
     pub leading_since: Mutex<Option<Instant>>,
+    /// Serializes membership changes (joins, promotions, swaps, leaves): openraft leaves
+    /// a joint configuration behind when a second change overtakes a first.
+    pub membership: tokio::sync::Mutex<()>,
 }
 
 /// Locks a mutex, surviving a poisoned one (its data is still consistent here: plain maps).
@@ -50,6 +53,7 @@ impl Core {
             peers: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(HashMap::new()),
             leading_since: Mutex::new(None),
+            membership: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -118,10 +118,25 @@ async fn autopilot(
     now: Instant,
     down_since: &HashMap<NodeId, Instant>,
 ) {
+    let Ok(_change) = core.membership.try_lock() else {
+        return; // a join or leave is changing the membership
+    };
     let m = core.metrics();
     let membership = m.membership_config.membership();
-    if membership.get_joint_config().len() > 1 {
-        return; // a change is in flight
+    let joint = membership.get_joint_config();
+    if joint.len() > 1 {
+        // A joint configuration left behind (a change overtaken by another): finish it.
+        if let Some(target) = joint.last().cloned() {
+            tracing::info!("finishing a membership change to voters {target:?}");
+            if let Err(e) = core
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(target), true)
+                .await
+            {
+                tracing::warn!("membership change: {e}");
+            }
+        }
+        return;
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: Vec<NodeId> = membership.learner_ids().collect();

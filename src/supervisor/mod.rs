@@ -152,6 +152,7 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         self_id: id,
         token: config.token.clone(),
         local_ip: config.local_ip(),
+        retry: Duration::from_millis(config.raft_heartbeat_ms),
     };
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm)
         .await

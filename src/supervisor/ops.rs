@@ -279,6 +279,7 @@ pub async fn drain(core: &Core, id: NodeId) -> Result<u32, Status> {
 /// Leave: drain, then out of the Raft membership, then recorded as left for good.
 pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
     let moved = drain(core, id).await?;
+    let _change = core.membership.lock().await;
     let m = core.metrics();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();

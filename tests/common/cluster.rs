@@ -117,7 +117,11 @@ impl Cluster {
             .env("HACONIWA_TOKEN", &self.token)
             .env("HACONIWA_STATE_DIR", &self.state_dir)
             .env("HACONIWA_CGROUP_PARENT", &self.cgroup_parent)
-            .env("RUST_LOG", "info,openraft=error,openraft::replication=off")
+            .env(
+                "RUST_LOG",
+                std::env::var("HC_TEST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=error,openraft::replication=off".into()),
+            )
             .stdin(Stdio::null());
         cmd
     }

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Measures the cluster figures of docs/benchmarks.md (see scripts/bench-cluster)."""
+import json, os, queue, signal, subprocess, sys, tempfile, threading, time
+
+BIN, KILLS, FAILOVERS, LOSSES = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+BIN = os.path.abspath(BIN)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = 5
+TOKEN = os.urandom(12).hex()
+WORK = tempfile.mkdtemp(prefix="haconiwa-bench-")
+STATE = os.path.join(WORK, "state")
+CG = "haconiwa-bench"
+ADDRS = [f"127.0.0.{i}:7800" for i in (1, 2, 3)]
+ENV = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), HACONIWA_TOKEN=TOKEN, HACONIWA_STATE_DIR=STATE, HACONIWA_CGROUP_PARENT=CG)
+procs = {}
+
+
+def start(i):
+    args = [BIN, "supervisor", "--listen", ADDRS[i - 1], "--data-dir", os.path.join(WORK, f"n{i}")]
+    if i > 1 and not os.path.exists(os.path.join(WORK, f"n{i}", "node_id")):
+        args += ["--join", ",".join(ADDRS[: i - 1])]
+    log = open(os.path.join(WORK, f"n{i}.log"), "a")
+    procs[i] = subprocess.Popen(args, env=ENV, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def cli(*args, server=None):
+    env = dict(ENV, HACONIWA_SERVER=server or ",".join(a for i, a in enumerate(ADDRS, 1) if procs.get(i)))
+    r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+def status(server=None):
+    out = cli("cluster", "status", "--json", server=server)
+    return json.loads(out) if out else None
+
+
+def containers():
+    out = cli("containers", "--json")
+    return json.loads(out) if out else []
+
+
+def wait(cond, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def stable():
+    s = status()
+    c = containers()
+    ok = s and s["leader"] and not s["joint"] and all(m["state"] == "up" for m in s["members"]) and len(s["members"]) == 3
+    return ok and len([x for x in c if x["state"] == "running"]) == N
+
+
+def events(server):
+    """A background reader of `haconiwa events --json`: (arrival time, event) pairs."""
+    q = queue.Queue()
+    p = subprocess.Popen([BIN, "events", "--json"], env=dict(ENV, HACONIWA_SERVER=server), stdout=subprocess.PIPE, text=True)
+
+    def pump():
+        for line in p.stdout:
+            q.put((time.monotonic(), json.loads(line)))
+
+    threading.Thread(target=pump, daemon=True).start()
+    return p, q
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def cleanup():
+    for p in procs.values():
+        if p:
+            p.kill()
+    subprocess.run([BIN, "ps"], env=ENV, capture_output=True)
+    for node in os.listdir(STATE) if os.path.isdir(STATE) else []:
+        env = dict(ENV, HACONIWA_STATE_DIR=os.path.join(STATE, node), HACONIWA_CGROUP_PARENT=f"{CG}/{node}")
+        out = subprocess.run([BIN, "ps", "--json"], env=env, capture_output=True, text=True).stdout
+        for c in json.loads(out or "[]"):
+            if c["status"] == "running":
+                subprocess.run([BIN, "kill", c["name"], "-s", "KILL"], env=env, capture_output=True)
+    if os.environ.get("BENCH_KEEP"):
+        print(f"kept {WORK}", file=sys.stderr)
+    else:
+        subprocess.run(["rm", "-rf", WORK])
+
+
+def main():
+    # A sleeper that outlives the benchmark, so every exit is one we caused.
+    with open(os.path.join(REPO, "examples", "sleeper.haco")) as f:
+        haco = f.read().replace("`${rand(30, 60)}`", '"3600"')
+    with open(os.path.join(WORK, "sleeper.haco"), "w") as f:
+        f.write(haco)
+    with open(os.path.join(REPO, "examples", "keep5.watch")) as f:
+        watch = f.read()
+    with open(os.path.join(WORK, "keep5.watch"), "w") as f:
+        f.write(watch)
+    subprocess.run([BIN, "create", os.path.join(WORK, "sleeper.haco")], check=True, capture_output=True)
+    for i in (1, 2, 3):
+        start(i)
+        wait(lambda: (s := status()) and s["leader"] and len(s["members"]) >= i and not s["joint"], f"node {i}")
+    assert cli("watch", "apply", os.path.join(WORK, "keep5.watch")), "watch apply failed"
+    wait(stable, "5 running")
+
+    # (a) replacement latency
+    lat_a = []
+    ev_proc, evq = events(ADDRS[0])
+    for k in range(KILLS):
+        c = [x for x in containers() if x["state"] == "running"]
+        seen = {x["id"] for x in containers()}
+        victim = c[k % len(c)]
+        while not evq.empty():
+            evq.get_nowait()
+        t0 = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+        while True:
+            t, e = evq.get(timeout=30)
+            if t >= t0 and e["kind"] == "container_running" and e["container"]["id"] not in seen:
+                lat_a.append(t - t0)
+                break
+        wait(stable, "5 running again")
+    ev_proc.kill()
+
+    # (b) failover: kill -9 the leader, first rule evaluation committed by the new one
+    lat_b = []
+    for _ in range(FAILOVERS):
+        s = status()
+        leader = s["leader"]
+        # A follower that answers and agrees on the leader serves the event stream.
+        follower = wait(lambda: next((i for i in (1, 2, 3) if i != leader
+                                      and (f := status(server=ADDRS[i - 1])) and f["leader"] == leader), None),
+                        "a follower that answers")
+        ev_proc, evq = events(ADDRS[follower - 1])
+        time.sleep(0.3)
+        if ev_proc.poll() is not None:
+            raise SystemExit("the event stream did not start")
+        t0 = time.monotonic()
+        procs[leader].kill()
+        procs[leader].wait()
+        procs[leader] = None
+        while True:
+            t, e = evq.get(timeout=30)
+            if os.environ.get("BENCH_DEBUG"):
+                print(f"  {t - t0:.3f} {e['kind']} {e['index']}", file=sys.stderr)
+            if t >= t0 and e["kind"] in ("rule_evaluated", "rule_failed"):
+                lat_b.append(t - t0)
+                break
+        ev_proc.kill()
+        start(leader)
+        wait(stable, "the cluster whole again")
+
+    # (c) node loss: a host with containers disappears (supervisor and containers)
+    lat_c = []
+    for k in range(LOSSES):
+        s = status()
+        c = [x for x in containers() if x["state"] == "running"]
+        nodes = sorted({x["node"] for x in c if x["node"] != s["leader"]})
+        node = nodes[k % len(nodes)]
+        env = dict(ENV, HACONIWA_STATE_DIR=os.path.join(STATE, f"node-{node}"))
+        local = json.loads(subprocess.run([BIN, "ps", "--json"], env=env, capture_output=True, text=True).stdout or "[]")
+        t0 = time.monotonic()
+        procs[node].kill()
+        procs[node].wait()
+        procs[node] = None
+        for x in local:
+            if x["status"] == "running":
+                for pid in (x["monitor_pid"], x["pid"]):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        wait(lambda: len([x for x in containers() if x["state"] == "running" and x["node"] != node]) == N, "replacements")
+        lat_c.append(time.monotonic() - t0)
+        start(node)
+        wait(stable, "the cluster whole again")
+
+    ms = lambda x: f"{x * 1000:.0f}"
+    rows = [
+        ("(a) container killed → replacement running", lat_a, "p99 ≤ 100 ms"),
+        ("(b) leader kill -9 → first rule evaluation by the new leader", lat_b, "p99 ≤ 1 s"),
+        ("(c) node lost → all its containers running elsewhere", lat_c, "≤ 3 s"),
+    ]
+    out = ["| figure | runs | p50 (ms) | p99 (ms) | max (ms) | target |", "|---|---|---|---|---|---|"]
+    for name, xs, target in rows:
+        out.append(f"| {name} | {len(xs)} | {ms(pct(xs, 50))} | {ms(pct(xs, 99))} | {ms(max(xs))} | {target} |")
+    text = "\n".join(out)
+    print(text)
+    os.makedirs(os.path.join(REPO, "target", "bench"), exist_ok=True)
+    with open(os.path.join(REPO, "target", "bench", "cluster.md"), "w") as f:
+        f.write(text + "\n")
+
+
+try:
+    main()
+finally:
+    cleanup()
