@@ -88,31 +88,50 @@ fn print_members(members: &[pb::Member], leader: u64) {
     }
 }
 
+/// Reads and checks a definition for `spawn`, before any connection: errors name the
+/// user's own file and position.
+fn spawn_request(
+    file: &std::path::Path,
+    node: Option<u64>,
+    node_labels: &[String],
+) -> Result<pb::SpawnRequest, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    crate::spec::load_str(&text, &file.display().to_string(), file.parent())?;
+    let base_dir = std::fs::canonicalize(file)
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.display().to_string()))
+        .unwrap_or_default();
+    Ok(pb::SpawnRequest {
+        haco: text,
+        file: file.display().to_string(),
+        base_dir,
+        definition: String::new(),
+        node: node.unwrap_or(0),
+        node_labels: parse_labels(node_labels)?.into_iter().collect(),
+    })
+}
+
 async fn run_async(cli: Cli) -> Result<i32, CliError> {
-    let mut c = client(&cli).await?;
-    match cli.command {
+    // Local files first: a broken file is reported without a server.
+    let spawn_req = match &cli.command {
         Command::Spawn {
             file,
             node,
             node_labels,
-            json,
-        } => {
-            let text =
-                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            // Checked here first, so errors name the user's own file and position.
-            crate::spec::load_str(&text, &file.display().to_string(), file.parent())?;
-            let base_dir = std::fs::canonicalize(&file)
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.display().to_string()))
-                .unwrap_or_default();
-            let req = pb::SpawnRequest {
-                haco: text,
-                file: file.display().to_string(),
-                base_dir,
-                definition: String::new(),
-                node: node.unwrap_or(0),
-                node_labels: parse_labels(&node_labels)?.into_iter().collect(),
-            };
+            ..
+        } => Some(spawn_request(file, *node, node_labels)?),
+        _ => None,
+    };
+    let rule_req = match &cli.command {
+        Command::Watch(WatchCommand::Apply { file, name }) => {
+            Some(rule_request(file, name.clone())?)
+        }
+        _ => None,
+    };
+    let mut c = client(&cli).await?;
+    match cli.command {
+        Command::Spawn { json, .. } => {
+            let req = spawn_req.ok_or("spawn request missing")?;
             let r = c.spawn(req).await.map_err(status_error)?.into_inner();
             let container = r.container.unwrap_or_default();
             if json {
@@ -251,8 +270,8 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                 .into_inner();
             println!("node {id} drained; {} container(s) moved", r.moved);
         }
-        Command::Watch(WatchCommand::Apply { file, name }) => {
-            let req = rule_request(&file, name)?;
+        Command::Watch(WatchCommand::Apply { .. }) => {
+            let req = rule_req.ok_or("rule request missing")?;
             let r = c.apply_rule(req).await.map_err(status_error)?.into_inner();
             let rule = r.rule.unwrap_or_default();
             println!(
