@@ -4,23 +4,14 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// Runs a foreground container whose command is `sh -c SCRIPT`; returns the output.
-fn sh(host: &Host, name: &str, extra: &str, script: &str) -> std::process::Output {
-    let def = host.haco(
-        name,
-        &format!("    c.init_command = [\"/bin/sh\", \"-c\", {script:?}];\n{extra}"),
-    );
-    host.run(&["run", def.to_str().unwrap()])
-}
-
 #[test]
 fn hostname_is_the_containers() {
     let host = Host::new("hostname");
-    let out = sh(&host, "hn1", "    c.hostname = \"inside-box\";", "hostname");
+    let out = host.sh("hn1", "    c.hostname = \"inside-box\";", "hostname");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "inside-box");
     // Default: the name.
-    let out = sh(&host, "hn2", "", "hostname");
+    let out = host.sh("hn2", "", "hostname");
     assert_eq!(stdout(&out).trim(), "hn2");
     assert_ne!(
         stdout(&out).trim(),
@@ -32,8 +23,7 @@ fn hostname_is_the_containers() {
 #[test]
 fn pid_namespace_has_its_own_pid_1_and_only_its_processes() {
     let host = Host::new("pidns");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "pid1",
         "",
         "echo self=$$; ls /proc | grep -E '^[0-9]+$' | wc -l; cat /proc/1/status | grep PPid",
@@ -112,8 +102,7 @@ fn host_mounts_and_container_mounts_do_not_cross() {
 #[test]
 fn new_network_namespace_has_only_loopback_and_it_is_up() {
     let host = Host::new("netns");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "net",
         "",
         "ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags",
@@ -139,8 +128,7 @@ fn readonly_bind_mount_refuses_writes_and_writable_one_accepts() {
         data.display().to_string(),
         data.display().to_string()
     );
-    let out = sh(
-        &host,
+    let out = host.sh(
         "ro",
         &extra,
         "cat /ro/hello; touch /ro/x && echo ro-writable; touch /rw/y && echo rw-ok",
@@ -189,9 +177,9 @@ fn environment_replaces_the_hosts_and_workdir_applies() {
 #[test]
 fn exit_status_and_signal_status_propagate() {
     let host = Host::new("exit");
-    let out = sh(&host, "ex7", "", "exit 7");
+    let out = host.sh("ex7", "", "exit 7");
     assert_eq!(out.status.code(), Some(7));
-    let out = sh(&host, "sig", "", "kill -USR1 $$; sleep 5");
+    let out = host.sh("sig", "", "kill -USR1 $$; sleep 5");
     assert_eq!(out.status.code(), Some(128 + 10), "{}", stderr(&out));
     host.assert_clean();
 }
@@ -201,8 +189,7 @@ fn pid_1_reaps_orphaned_grandchildren() {
     let host = Host::new("reap");
     // The grandchild is orphaned at once (its parent subshell exits) and dies 0.2 s later;
     // PID 1 must reap it, so no zombie shows up.
-    let out = sh(
-        &host,
+    let out = host.sh(
         "reap",
         "",
         "(sleep 0.2 &); sleep 1; for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; echo \"$1 $3\"; done",
@@ -324,7 +311,7 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
     }
     let _guard = Bridge(br.clone());
     let extra = format!("    c.network(#{{ bridge: \"{br}\", address: \"10.213.7.2/24\", gateway: \"10.213.7.1\" }});");
-    let out = sh(&host, "br", &extra, "ip -4 addr show eth0 | grep inet; ip route | grep default; ping -c 1 -W 2 10.213.7.1 >/dev/null && echo gw-reachable");
+    let out = host.sh( "br", &extra, "ip -4 addr show eth0 | grep inet; ip route | grep default; ping -c 1 -W 2 10.213.7.1 >/dev/null && echo gw-reachable");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("inet 10.213.7.2/24"), "{text}");

@@ -4,19 +4,10 @@
 mod common;
 use common::*;
 
-fn sh(host: &Host, name: &str, extra: &str, script: &str) -> std::process::Output {
-    let def = host.haco(
-        name,
-        &format!("    c.init_command = [\"/bin/sh\", \"-c\", {script:?}];\n{extra}"),
-    );
-    host.run(&["run", def.to_str().unwrap()])
-}
-
 #[test]
 fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {
     let host = Host::new("caps");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "notime",
         "    c.capabilities.drop([\"cap_sys_time\"]);",
         "id -u; date -s '2001-01-01 00:00:00' 2>&1 | grep -o \"can't set date: Operation not permitted\"; touch /tmp/f && chown 1:1 /tmp/f && echo chown-ok; grep CapBnd /proc/self/status",
@@ -43,8 +34,7 @@ fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {
     // Docker's default 14 = 0xa80425fb; nothing else in the bounding set.
     assert!(text.contains("CapBnd:\t00000000a80425fb"), "{text}");
     // allow brings a capability back into every set.
-    let out = sh(
-        &host,
+    let out = host.sh(
         "withtime",
         "    c.capabilities.allow([\"sys_time\"]);",
         "grep -E 'Cap(Eff|Bnd)' /proc/self/status",
@@ -52,8 +42,7 @@ fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {
     let text = stdout(&out);
     assert!(text.contains("CapEff:\t00000000aa0425fb"), "{text}");
     // reset + allow: just that one.
-    let out = sh(
-        &host,
+    let out = host.sh(
         "onlykill",
         "    c.capabilities.reset();\n    c.capabilities.allow([\"kill\"]);",
         "grep -E 'CapEff|NoNewPrivs' /proc/self/status",
@@ -67,8 +56,7 @@ fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {
 #[test]
 fn non_root_user_keeps_its_capabilities_through_ambient_set() {
     let host = Host::new("caps-user");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "u1000",
         "    c.uid = 1000;\n    c.gid = 1000;\n    c.groups = [10, 20];\n    c.capabilities.reset();\n    c.capabilities.allow([\"net_bind_service\"]);",
         "id; grep -E 'CapEff|CapAmb' /proc/self/status",
@@ -115,8 +103,7 @@ fn memory_hog_is_oom_killed_and_reported() {
 #[test]
 fn fork_bomb_stops_at_pids_max() {
     let host = Host::new("pids");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "bomb",
         "    c.cgroup[\"pids.max\"] = 16;",
         // The bomb runs in a subshell (ash gives up at the first failed fork); the count
@@ -147,8 +134,7 @@ fn fork_bomb_stops_at_pids_max() {
 #[test]
 fn cpuset_restricts_allowed_cpus_and_cpu_quota_applies() {
     let host = Host::new("cpuset");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "cpu0",
         "    c.cgroup[\"cpuset.cpus\"] = \"0\";\n    c.cgroup[\"cpu.max\"] = \"20000 100000\";",
         "grep Cpus_allowed_list /proc/self/status",
@@ -165,8 +151,7 @@ fn cpuset_restricts_allowed_cpus_and_cpu_quota_applies() {
 #[test]
 fn rlimits_are_seen_inside() {
     let host = Host::new("rlimit");
-    let out = sh(
-        &host,
+    let out = host.sh(
         "lim",
         "    c.set_limit(\"nofile\", 123, 456);\n    c.set_limit(\"core\", 0);",
         "ulimit -n; ulimit -Hn; ulimit -c",

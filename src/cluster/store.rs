@@ -3,7 +3,7 @@
 //! data directory. Every write transaction commits with redb's default durability
 //! (fsync) before the call returns or the flush callback fires.
 
-use super::state::{ClusterState, Command, Event, Response};
+use super::state::{ClusterState, Event, Response};
 use super::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -429,9 +429,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Keeps `Command` referenced for the type config's D (documentation aid).
-pub type AppData = Command;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,7 +483,7 @@ mod tests {
             log.save_vote(&vote).await.unwrap();
             let entry = Entry::<TypeConfig> {
                 log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 1),
-                payload: EntryPayload::Normal(Command::AddNode {
+                payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
                     id: None,
                     addr: "127.0.0.1:1".into(),
                     labels: Default::default(),

@@ -9,7 +9,6 @@ use crate::api::pb::*;
 use crate::api::LEADER_HEADER;
 use crate::cluster::state::{
     ClusterState, Command, ContainerRecord, Desired, Event as StateEvent, NodeRecord, Observed,
-    Response as CmdResponse,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -368,6 +367,3 @@ impl Cluster for ClusterService {
 pub fn note_heartbeat(core: &Core, node: u64) {
     lock(&core.heartbeats).insert(node, Instant::now());
 }
-
-/// Keeps the response type referenced for readers of this module.
-pub type CommandResponse = CmdResponse;

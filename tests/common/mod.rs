@@ -125,6 +125,16 @@ impl Host {
         )
     }
 
+    /// Runs a foreground container whose command is `sh -c SCRIPT` (plus the `extra`
+    /// definition lines); returns its output.
+    pub fn sh(&self, name: &str, extra: &str, script: &str) -> Output {
+        let def = self.haco(
+            name,
+            &format!("    c.init_command = [\"/bin/sh\", \"-c\", {script:?}];\n{extra}"),
+        );
+        self.run(&["run", def.to_str().unwrap()])
+    }
+
     /// Writes a definition file verbatim.
     pub fn haco_raw(&self, name: &str, text: &str) -> PathBuf {
         let p = self.scratch.path.join(format!("{name}.haco"));
