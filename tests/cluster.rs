@@ -381,3 +381,94 @@ fn a_node_cut_off_and_back_kills_its_stale_containers() {
     let local = cl.local_ps(victim);
     assert!(local.iter().all(|x| x["status"] != "running"), "{local:#?}");
 }
+
+#[test]
+fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
+    let cl = Cluster::three("cl-drain", &[]);
+    let def = cl.haco("mov", "[\"/bin/sleep\", \"600\"]");
+    let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
+    let victim = (1..=3u64).find(|n| *n != leader).unwrap();
+    let ids: Vec<String> = (0..2)
+        .map(|_| spawn(&cl, &def, &["--node", &victim.to_string()]))
+        .collect();
+    cl.wait_containers(T, "2 running on the victim", |c| {
+        ids.iter().all(|id| running_on(c, id).is_some())
+    });
+    // Watch the committed changes while draining.
+    let mut events = cl
+        .cli()
+        .args(["events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cl.ok(&["cluster", "drain", &victim.to_string()]);
+    assert!(out.contains("2 container(s) moved"), "{out}");
+    let c = cl.wait_containers(T, "copies running elsewhere, originals stopped", |c| {
+        let elsewhere = c
+            .iter()
+            .filter(|x| x["state"] == "running" && x["node"] != victim)
+            .count();
+        elsewhere == 2
+            && ids.iter().all(|id| {
+                c.iter()
+                    .any(|x| x["id"] == id.as_str() && x["state"] == "exited")
+            })
+    });
+    assert_eq!(running(&c).len(), 2);
+    let s = cl.status().unwrap();
+    let m = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == victim)
+        .unwrap()
+        .clone();
+    assert_eq!(m["state"], "draining", "{s:#}");
+    // Nothing new goes to a draining node.
+    let id = spawn(&cl, &def, &[]);
+    let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
+    assert_ne!(running_on(&c, &id).unwrap().0, victim);
+    // Leave: out of the Raft membership for good.
+    let out = cl.ok(&["cluster", "leave", &victim.to_string()]);
+    assert!(out.contains(&format!("node {victim} left")), "{out}");
+    let s = cl.wait(T, "the node left", |s| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == victim && m["state"] == "left" && m["role"] == "none")
+    });
+    let voters = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .count();
+    assert_eq!(voters, 2, "{s:#}");
+    let o = cl.run(&["cluster", "drain", &victim.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has left"),
+        "{o:?}"
+    );
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    for k in [
+        "node_draining",
+        "container_spawned",
+        "container_stopping",
+        "container_exited",
+        "node_left",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} event in {kinds:?}");
+    }
+}
+
+fn running(c: &[Value]) -> Vec<&Value> {
+    c.iter().filter(|x| x["state"] == "running").collect()
+}
