@@ -3,7 +3,7 @@
 
 use super::cgroup;
 use super::model::*;
-use super::script::{dsl_error, sandboxed_engine, ScriptError};
+use super::script::{check_keys, dsl_error, sandboxed_engine, ScriptError};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -209,22 +209,6 @@ fn string_list(v: &Dynamic, what: &str) -> RhaiResult<Vec<String>> {
     } else {
         Ok(vec![as_string(v, what)?])
     }
-}
-
-fn map_get<'a>(m: &'a Map, key: &str) -> Option<&'a Dynamic> {
-    m.get(key)
-}
-
-fn check_keys(m: &Map, what: &str, allowed: &[&str]) -> RhaiResult<()> {
-    for k in m.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(dsl_error(format!(
-                "{what}: unknown option '{k}'; expected one of {}",
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn int_of(v: &Dynamic, what: &str) -> RhaiResult<i64> {
@@ -477,14 +461,14 @@ fn add_provision(d: &Shared, script: &str, name: Option<String>) -> RhaiResult<(
 
 fn bootstrap_from(c: &Container, m: &Map) -> RhaiResult<Bootstrap> {
     let strategy =
-        match map_get(m, "strategy") {
+        match m.get("strategy") {
             Some(v) => as_string(v, "bootstrap strategy")?,
             None => return Err(dsl_error(
                 "bootstrap: missing 'strategy' (busybox, host, tarball, directory, debootstrap)",
             )),
         };
     let s = |k: &str| -> RhaiResult<Option<String>> {
-        map_get(m, k)
+        m.get(k)
             .map(|v| as_string(v, &format!("bootstrap {k}")))
             .transpose()
     };
@@ -495,7 +479,7 @@ fn bootstrap_from(c: &Container, m: &Map) -> RhaiResult<Bootstrap> {
         }
         "host" => {
             check_keys(m, "bootstrap host", &["strategy", "binaries"])?;
-            let bins = match map_get(m, "binaries") {
+            let bins = match m.get("binaries") {
                 Some(v) => string_list(v, "bootstrap binaries")?,
                 None => vec!["sh".into(), "sleep".into(), "true".into(), "cat".into(), "ls".into()],
             };

@@ -106,6 +106,19 @@ pub fn dsl_error(msg: impl Into<String>) -> Box<EvalAltResult> {
     ))
 }
 
+/// Refuses map options a DSL call does not know, naming the ones it does.
+pub fn check_keys(m: &rhai::Map, what: &str, allowed: &[&str]) -> Result<(), Box<EvalAltResult>> {
+    for k in m.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(dsl_error(format!(
+                "{what}: unknown option '{k}'; expected one of {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A Rhai engine with no file, network or process access and bounded size and work.
 /// `spawn` (a reserved word in Rhai) is turned into an identifier so `haconiwa.spawn`
 /// parses.

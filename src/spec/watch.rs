@@ -3,7 +3,7 @@
 //! `timer`); evaluating it against a view of the cluster gives intents (spawn, kill,
 //! log). Pure: the leader decides when to evaluate and carries the intents out.
 
-use super::script::{dsl_error, sandboxed_engine, ScriptError};
+use super::script::{check_keys, dsl_error, sandboxed_engine, ScriptError};
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope, AST,
 };
@@ -236,18 +236,6 @@ fn string_map(v: &Dynamic, what: &str) -> RhaiResult<BTreeMap<String, String>> {
             ))
         })
         .collect()
-}
-
-fn check_keys(m: &Map, what: &str, allowed: &[&str]) -> RhaiResult<()> {
-    for k in m.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(dsl_error(format!(
-                "{what}: unknown option '{k}'; expected one of {}",
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn register_kind(
