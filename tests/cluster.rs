@@ -419,6 +419,12 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
     let id = spawn(&cl, &def, &[]);
     let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
     assert_ne!(running_on(&c, &id).unwrap().0, victim);
+    // The leader cannot remove itself; it says how to proceed.
+    let o = cl.run(&["cluster", "leave", &leader.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is the leader and cannot remove itself"),
+        "{o:?}"
+    );
     // Leave: out of the Raft membership for good.
     let out = cl.ok(&["cluster", "leave", &victim.to_string()]);
     assert!(out.contains(&format!("node {victim} left")), "{out}");

@@ -278,6 +278,16 @@ pub async fn drain(core: &Core, id: NodeId) -> Result<u32, Status> {
 
 /// Leave: drain, then out of the Raft membership, then recorded as left for good.
 pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
+    if id == core.id {
+        // openraft 0.9 cannot hand leadership over, and a leader that removes itself
+        // from the voters does not complete the change: refuse, with the way out.
+        existing_node(core, id)?;
+        return Err(Status::failed_precondition(format!(
+            "node {id} is the leader and cannot remove itself: stop its supervisor (its \
+             containers keep running until they are moved), then `cluster leave {id}` \
+             again once another node leads"
+        )));
+    }
     let moved = drain(core, id).await?;
     let _change = core.membership.lock().await;
     let m = core.metrics();
