@@ -68,6 +68,10 @@ fn member_json(m: &pb::Member) -> serde_json::Value {
     })
 }
 
+fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
+    members.iter().map(member_json).collect()
+}
+
 fn print_members(members: &[pb::Member], leader: u64) {
     println!(
         "{:>4}  {:<22} {:<8} {:<9} {:>10}  LABELS",
@@ -229,7 +233,7 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                     "state_digest": s.state_digest,
                     "node": s.node,
                     "joint": s.joint,
-                    "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
+                    "members": members_json(&s.members),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -248,8 +252,10 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                 .map_err(status_error)?
                 .into_inner();
             if json {
-                let v: Vec<serde_json::Value> = s.members.iter().map(member_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&members_json(&s.members))?
+                );
             } else {
                 print_members(&s.members, s.leader);
             }

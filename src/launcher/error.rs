@@ -70,30 +70,29 @@ impl StepError {
         }
     }
 
+    /// The cause in words: the OS error and/or the explanation.
+    fn reason(&self) -> String {
+        match (self.errno, &self.detail) {
+            (Some(e), Some(d)) => format!("{} ({d})", io::Error::from_raw_os_error(e)),
+            (Some(e), None) => io::Error::from_raw_os_error(e).to_string(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => "failed".into(),
+        }
+    }
+
     /// Ties the error to a container.
     pub fn in_container(self, name: &str) -> LaunchError {
         LaunchError {
             container: name.to_string(),
+            reason: self.reason(),
             step: self.step,
-            reason: match (self.errno, self.detail) {
-                (Some(e), Some(d)) => format!("{} ({d})", io::Error::from_raw_os_error(e)),
-                (Some(e), None) => io::Error::from_raw_os_error(e).to_string(),
-                (None, Some(d)) => d,
-                (None, None) => "failed".into(),
-            },
         }
     }
 }
 
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = StepError {
-            step: self.step.clone(),
-            errno: self.errno,
-            detail: self.detail.clone(),
-        }
-        .in_container("?");
-        write!(f, "{}: {}", e.step, e.reason)
+        write!(f, "{}: {}", self.step, self.reason())
     }
 }
 

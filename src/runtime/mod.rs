@@ -309,26 +309,35 @@ impl Runtime {
         Ok(st)
     }
 
-    /// Every container of this runtime.
-    pub fn list(&self) -> Vec<Listed> {
+    /// The (corrected) state of every container of this runtime, oldest first. The node
+    /// agent calls this on every change, so it reads no more than the state files.
+    pub fn states(&self) -> Vec<State> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.state_dir.join("containers")) else {
             return out;
         };
         for e in rd.flatten() {
-            let dir = ContainerDir { path: e.path() };
-            if let Ok(state) = self.refresh(&dir) {
-                let command = dir.read_spec().map(|s| s.init_command).unwrap_or_default();
-                out.push(Listed { state, command });
+            if let Ok(state) = self.refresh(&ContainerDir { path: e.path() }) {
+                out.push(state);
             }
         }
-        out.sort_by(|a, b| {
-            a.state
-                .created_at
-                .cmp(&b.state.created_at)
-                .then(a.state.name.cmp(&b.state.name))
-        });
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
         out
+    }
+
+    /// Every container of this runtime with its command line (for `ps`).
+    pub fn list(&self) -> Vec<Listed> {
+        self.states()
+            .into_iter()
+            .map(|state| {
+                let command = self
+                    .dir(&state.name)
+                    .read_spec()
+                    .map(|s| s.init_command)
+                    .unwrap_or_default();
+                Listed { state, command }
+            })
+            .collect()
     }
 
     /// A container's current state.

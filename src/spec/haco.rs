@@ -459,6 +459,16 @@ fn add_provision(d: &Shared, script: &str, name: Option<String>) -> RhaiResult<(
     Ok(())
 }
 
+/// `run_shell(script, #{name})`, on the container or in a `provision` block.
+fn run_shell_named(d: &Shared, script: &str, o: Map) -> RhaiResult<()> {
+    check_keys(&o, "run_shell", &["name"])?;
+    let name = o
+        .get("name")
+        .map(|v| as_string(v, "run_shell name"))
+        .transpose()?;
+    add_provision(d, script, name)
+}
+
 fn bootstrap_from(c: &Container, m: &Map) -> RhaiResult<Bootstrap> {
     let strategy =
         match m.get("strategy") {
@@ -764,17 +774,9 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     engine.register_fn("run_shell", |c: &mut Container, script: &str| {
         add_provision(&c.d, script, None)
     });
-    engine.register_fn(
-        "run_shell",
-        |c: &mut Container, script: &str, o: Map| -> RhaiResult<()> {
-            check_keys(&o, "run_shell", &["name"])?;
-            let name = o
-                .get("name")
-                .map(|v| as_string(v, "run_shell name"))
-                .transpose()?;
-            add_provision(&c.d, script, name)
-        },
-    );
+    engine.register_fn("run_shell", |c: &mut Container, script: &str, o: Map| {
+        run_shell_named(&c.d, script, o)
+    });
     engine.register_fn(
         "provision",
         |ctx: NativeCallContext, c: &mut Container, f: FnPtr| -> RhaiResult<()> {
@@ -787,14 +789,7 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     });
     engine.register_fn(
         "run_shell",
-        |p: &mut ProvisionBuilder, script: &str, o: Map| -> RhaiResult<()> {
-            check_keys(&o, "run_shell", &["name"])?;
-            let name = o
-                .get("name")
-                .map(|v| as_string(v, "run_shell name"))
-                .transpose()?;
-            add_provision(&p.0, script, name)
-        },
+        |p: &mut ProvisionBuilder, script: &str, o: Map| run_shell_named(&p.0, script, o),
     );
 
     // Namespaces.

@@ -10,7 +10,7 @@ use super::service::note_heartbeat;
 use crate::api::pb::{HeartbeatRequest, ReportRequest};
 use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
 use crate::runtime::state::{State as LocalState, Status as LocalStatus};
-use crate::runtime::{bootstrap, Listed, Runtime};
+use crate::runtime::{bootstrap, Runtime};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,9 +76,9 @@ impl Agent {
         }
     }
 
-    async fn list_local(&self) -> Vec<Listed> {
+    async fn list_local(&self) -> Vec<LocalState> {
         let rt = self.runtime.clone();
-        tokio::task::spawn_blocking(move || rt.list())
+        tokio::task::spawn_blocking(move || rt.states())
             .await
             .unwrap_or_default()
     }
@@ -90,7 +90,7 @@ impl Agent {
             .list_local()
             .await
             .into_iter()
-            .map(|l| (l.state.name.clone(), l.state))
+            .map(|l| (l.name.clone(), l))
             .collect();
         let mine: HashMap<&str, &ContainerRecord> = state
             .containers

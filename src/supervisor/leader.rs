@@ -17,7 +17,6 @@ const KEEP_FINISHED: usize = 100;
 
 /// Runs forever.
 pub async fn run(core: Arc<Core>) {
-    let mut leading_since: Option<Instant> = None;
     let mut down_since: HashMap<NodeId, Instant> = HashMap::new();
     let mut rules = super::rules::RuleLoop::new(core.clone());
     let mut tick = tokio::time::interval(TICK);
@@ -29,7 +28,6 @@ pub async fn run(core: Arc<Core>) {
             r = state_rx.changed() => { if r.is_err() { return; } }
         }
         if !core.is_leader() {
-            leading_since = None;
             *lock(&core.leading_since) = None;
             rules.stand_down();
             continue;
@@ -39,8 +37,7 @@ pub async fn run(core: Arc<Core>) {
             let b = state_rx.borrow_and_update();
             (b.0, b.1.clone())
         };
-        if leading_since.is_none() {
-            leading_since = Some(now);
+        if lock(&core.leading_since).is_none() {
             *lock(&core.leading_since) = Some(now);
             down_since.clear();
             // A fresh TTL for everyone: we have not been listening until now.

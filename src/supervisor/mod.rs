@@ -111,7 +111,6 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("create {}", config.data_dir.display())))?;
     let db_path = config.data_dir.join("raft.redb");
-    let fresh = !db_path.exists();
     let id = match (stored_id(&config.data_dir)?, config.node_id) {
         (Some(s), Some(c)) if s != c => {
             return Err(SupervisorError::Config(format!(
@@ -120,16 +119,17 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
             )))
         }
         (Some(s), _) => s,
-        (None, wanted) if !config.join.is_empty() => join(&config, wanted).await?,
+        (None, wanted) if !config.join.is_empty() => {
+            let id = join(&config, wanted).await?;
+            tracing::info!("joined as node {id}");
+            id
+        }
         (None, wanted) => wanted.unwrap_or(1),
     };
     let id_file = config.data_dir.join("node_id");
     if !id_file.exists() {
         crate::runtime::state::write_atomic(&id_file, format!("{id}\n").as_bytes())
             .map_err(io(format!("write {}", id_file.display())))?;
-    }
-    if fresh && !config.join.is_empty() && stored_id(&config.data_dir)?.is_some() {
-        tracing::info!("joined as node {id}");
     }
     let db = open_database(&db_path)
         .map_err(|e| SupervisorError::Store(format!("{}: {e}", db_path.display())))?;

@@ -349,8 +349,3 @@ pub fn rule_pb(r: &RuleRecord) -> pb::Rule {
         definitions: r.definitions.keys().cloned().collect(),
     }
 }
-
-/// Registers a rule (implemented with the watcher rules).
-pub async fn apply_rule(core: &Core, r: pb::ApplyRuleRequest) -> Result<pb::Rule, Status> {
-    crate::supervisor::rules::apply(core, r).await
-}

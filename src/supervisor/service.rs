@@ -329,7 +329,7 @@ impl Cluster for ClusterService {
         req: Request<ApplyRuleRequest>,
     ) -> Result<Response<ApplyRuleReply>, Status> {
         on_leader!(self, req, apply_rule);
-        let rule = ops::apply_rule(&self.core, req.into_inner()).await?;
+        let rule = super::rules::apply(&self.core, req.into_inner()).await?;
         Ok(Response::new(ApplyRuleReply { rule: Some(rule) }))
     }
 
