@@ -222,7 +222,7 @@ fn missing_pieces_point_at_define() {
     assert!(e.contains("needs a uid map"), "{e}");
     let e = err("haconiwa.define(|c| {\n c.name = \"x y\";\n});");
     assert!(
-        e.starts_with("t.haco:2:") && e.contains("invalid name 'x y'"),
+        e.starts_with("t.haco:2:") && e.contains("invalid container name 'x y'"),
         "{e}"
     );
 }

@@ -54,12 +54,13 @@ fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {
 }
 
 #[test]
-fn non_root_user_keeps_its_capabilities_through_ambient_set() {
+fn non_root_user_holds_no_capabilities_unless_raised_as_ambient() {
     let host = Host::new("caps-user");
+    // Docker's default set is the bounding set, but a non-root user holds none of it.
     let out = host.sh(
         "u1000",
-        "    c.uid = 1000;\n    c.gid = 1000;\n    c.groups = [10, 20];\n    c.capabilities.reset();\n    c.capabilities.allow([\"net_bind_service\"]);",
-        "id; grep -E 'CapEff|CapAmb' /proc/self/status",
+        "    c.uid = 1000;\n    c.gid = 1000;\n    c.groups = [10, 20];\n    c.capabilities.allow([\"net_bind_service\"]);",
+        "id; grep -E 'CapEff|CapPrm|CapAmb|CapBnd' /proc/self/status",
     );
     let text = stdout(&out);
     assert!(
@@ -67,8 +68,27 @@ fn non_root_user_keeps_its_capabilities_through_ambient_set() {
         "{text}{}",
         stderr(&out)
     );
-    assert!(text.contains("CapEff:\t0000000000000400"), "{text}");
+    for set in ["CapEff", "CapPrm", "CapAmb"] {
+        assert!(
+            text.contains(&format!("{set}:\t0000000000000000")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("CapBnd:\t00000000a80425fb"), "{text}");
+    // Raised explicitly, it holds exactly that one, through the ambient set.
+    let out = host.sh(
+        "u1000b",
+        "    c.uid = 1000;\n    c.gid = 1000;\n    c.capabilities.reset();\n    c.capabilities.ambient([\"net_bind_service\"]);",
+        "grep -E 'CapEff|CapAmb|CapBnd' /proc/self/status",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("CapEff:\t0000000000000400"),
+        "{text}{}",
+        stderr(&out)
+    );
     assert!(text.contains("CapAmb:\t0000000000000400"), "{text}");
+    assert!(text.contains("CapBnd:\t0000000000000400"), "{text}");
     host.assert_clean();
 }
 

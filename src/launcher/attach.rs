@@ -2,7 +2,7 @@
 //! container, then run a command there with the container's privileges.
 
 use super::error::{LaunchError, Step, StepError, StepResult};
-use super::{init, process, signals};
+use super::{init, privileges, process, seccomp, signals};
 use crate::spec::{ContainerSpec, NsKind};
 use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
@@ -41,6 +41,11 @@ fn attach_inner(
     cgroup_dirs: &[PathBuf],
     command: &[String],
 ) -> StepResult<i32> {
+    // The attached command gets the container's filter, and until its exec (in the
+    // container's PID namespace, running this binary) nobody there can trace or read it.
+    let filter = seccomp::prepare(spec, &privileges::capability_names(&spec.capabilities))?;
+    nix::sys::prctl::set_dumpable(false)
+        .step(|| "make the attaching process non-dumpable".into())?;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     // Namespaces that differ from ours, opened before we move anywhere.
     let mut joins = Vec::new();
@@ -82,7 +87,7 @@ fn attach_inner(
     // SAFETY: single-threaded process (the launcher's rule).
     match unsafe { nix::unistd::fork() }.step(|| "fork the attached command".into())? {
         ForkResult::Child => {
-            let e = match process::exec_command(&spec) {
+            let e = match process::exec_command(&spec, filter.as_ref()) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };

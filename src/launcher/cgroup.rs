@@ -2,6 +2,7 @@
 //! (`<parent>/<name>` in each hierarchy), limits written before the container runs,
 //! OOM kills read back, and everything removed after exit.
 
+use super::devices;
 use super::error::{Step, StepError, StepResult};
 use crate::spec::cgroup::{translate, CgroupVersion, CgroupWrite};
 use std::collections::BTreeMap;
@@ -192,6 +193,10 @@ impl Cgroup {
             Layout::V2 { root } => vec![root.join(&rel)],
             Layout::V1 { controllers } => {
                 let mut wanted: Vec<&str> = V1_ALWAYS.to_vec();
+                // The device allowlist lives in the devices controller, wherever mounted.
+                if controllers.contains_key("devices") {
+                    wanted.push("devices");
+                }
                 for w in &writes {
                     if !wanted.contains(&w.controller) {
                         wanted.push(w.controller);
@@ -223,17 +228,22 @@ impl Cgroup {
         })
     }
 
-    /// Creates the container's cgroup and writes its limits. On failure nothing is left.
+    /// Creates the container's cgroup, writes its limits and its device allowlist. On
+    /// failure nothing is left.
     pub fn create(
         layout: &Layout,
         parent: &str,
         name: &str,
         settings: &BTreeMap<String, String>,
+        device_rules: &[devices::Rule],
     ) -> StepResult<Cgroup> {
         let cg = Cgroup::handle(layout, parent, name, settings)?;
         let writes = translate(settings, layout.version())
             .map_err(|m| StepError::msg("cgroup settings", m))?;
-        match cg.create_dirs(&writes) {
+        match cg
+            .create_dirs(&writes)
+            .and_then(|()| cg.restrict_devices(device_rules))
+        {
             Ok(()) => Ok(cg),
             Err(e) => {
                 let _ = cg.remove();
@@ -330,6 +340,23 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Lets the container use only the allowlisted devices: the v1 controller's files,
+    /// or a device program on v2.
+    fn restrict_devices(&self, rules: &[devices::Rule]) -> StepResult<()> {
+        match &self.layout {
+            Layout::V2 { .. } => match self.dirs.first() {
+                Some(leaf) => devices::attach_v2(leaf, rules),
+                None => Ok(()),
+            },
+            Layout::V1 { controllers } => {
+                let Some(mp) = controllers.get("devices") else {
+                    return Ok(());
+                };
+                devices::apply_v1(&mp.join(&self.rel), rules)
+            }
+        }
     }
 
     /// mkdir of every level; a concurrent removal of an empty parent by another

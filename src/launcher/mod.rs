@@ -5,16 +5,18 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod devices;
 mod error;
 pub mod init;
 mod mounts;
 pub mod network;
 pub mod privileges;
 mod process;
+pub mod seccomp;
 pub mod signals;
 
 pub use error::{LaunchError, StepError};
 pub use process::{
-    fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, Started,
-    DEFAULT_PATH,
+    fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, RootAccess,
+    Started, DEFAULT_PATH,
 };

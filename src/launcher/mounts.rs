@@ -2,11 +2,12 @@
 //! /dev, user mounts, masked paths, then pivot_root (or chroot).
 
 use super::error::{Step, StepError, StepResult};
-use crate::spec::{ContainerSpec, NsKind, RootMode, SystemMount};
+use super::RootAccess;
+use crate::spec::{ContainerSpec, NsKind, RootMode, SystemMount, HOST_VIEW_FILESYSTEMS};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Files hidden from the container (a bind of /dev/null), as runc and Docker do.
@@ -134,17 +135,19 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
 
 /// Builds the container's mount table under its root and enters the root. Runs in the
 /// child, inside its new mount namespace.
-pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
-    let root = &spec.rootfs.path;
+pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
     let has_mount_ns = spec.unshares(NsKind::Mount)
         || spec
             .namespaces
             .enter
             .iter()
             .any(|e| e.kind == NsKind::Mount);
-    if !has_mount_ns {
-        // No private mount table: only chroot, nothing is mounted on the host.
-        return enter_chroot(root);
+    if !has_mount_ns || spec.rootfs.mode == RootMode::Chroot {
+        // The loader never produces these; a spec from elsewhere is refused here too.
+        return Err(StepError::msg(
+            "enter the root filesystem",
+            "a chroot without a private mount namespace is refused: root inside escapes it; unshare \"mount\" and use pivot_root",
+        ));
     }
     // Nothing propagates from the container to the host or back.
     mount(
@@ -155,7 +158,19 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
         none(),
     )
     .step(|| "make mount propagation private".into())?;
-    bind(root, root, true).step_ctx(|| format!("bind the root filesystem {}", root.display()))?;
+    let base = &spec.rootfs.path;
+    let root_buf;
+    let root: &Path = match access {
+        RootAccess::Layer(dir) => {
+            root_buf = overlay(base, dir, spec.unshares(NsKind::User))?;
+            &root_buf
+        }
+        RootAccess::ReadOnly | RootAccess::Writable => {
+            bind(base, base, true)
+                .step_ctx(|| format!("bind the root filesystem {}", base.display()))?;
+            base
+        }
+    };
     let user_ns = spec.unshares(NsKind::User);
     // sysfs may be mounted by whoever owns the network namespace: ours when we made it,
     // the host's when we joined one without a user namespace of our own.
@@ -190,6 +205,9 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
     }
     if has(SystemMount::Dev) {
         setup_dev(root, user_ns)?;
+    }
+    for d in spec.devices.iter().filter_map(|d| d.path.as_deref()) {
+        device_node(root, Path::new(d), user_ns)?;
     }
     if has(SystemMount::Devpts) {
         let p = root.join("dev/pts");
@@ -252,6 +270,12 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
                     remount_readonly(&target)?;
                 }
             }
+            Some(fstype) if HOST_VIEW_FILESYSTEMS.contains(&fstype.as_str()) => {
+                return Err(StepError::msg(
+                    format!("mount {fstype} on {}", m.target),
+                    "refused: it would bypass the masked and read-only paths",
+                ));
+            }
             Some(fstype) => {
                 mkdir_p(&target)?;
                 let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -272,14 +296,47 @@ pub fn setup_root(spec: &ContainerSpec) -> StepResult<()> {
     if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
         mask_paths(root)?;
     }
-    match spec.rootfs.mode {
-        RootMode::PivotRoot => pivot(root)?,
-        RootMode::Chroot => enter_chroot(root)?,
-    }
-    if spec.rootfs.readonly {
+    pivot(root)?;
+    if *access == RootAccess::ReadOnly {
         remount_readonly(Path::new("/"))?;
     }
     Ok(())
+}
+
+/// Mounts the container's root: the shared base read-only below, the container's own
+/// writable layer (`dir/upper`, with overlayfs' `dir/work`) on top, at `dir/merged`.
+fn overlay(base: &Path, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
+    let merged = dir.join("merged");
+    let (upper, work) = (dir.join("upper"), dir.join("work"));
+    for p in [base, upper.as_path(), work.as_path()] {
+        let text = p.to_string_lossy();
+        if text.contains([',', ':', '\\']) {
+            return Err(StepError::msg(
+                "mount the root's writable layer",
+                format!("{text} contains ',', ':' or '\\', which overlayfs options cannot carry"),
+            ));
+        }
+    }
+    let mut opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        base.display(),
+        upper.display(),
+        work.display()
+    );
+    if user_ns {
+        // trusted.* xattrs belong to the host's root; in a user namespace overlayfs keeps
+        // its bookkeeping in user.* ones.
+        opts.push_str(",userxattr");
+    }
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .step(|| format!("mount the writable layer over {}", base.display()))?;
+    Ok(merged)
 }
 
 trait StepCtx<T> {
@@ -335,6 +392,31 @@ fn setup_dev(root: &Path, user_ns: bool) -> StepResult<()> {
     Ok(())
 }
 
+/// Creates the host device `dev` at the same path inside (a bind of the host's node in a
+/// user namespace, where mknod is refused).
+fn device_node(root: &Path, dev: &Path, user_ns: bool) -> StepResult<()> {
+    let inner = inside(root, &dev.to_string_lossy())?;
+    if fs::symlink_metadata(&inner).is_ok() {
+        return Ok(());
+    }
+    if user_ns {
+        touch(&inner)?;
+        return bind(dev, &inner, false);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(dev).step(|| format!("device {}", dev.display()))?;
+    if let Some(parent) = inner.parent() {
+        mkdir_p(parent)?;
+    }
+    let kind = if md.file_type().is_block_device() {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    mknod(&inner, kind, Mode::from_bits_truncate(md.mode()), md.rdev())
+        .step(|| format!("mknod {}", dev.display()))
+}
+
 fn mask_paths(root: &Path) -> StepResult<()> {
     let null = Path::new("/dev/null");
     for f in MASKED_FILES {
@@ -365,10 +447,5 @@ fn pivot(root: &Path) -> StepResult<()> {
     nix::unistd::pivot_root(".", ".").step(|| format!("pivot_root into {}", root.display()))?;
     // The old root is stacked under the new one at "."; detach it.
     umount2(".", MntFlags::MNT_DETACH).step(|| "detach the old root".into())?;
-    nix::unistd::chdir("/").step(|| "chdir /".into())
-}
-
-fn enter_chroot(root: &Path) -> StepResult<()> {
-    nix::unistd::chroot(root).step(|| format!("chroot into {}", root.display()))?;
     nix::unistd::chdir("/").step(|| "chdir /".into())
 }

@@ -58,6 +58,12 @@ pub fn effective_set(c: &Capabilities) -> CapsHashSet {
     set
 }
 
+/// The `CAP_*` names of [`effective_set`] (what seccomp profiles' per-capability rules
+/// look at).
+pub fn capability_names(c: &Capabilities) -> Vec<String> {
+    effective_set(c).iter().map(|c| c.to_string()).collect()
+}
+
 fn bits(set: &CapsHashSet) -> u64 {
     set.iter().fold(0u64, |acc, c| acc | c.bitmask())
 }
@@ -163,11 +169,45 @@ pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
     // What the kernel knows is what root holds now; the rest of the wanted set is moot.
     let [_, permitted, _] = capget()?;
     let want = bits(&wanted_set(&spec.capabilities)) & permitted;
-    // The bounding set limits what any later exec can regain; CAP_SETPCAP is needed to
-    // shrink it, so it goes first. The loop ends at the first capability the kernel
-    // does not know.
+    let ambient = bits(&named_set(&spec.capabilities.ambient)) & want;
+    drop_bounding_except(want)?;
+    if uid != 0 {
+        // Keep the permitted set across setuid, for the ambient capabilities below.
+        caps::securebits::set_keepcaps(true)
+            .map_err(|e| StepError::msg("keep capabilities", e.to_string()))?;
+    }
+    if !spec.groups.is_empty() || spec.gid.is_some() || spec.uid.is_some() {
+        let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).step(|| "setgroups".into())?;
+    }
+    nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
+        .step(|| format!("setgid {gid}"))?;
+    nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+        .step(|| format!("setuid {uid}"))?;
+    // Root keeps the container's set (an exec as root regains the bounding set anyway);
+    // any other user holds only what the definition raises as ambient, as with Docker.
+    // Nothing is inheritable beyond the ambient set (the runc CVE-2022-29162 lesson).
+    let held = if uid == 0 { want } else { ambient };
+    capset(held, held, ambient)?;
+    raise_ambient(ambient)?;
+    if spec.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
+    }
+    Ok(())
+}
+
+/// The capabilities named in a list (unknown names are ignored: the loader refused them).
+fn named_set(names: &[String]) -> CapsHashSet {
+    names.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
+/// Drops every capability outside `keep` from the bounding set, which limits what any
+/// later exec can regain. CAP_SETPCAP is needed to shrink it, so this goes before the
+/// capability sets change. The loop ends at the first capability the kernel does not
+/// know.
+pub fn drop_bounding_except(keep: u64) -> StepResult<()> {
     for cap in 0..64u64 {
-        if want & (1 << cap) != 0 {
+        if keep & (1 << cap) != 0 {
             continue;
         }
         // SAFETY: prctl with integer arguments only.
@@ -183,44 +223,52 @@ pub fn apply(spec: &ContainerSpec) -> StepResult<()> {
             ));
         }
     }
-    if uid != 0 {
-        // Keep the permitted set across setuid; ambient capabilities carry it over exec.
-        caps::securebits::set_keepcaps(true)
-            .map_err(|e| StepError::msg("keep capabilities", e.to_string()))?;
-    }
-    if !spec.groups.is_empty() || spec.gid.is_some() || spec.uid.is_some() {
-        let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        nix::unistd::setgroups(&groups).step(|| "setgroups".into())?;
-    }
-    nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
-        .step(|| format!("setgid {gid}"))?;
-    nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
-        .step(|| format!("setuid {uid}"))?;
-    capset(want, want, want)?;
-    if uid != 0 {
-        // A non-root command keeps its capabilities across exec only as ambient ones.
-        for cap in 0..64u64 {
-            if want & (1 << cap) != 0 {
-                // SAFETY: prctl with integer arguments only.
-                let rc = unsafe {
-                    libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    )
-                };
-                if rc != 0 {
-                    return Err(StepError::last(format!("raise ambient capability {cap}")));
-                }
+    Ok(())
+}
+
+/// Raises each capability of `set` as an ambient one (it must be permitted and
+/// inheritable already).
+fn raise_ambient(set: u64) -> StepResult<()> {
+    for cap in 0..64u64 {
+        if set & (1 << cap) != 0 {
+            // SAFETY: prctl with integer arguments only.
+            let rc = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Err(StepError::last(format!("raise ambient capability {cap}")));
             }
         }
     }
-    if spec.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
-    }
     Ok(())
+}
+
+/// Leaves the calling process (the container's PID 1, the launcher's own stages inside
+/// the container) nothing worth stealing: not dumpable (no ptrace, no `/proc/PID/exe`,
+/// `mem`, `root` or `fd` for anyone without CAP_SYS_PTRACE), an empty bounding set,
+/// `no_new_privs`, and only `keep` in its effective and permitted sets.
+pub fn harden_init(keep: &[Capability]) -> StepResult<()> {
+    nix::sys::prctl::set_dumpable(false).step(|| "make PID 1 non-dumpable".into())?;
+    drop_bounding_except(0)?;
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let keep = keep.iter().fold(0u64, |acc, c| acc | c.bitmask());
+    capset(keep, keep, 0)?;
+    nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs on PID 1".into())
 }
 
 #[cfg(test)]
@@ -238,9 +286,9 @@ mod tests {
     #[test]
     fn allow_drop_reset() {
         let c = Capabilities {
-            reset: false,
             allow: vec!["CAP_SYS_TIME".into()],
             drop: vec!["CAP_CHOWN".into()],
+            ..Capabilities::default()
         };
         let s = effective_set(&c);
         assert!(s.contains(&Capability::CAP_SYS_TIME));
@@ -248,7 +296,7 @@ mod tests {
         let r = Capabilities {
             reset: true,
             allow: vec!["CAP_KILL".into()],
-            drop: vec![],
+            ..Capabilities::default()
         };
         assert_eq!(effective_set(&r).len(), 1);
     }

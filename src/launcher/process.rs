@@ -4,7 +4,8 @@
 
 use super::cgroup::{Cgroup, Layout};
 use super::error::{LaunchError, Step, StepError, StepResult};
-use super::{init, mounts, network, privileges, signals};
+use super::seccomp::{self, Filter};
+use super::{devices, init, mounts, network, privileges, signals};
 use crate::spec::{ContainerSpec, IdMap, NsKind};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -15,7 +16,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Stack of the command process between clone and exec.
 const COMMAND_STACK: usize = 1 << 20;
@@ -23,17 +24,34 @@ const COMMAND_STACK: usize = 1 << 20;
 /// PATH inside the container when the definition sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Where the container's cgroups go.
+/// How the container sees its root filesystem (the bootstrapped base of a definition,
+/// shared by all its containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootAccess {
+    /// The base read-only below the container's own writable layer (overlayfs): its
+    /// writes land in `DIR/upper` (with `DIR/work` and the mount point `DIR/merged`,
+    /// all made by the caller) and nobody else sees them.
+    Layer(PathBuf),
+    /// The base read-only, nothing writable (`readonly_rootfs`).
+    ReadOnly,
+    /// The base itself, writable: only for provisioning it, once, at `create`.
+    Writable,
+}
+
+/// Where the container's cgroups go and how it gets its root.
 #[derive(Debug, Clone)]
 pub struct LaunchOptions {
     /// Parent cgroup path in every hierarchy, e.g. `haconiwa` or `haconiwa/node-2`.
     pub cgroup_parent: String,
+    /// The root filesystem's access mode.
+    pub root: RootAccess,
 }
 
 impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
             cgroup_parent: "haconiwa".into(),
+            root: RootAccess::ReadOnly,
         }
     }
 }
@@ -195,6 +213,10 @@ fn raw_clone_into(flags: CloneFlags, cgroup_fd: RawFd) -> StepResult<Option<Pid>
 pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, LaunchError> {
     let fail = |e: StepError| e.in_container(&spec.name);
     preflight(spec).map_err(fail)?;
+    // Compiled here, before anything exists, so a bad profile leaves nothing behind.
+    let filter =
+        seccomp::prepare(spec, &privileges::capability_names(&spec.capabilities)).map_err(fail)?;
+    let device_rules = devices::rules(&spec.devices).map_err(fail)?;
     let mut enter_fds = Vec::new();
     for e in &spec.namespaces.enter {
         let f = File::open(&e.path)
@@ -203,9 +225,20 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         enter_fds.push((e.kind, OwnedFd::from(f)));
     }
     let layout = Layout::detect().map_err(fail)?;
-    let cgroup =
-        Cgroup::create(&layout, &opts.cgroup_parent, &spec.name, &spec.cgroup).map_err(fail)?;
-    match start_in(spec, cgroup.clone(), enter_fds) {
+    let cgroup = Cgroup::create(
+        &layout,
+        &opts.cgroup_parent,
+        &spec.name,
+        &spec.cgroup,
+        &device_rules,
+    )
+    .map_err(fail)?;
+    let child = Child {
+        spec,
+        root: &opts.root,
+        filter: filter.as_ref(),
+    };
+    match start_in(&child, cgroup.clone(), enter_fds) {
         Ok(pid) => Ok(Started {
             pid,
             cgroup,
@@ -222,11 +255,15 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
     }
 }
 
-fn start_in(
-    spec: &ContainerSpec,
-    cgroup: Cgroup,
-    enter_fds: Vec<(NsKind, OwnedFd)>,
-) -> StepResult<i32> {
+/// What the cloned child needs to build the container.
+struct Child<'a> {
+    spec: &'a ContainerSpec,
+    root: &'a RootAccess,
+    filter: Option<&'a Filter>,
+}
+
+fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> StepResult<i32> {
+    let spec = c.spec;
     // A joined PID namespace applies to our children, so the parent joins it.
     for (kind, fd) in &enter_fds {
         if *kind == NsKind::Pid {
@@ -263,7 +300,7 @@ fn start_in(
             } else {
                 Ok(())
             };
-            let e = match self_placed.and_then(|()| child_main(spec, go_r, &err_w, &enter_fds)) {
+            let e = match self_placed.and_then(|()| child_main(c, go_r, &err_w, &enter_fds)) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };
@@ -357,11 +394,12 @@ pub fn wait(started: &Started) -> Exit {
 
 /// The child: everything from the release to exec. Returns only on failure.
 fn child_main(
-    spec: &ContainerSpec,
+    c: &Child,
     go_r: OwnedFd,
     err_w: &OwnedFd,
     enter_fds: &[(NsKind, OwnedFd)],
 ) -> StepResult<Infallible> {
+    let spec = c.spec;
     // Nothing of the launcher's caller (its report pipes, sockets) leaks into the
     // container, not even into PID 1, which never execs.
     let mut keep: Vec<RawFd> = vec![go_r.as_raw_fd(), err_w.as_raw_fd()];
@@ -404,7 +442,7 @@ fn child_main(
         }
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    mounts::setup_root(spec)?;
+    mounts::setup_root(spec, c.root)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if spec.unshares(NsKind::Uts) {
         nix::unistd::sethostname(spec.effective_hostname()).step(|| "set the hostname".into())?;
@@ -423,10 +461,13 @@ fn child_main(
         // (shared memory, own stack, we pause until its exec): no page tables to copy.
         let err_fd = err_w.as_raw_fd();
         let mut stack = vec![0u8; COMMAND_STACK];
+        // From now on processes of the container exist: PID 1 (and the command until its
+        // exec, which shares our memory) can be neither traced nor read through /proc.
+        nix::sys::prctl::set_dumpable(false).step(|| "make PID 1 non-dumpable".into())?;
         let command = Box::new(|| -> isize {
             let e = match nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .step(|| "set the parent-death signal".into())
-                .and_then(|()| exec_command(spec))
+                .and_then(|()| exec_command(spec, c.filter))
             {
                 Err(e) => e,
                 Ok(never) => match never {},
@@ -448,13 +489,19 @@ fn child_main(
             )
         }
         .step(|| "start the command under PID 1".into())?;
+        // The command has exec'd with its own credentials: PID 1 gives up everything
+        // but signalling it, before the launcher hears that the start succeeded.
+        if let Err(e) = privileges::harden_init(&[caps::Capability::CAP_KILL]) {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            return Err(e);
+        }
         // PID 1 keeps no copy of the error pipe: its EOF must mean "exec'd".
         // SAFETY: closing our own duplicate of the pipe; the OwnedFd is not used again in
         // this process, which never returns from init::run.
         unsafe { libc::close(err_fd) };
         init::run(child);
     }
-    exec_command(spec)
+    exec_command(spec, c.filter)
 }
 
 fn cstr(s: &str, what: &str) -> StepResult<CString> {
@@ -462,8 +509,12 @@ fn cstr(s: &str, what: &str) -> StepResult<CString> {
         .map_err(|_| StepError::msg(what.to_string(), format!("'{s}' contains a NUL byte")))
 }
 
-/// Identity, privileges, environment, working directory, then exec.
-pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
+/// Identity, privileges, environment, working directory, the seccomp filter (the last
+/// step), then exec.
+pub(crate) fn exec_command(
+    spec: &ContainerSpec,
+    filter: Option<&Filter>,
+) -> StepResult<Infallible> {
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
     env.insert("HOME".to_string(), "/root".to_string());
@@ -489,6 +540,13 @@ pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
     let Some(cmd) = spec.init_command.first() else {
         return Err(StepError::msg("exec", "empty command"));
     };
+    // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: with no_new_privs off it
+    // goes in while root still holds its capabilities (the filter allows the few calls
+    // that follow).
+    let install = |f: Option<&Filter>| f.map(seccomp::install).unwrap_or(Ok(()));
+    if !spec.no_new_privs {
+        install(filter)?;
+    }
     privileges::apply(spec)?;
     let workdir = spec.workdir.as_deref().unwrap_or("/");
     nix::unistd::chdir(workdir).step(|| format!("chdir to workdir {workdir}"))?;
@@ -503,6 +561,9 @@ pub(crate) fn exec_command(spec: &ContainerSpec) -> StepResult<Infallible> {
         );
     }
     signals::reset();
+    if spec.no_new_privs {
+        install(filter)?;
+    }
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.clone()]
     } else {

@@ -5,8 +5,10 @@
 pub mod bootstrap;
 pub mod state;
 
-use crate::launcher::{self, cgroup::Cgroup, cgroup::Layout, LaunchError, LaunchOptions};
-use crate::spec::ContainerSpec;
+use crate::launcher::{
+    self, cgroup::Cgroup, cgroup::Layout, LaunchError, LaunchOptions, RootAccess,
+};
+use crate::spec::{names, ContainerSpec, NsKind};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{ForkResult, Pid};
 use state::{now_secs, ContainerDir, State, Status};
@@ -33,6 +35,9 @@ pub enum RuntimeError {
     /// The container is not running.
     #[error("container '{0}' is not running")]
     NotRunning(String),
+    /// A name that cannot be a container's.
+    #[error(transparent)]
+    InvalidName(#[from] names::NameError),
     /// A state file problem.
     #[error("{what}: {source}")]
     Io {
@@ -46,6 +51,40 @@ pub enum RuntimeError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { what, source }
+}
+
+/// Makes the container's writable layer (`upper`, `work`, the mount point `merged`);
+/// in a user namespace it belongs to the container's root, who mounts it.
+fn make_layer(spec: &ContainerSpec, dir: &ContainerDir) -> Result<(), RuntimeError> {
+    if spec.rootfs.readonly {
+        return Ok(());
+    }
+    let layer = dir.layer_dir();
+    let owner = |maps: &[crate::spec::IdMap]| {
+        maps.iter()
+            .find(|m| m.inside == 0)
+            .map(|m| m.outside)
+            .unwrap_or(0)
+    };
+    let (uid, gid) = if spec.unshares(NsKind::User) {
+        (
+            owner(&spec.namespaces.uid_map),
+            owner(&spec.namespaces.gid_map),
+        )
+    } else {
+        (0, 0)
+    };
+    for d in [
+        layer.clone(),
+        layer.join("upper"),
+        layer.join("work"),
+        layer.join("merged"),
+    ] {
+        state::create_private_dir(&d)
+            .and_then(|()| std::os::unix::fs::chown(&d, Some(uid), Some(gid)))
+            .map_err(io_err(format!("create {}", d.display())))?;
+    }
+    Ok(())
 }
 
 /// Local container management rooted at a state directory.
@@ -88,21 +127,35 @@ impl Runtime {
         self.state_dir.join("notify.sock")
     }
 
-    fn options(&self) -> LaunchOptions {
+    fn options(&self, spec: &ContainerSpec, dir: &ContainerDir) -> LaunchOptions {
         LaunchOptions {
             cgroup_parent: self.cgroup_parent.clone(),
+            root: if spec.rootfs.readonly {
+                RootAccess::ReadOnly
+            } else {
+                RootAccess::Layer(dir.layer_dir())
+            },
         }
     }
 
-    /// Creates the container's directory; an old one of a dead container is cleared.
+    /// Creates the container's directory (with its writable layer); an old one of a dead
+    /// container is cleared. The name is checked before anything is touched.
     fn reserve(&self, spec: &ContainerSpec) -> Result<ContainerDir, RuntimeError> {
+        names::check("container", &spec.name)?;
         let dir = self.dir(&spec.name);
-        std::fs::create_dir_all(self.state_dir.join("containers"))
+        state::create_private_dirs(&self.state_dir.join("containers"))
             .map_err(io_err(format!("create {}", self.state_dir.display())))?;
         for _ in 0..3 {
-            match std::fs::create_dir(&dir.path) {
+            match state::create_private_dir(&dir.path) {
                 Ok(()) => {
-                    dir.write_spec(spec).map_err(io_err("write spec.json"))?;
+                    let made = dir
+                        .write_spec(spec)
+                        .map_err(io_err("write spec.json"))
+                        .and_then(|()| make_layer(spec, &dir));
+                    if let Err(e) = made {
+                        let _ = std::fs::remove_dir_all(&dir.path);
+                        return Err(e);
+                    }
                     return Ok(dir);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -146,7 +199,7 @@ impl Runtime {
         let dir = self.reserve(spec)?;
         let mut st = self.initial_state(spec);
         let _ = dir.write_state(&st);
-        let started = match launcher::start(spec, &self.options()) {
+        let started = match launcher::start(spec, &self.options(spec, &dir)) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir.path);
@@ -213,10 +266,11 @@ impl Runtime {
     /// to the caller through `report`, waits, records the exit. Returns its exit code.
     fn monitor(&self, spec: &ContainerSpec, dir: &ContainerDir, mut report: std::fs::File) -> i32 {
         let _ = nix::unistd::setsid();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.log_file());
+        let log = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(dir.log_file());
         let null = std::fs::File::open("/dev/null");
         let (log, null) = match (log, null) {
             (Ok(l), Ok(n)) => (l, n),
@@ -235,7 +289,7 @@ impl Runtime {
         drop(null);
         let mut st = self.initial_state(spec);
         let _ = dir.write_state(&st);
-        let started = match launcher::start(spec, &self.options()) {
+        let started = match launcher::start(spec, &self.options(spec, dir)) {
             Ok(s) => s,
             Err(e) => {
                 let _ = write!(report, "err {}\x1f{}\x1f{}", e.container, e.step, e.reason);
@@ -255,6 +309,9 @@ impl Runtime {
             Ok(oom) => exit.oom_killed |= oom,
             Err(e) => st.reason = Some(e.to_string()),
         }
+        // The writable layer goes with the container's processes (the record and the
+        // log stay for `ps` and `logs` until `rm`).
+        let _ = std::fs::remove_dir_all(dir.layer_dir());
         st.status = Status::Exited;
         st.exit_code = Some(exit.code);
         st.oom_killed = exit.oom_killed;
@@ -342,6 +399,7 @@ impl Runtime {
 
     /// A container's current state.
     pub fn get(&self, name: &str) -> Result<State, RuntimeError> {
+        names::check("container", name)?;
         let dir = self.dir(name);
         if !dir.path.exists() {
             return Err(RuntimeError::NotFound(name.to_string()));

@@ -83,6 +83,10 @@ impl ContainerDir {
     pub fn log_file(&self) -> PathBuf {
         self.path.join("log")
     }
+    /// The container's writable layer of its root filesystem.
+    pub fn layer_dir(&self) -> PathBuf {
+        self.path.join("layer")
+    }
 
     /// Reads `state.json`.
     pub fn read_state(&self) -> io::Result<State> {
@@ -113,9 +117,38 @@ impl ContainerDir {
     }
 }
 
-/// Writes a file through a temporary name and a rename, so readers never see half.
+/// Writes a file (mode 0600) through a temporary name and a rename, so readers never
+/// see half.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    drop(f);
     std::fs::rename(&tmp, path)
+}
+
+/// Mode of state directories: only root lists or reads them; others may pass through,
+/// which a container's root in a user namespace needs to reach its writable layer.
+pub const STATE_DIR_MODE: u32 = 0o711;
+
+/// Creates one state directory with [`STATE_DIR_MODE`] (an existing one keeps its mode).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(STATE_DIR_MODE).create(path)
+}
+
+/// Creates a state directory and its missing parents with [`STATE_DIR_MODE`].
+pub fn create_private_dirs(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(STATE_DIR_MODE)
+        .recursive(true)
+        .create(path)
 }

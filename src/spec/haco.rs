@@ -3,7 +3,7 @@
 
 use super::cgroup;
 use super::model::*;
-use super::script::{check_keys, dsl_error, sandboxed_engine, ScriptError};
+use super::script::{check_keys, dsl_error, sandboxed_engine, ScriptError, HACO_TIME_LIMIT};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Why `chroot_to(p, #{ chroot: true })` is refused.
+const CHROOT_REFUSED: &str = "chroot mode is refused: a chroot leaves the host's root filesystem reachable (root inside escapes it with chroot(2)); haconiwa always enters the root with pivot_root in a mount namespace, so drop `chroot: true`";
 
 /// The default root filesystem of the examples.
 pub const DEFAULT_ROOT: &str = "/var/lib/haconiwa/rootfs/busybox";
@@ -49,7 +52,7 @@ pub fn load_str(
     base_dir: Option<&Path>,
 ) -> Result<ContainerSpec, HacoError> {
     let drafts: Rc<RefCell<Vec<(Draft, Position)>>> = Rc::default();
-    let mut engine = sandboxed_engine();
+    let mut engine = sandboxed_engine(HACO_TIME_LIMIT);
     register(&mut engine, base_dir.map(Path::to_path_buf));
     let mut scope = Scope::new();
     scope.push_constant(
@@ -93,7 +96,6 @@ struct Draft {
     spec: ContainerSpec,
     root_set: bool,
     provision_counter: usize,
-    asked_system_mounts: bool,
 }
 
 impl Draft {
@@ -102,7 +104,6 @@ impl Draft {
             spec: ContainerSpec::new("", Vec::new(), PathBuf::from(DEFAULT_ROOT)),
             root_set: false,
             provision_counter: 0,
-            asked_system_mounts: false,
         }
     }
 
@@ -146,18 +147,15 @@ impl Draft {
         let mount_ns =
             s.unshares(NsKind::Mount) || s.namespaces.enter.iter().any(|e| e.kind == NsKind::Mount);
         if !mount_ns {
-            if !s.mounts.is_empty() || self.asked_system_mounts {
-                return Err(
-                    "mounts need a mount namespace: add \"mount\" to namespace.unshare".into(),
-                );
-            }
-            // Without a private mount table nothing is mounted (the host's would change).
-            s.system_mounts.clear();
+            // A root without a private mount table would only be a chroot, which root
+            // inside escapes: every container gets a mount namespace and pivot_root.
+            s.namespaces.unshare.push(NsKind::Mount);
+            s.namespaces.unshare.sort();
         }
-        if s.rootfs.mode == RootMode::PivotRoot && !s.unshares(NsKind::Mount) {
-            // pivot_root needs a private mount namespace; the definition asked for a root
-            // without one, so the launcher falls back to chroot, as the original did.
-            s.rootfs.mode = RootMode::Chroot;
+        for a in &s.capabilities.ambient {
+            if !s.capabilities.allow.contains(a) {
+                s.capabilities.allow.push(a.clone());
+            }
         }
         Ok(s)
     }
@@ -188,6 +186,8 @@ struct CapabilitiesBuilder(Shared);
 struct ResourceBuilder(Shared);
 #[derive(Clone)]
 struct ProvisionBuilder(Shared);
+#[derive(Clone)]
+struct DevicesBuilder(Shared);
 
 fn as_string(v: &Dynamic, what: &str) -> RhaiResult<String> {
     if v.is_string() {
@@ -273,20 +273,8 @@ pub fn split_command(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn valid_name(name: &str) -> RhaiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(dsl_error(format!(
-            "invalid name '{name}': use 1-64 letters, digits, '-', '_' or '.' (not leading)"
-        )))
-    }
+fn valid_name(what: &'static str, name: &str) -> RhaiResult<()> {
+    super::names::check(what, name).map_err(|e| dsl_error(e.to_string()))
 }
 
 fn abs_in_container(p: &str, what: &str) -> RhaiResult<()> {
@@ -447,6 +435,7 @@ fn add_provision(d: &Shared, script: &str, name: Option<String>) -> RhaiResult<(
     let mut d = d.borrow_mut();
     d.provision_counter += 1;
     let name = name.unwrap_or_else(|| format!("step-{}", d.provision_counter));
+    valid_name("provision step", &name)?;
     if d.spec.provision.iter().any(|s| s.name == name) {
         return Err(dsl_error(format!(
             "provision step '{name}' is defined twice"
@@ -529,6 +518,7 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     engine.register_type_with_name::<CapabilitiesBuilder>("Capabilities");
     engine.register_type_with_name::<ResourceBuilder>("Resource");
     engine.register_type_with_name::<ProvisionBuilder>("Provision");
+    engine.register_type_with_name::<DevicesBuilder>("Devices");
 
     engine.register_fn(
         "define",
@@ -551,7 +541,7 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
         |c: &mut Container| Dynamic::from(c.d.borrow().spec.name.clone()),
         |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
             let n = as_string(&v, "name")?;
-            valid_name(&n)?;
+            valid_name("container", &n)?;
             c.d.borrow_mut().spec.name = n;
             Ok(())
         },
@@ -757,7 +747,7 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
             d.root_set = true;
             if let Some(v) = o.get("chroot") {
                 if bool_of(v, "chroot_to chroot")? {
-                    d.spec.rootfs.mode = RootMode::Chroot;
+                    return Err(dsl_error(CHROOT_REFUSED));
                 }
             }
             if let Some(v) = o.get("readonly") {
@@ -896,7 +886,6 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
                 ))
             })?;
             let mut d = c.d.borrow_mut();
-            d.asked_system_mounts = true;
             if !d.spec.system_mounts.contains(&m) {
                 d.spec.system_mounts.push(m);
             }
@@ -919,6 +908,13 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
                 .get("fs")
                 .map(|v| as_string(v, "add_mount_point fs"))
                 .transpose()?;
+            if let Some(fs) = &fstype {
+                if HOST_VIEW_FILESYSTEMS.contains(&fs.as_str()) {
+                    return Err(dsl_error(format!(
+                        "add_mount_point: a '{fs}' filesystem would bypass the container's masked and read-only paths; use mount_independent(\"procfs\") or (\"sysfs\") for the masked ones"
+                    )));
+                }
+            }
             let options = o
                 .get("options")
                 .map(|v| as_string(v, "add_mount_point options"))
@@ -975,10 +971,72 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
         let mut d = b.0.borrow_mut();
         d.spec.capabilities = Capabilities {
             reset: true,
-            allow: Vec::new(),
-            drop: Vec::new(),
+            ..Capabilities::default()
         };
     });
+    engine.register_fn(
+        "ambient",
+        |b: &mut CapabilitiesBuilder, v: Dynamic| -> RhaiResult<()> {
+            let mut canon = Vec::new();
+            for n in string_list(&v, "capabilities.ambient")? {
+                let c = canonical_cap(&n)?;
+                if c == "ALL" {
+                    return Err(dsl_error(
+                        "capabilities.ambient: name the capabilities; ALL is not accepted here",
+                    ));
+                }
+                canon.push(c);
+            }
+            let mut d = b.0.borrow_mut();
+            let caps = &mut d.spec.capabilities;
+            for c in canon {
+                caps.drop.retain(|x| x != &c);
+                if !caps.ambient.contains(&c) {
+                    caps.ambient.push(c);
+                }
+            }
+            Ok(())
+        },
+    );
+
+    // System-call filter and devices.
+    engine.register_get_set(
+        "seccomp",
+        |c: &mut Container| -> Dynamic {
+            match &c.d.borrow().spec.seccomp {
+                Seccomp::Default => "default".into(),
+                Seccomp::Unconfined => "unconfined".into(),
+                Seccomp::Profile(p) => p.display().to_string().into(),
+            }
+        },
+        |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
+            let s = as_string(&v, "seccomp")?;
+            let filter = match s.as_str() {
+                "default" => Seccomp::Default,
+                "unconfined" => Seccomp::Unconfined,
+                "" => return Err(dsl_error(
+                    "seccomp: expected \"default\", \"unconfined\" or the path of a JSON profile",
+                )),
+                path => Seccomp::Profile(c.host_path(path)),
+            };
+            c.d.borrow_mut().spec.seccomp = filter;
+            Ok(())
+        },
+    );
+    engine.register_get("devices", |c: &mut Container| DevicesBuilder(c.d.clone()));
+    engine.register_fn(
+        "allow",
+        |b: &mut DevicesBuilder, v: Dynamic| -> RhaiResult<()> {
+            for rule in string_list(&v, "devices.allow")? {
+                let dev = parse_device(&rule).map_err(dsl_error)?;
+                let mut d = b.0.borrow_mut();
+                if !d.spec.devices.contains(&dev) {
+                    d.spec.devices.push(dev);
+                }
+            }
+            Ok(())
+        },
+    );
 
     // Resource limits.
     engine.register_fn(
@@ -1039,6 +1097,65 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
         d.spec.network = net;
         Ok(())
     });
+}
+
+/// Parses a `devices.allow` entry: a host device path (`/dev/fuse`, `/dev/fuse rw`) or a
+/// rule in the cgroup v1 form (`c 10:229 rwm`, `c 136:* rw`, `b *:* m`).
+pub fn parse_device(s: &str) -> Result<DeviceAllow, String> {
+    let bad = |why: &str| {
+        format!("devices.allow '{s}': {why}; expected \"/dev/NAME [rwm]\" or \"c|b|a MAJOR:MINOR rwm\" (MAJOR and MINOR may be *)")
+    };
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let access_of = |a: Option<&&str>| -> Result<String, String> {
+        let a = a.copied().unwrap_or("rwm");
+        if a.is_empty() || !a.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(bad("access must be made of r, w and m"));
+        }
+        Ok(a.to_string())
+    };
+    if let Some(path) = parts.first().filter(|p| p.starts_with('/')) {
+        if parts.len() > 2 {
+            return Err(bad("too many fields"));
+        }
+        if !path.starts_with("/dev/") || path.split('/').any(|c| c == "..") {
+            return Err(bad("a device path must be under /dev and without '..'"));
+        }
+        return Ok(DeviceAllow {
+            path: Some(path.to_string()),
+            kind: None,
+            major: None,
+            minor: None,
+            access: access_of(parts.get(1))?,
+        });
+    }
+    if parts.len() != 3 && parts.len() != 2 {
+        return Err(bad("wrong number of fields"));
+    }
+    let kind = match parts[0] {
+        "c" => 'c',
+        "b" => 'b',
+        "a" => 'a',
+        _ => return Err(bad("the type must be c, b or a")),
+    };
+    let (maj, min) = parts[1]
+        .split_once(':')
+        .ok_or_else(|| bad("the numbers must be MAJOR:MINOR"))?;
+    let num = |n: &str| -> Result<Option<u32>, String> {
+        if n == "*" {
+            Ok(None)
+        } else {
+            n.parse::<u32>()
+                .map(Some)
+                .map_err(|_| bad("MAJOR and MINOR must be numbers or *"))
+        }
+    };
+    Ok(DeviceAllow {
+        path: None,
+        kind: Some(kind),
+        major: num(maj)?,
+        minor: num(min)?,
+        access: access_of(parts.get(2))?,
+    })
 }
 
 fn validate_cidr(s: &str) -> RhaiResult<()> {

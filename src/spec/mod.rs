@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod haco;
 mod model;
+pub mod names;
 pub mod script;
 pub mod watch;
 

@@ -70,6 +70,12 @@ pub struct ContainerSpec {
     /// Network set-up inside a new network namespace.
     #[serde(default)]
     pub network: Network,
+    /// The system-call filter installed right before exec.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// Devices the container may use beyond the default allowlist.
+    #[serde(default)]
+    pub devices: Vec<DeviceAllow>,
 }
 
 fn default_true() -> bool {
@@ -105,6 +111,8 @@ impl ContainerSpec {
             labels: BTreeMap::new(),
             no_new_privs: true,
             network: Network::default(),
+            seccomp: Seccomp::default(),
+            devices: Vec::new(),
         }
     }
 
@@ -123,9 +131,11 @@ impl ContainerSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RootMode {
-    /// pivot_root inside a mount namespace (the default; the host root is detached).
+    /// pivot_root inside a mount namespace (the only mode that starts; the host root is
+    /// detached).
     PivotRoot,
-    /// plain chroot (only when the definition asks: `chroot_to(path, #{chroot: true})`).
+    /// plain chroot: kept so that specs recorded by older versions still decode; the
+    /// loader and the launcher refuse it, since root inside escapes a chroot.
     Chroot,
 }
 
@@ -341,6 +351,26 @@ pub struct MountPoint {
     pub readonly: bool,
 }
 
+/// Filesystem types a definition may not mount itself: each would show the host's
+/// processes, kernel knobs or cgroups past the masked and read-only paths (the launcher
+/// mounts /proc and /sys itself, with the masks).
+pub const HOST_VIEW_FILESYSTEMS: [&str; 14] = [
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "bpf",
+    "configfs",
+    "efivarfs",
+    "pstore",
+    "fusectl",
+    "binfmt_misc",
+    "nsfs",
+];
+
 /// Kernel filesystems the launcher mounts inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -392,12 +422,51 @@ pub struct Capabilities {
     /// Start from the empty set instead of Docker's default 14.
     #[serde(default)]
     pub reset: bool,
-    /// Capabilities added (canonical `CAP_*` names; `ALL` means every one).
+    /// Capabilities added to the container's (bounding) set (canonical `CAP_*` names;
+    /// `ALL` means every one).
     #[serde(default)]
     pub allow: Vec<String>,
     /// Capabilities removed.
     #[serde(default)]
     pub drop: Vec<String>,
+    /// Capabilities raised as ambient ones: what a non-root `uid` really holds (it holds
+    /// none otherwise, as with Docker). Each is part of the container's set too.
+    #[serde(default)]
+    pub ambient: Vec<String>,
+}
+
+/// The system-call filter of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seccomp {
+    /// haconiwa's built-in profile, with the behaviour of Docker's default.
+    #[default]
+    Default,
+    /// No filter at all (`c.seccomp = "unconfined"`).
+    Unconfined,
+    /// A Docker/OCI-format JSON profile file on the host that runs the container.
+    Profile(PathBuf),
+}
+
+/// One device the container may use, besides the default allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAllow {
+    /// A host device node (e.g. `/dev/fuse`) also created at the same path inside;
+    /// `None` for a bare rule.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `c` (character), `b` (block) or `a` (both); taken from the node when `path` is set.
+    #[serde(default)]
+    pub kind: Option<char>,
+    /// Major number; `None` means any (or the node's, when `path` is set).
+    #[serde(default)]
+    pub major: Option<u32>,
+    /// Minor number; `None` means any (or the node's).
+    #[serde(default)]
+    pub minor: Option<u32>,
+    /// Any of `r`, `w`, `m` (read, write, mknod).
+    pub access: String,
 }
 
 /// One setrlimit call.

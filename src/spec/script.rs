@@ -2,9 +2,18 @@
 //! translation of Rhai errors into `file:line:col: message`.
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use std::time::{Duration, Instant};
 
 /// Operations one script run may execute before it is stopped.
 pub const MAX_OPERATIONS: u64 = 2_000_000;
+
+/// Wall-clock time a `.haco` evaluation may take (a definition is loaded at every
+/// `run` and on the leader for every spawn).
+pub const HACO_TIME_LIMIT: Duration = Duration::from_millis(1000);
+
+/// Wall-clock time a `.watch` registration (its top-level code) may take; handlers get
+/// the deadline the rule loop gives them.
+pub const WATCH_TIME_LIMIT: Duration = Duration::from_millis(500);
 
 /// A script error located in its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +84,10 @@ fn describe(err: &EvalAltResult) -> String {
         EvalAltResult::ErrorTooManyOperations(_) => format!(
             "the script ran more than {MAX_OPERATIONS} operations (endless loop?) and was stopped"
         ),
-        EvalAltResult::ErrorTerminated(_, _) => "the script ran out of time and was stopped".into(),
+        EvalAltResult::ErrorTerminated(token, _) => match token.as_int() {
+            Ok(ms) if ms >= 0 => format!("the script took longer than {ms} ms and was stopped"),
+            _ => "the script ran out of time and was stopped".into(),
+        },
         EvalAltResult::ErrorDotExpr(msg, _) if msg.contains("property '") => {
             let name = msg.split('\'').nth(1).unwrap_or(msg);
             format!("unknown key '{name}'")
@@ -119,10 +131,20 @@ pub fn check_keys(m: &rhai::Map, what: &str, allowed: &[&str]) -> Result<(), Box
     Ok(())
 }
 
-/// A Rhai engine with no file, network or process access and bounded size and work.
+/// Stops the engine's scripts once `deadline` has passed (checked every 64 operations,
+/// so one slow built-in overshoots by little); the error says "took longer than `ms`".
+pub fn set_deadline(engine: &mut Engine, deadline: Instant, ms: u128) {
+    let token = i64::try_from(ms).unwrap_or(i64::MAX);
+    engine.on_progress(move |ops| {
+        (ops % 64 == 0 && Instant::now() > deadline).then(|| Dynamic::from(token))
+    });
+}
+
+/// A Rhai engine with no file, network or process access and bounded size and work:
+/// at most [`MAX_OPERATIONS`] operations and `time_limit` of wall-clock time from now.
 /// `spawn` (a reserved word in Rhai) is turned into an identifier so `haconiwa.spawn`
 /// parses.
-pub fn sandboxed_engine() -> Engine {
+pub fn sandboxed_engine(time_limit: Duration) -> Engine {
     use rhai::packages::{
         BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
         BasicStringPackage, LanguageCorePackage, MoreStringPackage, Package,
@@ -158,6 +180,11 @@ pub fn sandboxed_engine() -> Engine {
         .set_strict_variables(true)
         .set_fail_on_invalid_map_property(true);
     engine.disable_symbol("eval");
+    set_deadline(
+        &mut engine,
+        Instant::now() + time_limit,
+        time_limit.as_millis(),
+    );
     engine.on_print(|s| eprintln!("{s}"));
     engine.on_debug(|s, _, pos| eprintln!("{pos:?}: {s}"));
     #[allow(deprecated)] // volatile, not deprecated: the only way to un-reserve `spawn`
@@ -178,16 +205,19 @@ pub fn uuid_short() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A uniform-enough integer in `a..=b`, total over every pair of bounds.
 fn rand_range(a: i64, b: i64) -> Result<i64, Box<EvalAltResult>> {
     if a > b {
         return Err(dsl_error(format!(
             "rand({a}, {b}): the first bound is above the second"
         )));
     }
-    let span = (b - a) as u64 + 1;
-    let mut buf = [0u8; 8];
+    // In i128 the span of any two i64 bounds fits (at most 2^64).
+    let span = (b as i128 - a as i128 + 1) as u128;
+    let mut buf = [0u8; 16];
     fill_random(&mut buf);
-    Ok(a + (u64::from_le_bytes(buf) % span) as i64)
+    let offset = (u128::from_le_bytes(buf) % span) as i128;
+    Ok((a as i128 + offset) as i64)
 }
 
 /// Fills `buf` with unpredictable bytes (std's per-process random hash keys; no syscalls
@@ -199,5 +229,47 @@ pub fn fill_random(buf: &mut [u8]) {
         h.write_u64(0x6861_636f_6e69_7761);
         let v = h.finish().to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rand_is_total() {
+        for (a, b) in [
+            (i64::MIN, i64::MAX),
+            (i64::MIN, i64::MIN),
+            (i64::MAX, i64::MAX),
+            (-1, 0),
+            (0, i64::MAX),
+            (i64::MIN, 0),
+        ] {
+            for _ in 0..100 {
+                let r = rand_range(a, b).unwrap();
+                assert!((a..=b).contains(&r));
+            }
+        }
+        assert!(rand_range(1, 0).is_err());
+    }
+
+    #[test]
+    fn a_slow_script_is_stopped_by_the_clock() {
+        let engine = sandboxed_engine(Duration::from_millis(100));
+        let t0 = Instant::now();
+        // Few operations, each slow: the operation cap alone would let it run for long.
+        let err = engine
+            .run(r#"let s = "x"; for i in 0..15 { s += s; } let n = 0; loop { n += s.index_of("y"); }"#)
+            .unwrap_err();
+        assert!(
+            t0.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            describe(&err),
+            "the script took longer than 100 ms and was stopped"
+        );
     }
 }

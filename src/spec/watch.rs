@@ -3,7 +3,9 @@
 //! `timer`); evaluating it against a view of the cluster gives intents (spawn, kill,
 //! log). Pure: the leader decides when to evaluate and carries the intents out.
 
-use super::script::{check_keys, dsl_error, sandboxed_engine, ScriptError};
+use super::script::{
+    check_keys, dsl_error, sandboxed_engine, set_deadline, ScriptError, WATCH_TIME_LIMIT,
+};
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope, AST,
 };
@@ -278,7 +280,7 @@ fn count_where(view: &WatchView, pred: impl Fn(&ViewContainer) -> bool) -> i64 {
 }
 
 fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
-    let mut engine = sandboxed_engine();
+    let mut engine = sandboxed_engine(WATCH_TIME_LIMIT);
     engine.register_type_with_name::<WatchHandle>("Haconiwa");
     engine.register_type_with_name::<Registrar>("Watcher");
     engine.register_type_with_name::<ClusterHandle>("Cluster");
@@ -537,7 +539,10 @@ pub fn evaluate(
 ) -> Result<Vec<Intent>, ScriptError> {
     let shared: Rc<RefCell<Shared>> = Rc::default();
     let (mut engine, ast) = register(text, file, shared.clone())?;
-    engine.on_progress(move |_| (Instant::now() > deadline).then_some(Dynamic::UNIT));
+    let ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    set_deadline(&mut engine, deadline, ms);
     let view = Rc::new(view);
     let handlers = shared.borrow().handlers.clone();
     for t in triggers {

@@ -36,16 +36,8 @@ pub async fn apply(core: &Core, r: pb::ApplyRuleRequest) -> Result<pb::Rule, Sta
     } else {
         r.name.clone()
     };
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(Status::invalid_argument(format!(
-            "invalid rule name '{name}'"
-        )));
-    }
+    crate::spec::names::check("rule", &name)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let (text, f) = (r.text.clone(), file.clone());
     let info = tokio::task::spawn_blocking(move || watch::check(&text, &f))
         .await
