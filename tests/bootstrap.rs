@@ -158,7 +158,14 @@ fn provision_steps_run_once_and_rerun_on_demand() {
         "{}",
         stderr(&out)
     );
-    assert!(!root.join(".haconiwa/provisioned/fails").exists());
+    // The record lives beside the root, outside it, and holds only the step that ran.
+    let record = std::fs::read_to_string(host.scratch.path.join(".prov.provisioned.json"))
+        .expect("provision record beside the root");
+    assert!(
+        record.contains("\"count\"") && !record.contains("fails"),
+        "{record}"
+    );
+    assert!(!root.join(".haconiwa").exists());
     host.assert_clean();
 }
 

@@ -3,8 +3,9 @@
 
 use super::{template, Cli, CliError, Command};
 use crate::runtime::state::Status;
-use crate::runtime::{bootstrap, Runtime, RuntimeError};
-use crate::spec::{self, ContainerSpec};
+use crate::runtime::{bootstrap, provision, Runtime, RuntimeError};
+use crate::spec::names::escape_controls;
+use crate::spec::{self, ContainerSpec, Seccomp};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     println!("built root filesystem {}", spec.rootfs.path.display())
                 }
             }
-            let ran = bootstrap::provision(&spec, false, true)?;
+            let ran = provision::provision(&rt, &spec, false, true)?;
             if !ran.is_empty() {
                 println!("provisioned: {}", ran.join(", "));
             }
@@ -75,7 +76,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 )
                 .into());
             }
-            let ran = bootstrap::provision(&spec, true, true)?;
+            let ran = provision::provision(&rt, &spec, true, true)?;
             println!(
                 "provisioned: {}",
                 if ran.is_empty() {
@@ -112,7 +113,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             if create {
                 bootstrap::ensure(&spec, true)?;
-                bootstrap::provision(&spec, false, true)?;
+                provision::provision(&rt, &spec, false, true)?;
             }
             let detach = daemon || (spec.daemonize && !foreground);
             run(&rt, &spec, detach)
@@ -149,7 +150,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "-".into()),
                     format_time(s.created_at),
-                    c.command.join(" ")
+                    escape_controls(&c.command.join(" "))
                 );
             }
             Ok(0)
@@ -193,6 +194,19 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Up(_)
         | Command::Down
         | Command::Cluster(_) => Err("not a local command".into()),
+        Command::ProvisionStep => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let job: provision::Job =
+                serde_json::from_str(&text).map_err(|e| format!("job on stdin: {e}"))?;
+            match provision::run_job(&rt, job) {
+                Ok(code) => Ok(code),
+                Err(e) => Err(CliError {
+                    message: e.to_string(),
+                    code: provision::LAUNCH_FAILED,
+                }),
+            }
+        }
         Command::Monitor => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
@@ -301,93 +315,149 @@ fn print_spec(s: &ContainerSpec) {
             v.join(", ")
         }
     };
-    println!("name:          {}", s.name);
-    println!("hostname:      {}", s.effective_hostname());
-    println!("command:       {}", s.init_command.join(" "));
-    println!(
-        "rootfs:        {} ({:?}{})",
-        s.rootfs.path.display(),
-        s.rootfs.mode,
-        if s.rootfs.readonly { ", read-only" } else { "" }
+    // Everything from the file is shown with its control characters escaped.
+    let line = |key: &str, value: String| println!("{key:<14} {}", escape_controls(&value));
+    line("name:", s.name.clone());
+    line("hostname:", s.effective_hostname().to_string());
+    line("command:", s.init_command.join(" "));
+    line(
+        "rootfs:",
+        format!(
+            "{} (read-only base, {})",
+            s.rootfs.path.display(),
+            if s.rootfs.readonly {
+                "no writable layer"
+            } else {
+                "a writable layer per container"
+            }
+        ),
     );
-    println!(
-        "bootstrap:     {}",
-        s.bootstrap.as_ref().map(|b| b.strategy()).unwrap_or("-")
+    line(
+        "bootstrap:",
+        s.bootstrap
+            .as_ref()
+            .map(|b| b.strategy())
+            .unwrap_or("-")
+            .to_string(),
     );
-    println!(
-        "provision:     {}",
-        list(s.provision.iter().map(|p| p.name.clone()).collect())
+    line(
+        "provision:",
+        list(s.provision.iter().map(|p| p.name.clone()).collect()),
     );
-    println!(
-        "namespaces:    {}",
-        list(s.namespaces.unshare.iter().map(|n| n.to_string()).collect())
+    line(
+        "namespaces:",
+        list(s.namespaces.unshare.iter().map(|n| n.to_string()).collect()),
     );
-    println!(
-        "enter:         {}",
+    line(
+        "enter:",
         list(
             s.namespaces
                 .enter
                 .iter()
                 .map(|e| format!("{}={}", e.kind, e.path.display()))
-                .collect()
-        )
+                .collect(),
+        ),
     );
-    println!(
-        "mounts:        {}",
+    line(
+        "mounts:",
         list(
             s.mounts
                 .iter()
-                .map(|m| format!(
-                    "{}->{}{}",
-                    m.source,
-                    m.target,
-                    if m.readonly { " (ro)" } else { "" }
-                ))
-                .collect()
-        )
+                .map(|m| {
+                    let kind = match &m.fstype {
+                        // A host path seen inside: the operator's choice, shown plainly.
+                        None => "HOST BIND ".to_string(),
+                        Some(fs) => format!("{fs} "),
+                    };
+                    format!(
+                        "{kind}{}->{}{}",
+                        m.source,
+                        m.target,
+                        if m.readonly { " (ro)" } else { " (rw)" }
+                    )
+                })
+                .collect(),
+        ),
     );
-    println!(
-        "cgroup:        {}",
-        list(s.cgroup.iter().map(|(k, v)| format!("{k}={v}")).collect())
+    line(
+        "cgroup:",
+        list(s.cgroup.iter().map(|(k, v)| format!("{k}={v}")).collect()),
     );
-    println!(
-        "capabilities:  {}",
+    line(
+        "capabilities:",
         list(
             crate::launcher::privileges::effective_set(&s.capabilities)
                 .iter()
                 .map(|c| c.to_string().to_lowercase())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
-                .collect()
-        )
+                .collect(),
+        ),
     );
-    println!(
-        "rlimits:       {}",
+    line(
+        "ambient caps:",
+        list(
+            s.capabilities
+                .ambient
+                .iter()
+                .map(|c| c.to_lowercase())
+                .collect(),
+        ),
+    );
+    line(
+        "seccomp:",
+        match &s.seccomp {
+            Seccomp::Default => "default (Docker's default profile)".to_string(),
+            Seccomp::Unconfined => "UNCONFINED (no system-call filter)".to_string(),
+            Seccomp::Profile(p) => format!("profile {}", p.display()),
+        },
+    );
+    line(
+        "devices:",
+        format!(
+            "null, zero, full, random, urandom, tty, ptmx, pts{}",
+            s.devices
+                .iter()
+                .map(|d| match &d.path {
+                    Some(p) => format!(", {p} ({})", d.access),
+                    None => format!(
+                        ", {} {}:{} ({})",
+                        d.kind.unwrap_or('a'),
+                        d.major.map(|m| m.to_string()).unwrap_or("*".into()),
+                        d.minor.map(|m| m.to_string()).unwrap_or("*".into()),
+                        d.access
+                    ),
+                })
+                .collect::<String>()
+        ),
+    );
+    line(
+        "rlimits:",
         list(
             s.rlimits
                 .iter()
                 .map(|r| format!("{}={:?}/{:?}", r.resource, r.soft, r.hard))
-                .collect()
-        )
+                .collect(),
+        ),
     );
-    println!(
-        "user:          uid {} gid {}",
-        s.uid.unwrap_or(0),
-        s.gid.unwrap_or(0)
+    line(
+        "user:",
+        format!("uid {} gid {}", s.uid.unwrap_or(0), s.gid.unwrap_or(0)),
     );
-    println!(
-        "environment:   {}",
+    line("no_new_privs:", s.no_new_privs.to_string());
+    line(
+        "environment:",
         list(
             s.environment
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
-                .collect()
-        )
+                .collect(),
+        ),
     );
-    println!("workdir:       {}", s.workdir.as_deref().unwrap_or("/"));
-    println!(
-        "labels:        {}",
-        list(s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect())
+    line("workdir:", s.workdir.as_deref().unwrap_or("/").to_string());
+    line(
+        "labels:",
+        list(s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()),
     );
-    println!("daemonize:     {}", s.daemonize);
+    line("daemonize:", s.daemonize.to_string());
 }

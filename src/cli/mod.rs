@@ -23,9 +23,14 @@ pub struct Cli {
     /// Cluster member(s) to talk to, comma-separated (cluster commands).
     #[arg(long, global = true, env = "HACONIWA_SERVER")]
     pub server: Option<String>,
-    /// Cluster token (cluster commands and the supervisor).
+    /// Cluster token (cluster commands and the supervisor). A value given here is visible
+    /// to every user of the host in `ps`: prefer --token-file or HACONIWA_TOKEN.
     #[arg(long, global = true, env = "HACONIWA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the cluster token (its first line), e.g. a 0600 file; used when no
+    /// --token or HACONIWA_TOKEN is given.
+    #[arg(long, global = true, env = "HACONIWA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -175,6 +180,9 @@ pub enum Command {
     /// Internal: start a detached container from a JSON spec on stdin.
     #[command(name = "__monitor", hide = true)]
     Monitor,
+    /// Internal: run one provision step (JSON job on stdin) in its sandbox.
+    #[command(name = "__provision", hide = true)]
+    ProvisionStep,
 }
 
 /// `haconiwa watch ...`
@@ -229,9 +237,51 @@ pub enum ClusterCommand {
     },
 }
 
+impl Cli {
+    /// The cluster token: --token / HACONIWA_TOKEN, else the first line of --token-file /
+    /// HACONIWA_TOKEN_FILE.
+    pub fn cluster_token(&self) -> Result<Option<String>, CliError> {
+        if let Some(t) = self.token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("token file {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            return Err(format!("token file {} is empty", path.display()).into());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(md) = std::fs::metadata(path) {
+            if md.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "haconiwa: warning: token file {} is readable by others; chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+        Ok(Some(token))
+    }
+}
+
+/// Whether a command prints for a reader (a terminal or a pipe such as `| head`) and
+/// should end quietly when that reader goes away. The supervisor, the helpers and `up`
+/// (which owns supervisors) keep running instead.
+fn prints_for_a_reader(c: &Command) -> bool {
+    !matches!(
+        c,
+        Command::Supervisor(_) | Command::Monitor | Command::ProvisionStep | Command::Up(_)
+    )
+}
+
 /// Entry point: parses, dispatches, and turns errors into one line and an exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if prints_for_a_reader(&cli.command) {
+        crate::launcher::signals::default_sigpipe();
+    }
     let result = match cli.command {
         Command::Supervisor(_) => supervise::run(cli),
         Command::Spawn { .. }
@@ -246,7 +296,10 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("haconiwa: {}", e.message);
+            eprintln!(
+                "haconiwa: {}",
+                crate::spec::names::escape_controls(&e.message)
+            );
             e.code
         }
     }

@@ -33,10 +33,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 
 async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
     let servers: Vec<String> = cli.server.iter().cloned().collect();
-    let token = cli.token.clone().unwrap_or_default();
-    if token.is_empty() {
-        return Err("no cluster token: pass --token or set HACONIWA_TOKEN".into());
-    }
+    let Some(token) = cli.cluster_token()? else {
+        return Err(
+            "no cluster token: pass --token-file or --token, or set HACONIWA_TOKEN(_FILE)".into(),
+        );
+    };
     Ok(crate::api::connect(&servers, &token).await?)
 }
 

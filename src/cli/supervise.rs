@@ -76,6 +76,7 @@ pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, CliErr
 
 /// Runs the supervisor in the foreground.
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let token = cli.cluster_token()?;
     let Command::Supervisor(a) = cli.command else {
         return Err("not the supervisor command".into());
     };
@@ -90,7 +91,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         advertise: a.advertise,
         data_dir: a.data_dir,
         join: (!a.join.is_empty()).then_some(a.join),
-        token: cli.token,
+        token,
         voters: a.voters,
         raft_heartbeat_ms: a.raft_heartbeat_ms,
         election_timeout_min_ms: a.election_timeout_min_ms,

@@ -142,7 +142,7 @@ async fn up(a: UpArgs) -> Result<i32, CliError> {
         }
     }
     let data_dir = std::env::temp_dir().join(format!("haconiwa-up-{}", random_hex(4)));
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    private_dir(&data_dir)?;
     let token = random_hex(16);
     let exe = std::env::current_exe()?;
     let mut info = UpInfo {
@@ -153,7 +153,7 @@ async fn up(a: UpArgs) -> Result<i32, CliError> {
         state_dir: data_dir.join("state"),
         cgroup_parent: "haconiwa-up".into(),
     };
-    std::fs::create_dir_all(UP_DIR).map_err(|e| format!("{UP_DIR}: {e}"))?;
+    private_dir(Path::new(UP_DIR))?;
     let save = |info: &UpInfo| -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(info)?;
         crate::runtime::state::write_atomic(&Path::new(UP_DIR).join("info.json"), text.as_bytes())?;
@@ -174,7 +174,8 @@ async fn up(a: UpArgs) -> Result<i32, CliError> {
         "export HACONIWA_SERVER={}\nexport HACONIWA_TOKEN={token}\n",
         servers.join(",")
     );
-    std::fs::write(Path::new(UP_DIR).join("env"), &env)?;
+    // The token inside: 0600 in a 0700 directory.
+    crate::runtime::state::write_atomic(&Path::new(UP_DIR).join("env"), env.as_bytes())?;
     if a.detach {
         println!(
             "local cluster of {} supervisors up; rule {} applied",
@@ -192,6 +193,14 @@ async fn up(a: UpArgs) -> Result<i32, CliError> {
     result.map(|()| 0)
 }
 
+/// Creates `dir` (and parents) and makes it 0700: it holds the token or a cluster's data.
+fn private_dir(dir: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("{}: {e}", dir.display()).into())
+}
+
 async fn start_all(
     a: &UpArgs,
     exe: &Path,
@@ -200,7 +209,14 @@ async fn start_all(
 ) -> Result<(), CliError> {
     for i in 1..=a.nodes {
         let addr = format!("127.0.0.{i}:7700");
-        let log = std::fs::File::create(info.data_dir.join(format!("n{i}.log")))?;
+        let log = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            0o600,
+        )
+        .open(info.data_dir.join(format!("n{i}.log")))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("supervisor")
             .args(["--listen", &addr, "--data-dir"])

@@ -61,3 +61,14 @@ pub fn wait_blocked_timeout(ms: u64) -> Option<(i32, bool)> {
     }
     Some((sig, info.si_code == libc::SI_KERNEL))
 }
+
+/// Restores the default action of SIGPIPE (Rust ignores it): a command printing into a
+/// pipe whose reader left (`haconiwa show F | head`) then ends quietly, as Unix tools
+/// do, instead of failing on EPIPE.
+pub fn default_sigpipe() {
+    // SAFETY: installs the default disposition, no handler code; called by the CLI
+    // before it starts any thread.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
+}

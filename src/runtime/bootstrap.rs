@@ -4,7 +4,6 @@
 
 use crate::spec::{Bootstrap, ContainerSpec};
 use std::fs;
-use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -373,69 +372,4 @@ fn host_root(ctx: &Ctx, root: &Path, binaries: &[String]) -> Result<(), Bootstra
         }
     }
     Ok(())
-}
-
-/// Runs the provision steps not yet run in this root (`force` reruns all), each as
-/// `sh -e -c SCRIPT` chrooted into the root. A step's marker records its script digest.
-pub fn provision(
-    spec: &ContainerSpec,
-    force: bool,
-    progress: bool,
-) -> Result<Vec<String>, BootstrapError> {
-    let root = &spec.rootfs.path;
-    let marks = root.join(".haconiwa/provisioned");
-    let mut ran = Vec::new();
-    for step in &spec.provision {
-        let digest = crate::spec::digest(&step.script);
-        let mark = marks.join(&step.name);
-        if !force
-            && fs::read_to_string(&mark)
-                .map(|d| d.trim() == digest)
-                .unwrap_or(false)
-        {
-            continue;
-        }
-        if progress {
-            eprintln!(
-                "haconiwa: provision step '{}' in {} ...",
-                step.name,
-                root.display()
-            );
-        }
-        let out = Command::new("chroot")
-            .arg(root)
-            .args(["/bin/sh", "-e", "-c", &step.script])
-            .env_clear()
-            .env("PATH", crate::launcher::DEFAULT_PATH)
-            .env("HOME", "/root")
-            .output()
-            .map_err(|e| BootstrapError::Provision {
-                root: root.display().to_string(),
-                step: step.name.clone(),
-                detail: e.to_string(),
-            })?;
-        if progress {
-            let _ = io::Write::write_all(&mut io::stderr(), &out.stdout);
-        }
-        if !out.status.success() {
-            return Err(BootstrapError::Provision {
-                root: root.display().to_string(),
-                step: step.name.clone(),
-                detail: format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
-        fs::create_dir_all(&marks)
-            .and_then(|()| fs::write(&mark, &digest))
-            .map_err(|e| BootstrapError::Provision {
-                root: root.display().to_string(),
-                step: step.name.clone(),
-                detail: format!("record the step: {e}"),
-            })?;
-        ran.push(step.name.clone());
-    }
-    Ok(ran)
 }

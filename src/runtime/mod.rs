@@ -3,6 +3,7 @@
 //! Raft; the supervisor drives it through the hidden `__monitor` helper.
 
 pub mod bootstrap;
+pub mod provision;
 pub mod state;
 
 use crate::launcher::{
@@ -53,13 +54,20 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
     move |source| RuntimeError::Io { what, source }
 }
 
+/// How a container of `spec` whose record is `dir` sees its root: read-only when the
+/// definition says so, else through its own writable layer.
+fn root_access(spec: &ContainerSpec, dir: &ContainerDir) -> RootAccess {
+    if spec.rootfs.readonly {
+        RootAccess::ReadOnly
+    } else {
+        RootAccess::Layer(dir.layer_dir())
+    }
+}
+
 /// Makes the container's writable layer (`upper`, `work`, the mount point `merged`);
 /// in a user namespace it belongs to the container's root, who mounts it.
-fn make_layer(spec: &ContainerSpec, dir: &ContainerDir) -> Result<(), RuntimeError> {
-    if spec.rootfs.readonly {
-        return Ok(());
-    }
-    let layer = dir.layer_dir();
+fn make_layer(spec: &ContainerSpec, layer: &std::path::Path) -> Result<(), RuntimeError> {
+    let layer = layer.to_path_buf();
     let owner = |maps: &[crate::spec::IdMap]| {
         maps.iter()
             .find(|m| m.inside == 0)
@@ -130,17 +138,17 @@ impl Runtime {
     fn options(&self, spec: &ContainerSpec, dir: &ContainerDir) -> LaunchOptions {
         LaunchOptions {
             cgroup_parent: self.cgroup_parent.clone(),
-            root: if spec.rootfs.readonly {
-                RootAccess::ReadOnly
-            } else {
-                RootAccess::Layer(dir.layer_dir())
-            },
+            root: root_access(spec, dir),
         }
     }
 
     /// Creates the container's directory (with its writable layer); an old one of a dead
     /// container is cleared. The name is checked before anything is touched.
-    fn reserve(&self, spec: &ContainerSpec) -> Result<ContainerDir, RuntimeError> {
+    fn reserve(
+        &self,
+        spec: &ContainerSpec,
+        root: &RootAccess,
+    ) -> Result<ContainerDir, RuntimeError> {
         names::check("container", &spec.name)?;
         let dir = self.dir(&spec.name);
         state::create_private_dirs(&self.state_dir.join("containers"))
@@ -151,7 +159,10 @@ impl Runtime {
                     let made = dir
                         .write_spec(spec)
                         .map_err(io_err("write spec.json"))
-                        .and_then(|()| make_layer(spec, &dir));
+                        .and_then(|()| match root {
+                            RootAccess::Layer(layer) => make_layer(spec, layer),
+                            _ => Ok(()),
+                        });
                     if let Err(e) = made {
                         let _ = std::fs::remove_dir_all(&dir.path);
                         return Err(e);
@@ -196,10 +207,24 @@ impl Runtime {
     /// Runs a container in the foreground and returns its exit code. Its record exists
     /// while it runs (so `ps` and `attach` see it) and is removed afterwards.
     pub fn run_foreground(&self, spec: &ContainerSpec) -> Result<launcher::Exit, RuntimeError> {
-        let dir = self.reserve(spec)?;
+        self.run_foreground_with(spec, root_access(spec, &self.dir(&spec.name)))
+    }
+
+    /// [`Runtime::run_foreground`] with an explicit root access (provisioning writes to
+    /// the base itself).
+    pub fn run_foreground_with(
+        &self,
+        spec: &ContainerSpec,
+        root: RootAccess,
+    ) -> Result<launcher::Exit, RuntimeError> {
+        let dir = self.reserve(spec, &root)?;
         let mut st = self.initial_state(spec);
         let _ = dir.write_state(&st);
-        let started = match launcher::start(spec, &self.options(spec, &dir)) {
+        let opts = LaunchOptions {
+            cgroup_parent: self.cgroup_parent.clone(),
+            root,
+        };
+        let started = match launcher::start(spec, &opts) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir.path);
@@ -224,7 +249,7 @@ impl Runtime {
     /// state once the command runs. The monitor waits for it, records the exit and
     /// removes its cgroup; it survives the caller (and a supervisor restart).
     pub fn run_daemon(&self, spec: &ContainerSpec) -> Result<State, RuntimeError> {
-        let dir = self.reserve(spec)?;
+        let dir = self.reserve(spec, &root_access(spec, &self.dir(&spec.name)))?;
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("pipe")(e.into()))?;
         // The CLI launches before any thread exists; the supervisor goes through the

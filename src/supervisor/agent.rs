@@ -10,7 +10,7 @@ use super::service::note_heartbeat;
 use crate::api::pb::{HeartbeatRequest, ReportRequest};
 use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
 use crate::runtime::state::{State as LocalState, Status as LocalStatus};
-use crate::runtime::{bootstrap, Runtime};
+use crate::runtime::{bootstrap, provision, Runtime};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -215,9 +215,10 @@ impl Agent {
     /// Bootstraps the root when missing, then starts the container through the helper.
     async fn start(&self, c: &ContainerRecord) -> Result<LocalState, String> {
         let spec = c.spec.clone();
+        let rt = self.runtime.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             bootstrap::ensure(&spec, false)?;
-            bootstrap::provision(&spec, false, false).map(|_| ())
+            provision::provision(&rt, &spec, false, false).map(|_| ())
         })
         .await
         .map_err(|e| format!("bootstrap: {e}"))?;

@@ -108,8 +108,15 @@ async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> 
 
 /// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
 pub async fn run(config: Config) -> Result<(), SupervisorError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(io(format!("create {}", config.data_dir.display())))?;
+    // The log, the state and the cluster's secrets: for root's eyes only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(io(format!("create {}", config.data_dir.display())))?;
+    }
     let db_path = config.data_dir.join("raft.redb");
     let id = match (stored_id(&config.data_dir)?, config.node_id) {
         (Some(s), Some(c)) if s != c => {
@@ -133,6 +140,11 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     }
     let db = open_database(&db_path)
         .map_err(|e| SupervisorError::Store(format!("{}: {e}", db_path.display())))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("chmod {}", db_path.display())))?;
+    }
     let (sm, feed) =
         StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store(e.to_string()))?;
     let log = LogStore::new(db);

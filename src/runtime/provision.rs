@@ -1,0 +1,192 @@
+//! Provision steps: the definition's `run_shell` scripts, run once per root filesystem,
+//! each as a container of its own (the definition's namespaces, capabilities, seccomp
+//! filter and devices; root inside) whose root is the base itself, writable: never as
+//! plain host root in a chroot. What ran is recorded next to the root, outside it
+//! (`.<root>.provisioned.json`, tied to the root directory's inode), so nothing a
+//! container writes can make a step run again or be skipped; a lock beside it keeps two
+//! launches of one definition from provisioning at once.
+//!
+//! The supervisor is multi-threaded and must not launch in-process (the multi-thread
+//! rule), so each step runs in the hidden single-threaded `__provision` helper.
+
+use super::bootstrap::BootstrapError;
+use super::Runtime;
+use crate::launcher::RootAccess;
+use crate::spec::{ContainerSpec, ProvisionStep};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Exit code of the helper when the step's container could not start.
+pub const LAUNCH_FAILED: i32 = 125;
+
+/// What the helper gets on stdin: the definition and the step to run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Job {
+    /// The definition (its sandbox settings).
+    pub spec: ContainerSpec,
+    /// The step.
+    pub step: ProvisionStep,
+}
+
+/// The record of what ran in one root.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Record {
+    /// Device and inode of the root directory the steps ran in: a rebuilt root (new
+    /// inode) starts over.
+    root: (u64, u64),
+    /// Step name → digest of the script that ran.
+    steps: BTreeMap<String, String>,
+}
+
+/// `<parent>/.<root name>.<suffix>`: beside the root, outside it.
+fn beside(root: &Path, suffix: &str) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "rootfs".into());
+    root.parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".{name}.{suffix}"))
+}
+
+/// Where the record of `root` lives.
+pub fn record_path(root: &Path) -> PathBuf {
+    beside(root, "provisioned.json")
+}
+
+fn root_id(root: &Path) -> std::io::Result<(u64, u64)> {
+    let md = std::fs::metadata(root)?;
+    Ok((md.dev(), md.ino()))
+}
+
+/// Runs the steps of `spec` not yet run in its root (`force`: all of them), in order,
+/// each in its own container through the `__provision` helper. Returns the names of the
+/// steps that ran. `progress` copies their output to stderr.
+pub fn provision(
+    rt: &Runtime,
+    spec: &ContainerSpec,
+    force: bool,
+    progress: bool,
+) -> Result<Vec<String>, BootstrapError> {
+    let root = &spec.rootfs.path;
+    let fail = |step: &str, detail: String| BootstrapError::Provision {
+        root: root.display().to_string(),
+        step: step.to_string(),
+        detail,
+    };
+    if spec.provision.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(beside(root, "lock"))
+        .map_err(|e| fail("-", format!("open the provision lock: {e}")))?;
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| fail("-", format!("take the provision lock: {e}")))?;
+    let id = root_id(root).map_err(|e| fail("-", format!("{}: {e}", root.display())))?;
+    let path = record_path(root);
+    let mut record = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        .filter(|r| r.root == id)
+        .unwrap_or(Record {
+            root: id,
+            steps: BTreeMap::new(),
+        });
+    let mut ran = Vec::new();
+    for step in &spec.provision {
+        let digest = crate::spec::digest(&step.script);
+        if !force && record.steps.get(&step.name) == Some(&digest) {
+            continue;
+        }
+        if progress {
+            eprintln!(
+                "haconiwa: provision step '{}' in {} ...",
+                step.name,
+                root.display()
+            );
+        }
+        run_step(rt, spec, step, progress).map_err(|d| fail(&step.name, d))?;
+        record.steps.insert(step.name.clone(), digest);
+        let text =
+            serde_json::to_vec_pretty(&record).map_err(|e| fail(&step.name, e.to_string()))?;
+        super::state::write_atomic(&path, &text).map_err(|e| {
+            fail(
+                &step.name,
+                format!("record the step in {}: {e}", path.display()),
+            )
+        })?;
+        ran.push(step.name.clone());
+    }
+    Ok(ran)
+}
+
+/// Runs one step through the helper; `Err` carries the exit status and the end of its
+/// error output.
+fn run_step(
+    rt: &Runtime,
+    spec: &ContainerSpec,
+    step: &ProvisionStep,
+    progress: bool,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("find the haconiwa binary: {e}"))?;
+    let job = serde_json::to_vec(&Job {
+        spec: spec.clone(),
+        step: step.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg("__provision")
+        .env("HACONIWA_STATE_DIR", &rt.state_dir)
+        .env("HACONIWA_CGROUP_PARENT", &rt.cgroup_parent)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start the provision helper: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&job)
+            .map_err(|e| format!("hand the step to the helper: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("provision helper: {e}"))?;
+    if progress {
+        let _ = std::io::stderr().write_all(&out.stdout);
+    }
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = err.trim().lines().rev().take(5).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!("{}: {}", out.status, tail.join(" / ")))
+}
+
+/// The helper's side: runs the step as a foreground container over the writable base
+/// and returns its exit code. Single-threaded process only.
+pub fn run_job(rt: &Runtime, job: Job) -> Result<i32, super::RuntimeError> {
+    let mut spec = job.spec;
+    spec.name = format!("provision-{}", std::process::id());
+    spec.init_command = vec![
+        "/bin/sh".into(),
+        "-e".into(),
+        "-c".into(),
+        job.step.script.clone(),
+    ];
+    // Root inside the sandbox, as the original's provisioning was; the rest as defined.
+    spec.uid = None;
+    spec.gid = None;
+    spec.groups.clear();
+    spec.daemonize = false;
+    spec.rootfs.readonly = false;
+    let exit = rt.run_foreground_with(&spec, RootAccess::Writable)?;
+    Ok(exit.code)
+}
