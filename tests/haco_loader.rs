@@ -248,3 +248,162 @@ fn command_strings_split_like_a_shell() {
     );
     assert!(spec::haco::split_command("echo 'open").is_err());
 }
+
+/// A small deterministic generator (xorshift) for the fuzz runs below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// Values that break naive code: extreme integers, empty and odd strings, wrong types.
+const VALUES: &[&str] = &[
+    "0",
+    "-1",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "4294967296",
+    "1.5e308",
+    "\"\"",
+    "\"../../x\"",
+    "\"a\\u001b[31m\"",
+    "\"/dev/../etc\"",
+    "\"ALL\"",
+    "\"unconfined\"",
+    "\"c *:* rwm\"",
+    "\"b 8:x\"",
+    "[]",
+    "[\"/bin/sh\", 1]",
+    "#{}",
+    "#{ strategy: \"tarball\" }",
+    "#{ to: \"/x\", fs: \"tmpfs\", readonly: 3 }",
+    "()",
+    "true",
+    "rand(-9223372036854775808, 9223372036854775807)",
+    "rand(9223372036854775807, -9223372036854775808)",
+    "uuid_short()",
+];
+
+/// Statements on the `c` of a definition, with `{}` for a value.
+const STATEMENTS: &[&str] = &[
+    "c.name = {};",
+    "c.hostname = {};",
+    "c.init_command = {};",
+    "c.chroot_to({});",
+    "c.chroot_to(\"/r\", {});",
+    "c.bootstrap({});",
+    "c.namespace.unshare({});",
+    "c.namespace.enter(\"net\", {});",
+    "c.namespace.uid_map({}, {}, {});",
+    "c.namespace.set_uid_mapping({});",
+    "c.cgroup[\"memory.max\"] = {};",
+    "c.cgroup[\"cpu.max\"] = {};",
+    "c.cgroup[{}] = {};",
+    "c.capabilities.allow({});",
+    "c.capabilities.drop({});",
+    "c.capabilities.ambient({});",
+    "c.set_limit(\"nofile\", {}, {});",
+    "c.set_limit({}, {});",
+    "c.uid = {};",
+    "c.groups = {};",
+    "c.environment = {};",
+    "c.env({}, {});",
+    "c.add_mount_point({}, {});",
+    "c.mount_independent({});",
+    "c.run_shell({}, #{ name: {} });",
+    "c.network({});",
+    "c.seccomp = {};",
+    "c.devices.allow({});",
+    "c.labels = {};",
+    "c.workdir = {};",
+    "c.readonly_rootfs = {};",
+];
+
+fn fill(rng: &mut Rng, template: &str) -> String {
+    let mut out = String::new();
+    let mut parts = template.split("{}").peekable();
+    while let Some(p) = parts.next() {
+        out.push_str(p);
+        if parts.peek().is_some() {
+            out.push_str(rng.pick(VALUES));
+        }
+    }
+    out
+}
+
+#[test]
+fn fuzzed_definitions_and_rules_never_panic() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let t0 = std::time::Instant::now();
+    let mut refused = 0;
+    for i in 0..1500 {
+        let mut body =
+            String::from("c.name = \"f\"; c.init_command = \"/bin/true\"; c.chroot_to(\"/r\");\n");
+        for _ in 0..(1 + rng.next() % 6) {
+            let template = rng.pick(STATEMENTS);
+            let s = fill(&mut rng, template);
+            body.push_str(&s);
+            body.push('\n');
+        }
+        let text = format!("haconiwa.define(|c| {{\n{body}}});\n");
+        let result = std::panic::catch_unwind(|| spec::load_str(&text, "fuzz.haco", None));
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                refused += 1;
+                let e = e.to_string();
+                assert!(e.starts_with("fuzz.haco:"), "case {i}: {e}\n{text}");
+            }
+            Err(_) => panic!("case {i} panicked:\n{text}"),
+        }
+    }
+    assert!(
+        refused > 100,
+        "the generator should produce many bad definitions"
+    );
+    // Rules: registration and evaluation with odd arguments.
+    let calls = [
+        "haconiwa.spawn({});",
+        "haconiwa.spawn(#{ haco: \"a.haco\", node: {} });",
+        "haconiwa.kill({});",
+        "haconiwa.kill(#{ definition: {}, count: {} });",
+        "log({});",
+        "let n = event.cluster.count({});",
+        "let n = event.cluster.count(#{ label: {} });",
+        "let n = rand({}, {});",
+    ];
+    for i in 0..600 {
+        let template = rng.pick(&calls);
+        let call = fill(&mut rng, template);
+        let every = rng.pick(VALUES);
+        let text = format!(
+            "haconiwa.watch(|w| {{\n w.watch(\"cluster\", |event| {{ {call} }});\n w.watch(\"timer\", #{{ every: {every} }}, |event| {{ {call} }});\n}});\n"
+        );
+        let checked =
+            std::panic::catch_unwind(|| spec::watch::check(&text, "fuzz.watch").map(|_| ()));
+        assert!(checked.is_ok(), "rule case {i} panicked at check:\n{text}");
+        let evaluated = std::panic::catch_unwind(|| {
+            spec::watch::evaluate(
+                &text,
+                "fuzz.watch",
+                spec::watch::WatchView::default(),
+                &[spec::watch::Trigger::Cluster],
+                std::time::Instant::now() + std::time::Duration::from_millis(200),
+            )
+            .map(|_| ())
+        });
+        assert!(
+            evaluated.is_ok(),
+            "rule case {i} panicked at evaluation:\n{text}"
+        );
+    }
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+}
