@@ -531,3 +531,30 @@ fn supervisor_data_is_private_and_the_token_can_come_from_a_file() {
         stderr(&out)
     );
 }
+
+#[test]
+fn attach_gives_the_container_s_privileges_and_filter_before_anything_runs() {
+    let host = Host::new("sec-attach");
+    let def = host.haco(
+        "att",
+        "    c.init_command = [\"/bin/sleep\", \"30\"];\n    c.capabilities.drop([\"chown\"]);\n    c.daemonize();",
+    );
+    host.ok(&["run", def.to_str().unwrap()]);
+    let text = host.ok(&[
+        "attach",
+        "att",
+        "--",
+        "/bin/grep",
+        "-E",
+        "CapBnd|CapEff|NoNewPrivs|Seccomp:",
+        "/proc/self/status",
+    ]);
+    // Docker's 14 without CAP_CHOWN (bit 0).
+    has(&text, "CapBnd:\t00000000a80425fa");
+    has(&text, "CapEff:\t00000000a80425fa");
+    has(&text, "NoNewPrivs:\t1");
+    has(&text, "Seccomp:\t2");
+    host.ok(&["kill", "att", "-s", "KILL"]);
+    host.wait_exited("att", Duration::from_secs(5));
+    host.assert_clean();
+}

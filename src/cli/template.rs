@@ -40,12 +40,16 @@ haconiwa.define(|c| {
     // c.cgroup["cpu.max"] = "50000 100000";   // or cpu.cfs_quota_us / cpu.shares / cpu.weight
     // c.cgroup["cpuset.cpus"] = "0";
 
-    // Privileges: Docker's default 14 capabilities, then allow / drop / reset.
+    // Privileges: Docker's default 14 capabilities, then allow / drop / reset. A non-root
+    // uid holds none of them unless raised with ambient (docs/security.md).
     c.capabilities.drop(["cap_sys_time"]);
     // c.capabilities.allow(["cap_net_admin"]);
     c.set_limit("nofile", 1024, 4096);
     // c.uid = 1000; c.gid = 1000; c.groups = [100];
+    // c.capabilities.ambient(["cap_net_bind_service"]);
     // c.no_new_privs = false;
+    // c.seccomp = "unconfined";                // or a Docker-format profile: "/etc/haconiwa/p.json"
+    // c.devices.allow("/dev/fuse");            // beyond null, zero, full, random, urandom, tty, pts
     c.labels = #{ app: "@NAME@" };
     // c.network(#{ bridge: "haconiwa0", address: "10.88.0.2/24", gateway: "10.88.0.1" });
 });

@@ -29,6 +29,10 @@ pub struct Rule {
     /// A single name (the older OCI form).
     #[serde(default)]
     pub name: Option<String>,
+    /// Syscall numbers (the built-in profile names its syscalls by number: no name
+    /// lookups at every start).
+    #[serde(skip)]
+    pub numbers: Vec<u32>,
     /// `SCMP_ACT_ALLOW`, `SCMP_ACT_ERRNO`, `SCMP_ACT_KILL`, ...
     pub action: String,
     /// errno (or trace data) of the action.
@@ -87,10 +91,13 @@ impl Rule {
             .chain(self.name.as_deref())
     }
 
-    /// An allow rule for `names` (the built-in profile's building block).
-    pub fn allow(names: &[&str]) -> Rule {
+    /// An allow rule for these syscall numbers (the built-in profile's building block).
+    pub fn allow(numbers: &[i64]) -> Rule {
         Rule {
-            names: names.iter().map(|n| n.to_string()).collect(),
+            numbers: numbers
+                .iter()
+                .filter_map(|n| u32::try_from(*n).ok())
+                .collect(),
             action: "SCMP_ACT_ALLOW".into(),
             ..Rule::default()
         }
