@@ -318,7 +318,8 @@ fn overlay(base: &Path, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
         }
     }
     let mut opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        // volatile: no syncs of the upper layer, which is thrown away with the container.
+        "lowerdir={},upperdir={},workdir={},volatile",
         base.display(),
         upper.display(),
         work.display()

@@ -89,7 +89,10 @@ fn make_layer(spec: &ContainerSpec, layer: &std::path::Path) -> Result<(), Runti
         layer.join("merged"),
     ] {
         state::create_private_dir(&d)
-            .and_then(|()| std::os::unix::fs::chown(&d, Some(uid), Some(gid)))
+            .and_then(|()| match (uid, gid) {
+                (0, 0) => Ok(()),
+                _ => std::os::unix::fs::chown(&d, Some(uid), Some(gid)),
+            })
             .map_err(io_err(format!("create {}", d.display())))?;
     }
     Ok(())
