@@ -3,7 +3,7 @@
 //! data directory. Every write transaction commits with redb's default durability
 //! (fsync) before the call returns or the flush callback fires.
 
-use super::state::{ClusterState, Event, Response};
+use super::state::{ClusterState, Event, EventKind, Response};
 use super::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -401,7 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let event = Event {
             index: applied.last_applied.map(|l| l.index).unwrap_or(0),
-            kind: "snapshot_installed".into(),
+            kind: EventKind::SnapshotInstalled,
             container: None,
             node: None,
             message: meta.snapshot_id.clone(),

@@ -146,7 +146,7 @@ fn event_pb(e: StateEvent, state: &ClusterState) -> Event {
     let voters = std::collections::BTreeSet::new();
     Event {
         index: e.index,
-        kind: e.kind,
+        kind: e.kind.name().into(),
         container: e.container.as_ref().map(container_pb),
         node: e.node.as_ref().map(|n| node_pb(n, state, &voters, false)),
         message: e.message,
@@ -231,7 +231,9 @@ impl Cluster for ClusterService {
             commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             members: members_pb(&self.core, &state),
-            state_digest: state.digest(),
+            state_digest: state
+                .digest()
+                .map_err(|e| Status::internal(format!("state digest: {e}")))?,
             node: self.core.id,
             joint: m.membership_config.membership().get_joint_config().len() > 1,
         }))

@@ -1,7 +1,9 @@
 //! From the replicated state to what rules see: the view of the cluster and the
 //! triggers of committed events. Pure.
 
-use crate::cluster::state::{ClusterState, ContainerRecord, Desired, Event, NodeRecord, Observed};
+use crate::cluster::state::{
+    ClusterState, ContainerRecord, Desired, Event, EventKind, NodeRecord, Observed,
+};
 use crate::spec::watch::{Trigger, ViewContainer, ViewNode, WatchView};
 
 fn container(c: &ContainerRecord) -> ViewContainer {
@@ -46,12 +48,14 @@ pub fn view(state: &ClusterState) -> WatchView {
 pub fn triggers(events: &[Event], state: &ClusterState) -> Vec<Trigger> {
     let mut out = Vec::new();
     for e in events {
-        match (e.kind.as_str(), &e.container, &e.node) {
-            ("container_exited" | "container_lost", Some(c), _) => {
+        match (e.kind, &e.container, &e.node) {
+            (EventKind::ContainerExited | EventKind::ContainerLost, Some(c), _) => {
                 out.push(Trigger::ContainerExit(container(c)))
             }
-            ("node_down", _, Some(n)) => out.push(Trigger::NodeDown(node(n, state))),
-            ("node_up" | "node_added", _, Some(n)) => out.push(Trigger::NodeUp(node(n, state))),
+            (EventKind::NodeDown, _, Some(n)) => out.push(Trigger::NodeDown(node(n, state))),
+            (EventKind::NodeUp | EventKind::NodeAdded, _, Some(n)) => {
+                out.push(Trigger::NodeUp(node(n, state)))
+            }
             _ => {}
         }
     }

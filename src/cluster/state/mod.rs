@@ -1,7 +1,13 @@
-//! The replicated cluster state and the commands that change it. `apply` is pure and
-//! deterministic: no clock, no I/O, no randomness; replaying the log rebuilds the state.
-//! Every decision that depends on time (a node down, a placement) is made by the leader
-//! and arrives here as a command.
+//! The replicated cluster state and the commands that change it. `apply` (apply.rs) is
+//! pure and deterministic: no clock, no I/O, no randomness; replaying the log rebuilds
+//! the state. Every decision that depends on time (a node down, a placement) is made by
+//! the leader and arrives here as a command. What changed is told as typed events
+//! (event.rs), the same kinds the rules and the API see.
+
+mod apply;
+mod event;
+
+pub use event::{Event, EventKind};
 
 use crate::spec::ContainerSpec;
 use serde::{Deserialize, Serialize};
@@ -289,268 +295,11 @@ pub enum Response {
     Refused(String),
 }
 
-/// A state change as streamed to watchers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Log index of the entry.
-    pub index: u64,
-    /// What kind of change (see proto/haconiwa.proto).
-    pub kind: String,
-    /// The container concerned.
-    pub container: Option<ContainerRecord>,
-    /// The node concerned.
-    pub node: Option<NodeRecord>,
-    /// Extra text.
-    pub message: String,
-}
-
 impl ClusterState {
-    /// Applies one command at log `index`; returns the response and the events.
-    pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Event>) {
-        let mut events = Vec::new();
-        let mut ev = |kind: &str,
-                      container: Option<&ContainerRecord>,
-                      node: Option<&NodeRecord>,
-                      message: String| {
-            events.push(Event {
-                index,
-                kind: kind.to_string(),
-                container: container.cloned(),
-                node: node.cloned(),
-                message,
-            })
-        };
-        let resp = match cmd {
-            Command::AddNode { id, addr, labels } => {
-                let same_addr = self
-                    .nodes
-                    .values()
-                    .find(|n| n.addr == *addr && n.status != NodeStatus::Left);
-                let id = match (id, same_addr) {
-                    // A join retried after its reply was lost: the same node again.
-                    (None, Some(n)) => return (Response::Node(n.id), events),
-                    (Some(id), _) => *id,
-                    (None, None) => self.max_node_id + 1,
-                };
-                if let Some(n) = self.nodes.get(&id) {
-                    if n.status == NodeStatus::Left {
-                        return (
-                            Response::Refused(format!(
-                                "node id {id} left the cluster and is never reused"
-                            )),
-                            events,
-                        );
-                    }
-                    if n.addr != *addr {
-                        return (
-                            Response::Refused(format!(
-                                "node id {id} is already used by {}",
-                                n.addr
-                            )),
-                            events,
-                        );
-                    }
-                }
-                if self
-                    .nodes
-                    .values()
-                    .any(|n| n.addr == *addr && n.id != id && n.status != NodeStatus::Left)
-                {
-                    return (
-                        Response::Refused(format!("address {addr} is already a member")),
-                        events,
-                    );
-                }
-                self.max_node_id = self.max_node_id.max(id);
-                let rec = NodeRecord {
-                    id,
-                    addr: addr.clone(),
-                    labels: labels.clone(),
-                    status: NodeStatus::Up,
-                };
-                ev("node_added", None, Some(&rec), String::new());
-                self.nodes.insert(id, rec);
-                Response::Node(id)
-            }
-            Command::SetNodeStatus { id, status } => {
-                let Some(n) = self.nodes.get_mut(id) else {
-                    return (Response::Refused(format!("no node {id}")), events);
-                };
-                if n.status == NodeStatus::Left {
-                    return (Response::Refused(format!("node {id} has left")), events);
-                }
-                if n.status == *status {
-                    return (Response::Ok, events);
-                }
-                n.status = *status;
-                let rec = n.clone();
-                ev(
-                    &format!("node_{}", status.name()),
-                    None,
-                    Some(&rec),
-                    String::new(),
-                );
-                if matches!(status, NodeStatus::Down | NodeStatus::Left) {
-                    for c in self.containers.values_mut() {
-                        if c.node == *id && !c.observed.is_final() {
-                            c.observed = Observed::Lost;
-                            ev(
-                                "container_lost",
-                                Some(c),
-                                None,
-                                format!("node {id} is {}", status.name()),
-                            );
-                        }
-                    }
-                }
-                Response::Ok
-            }
-            Command::Spawn {
-                definition,
-                spec,
-                node,
-                rule,
-            } => {
-                match self.nodes.get(node) {
-                    Some(n) if n.status == NodeStatus::Up => {}
-                    Some(n) => {
-                        return (
-                            Response::Refused(format!("node {node} is {}", n.status.name())),
-                            events,
-                        )
-                    }
-                    None => return (Response::Refused(format!("no node {node}")), events),
-                }
-                self.definitions
-                    .entry(definition.digest.clone())
-                    .or_insert_with(|| definition.clone());
-                self.next_seq += 1;
-                let id = if self.containers.contains_key(&spec.name) {
-                    format!("{}-{}", spec.name, self.next_seq)
-                } else {
-                    spec.name.clone()
-                };
-                let mut spec = spec.clone();
-                spec.name = id.clone();
-                spec.daemonize = true;
-                let rec = ContainerRecord {
-                    id: id.clone(),
-                    definition: definition.name.clone(),
-                    digest: definition.digest.clone(),
-                    spec,
-                    node: *node,
-                    desired: Desired::Running,
-                    observed: Observed::Pending,
-                    rule: rule.clone(),
-                    created_index: index,
-                };
-                ev("container_spawned", Some(&rec), None, String::new());
-                self.containers.insert(id.clone(), rec);
-                Response::Container(id)
-            }
-            Command::Stop { id } => {
-                let Some(c) = self.containers.get_mut(id) else {
-                    return (Response::Refused(format!("no container {id}")), events);
-                };
-                if c.desired != Desired::Stopped {
-                    c.desired = Desired::Stopped;
-                    if c.observed == Observed::Pending {
-                        // Never started: nothing to kill.
-                        c.observed = Observed::Exited {
-                            code: None,
-                            oom_killed: false,
-                            error: None,
-                        };
-                    }
-                    ev("container_stopping", Some(c), None, String::new());
-                }
-                Response::Container(id.clone())
-            }
-            Command::Observe { id, node, observed } => {
-                let Some(c) = self.containers.get_mut(id) else {
-                    return (Response::Ok, events);
-                };
-                // Stale: another node, or a container already finished (lost stays lost).
-                if c.node != *node || c.observed.is_final() || c.observed == *observed {
-                    return (Response::Ok, events);
-                }
-                c.observed = observed.clone();
-                let kind = format!("container_{}", observed.name());
-                ev(&kind, Some(c), None, String::new());
-                Response::Ok
-            }
-            Command::Forget { ids } => {
-                for id in ids {
-                    if self
-                        .containers
-                        .get(id)
-                        .is_some_and(|c| c.observed.is_final())
-                    {
-                        if let Some(c) = self.containers.remove(id) {
-                            ev("container_forgotten", Some(&c), None, String::new());
-                        }
-                    }
-                }
-                // Definitions no container or rule uses any more go too.
-                let used: std::collections::BTreeSet<&String> = self
-                    .containers
-                    .values()
-                    .map(|c| &c.digest)
-                    .chain(self.rules.values().flat_map(|r| r.definitions.values()))
-                    .collect();
-                let unused: Vec<String> = self
-                    .definitions
-                    .keys()
-                    .filter(|d| !used.contains(d))
-                    .cloned()
-                    .collect();
-                for d in unused {
-                    self.definitions.remove(&d);
-                }
-                Response::Ok
-            }
-            Command::PutRule { rule, definitions } => {
-                for d in definitions {
-                    self.definitions
-                        .entry(d.digest.clone())
-                        .or_insert_with(|| d.clone());
-                }
-                let mut r = rule.clone();
-                r.last_evaluation_index = 0;
-                r.last_error = None;
-                r.evaluations = 0;
-                ev("rule_applied", None, None, r.name.clone());
-                self.rules.insert(r.name.clone(), r);
-                Response::Ok
-            }
-            Command::RemoveRule { name } => {
-                if self.rules.remove(name).is_none() {
-                    return (Response::Refused(format!("no rule {name}")), events);
-                }
-                ev("rule_removed", None, None, name.clone());
-                Response::Ok
-            }
-            Command::RuleEvaluated { name, error } => {
-                let Some(r) = self.rules.get_mut(name) else {
-                    return (Response::Ok, events);
-                };
-                r.last_evaluation_index = index;
-                r.evaluations += 1;
-                match error {
-                    Some(e) => ev("rule_failed", None, None, format!("{name}: {e}")),
-                    None => ev("rule_evaluated", None, None, name.clone()),
-                }
-                r.last_error = error.clone();
-                Response::Ok
-            }
-        };
-        (resp, events)
-    }
-
     /// SHA-256 over the whole state in a canonical encoding: equal on every member that
-    /// applied the same log.
-    pub fn digest(&self) -> String {
-        crate::spec::digest(&serde_json::to_string(self).unwrap_or_default())
+    /// applied the same log. An encoding failure is an error, never a constant digest.
+    pub fn digest(&self) -> Result<String, serde_json::Error> {
+        Ok(crate::spec::digest(&serde_json::to_string(self)?))
     }
 
     /// Active containers (wanted running, not finished) on a node.
@@ -658,7 +407,7 @@ mod tests {
             },
         );
         assert_eq!(s.containers["web-2"].observed, Observed::Lost);
-        assert!(ev.iter().any(|e| e.kind == "container_lost"));
+        assert!(ev.iter().any(|e| e.kind == EventKind::ContainerLost));
         // Reports from the lost node no longer change anything.
         s.apply(
             13,
@@ -711,6 +460,21 @@ mod tests {
             s
         };
         assert_eq!(run(), run());
-        assert_eq!(run().digest(), run().digest());
+        assert_eq!(run().digest().unwrap(), run().digest().unwrap());
+        // The digest sees every command: one more changes it.
+        let mut more = run();
+        let before = more.digest().unwrap();
+        more.apply(
+            9,
+            &Command::SetNodeStatus {
+                id: 1,
+                status: NodeStatus::Down,
+            },
+        );
+        assert_ne!(
+            more.digest().unwrap(),
+            before,
+            "a change left the digest as it was"
+        );
     }
 }

@@ -1,0 +1,568 @@
+//! `apply`: one log entry into the state. A dispatcher to one function per command, as
+//! Nomad's FSM has it; each function checks, changes and tells what changed.
+
+use super::{
+    ClusterState, Command, ContainerRecord, Definition, Desired, Event, EventKind, NodeId,
+    NodeRecord, NodeStatus, Observed, Response, RuleRecord,
+};
+use crate::spec::ContainerSpec;
+use std::collections::BTreeMap;
+
+/// The events of one entry, stamped with its index.
+struct Events {
+    index: u64,
+    list: Vec<Event>,
+}
+
+impl Events {
+    fn push(
+        &mut self,
+        kind: EventKind,
+        container: Option<&ContainerRecord>,
+        node: Option<&NodeRecord>,
+        message: String,
+    ) {
+        self.list.push(Event {
+            index: self.index,
+            kind,
+            container: container.cloned(),
+            node: node.cloned(),
+            message,
+        });
+    }
+}
+
+fn refused(why: String) -> Response {
+    Response::Refused(why)
+}
+
+impl ClusterState {
+    /// Applies one command at log `index`; returns the response and the events.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Event>) {
+        let mut ev = Events {
+            index,
+            list: Vec::new(),
+        };
+        let resp = match cmd {
+            Command::AddNode { id, addr, labels } => self.add_node(&mut ev, *id, addr, labels),
+            Command::SetNodeStatus { id, status } => self.set_node_status(&mut ev, *id, *status),
+            Command::Spawn {
+                definition,
+                spec,
+                node,
+                rule,
+            } => self.spawn(&mut ev, definition, spec, *node, rule),
+            Command::Stop { id } => self.stop(&mut ev, id),
+            Command::Observe { id, node, observed } => self.observe(&mut ev, id, *node, observed),
+            Command::Forget { ids } => self.forget(&mut ev, ids),
+            Command::PutRule { rule, definitions } => self.put_rule(&mut ev, rule, definitions),
+            Command::RemoveRule { name } => self.remove_rule(&mut ev, name),
+            Command::RuleEvaluated { name, error } => self.rule_evaluated(&mut ev, name, error),
+        };
+        (resp, ev.list)
+    }
+
+    fn add_node(
+        &mut self,
+        ev: &mut Events,
+        id: Option<NodeId>,
+        addr: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Response {
+        let same_addr = self
+            .nodes
+            .values()
+            .find(|n| n.addr == addr && n.status != NodeStatus::Left);
+        let id = match (id, same_addr) {
+            // A join retried after its reply was lost: the same node again.
+            (None, Some(n)) => return Response::Node(n.id),
+            (Some(id), _) => id,
+            (None, None) => self.max_node_id + 1,
+        };
+        if let Some(n) = self.nodes.get(&id) {
+            if n.status == NodeStatus::Left {
+                return refused(format!("node id {id} left the cluster and is never reused"));
+            }
+            if n.addr != addr {
+                return refused(format!("node id {id} is already used by {}", n.addr));
+            }
+        }
+        if self
+            .nodes
+            .values()
+            .any(|n| n.addr == addr && n.id != id && n.status != NodeStatus::Left)
+        {
+            return refused(format!("address {addr} is already a member"));
+        }
+        self.max_node_id = self.max_node_id.max(id);
+        let rec = NodeRecord {
+            id,
+            addr: addr.to_string(),
+            labels: labels.clone(),
+            status: NodeStatus::Up,
+        };
+        ev.push(EventKind::NodeAdded, None, Some(&rec), String::new());
+        self.nodes.insert(id, rec);
+        Response::Node(id)
+    }
+
+    fn set_node_status(&mut self, ev: &mut Events, id: NodeId, status: NodeStatus) -> Response {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return refused(format!("no node {id}"));
+        };
+        if n.status == NodeStatus::Left {
+            return refused(format!("node {id} has left"));
+        }
+        if n.status == status {
+            return Response::Ok;
+        }
+        n.status = status;
+        let rec = n.clone();
+        ev.push(
+            EventKind::of_node_status(status),
+            None,
+            Some(&rec),
+            String::new(),
+        );
+        if matches!(status, NodeStatus::Down | NodeStatus::Left) {
+            for c in self.containers.values_mut() {
+                if c.node == id && !c.observed.is_final() {
+                    c.observed = Observed::Lost;
+                    ev.push(
+                        EventKind::ContainerLost,
+                        Some(c),
+                        None,
+                        format!("node {id} is {}", status.name()),
+                    );
+                }
+            }
+        }
+        Response::Ok
+    }
+
+    fn spawn(
+        &mut self,
+        ev: &mut Events,
+        definition: &Definition,
+        spec: &ContainerSpec,
+        node: NodeId,
+        rule: &Option<String>,
+    ) -> Response {
+        match self.nodes.get(&node) {
+            Some(n) if n.status == NodeStatus::Up => {}
+            Some(n) => return refused(format!("node {node} is {}", n.status.name())),
+            None => return refused(format!("no node {node}")),
+        }
+        self.definitions
+            .entry(definition.digest.clone())
+            .or_insert_with(|| definition.clone());
+        self.next_seq += 1;
+        let id = if self.containers.contains_key(&spec.name) {
+            format!("{}-{}", spec.name, self.next_seq)
+        } else {
+            spec.name.clone()
+        };
+        let mut spec = spec.clone();
+        spec.name = id.clone();
+        spec.daemonize = true;
+        let rec = ContainerRecord {
+            id: id.clone(),
+            definition: definition.name.clone(),
+            digest: definition.digest.clone(),
+            spec,
+            node,
+            desired: Desired::Running,
+            observed: Observed::Pending,
+            rule: rule.clone(),
+            created_index: ev.index,
+        };
+        ev.push(EventKind::ContainerSpawned, Some(&rec), None, String::new());
+        self.containers.insert(id.clone(), rec);
+        Response::Container(id)
+    }
+
+    fn stop(&mut self, ev: &mut Events, id: &str) -> Response {
+        let Some(c) = self.containers.get_mut(id) else {
+            return refused(format!("no container {id}"));
+        };
+        if c.desired != Desired::Stopped {
+            c.desired = Desired::Stopped;
+            if c.observed == Observed::Pending {
+                // Never started: nothing to kill.
+                c.observed = Observed::Exited {
+                    code: None,
+                    oom_killed: false,
+                    error: None,
+                };
+            }
+            ev.push(EventKind::ContainerStopping, Some(c), None, String::new());
+        }
+        Response::Container(id.to_string())
+    }
+
+    fn observe(
+        &mut self,
+        ev: &mut Events,
+        id: &str,
+        node: NodeId,
+        observed: &Observed,
+    ) -> Response {
+        let Some(c) = self.containers.get_mut(id) else {
+            return Response::Ok;
+        };
+        // Stale: another node, or a container already finished (lost stays lost).
+        if c.node != node || c.observed.is_final() || c.observed == *observed {
+            return Response::Ok;
+        }
+        c.observed = observed.clone();
+        ev.push(
+            EventKind::of_observed(observed),
+            Some(c),
+            None,
+            String::new(),
+        );
+        Response::Ok
+    }
+
+    fn forget(&mut self, ev: &mut Events, ids: &[String]) -> Response {
+        for id in ids {
+            if self
+                .containers
+                .get(id)
+                .is_some_and(|c| c.observed.is_final())
+            {
+                if let Some(c) = self.containers.remove(id) {
+                    ev.push(EventKind::ContainerForgotten, Some(&c), None, String::new());
+                }
+            }
+        }
+        // Definitions no container or rule uses any more go too.
+        let used: std::collections::BTreeSet<&String> = self
+            .containers
+            .values()
+            .map(|c| &c.digest)
+            .chain(self.rules.values().flat_map(|r| r.definitions.values()))
+            .collect();
+        let unused: Vec<String> = self
+            .definitions
+            .keys()
+            .filter(|d| !used.contains(d))
+            .cloned()
+            .collect();
+        for d in unused {
+            self.definitions.remove(&d);
+        }
+        Response::Ok
+    }
+
+    fn put_rule(
+        &mut self,
+        ev: &mut Events,
+        rule: &RuleRecord,
+        definitions: &[Definition],
+    ) -> Response {
+        for d in definitions {
+            self.definitions
+                .entry(d.digest.clone())
+                .or_insert_with(|| d.clone());
+        }
+        let mut r = rule.clone();
+        r.last_evaluation_index = 0;
+        r.last_error = None;
+        r.evaluations = 0;
+        ev.push(EventKind::RuleApplied, None, None, r.name.clone());
+        self.rules.insert(r.name.clone(), r);
+        Response::Ok
+    }
+
+    fn remove_rule(&mut self, ev: &mut Events, name: &str) -> Response {
+        if self.rules.remove(name).is_none() {
+            return refused(format!("no rule {name}"));
+        }
+        ev.push(EventKind::RuleRemoved, None, None, name.to_string());
+        Response::Ok
+    }
+
+    fn rule_evaluated(&mut self, ev: &mut Events, name: &str, error: &Option<String>) -> Response {
+        let index = ev.index;
+        let Some(r) = self.rules.get_mut(name) else {
+            return Response::Ok;
+        };
+        r.last_evaluation_index = index;
+        r.evaluations += 1;
+        match error {
+            Some(e) => ev.push(EventKind::RuleFailed, None, None, format!("{name}: {e}")),
+            None => ev.push(EventKind::RuleEvaluated, None, None, name.to_string()),
+        }
+        r.last_error = error.clone();
+        Response::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per command: what it changes, what it refuses, what it tells.
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spec(name: &str) -> ContainerSpec {
+        ContainerSpec::new(name, vec!["/bin/true".into()], PathBuf::from("/r"))
+    }
+
+    fn def(name: &str) -> Definition {
+        Definition {
+            name: name.into(),
+            digest: format!("d-{name}"),
+            text: String::new(),
+            base_dir: String::new(),
+        }
+    }
+
+    fn add(s: &mut ClusterState, i: u64, addr: &str) -> (Response, Vec<Event>) {
+        s.apply(
+            i,
+            &Command::AddNode {
+                id: None,
+                addr: addr.into(),
+                labels: BTreeMap::new(),
+            },
+        )
+    }
+
+    fn spawned(s: &mut ClusterState, i: u64, name: &str, node: NodeId) -> String {
+        let (r, _) = s.apply(
+            i,
+            &Command::Spawn {
+                definition: def(name),
+                spec: spec(name),
+                node,
+                rule: Some("r".into()),
+            },
+        );
+        match r {
+            Response::Container(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn kinds(ev: &[Event]) -> Vec<EventKind> {
+        ev.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn add_node_allocates_retries_and_refuses_taken_addresses() {
+        let mut s = ClusterState::default();
+        let (r, ev) = add(&mut s, 1, "a:1");
+        assert_eq!(r, Response::Node(1));
+        assert_eq!(kinds(&ev), [EventKind::NodeAdded]);
+        // The same join again (its reply was lost): the same id, no event.
+        let (r, ev) = add(&mut s, 2, "a:1");
+        assert_eq!((r, ev.len()), (Response::Node(1), 0));
+        let (r, _) = s.apply(
+            3,
+            &Command::AddNode {
+                id: Some(1),
+                addr: "b:1".into(),
+                labels: BTreeMap::new(),
+            },
+        );
+        assert!(matches!(r, Response::Refused(m) if m.contains("already used by a:1")));
+    }
+
+    #[test]
+    fn set_node_status_down_loses_its_containers_once() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        let id = spawned(&mut s, 2, "web", 1);
+        let down = Command::SetNodeStatus {
+            id: 1,
+            status: NodeStatus::Down,
+        };
+        let (_, ev) = s.apply(3, &down);
+        assert_eq!(kinds(&ev), [EventKind::NodeDown, EventKind::ContainerLost]);
+        assert_eq!(s.containers[&id].observed, Observed::Lost);
+        let (r, ev) = s.apply(4, &down);
+        assert_eq!((r, ev.len()), (Response::Ok, 0));
+        let (r, _) = s.apply(
+            5,
+            &Command::SetNodeStatus {
+                id: 9,
+                status: NodeStatus::Up,
+            },
+        );
+        assert!(matches!(r, Response::Refused(_)));
+    }
+
+    #[test]
+    fn spawn_places_on_an_up_node_with_a_unique_id() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        assert_eq!(spawned(&mut s, 2, "web", 1), "web");
+        assert_eq!(spawned(&mut s, 3, "web", 1), "web-2");
+        let c = &s.containers["web-2"];
+        assert_eq!((c.spec.name.as_str(), c.created_index), ("web-2", 3));
+        assert!(c.spec.daemonize);
+        assert!(s.definitions.contains_key("d-web"));
+        s.apply(
+            4,
+            &Command::SetNodeStatus {
+                id: 1,
+                status: NodeStatus::Draining,
+            },
+        );
+        let (r, _) = s.apply(
+            5,
+            &Command::Spawn {
+                definition: def("web"),
+                spec: spec("web"),
+                node: 1,
+                rule: None,
+            },
+        );
+        assert!(matches!(r, Response::Refused(m) if m == "node 1 is draining"));
+    }
+
+    #[test]
+    fn stop_ends_a_pending_container_at_once_and_keeps_a_running_one_until_reported() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        let pending = spawned(&mut s, 2, "p", 1);
+        let running = spawned(&mut s, 3, "r", 1);
+        s.apply(
+            4,
+            &Command::Observe {
+                id: running.clone(),
+                node: 1,
+                observed: Observed::Running { pid: 7 },
+            },
+        );
+        let (_, ev) = s.apply(
+            5,
+            &Command::Stop {
+                id: pending.clone(),
+            },
+        );
+        assert_eq!(kinds(&ev), [EventKind::ContainerStopping]);
+        assert!(s.containers[&pending].observed.is_final());
+        s.apply(
+            6,
+            &Command::Stop {
+                id: running.clone(),
+            },
+        );
+        assert_eq!(
+            s.containers[&running].observed,
+            Observed::Running { pid: 7 }
+        );
+        assert_eq!(s.containers[&running].desired, Desired::Stopped);
+        let (r, _) = s.apply(7, &Command::Stop { id: "nope".into() });
+        assert!(matches!(r, Response::Refused(_)));
+    }
+
+    #[test]
+    fn observe_takes_reports_of_the_owning_node_only() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        add(&mut s, 2, "b:1");
+        let id = spawned(&mut s, 3, "w", 1);
+        let report = |node, observed| Command::Observe {
+            id: id.clone(),
+            node,
+            observed,
+        };
+        let (_, ev) = s.apply(4, &report(2, Observed::Running { pid: 1 }));
+        assert!(
+            ev.is_empty(),
+            "a report from another node changed the state"
+        );
+        let (_, ev) = s.apply(5, &report(1, Observed::Running { pid: 1 }));
+        assert_eq!(kinds(&ev), [EventKind::ContainerRunning]);
+        let exited = Observed::Exited {
+            code: Some(0),
+            oom_killed: false,
+            error: None,
+        };
+        let (_, ev) = s.apply(6, &report(1, exited.clone()));
+        assert_eq!(kinds(&ev), [EventKind::ContainerExited]);
+        // Final stays final.
+        let (_, ev) = s.apply(7, &report(1, Observed::Running { pid: 2 }));
+        assert!(ev.is_empty());
+        assert_eq!(s.containers[&id].observed, exited);
+    }
+
+    #[test]
+    fn forget_drops_only_finished_containers_and_unused_definitions() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        let done = spawned(&mut s, 2, "done", 1);
+        let live = spawned(&mut s, 3, "live", 1);
+        s.apply(4, &Command::Stop { id: done.clone() });
+        let (_, ev) = s.apply(
+            5,
+            &Command::Forget {
+                ids: vec![done.clone(), live.clone()],
+            },
+        );
+        assert_eq!(kinds(&ev), [EventKind::ContainerForgotten]);
+        assert!(!s.containers.contains_key(&done) && s.containers.contains_key(&live));
+        assert!(!s.definitions.contains_key("d-done") && s.definitions.contains_key("d-live"));
+    }
+
+    #[test]
+    fn rules_are_put_evaluated_and_removed() {
+        let mut s = ClusterState::default();
+        let rule = RuleRecord {
+            name: "keep".into(),
+            digest: "x".into(),
+            text: String::new(),
+            file: "keep.watch".into(),
+            definitions: BTreeMap::new(),
+            last_evaluation_index: 9,
+            last_error: Some("old".into()),
+            evaluations: 3,
+        };
+        let (_, ev) = s.apply(
+            1,
+            &Command::PutRule {
+                rule,
+                definitions: vec![def("w")],
+            },
+        );
+        assert_eq!(kinds(&ev), [EventKind::RuleApplied]);
+        // A re-registered rule starts over.
+        assert_eq!(s.rules["keep"].evaluations, 0);
+        assert!(s.definitions.contains_key("d-w"));
+        let (_, ev) = s.apply(
+            2,
+            &Command::RuleEvaluated {
+                name: "keep".into(),
+                error: Some("boom".into()),
+            },
+        );
+        assert_eq!(kinds(&ev), [EventKind::RuleFailed]);
+        assert_eq!(s.rules["keep"].last_evaluation_index, 2);
+        let (_, ev) = s.apply(
+            3,
+            &Command::RuleEvaluated {
+                name: "keep".into(),
+                error: None,
+            },
+        );
+        assert_eq!(kinds(&ev), [EventKind::RuleEvaluated]);
+        assert_eq!(s.rules["keep"].last_error, None);
+        let (_, ev) = s.apply(
+            4,
+            &Command::RemoveRule {
+                name: "keep".into(),
+            },
+        );
+        assert_eq!(kinds(&ev), [EventKind::RuleRemoved]);
+        let (r, _) = s.apply(
+            5,
+            &Command::RemoveRule {
+                name: "keep".into(),
+            },
+        );
+        assert!(matches!(r, Response::Refused(_)));
+    }
+}
