@@ -19,6 +19,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("haco
 /// Metadata key of the leader hint on forwarded replies.
 pub const LEADER_HEADER: &str = "x-haconiwa-leader";
 
+/// Metadata flag on a request a follower forwarded to the leader: never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-haconiwa-forwarded";
+
 /// Checks `authorization: Bearer TOKEN` on every incoming call.
 #[derive(Clone)]
 pub struct TokenCheck {

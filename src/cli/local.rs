@@ -134,11 +134,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     Status::Running => "running".to_string(),
                     Status::Creating => "creating".to_string(),
                     Status::Exited if s.oom_killed => "oom-killed".to_string(),
-                    Status::Exited
-                        if s.reason.as_deref().is_some_and(|r| r.starts_with("lost")) =>
-                    {
-                        "lost".into()
-                    }
+                    Status::Exited if s.lost => "lost".into(),
                     Status::Exited => "exited".to_string(),
                 };
                 println!(

@@ -200,6 +200,7 @@ impl Runtime {
             exit_code: None,
             oom_killed: false,
             reason: None,
+            lost: false,
             created_at: now_secs(),
             finished_at: None,
             cgroup_parent: self.cgroup_parent.clone(),
@@ -387,6 +388,7 @@ impl Runtime {
                 }
             }
             st.status = Status::Exited;
+            st.lost = true;
             st.reason = Some("lost: its monitor vanished".into());
             st.finished_at = Some(now_secs());
             let _ = dir.write_state(&st);

@@ -40,9 +40,13 @@ pub struct State {
     /// The exit was an OOM kill.
     #[serde(default)]
     pub oom_killed: bool,
-    /// Why it ended when not by itself ("lost": its monitor vanished).
+    /// Why it ended when not by itself ("lost: its monitor vanished").
     #[serde(default)]
     pub reason: Option<String>,
+    /// It was found running with its processes and its monitor gone: its end was never
+    /// recorded, only concluded.
+    #[serde(default)]
+    pub lost: bool,
     /// Wall-clock start, seconds since the epoch.
     pub created_at: u64,
     /// Wall-clock end.

@@ -1,29 +1,32 @@
 //! The node agent, on every member (the leader too): makes local reality match the
-//! containers the state assigns to this node. Launches through the single-threaded
-//! `haconiwa __monitor` helper (never in-process), kills what the state no longer gives
-//! this node, reports what it sees, and re-adopts its containers after a restart (their
-//! monitors outlive the supervisor). Level-triggered: every pass compares the whole
-//! state with the whole local picture, so a lost report is simply sent again.
+//! containers the state assigns to this node. What to do is decided by the pure table
+//! of `watch::reconcile`; this carries it out: launches through the single-threaded
+//! `haconiwa __monitor` helper (never in-process), kills, reports, forgets, and
+//! re-adopts its containers after a restart (their monitors outlive the supervisor).
+//! Level-triggered: every pass compares the whole state with the whole local picture,
+//! so a lost report is simply decided and sent again.
 
-use super::core::{lock, Core};
-use super::service::note_heartbeat;
-use crate::api::pb::{HeartbeatRequest, ReportRequest};
-use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
-use crate::runtime::state::{State as LocalState, Status as LocalStatus};
+use super::convert::report_pb;
+use super::error::{OpError, OpResult};
+use super::node::{lock, Node};
+use crate::api::pb::HeartbeatRequest;
+use crate::cluster::state::{Command, ContainerRecord, NodeStatus, Observed};
+use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
 use crate::runtime::{bootstrap, provision, Runtime};
+use crate::watch::reconcile::{self, Action, Local, LocalStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
-use tonic::{Request, Status};
+use tonic::Request;
 
 /// RPC deadline for reports and heartbeats.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The agent of this node.
 pub struct Agent {
-    core: Arc<Core>,
+    core: Arc<Node>,
     runtime: Runtime,
     launching: Mutex<HashSet<String>>,
     killing: Mutex<HashSet<String>>,
@@ -35,7 +38,7 @@ type Reported = HashMap<String, Observed>;
 
 impl Agent {
     /// An agent for this node's runtime.
-    pub fn new(core: Arc<Core>, runtime: Runtime) -> Arc<Agent> {
+    pub fn new(core: Arc<Node>, runtime: Runtime) -> Arc<Agent> {
         Arc::new(Agent {
             core,
             runtime,
@@ -86,98 +89,51 @@ impl Agent {
     async fn reconcile(self: Arc<Self>, reported: &mut Reported) {
         let state = self.core.state();
         let me = self.core.id;
-        let local: HashMap<String, LocalState> = self
+        let local: HashMap<String, Local> = self
             .list_local()
             .await
             .into_iter()
-            .map(|l| (l.name.clone(), l))
+            .map(|l| (l.name.clone(), local_view(&l)))
             .collect();
-        let mine: HashMap<&str, &ContainerRecord> = state
-            .containers
-            .values()
-            .filter(|c| c.node == me)
-            .map(|c| (c.id.as_str(), c))
-            .collect();
-        reported.retain(|id, _| mine.contains_key(id.as_str()));
-        // While the cluster holds this node down its containers were replaced: nothing
-        // is wanted here until the leader sees us again.
-        let node_down = state
-            .nodes
-            .get(&me)
-            .is_some_and(|n| n.status == NodeStatus::Down);
-
-        for (id, c) in &mine {
-            let wanted = c.desired == Desired::Running && !c.observed.is_final() && !node_down;
-            match local.get(*id) {
-                Some(l) if l.status == LocalStatus::Running => {
-                    if wanted {
-                        self.report(reported, c, Observed::Running { pid: l.pid })
-                            .await;
-                    } else {
-                        self.clone().kill(id.to_string());
+        let mine: Vec<&ContainerRecord> =
+            state.containers.values().filter(|c| c.node == me).collect();
+        reported.retain(|id, _| mine.iter().any(|c| c.id == *id));
+        let launching = lock(&self.launching).clone();
+        let actions = reconcile::decide(&reconcile::Inputs {
+            me,
+            // While the cluster holds this node down its containers were replaced:
+            // nothing is wanted here until the leader sees us again.
+            node_down: state
+                .nodes
+                .get(&me)
+                .is_some_and(|n| n.status == NodeStatus::Down),
+            mine,
+            local: &local,
+            launching: &launching,
+            reported,
+        });
+        for action in actions {
+            match action {
+                Action::Launch(id) => {
+                    if let Some(c) = state.containers.get(&id) {
+                        self.clone().launch(c.clone());
                     }
                 }
-                Some(l) if l.status == LocalStatus::Exited => {
-                    if !c.observed.is_final() {
-                        let observed = Observed::Exited {
-                            code: l.exit_code,
-                            oom_killed: l.oom_killed,
-                            error: l.reason.clone().filter(|r| r.starts_with("lost")),
-                        };
-                        self.report(reported, c, observed).await;
-                    } else {
-                        self.forget_local(id);
+                Action::Kill(name) => self.clone().kill(name),
+                Action::Forget(name) => self.forget_local(&name),
+                Action::Report(id, observed) => match send_report(&self.core, &id, &observed).await
+                {
+                    Ok(()) => {
+                        reported.insert(id, observed);
                     }
-                }
-                Some(_) => {}
-                None => {
-                    let in_flight = lock(&self.launching).contains(*id);
-                    if wanted && !in_flight {
-                        self.clone().launch((*c).clone());
-                    } else if !wanted
-                        && !in_flight
-                        && !c.observed.is_final()
-                        && c.desired == Desired::Stopped
-                    {
-                        let observed = Observed::Exited {
-                            code: None,
-                            oom_killed: false,
-                            error: Some("stopped before it ran".into()),
-                        };
-                        self.report(reported, c, observed).await;
-                    }
-                }
-            }
-        }
-        // Local containers the state does not give to this node: stale (after a partition,
-        // a stop, a reschedule). Kill the running ones, drop the records of the others.
-        for (name, l) in &local {
-            if mine.contains_key(name.as_str()) {
-                continue;
-            }
-            match l.status {
-                LocalStatus::Running => self.clone().kill(name.clone()),
-                LocalStatus::Exited => self.forget_local(name),
-                LocalStatus::Creating => {}
+                    Err(e) => tracing::debug!("report {id} {}: {e}", observed.name()),
+                },
             }
         }
     }
 
     fn forget_local(&self, name: &str) {
         let _ = self.runtime.remove(name);
-    }
-
-    /// Sends a report unless the state (or our last report) already says it.
-    async fn report(&self, reported: &mut Reported, c: &ContainerRecord, observed: Observed) {
-        if c.observed == observed || reported.get(&c.id) == Some(&observed) {
-            return;
-        }
-        match send_report(&self.core, &c.id, &observed).await {
-            Ok(()) => {
-                reported.insert(c.id.clone(), observed);
-            }
-            Err(e) => tracing::debug!("report {} {}: {}", c.id, observed.name(), e.message()),
-        }
     }
 
     fn launch(self: Arc<Self>, c: ContainerRecord) {
@@ -280,8 +236,24 @@ impl Agent {
     }
 }
 
+/// What the decision table needs of a local record.
+fn local_view(l: &LocalState) -> Local {
+    Local {
+        status: match l.status {
+            RuntimeStatus::Creating => LocalStatus::Creating,
+            RuntimeStatus::Running => LocalStatus::Running,
+            RuntimeStatus::Exited => LocalStatus::Exited,
+        },
+        pid: l.pid,
+        exit_code: l.exit_code,
+        oom_killed: l.oom_killed,
+        reason: l.reason.clone(),
+        lost: l.lost,
+    }
+}
+
 /// Reports an observation to the leader (proposing directly when this node leads).
-pub async fn send_report(core: &Core, id: &str, observed: &Observed) -> Result<(), Status> {
+pub async fn send_report(core: &Node, id: &str, observed: &Observed) -> OpResult<()> {
     if core.is_leader() {
         return core
             .propose(Command::Observe {
@@ -293,44 +265,20 @@ pub async fn send_report(core: &Core, id: &str, observed: &Observed) -> Result<(
             .map(|_| ());
     }
     let (mut client, _) = core.leader_client()?;
-    let mut r = ReportRequest {
-        node_id: core.id,
-        id: id.to_string(),
-        state: observed.name().to_string(),
-        ..Default::default()
-    };
-    match observed {
-        Observed::Running { pid } => r.pid = *pid,
-        Observed::Exited {
-            code: Some(c),
-            oom_killed,
-            ..
-        } => {
-            r.exit_code = *c;
-            r.oom_killed = *oom_killed;
-        }
-        Observed::Exited {
-            code: None, error, ..
-        } => {
-            r.state = "failed".into();
-            r.error = error.clone().unwrap_or_default();
-        }
-        _ => {}
-    }
-    let mut req = Request::new(r);
+    let mut req = Request::new(report_pb(core.id, id, observed));
     req.set_timeout(RPC_TIMEOUT);
-    client.report(req).await.map(|_| ())
+    client.report(req).await.map(|_| ()).map_err(OpError::from)
 }
 
 /// Heartbeats the leader forever.
-pub async fn heartbeat_loop(core: Arc<Core>) {
+pub async fn heartbeat_loop(core: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(core.config.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if core.is_leader() {
-            note_heartbeat(&core, core.id);
-            let _ = super::ops::heartbeat(&core, core.id).await;
+            core.note_heartbeat(core.id);
+            let _ = super::leader::ops::heartbeat(&core, core.id).await;
             continue;
         }
         if let Ok((mut client, _)) = core.leader_client() {

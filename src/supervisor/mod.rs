@@ -1,13 +1,18 @@
 //! The supervisor daemon: Raft node, gRPC API (with reflection), node agent, leader loop
 //! and heartbeats, wired together. One per host; `haconiwa supervisor --config FILE`.
+//!
+//! Rooms, arrows pointing down: `endpoints` (the API handlers) → `leader` (its loop, its
+//! operations, the rule loop) → `definitions`, `convert`, `node` (what every part
+//! shares) → `error`; `agent` (carries out `watch::reconcile`) → `node`.
 
 pub mod agent;
 pub mod config;
-pub mod core;
+pub mod convert;
+pub mod definitions;
+pub mod endpoints;
+pub mod error;
 pub mod leader;
-pub mod ops;
-pub mod rules;
-pub mod service;
+pub mod node;
 
 use crate::api::pb::cluster_server::ClusterServer;
 use crate::api::pb::raft_server::RaftServer;
@@ -169,7 +174,7 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| SupervisorError::Raft(e.to_string()))?;
-    let core = core::Core::new(id, raft.clone(), feed, config.clone());
+    let core = node::Node::new(id, raft.clone(), feed, config.clone());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -192,7 +197,7 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
             RaftServer::new(RaftService { raft: raft.clone() })
                 .max_decoding_message_size(256 << 20),
         )
-        .add_service(ClusterServer::new(service::ClusterService {
+        .add_service(ClusterServer::new(endpoints::ClusterService {
             core: core.clone(),
         }))
         .add_service(reflection_v1)

@@ -1,69 +1,18 @@
-//! The leader's loop: failure detection from heartbeats, the membership autopilot
-//! (promote learners to voters, replace voters gone for good), garbage collection of
-//! finished containers, and the watcher rules. Only the leader acts; a new leader gives
-//! every node a fresh TTL before judging it.
+//! The leader's watch over the members: nodes silent past their TTL are committed
+//! down, the voters are kept at their number (learners promoted, a voter gone for good
+//! replaced), and finished containers beyond a window are forgotten.
 
-use super::core::{lock, Core};
 use crate::cluster::state::{ClusterState, Command, NodeId, NodeStatus};
+use crate::supervisor::node::{lock, Node};
 use openraft::ChangeMembers;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the leader looks.
-const TICK: Duration = Duration::from_millis(100);
 /// Finished containers kept for `containers --all`.
 const KEEP_FINISHED: usize = 100;
 
-/// Runs forever.
-pub async fn run(core: Arc<Core>) {
-    let mut down_since: HashMap<NodeId, Instant> = HashMap::new();
-    let mut rules = super::rules::RuleLoop::new(core.clone());
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut state_rx = core.feed.state.clone();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = state_rx.changed() => { if r.is_err() { return; } }
-        }
-        if !core.is_leader() {
-            *lock(&core.leading_since) = None;
-            rules.stand_down();
-            continue;
-        }
-        let now = Instant::now();
-        let (index, state) = {
-            let b = state_rx.borrow_and_update();
-            (b.0, b.1.clone())
-        };
-        if lock(&core.leading_since).is_none() {
-            *lock(&core.leading_since) = Some(now);
-            down_since.clear();
-            // A fresh TTL for everyone: we have not been listening until now.
-            lock(&core.heartbeats).clear();
-            tracing::info!("node {} leads", core.id);
-        }
-        if !state.nodes.contains_key(&core.id) {
-            let cmd = Command::AddNode {
-                id: Some(core.id),
-                addr: core.config.advertise.clone(),
-                labels: core.config.labels.clone(),
-            };
-            if let Err(e) = core.propose(cmd).await {
-                tracing::warn!("register this node: {}", e.message());
-            }
-            continue;
-        }
-        detect_failures(&core, &state, now, &mut down_since).await;
-        autopilot(&core, &state, now, &down_since).await;
-        collect_garbage(&core, &state).await;
-        rules.evaluate(&state, index).await;
-    }
-}
-
-async fn detect_failures(
-    core: &Core,
+pub async fn detect_failures(
+    core: &Node,
     state: &ClusterState,
     now: Instant,
     down_since: &mut HashMap<NodeId, Instant>,
@@ -101,7 +50,7 @@ async fn detect_failures(
             })
             .await
         {
-            tracing::warn!("mark node {id} down: {}", e.message());
+            tracing::warn!("mark node {id} down: {e}");
         }
         down_since.insert(id, now);
     }
@@ -109,8 +58,8 @@ async fn detect_failures(
 
 /// Keeps `voters` voters: promotes healthy, caught-up learners, and swaps a voter that
 /// has been down past the threshold for one. One change per tick.
-async fn autopilot(
-    core: &Core,
+pub async fn autopilot(
+    core: &Node,
     state: &ClusterState,
     now: Instant,
     down_since: &HashMap<NodeId, Instant>,
@@ -186,7 +135,7 @@ async fn autopilot(
     }
 }
 
-async fn collect_garbage(core: &Core, state: &ClusterState) {
+pub async fn collect_garbage(core: &Node, state: &ClusterState) {
     let mut finished: Vec<(u64, &String)> = state
         .containers
         .values()
@@ -202,6 +151,6 @@ async fn collect_garbage(core: &Core, state: &ClusterState) {
         .map(|(_, id)| (*id).clone())
         .collect();
     if let Err(e) = core.propose(Command::Forget { ids }).await {
-        tracing::debug!("forget finished containers: {}", e.message());
+        tracing::debug!("forget finished containers: {e}");
     }
 }

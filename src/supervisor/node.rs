@@ -1,7 +1,9 @@
-//! What every part of the supervisor shares: the Raft node, the applied state, and the
-//! ways to reach the leader (propose here when leading, forward otherwise).
+//! This supervisor as every part of it sees it: the Raft node, the applied state, the
+//! heartbeat bookkeeping of the leader, and the ways to reach the leader (propose here
+//! when leading, a client to the leader otherwise).
 
 use super::config::Config;
+use super::error::{OpError, OpResult};
 use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::{lazy_channel, AuthChannel};
 use crate::cluster::state::{ClusterState, Command, NodeId, Response};
@@ -12,13 +14,9 @@ use openraft::{BasicNode, RaftMetrics, ServerState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tonic::Status;
 
-/// Metadata flag on a request a follower forwarded: it is never forwarded again.
-pub const FORWARDED_HEADER: &str = "x-haconiwa-forwarded";
-
-/// The supervisor's shared core.
-pub struct Core {
+/// The supervisor's shared state (one per process).
+pub struct Node {
     /// This node's id.
     pub id: NodeId,
     /// The Raft node.
@@ -42,10 +40,10 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Core {
-    /// Builds the core.
-    pub fn new(id: NodeId, raft: Raft, feed: StateFeed, config: Config) -> Arc<Core> {
-        Arc::new(Core {
+impl Node {
+    /// Builds the shared state.
+    pub fn new(id: NodeId, raft: Raft, feed: StateFeed, config: Config) -> Arc<Node> {
+        Arc::new(Node {
             id,
             raft,
             feed,
@@ -87,27 +85,34 @@ impl Core {
     }
 
     /// A client to the leader (never to this node), and its hint `ID@ADDR`.
-    pub fn leader_client(&self) -> Result<(ClusterClient<AuthChannel>, String), Status> {
+    pub fn leader_client(&self) -> OpResult<(ClusterClient<AuthChannel>, String)> {
         let (id, addr) = self
             .leader()
-            .ok_or_else(|| Status::unavailable("no leader elected yet; retry shortly"))?;
+            .ok_or_else(|| OpError::Unavailable("no leader elected yet; retry shortly".into()))?;
         if id == self.id {
-            return Err(Status::unavailable("leadership is changing; retry shortly"));
+            return Err(OpError::Unavailable(
+                "leadership is changing; retry shortly".into(),
+            ));
         }
         Ok((self.client_to(&addr)?, format!("{id}@{addr}")))
     }
 
     /// A (cached) client to a member.
-    pub fn client_to(&self, addr: &str) -> Result<ClusterClient<AuthChannel>, Status> {
+    pub fn client_to(&self, addr: &str) -> OpResult<ClusterClient<AuthChannel>> {
         let mut peers = lock(&self.peers);
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
         let ch = lazy_channel(addr, &self.config.token, self.config.local_ip())
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| OpError::Internal(format!("client to {addr}: {e}")))?;
         let c = ClusterClient::new(ch).max_decoding_message_size(64 << 20);
         peers.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Records a heartbeat of `node` (leader side): from its agent, or this node's own.
+    pub fn note_heartbeat(&self, node: NodeId) {
+        lock(&self.heartbeats).insert(node, Instant::now());
     }
 
     /// Nodes the leader has not heard from lately (or not at all since it leads): no new
@@ -126,22 +131,22 @@ impl Core {
     }
 
     /// Proposes a command on this node, which must lead. Returns the entry's index and the
-    /// response; a refused command becomes `FailedPrecondition`.
-    pub async fn propose(&self, cmd: Command) -> Result<(u64, Response), Status> {
+    /// response; a command the state refuses is `OpError::Refused`.
+    pub async fn propose(&self, cmd: Command) -> OpResult<(u64, Response)> {
         match self.raft.client_write(cmd).await {
             Ok(r) => match r.data {
-                Response::Refused(m) => Err(Status::failed_precondition(m)),
+                Response::Refused(m) => Err(OpError::Refused(m)),
                 other => Ok((r.log_id.index, other)),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Status::unavailable(format!(
+                Err(OpError::Unavailable(format!(
                     "not the leader any more (leader: {}); retry",
                     f.leader_id
                         .map(|l| l.to_string())
                         .unwrap_or_else(|| "unknown".into())
                 )))
             }
-            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+            Err(e) => Err(OpError::Raft(e.to_string())),
         }
     }
 }

@@ -1,60 +1,30 @@
-//! Leader-side operations behind the API: spawn (evaluate, place, commit), join,
-//! heartbeats, drain and leave.
+//! What the leader does for the API and for itself: spawn (evaluate, place, commit),
+//! join, heartbeats, drain, leave, and registering a rule. Typed errors (`OpError`).
 
-use super::core::Core;
-use super::service::note_heartbeat;
 use crate::api::pb;
 use crate::cluster::state::{
-    ClusterState, Command, ContainerRecord, Definition, NodeId, NodeStatus, Observed, Response,
-    RuleRecord,
+    Command, ContainerRecord, Definition, NodeId, NodeStatus, Response, RuleRecord,
 };
-use crate::watch::placement::{self, PlacementError};
+use crate::spec::ContainerSpec;
+use crate::supervisor::definitions::{self, definition_name};
+use crate::supervisor::error::{OpError, OpResult};
+use crate::supervisor::node::Node;
+use crate::watch::placement;
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use tonic::Status;
-
-/// The definition name of a file: its stem (`sleeper` for `dir/sleeper.haco`).
-pub fn definition_name(file: &str) -> String {
-    Path::new(file)
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| file.to_string())
-}
-
-/// Evaluates a `.haco` text off the async threads (Rhai is CPU work, bounded).
-pub async fn evaluate(
-    text: String,
-    file: String,
-    base_dir: String,
-) -> Result<crate::spec::ContainerSpec, Status> {
-    tokio::task::spawn_blocking(move || {
-        let base = (!base_dir.is_empty()).then(|| Path::new(&base_dir).to_path_buf());
-        crate::spec::load_str(&text, &file, base.as_deref())
-    })
-    .await
-    .map_err(|e| Status::internal(format!("evaluate definition: {e}")))?
-    .map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-fn placement_status(e: PlacementError) -> Status {
-    match e {
-        PlacementError::NoSuchNode(_) => Status::invalid_argument(e.to_string()),
-        _ => Status::failed_precondition(format!("cannot place the container: {e}")),
-    }
-}
 
 /// Spawns from an API request: evaluate, place, commit. Returns the new record.
-pub async fn spawn(core: &Core, r: pb::SpawnRequest) -> Result<ContainerRecord, Status> {
+pub async fn spawn(core: &Node, r: pb::SpawnRequest) -> OpResult<ContainerRecord> {
     let state = core.state();
     let definition = if !r.definition.is_empty() {
-        latest_definition(&state, &r.definition).ok_or_else(|| {
-            Status::not_found(format!("no registered definition '{}'", r.definition))
+        definitions::latest(&state, &r.definition).ok_or_else(|| {
+            OpError::NotFound(format!("no registered definition '{}'", r.definition))
         })?
     } else {
         if r.haco.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "spawn needs a .haco text or a registered definition name",
+            return Err(OpError::Invalid(
+                "spawn needs a .haco text or a registered definition name".into(),
             ));
         }
         let file = if r.file.is_empty() {
@@ -74,7 +44,8 @@ pub async fn spawn(core: &Core, r: pb::SpawnRequest) -> Result<ContainerRecord, 
     } else {
         r.file.clone()
     };
-    let spec = evaluate(definition.text.clone(), file, definition.base_dir.clone()).await?;
+    let spec =
+        definitions::evaluate(definition.text.clone(), file, definition.base_dir.clone()).await?;
     let req = placement::Request {
         definition: &definition.name,
         node: (r.node != 0).then_some(r.node),
@@ -85,18 +56,18 @@ pub async fn spawn(core: &Core, r: pb::SpawnRequest) -> Result<ContainerRecord, 
             core.suspects()
         },
     };
-    let node = placement::place(&state, &req).map_err(placement_status)?;
+    let node = placement::place(&state, &req)?;
     commit_spawn(core, definition, spec, node, None).await
 }
 
 /// Commits a spawn decided here and returns the record.
 pub async fn commit_spawn(
-    core: &Core,
+    core: &Node,
     definition: Definition,
-    spec: crate::spec::ContainerSpec,
+    spec: ContainerSpec,
     node: NodeId,
     rule: Option<String>,
-) -> Result<ContainerRecord, Status> {
+) -> OpResult<ContainerRecord> {
     let (_, resp) = core
         .propose(Command::Spawn {
             definition,
@@ -106,32 +77,19 @@ pub async fn commit_spawn(
         })
         .await?;
     let Response::Container(id) = resp else {
-        return Err(Status::internal("spawn returned no container id"));
+        return Err(OpError::Internal("spawn returned no container id".into()));
     };
     core.state()
         .containers
         .get(&id)
         .cloned()
-        .ok_or_else(|| Status::internal(format!("container {id} missing after commit")))
-}
-
-/// The newest registered definition of a name.
-pub fn latest_definition(state: &ClusterState, name: &str) -> Option<Definition> {
-    let newest = state
-        .containers
-        .values()
-        .filter(|c| c.definition == name)
-        .max_by_key(|c| c.created_index)
-        .and_then(|c| state.definitions.get(&c.digest));
-    newest
-        .or_else(|| state.definitions.values().find(|d| d.name == name))
-        .cloned()
+        .ok_or_else(|| OpError::Internal(format!("container {id} missing after commit")))
 }
 
 /// Registers a node (allocating an id when asked) and adds it as a Raft learner.
-pub async fn join(core: &Core, r: pb::JoinRequest) -> Result<NodeId, Status> {
+pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
     if r.addr.trim().is_empty() {
-        return Err(Status::invalid_argument("join needs the node's address"));
+        return Err(OpError::Invalid("join needs the node's address".into()));
     }
     let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
     let (_, resp) = core
@@ -142,9 +100,9 @@ pub async fn join(core: &Core, r: pb::JoinRequest) -> Result<NodeId, Status> {
         })
         .await?;
     let Response::Node(id) = resp else {
-        return Err(Status::internal("join returned no node id"));
+        return Err(OpError::Internal("join returned no node id".into()));
     };
-    note_heartbeat(core, id);
+    core.note_heartbeat(id);
     // A membership change in flight (a promotion) makes this wait its turn.
     let mut last = String::new();
     for _ in 0..50 {
@@ -164,18 +122,18 @@ pub async fn join(core: &Core, r: pb::JoinRequest) -> Result<NodeId, Status> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Err(Status::unavailable(format!(
+    Err(OpError::Unavailable(format!(
         "add node {id} as a learner: {last}"
     )))
 }
 
 /// A heartbeat from a node's agent (leader side): a down node comes back up.
-pub async fn heartbeat(core: &Core, node: NodeId) -> Result<(), Status> {
+pub async fn heartbeat(core: &Node, node: NodeId) -> OpResult<()> {
     let state = core.state();
     let Some(n) = state.nodes.get(&node) else {
-        return Err(Status::not_found(format!("no node {node}")));
+        return Err(OpError::NotFound(format!("no node {node}")));
     };
-    note_heartbeat(core, node);
+    core.note_heartbeat(node);
     if n.status == NodeStatus::Down {
         core.propose(Command::SetNodeStatus {
             id: node,
@@ -186,32 +144,9 @@ pub async fn heartbeat(core: &Core, node: NodeId) -> Result<(), Status> {
     Ok(())
 }
 
-/// Converts an agent's report.
-pub fn observed_from_report(r: &pb::ReportRequest) -> Result<Observed, Status> {
-    Ok(match r.state.as_str() {
-        "starting" => Observed::Starting,
-        "running" => Observed::Running { pid: r.pid },
-        "exited" => Observed::Exited {
-            code: Some(r.exit_code),
-            oom_killed: r.oom_killed,
-            error: None,
-        },
-        "failed" => Observed::Exited {
-            code: None,
-            oom_killed: false,
-            error: Some(r.error.clone()),
-        },
-        other => {
-            return Err(Status::invalid_argument(format!(
-                "unknown container state '{other}'"
-            )))
-        }
-    })
-}
-
 /// Moves every active container off `node`: a copy is placed elsewhere first, then the
 /// original is stopped. Returns how many moved.
-pub async fn move_off(core: &Core, node: NodeId) -> Result<u32, Status> {
+pub async fn move_off(core: &Node, node: NodeId) -> OpResult<u32> {
     let state = core.state();
     let mut moved = 0;
     let mut failed = Vec::new();
@@ -246,7 +181,7 @@ pub async fn move_off(core: &Core, node: NodeId) -> Result<u32, Status> {
         moved += 1;
     }
     if !failed.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(OpError::Refused(format!(
             "moved {moved} container(s); could not move {}",
             failed.join("; ")
         )));
@@ -254,18 +189,18 @@ pub async fn move_off(core: &Core, node: NodeId) -> Result<u32, Status> {
     Ok(moved)
 }
 
-fn existing_node(core: &Core, id: NodeId) -> Result<NodeStatus, Status> {
+fn existing_node(core: &Node, id: NodeId) -> OpResult<NodeStatus> {
     match core.state().nodes.get(&id) {
-        None => Err(Status::not_found(format!("no node {id}"))),
+        None => Err(OpError::NotFound(format!("no node {id}"))),
         Some(n) if n.status == NodeStatus::Left => {
-            Err(Status::failed_precondition(format!("node {id} has left")))
+            Err(OpError::Refused(format!("node {id} has left")))
         }
         Some(n) => Ok(n.status),
     }
 }
 
 /// Drain: no new containers there, the existing ones moved elsewhere.
-pub async fn drain(core: &Core, id: NodeId) -> Result<u32, Status> {
+pub async fn drain(core: &Node, id: NodeId) -> OpResult<u32> {
     if existing_node(core, id)? == NodeStatus::Up {
         core.propose(Command::SetNodeStatus {
             id,
@@ -277,12 +212,12 @@ pub async fn drain(core: &Core, id: NodeId) -> Result<u32, Status> {
 }
 
 /// Leave: drain, then out of the Raft membership, then recorded as left for good.
-pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
+pub async fn leave(core: &Node, id: NodeId) -> OpResult<u32> {
     if id == core.id {
         // openraft 0.9 cannot hand leadership over, and a leader that removes itself
         // from the voters does not complete the change: refuse, with the way out.
         existing_node(core, id)?;
-        return Err(Status::failed_precondition(format!(
+        return Err(OpError::Refused(format!(
             "node {id} is the leader and cannot remove itself: stop its supervisor (its \
              containers keep running until they are moved), then `cluster leave {id}` \
              again once another node leads"
@@ -295,7 +230,7 @@ pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     if voters.contains(&id) {
         if voters.len() == 1 {
-            return Err(Status::failed_precondition(format!(
+            return Err(OpError::Refused(format!(
                 "node {id} is the last voter; it cannot leave"
             )));
         }
@@ -305,7 +240,7 @@ pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
                 false,
             )
             .await
-            .map_err(|e| Status::unavailable(format!("remove voter {id}: {e}")))?;
+            .map_err(|e| OpError::Raft(format!("remove voter {id}: {e}")))?;
     }
     if core
         .metrics()
@@ -320,7 +255,7 @@ pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
                 false,
             )
             .await
-            .map_err(|e| Status::unavailable(format!("remove node {id}: {e}")))?;
+            .map_err(|e| OpError::Raft(format!("remove node {id}: {e}")))?;
     }
     // After removing itself the old leader may no longer lead: the record is best effort
     // there and the new leader's state still shows the node drained.
@@ -332,20 +267,69 @@ pub async fn leave(core: &Core, id: NodeId) -> Result<u32, Status> {
         .await
     {
         Ok(_) => {}
-        Err(e) if id == core.id => tracing::info!("left the cluster: {}", e.message()),
+        Err(e) if id == core.id => tracing::info!("left the cluster: {e}"),
         Err(e) => return Err(e),
     }
     Ok(moved)
 }
 
-/// API form of a rule.
-pub fn rule_pb(r: &RuleRecord) -> pb::Rule {
-    pb::Rule {
-        name: r.name.clone(),
-        digest: r.digest.clone(),
-        last_evaluation_index: r.last_evaluation_index,
-        last_error: r.last_error.clone().unwrap_or_default(),
-        evaluations: r.evaluations,
-        definitions: r.definitions.keys().cloned().collect(),
+/// Registers (or replaces) a rule: compiled and checked here, every `.haco` it names
+/// evaluated, all committed together.
+pub async fn apply_rule(core: &Node, r: pb::ApplyRuleRequest) -> OpResult<RuleRecord> {
+    let file = if r.file.is_empty() {
+        "rule.watch".to_string()
+    } else {
+        r.file.clone()
+    };
+    let name = if r.name.is_empty() {
+        definition_name(&file)
+    } else {
+        r.name.clone()
+    };
+    crate::spec::names::check("rule", &name).map_err(|e| OpError::Invalid(e.to_string()))?;
+    let (text, f) = (r.text.clone(), file.clone());
+    let info = tokio::task::spawn_blocking(move || crate::spec::watch::check(&text, &f))
+        .await
+        .map_err(|e| OpError::Internal(format!("check the rule: {e}")))?
+        .map_err(|e| OpError::Invalid(e.to_string()))?;
+    let mut definitions = Vec::new();
+    let mut names = BTreeMap::new();
+    for h in &info.hacos {
+        let Some(text) = r.hacos.get(&h.path) else {
+            return Err(OpError::Invalid(format!(
+                "{file}:{}:{}: {} was not sent with the rule (`haconiwa watch apply` reads it next to the .watch file)",
+                h.line, h.col, h.path
+            )));
+        };
+        let base = Path::new(&r.base_dir).join(&h.path);
+        let base_dir = base
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        definitions::evaluate(text.clone(), h.path.clone(), base_dir.clone()).await?;
+        let d = Definition {
+            name: definition_name(&h.path),
+            digest: crate::spec::digest(text),
+            text: text.clone(),
+            base_dir,
+        };
+        names.insert(h.path.clone(), d.digest.clone());
+        definitions.push(d);
     }
+    let rule = RuleRecord {
+        name: name.clone(),
+        digest: crate::spec::digest(&r.text),
+        text: r.text,
+        file,
+        definitions: names,
+        last_evaluation_index: 0,
+        last_error: None,
+        evaluations: 0,
+    };
+    core.propose(Command::PutRule { rule, definitions }).await?;
+    core.state()
+        .rules
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| OpError::Internal("rule missing after commit".into()))
 }

@@ -1,0 +1,171 @@
+//! Every record ⇄ protobuf conversion of the API, in one place.
+
+use crate::api::pb;
+use crate::cluster::state::{
+    ClusterState, ContainerRecord, Desired, Event, NodeId, NodeRecord, Observed, RuleRecord,
+};
+use openraft::{BasicNode, RaftMetrics};
+use std::collections::BTreeSet;
+
+/// API form of a container.
+pub fn container_pb(c: &ContainerRecord) -> pb::Container {
+    let (exit_code, has_exit_code, pid, error) = match &c.observed {
+        Observed::Exited { code, error, .. } => (
+            code.unwrap_or(0),
+            code.is_some(),
+            0,
+            error.clone().unwrap_or_default(),
+        ),
+        Observed::Running { pid } => (0, false, *pid, String::new()),
+        _ => (0, false, 0, String::new()),
+    };
+    pb::Container {
+        id: c.id.clone(),
+        name: c.spec.name.clone(),
+        definition: c.definition.clone(),
+        definition_digest: c.digest.clone(),
+        node: c.node,
+        desired: match c.desired {
+            Desired::Running => "running".into(),
+            Desired::Stopped => "stopped".into(),
+        },
+        state: c.observed.name().into(),
+        exit_code,
+        has_exit_code,
+        pid,
+        rule: c.rule.clone().unwrap_or_default(),
+        error,
+        created_index: c.created_index,
+        labels: c.spec.labels.clone().into_iter().collect(),
+    }
+}
+
+/// API form of the members: every node of the state, with its Raft role from `metrics`.
+pub fn members_pb(
+    metrics: &RaftMetrics<NodeId, BasicNode>,
+    state: &ClusterState,
+) -> Vec<pb::Member> {
+    let membership = metrics.membership_config.membership();
+    // Voters of the newest configuration (during a change, the one being moved to).
+    let voters: BTreeSet<u64> = membership
+        .get_joint_config()
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<pb::Member> = state
+        .nodes
+        .values()
+        .map(|n| node_pb(n, state, &voters, membership.get_node(&n.id).is_some()))
+        .collect();
+    // Members Raft knows that the state does not (yet).
+    for (id, node) in membership.nodes() {
+        if !state.nodes.contains_key(id) {
+            out.push(pb::Member {
+                id: *id,
+                addr: node.addr.clone(),
+                role: if voters.contains(id) {
+                    "voter".into()
+                } else {
+                    "learner".into()
+                },
+                state: "joining".into(),
+                containers: 0,
+                labels: Default::default(),
+            });
+        }
+    }
+    out.sort_by_key(|m| m.id);
+    out
+}
+
+fn node_pb(
+    n: &NodeRecord,
+    state: &ClusterState,
+    voters: &BTreeSet<u64>,
+    member: bool,
+) -> pb::Member {
+    pb::Member {
+        id: n.id,
+        addr: n.addr.clone(),
+        role: if voters.contains(&n.id) {
+            "voter".into()
+        } else if member {
+            "learner".into()
+        } else {
+            "none".into()
+        },
+        state: n.status.name().into(),
+        containers: state.active_on(n.id) as u32,
+        labels: n.labels.clone().into_iter().collect(),
+    }
+}
+
+/// API form of an event.
+pub fn event_pb(e: Event, state: &ClusterState) -> pb::Event {
+    let voters = BTreeSet::new();
+    pb::Event {
+        index: e.index,
+        kind: e.kind.name().into(),
+        container: e.container.as_ref().map(container_pb),
+        node: e.node.as_ref().map(|n| node_pb(n, state, &voters, false)),
+        message: e.message,
+    }
+}
+
+/// API form of a rule.
+pub fn rule_pb(r: &RuleRecord) -> pb::Rule {
+    pb::Rule {
+        name: r.name.clone(),
+        digest: r.digest.clone(),
+        last_evaluation_index: r.last_evaluation_index,
+        last_error: r.last_error.clone().unwrap_or_default(),
+        evaluations: r.evaluations,
+        definitions: r.definitions.keys().cloned().collect(),
+    }
+}
+
+/// An agent's report as what the state records; `None` for an unknown state name.
+pub fn observed_from_report(r: &pb::ReportRequest) -> Option<Observed> {
+    Some(match r.state.as_str() {
+        "starting" => Observed::Starting,
+        "running" => Observed::Running { pid: r.pid },
+        "exited" => Observed::Exited {
+            code: Some(r.exit_code),
+            oom_killed: r.oom_killed,
+            error: None,
+        },
+        "failed" => Observed::Exited {
+            code: None,
+            oom_killed: false,
+            error: Some(r.error.clone()),
+        },
+        _ => return None,
+    })
+}
+
+/// A report for the leader, from what this node saw.
+pub fn report_pb(node: NodeId, id: &str, observed: &Observed) -> pb::ReportRequest {
+    let mut req = pb::ReportRequest {
+        node_id: node,
+        id: id.to_string(),
+        state: observed.name().into(),
+        ..Default::default()
+    };
+    match observed {
+        Observed::Running { pid } => req.pid = *pid,
+        Observed::Exited {
+            code,
+            oom_killed,
+            error,
+        } => {
+            req.exit_code = code.unwrap_or(0);
+            req.oom_killed = *oom_killed;
+            if code.is_none() {
+                req.state = "failed".into();
+                req.error = error.clone().unwrap_or_default();
+            }
+        }
+        _ => {}
+    }
+    req
+}

@@ -1,0 +1,80 @@
+//! Container endpoints: spawn, stop, list, get, the agents' reports, the event stream.
+
+use crate::api::pb::*;
+use crate::cluster::state::{ClusterState, Command, ContainerRecord};
+use crate::supervisor::convert::{container_pb, event_pb, observed_from_report};
+use crate::supervisor::error::{OpError, OpResult};
+use crate::supervisor::leader::ops;
+use crate::supervisor::node::Node;
+use tokio_stream::StreamExt;
+use tonic::Status;
+
+fn find<'a>(state: &'a ClusterState, id: &str) -> OpResult<&'a ContainerRecord> {
+    state.containers.get(id).ok_or_else(|| {
+        OpError::NotFound(format!(
+            "no container '{id}' (see `haconiwa containers --all`)"
+        ))
+    })
+}
+
+pub(super) async fn spawn(core: &Node, r: SpawnRequest) -> OpResult<SpawnReply> {
+    let container = ops::spawn(core, r).await?;
+    Ok(SpawnReply {
+        container: Some(container_pb(&container)),
+    })
+}
+
+pub(super) async fn stop(core: &Node, r: StopRequest) -> OpResult<StopReply> {
+    find(&core.state(), &r.id)?;
+    core.propose(Command::Stop { id: r.id.clone() }).await?;
+    let state = core.state();
+    Ok(StopReply {
+        container: Some(container_pb(find(&state, &r.id)?)),
+    })
+}
+
+pub(super) fn list(core: &Node, r: ListContainersRequest) -> ListContainersReply {
+    let state = core.state();
+    let mut containers: Vec<&ContainerRecord> = state
+        .containers
+        .values()
+        .filter(|c| r.all || !c.observed.is_final())
+        .collect();
+    containers.sort_by_key(|c| c.created_index);
+    ListContainersReply {
+        containers: containers.into_iter().map(container_pb).collect(),
+    }
+}
+
+pub(super) fn get(core: &Node, r: GetContainerRequest) -> OpResult<Container> {
+    Ok(container_pb(find(&core.state(), &r.id)?))
+}
+
+pub(super) async fn report(core: &Node, r: ReportRequest) -> OpResult<ReportReply> {
+    let observed = observed_from_report(&r)
+        .ok_or_else(|| OpError::Invalid(format!("unknown container state '{}'", r.state)))?;
+    core.propose(Command::Observe {
+        id: r.id,
+        node: r.node_id,
+        observed,
+    })
+    .await?;
+    Ok(ReportReply {})
+}
+
+pub(super) fn events(core: &Node) -> super::ClusterServiceEvents {
+    let rx = core.feed.events.subscribe();
+    let feed = core.feed.state.clone();
+    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(move |item| match item {
+        Ok(e) => {
+            let state = feed.borrow().1.clone();
+            Ok(event_pb(e, &state))
+        }
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+            Err(Status::data_loss(format!(
+                "the event stream fell {n} events behind; reconnect"
+            )))
+        }
+    });
+    Box::pin(stream)
+}

@@ -1,0 +1,164 @@
+//! The client API (`proto/haconiwa.proto`, service Cluster). Reads are served from this
+//! member's applied state; writes run on the leader (a follower forwards them once and
+//! says who the leader is). The handlers live by resource in `containers`, `nodes` and
+//! `rules`; this is where `OpError` becomes a `tonic::Status`.
+
+mod containers;
+mod nodes;
+mod rules;
+
+use super::node::Node;
+use crate::api::pb::cluster_server::Cluster;
+use crate::api::pb::*;
+use crate::api::{FORWARDED_HEADER, LEADER_HEADER};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+/// The Cluster service.
+pub struct ClusterService {
+    /// This supervisor.
+    pub core: Arc<Node>,
+}
+
+/// Runs the call on the leader: returns its reply when this node is a follower.
+macro_rules! on_leader {
+    ($self:ident, $req:ident, $method:ident) => {
+        if !$self.core.is_leader() {
+            if $req.metadata().get(FORWARDED_HEADER).is_some() {
+                return Err(Status::unavailable(format!(
+                    "node {} is not the leader (leader: {})",
+                    $self.core.id,
+                    $self
+                        .core
+                        .leader()
+                        .map(|l| format!("{}@{}", l.0, l.1))
+                        .unwrap_or_else(|| "unknown".into())
+                )));
+            }
+            let (mut client, hint) = $self.core.leader_client()?;
+            let mut fwd = Request::new($req.into_inner());
+            fwd.metadata_mut()
+                .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+            let mut reply = client.$method(fwd).await?;
+            if let Ok(v) = MetadataValue::try_from(hint.as_str()) {
+                reply.metadata_mut().insert(LEADER_HEADER, v);
+            }
+            return Ok(reply);
+        }
+    };
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// The stream of `watch_events`.
+type ClusterServiceEvents = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn spawn(&self, req: Request<SpawnRequest>) -> Reply<SpawnReply> {
+        on_leader!(self, req, spawn);
+        Ok(Response::new(
+            containers::spawn(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn stop(&self, req: Request<StopRequest>) -> Reply<StopReply> {
+        on_leader!(self, req, stop);
+        Ok(Response::new(
+            containers::stop(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Reply<ListContainersReply> {
+        Ok(Response::new(containers::list(
+            &self.core,
+            req.into_inner(),
+        )))
+    }
+
+    async fn get_container(&self, req: Request<GetContainerRequest>) -> Reply<Container> {
+        Ok(Response::new(containers::get(
+            &self.core,
+            req.into_inner(),
+        )?))
+    }
+
+    async fn report(&self, req: Request<ReportRequest>) -> Reply<ReportReply> {
+        on_leader!(self, req, report);
+        Ok(Response::new(
+            containers::report(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    type WatchEventsStream = ClusterServiceEvents;
+
+    async fn watch_events(
+        &self,
+        _req: Request<WatchEventsRequest>,
+    ) -> Reply<Self::WatchEventsStream> {
+        Ok(Response::new(containers::events(&self.core)))
+    }
+
+    async fn cluster_status(
+        &self,
+        _req: Request<ClusterStatusRequest>,
+    ) -> Reply<ClusterStatusReply> {
+        Ok(Response::new(nodes::status(&self.core)?))
+    }
+
+    async fn members(&self, _req: Request<MembersRequest>) -> Reply<MembersReply> {
+        Ok(Response::new(nodes::members(&self.core)))
+    }
+
+    async fn leave(&self, req: Request<NodeRequest>) -> Reply<NodeReply> {
+        on_leader!(self, req, leave);
+        Ok(Response::new(
+            nodes::leave(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn drain(&self, req: Request<NodeRequest>) -> Reply<NodeReply> {
+        on_leader!(self, req, drain);
+        Ok(Response::new(
+            nodes::drain(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Reply<JoinReply> {
+        on_leader!(self, req, join);
+        Ok(Response::new(
+            nodes::join(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Reply<HeartbeatReply> {
+        on_leader!(self, req, heartbeat);
+        Ok(Response::new(
+            nodes::heartbeat(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn apply_rule(&self, req: Request<ApplyRuleRequest>) -> Reply<ApplyRuleReply> {
+        on_leader!(self, req, apply_rule);
+        Ok(Response::new(
+            rules::apply(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_rules(&self, _req: Request<ListRulesRequest>) -> Reply<ListRulesReply> {
+        Ok(Response::new(rules::list(&self.core)))
+    }
+
+    async fn remove_rule(&self, req: Request<RemoveRuleRequest>) -> Reply<RemoveRuleReply> {
+        on_leader!(self, req, remove_rule);
+        Ok(Response::new(
+            rules::remove(&self.core, req.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,68 @@
+//! Node and membership endpoints: status, members, join, heartbeat, drain, leave.
+
+use crate::api::pb::*;
+use crate::supervisor::convert::members_pb;
+use crate::supervisor::error::{OpError, OpResult};
+use crate::supervisor::leader::ops;
+use crate::supervisor::node::Node;
+
+pub(super) fn status(core: &Node) -> OpResult<ClusterStatusReply> {
+    let m = core.metrics();
+    let state = core.state();
+    let leader = m.current_leader.unwrap_or(0);
+    let leader_addr = m
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
+        .unwrap_or_default();
+    Ok(ClusterStatusReply {
+        leader,
+        leader_addr,
+        term: m.current_term,
+        commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        members: members_pb(&m, &state),
+        state_digest: state
+            .digest()
+            .map_err(|e| OpError::Internal(format!("state digest: {e}")))?,
+        node: core.id,
+        joint: m.membership_config.membership().get_joint_config().len() > 1,
+    })
+}
+
+pub(super) fn members(core: &Node) -> MembersReply {
+    MembersReply {
+        members: members_pb(&core.metrics(), &core.state()),
+    }
+}
+
+fn node_reply(core: &Node, id: u64, moved: u32) -> NodeReply {
+    let member = members_pb(&core.metrics(), &core.state())
+        .into_iter()
+        .find(|m| m.id == id);
+    NodeReply { member, moved }
+}
+
+pub(super) async fn leave(core: &Node, r: NodeRequest) -> OpResult<NodeReply> {
+    let moved = ops::leave(core, r.id).await?;
+    Ok(node_reply(core, r.id, moved))
+}
+
+pub(super) async fn drain(core: &Node, r: NodeRequest) -> OpResult<NodeReply> {
+    let moved = ops::drain(core, r.id).await?;
+    Ok(node_reply(core, r.id, moved))
+}
+
+pub(super) async fn join(core: &Node, r: JoinRequest) -> OpResult<JoinReply> {
+    let id = ops::join(core, r).await?;
+    Ok(JoinReply {
+        node_id: id,
+        leader: core.id,
+    })
+}
+
+pub(super) async fn heartbeat(core: &Node, r: HeartbeatRequest) -> OpResult<HeartbeatReply> {
+    ops::heartbeat(core, r.node_id).await?;
+    Ok(HeartbeatReply {})
+}

@@ -1,0 +1,34 @@
+//! Rule endpoints: apply, list, remove.
+
+use crate::api::pb::*;
+use crate::cluster::state::Command;
+use crate::supervisor::convert::rule_pb;
+use crate::supervisor::error::{OpError, OpResult};
+use crate::supervisor::leader::ops;
+use crate::supervisor::node::Node;
+
+pub(super) async fn apply(core: &Node, r: ApplyRuleRequest) -> OpResult<ApplyRuleReply> {
+    let rule = ops::apply_rule(core, r).await?;
+    Ok(ApplyRuleReply {
+        rule: Some(rule_pb(&rule)),
+    })
+}
+
+pub(super) fn list(core: &Node) -> ListRulesReply {
+    ListRulesReply {
+        rules: core.state().rules.values().map(rule_pb).collect(),
+    }
+}
+
+pub(super) async fn remove(core: &Node, r: RemoveRuleRequest) -> OpResult<RemoveRuleReply> {
+    match core
+        .propose(Command::RemoveRule {
+            name: r.name.clone(),
+        })
+        .await
+    {
+        Ok(_) => Ok(RemoveRuleReply {}),
+        Err(OpError::Refused(_)) => Err(OpError::NotFound(format!("no rule '{}'", r.name))),
+        Err(e) => Err(e),
+    }
+}

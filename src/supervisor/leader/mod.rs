@@ -1,0 +1,64 @@
+//! The leader: its loop (failure detection, the membership autopilot, garbage
+//! collection, the watcher rules), the operations it runs for the API, and the rule
+//! loop. Only the leader acts; a new leader gives every node a fresh TTL before judging
+//! it.
+
+mod health;
+pub mod ops;
+mod rules;
+
+use super::node::{lock, Node};
+use crate::cluster::state::{Command, NodeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the leader looks.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs forever.
+pub async fn run(core: Arc<Node>) {
+    let mut down_since: HashMap<NodeId, Instant> = HashMap::new();
+    let mut rules = rules::RuleLoop::new(core.clone());
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut state_rx = core.feed.state.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = state_rx.changed() => { if r.is_err() { return; } }
+        }
+        if !core.is_leader() {
+            *lock(&core.leading_since) = None;
+            rules.stand_down();
+            continue;
+        }
+        let now = Instant::now();
+        let (index, state) = {
+            let b = state_rx.borrow_and_update();
+            (b.0, b.1.clone())
+        };
+        if lock(&core.leading_since).is_none() {
+            *lock(&core.leading_since) = Some(now);
+            down_since.clear();
+            // A fresh TTL for everyone: we have not been listening until now.
+            lock(&core.heartbeats).clear();
+            tracing::info!("node {} leads", core.id);
+        }
+        if !state.nodes.contains_key(&core.id) {
+            let cmd = Command::AddNode {
+                id: Some(core.id),
+                addr: core.config.advertise.clone(),
+                labels: core.config.labels.clone(),
+            };
+            if let Err(e) = core.propose(cmd).await {
+                tracing::warn!("register this node: {e}");
+            }
+            continue;
+        }
+        health::detect_failures(&core, &state, now, &mut down_since).await;
+        health::autopilot(&core, &state, now, &down_since).await;
+        health::collect_garbage(&core, &state).await;
+        rules.evaluate(&state, index).await;
+    }
+}

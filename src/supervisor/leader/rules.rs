@@ -1,0 +1,209 @@
+//! The rule loop on the leader: evaluates every rule on each applied change, on
+//! committed events and on timer ticks, against the desired state, and carries out the
+//! intents as committed entries before it evaluates again (so "keep 5" never races
+//! itself above 5). What runs when (`watch::schedule`) and which containers a kill
+//! takes (`watch::victims`) are decided in `watch`; this file does the I/O.
+
+use super::ops::commit_spawn;
+use crate::cluster::state::{ClusterState, Command, Event, NodeId, RuleRecord};
+use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
+use crate::supervisor::definitions;
+use crate::supervisor::error::{OpError, OpResult};
+use crate::supervisor::node::Node;
+use crate::watch::schedule::Scheduler;
+use crate::watch::{placement, victims};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// Wall-time bound of one rule evaluation (operations are bounded by the engine).
+const EVAL_TIMEOUT: Duration = Duration::from_millis(500);
+/// An unchanged evaluation result is committed at most this often.
+const RECORD_EVERY: Duration = Duration::from_secs(5);
+
+/// The rule loop's memory between ticks (leader only; reset when leadership is lost).
+pub struct RuleLoop {
+    core: Arc<Node>,
+    events: broadcast::Receiver<Event>,
+    infos: HashMap<String, (String, RuleInfo)>,
+    schedule: Scheduler,
+    recorded: HashMap<String, (Option<String>, Instant)>,
+}
+
+impl RuleLoop {
+    /// A loop for this node.
+    pub fn new(core: Arc<Node>) -> Self {
+        let events = core.feed.events.subscribe();
+        RuleLoop {
+            core,
+            events,
+            infos: HashMap::new(),
+            schedule: Scheduler::new(),
+            recorded: HashMap::new(),
+        }
+    }
+
+    /// Forgets everything when leadership is lost.
+    pub fn stand_down(&mut self) {
+        self.schedule.reset();
+        self.recorded.clear();
+        while self.events.try_recv().is_ok() {}
+    }
+
+    async fn info(&mut self, rule: &RuleRecord) -> Option<RuleInfo> {
+        if let Some((digest, info)) = self.infos.get(&rule.name) {
+            if *digest == rule.digest {
+                return Some(info.clone());
+            }
+        }
+        let (text, file) = (rule.text.clone(), rule.file.clone());
+        let info = tokio::task::spawn_blocking(move || watch::check(&text, &file))
+            .await
+            .ok()?
+            .ok()?;
+        self.infos
+            .insert(rule.name.clone(), (rule.digest.clone(), info.clone()));
+        Some(info)
+    }
+
+    /// Evaluates the rules against the state applied at `index`.
+    pub async fn evaluate(&mut self, state: &ClusterState, index: u64) {
+        let mut events = Vec::new();
+        loop {
+            match self.events.try_recv() {
+                Ok(e) => events.push(e),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        let event_triggers = crate::watch::view::triggers(&events, state);
+        self.infos.retain(|name, _| state.rules.contains_key(name));
+        for rule in state.rules.values() {
+            let Some(info) = self.info(rule).await else {
+                continue;
+            };
+            let wanted =
+                self.schedule
+                    .plan(now, index, &rule.name, &info.handlers, &event_triggers);
+            if wanted.is_empty() {
+                continue;
+            }
+            let error = self.run_rule(rule, state, wanted).await;
+            self.record(rule, error).await;
+        }
+        self.schedule.done(index);
+    }
+
+    /// One evaluation and its intents; returns the error to report, if any.
+    async fn run_rule(
+        &mut self,
+        rule: &RuleRecord,
+        state: &ClusterState,
+        triggers: Vec<Trigger>,
+    ) -> Option<String> {
+        let (text, file) = (rule.text.clone(), rule.file.clone());
+        let view = crate::watch::view::view(state);
+        let result = tokio::task::spawn_blocking(move || {
+            watch::evaluate(&text, &file, view, &triggers, Instant::now() + EVAL_TIMEOUT)
+        })
+        .await;
+        let intents = match result {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                tracing::warn!("rule {}: {e}", rule.name);
+                return Some(e.to_string());
+            }
+            Err(e) => return Some(format!("evaluation aborted: {e}")),
+        };
+        let mut error = None;
+        for intent in intents {
+            if let Err(e) = self.carry_out(rule, intent).await {
+                tracing::warn!("rule {}: {e}", rule.name);
+                if matches!(e, OpError::Placement(_)) {
+                    self.schedule.back_off(&rule.name, Instant::now());
+                }
+                error.get_or_insert(e.to_string());
+            }
+        }
+        error
+    }
+
+    async fn carry_out(&self, rule: &RuleRecord, intent: Intent) -> OpResult<()> {
+        let core = &self.core;
+        match intent {
+            Intent::Log(msg) => {
+                tracing::info!("rule {}: {msg}", rule.name);
+                Ok(())
+            }
+            Intent::Spawn {
+                haco,
+                node,
+                node_labels,
+            } => {
+                let state = core.state();
+                let def = rule
+                    .definitions
+                    .get(&haco)
+                    .and_then(|d| state.definitions.get(d))
+                    .cloned()
+                    .ok_or_else(|| OpError::Invalid(format!("spawn: {haco} is not one of the rule's definitions (name .haco files as string literals)")))?;
+                let spec =
+                    definitions::evaluate(def.text.clone(), haco.clone(), def.base_dir.clone())
+                        .await?;
+                let req = placement::Request {
+                    definition: &def.name,
+                    node,
+                    labels: node_labels,
+                    exclude: if node.is_some() {
+                        Vec::new()
+                    } else {
+                        core.suspects()
+                    },
+                };
+                let target: NodeId = placement::place(&state, &req)?;
+                commit_spawn(core, def, spec, target, Some(rule.name.clone()))
+                    .await
+                    .map(|_| ())
+            }
+            Intent::Kill { id } => {
+                let state = core.state();
+                match state.containers.get(&id) {
+                    Some(c) if c.is_active() => {
+                        core.propose(Command::Stop { id }).await.map(|_| ())
+                    }
+                    Some(_) => Ok(()),
+                    None => Err(OpError::NotFound(format!("kill: no container '{id}'"))),
+                }
+            }
+            Intent::KillSome { definition, count } => {
+                let state = core.state();
+                for id in victims::choose(&state, &definition, count) {
+                    core.propose(Command::Stop { id }).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Commits the evaluation result when it changed, on a new leader's first
+    /// evaluation, or every few seconds.
+    async fn record(&mut self, rule: &RuleRecord, error: Option<String>) {
+        let now = Instant::now();
+        let due = match self.recorded.get(&rule.name) {
+            None => true,
+            Some((last, at)) => *last != error || now.duration_since(*at) >= RECORD_EVERY,
+        };
+        if !due {
+            return;
+        }
+        let cmd = Command::RuleEvaluated {
+            name: rule.name.clone(),
+            error: error.clone(),
+        };
+        if self.core.propose(cmd).await.is_ok() {
+            self.recorded.insert(rule.name.clone(), (error, now));
+        }
+    }
+}

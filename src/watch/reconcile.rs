@@ -1,0 +1,293 @@
+//! The node agent's decision table: the containers the state gives to this node, and
+//! what really runs here, in; what to launch, kill, report and forget, out. Pure and
+//! level-triggered: the same inputs give the same actions, so a lost report is simply
+//! decided again on the next pass. The agent carries the actions out.
+
+use crate::cluster::state::{ContainerRecord, Desired, NodeId, Observed};
+use std::collections::{HashMap, HashSet};
+
+/// A local container as the agent sees it (from its state record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// Its lifecycle.
+    pub status: LocalStatus,
+    /// Host pid of its first process.
+    pub pid: i32,
+    /// Exit code once exited.
+    pub exit_code: Option<i32>,
+    /// OOM-killed.
+    pub oom_killed: bool,
+    /// Why it ended, when not by itself.
+    pub reason: Option<String>,
+    /// Its end was concluded (processes and monitor gone), not recorded.
+    pub lost: bool,
+}
+
+/// Lifecycle of a local container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalStatus {
+    /// Being set up.
+    Creating,
+    /// Running.
+    Running,
+    /// Ended.
+    Exited,
+}
+
+/// One thing for the agent to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start this container here.
+    Launch(String),
+    /// Kill the local container of this name.
+    Kill(String),
+    /// Tell the leader what happened to this container.
+    Report(String, Observed),
+    /// Drop the local record of this (finished) container.
+    Forget(String),
+}
+
+/// Everything one pass decides from.
+pub struct Inputs<'a> {
+    /// This node.
+    pub me: NodeId,
+    /// Whether the cluster holds this node down (its containers were replaced).
+    pub node_down: bool,
+    /// Every container the state assigns to this node.
+    pub mine: Vec<&'a ContainerRecord>,
+    /// Every local container, by name (= container id).
+    pub local: &'a HashMap<String, Local>,
+    /// Launches under way.
+    pub launching: &'a HashSet<String>,
+    /// What was last reported per container (so nothing is said twice).
+    pub reported: &'a HashMap<String, Observed>,
+}
+
+/// The actions of one pass.
+pub fn decide(i: &Inputs) -> Vec<Action> {
+    let mut out = Vec::new();
+    let mut report = |c: &ContainerRecord, observed: Observed| {
+        if c.observed != observed && i.reported.get(&c.id) != Some(&observed) {
+            out.push(Action::Report(c.id.clone(), observed));
+        }
+    };
+    let mut kill = Vec::new();
+    let mut forget = Vec::new();
+    let mut launch = Vec::new();
+    for c in &i.mine {
+        debug_assert_eq!(c.node, i.me);
+        let wanted = c.desired == Desired::Running && !c.observed.is_final() && !i.node_down;
+        match i.local.get(&c.id) {
+            Some(l) if l.status == LocalStatus::Running => {
+                if wanted {
+                    report(c, Observed::Running { pid: l.pid });
+                } else {
+                    kill.push(c.id.clone());
+                }
+            }
+            Some(l) if l.status == LocalStatus::Exited => {
+                if !c.observed.is_final() {
+                    report(
+                        c,
+                        Observed::Exited {
+                            code: l.exit_code,
+                            oom_killed: l.oom_killed,
+                            error: l.reason.clone().filter(|_| l.lost),
+                        },
+                    );
+                } else {
+                    forget.push(c.id.clone());
+                }
+            }
+            Some(_) => {}
+            None => {
+                let in_flight = i.launching.contains(&c.id);
+                if wanted && !in_flight {
+                    launch.push(c.id.clone());
+                } else if !wanted
+                    && !in_flight
+                    && !c.observed.is_final()
+                    && c.desired == Desired::Stopped
+                {
+                    report(
+                        c,
+                        Observed::Exited {
+                            code: None,
+                            oom_killed: false,
+                            error: Some("stopped before it ran".into()),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    // Local containers the state does not give to this node: stale (after a partition,
+    // a stop, a reschedule). Kill the running ones, drop the records of the others.
+    let mine: HashSet<&str> = i.mine.iter().map(|c| c.id.as_str()).collect();
+    let mut stale: Vec<(&String, &Local)> = i
+        .local
+        .iter()
+        .filter(|(name, _)| !mine.contains(name.as_str()))
+        .collect();
+    stale.sort_by_key(|(name, _)| name.as_str());
+    for (name, l) in stale {
+        match l.status {
+            LocalStatus::Running => kill.push(name.clone()),
+            LocalStatus::Exited => forget.push(name.clone()),
+            LocalStatus::Creating => {}
+        }
+    }
+    out.extend(launch.into_iter().map(Action::Launch));
+    out.extend(kill.into_iter().map(Action::Kill));
+    out.extend(forget.into_iter().map(Action::Forget));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ContainerSpec;
+
+    fn rec(id: &str, desired: Desired, observed: Observed) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            definition: "d".into(),
+            digest: "x".into(),
+            spec: ContainerSpec::new(id, vec!["x".into()], "/r".into()),
+            node: 1,
+            desired,
+            observed,
+            rule: None,
+            created_index: 1,
+        }
+    }
+
+    fn local(status: LocalStatus, pid: i32) -> Local {
+        Local {
+            status,
+            pid,
+            exit_code: (status == LocalStatus::Exited).then_some(0),
+            oom_killed: false,
+            reason: None,
+            lost: false,
+        }
+    }
+
+    fn run(
+        mine: &[ContainerRecord],
+        local: &[(&str, Local)],
+        node_down: bool,
+        launching: &[&str],
+        reported: &[(&str, Observed)],
+    ) -> Vec<Action> {
+        let local: HashMap<String, Local> = local
+            .iter()
+            .map(|(n, l)| (n.to_string(), l.clone()))
+            .collect();
+        let launching: HashSet<String> = launching.iter().map(|s| s.to_string()).collect();
+        let reported: HashMap<String, Observed> = reported
+            .iter()
+            .map(|(n, o)| (n.to_string(), o.clone()))
+            .collect();
+        decide(&Inputs {
+            me: 1,
+            node_down,
+            mine: mine.iter().collect(),
+            local: &local,
+            launching: &launching,
+            reported: &reported,
+        })
+    }
+
+    const RUN: Desired = Desired::Running;
+    const STOP: Desired = Desired::Stopped;
+
+    #[test]
+    fn assigned_and_absent_is_launched_once() {
+        let c = [rec("a", RUN, Observed::Pending)];
+        assert_eq!(run(&c, &[], false, &[], &[]), [Action::Launch("a".into())]);
+        assert!(
+            run(&c, &[], false, &["a"], &[]).is_empty(),
+            "already launching"
+        );
+        assert!(run(&c, &[], true, &[], &[]).is_empty(), "node held down");
+    }
+
+    #[test]
+    fn running_is_reported_once_and_killed_when_unwanted() {
+        let c = [rec("a", RUN, Observed::Pending)];
+        let l = [("a", local(LocalStatus::Running, 42))];
+        let running = Observed::Running { pid: 42 };
+        assert_eq!(
+            run(&c, &l, false, &[], &[]),
+            [Action::Report("a".into(), running.clone())]
+        );
+        assert!(run(&c, &l, false, &[], &[("a", running.clone())]).is_empty());
+        let stopped = [rec("a", STOP, running.clone())];
+        assert_eq!(
+            run(&stopped, &l, false, &[], &[]),
+            [Action::Kill("a".into())]
+        );
+        // Held down: its containers were replaced elsewhere; it kills its own.
+        assert_eq!(run(&c, &l, true, &[], &[]), [Action::Kill("a".into())]);
+    }
+
+    #[test]
+    fn exits_are_reported_then_forgotten() {
+        let running = [rec("a", RUN, Observed::Running { pid: 4 })];
+        let l = [("a", local(LocalStatus::Exited, 4))];
+        let exited = Observed::Exited {
+            code: Some(0),
+            oom_killed: false,
+            error: None,
+        };
+        assert_eq!(
+            run(&running, &l, false, &[], &[]),
+            [Action::Report("a".into(), exited.clone())]
+        );
+        let done = [rec("a", RUN, exited)];
+        assert_eq!(
+            run(&done, &l, false, &[], &[]),
+            [Action::Forget("a".into())]
+        );
+        // A lost monitor is reported with its reason.
+        let mut lost = local(LocalStatus::Exited, 4);
+        lost.reason = Some("lost: its monitor vanished".into());
+        lost.lost = true;
+        let acts = run(&running, &[("a", lost)], false, &[], &[]);
+        assert!(
+            matches!(&acts[..], [Action::Report(_, Observed::Exited { error: Some(e), .. })] if e.starts_with("lost")),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn stopped_before_it_ran_is_reported_as_such() {
+        let c = [rec("a", STOP, Observed::Starting)];
+        let acts = run(&c, &[], false, &[], &[]);
+        assert!(
+            matches!(&acts[..], [Action::Report(_, Observed::Exited { error: Some(e), .. })] if e == "stopped before it ran"),
+            "{acts:?}"
+        );
+        assert!(
+            run(&c, &[], false, &["a"], &[]).is_empty(),
+            "its launch is under way"
+        );
+    }
+
+    #[test]
+    fn stale_local_containers_are_killed_or_forgotten() {
+        let l = [
+            ("old-run", local(LocalStatus::Running, 1)),
+            ("old-done", local(LocalStatus::Exited, 2)),
+            ("new", local(LocalStatus::Creating, 3)),
+        ];
+        assert_eq!(
+            run(&[], &l, false, &[], &[]),
+            [
+                Action::Kill("old-run".into()),
+                Action::Forget("old-done".into())
+            ]
+        );
+    }
+}
