@@ -21,21 +21,67 @@ use tonic::{Request, Response, Status};
 
 type NodeId = u64;
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Status> {
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard())
-        .map_err(|e| Status::internal(format!("encode: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard()).map(|(v, _)| v)
 }
 
-/// Error for an RPC that never reached its target.
+/// The server side's answer to a payload it cannot decode or encode.
+fn payload_status(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{what} raft payload: {e}"))
+}
+
+/// The three Raft RPCs.
+#[derive(Debug, Clone, Copy)]
+enum RpcKind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl std::fmt::Display for RpcKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RpcKind::Append => "append-entries",
+            RpcKind::Vote => "vote",
+            RpcKind::Snapshot => "install-snapshot",
+        })
+    }
+}
+
+/// Why an RPC failed on our side of the wire.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct TransportError(String);
+enum TransportError {
+    /// No client could be made for the peer.
+    #[error("no client for node {target}: {reason}")]
+    NoClient {
+        target: NodeId,
+        reason: String,
+    },
+    /// The request could not be encoded.
+    #[error("encode the {kind} request: {source}")]
+    Encode {
+        kind: RpcKind,
+        source: bincode::error::EncodeError,
+    },
+    /// The call failed.
+    #[error("{kind} to node {target}: {}", .status.message())]
+    Call {
+        kind: RpcKind,
+        target: NodeId,
+        status: Status,
+    },
+    /// The reply could not be decoded.
+    #[error("decode the {kind} reply of node {target}: {source}")]
+    Decode {
+        kind: RpcKind,
+        target: NodeId,
+        source: bincode::error::DecodeError,
+    },
+}
 
 /// Creates one client per peer.
 #[derive(Clone)]
@@ -57,11 +103,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         let client = if target == self.self_id {
-            Err(format!("node {target} is this node; no client to itself"))
+            Err(TransportError::NoClient {
+                target,
+                reason: "it is this node; no client to itself".into(),
+            })
         } else {
             lazy_channel(&node.addr, &self.token, self.local_ip)
                 .map(|ch| RaftClient::new(ch).max_decoding_message_size(256 << 20))
-                .map_err(|e| e.to_string())
+                .map_err(|e| TransportError::NoClient {
+                    target,
+                    reason: e.to_string(),
+                })
         };
         PeerClient {
             target,
@@ -74,14 +126,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The client to one peer.
 pub struct PeerClient {
     target: NodeId,
-    client: Result<RaftClient<AuthChannel>, String>,
+    client: Result<RaftClient<AuthChannel>, TransportError>,
     retry: std::time::Duration,
 }
 
 impl PeerClient {
     async fn call<Req, Resp, E>(
         &mut self,
-        kind: &'static str,
+        kind: RpcKind,
         rpc: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
@@ -90,44 +142,48 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let target = self.target;
         let client = match &mut self.client {
             Ok(c) => c,
-            Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                    e.clone(),
-                ))))
-            }
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
         };
-        let data = encode(rpc).map_err(|s| {
-            RPCError::Network(NetworkError::new(&TransportError(s.message().into())))
+        let data = encode(rpc).map_err(|source| {
+            RPCError::Network(NetworkError::new(&TransportError::Encode { kind, source }))
         })?;
         let mut req = Request::new(RaftPayload { data });
         req.set_timeout(option.hard_ttl());
         let reply = match kind {
-            "append" => client.append_entries(req).await,
-            "vote" => client.vote(req).await,
-            _ => client.install_snapshot(req).await,
+            RpcKind::Append => client.append_entries(req).await,
+            RpcKind::Vote => client.vote(req).await,
+            RpcKind::Snapshot => client.install_snapshot(req).await,
         };
         let payload = match reply {
             Ok(r) => r.into_inner().data,
             Err(status) => {
-                let e = TransportError(format!(
-                    "{kind} to node {}: {}",
-                    self.target,
-                    status.message()
-                ));
-                return Err(match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&e)),
-                    _ => RPCError::Network(NetworkError::new(&e)),
+                let unreachable = matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                );
+                let e = TransportError::Call {
+                    kind,
+                    target,
+                    status,
+                };
+                return Err(if unreachable {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
                 });
             }
         };
-        let result: Result<Resp, RaftError<NodeId, E>> = decode(&payload).map_err(|s| {
-            RPCError::Network(NetworkError::new(&TransportError(s.message().into())))
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&payload).map_err(|source| {
+            RPCError::Network(NetworkError::new(&TransportError::Decode {
+                kind,
+                target,
+                source,
+            }))
         })?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 }
 
@@ -141,7 +197,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &rpc, &option).await
+        self.call(RpcKind::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -152,7 +208,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, &option).await
+        self.call(RpcKind::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -160,8 +216,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("vote", &rpc, &option).await
+        self.call(RpcKind::Vote, &rpc, &option).await
     }
+}
+
+/// A reply payload.
+fn reply<T: Serialize>(res: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = encode(res).map_err(|e| Status::internal(format!("encode the raft reply: {e}")))?;
+    Ok(Response::new(RaftPayload { data }))
 }
 
 /// The server side: hands incoming RPCs to the local Raft node.
@@ -176,29 +238,26 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data)?;
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(&req.into_inner().data).map_err(|e| payload_status("undecodable", e))?;
         let res = self.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&res)?,
-        }))
+        reply(&res)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc: VoteRequest<NodeId> = decode(&req.into_inner().data)?;
+        let rpc: VoteRequest<NodeId> =
+            decode(&req.into_inner().data).map_err(|e| payload_status("undecodable", e))?;
         let res = self.raft.vote(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&res)?,
-        }))
+        reply(&res)
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&req.into_inner().data)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            decode(&req.into_inner().data).map_err(|e| payload_status("undecodable", e))?;
         let res = self.raft.install_snapshot(rpc).await;
-        Ok(Response::new(RaftPayload {
-            data: encode(&res)?,
-        }))
+        reply(&res)
     }
 }

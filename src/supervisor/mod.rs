@@ -40,12 +40,24 @@ pub enum SupervisorError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The Raft store.
-    #[error("raft storage in {0}")]
-    Store(String),
-    /// Raft itself.
-    #[error("raft: {0}")]
-    Raft(String),
+    /// The Raft store could not be opened.
+    #[error("raft storage in {path}: {source}")]
+    Store {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The storage error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Raft (or the server it talks through) failed.
+    #[error("{what}: {source}")]
+    Raft {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Joining the cluster failed.
     #[error("join through {servers}: {reason}")]
     Join {
@@ -144,14 +156,20 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
             .map_err(io(format!("write {}", id_file.display())))?;
     }
     let db = open_database(&db_path)
-        .map_err(|e| SupervisorError::Store(format!("{}: {e}", db_path.display())))?;
+        .map_err(|e| SupervisorError::Store {
+            path: db_path.clone(),
+            source: e,
+        })?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("chmod {}", db_path.display())))?;
     }
     let (sm, feed) =
-        StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store(e.to_string()))?;
+        StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store {
+            path: db_path.clone(),
+            source: e,
+        })?;
     let log = LogStore::new(db);
     let raft_config = openraft::Config {
         cluster_name: "haconiwa".into(),
@@ -173,7 +191,10 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
     };
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm)
         .await
-        .map_err(|e| SupervisorError::Raft(e.to_string()))?;
+        .map_err(|e| SupervisorError::Raft {
+            what: "start raft",
+            source: Box::new(e),
+        })?;
     let core = node::Node::new(id, raft.clone(), feed, config.clone());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -219,7 +240,10 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         && !raft
             .is_initialized()
             .await
-            .map_err(|e| SupervisorError::Raft(e.to_string()))?
+            .map_err(|e| SupervisorError::Raft {
+                what: "read the raft state",
+                source: Box::new(e),
+            })?
     {
         let members: BTreeMap<u64, BasicNode> = [(
             id,
@@ -230,7 +254,10 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         .into();
         raft.initialize(members)
             .await
-            .map_err(|e| SupervisorError::Raft(format!("initialize: {e}")))?;
+            .map_err(|e| SupervisorError::Raft {
+                what: "initialize the cluster",
+                source: Box::new(e),
+            })?;
         tracing::info!("initialized a new cluster with node {id}");
     }
 
@@ -251,7 +278,10 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         _ = tokio::signal::ctrl_c() => {}
         r = server => {
             if let Ok(Err(e)) = r {
-                return Err(SupervisorError::Raft(format!("gRPC server: {e}")));
+                return Err(SupervisorError::Raft {
+                    what: "gRPC server",
+                    source: Box::new(e),
+                });
             }
         }
     }
