@@ -57,10 +57,7 @@ impl std::fmt::Display for RpcKind {
 enum TransportError {
     /// No client could be made for the peer.
     #[error("no client for node {target}: {reason}")]
-    NoClient {
-        target: NodeId,
-        reason: String,
-    },
+    NoClient { target: NodeId, reason: String },
     /// The request could not be encoded.
     #[error("encode the {kind} request: {source}")]
     Encode {
@@ -162,7 +159,9 @@ impl PeerClient {
             Err(status) => {
                 let unreachable = matches!(
                     status.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
                 );
                 let e = TransportError::Call {
                     kind,

@@ -1,28 +1,16 @@
 //! `haconiwa attach`: join every namespace, the cgroups and the root of a running
 //! container, then run a command there with the container's privileges.
 
+use super::clone::ns_flag;
 use super::error::{LaunchError, Step, StepError, StepResult};
-use super::{init, privileges, process, seccomp, signals};
+use super::{child, init, privileges, seccomp, signals};
 use crate::spec::{ContainerSpec, NsKind};
-use nix::sched::CloneFlags;
 use nix::sys::stat::stat;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-
-fn flag(k: NsKind) -> CloneFlags {
-    match k {
-        NsKind::Uts => CloneFlags::CLONE_NEWUTS,
-        NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
-        NsKind::Pid => CloneFlags::CLONE_NEWPID,
-        NsKind::Mount => CloneFlags::CLONE_NEWNS,
-        NsKind::Net => CloneFlags::CLONE_NEWNET,
-        NsKind::User => CloneFlags::CLONE_NEWUSER,
-        NsKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-    }
-}
 
 /// Runs `command` inside the container whose first process is `pid`, placed in the
 /// cgroup directories `cgroup_dirs`; returns the command's exit code.
@@ -73,7 +61,8 @@ fn attach_inner(
             .step(|| format!("join cgroup {}", d.display()))?;
     }
     for (kind, f) in &joins {
-        nix::sched::setns(f.as_fd(), flag(*kind)).step(|| format!("join the {kind} namespace"))?;
+        nix::sched::setns(f.as_fd(), ns_flag(*kind))
+            .step(|| format!("join the {kind} namespace"))?;
     }
     if !joins.iter().any(|(k, _)| *k == NsKind::Mount) {
         // A chroot-only container: enter its root directly.
@@ -87,7 +76,7 @@ fn attach_inner(
     // SAFETY: single-threaded process (the launcher's rule).
     match unsafe { nix::unistd::fork() }.step(|| "fork the attached command".into())? {
         ForkResult::Child => {
-            let e = match process::exec_command(&spec, filter.as_ref()) {
+            let e = match child::exec_command(&spec, filter.as_ref()) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };

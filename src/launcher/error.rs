@@ -3,8 +3,9 @@
 use std::fmt;
 use std::io;
 
-/// A failed step inside the launcher (before it is tied to a container name).
-#[derive(Debug)]
+/// A failed step inside the launcher (before it is tied to a container name). It
+/// travels from the child to the parent as JSON over the error pipe.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StepError {
     /// What was being done, e.g. "pivot_root into /var/lib/x".
     pub step: String,
@@ -44,30 +45,21 @@ impl StepError {
 
     /// Encodes the error for the child→parent error pipe.
     pub fn encode(&self) -> Vec<u8> {
-        format!(
-            "{}\x1f{}\x1f{}",
-            self.step,
-            self.errno.unwrap_or(0),
-            self.detail.as_deref().unwrap_or("")
-        )
-        .into_bytes()
+        serde_json::to_vec(self)
+            .unwrap_or_else(|_| br#"{"step":"start","errno":null,"detail":null}"#.to_vec())
     }
 
-    /// Decodes what [`StepError::encode`] wrote.
+    /// Decodes what [`StepError::encode`] wrote (anything else is reported as such).
     pub fn decode(bytes: &[u8]) -> StepError {
-        let text = String::from_utf8_lossy(bytes);
-        let mut it = text.splitn(3, '\x1f');
-        let step = it.next().unwrap_or("start").to_string();
-        let errno = it
-            .next()
-            .and_then(|e| e.parse::<i32>().ok())
-            .filter(|e| *e != 0);
-        let detail = it.next().filter(|d| !d.is_empty()).map(str::to_string);
-        StepError {
-            step,
-            errno,
-            detail,
-        }
+        serde_json::from_slice(bytes).unwrap_or_else(|e| {
+            StepError::msg(
+                "start",
+                format!(
+                    "unreadable error report from the child ({e}): {}",
+                    String::from_utf8_lossy(bytes)
+                ),
+            )
+        })
     }
 
     /// The cause in words: the OS error and/or the explanation.
@@ -97,7 +89,7 @@ impl fmt::Display for StepError {
 }
 
 /// Why a container did not start: one line naming the container, the step and the cause.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("container {container}: {step}: {reason}")]
 pub struct LaunchError {
     /// Container name.
@@ -126,5 +118,26 @@ impl<T> Step<T> for io::Result<T> {
 impl<T> Step<T> for nix::Result<T> {
     fn step(self, step: impl FnOnce() -> String) -> StepResult<T> {
         self.map_err(|e| StepError::os(step(), io::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_errors_cross_the_pipe_intact() {
+        let e = StepError {
+            step: "mount /proc: with \x1f and \n inside".into(),
+            errno: Some(libc::EPERM),
+            detail: Some("why".into()),
+        };
+        let back = StepError::decode(&e.encode());
+        assert_eq!(
+            (back.step, back.errno, back.detail),
+            (e.step, e.errno, e.detail)
+        );
+        let junk = StepError::decode(b"not json");
+        assert!(junk.detail.unwrap().contains("unreadable error report"));
     }
 }

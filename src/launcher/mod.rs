@@ -1,22 +1,24 @@
 //! One container from a spec: namespaces, id maps, rootfs and pivot_root, mounts,
 //! cgroups, capabilities, rlimits, ids, hostname, exec, a tiny PID 1, and setns for
 //! attach. Synchronous and single-threaded: it must run before any thread exists
-//! (DESIGN.md, the multi-thread rule). All `unsafe` of the project lives here.
+//! (docs/architecture.md, the multi-thread rule). All `unsafe` of the project lives here.
 
 pub mod attach;
 pub mod cgroup;
+mod child;
+mod clone;
 pub mod devices;
 mod error;
 pub mod init;
 mod mounts;
 pub mod network;
+mod parent;
 pub mod privileges;
-mod process;
 pub mod seccomp;
 pub mod signals;
 
 pub use error::{LaunchError, StepError};
-pub use process::{
+pub use parent::{
     fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, RootAccess,
     Started, DEFAULT_PATH,
 };

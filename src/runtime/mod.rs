@@ -98,6 +98,23 @@ fn make_layer(spec: &ContainerSpec, layer: &std::path::Path) -> Result<(), Runti
     Ok(())
 }
 
+/// What the monitor tells the process that started it, once, over a pipe.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum MonitorReport {
+    /// The container runs; its state is in `state.json`.
+    Started,
+    /// It could not start.
+    Failed(LaunchError),
+}
+
+impl MonitorReport {
+    fn send(&self, to: &mut std::fs::File) {
+        if let Ok(bytes) = serde_json::to_vec(self) {
+            let _ = to.write_all(&bytes);
+        }
+    }
+}
+
 /// Local container management rooted at a state directory.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -266,27 +283,25 @@ impl Runtime {
             }
             ForkResult::Parent { child } => {
                 drop(wr);
-                let mut msg = String::new();
-                let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-                if let Some(err) = msg.strip_prefix("err ") {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    let (container, rest) = err.split_once('\x1f').unwrap_or((&spec.name, err));
-                    let (step, reason) = rest.split_once('\x1f').unwrap_or(("start", rest));
-                    return Err(RuntimeError::Launch(LaunchError {
-                        container: container.to_string(),
-                        step: step.to_string(),
-                        reason: reason.to_string(),
-                    }));
+                let mut msg = Vec::new();
+                let _ = std::fs::File::from(rd).read_to_end(&mut msg);
+                match serde_json::from_slice::<MonitorReport>(&msg) {
+                    Ok(MonitorReport::Started) => {
+                        dir.read_state().map_err(io_err("read state.json"))
+                    }
+                    Ok(MonitorReport::Failed(e)) => {
+                        let _ = nix::sys::wait::waitpid(child, None);
+                        Err(RuntimeError::Launch(e))
+                    }
+                    Err(_) => {
+                        let _ = nix::sys::wait::waitpid(child, None);
+                        let _ = std::fs::remove_dir_all(&dir.path);
+                        Err(RuntimeError::Io {
+                            what: format!("start monitor for {}", spec.name),
+                            source: io::Error::other("the monitor exited before reporting"),
+                        })
+                    }
                 }
-                if !msg.starts_with("ok") {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    let _ = std::fs::remove_dir_all(&dir.path);
-                    return Err(RuntimeError::Io {
-                        what: format!("start monitor for {}", spec.name),
-                        source: io::Error::other("the monitor exited before reporting"),
-                    });
-                }
-                dir.read_state().map_err(io_err("read state.json"))
             }
         }
     }
@@ -304,13 +319,23 @@ impl Runtime {
         let (log, null) = match (log, null) {
             (Ok(l), Ok(n)) => (l, n),
             (Err(e), _) | (_, Err(e)) => {
-                let _ = write!(report, "err {}\x1fopen log\x1f{e}", spec.name);
+                MonitorReport::Failed(LaunchError {
+                    container: spec.name.clone(),
+                    step: "open log".into(),
+                    reason: e.to_string(),
+                })
+                .send(&mut report);
                 let _ = std::fs::remove_dir_all(&dir.path);
                 return 1;
             }
         };
         if let Err(e) = launcher::redirect_stdio(null.as_raw_fd(), log.as_raw_fd()) {
-            let _ = write!(report, "err {}\x1fredirect output\x1f{e}", spec.name);
+            MonitorReport::Failed(LaunchError {
+                container: spec.name.clone(),
+                step: "redirect output".into(),
+                reason: e.to_string(),
+            })
+            .send(&mut report);
             let _ = std::fs::remove_dir_all(&dir.path);
             return 1;
         }
@@ -321,7 +346,7 @@ impl Runtime {
         let started = match launcher::start(spec, &self.options(spec, dir)) {
             Ok(s) => s,
             Err(e) => {
-                let _ = write!(report, "err {}\x1f{}\x1f{}", e.container, e.step, e.reason);
+                MonitorReport::Failed(e).send(&mut report);
                 let _ = std::fs::remove_dir_all(&dir.path);
                 return 1;
             }
@@ -331,7 +356,7 @@ impl Runtime {
         st.status = Status::Running;
         let _ = dir.write_state(&st);
         self.notify(&spec.name);
-        let _ = report.write_all(b"ok");
+        MonitorReport::Started.send(&mut report);
         drop(report);
         let mut exit = launcher::wait(&started);
         match started.cleanup() {

@@ -155,21 +155,19 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         crate::runtime::state::write_atomic(&id_file, format!("{id}\n").as_bytes())
             .map_err(io(format!("write {}", id_file.display())))?;
     }
-    let db = open_database(&db_path)
-        .map_err(|e| SupervisorError::Store {
-            path: db_path.clone(),
-            source: e,
-        })?;
+    let db = open_database(&db_path).map_err(|e| SupervisorError::Store {
+        path: db_path.clone(),
+        source: e,
+    })?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("chmod {}", db_path.display())))?;
     }
-    let (sm, feed) =
-        StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store {
-            path: db_path.clone(),
-            source: e,
-        })?;
+    let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store {
+        path: db_path.clone(),
+        source: e,
+    })?;
     let log = LogStore::new(db);
     let raft_config = openraft::Config {
         cluster_name: "haconiwa".into(),

@@ -1,0 +1,230 @@
+//! The child, from its birth in the new namespaces to the exec of the command: its
+//! world (namespaces joined, mounts, hostname, network), PID 1 when it has a PID
+//! namespace, and the command's identity, privileges and filter.
+
+use super::clone::ns_flag;
+use super::error::{Step, StepError, StepResult};
+use super::parent::{Child, DEFAULT_PATH};
+use super::seccomp::{self, Filter};
+use super::{init, mounts, network, privileges, signals};
+use crate::spec::{ContainerSpec, NsKind};
+use nix::sched::CloneFlags;
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Stack of the command process between clone and exec.
+const COMMAND_STACK: usize = 1 << 20;
+
+/// The child: everything from the release to exec. Returns only on failure.
+pub(super) fn child_main(
+    c: &Child,
+    go_r: OwnedFd,
+    err_w: &OwnedFd,
+    enter_fds: &[(NsKind, OwnedFd)],
+) -> StepResult<Infallible> {
+    let spec = c.spec;
+    // Nothing of the launcher's caller (its report pipes, sockets) leaks into the
+    // container, not even into PID 1, which never execs.
+    let mut keep: Vec<RawFd> = vec![go_r.as_raw_fd(), err_w.as_raw_fd()];
+    keep.extend(enter_fds.iter().map(|(_, f)| f.as_raw_fd()));
+    close_other_fds(&keep);
+    // Die with the launcher rather than run unsupervised.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .step(|| "set the parent-death signal".into())?;
+    // The parent places us in our cgroups (a slow operation on cgroup v1: it waits for
+    // an RCU grace period) while we build our mounts; we wait for its word only before
+    // anything runs in the container, or at once when the id maps must come first.
+    let mut release = Some(File::from(go_r));
+    let mut wait_release = || -> StepResult<()> {
+        if let Some(mut r) = release.take() {
+            let mut go = [0u8; 1];
+            if r.read(&mut go).unwrap_or(0) != 1 {
+                return Err(StepError::msg("wait for release", "the launcher went away"));
+            }
+        }
+        Ok(())
+    };
+    if spec.unshares(NsKind::User) {
+        wait_release()?;
+        // Root inside: the id maps are written now.
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .step(|| "become gid 0 in the user namespace".into())?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+            .step(|| "become uid 0 in the user namespace".into())?;
+    }
+    // Join namespaces, the user namespace first so the others are owned by it.
+    for kind in NsKind::ALL {
+        if kind == NsKind::Pid {
+            continue;
+        }
+        for (k, fd) in enter_fds {
+            if *k == kind {
+                nix::sched::setns(fd, ns_flag(kind))
+                    .step(|| format!("join the {kind} namespace"))?;
+            }
+        }
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    mounts::setup_root(spec, c.root)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if spec.unshares(NsKind::Uts) {
+        nix::unistd::sethostname(spec.effective_hostname()).step(|| "set the hostname".into())?;
+    }
+    if spec.unshares(NsKind::Net) && spec.network.loopback {
+        network::loopback_up()?;
+    }
+    wait_release()?;
+    if spec.unshares(NsKind::Cgroup) {
+        // After the placement, so the container's cgroup is the namespace's root.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .step(|| "unshare the cgroup namespace".into())?;
+    }
+    if spec.unshares(NsKind::Pid) {
+        // The command runs as our child; we stay as its PID 1. It is started vfork-style
+        // (shared memory, own stack, we pause until its exec): no page tables to copy.
+        let err_fd = err_w.as_raw_fd();
+        let mut stack = vec![0u8; COMMAND_STACK];
+        // From now on processes of the container exist: PID 1 (and the command until its
+        // exec, which shares our memory) can be neither traced nor read through /proc.
+        nix::sys::prctl::set_dumpable(false).step(|| "make PID 1 non-dumpable".into())?;
+        let command = Box::new(|| -> isize {
+            let e = match nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .step(|| "set the parent-death signal".into())
+                .and_then(|()| exec_command(spec, c.filter))
+            {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            let msg = e.encode();
+            // SAFETY: writes our encoded error to the error pipe we hold open.
+            unsafe { libc::write(err_fd, msg.as_ptr().cast(), msg.len()) };
+            126
+        });
+        // SAFETY: CLONE_VM|CLONE_VFORK with a stack of its own: we are suspended until the
+        // child execs or exits, so it never races us on the shared memory; it does not
+        // share our descriptor table, signal handlers or credentials.
+        let child = unsafe {
+            nix::sched::clone(
+                command,
+                &mut stack,
+                CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+                Some(libc::SIGCHLD),
+            )
+        }
+        .step(|| "start the command under PID 1".into())?;
+        // The command has exec'd with its own credentials: PID 1 gives up everything
+        // but signalling it, before the launcher hears that the start succeeded.
+        if let Err(e) = privileges::harden_init(&[caps::Capability::CAP_KILL]) {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            return Err(e);
+        }
+        // PID 1 keeps no copy of the error pipe: its EOF must mean "exec'd".
+        // SAFETY: closing our own duplicate of the pipe; the OwnedFd is not used again in
+        // this process, which never returns from init::run.
+        unsafe { libc::close(err_fd) };
+        init::run(child);
+    }
+    exec_command(spec, c.filter)
+}
+
+fn cstr(s: &str, what: &str) -> StepResult<CString> {
+    CString::new(s)
+        .map_err(|_| StepError::msg(what.to_string(), format!("'{s}' contains a NUL byte")))
+}
+
+/// Identity, privileges, environment, working directory, the seccomp filter (the last
+/// step), then exec.
+pub(crate) fn exec_command(
+    spec: &ContainerSpec,
+    filter: Option<&Filter>,
+) -> StepResult<Infallible> {
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    env.insert("HOME".to_string(), "/root".to_string());
+    env.insert(
+        "HOSTNAME".to_string(),
+        spec.effective_hostname().to_string(),
+    );
+    if let Ok(term) = std::env::var("TERM") {
+        env.insert("TERM".to_string(), term);
+    }
+    for (k, v) in &spec.environment {
+        env.insert(k.clone(), v.clone());
+    }
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}"), "environment"))
+        .collect::<StepResult<_>>()?;
+    let argv: Vec<CString> = spec
+        .init_command
+        .iter()
+        .map(|a| cstr(a, "command"))
+        .collect::<StepResult<_>>()?;
+    let Some(cmd) = spec.init_command.first() else {
+        return Err(StepError::msg("exec", "empty command"));
+    };
+    // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: with no_new_privs off it
+    // goes in while root still holds its capabilities (the filter allows the few calls
+    // that follow).
+    let install = |f: Option<&Filter>| f.map(seccomp::install).unwrap_or(Ok(()));
+    if !spec.no_new_privs {
+        install(filter)?;
+    }
+    privileges::apply(spec)?;
+    let workdir = spec.workdir.as_deref().unwrap_or("/");
+    nix::unistd::chdir(workdir).step(|| format!("chdir to workdir {workdir}"))?;
+    // Every descriptor but 0-2 closes at exec (the error pipe among them).
+    // SAFETY: close_range only changes flags of our own descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        );
+    }
+    signals::reset();
+    if spec.no_new_privs {
+        install(filter)?;
+    }
+    let candidates: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
+    };
+    let mut last = nix::errno::Errno::ENOENT;
+    for c in &candidates {
+        let p = cstr(c, "command")?;
+        let Err(e) = nix::unistd::execve(&p, &argv, &envp);
+        if last == nix::errno::Errno::ENOENT || e != nix::errno::Errno::ENOENT {
+            last = e;
+        }
+    }
+    Err(StepError::os(
+        format!("exec {cmd}"),
+        std::io::Error::from(last),
+    ))
+}
+
+/// Closes every descriptor above 2 except `keep`.
+fn close_other_fds(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().map(|f| *f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep.into_iter().filter(|k| *k >= 3) {
+        if k > from {
+            // SAFETY: closes descriptors of this process that nothing here refers to.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+}

@@ -1,0 +1,325 @@
+//! The parent side of a launch: it prepares the cgroup, clones the child (clone.rs) into
+//! its new namespaces, writes the id maps and releases it; the child (child.rs) builds
+//! its world and execs. Errors travel back over a close-on-exec pipe as typed messages:
+//! EOF means the exec happened. Then it waits, forwarding signals.
+
+use super::cgroup::{Cgroup, Layout};
+use super::child::child_main;
+use super::clone::{clone_flags, raw_clone, raw_clone_into};
+use super::error::{LaunchError, Step, StepError, StepResult};
+use super::seccomp::{self, Filter};
+use super::{devices, init, network, privileges, signals};
+use crate::spec::{ContainerSpec, IdMap, NsKind};
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// PATH inside the container when the definition sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the container sees its root filesystem (the bootstrapped base of a definition,
+/// shared by all its containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootAccess {
+    /// The base read-only below the container's own writable layer (overlayfs): its
+    /// writes land in `DIR/upper` (with `DIR/work` and the mount point `DIR/merged`,
+    /// all made by the caller) and nobody else sees them.
+    Layer(PathBuf),
+    /// The base read-only, nothing writable (`readonly_rootfs`).
+    ReadOnly,
+    /// The base itself, writable: only for provisioning it, once, at `create`.
+    Writable,
+}
+
+/// Where the container's cgroups go and how it gets its root.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Parent cgroup path in every hierarchy, e.g. `haconiwa` or `haconiwa/node-2`.
+    pub cgroup_parent: String,
+    /// The root filesystem's access mode.
+    pub root: RootAccess,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            cgroup_parent: "haconiwa".into(),
+            root: RootAccess::ReadOnly,
+        }
+    }
+}
+
+/// A container whose command has been exec'd.
+#[derive(Debug)]
+pub struct Started {
+    /// Host pid of the container's first process (its PID 1 when it has a PID namespace).
+    pub pid: i32,
+    /// The container's cgroup, removed by [`Started::cleanup`].
+    pub cgroup: Cgroup,
+    /// Host end of the container's veth, when it has a bridge network.
+    pub host_veth: Option<String>,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, 128+n when killed by signal n.
+    pub code: i32,
+    /// The kernel's OOM killer fired in the container's cgroup.
+    pub oom_killed: bool,
+}
+
+impl Started {
+    /// Removes what the container left (processes, cgroup) and reports whether it was
+    /// OOM-killed. Call after its first process was reaped.
+    pub fn cleanup(&self) -> StepResult<bool> {
+        let oom = self.cgroup.oom_killed();
+        if let Some(veth) = &self.host_veth {
+            // The kernel drops it with the namespace, but asynchronously; do it now.
+            network::remove_link(veth);
+        }
+        self.cgroup.remove()?;
+        Ok(oom)
+    }
+}
+
+/// Checks what can be checked before anything is created.
+fn preflight(spec: &ContainerSpec) -> StepResult<()> {
+    let root = &spec.rootfs.path;
+    match std::fs::metadata(root) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(StepError::msg(
+            format!("root filesystem {}", root.display()),
+            "not a directory",
+        )),
+        Err(e) => Err(StepError::msg(
+            format!("root filesystem {}", root.display()),
+            format!("{e}; run `haconiwa create` first"),
+        )),
+    }
+}
+
+fn map_text(maps: &[IdMap]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
+        .collect()
+}
+
+/// Starts the container and returns once its command is exec'd (or the launch failed, in
+/// which case nothing is left behind). SIGCHLD and the forwarded signals stay blocked in
+/// the caller so that [`wait`] sees every one of them.
+pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, LaunchError> {
+    let fail = |e: StepError| e.in_container(&spec.name);
+    preflight(spec).map_err(fail)?;
+    // Compiled here, before anything exists, so a bad profile leaves nothing behind.
+    let filter =
+        seccomp::prepare(spec, &privileges::capability_names(&spec.capabilities)).map_err(fail)?;
+    let device_rules = devices::rules(&spec.devices).map_err(fail)?;
+    let mut enter_fds = Vec::new();
+    for e in &spec.namespaces.enter {
+        let f = File::open(&e.path)
+            .step(|| format!("open {} namespace {}", e.kind, e.path.display()))
+            .map_err(fail)?;
+        enter_fds.push((e.kind, OwnedFd::from(f)));
+    }
+    let layout = Layout::detect().map_err(fail)?;
+    let cgroup = Cgroup::create(
+        &layout,
+        &opts.cgroup_parent,
+        &spec.name,
+        &spec.cgroup,
+        &device_rules,
+    )
+    .map_err(fail)?;
+    let child = Child {
+        spec,
+        root: &opts.root,
+        filter: filter.as_ref(),
+    };
+    match start_in(&child, cgroup.clone(), enter_fds) {
+        Ok(pid) => Ok(Started {
+            pid,
+            cgroup,
+            host_veth: spec
+                .network
+                .bridge
+                .as_ref()
+                .map(|_| network::host_veth_name(pid)),
+        }),
+        Err(e) => {
+            let _ = cgroup.remove();
+            Err(fail(e))
+        }
+    }
+}
+
+/// What the cloned child needs to build the container.
+pub(super) struct Child<'a> {
+    /// The definition.
+    pub spec: &'a ContainerSpec,
+    /// How it sees its root.
+    pub root: &'a RootAccess,
+    /// Its seccomp filter, compiled.
+    pub filter: Option<&'a Filter>,
+}
+
+fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> StepResult<i32> {
+    let spec = c.spec;
+    // A joined PID namespace applies to our children, so the parent joins it.
+    for (kind, fd) in &enter_fds {
+        if *kind == NsKind::Pid {
+            nix::sched::setns(fd, CloneFlags::CLONE_NEWPID)
+                .step(|| "join the pid namespace".into())?;
+        }
+    }
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    signals::block();
+    // Moving a process between cgroups waits for an RCU grace period on the kernel's
+    // global threadgroup lock (milliseconds). On v2 the child is born in its cgroup
+    // (CLONE_INTO_CGROUP); on v1 it moves its own single thread (writing 0 to `tasks`),
+    // which the kernel does without that lock. Only the fallback migrates from here.
+    let v2_fd = cgroup.v2_dir().and_then(|d| File::open(d).ok());
+    let mut parent_places = false;
+    let cloned = match &v2_fd {
+        Some(fd) => match raw_clone_into(clone_flags(spec), fd.as_raw_fd()) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                parent_places = true;
+                raw_clone(clone_flags(spec))
+            }
+        },
+        None => raw_clone(clone_flags(spec)),
+    };
+    let child = match cloned? {
+        None => {
+            drop(go_w);
+            drop(err_r);
+            drop(v2_fd);
+            let self_placed = if cgroup.v2_dir().is_none() {
+                cgroup.join_self()
+            } else {
+                Ok(())
+            };
+            let e = match self_placed.and_then(|()| child_main(c, go_r, &err_w, &enter_fds)) {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            let mut f = File::from(err_w);
+            let _ = f.write_all(&e.encode());
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(126) }
+        }
+        Some(pid) => pid,
+    };
+    drop(go_r);
+    drop(err_w);
+    drop(enter_fds);
+    let kill_child = |e: StepError| {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        e
+    };
+    let release = || -> StepResult<()> {
+        if parent_places {
+            cgroup.add(child.as_raw())?;
+        }
+        if spec.unshares(NsKind::User) {
+            let base = format!("/proc/{}", child.as_raw());
+            std::fs::write(
+                format!("{base}/uid_map"),
+                map_text(&spec.namespaces.uid_map),
+            )
+            .step(|| "write uid_map".into())?;
+            std::fs::write(
+                format!("{base}/gid_map"),
+                map_text(&spec.namespaces.gid_map),
+            )
+            .step(|| "write gid_map".into())?;
+        }
+        if let Some(br) = &spec.network.bridge {
+            network::attach_bridge(child.as_raw(), br)?;
+        }
+        let mut w = File::from(go_w);
+        w.write_all(b"g").step(|| "release the container".into())
+    };
+    let released = release();
+    let mut r = File::from(err_r);
+    if let Err(e) = released {
+        // The child may have failed first (and closed its end): its error is the cause.
+        let e = kill_child(e);
+        let mut msg = Vec::new();
+        let _ = r.read_to_end(&mut msg);
+        return Err(if msg.is_empty() {
+            e
+        } else {
+            StepError::decode(&msg)
+        });
+    }
+    let mut msg = Vec::new();
+    let _ = r.read_to_end(&mut msg);
+    if !msg.is_empty() {
+        let _ = waitpid(child, None);
+        return Err(StepError::decode(&msg));
+    }
+    Ok(child.as_raw())
+}
+
+/// Waits for the container's first process, forwarding signals sent to this process
+/// (not the terminal's: those reached the container's group already).
+pub fn wait(started: &Started) -> Exit {
+    let pid = Pid::from_raw(started.pid);
+    let code = loop {
+        match signals::wait_blocked() {
+            Some((libc::SIGCHLD, _)) => {
+                match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => continue,
+                    Ok(ws) => match init::exit_code(ws) {
+                        Some(c) => break c,
+                        None => continue,
+                    },
+                    Err(_) => break 255,
+                }
+            }
+            Some((sig, false)) => {
+                if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(pid, s);
+                }
+            }
+            _ => {}
+        }
+    };
+    let oom_killed = started.cgroup.oom_killed();
+    Exit { code, oom_killed }
+}
+
+/// Reads a pid's start time (clock ticks since boot, field 22 of /proc/PID/stat), which
+/// tells a live container from a reused pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// Duplicates `fd` onto 0, 1 and 2 (daemon mode: everything to the log).
+pub fn redirect_stdio(stdin: RawFd, out: RawFd) -> std::io::Result<()> {
+    for (from, to) in [(stdin, 0), (out, 1), (out, 2)] {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// fork(2) for the single-threaded CLI and helpers (the monitor of daemon mode).
+pub fn fork_single_threaded() -> std::io::Result<ForkResult> {
+    // SAFETY: callers are single-threaded processes (the CLI before any runtime thread,
+    // the `__monitor` helper), so the child inherits no lock held by another thread.
+    unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)
+}
