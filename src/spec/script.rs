@@ -1,7 +1,7 @@
 //! The sandboxed Rhai engine shared by the `.haco` and `.watch` loaders, and the
 //! translation of Rhai errors into `file:line:col: message`.
 
-use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Position};
 use std::time::{Duration, Instant};
 
 /// Operations one script run may execute before it is stopped.
@@ -108,6 +108,51 @@ fn runtime_text(d: &Dynamic) -> String {
         .into_immutable_string()
         .map(|s| s.to_string())
         .unwrap_or_else(|_| d.to_string())
+}
+
+/// What DSL functions return.
+pub type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// A string, or a number or boolean written as one.
+pub fn as_string(v: &Dynamic, what: &str) -> RhaiResult<String> {
+    if v.is_string() {
+        Ok(v.clone().into_string().unwrap_or_default())
+    } else if v.is_int() || v.is_float() || v.is_bool() {
+        Ok(v.to_string())
+    } else {
+        Err(dsl_error(format!(
+            "{what}: expected a string, got {}",
+            v.type_name()
+        )))
+    }
+}
+
+/// A list of strings, or one string.
+pub fn string_list(v: &Dynamic, what: &str) -> RhaiResult<Vec<String>> {
+    if v.is_array() {
+        let arr: Array = v.clone().into_array().unwrap_or_default();
+        arr.iter().map(|x| as_string(x, what)).collect()
+    } else {
+        Ok(vec![as_string(v, what)?])
+    }
+}
+
+/// An integer.
+pub fn int_of(v: &Dynamic, what: &str) -> RhaiResult<i64> {
+    v.as_int()
+        .map_err(|t| dsl_error(format!("{what}: expected an integer, got {t}")))
+}
+
+/// An integer that fits a u32 (ids).
+pub fn u32_of(v: &Dynamic, what: &str) -> RhaiResult<u32> {
+    let n = int_of(v, what)?;
+    u32::try_from(n).map_err(|_| dsl_error(format!("{what}: {n} is out of range")))
+}
+
+/// A boolean.
+pub fn bool_of(v: &Dynamic, what: &str) -> RhaiResult<bool> {
+    v.as_bool()
+        .map_err(|t| dsl_error(format!("{what}: expected true or false, got {t}")))
 }
 
 /// A runtime error raised by a DSL function; Rhai fills in the call position.

@@ -4,17 +4,14 @@
 //! log). Pure: the leader decides when to evaluate and carries the intents out.
 
 use super::script::{
-    check_keys, dsl_error, sandboxed_engine, set_deadline, ScriptError, WATCH_TIME_LIMIT,
+    check_keys, dsl_error, sandboxed_engine, set_deadline, RhaiResult, ScriptError,
+    WATCH_TIME_LIMIT,
 };
-use rhai::{
-    Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, Scope, AST,
-};
+use rhai::{Array, Dynamic, Engine, FnPtr, Map, NativeCallContext, Position, Scope, AST};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Instant;
-
-type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// Event kinds a rule can watch.
 pub const EVENT_KINDS: [&str; 5] = ["cluster", "container_exit", "node_down", "node_up", "timer"];
