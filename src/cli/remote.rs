@@ -41,6 +41,14 @@ async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
     Ok(crate::api::connect(&servers, &token).await?)
 }
 
+/// The cluster's status as the member answering sees it.
+async fn status(c: &mut ClusterClient<AuthChannel>) -> Result<pb::ClusterStatusReply, CliError> {
+    Ok(c.cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
 /// JSON form of a container (the fields `containers --json` promises).
 pub fn container_json(c: &pb::Container) -> serde_json::Value {
     serde_json::json!({
@@ -219,11 +227,7 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Cluster(ClusterCommand::Status { json }) => {
-            let s = c
-                .cluster_status(pb::ClusterStatusRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let s = status(&mut c).await?;
             if json {
                 let v = serde_json::json!({
                     "leader": s.leader,
@@ -247,11 +251,7 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Cluster(ClusterCommand::Members { json }) => {
-            let s = c
-                .cluster_status(pb::ClusterStatusRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let s = status(&mut c).await?;
             if json {
                 println!(
                     "{}",

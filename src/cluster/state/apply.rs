@@ -565,4 +565,153 @@ mod tests {
         );
         assert!(matches!(r, Response::Refused(_)));
     }
+
+    fn with_nodes(n: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        for i in 1..=n {
+            s.apply(
+                i,
+                &Command::AddNode {
+                    id: None,
+                    addr: format!("127.0.0.{i}:7000"),
+                    labels: BTreeMap::new(),
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn node_ids_are_allocated_and_never_reused() {
+        let mut s = with_nodes(3);
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        s.apply(
+            4,
+            &Command::SetNodeStatus {
+                id: 3,
+                status: NodeStatus::Left,
+            },
+        );
+        let (r, _) = s.apply(
+            5,
+            &Command::AddNode {
+                id: None,
+                addr: "127.0.0.9:7000".into(),
+                labels: BTreeMap::new(),
+            },
+        );
+        assert_eq!(r, Response::Node(4));
+        let (r, _) = s.apply(
+            6,
+            &Command::AddNode {
+                id: Some(3),
+                addr: "127.0.0.3:7000".into(),
+                labels: BTreeMap::new(),
+            },
+        );
+        assert!(matches!(r, Response::Refused(_)));
+    }
+
+    #[test]
+    fn spawn_ids_are_unique_and_node_down_loses_containers() {
+        let mut s = with_nodes(2);
+        let (a, _) = s.apply(
+            10,
+            &Command::Spawn {
+                definition: def("web"),
+                spec: spec("web"),
+                node: 1,
+                rule: None,
+            },
+        );
+        let (b, _) = s.apply(
+            11,
+            &Command::Spawn {
+                definition: def("web"),
+                spec: spec("web"),
+                node: 2,
+                rule: None,
+            },
+        );
+        assert_eq!(a, Response::Container("web".into()));
+        assert_eq!(b, Response::Container("web-2".into()));
+        assert_eq!(s.containers["web-2"].spec.name, "web-2");
+        let (_, ev) = s.apply(
+            12,
+            &Command::SetNodeStatus {
+                id: 2,
+                status: NodeStatus::Down,
+            },
+        );
+        assert_eq!(s.containers["web-2"].observed, Observed::Lost);
+        assert!(ev.iter().any(|e| e.kind == EventKind::ContainerLost));
+        // Reports from the lost node no longer change anything.
+        s.apply(
+            13,
+            &Command::Observe {
+                id: "web-2".into(),
+                node: 2,
+                observed: Observed::Running { pid: 5 },
+            },
+        );
+        assert_eq!(s.containers["web-2"].observed, Observed::Lost);
+        // Nothing is placed on a down node.
+        let (r, _) = s.apply(
+            14,
+            &Command::Spawn {
+                definition: def("web"),
+                spec: spec("web"),
+                node: 2,
+                rule: None,
+            },
+        );
+        assert!(matches!(r, Response::Refused(_)));
+    }
+
+    #[test]
+    fn replay_gives_the_same_state() {
+        let cmds = [
+            Command::AddNode {
+                id: None,
+                addr: "a".into(),
+                labels: BTreeMap::new(),
+            },
+            Command::Spawn {
+                definition: def("x"),
+                spec: spec("x"),
+                node: 1,
+                rule: Some("r".into()),
+            },
+            Command::Observe {
+                id: "x".into(),
+                node: 1,
+                observed: Observed::Running { pid: 9 },
+            },
+            Command::Stop { id: "x".into() },
+        ];
+        let run = || {
+            let mut s = ClusterState::default();
+            for (i, c) in cmds.iter().enumerate() {
+                s.apply(i as u64 + 1, c);
+            }
+            s
+        };
+        assert_eq!(run(), run());
+        assert_eq!(run().digest().unwrap(), run().digest().unwrap());
+        // The digest sees every command: one more changes it.
+        let mut more = run();
+        let before = more.digest().unwrap();
+        more.apply(
+            9,
+            &Command::SetNodeStatus {
+                id: 1,
+                status: NodeStatus::Down,
+            },
+        );
+        assert_ne!(
+            more.digest().unwrap(),
+            before,
+            "a change left the digest as it was"
+        );
+    }
 }

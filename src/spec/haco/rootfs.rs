@@ -6,30 +6,13 @@ use rhai::{Dynamic, Engine, FnPtr, Map, NativeCallContext};
 
 /// Registers the root filesystem keys.
 pub(super) fn register(engine: &mut Engine) {
-    engine.register_fn(
-        "chroot_to",
-        |c: &mut Container, p: &str| -> RhaiResult<()> {
-            if p.is_empty() {
-                return Err(dsl_error("chroot_to: empty path"));
-            }
-            let path = c.host_path(p);
-            let mut d = c.d.borrow_mut();
-            d.spec.rootfs.path = path;
-            d.root_set = true;
-            Ok(())
-        },
-    );
+    engine.register_fn("chroot_to", |c: &mut Container, p: &str| set_root(c, p));
     engine.register_fn(
         "chroot_to",
         |c: &mut Container, p: &str, o: Map| -> RhaiResult<()> {
             check_keys(&o, "chroot_to", &["chroot", "readonly"])?;
-            if p.is_empty() {
-                return Err(dsl_error("chroot_to: empty path"));
-            }
-            let path = c.host_path(p);
+            set_root(c, p)?;
             let mut d = c.d.borrow_mut();
-            d.spec.rootfs.path = path;
-            d.root_set = true;
             if let Some(v) = o.get("chroot") {
                 if bool_of(v, "chroot_to chroot")? {
                     return Err(dsl_error(CHROOT_REFUSED));
@@ -66,6 +49,18 @@ pub(super) fn register(engine: &mut Engine) {
         "run_shell",
         |p: &mut ProvisionBuilder, script: &str, o: Map| run_shell_named(&p.0, script, o),
     );
+}
+
+/// `chroot_to(path)`: the root filesystem, relative paths from the file's directory.
+fn set_root(c: &mut Container, p: &str) -> RhaiResult<()> {
+    if p.is_empty() {
+        return Err(dsl_error("chroot_to: empty path"));
+    }
+    let path = c.host_path(p);
+    let mut d = c.d.borrow_mut();
+    d.spec.rootfs.path = path;
+    d.root_set = true;
+    Ok(())
 }
 
 fn add_provision(d: &Shared, script: &str, name: Option<String>) -> RhaiResult<()> {
