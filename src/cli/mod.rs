@@ -266,13 +266,20 @@ impl Cli {
     }
 }
 
-/// Whether a command prints for a reader (a terminal or a pipe such as `| head`) and
-/// should end quietly when that reader goes away. The supervisor, the helpers and `up`
-/// (which owns supervisors) keep running instead.
+/// Whether a command only prints for a reader (a terminal or a pipe such as `| head`)
+/// and should end quietly when that reader goes away. Every other command keeps SIGPIPE
+/// ignored: the launcher writes to pipes whose other end may be gone (a child that
+/// failed first), and the supervisor, the helpers and `up` must outlive their readers.
 fn prints_for_a_reader(c: &Command) -> bool {
-    !matches!(
+    matches!(
         c,
-        Command::Supervisor(_) | Command::Monitor | Command::ProvisionStep | Command::Up(_)
+        Command::Show { .. }
+            | Command::Ps { .. }
+            | Command::Logs { .. }
+            | Command::Containers { .. }
+            | Command::Events { .. }
+            | Command::Cluster(_)
+            | Command::Watch(WatchCommand::Ls { .. })
     )
 }
 

@@ -1,8 +1,7 @@
 //! Daemon mode: ps, logs, attach, kill with escalation, stale state, and the cgroup v2
 //! code path on a cgroup2 mount of the test's own.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 fn wait_log(host: &Host, name: &str, needle: &str) -> String {

@@ -4,20 +4,17 @@
 
 use super::{busybox_rootfs, require_program, require_root, Scratch, BIN};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// Cluster tests run one at a time: several clusters at once on 2 cores would test the
-/// machine's scheduler, not haconiwa.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Holds the one-cluster-at-a-time lock (for tests that start clusters another way).
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// Holds the machine alone (for tests that start clusters another way): see
+/// [`super::alone`].
+pub fn serial() -> std::sync::RwLockWriteGuard<'static, ()> {
+    super::alone()
 }
 
 /// One supervisor slot.
@@ -53,7 +50,7 @@ pub struct Cluster {
     /// Flags given to every supervisor.
     pub common_flags: Vec<String>,
     chain: Option<String>,
-    _serial: std::sync::MutexGuard<'static, ()>,
+    _serial: std::sync::RwLockWriteGuard<'static, ()>,
 }
 
 impl Cluster {
@@ -61,7 +58,7 @@ impl Cluster {
     pub fn new(tag: &str, common_flags: &[&str]) -> Cluster {
         require_root();
         busybox_rootfs();
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let serial = super::alone();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let scratch = Scratch::new(tag);
         let net = format!("127.{}.{}", 20 + n % 200, std::process::id() % 250 + 1);
@@ -412,66 +409,12 @@ impl Cluster {
     }
 }
 
-/// Kills every process recorded under a state dir (monitors and containers).
-pub fn kill_recorded(state_dir: &Path) {
-    let Ok(nodes) = std::fs::read_dir(state_dir) else {
-        return;
-    };
-    for node in nodes.flatten() {
-        let Ok(rd) = std::fs::read_dir(node.path().join("containers")) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if v["status"] == "exited" {
-                continue;
-            }
-            for key in ["monitor_pid", "pid"] {
-                if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-    }
-}
-
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.heal();
         for i in 1..=self.nodes.len() {
             self.kill9(i);
         }
-        kill_recorded(&self.state_dir);
-        // cgroups: <hierarchy>/<parent>/node-N/<container>
-        let mut dirs = Vec::new();
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for e in rd.flatten() {
-                let p = e.path().join(&self.cgroup_parent);
-                if p.exists() {
-                    dirs.push(p);
-                }
-            }
-        }
-        for _ in 0..200 {
-            let mut left = false;
-            for d in &dirs {
-                if d.exists() {
-                    left = true;
-                    super::remove_cgroup_tree_pub(d);
-                }
-            }
-            if !left {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::sweep(&self.state_dir, &self.cgroup_parent);
     }
 }

@@ -11,7 +11,7 @@ fn err(text: &str) -> String {
     load(text).expect_err("the definition should be refused")
 }
 
-const DESIGN_SLEEPER: &str = include_str!("../examples/sleeper.haco");
+const DESIGN_SLEEPER: &str = include_str!("../../examples/sleeper.haco");
 
 #[test]
 fn design_example_loads() {

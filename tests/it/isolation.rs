@@ -1,7 +1,6 @@
 //! Real containers, checked from inside: each isolation feature of the launcher.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 #[test]

@@ -1,8 +1,7 @@
 //! The supervisor cluster with real processes on 127.x.y.N and real containers.
 
-mod common;
-use common::cluster::Cluster;
-use common::stdout;
+use crate::common::cluster::Cluster;
+use crate::common::stdout;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -270,7 +269,7 @@ fn a_wrong_or_missing_token_is_refused() {
         String::from_utf8_lossy(&wrong.stderr).contains("unauthenticated: wrong cluster token"),
         "{wrong:?}"
     );
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(crate::common::BIN)
         .env("HACONIWA_SERVER", cl.servers())
         .env("HACONIWA_TOKEN", "")
         .args(["containers"])

@@ -1,8 +1,7 @@
 //! Resource limits and privileges, checked from inside real containers: capabilities,
 //! OOM kills, pids.max, cpuset, rlimits, user namespaces.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn dropping_cap_sys_time_refuses_date_s_even_for_root_while_chown_works() {

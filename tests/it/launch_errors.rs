@@ -1,8 +1,7 @@
 //! Failed launches: one line naming the container, the step and the OS error; a
 //! non-zero exit; nothing left behind (state, cgroups, mounts, processes).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn assert_failed_cleanly(host: &Host, out: &std::process::Output, expect: &[&str]) {
     let err = stderr(out);

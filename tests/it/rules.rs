@@ -1,8 +1,7 @@
 //! Watcher rules on a real 3-node cluster with real containers: DESIGN.md's keep5.watch
 //! and sleeper.haco, unchanged.
 
-mod common;
-use common::cluster::Cluster;
+use crate::common::cluster::Cluster;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,7 +55,7 @@ impl Sampler {
             let started = Instant::now();
             while !(s.load(Ordering::SeqCst) && (m.lock().unwrap().2 > 10 || started.elapsed() > T))
             {
-                let o = std::process::Command::new(common::BIN)
+                let o = std::process::Command::new(crate::common::BIN)
                     .env("HACONIWA_SERVER", &servers)
                     .env("HACONIWA_TOKEN", &token)
                     .args(["containers", "--all", "--json"])
@@ -297,9 +296,9 @@ fn an_endless_rule_is_stopped_and_reported_while_the_others_are_kept() {
 
 #[test]
 fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
-    common::require_root();
-    let _one_at_a_time = common::cluster::serial();
-    let up = std::process::Command::new(common::BIN)
+    crate::common::require_root();
+    let _one_at_a_time = crate::common::cluster::serial();
+    let up = std::process::Command::new(crate::common::BIN)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["up", "--detach"])
         .output()
@@ -307,15 +306,17 @@ fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
     struct Down;
     impl Drop for Down {
         fn drop(&mut self) {
-            let _ = std::process::Command::new(common::BIN).arg("down").output();
+            let _ = std::process::Command::new(crate::common::BIN)
+                .arg("down")
+                .output();
         }
     }
     let _down = Down;
     assert!(
         up.status.success(),
         "{}{}",
-        common::stdout(&up),
-        common::stderr(&up)
+        crate::common::stdout(&up),
+        crate::common::stderr(&up)
     );
     let env = std::fs::read_to_string("/run/haconiwa-up/env").unwrap();
     let var = |k: &str| {
@@ -327,7 +328,7 @@ fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
     let (server, token) = (var("HACONIWA_SERVER"), var("HACONIWA_TOKEN"));
     let deadline = Instant::now() + T;
     loop {
-        let o = std::process::Command::new(common::BIN)
+        let o = std::process::Command::new(crate::common::BIN)
             .env("HACONIWA_SERVER", &server)
             .env("HACONIWA_TOKEN", &token)
             .args(["containers", "--json"])
@@ -349,11 +350,11 @@ fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
     let info: Value =
         serde_json::from_str(&std::fs::read_to_string("/run/haconiwa-up/info.json").unwrap())
             .unwrap();
-    let down = std::process::Command::new(common::BIN)
+    let down = std::process::Command::new(crate::common::BIN)
         .arg("down")
         .output()
         .unwrap();
-    assert!(down.status.success(), "{}", common::stderr(&down));
+    assert!(down.status.success(), "{}", crate::common::stderr(&down));
     assert!(!std::path::Path::new("/run/haconiwa-up").exists());
     assert!(!std::path::Path::new(info["data_dir"].as_str().unwrap()).exists());
     for pid in info["pids"].as_array().unwrap() {

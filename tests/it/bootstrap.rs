@@ -1,8 +1,7 @@
 //! `haconiwa create`: busybox, host and tarball root filesystems, provision steps run
 //! once, and a container actually running from each root.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn create_and_run(
     host: &Host,

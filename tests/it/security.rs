@@ -2,9 +2,7 @@
 //! default container. A small static probe (tests/probe/probe.c, built here with gcc)
 //! makes the system calls busybox cannot.
 
-mod common;
-
-use common::{require_program, stderr, stdout, Host, Scratch};
+use crate::common::{require_program, stderr, stdout, Host, Scratch};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -491,7 +489,7 @@ fn state_and_log_files_are_private() {
 
 #[test]
 fn supervisor_data_is_private_and_the_token_can_come_from_a_file() {
-    let mut c = common::cluster::Cluster::new("sec-sup", &[]);
+    let mut c = crate::common::cluster::Cluster::new("sec-sup", &[]);
     c.add_node(&[]);
     c.wait_leader(Duration::from_secs(20));
     use std::os::unix::fs::PermissionsExt;
@@ -504,7 +502,7 @@ fn supervisor_data_is_private_and_the_token_can_come_from_a_file() {
     let token_file = scratch.path.join("token");
     std::fs::write(&token_file, format!("{}\n", c.token)).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(crate::common::BIN)
         .env_remove("HACONIWA_TOKEN")
         .env("HACONIWA_SERVER", c.servers())
         .args([

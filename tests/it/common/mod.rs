@@ -15,6 +15,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_haconiwa");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Cluster tests (timing: elections, failovers, rules) run alone, as they did when each
+/// test file was its own binary: several clusters, or a cluster beside a crowd of
+/// containers, on 2 cores would test the machine's scheduler, not haconiwa. Tests of
+/// local containers share the machine with each other.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Holds the machine alone (a cluster test).
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shares the machine with other local-container tests.
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Fails loudly unless we are root: these tests use real namespaces and cgroups.
 pub fn require_root() {
     assert!(
@@ -94,6 +110,7 @@ pub struct Host {
     pub state_dir: PathBuf,
     /// `HACONIWA_CGROUP_PARENT`.
     pub cgroup_parent: String,
+    _machine: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl Host {
@@ -110,6 +127,7 @@ impl Host {
             scratch,
             state_dir,
             cgroup_parent,
+            _machine: shared(),
         }
     }
 
@@ -196,18 +214,9 @@ impl Host {
         }
     }
 
-    /// cgroup directories of this view still present.
+    /// cgroup directories of this view still present, in any hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for e in rd.flatten() {
-                let p = e.path().join(&self.cgroup_parent);
-                if p.exists() {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        cgroup_dirs(&self.cgroup_parent)
     }
 
     /// Asserts that nothing of this view is left: no cgroup, no mount under the scratch
@@ -227,41 +236,77 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        // Best effort, also when the test failed: kill what runs, remove cgroups.
-        if let Ok(rd) = std::fs::read_dir(self.state_dir.join("containers")) {
-            for e in rd.flatten() {
-                if let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                        for key in ["pid", "monitor_pid"] {
-                            if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
-                                if v["status"] != "exited" {
-                                    let _ = nix::sys::signal::kill(
-                                        nix::unistd::Pid::from_raw(pid as i32),
-                                        nix::sys::signal::Signal::SIGKILL,
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for _ in 0..100 {
-            let left = self.leftover_cgroups();
-            if left.is_empty() {
-                break;
-            }
-            for dir in left {
-                remove_cgroup_tree(&dir);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Best effort, also when the test failed.
+        sweep(&self.state_dir, &self.cgroup_parent);
     }
 }
 
-/// Kills what is in a cgroup tree and removes it (test cleanup).
-pub fn remove_cgroup_tree_pub(dir: &Path) {
-    remove_cgroup_tree(dir)
+/// Where a cgroup parent's directories are, in every mounted hierarchy: the v1
+/// controllers and a unified mount under /sys/fs/cgroup, or /sys/fs/cgroup itself on a
+/// v2-only host.
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    let is_hierarchy = |p: &Path| {
+        statfs(p).is_ok_and(|s| {
+            s.filesystem_type() == CGROUP_SUPER_MAGIC || s.filesystem_type() == CGROUP2_SUPER_MAGIC
+        })
+    };
+    let base = PathBuf::from("/sys/fs/cgroup");
+    let mut roots = vec![base.clone()];
+    if let Ok(rd) = std::fs::read_dir(&base) {
+        roots.extend(rd.flatten().map(|e| e.path()).filter(|p| is_hierarchy(p)));
+    }
+    roots
+        .into_iter()
+        .filter(|r| is_hierarchy(r))
+        .map(|r| r.join(parent))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Cleans up after a test, also after a failure: kills every process a state tree
+/// records as still running (containers and their monitors, `ROOT/containers/*` or
+/// `ROOT/node-N/containers/*`), then whatever is left in the cgroup parent's trees, and
+/// removes those trees. Bounded in time.
+pub fn sweep(state_root: &Path, cgroup_parent: &str) {
+    let mut dirs = vec![state_root.join("containers")];
+    if let Ok(rd) = std::fs::read_dir(state_root) {
+        dirs.extend(rd.flatten().map(|e| e.path().join("containers")));
+    }
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if v["status"] == "exited" {
+                continue;
+            }
+            for key in ["monitor_pid", "pid"] {
+                if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+    for _ in 0..200 {
+        let left = cgroup_dirs(cgroup_parent);
+        if left.is_empty() {
+            break;
+        }
+        for d in left {
+            remove_cgroup_tree(&d);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn remove_cgroup_tree(dir: &Path) {

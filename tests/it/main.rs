@@ -1,0 +1,14 @@
+//! Every integration test of haconiwa, in one binary (one link of the whole crate instead
+//! of one per file): real namespaces, cgroups, supervisors and containers, as root.
+
+mod common;
+
+mod bootstrap;
+mod cluster;
+mod daemon;
+mod haco_loader;
+mod isolation;
+mod launch_errors;
+mod privileges;
+mod rules;
+mod security;
