@@ -188,7 +188,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Events { .. }
         | Command::Watch(_)
         | Command::Up(_)
-        | Command::Down
+        | Command::Down(_)
         | Command::Cluster(_) => Err("not a local command".into()),
         Command::ProvisionStep => {
             let mut text = String::new();

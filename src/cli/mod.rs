@@ -176,7 +176,7 @@ pub enum Command {
     /// root filesystem, a watch file applied, a live table until Ctrl-C.
     Up(up::UpArgs),
     /// Stop a cluster started with `haconiwa up --detach`.
-    Down,
+    Down(up::DownArgs),
     /// Internal: start a detached container from a JSON spec on stdin.
     #[command(name = "__monitor", hide = true)]
     Monitor,
@@ -297,7 +297,7 @@ pub fn main() -> i32 {
         | Command::Events { .. }
         | Command::Watch(_)
         | Command::Cluster(_) => remote::run(cli),
-        Command::Up(_) | Command::Down => up::run(cli),
+        Command::Up(_) | Command::Down(_) => up::run(cli),
         _ => local::dispatch(cli),
     };
     match result {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// Where a detached local cluster is recorded.
+/// Where a detached local cluster is recorded by default.
 pub const UP_DIR: &str = "/run/haconiwa-up";
 
 /// Flags of `haconiwa up`.
@@ -26,11 +26,31 @@ pub struct UpArgs {
     /// Leave it running and return (stop it with `haconiwa down`).
     #[arg(long)]
     detach: bool,
+    /// Where the cluster's token, addresses and pids are recorded (0700).
+    #[arg(long, env = "HACONIWA_UP_DIR", default_value = UP_DIR)]
+    dir: PathBuf,
+    /// The first three parts of the supervisors' addresses: NET.1, NET.2, ... on
+    /// loopback.
+    #[arg(long, default_value = "127.0.0")]
+    net: String,
+    /// The supervisors' port.
+    #[arg(long, default_value_t = 7700)]
+    port: u16,
+}
+
+/// Flags of `haconiwa down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Where `up` recorded the cluster.
+    #[arg(long, env = "HACONIWA_UP_DIR", default_value = UP_DIR)]
+    dir: PathBuf,
 }
 
 /// What `down` needs to find a detached cluster.
 #[derive(Debug, Serialize, Deserialize)]
 struct UpInfo {
+    /// The directory this is recorded in.
+    dir: PathBuf,
     pids: Vec<u32>,
     servers: Vec<String>,
     token: String,
@@ -49,19 +69,26 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let cgroup_parent = cli
+        .cgroup_parent
+        .clone()
+        .unwrap_or_else(|| "haconiwa-up".into());
     match cli.command {
-        Command::Up(a) => rt.block_on(up(a)),
-        _ => {
-            let info = read_info().ok_or("no local cluster is up (nothing in /run/haconiwa-up)")?;
+        Command::Up(a) => rt.block_on(up(a, cgroup_parent)),
+        Command::Down(d) => {
+            let info = read_info(&d.dir).ok_or_else(|| {
+                format!("no local cluster is up (nothing in {})", d.dir.display())
+            })?;
             teardown(&info);
             println!("local cluster stopped and removed");
             Ok(0)
         }
+        _ => Err("not an up/down command".into()),
     }
 }
 
-fn read_info() -> Option<UpInfo> {
-    let text = std::fs::read_to_string(Path::new(UP_DIR).join("info.json")).ok()?;
+fn read_info(dir: &Path) -> Option<UpInfo> {
+    let text = std::fs::read_to_string(dir.join("info.json")).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -111,14 +138,25 @@ fn teardown(info: &UpInfo) {
         }
     }
     let _ = std::fs::remove_dir_all(&info.data_dir);
-    let _ = std::fs::remove_dir_all(UP_DIR);
+    let _ = std::fs::remove_dir_all(&info.dir);
 }
 
-async fn up(a: UpArgs) -> Result<i32, CliError> {
+async fn up(a: UpArgs, cgroup_parent: String) -> Result<i32, CliError> {
     if !(1..=7).contains(&a.nodes) {
         return Err("--nodes must be between 1 and 7".into());
     }
-    if let Some(info) = read_info() {
+    let net_ok = a.net.split('.').count() == 3
+        && format!("{}.1", a.net)
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !net_ok {
+        return Err(format!(
+            "--net {}: expected the first three parts of a loopback address, such as 127.0.0",
+            a.net
+        )
+        .into());
+    }
+    if let Some(info) = read_info(&a.dir) {
         if info.pids.iter().any(|p| alive(*p)) {
             return Err(format!(
                 "a local cluster is already up ({}); `haconiwa down` stops it",
@@ -146,17 +184,18 @@ async fn up(a: UpArgs) -> Result<i32, CliError> {
     let token = random_hex(16);
     let exe = std::env::current_exe()?;
     let mut info = UpInfo {
+        dir: a.dir.clone(),
         pids: Vec::new(),
         servers: Vec::new(),
         token: token.clone(),
         data_dir: data_dir.clone(),
         state_dir: data_dir.join("state"),
-        cgroup_parent: "haconiwa-up".into(),
+        cgroup_parent,
     };
-    private_dir(Path::new(UP_DIR))?;
+    private_dir(&a.dir)?;
     let save = |info: &UpInfo| -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(info)?;
-        crate::runtime::state::write_atomic(&Path::new(UP_DIR).join("info.json"), text.as_bytes())?;
+        crate::runtime::state::write_atomic(&info.dir.join("info.json"), text.as_bytes())?;
         Ok(())
     };
     let started = start_all(&a, &exe, &mut info, &save).await;
@@ -175,14 +214,14 @@ async fn up(a: UpArgs) -> Result<i32, CliError> {
         servers.join(",")
     );
     // The token inside: 0600 in a 0700 directory.
-    crate::runtime::state::write_atomic(&Path::new(UP_DIR).join("env"), env.as_bytes())?;
+    crate::runtime::state::write_atomic(&a.dir.join("env"), env.as_bytes())?;
     if a.detach {
         println!(
             "local cluster of {} supervisors up; rule {} applied",
             a.nodes,
             watch.display()
         );
-        println!("reach it with:  source {UP_DIR}/env   (or:)");
+        println!("reach it with:  source {}/env   (or:)", a.dir.display());
         print!("{env}");
         println!("then: haconiwa cluster status | haconiwa containers | haconiwa events; stop: haconiwa down");
         return Ok(0);
@@ -208,7 +247,7 @@ async fn start_all(
     save: &dyn Fn(&UpInfo) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     for i in 1..=a.nodes {
-        let addr = format!("127.0.0.{i}:7700");
+        let addr = format!("{}.{i}:{}", a.net, a.port);
         let log = std::os::unix::fs::OpenOptionsExt::mode(
             std::fs::OpenOptions::new()
                 .write(true)

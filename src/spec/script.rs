@@ -81,6 +81,9 @@ fn describe(err: &EvalAltResult) -> String {
             }
         }
         EvalAltResult::ErrorPropertyNotFound(p, _) => format!("unknown key '{p}'"),
+        EvalAltResult::ErrorTooManyModules(_) => {
+            "`import` is not allowed: scripts cannot load modules".into()
+        }
         EvalAltResult::ErrorTooManyOperations(_) => format!(
             "the script ran more than {MAX_OPERATIONS} operations (endless loop?) and was stopped"
         ),

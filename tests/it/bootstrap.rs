@@ -190,11 +190,25 @@ fn new_writes_a_boilerplate_that_runs_after_create() {
         "c.network",
         "add_mount_point",
         "uid_map",
+        "c.capabilities.ambient",
+        "c.seccomp",
+        "c.devices.allow",
     ] {
         assert!(text.contains(key), "boilerplate lacks {key}");
     }
-    // Refuses to overwrite.
-    assert!(!host.run(&["new", def.to_str().unwrap()]).status.success());
+    // Refuses to overwrite, and leaves the file as it was.
+    std::fs::write(&def, format!("{text}// edited by hand\n")).unwrap();
+    let again = host.run(&["new", def.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("exists; pass --force"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&def).unwrap(),
+        format!("{text}// edited by hand\n")
+    );
     host.ok(&["create", def.to_str().unwrap()]);
     let out = host.ok(&["run", def.to_str().unwrap()]);
     assert!(out.contains("hello from web"), "{out}");

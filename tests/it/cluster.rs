@@ -96,9 +96,8 @@ fn spawn_placed_on_node_2_runs_a_real_container_there_and_stop_kills_it() {
         .chain(cl.local_ps(3).iter())
         .all(|x| x["name"] != id.as_str()));
     // A follower forwards the write to the leader.
-    let follower = (1..=3)
-        .find(|i| cl.status().unwrap()["leader"] != *i as u64)
-        .unwrap();
+    let leader = cl.wait_leader(T);
+    let follower = (1..=3).find(|i| *i as u64 != leader).unwrap();
     let o = cl.run_on(follower, &["stop", &id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     cl.wait_containers(T, "stopped", |c| {
@@ -283,19 +282,34 @@ fn a_wrong_or_missing_token_is_refused() {
     // Without a token the server refuses every service, Raft included (a client of its
     // own, since the CLI refuses to send nothing).
     let out = python_client(&["no-token", &cl.nodes[0].addr]);
-    assert!(out.contains("UNAUTHENTICATED"), "{}", out);
+    for service in ["haconiwa.v1.Cluster/ClusterStatus", "haconiwa.v1.Raft/Vote"] {
+        assert!(
+            out.lines()
+                .any(|l| l == format!("{service}: UNAUTHENTICATED")),
+            "{service} was not refused for want of a token:\n{out}"
+        );
+    }
 }
 
 #[test]
 fn an_independent_grpc_client_lists_services_and_calls_cluster_status() {
     let cl = Cluster::three("cl-reflect", &[]);
-    let out = python_client(&["status", &cl.nodes[1].addr, &cl.token]);
-    assert!(
-        out.contains("haconiwa.v1.Cluster") && out.contains("haconiwa.v1.Raft"),
-        "{out}"
-    );
-    let leader = cl.status().unwrap()["leader"].as_u64().unwrap();
-    assert!(out.contains(&format!("leader={leader}")), "{out}");
+    // The leader it reports is the one the cluster had before and after the call (an
+    // election in between would make the comparison meaningless: then try again).
+    for attempt in 0..3 {
+        let before = cl.wait_leader(T);
+        let out = python_client(&["status", &cl.nodes[1].addr, &cl.token]);
+        assert!(
+            out.contains("haconiwa.v1.Cluster") && out.contains("haconiwa.v1.Raft"),
+            "{out}"
+        );
+        if cl.wait_leader(T) == before {
+            assert!(out.contains(&format!("leader={before}")), "{out}");
+            return;
+        }
+        eprintln!("attempt {attempt}: the leader changed during the call");
+    }
+    panic!("the leader kept changing");
 }
 
 #[test]
@@ -380,17 +394,22 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
     let ids: Vec<String> = (0..2)
         .map(|_| spawn(&cl, &def, &["--node", &victim.to_string()]))
         .collect();
-    cl.wait_containers(T, "2 running on the victim", |c| {
+    let c = cl.wait_containers(T, "2 running on the victim", |c| {
         ids.iter().all(|id| running_on(c, id).is_some())
     });
-    // Watch the committed changes while draining.
-    let mut events = cl
-        .cli()
-        .args(["events", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let pids: Vec<i64> = ids.iter().map(|id| running_on(&c, id).unwrap().1).collect();
+    // Watch the committed changes while draining: the stream is live once a change
+    // committed after it started shows up in it.
+    let stream = EventStream::start(&cl);
+    let probe = cl.scratch.path.join("probe.watch");
+    std::fs::write(
+        &probe,
+        "haconiwa.watch(|w| { w.watch(\"timer\", #{ every: 86400000 }, |e| { }); });",
+    )
+    .unwrap();
+    cl.ok(&["watch", "apply", probe.to_str().unwrap()]);
+    stream.wait_for("rule_applied");
+    cl.ok(&["watch", "rm", "probe"]);
     let out = cl.ok(&["cluster", "drain", &victim.to_string()]);
     assert!(out.contains("2 container(s) moved"), "{out}");
     let c = cl.wait_containers(T, "copies running elsewhere, originals stopped", |c| {
@@ -405,6 +424,10 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
             })
     });
     assert_eq!(running(&c).len(), 2);
+    // The originals are really gone from the victim.
+    for pid in &pids {
+        assert!(!pid_alive(*pid), "drained container {pid} still runs");
+    }
     let s = cl.status().unwrap();
     let m = s["members"]
         .as_array()
@@ -419,6 +442,7 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
     let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
     assert_ne!(running_on(&c, &id).unwrap().0, victim);
     // The leader cannot remove itself; it says how to proceed.
+    let leader = cl.wait_leader(T);
     let o = cl.run(&["cluster", "leave", &leader.to_string()]);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("is the leader and cannot remove itself"),
@@ -446,13 +470,7 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
         String::from_utf8_lossy(&o.stderr).contains("has left"),
         "{o:?}"
     );
-    let _ = events.kill();
-    let out = events.wait_with_output().unwrap();
-    let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|e| e["kind"].as_str().unwrap_or("").to_string())
-        .collect();
+    let kinds = stream.stop();
     for k in [
         "node_draining",
         "container_spawned",
@@ -461,6 +479,65 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
         "node_left",
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} event in {kinds:?}");
+    }
+}
+
+/// `haconiwa events --json` in the background, its lines collected as they come.
+struct EventStream {
+    child: std::process::Child,
+    kinds: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventStream {
+    fn start(cl: &Cluster) -> EventStream {
+        let mut child = cl
+            .cli()
+            .args(["events", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let kinds = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let k = kinds.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(e) = serde_json::from_str::<Value>(&line) {
+                    k.lock()
+                        .unwrap()
+                        .push(e["kind"].as_str().unwrap_or("").to_string());
+                }
+            }
+        });
+        EventStream {
+            child,
+            kinds,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits (bounded) until an event of `kind` arrived.
+    fn wait_for(&self, kind: &str) {
+        let deadline = std::time::Instant::now() + T;
+        while !self.kinds.lock().unwrap().iter().any(|k| k == kind) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} event on the stream"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ends the stream; the kinds seen.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let kinds = self.kinds.lock().unwrap().clone();
+        kinds
     }
 }
 

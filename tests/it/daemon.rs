@@ -94,7 +94,7 @@ fn kill_escalates_to_sigkill_after_the_timeout() {
     let host = Host::new("kill");
     let def = host.haco(
         "stubborn",
-        "    c.init_command = [\"/bin/sh\", \"-c\", \"trap '' TERM; echo ready; while :; do sleep 0.1; done\"];\n    c.daemonize();",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.1; done\"];\n    c.daemonize();",
     );
     host.ok(&["run", def.to_str().unwrap()]);
     wait_log(&host, "stubborn", "ready");
@@ -102,10 +102,14 @@ fn kill_escalates_to_sigkill_after_the_timeout() {
     let out = host.ok(&["kill", "stubborn", "--timeout", "0.5"]);
     let took = t0.elapsed();
     assert!(out.contains("exited with 137"), "{out}");
+    // TERM first (the command saw it and carried on), SIGKILL once the timeout passed,
+    // and not much later.
     assert!(
-        took >= Duration::from_millis(500),
-        "escalated before the timeout: {took:?}"
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        "escalated at {took:?} for a 0.5 s timeout"
     );
+    let logs = host.ok(&["logs", "stubborn"]);
+    assert!(logs.contains("got TERM"), "TERM never arrived: {logs}");
     let st = host.wait_exited("stubborn", Duration::from_secs(5));
     assert_eq!(st["exit_code"], 137);
     // Killing an exited container is an error, not a hang.

@@ -186,20 +186,37 @@ fn exit_status_and_signal_status_propagate() {
 #[test]
 fn pid_1_reaps_orphaned_grandchildren() {
     let host = Host::new("reap");
-    // The grandchild is orphaned at once (its parent subshell exits) and dies 0.2 s later;
-    // PID 1 must reap it, so no zombie shows up.
+    // The grandchild is orphaned at once (its parent subshell exits), shows itself as a
+    // child of PID 1, and dies 0.3 s later; PID 1 must reap it, so no zombie shows up.
     let out = host.sh(
         "reap",
         "",
-        "(sleep 0.2 &); sleep 1; for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; echo \"$1 $3\"; done",
+        "(sleep 0.3 & echo orphan $!); sleep 0.1; for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; echo \"$1 $3 $4\"; done; echo --; sleep 1; for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; echo \"$1 $3 $4\"; done",
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
+    let orphan = text
+        .lines()
+        .find_map(|l| l.strip_prefix("orphan "))
+        .expect("the orphan's pid")
+        .to_string();
+    let (before, after) = text.split_once("--\n").expect("two listings");
+    // It existed, orphaned: adopted by PID 1 (ppid 1).
     assert!(
-        !text.lines().any(|l| l.ends_with(" Z")),
+        before
+            .lines()
+            .any(|l| l.starts_with(&format!("{orphan} ")) && l.ends_with(" 1")),
+        "no orphan under PID 1: {text}"
+    );
+    // And it was reaped: gone, no zombie anywhere.
+    assert!(
+        !after.lines().any(|l| l.starts_with(&format!("{orphan} "))),
+        "the orphan is still listed: {text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.split(' ').nth(1) == Some("Z")),
         "zombie left: {text}"
     );
-    assert!(text.lines().count() >= 2, "{text}");
     host.assert_clean();
 }
 
@@ -283,14 +300,42 @@ fn design_sleeper_runs_unchanged() {
         busybox_rootfs().to_str().unwrap(),
     );
     let def = host.haco_raw("sleeper", &text);
-    let out = host.ok(&["run", def.to_str().unwrap(), "--", "/bin/sleep", "0.3"]);
+    let out = host.ok(&[
+        "run",
+        def.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "grep CapBnd /proc/self/status; hostname; sleep 0.5",
+    ]);
     let name = out.split_whitespace().next().unwrap().to_string();
     assert!(
         name.starts_with("sleeper-") && name.len() == "sleeper-".len() + 8,
         "{out}"
     );
+    // Its limits hold while it runs: 64M of memory, 64 pids (read from its cgroups).
+    let mut limits = Vec::new();
+    for dir in host.leftover_cgroups() {
+        for f in ["memory.max", "memory.limit_in_bytes", "pids.max"] {
+            if let Ok(v) = std::fs::read_to_string(dir.join(&name).join(f)) {
+                limits.push(format!("{f}={}", v.trim()));
+            }
+        }
+    }
+    assert!(
+        limits
+            .iter()
+            .any(|l| l == "memory.max=67108864" || l == "memory.limit_in_bytes=67108864"),
+        "{limits:?}"
+    );
+    assert!(limits.iter().any(|l| l == "pids.max=64"), "{limits:?}");
     let st = host.wait_exited(&name, Duration::from_secs(10));
     assert_eq!(st["exit_code"], 0, "{st}");
+    // Its own UTS namespace and name; Docker's 14 exactly (the CAP_SYS_TIME it drops is not
+    // among them: nothing was added).
+    let logs = host.ok(&["logs", &name]);
+    assert!(logs.contains("CapBnd:\t00000000a80425fb"), "{logs}");
+    assert!(logs.contains(&name), "{logs}");
     host.assert_clean();
 }
 

@@ -335,7 +335,24 @@ impl Cluster {
             .args(["ps", "--json"])
             .output()
             .unwrap();
-        serde_json::from_slice(&o.stdout).unwrap_or_default()
+        assert!(
+            o.status.success(),
+            "ps of node {id} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("ps --json prints a JSON list")
+    }
+
+    /// The containers that really run on each node (see [`Truth`]).
+    pub fn real_running(&self) -> std::collections::BTreeMap<u64, usize> {
+        self.probe().real_running()
+    }
+
+    /// A handle that counts the truth from another thread.
+    pub fn probe(&self) -> Truth {
+        Truth {
+            cgroup_parent: self.cgroup_parent.clone(),
+        }
     }
 
     /// Writes a definition into the scratch dir, rooted at the test busybox root.
@@ -416,5 +433,47 @@ impl Drop for Cluster {
             self.kill9(i);
         }
         super::sweep(&self.state_dir, &self.cgroup_parent);
+    }
+}
+
+/// What the hosts of a test cluster really run, counted where it lives.
+#[derive(Clone)]
+pub struct Truth {
+    cgroup_parent: String,
+}
+
+impl Truth {
+    /// The containers that really run on each node: the non-empty container cgroups
+    /// under `<parent>/node-N/` (the truth, whatever the cluster believes).
+    pub fn real_running(&self) -> std::collections::BTreeMap<u64, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        // One hierarchy is enough: every container has a pids (v1) or unified (v2) cgroup.
+        let Some(root) = super::cgroup_dirs(&self.cgroup_parent).into_iter().next() else {
+            return out;
+        };
+        let Ok(nodes) = std::fs::read_dir(&root) else {
+            return out;
+        };
+        for n in nodes.flatten() {
+            let name = n.file_name().to_string_lossy().to_string();
+            let Some(id) = name
+                .strip_prefix("node-")
+                .and_then(|i| i.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let count = std::fs::read_dir(n.path())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|c| {
+                            std::fs::read_to_string(c.path().join("cgroup.procs"))
+                                .is_ok_and(|p| !p.trim().is_empty())
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            out.insert(id, count);
+        }
+        out
     }
 }
