@@ -1,4 +1,18 @@
-//! haconiwa: a container supervisor cluster. See DESIGN.md for the layers.
+//! haconiwa: a container supervisor cluster.
+//!
+//! # Layout
+//!
+//! Layers, bottom up (an arrow only points down); `docs/architecture.md` has the whole
+//! map, the flow of a spawn and of a rule evaluation, and the process model.
+//!
+//! - [`api`]: the wire (generated gRPC code, the token check, the client).
+//! - [`spec`]: the container model and the sandboxed `.haco` / `.watch` loaders.
+//! - [`launcher`]: one container from a spec (synchronous; all `unsafe` lives here).
+//! - [`runtime`]: local containers on this host (state, monitors, bootstrap, provision).
+//! - [`cluster`]: Raft types, the deterministic replicated state, storage, transport.
+//! - [`watch`]: every decision that can be pure (placement, schedules, reconcile).
+//! - [`supervisor`]: the daemon that wires it all and carries the decisions out.
+//! - [`cli`]: the commands.
 
 pub mod api;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The `.haco` loader: the DESIGN.md example, every key, and each kind of error with
+//! The `.haco` loader: the example sleeper, every key, and each kind of error with
 //! its file:line:col.
 
 use haconiwa::spec::{self, Bootstrap, NsKind, RootMode, SystemMount};

@@ -288,7 +288,7 @@ fn namespace_enter_joins_a_namespace_made_by_the_test() {
 #[test]
 fn design_sleeper_runs_unchanged() {
     let host = Host::new("sleeper");
-    // DESIGN.md's file verbatim, with the test's root filesystem path.
+    // examples/sleeper.haco (the design's file) verbatim, with the test's root filesystem path.
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/sleeper.haco"

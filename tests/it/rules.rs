@@ -1,4 +1,4 @@
-//! Watcher rules on a real 3-node cluster with real containers: DESIGN.md's keep5.watch
+//! Watcher rules on a real 3-node cluster with real containers: examples/keep5.watch
 //! and sleeper.haco, unchanged.
 
 use crate::common::cluster::Cluster;
