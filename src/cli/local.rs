@@ -18,6 +18,7 @@ fn load(file: &Path) -> Result<ContainerSpec, CliError> {
 }
 
 /// Runs one command and returns the process exit code.
+// Long by nature: a flat dispatcher, one short arm per local command.
 pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let rt = Runtime::new(
         cli.state_dir
@@ -303,6 +304,8 @@ fn format_time(secs: u64) -> String {
     }
 }
 
+/// `show`: the resolved definition, one line per key.
+// Long by nature: one line per key of the model.
 fn print_spec(s: &ContainerSpec) {
     let list = |v: Vec<String>| {
         if v.is_empty() {

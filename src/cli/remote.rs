@@ -124,6 +124,7 @@ fn spawn_request(
     })
 }
 
+// Long by nature: a flat dispatcher, one arm per cluster command (call, then print).
 async fn run_async(cli: Cli) -> Result<i32, CliError> {
     // Local files first: a broken file is reported without a server.
     let spawn_req = match &cli.command {

@@ -4,7 +4,6 @@
 
 use super::clone::ns_flag;
 use super::error::{Step, StepError, StepResult};
-use super::parent::{Child, DEFAULT_PATH};
 use super::seccomp::{self, Filter};
 use super::{init, mounts, network, privileges, signals};
 use crate::spec::{ContainerSpec, NsKind};
@@ -14,6 +13,34 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// PATH inside the container when the definition sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the container sees its root filesystem (the bootstrapped base of a definition,
+/// shared by all its containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootAccess {
+    /// The base read-only below the container's own writable layer (overlayfs): its
+    /// writes land in `DIR/upper` (with `DIR/work` and the mount point `DIR/merged`,
+    /// all made by the caller) and nobody else sees them.
+    Layer(PathBuf),
+    /// The base read-only, nothing writable (`readonly_rootfs`).
+    ReadOnly,
+    /// The base itself, writable: only for provisioning it, once, at `create`.
+    Writable,
+}
+
+/// What the cloned child needs to build the container.
+pub(super) struct Child<'a> {
+    /// The definition.
+    pub spec: &'a ContainerSpec,
+    /// How it sees its root.
+    pub root: &'a RootAccess,
+    /// Its seccomp filter, compiled.
+    pub filter: Option<&'a Filter>,
+}
 
 /// Stack of the command process between clone and exec.
 const COMMAND_STACK: usize = 1 << 20;

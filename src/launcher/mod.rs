@@ -17,8 +17,8 @@ pub mod privileges;
 pub mod seccomp;
 pub mod signals;
 
+pub use child::{RootAccess, DEFAULT_PATH};
 pub use error::{LaunchError, StepError};
 pub use parent::{
-    fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, RootAccess,
-    Started, DEFAULT_PATH,
+    fork_single_threaded, redirect_stdio, start, start_time, wait, Exit, LaunchOptions, Started,
 };

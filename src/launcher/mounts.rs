@@ -3,7 +3,9 @@
 
 use super::error::{Step, StepError, StepResult};
 use super::RootAccess;
-use crate::spec::{ContainerSpec, NsKind, RootMode, SystemMount, HOST_VIEW_FILESYSTEMS};
+use crate::spec::{
+    ContainerSpec, MountPoint, NsKind, RootMode, SystemMount, HOST_VIEW_FILESYSTEMS,
+};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::fs;
@@ -171,6 +173,24 @@ pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
             base
         }
     };
+    kernel_filesystems(spec, root)?;
+    for m in &spec.mounts {
+        user_mount(root, m)?;
+    }
+    let has = |m: SystemMount| spec.system_mounts.contains(&m);
+    if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
+        mask_paths(root)?;
+    }
+    pivot(root)?;
+    if *access == RootAccess::ReadOnly {
+        remount_readonly(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// /proc, /sys, /dev (with its nodes and the definition's devices), /dev/pts,
+/// /dev/shm and /tmp, as the definition asks.
+fn kernel_filesystems(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
     let user_ns = spec.unshares(NsKind::User);
     // sysfs may be mounted by whoever owns the network namespace: ours when we made it,
     // the host's when we joined one without a user namespace of our own.
@@ -254,51 +274,48 @@ pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
         )
         .step(|| "mount /tmp".into())?;
     }
-    for m in &spec.mounts {
-        let target = inside(root, &m.target)?;
-        match &m.fstype {
-            None => {
-                let src = Path::new(&m.source);
-                let md = fs::metadata(src).step(|| format!("bind source {}", m.source))?;
-                if md.is_dir() {
-                    mkdir_p(&target)?;
-                } else {
-                    touch(&target)?;
-                }
-                bind(src, &target, true)?;
-                if m.readonly {
-                    remount_readonly(&target)?;
-                }
-            }
-            Some(fstype) if HOST_VIEW_FILESYSTEMS.contains(&fstype.as_str()) => {
-                return Err(StepError::msg(
-                    format!("mount {fstype} on {}", m.target),
-                    "refused: it would bypass the masked and read-only paths",
-                ));
-            }
-            Some(fstype) => {
+    Ok(())
+}
+
+/// One mount of the definition: a bind of a host path, or a filesystem (never one that
+/// shows the host past the masks).
+fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
+    let target = inside(root, &m.target)?;
+    match &m.fstype {
+        None => {
+            let src = Path::new(&m.source);
+            let md = fs::metadata(src).step(|| format!("bind source {}", m.source))?;
+            if md.is_dir() {
                 mkdir_p(&target)?;
-                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                if m.readonly {
-                    flags |= MsFlags::MS_RDONLY;
-                }
-                mount(
-                    Some(m.source.as_str()),
-                    &target,
-                    Some(fstype.as_str()),
-                    flags,
-                    m.options.as_deref(),
-                )
-                .step(|| format!("mount {} ({fstype}) on {}", m.source, m.target))?;
+            } else {
+                touch(&target)?;
+            }
+            bind(src, &target, true)?;
+            if m.readonly {
+                remount_readonly(&target)?;
             }
         }
-    }
-    if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
-        mask_paths(root)?;
-    }
-    pivot(root)?;
-    if *access == RootAccess::ReadOnly {
-        remount_readonly(Path::new("/"))?;
+        Some(fstype) if HOST_VIEW_FILESYSTEMS.contains(&fstype.as_str()) => {
+            return Err(StepError::msg(
+                format!("mount {fstype} on {}", m.target),
+                "refused: it would bypass the masked and read-only paths",
+            ));
+        }
+        Some(fstype) => {
+            mkdir_p(&target)?;
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            if m.readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            mount(
+                Some(m.source.as_str()),
+                &target,
+                Some(fstype.as_str()),
+                flags,
+                m.options.as_deref(),
+            )
+            .step(|| format!("mount {} ({fstype}) on {}", m.source, m.target))?;
+        }
     }
     Ok(())
 }

@@ -4,10 +4,10 @@
 //! EOF means the exec happened. Then it waits, forwarding signals.
 
 use super::cgroup::{Cgroup, Layout};
-use super::child::child_main;
+use super::child::{child_main, Child, RootAccess};
 use super::clone::{clone_flags, raw_clone, raw_clone_into};
 use super::error::{LaunchError, Step, StepError, StepResult};
-use super::seccomp::{self, Filter};
+use super::seccomp::{self};
 use super::{devices, init, network, privileges, signals};
 use crate::spec::{ContainerSpec, IdMap, NsKind};
 use nix::fcntl::OFlag;
@@ -17,24 +17,7 @@ use nix::unistd::{ForkResult, Pid};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
-
-/// PATH inside the container when the definition sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// How the container sees its root filesystem (the bootstrapped base of a definition,
-/// shared by all its containers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RootAccess {
-    /// The base read-only below the container's own writable layer (overlayfs): its
-    /// writes land in `DIR/upper` (with `DIR/work` and the mount point `DIR/merged`,
-    /// all made by the caller) and nobody else sees them.
-    Layer(PathBuf),
-    /// The base read-only, nothing writable (`readonly_rootfs`).
-    ReadOnly,
-    /// The base itself, writable: only for provisioning it, once, at `create`.
-    Writable,
-}
+use std::path::Path;
 
 /// Where the container's cgroups go and how it gets its root.
 #[derive(Debug, Clone)]
@@ -156,16 +139,6 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
             Err(fail(e))
         }
     }
-}
-
-/// What the cloned child needs to build the container.
-pub(super) struct Child<'a> {
-    /// The definition.
-    pub spec: &'a ContainerSpec,
-    /// How it sees its root.
-    pub root: &'a RootAccess,
-    /// Its seccomp filter, compiled.
-    pub filter: Option<&'a Filter>,
 }
 
 fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> StepResult<i32> {

@@ -1,7 +1,16 @@
 //! Blocking and synchronous waiting for signals (the launcher never installs handlers).
 
-use super::init::FORWARDED;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+
+/// Signals forwarded from outside to the command.
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
 
 /// The set the launcher and PID 1 wait on: SIGCHLD and the forwarded signals.
 pub fn waited_set() -> SigSet {

@@ -280,6 +280,7 @@ fn bytes_of(v: &str) -> Option<u64> {
 
 /// Translates validated settings into the writes for one hierarchy version. A key with
 /// no counterpart on that version is an error naming it.
+// Long by nature: one arm per key of the catalogue and version, a table read top down.
 pub fn translate(
     settings: &BTreeMap<String, String>,
     version: CgroupVersion,

@@ -276,6 +276,8 @@ fn count_where(view: &WatchView, pred: impl Fn(&ViewContainer) -> bool) -> i64 {
         .count() as i64
 }
 
+/// The rule engine: the sandbox plus the `.watch` vocabulary.
+// Long by nature: one registration per DSL function; split, the vocabulary would scatter.
 fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
     let mut engine = sandboxed_engine(WATCH_TIME_LIMIT);
     engine.register_type_with_name::<WatchHandle>("Haconiwa");

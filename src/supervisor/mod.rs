@@ -123,8 +123,10 @@ async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> 
     Err(fail(last))
 }
 
-/// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
-pub async fn run(config: Config) -> Result<(), SupervisorError> {
+/// This node's id: the one its data dir was given, else one the cluster allocates when
+/// joining, else the configured one (or 1) for a new cluster. The data dir is made
+/// private (it holds the log, the state and the cluster's secrets).
+async fn node_identity(config: &Config) -> Result<u64, SupervisorError> {
     // The log, the state and the cluster's secrets: for root's eyes only.
     {
         use std::os::unix::fs::PermissionsExt;
@@ -134,7 +136,6 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
             })
             .map_err(io(format!("create {}", config.data_dir.display())))?;
     }
-    let db_path = config.data_dir.join("raft.redb");
     let id = match (stored_id(&config.data_dir)?, config.node_id) {
         (Some(s), Some(c)) if s != c => {
             return Err(SupervisorError::Config(format!(
@@ -144,7 +145,7 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         }
         (Some(s), _) => s,
         (None, wanted) if !config.join.is_empty() => {
-            let id = join(&config, wanted).await?;
+            let id = join(config, wanted).await?;
             tracing::info!("joined as node {id}");
             id
         }
@@ -155,6 +156,51 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         crate::runtime::state::write_atomic(&id_file, format!("{id}\n").as_bytes())
             .map_err(io(format!("write {}", id_file.display())))?;
     }
+    Ok(id)
+}
+
+/// Makes this node a new one-member cluster, unless its Raft state says it belongs to
+/// one already (initialize exactly once, on exactly one node).
+async fn initialize_once(raft: &Raft, id: u64, advertise: &str) -> Result<(), SupervisorError> {
+    let raft_err = |what: &'static str| {
+        move |e: openraft::error::RaftError<
+            u64,
+            openraft::error::InitializeError<u64, BasicNode>,
+        >| {
+            SupervisorError::Raft {
+                what,
+                source: Box::new(e),
+            }
+        }
+    };
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| SupervisorError::Raft {
+            what: "read the raft state",
+            source: Box::new(e),
+        })?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = [(
+        id,
+        BasicNode {
+            addr: advertise.to_string(),
+        },
+    )]
+    .into();
+    raft.initialize(members)
+        .await
+        .map_err(raft_err("initialize the cluster"))?;
+    tracing::info!("initialized a new cluster with node {id}");
+    Ok(())
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
+pub async fn run(config: Config) -> Result<(), SupervisorError> {
+    let id = node_identity(&config).await?;
+    let db_path = config.data_dir.join("raft.redb");
     let db = open_database(&db_path).map_err(|e| SupervisorError::Store {
         path: db_path.clone(),
         source: e,
@@ -234,29 +280,8 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         config.advertise
     );
 
-    if config.join.is_empty()
-        && !raft
-            .is_initialized()
-            .await
-            .map_err(|e| SupervisorError::Raft {
-                what: "read the raft state",
-                source: Box::new(e),
-            })?
-    {
-        let members: BTreeMap<u64, BasicNode> = [(
-            id,
-            BasicNode {
-                addr: config.advertise.clone(),
-            },
-        )]
-        .into();
-        raft.initialize(members)
-            .await
-            .map_err(|e| SupervisorError::Raft {
-                what: "initialize the cluster",
-                source: Box::new(e),
-            })?;
-        tracing::info!("initialized a new cluster with node {id}");
+    if config.join.is_empty() {
+        initialize_once(&raft, id, &config.advertise).await?;
     }
 
     let runtime = Runtime::new(

@@ -2,6 +2,7 @@
 
 /// The syscall number of `name` on this architecture; `None` when it has none here (a
 /// profile naming it for another architecture is not an error, as with runc).
+// Long by nature: one arm per syscall of the architecture, a table.
 pub fn number(name: &str) -> Option<i64> {
     Some(match name {
         "read" => libc::SYS_read,

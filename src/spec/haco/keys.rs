@@ -7,6 +7,7 @@ use rhai::{Array, Dynamic, Engine, Map};
 use std::collections::BTreeMap;
 
 /// Registers the plain keys.
+// Long by nature: one registration per key of the section, each a few lines.
 pub(super) fn register(engine: &mut Engine) {
     engine.register_get_set(
         "name",
