@@ -159,24 +159,8 @@ fn stale_state_is_detected_and_cleaned() {
 #[test]
 fn cgroup_v2_code_path_on_a_cgroup2_mount() {
     let host = Host::new("cg2");
-    let mnt = host.scratch.path.join("cgroup2");
-    std::fs::create_dir_all(&mnt).unwrap();
-    nix::mount::mount(
-        Some("cgroup2"),
-        &mnt,
-        Some("cgroup2"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .expect("mount cgroup2");
-    struct Unmount(std::path::PathBuf, std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.1);
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _guard = Unmount(mnt.clone(), mnt.join(&host.cgroup_parent));
+    let cg2 = Cgroup2Mount::new(&host);
+    let mnt = cg2.path.clone();
     let def = host.haco(
         "v2",
         "    c.init_command = [\"/bin/sh\", \"-c\", \"cat /proc/self/cgroup; echo ready; sleep 30\"];\n    c.cgroup[\"pids.max\"] = 10;\n    c.daemonize();",
@@ -238,6 +222,6 @@ fn cgroup_v2_code_path_on_a_cgroup2_mount() {
         !mnt.join(&host.cgroup_parent).exists(),
         "v2 cgroup left after exit"
     );
-    drop(_guard);
+    drop(cg2);
     host.assert_clean();
 }

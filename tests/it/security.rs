@@ -2,7 +2,7 @@
 //! default container. A small static probe (tests/probe/probe.c, built here with gcc)
 //! makes the system calls busybox cannot.
 
-use crate::common::{require_program, stderr, stdout, Host, Scratch};
+use crate::common::{require_program, stderr, stdout, Cgroup2Mount, Host, Scratch};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -298,24 +298,8 @@ fn only_allowlisted_devices_can_be_made_or_opened() {
 #[test]
 fn on_cgroup_v2_a_device_program_keeps_the_same_allowlist() {
     let host = Host::new("sec-dev2");
-    let mnt = host.scratch.path.join("cgroup2");
-    std::fs::create_dir_all(&mnt).unwrap();
-    nix::mount::mount(
-        Some("cgroup2"),
-        &mnt,
-        Some("cgroup2"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .expect("mount cgroup2");
-    struct Unmount(PathBuf, PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.1);
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _guard = Unmount(mnt.clone(), mnt.join(&host.cgroup_parent));
+    let cg2 = Cgroup2Mount::new(&host);
+    let mnt = cg2.path.clone();
     let def = host.haco(
         "dev2",
         &with_probe("    c.init_command = [\"/probe\", \"mknod-block\", \"mknod-null\"];"),
@@ -332,7 +316,7 @@ fn on_cgroup_v2_a_device_program_keeps_the_same_allowlist() {
     has(&text, "mknod-null: ok");
     has(&text, "open-null: ok");
     assert!(!mnt.join(&host.cgroup_parent).join("dev2").exists());
-    drop(_guard);
+    drop(cg2);
     host.assert_clean();
 }
 

@@ -328,6 +328,41 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// A cgroup2 mount of the test's own (this host's controllers are bound to v1), for the
+/// v2 code paths; unmounted, with the test's cgroup parent removed, on drop.
+pub struct Cgroup2Mount {
+    /// The mount point.
+    pub path: PathBuf,
+    parent: PathBuf,
+}
+
+impl Cgroup2Mount {
+    /// Mounts cgroup2 under the host's scratch dir.
+    pub fn new(host: &Host) -> Cgroup2Mount {
+        let path = host.scratch.path.join("cgroup2");
+        std::fs::create_dir_all(&path).unwrap();
+        nix::mount::mount(
+            Some("cgroup2"),
+            &path,
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount cgroup2");
+        Cgroup2Mount {
+            parent: path.join(&host.cgroup_parent),
+            path,
+        }
+    }
+}
+
+impl Drop for Cgroup2Mount {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.parent);
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
