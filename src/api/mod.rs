@@ -130,8 +130,20 @@ pub fn endpoint(addr: &str, local: Option<std::net::IpAddr>) -> Result<Endpoint,
         .map_err(|_| ClientError::BadAddress(addr.to_string()))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
+        // A connection that lived through a silent partition is found dead within a
+        // second and replaced, instead of swallowing calls until they time out.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(Duration::from_secs(5)))
         .local_address(local))
 }
+
+/// HTTP/2 ping interval and timeout of every channel and of the server.
+pub const KEEPALIVE: Duration = Duration::from_millis(500);
+
+/// How long a CLI call may take before it fails naming the member it asked.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A lazily connected, token-carrying channel to one member.
 pub fn lazy_channel(
@@ -148,6 +160,15 @@ pub async fn connect(
     servers: &[String],
     token: &str,
 ) -> Result<pb::cluster_client::ClusterClient<AuthChannel>, ClientError> {
+    connect_named(servers, token).await.map(|(c, _)| c)
+}
+
+/// [`connect`], also telling which member answered; every call on the client has a
+/// deadline of [`CLIENT_DEADLINE`].
+pub async fn connect_named(
+    servers: &[String],
+    token: &str,
+) -> Result<(pb::cluster_client::ClusterClient<AuthChannel>, String), ClientError> {
     let list: Vec<String> = servers
         .iter()
         .flat_map(|s| s.split(','))
@@ -160,12 +181,17 @@ pub async fn connect(
     let inject = TokenInject::new(token)?;
     let mut last = String::new();
     for addr in &list {
-        match endpoint(addr, None)?.connect().await {
+        match endpoint(addr, None)?
+            .timeout(CLIENT_DEADLINE)
+            .connect()
+            .await
+        {
             Ok(ch) => {
-                return Ok(
+                return Ok((
                     pb::cluster_client::ClusterClient::new(InterceptedService::new(ch, inject))
                         .max_decoding_message_size(64 << 20),
-                )
+                    addr.clone(),
+                ))
             }
             Err(e) => last = format!("{addr}: {}", error_chain(&e)),
         }

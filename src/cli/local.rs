@@ -205,6 +205,11 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Monitor => {
+            // The supervisor names the node's lease for the containers it starts.
+            let rt = match std::env::var_os("HACONIWA_LEASE_FILE") {
+                Some(p) => rt.with_lease(p),
+                None => rt,
+            };
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
             let spec: ContainerSpec =

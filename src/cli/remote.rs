@@ -7,6 +7,9 @@ use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::AuthChannel;
 use tokio_stream::StreamExt;
 
+/// The member this command talks to (one process, one command).
+static MEMBER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn status_error(s: tonic::Status) -> CliError {
     let code = match s.code() {
         tonic::Code::NotFound => "not found",
@@ -15,10 +18,29 @@ fn status_error(s: tonic::Status) -> CliError {
         tonic::Code::Unauthenticated => "unauthenticated",
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::DeadlineExceeded => "deadline exceeded",
         _ => "error",
     };
+    // When the member itself is the problem, say which one was asked.
+    let member = match s.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown => MEMBER
+            .get()
+            .map(|m| format!("member {m}: "))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let message = match s.code() {
+        tonic::Code::DeadlineExceeded => format!(
+            "no answer within {} s",
+            crate::api::CLIENT_DEADLINE.as_secs()
+        ),
+        _ => s.message().to_string(),
+    };
     CliError {
-        message: format!("{code}: {}", s.message()),
+        message: format!("{member}{code}: {message}"),
         code: 1,
     }
 }
@@ -38,7 +60,9 @@ async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
             "no cluster token: pass --token-file or --token, or set HACONIWA_TOKEN(_FILE)".into(),
         );
     };
-    Ok(crate::api::connect(&servers, &token).await?)
+    let (client, member) = crate::api::connect_named(&servers, &token).await?;
+    let _ = MEMBER.set(member);
+    Ok(client)
 }
 
 /// The cluster's status as the member answering sees it.

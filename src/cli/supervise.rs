@@ -45,9 +45,17 @@ pub struct SupervisorArgs {
     /// Agent heartbeat to the leader, ms (default 200).
     #[arg(long)]
     heartbeat_ms: Option<u64>,
-    /// A node silent this long is down, ms (default 1000).
+    /// A node silent this long is down, ms (default lease + margin; never less).
     #[arg(long)]
     node_ttl_ms: Option<u64>,
+    /// How long a node runs its containers without the leader's acknowledgement, ms
+    /// (default 2000); then its monitors stop them.
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// What the leader adds to the lease before replacing a silent node's containers,
+    /// ms (default 500).
+    #[arg(long)]
+    lease_margin_ms: Option<u64>,
     /// A voter down this long is replaced by a learner, ms (default 5000).
     #[arg(long)]
     replace_voter_after_ms: Option<u64>,
@@ -99,6 +107,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         snapshot_after: a.snapshot_after,
         heartbeat_ms: a.heartbeat_ms,
         node_ttl_ms: a.node_ttl_ms,
+        lease_ms: a.lease_ms,
+        lease_margin_ms: a.lease_margin_ms,
         replace_voter_after_ms: a.replace_voter_after_ms,
         labels: (!labels.is_empty()).then_some(labels),
         log_format: a.log_format,

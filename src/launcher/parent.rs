@@ -246,9 +246,51 @@ fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> Ste
 /// Waits for the container's first process, forwarding signals sent to this process
 /// (not the terminal's: those reached the container's group already).
 pub fn wait(started: &Started) -> Exit {
+    wait_watching(started, || Watch::Never)
+}
+
+/// What a watcher wants while the container runs (see [`wait_watching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Ask again after this long.
+    After(std::time::Duration),
+    /// Kill the container now (it is no longer allowed to run).
+    Kill,
+    /// Nothing more to watch.
+    Never,
+}
+
+/// [`wait`], also calling `watch` when it asked to be called; on `Watch::Kill` the
+/// container's processes get SIGKILL (and the wait goes on until the first one is
+/// reaped).
+pub fn wait_watching(started: &Started, mut watch: impl FnMut() -> Watch) -> Exit {
     let pid = Pid::from_raw(started.pid);
+    let mut next = watch();
     let code = loop {
-        match signals::wait_blocked() {
+        let got = match next {
+            Watch::After(d) => {
+                let ms = d.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+                match signals::wait_blocked_timeout(ms) {
+                    None => {
+                        next = watch();
+                        if next == Watch::Kill {
+                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                            for p in started.cgroup.pids() {
+                                let _ = nix::sys::signal::kill(
+                                    Pid::from_raw(p),
+                                    nix::sys::signal::Signal::SIGKILL,
+                                );
+                            }
+                            next = Watch::Never;
+                        }
+                        continue;
+                    }
+                    some => some,
+                }
+            }
+            Watch::Kill | Watch::Never => signals::wait_blocked(),
+        };
+        match got {
             Some((libc::SIGCHLD, _)) => {
                 match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) => continue,

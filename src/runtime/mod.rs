@@ -3,13 +3,14 @@
 //! Raft; the supervisor drives it through the hidden `__monitor` helper.
 
 pub mod bootstrap;
+pub mod lease;
 pub mod provision;
 pub mod state;
 
 use crate::launcher::{
     self, cgroup::Cgroup, cgroup::Layout, LaunchError, LaunchOptions, RootAccess,
 };
-use crate::spec::{names, ContainerSpec, NsKind};
+use crate::spec::{names, ContainerSpec, NsKind, OnDisconnect};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{ForkResult, Pid};
 use state::{now_secs, ContainerDir, State, Status};
@@ -122,6 +123,10 @@ pub struct Runtime {
     pub state_dir: PathBuf,
     /// cgroup parent of every container, e.g. `haconiwa` or `haconiwa/node-2`.
     pub cgroup_parent: String,
+    /// The node's lease (cluster containers): a container started here stops when it
+    /// runs out, unless its definition says `on_disconnect("keep")`. `None` for local
+    /// containers, which no cluster fences.
+    pub lease: Option<PathBuf>,
 }
 
 /// A container as `ps` shows it.
@@ -140,7 +145,19 @@ impl Runtime {
         Runtime {
             state_dir: state_dir.into(),
             cgroup_parent: cgroup_parent.into(),
+            lease: None,
         }
+    }
+
+    /// The same runtime, its containers bound to the node's lease at `path`.
+    pub fn with_lease(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lease = Some(path.into());
+        self
+    }
+
+    /// Where a supervisor keeps this node's lease: `<state_dir>/lease`.
+    pub fn lease_file(&self) -> PathBuf {
+        self.state_dir.join("lease")
     }
 
     /// The directory of container `name`.
@@ -218,6 +235,7 @@ impl Runtime {
             oom_killed: false,
             reason: None,
             lost: false,
+            fenced: false,
             created_at: now_secs(),
             finished_at: None,
             cgroup_parent: self.cgroup_parent.clone(),
@@ -358,10 +376,32 @@ impl Runtime {
         self.notify(&spec.name);
         MonitorReport::Started.send(&mut report);
         drop(report);
-        let mut exit = launcher::wait(&started);
+        // Bound to the node's lease: stopped, by this monitor, once it runs out.
+        let lease = self
+            .lease
+            .as_deref()
+            .filter(|_| spec.on_disconnect == OnDisconnect::Stop);
+        let mut fenced = false;
+        let mut exit = launcher::wait_watching(&started, || match lease {
+            None => launcher::Watch::Never,
+            Some(path) => match lease::remaining_ms(path) {
+                Some(ms) => launcher::Watch::After(Duration::from_millis(ms + 1)),
+                None => {
+                    fenced = true;
+                    launcher::Watch::Kill
+                }
+            },
+        });
         match started.cleanup() {
             Ok(oom) => exit.oom_killed |= oom,
             Err(e) => st.reason = Some(e.to_string()),
+        }
+        if fenced {
+            st.fenced = true;
+            st.reason = Some(
+                "fenced: the node's lease ran out (cut off from the cluster or its supervisor gone)"
+                    .into(),
+            );
         }
         // The writable layer goes with the container's processes (the record and the
         // log stay for `ps` and `logs` until `rm`).

@@ -47,6 +47,9 @@ pub struct State {
     /// recorded, only concluded.
     #[serde(default)]
     pub lost: bool,
+    /// Its monitor stopped it because the node's lease ran out.
+    #[serde(default)]
+    pub fenced: bool,
     /// Wall-clock start, seconds since the epoch.
     pub created_at: u64,
     /// Wall-clock end.

@@ -76,6 +76,23 @@ pub struct ContainerSpec {
     /// Devices the container may use beyond the default allowlist.
     #[serde(default)]
     pub devices: Vec<DeviceAllow>,
+    /// What a cluster container does when its node loses the cluster (its lease runs
+    /// out): stop (the default: never two copies) or keep running (availability first).
+    #[serde(default)]
+    pub on_disconnect: OnDisconnect,
+}
+
+/// What a cluster container does when its node is cut off from the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDisconnect {
+    /// Stopped when the node's lease runs out; the cluster replaces it only after that,
+    /// so at most N copies ever run.
+    #[default]
+    Stop,
+    /// Keeps running; the cluster replaces it anyway, so N+1 may run until the node is
+    /// back (Nomad's `max_client_disconnect`, Kubernetes' default).
+    Keep,
 }
 
 fn default_true() -> bool {
@@ -113,6 +130,7 @@ impl ContainerSpec {
             network: Network::default(),
             seccomp: Seccomp::default(),
             devices: Vec::new(),
+            on_disconnect: OnDisconnect::Stop,
         }
     }
 

@@ -12,7 +12,7 @@ use super::node::{lock, Node};
 use crate::api::pb::HeartbeatRequest;
 use crate::cluster::state::{Command, ContainerRecord, NodeStatus, Observed};
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
-use crate::runtime::{bootstrap, provision, Runtime};
+use crate::runtime::{bootstrap, lease, provision, Runtime};
 use crate::watch::reconcile::{self, Action, Local, LocalStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -115,6 +115,10 @@ impl Agent {
         for action in actions {
             match action {
                 Action::Launch(id) => {
+                    // Without a lease its monitor would stop it at once: wait for one.
+                    if lease::remaining_ms(&self.runtime.lease_file()).is_none() {
+                        continue;
+                    }
                     if let Some(c) = state.containers.get(&id) {
                         self.clone().launch(c.clone());
                     }
@@ -185,6 +189,7 @@ impl Agent {
             .arg("__monitor")
             .env("HACONIWA_STATE_DIR", &self.runtime.state_dir)
             .env("HACONIWA_CGROUP_PARENT", &self.runtime.cgroup_parent)
+            .env("HACONIWA_LEASE_FILE", self.runtime.lease_file())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -270,22 +275,45 @@ pub async fn send_report(core: &Node, id: &str, observed: &Observed) -> OpResult
     client.report(req).await.map(|_| ()).map_err(OpError::from)
 }
 
-/// Heartbeats the leader forever.
-pub async fn heartbeat_loop(core: Arc<Node>) {
+/// Heartbeats the leader forever, and renews this node's lease on each acknowledgement:
+/// the lease runs `lease_ms` from when the heartbeat was *sent*, so it always ends
+/// before the leader (which counts from when it *received* it, plus a margin) may
+/// replace this node's containers. The leader renews its own only while a quorum
+/// acknowledges it.
+pub async fn heartbeat_loop(core: Arc<Node>, runtime: Runtime) {
+    let lease_file = runtime.lease_file();
+    // An answer later than this cannot help the lease much; the next beat is due anyway.
+    let rpc_timeout = Duration::from_millis((core.config.lease_ms / 4).max(100));
     let mut tick = tokio::time::interval(Duration::from_millis(core.config.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if core.is_leader() {
-            core.note_heartbeat(core.id);
-            let _ = super::leader::ops::heartbeat(&core, core.id).await;
-            continue;
-        }
-        if let Ok((mut client, _)) = core.leader_client() {
-            let mut req = Request::new(HeartbeatRequest { node_id: core.id });
-            req.set_timeout(RPC_TIMEOUT);
-            if let Err(e) = client.heartbeat(req).await {
-                tracing::debug!("heartbeat: {}", e.message());
+        let sent = lease::now_ms();
+        let applied_index = core.applied_index();
+        let acked = if core.is_leader() {
+            core.acting_leader()
+                && super::leader::ops::heartbeat(&core, core.id, applied_index)
+                    .await
+                    .is_ok()
+        } else if let Ok((mut client, _)) = core.leader_client() {
+            let mut req = Request::new(HeartbeatRequest {
+                node_id: core.id,
+                applied_index,
+            });
+            req.set_timeout(rpc_timeout);
+            match client.heartbeat(req).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!("heartbeat: {}", e.message());
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if acked {
+            if let Err(e) = lease::renew(&lease_file, sent + core.config.lease_ms) {
+                tracing::warn!("renew the lease in {}: {e}", lease_file.display());
             }
         }
     }

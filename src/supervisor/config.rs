@@ -58,8 +58,14 @@ pub struct Settings {
     pub snapshot_after: Option<u64>,
     /// How often the node agent heartbeats the leader, ms.
     pub heartbeat_ms: Option<u64>,
-    /// A node silent this long is committed down, ms.
+    /// A node silent this long is committed down, ms (at least lease + margin).
     pub node_ttl_ms: Option<u64>,
+    /// How long a node may run its containers after the leader last acknowledged its
+    /// heartbeat, ms.
+    pub lease_ms: Option<u64>,
+    /// Safety margin the leader adds to the lease before replacing a silent node's
+    /// containers (clock-rate drift, scheduling), ms.
+    pub lease_margin_ms: Option<u64>,
     /// A voter down this long is replaced by a healthy learner, ms.
     pub replace_voter_after_ms: Option<u64>,
     /// Labels of this node (for placement).
@@ -104,6 +110,8 @@ impl Settings {
             snapshot_after,
             heartbeat_ms,
             node_ttl_ms,
+            lease_ms,
+            lease_margin_ms,
             replace_voter_after_ms,
             labels,
             log_format,
@@ -142,6 +150,10 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Node TTL, ms.
     pub node_ttl_ms: u64,
+    /// Node lease, ms.
+    pub lease_ms: u64,
+    /// Lease safety margin, ms.
+    pub lease_margin_ms: u64,
     /// Voter replacement threshold, ms.
     pub replace_voter_after_ms: u64,
     /// Labels.
@@ -187,10 +199,20 @@ impl Config {
             ));
         }
         let heartbeat_ms = s.heartbeat_ms.unwrap_or(200);
-        let node_ttl_ms = s.node_ttl_ms.unwrap_or(1000);
-        if node_ttl_ms < heartbeat_ms * 2 {
+        let lease_ms = s.lease_ms.unwrap_or(2000);
+        let lease_margin_ms = s.lease_margin_ms.unwrap_or(500);
+        let node_ttl_ms = s.node_ttl_ms.unwrap_or(lease_ms + lease_margin_ms);
+        // A lease must outlive a leader election with room to spare (renewals stop while
+        // there is no leader), and hold several heartbeats.
+        if lease_ms < heartbeat_ms * 3 || lease_ms < emax * 3 {
             return bad(format!(
-                "node_ttl_ms ({node_ttl_ms}) must be at least twice heartbeat_ms ({heartbeat_ms})"
+                "lease_ms ({lease_ms}) must be at least 3 heartbeats ({heartbeat_ms} ms) and 3 election timeouts ({emax} ms): a leader election must never stop healthy containers"
+            ));
+        }
+        if node_ttl_ms < lease_ms + lease_margin_ms {
+            return bad(format!(
+                "node_ttl_ms ({node_ttl_ms}) must be at least lease_ms + lease_margin_ms ({}): a node's containers are replaced only once its lease has surely run out",
+                lease_ms + lease_margin_ms
             ));
         }
         let log_format = s.log_format.unwrap_or_else(|| "human".into());
@@ -215,6 +237,8 @@ impl Config {
             snapshot_after: s.snapshot_after.unwrap_or(1000).max(2),
             heartbeat_ms,
             node_ttl_ms,
+            lease_ms,
+            lease_margin_ms,
             replace_voter_after_ms: s.replace_voter_after_ms.unwrap_or(5000),
             labels: s.labels.unwrap_or_default(),
             json_logs: log_format == "json",

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod error;
 pub mod leader;
 pub mod node;
+pub mod quorum;
 
 use crate::api::pb::cluster_server::ClusterServer;
 use crate::api::pb::raft_server::RaftServer;
@@ -199,21 +200,93 @@ async fn initialize_once(raft: &Raft, id: u64, advertise: &str) -> Result<(), Su
 
 /// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
 pub async fn run(config: Config) -> Result<(), SupervisorError> {
+    // The port first: a port in use fails here, before this node joins anything.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("listen on {}", config.listen)))?;
     let id = node_identity(&config).await?;
+    let (raft, feed) = start_raft(&config, id).await?;
+    let core = node::Node::new(id, raft.clone(), feed, config.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(&config, listener, core.clone(), stop_rx)?);
+    tracing::info!(
+        "node {id} serving on {} (advertised {})",
+        config.listen,
+        config.advertise
+    );
+    if config.join.is_empty() {
+        initialize_once(&raft, id, &config.advertise).await?;
+    }
+    let runtime = Runtime::new(
+        config.state_dir.join(format!("node-{id}")),
+        format!("{}/node-{id}", config.cgroup_parent),
+    );
+    let tasks = vec![
+        tokio::spawn(leader::run(core.clone())),
+        tokio::spawn(agent::Agent::new(core.clone(), runtime.clone()).run()),
+        tokio::spawn(agent::heartbeat_loop(core.clone(), runtime)),
+        tokio::spawn(quorum::gate_elections(core.clone())),
+    ];
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("install the SIGTERM handler"))?;
+    let result = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        r = server => match r {
+            Ok(Err(e)) => Err(SupervisorError::Raft {
+                what: "gRPC server",
+                source: Box::new(e),
+            }),
+            _ => Ok(()),
+        },
+        // Crash-only: a storage or Raft-core failure ends the process (systemd restarts
+        // it); the lease then runs out and this node's containers stop.
+        e = raft_failure(raft.clone()) => Err(SupervisorError::Raft {
+            what: "raft stopped (storage or core failure); exiting",
+            source: e,
+        }),
+    };
+    if result.is_ok() {
+        tracing::info!("node {id} stopping; its containers keep running while its lease lasts");
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let _ = stop_tx.send(());
+    let _ = raft.shutdown().await;
+    result
+}
+
+/// Resolves when the Raft core has stopped on a fatal error, with that error.
+async fn raft_failure(raft: Raft) -> Box<dyn std::error::Error + Send + Sync> {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(e) = &rx.borrow().running_state {
+            return Box::new(e.clone());
+        }
+        if rx.changed().await.is_err() {
+            return "the raft core is gone".into();
+        }
+    }
+}
+
+/// Opens the store and starts Raft on it.
+async fn start_raft(
+    config: &Config,
+    id: u64,
+) -> Result<(Raft, crate::cluster::store::StateFeed), SupervisorError> {
     let db_path = config.data_dir.join("raft.redb");
-    let db = open_database(&db_path).map_err(|e| SupervisorError::Store {
+    let store_err = |source| SupervisorError::Store {
         path: db_path.clone(),
-        source: e,
-    })?;
+        source,
+    };
+    let db = open_database(&db_path).map_err(|e| store_err(e))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("chmod {}", db_path.display())))?;
     }
-    let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| SupervisorError::Store {
-        path: db_path.clone(),
-        source: e,
-    })?;
+    let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| store_err(e))?;
     let log = LogStore::new(db);
     let raft_config = openraft::Config {
         cluster_name: "haconiwa".into(),
@@ -239,8 +312,18 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
             what: "start raft",
             source: Box::new(e),
         })?;
-    let core = node::Node::new(id, raft.clone(), feed, config.clone());
+    Ok((raft, feed))
+}
 
+/// The gRPC server (Raft, the client API, reflection) on `listener`, behind the token
+/// check, with HTTP/2 keep-alive (dead connections are dropped, not kept).
+fn serve(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    core: Arc<node::Node>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, SupervisorError>
+{
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -249,70 +332,26 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| SupervisorError::Config(format!("reflection: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(io(format!("listen on {}", config.listen)))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    Ok(tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(crate::api::KEEPALIVE))
+        .http2_keepalive_timeout(Some(crate::api::KEEPALIVE))
         .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(
             &config.token,
         )))
         .add_service(
-            RaftServer::new(RaftService { raft: raft.clone() })
-                .max_decoding_message_size(256 << 20),
+            RaftServer::new(RaftService {
+                raft: core.raft.clone(),
+            })
+            .max_decoding_message_size(256 << 20),
         )
-        .add_service(ClusterServer::new(endpoints::ClusterService {
-            core: core.clone(),
-        }))
+        .add_service(ClusterServer::new(endpoints::ClusterService { core }))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async {
-                let _ = stop_rx.await;
+                let _ = stop.await;
             },
-        );
-    let server = tokio::spawn(server);
-    tracing::info!(
-        "node {id} serving on {} (advertised {})",
-        config.listen,
-        config.advertise
-    );
-
-    if config.join.is_empty() {
-        initialize_once(&raft, id, &config.advertise).await?;
-    }
-
-    let runtime = Runtime::new(
-        config.state_dir.join(format!("node-{id}")),
-        format!("{}/node-{id}", config.cgroup_parent),
-    );
-    let tasks = vec![
-        tokio::spawn(leader::run(core.clone())),
-        tokio::spawn(agent::Agent::new(core.clone(), runtime).run()),
-        tokio::spawn(agent::heartbeat_loop(core.clone())),
-    ];
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(io("install the SIGTERM handler"))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        r = server => {
-            if let Ok(Err(e)) = r {
-                return Err(SupervisorError::Raft {
-                    what: "gRPC server",
-                    source: Box::new(e),
-                });
-            }
-        }
-    }
-    tracing::info!("node {id} stopping; its containers keep running");
-    for t in tasks {
-        t.abort();
-    }
-    let _ = stop_tx.send(());
-    let _ = raft.shutdown().await;
-    Ok(())
+        ))
 }

@@ -33,7 +33,12 @@ pub struct Node {
     /// Serializes membership changes (joins, promotions, swaps, leaves): openraft leaves
     /// a joint configuration behind when a second change overtakes a first.
     pub membership: tokio::sync::Mutex<()>,
+    /// Leader side: each node's last reported applied index and when it last advanced.
+    pub applied: Mutex<HashMap<NodeId, (u64, Instant)>>,
 }
+
+/// How long a proposal may wait for its commit.
+const PROPOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Locks a mutex, surviving a poisoned one (its data is still consistent here: plain maps).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,6 +57,7 @@ impl Node {
             heartbeats: Mutex::new(HashMap::new()),
             leading_since: Mutex::new(None),
             membership: tokio::sync::Mutex::new(()),
+            applied: Mutex::new(HashMap::new()),
         })
     }
 
@@ -70,6 +76,35 @@ impl Node {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Whether a quorum acknowledged this leader within an election timeout: a leader
+    /// that has not heard from a majority may be cut off (another may lead on the other
+    /// side) and must not act.
+    pub fn has_quorum(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters == [self.id] {
+            return true;
+        }
+        m.millis_since_quorum_ack
+            .is_some_and(|ms| ms <= self.config.election_timeout_max_ms)
+    }
+
+    /// Leads and knows it: Raft says so and a quorum acknowledged it lately.
+    pub fn acting_leader(&self) -> bool {
+        self.is_leader() && self.has_quorum()
+    }
+
+    /// This node's last applied log index.
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0)
     }
 
     /// The leader's id and address, when one is known.
@@ -110,6 +145,21 @@ impl Node {
         Ok(c)
     }
 
+    /// The error of a leader that has not heard from a quorum lately.
+    pub fn cut_off(&self) -> OpError {
+        let ms = self
+            .raft
+            .metrics()
+            .borrow()
+            .millis_since_quorum_ack
+            .map(|m| format!("{m} ms"))
+            .unwrap_or_else(|| "ever".into());
+        OpError::Unavailable(format!(
+            "node {} leads but no quorum has acknowledged it for {ms}: it is probably cut off from the cluster; ask another member",
+            self.id
+        ))
+    }
+
     /// Records a heartbeat of `node` (leader side): from its agent, or this node's own.
     pub fn note_heartbeat(&self, node: NodeId) {
         lock(&self.heartbeats).insert(node, Instant::now());
@@ -131,9 +181,21 @@ impl Node {
     }
 
     /// Proposes a command on this node, which must lead. Returns the entry's index and the
-    /// response; a command the state refuses is `OpError::Refused`.
+    /// response; a command the state refuses is `OpError::Refused`; a leader cut off from
+    /// its quorum fails fast instead of waiting for a commit that cannot come.
     pub async fn propose(&self, cmd: Command) -> OpResult<(u64, Response)> {
-        match self.raft.client_write(cmd).await {
+        if self.is_leader() && !self.has_quorum() {
+            return Err(self.cut_off());
+        }
+        let written = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(cmd)).await;
+        let Ok(written) = written else {
+            return Err(OpError::Unavailable(format!(
+                "node {}: no quorum committed the change within {} s",
+                self.id,
+                PROPOSE_TIMEOUT.as_secs()
+            )));
+        };
+        match written {
             Ok(r) => match r.data {
                 Response::Refused(m) => Err(OpError::Refused(m)),
                 other => Ok((r.log_id.index, other)),

@@ -192,4 +192,34 @@ pub(super) fn register(engine: &mut Engine) {
             Ok(())
         },
     );
+    engine.register_get_set(
+        "on_disconnect",
+        |c: &mut Container| -> Dynamic {
+            match c.d.borrow().spec.on_disconnect {
+                OnDisconnect::Stop => "stop".into(),
+                OnDisconnect::Keep => "keep".into(),
+            }
+        },
+        |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
+            set_on_disconnect(c, &as_string(&v, "on_disconnect")?)
+        },
+    );
+    engine.register_fn("on_disconnect", |c: &mut Container, v: &str| {
+        set_on_disconnect(c, v)
+    });
+}
+
+/// `c.on_disconnect("stop" | "keep")`.
+fn set_on_disconnect(c: &mut Container, v: &str) -> RhaiResult<()> {
+    let mode = match v {
+        "stop" => OnDisconnect::Stop,
+        "keep" => OnDisconnect::Keep,
+        other => {
+            return Err(dsl_error(format!(
+                "on_disconnect: '{other}'; expected \"stop\" (the default: stopped when the node is cut off, never two copies) or \"keep\" (keeps running; a replacement may run beside it)"
+            )))
+        }
+    };
+    c.d.borrow_mut().spec.on_disconnect = mode;
+    Ok(())
 }

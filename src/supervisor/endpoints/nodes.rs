@@ -20,7 +20,7 @@ pub(super) fn status(core: &Node) -> OpResult<ClusterStatusReply> {
         leader,
         leader_addr,
         term: m.current_term,
-        commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        commit_index: commit_index(&m),
         last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         members: members_pb(&m, &state),
         state_digest: state
@@ -29,6 +29,36 @@ pub(super) fn status(core: &Node) -> OpResult<ClusterStatusReply> {
         node: core.id,
         joint: m.membership_config.membership().get_joint_config().len() > 1,
     })
+}
+
+/// The highest index a quorum holds, on the leader (from its replication progress);
+/// elsewhere the last applied one, which is known committed.
+fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 {
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let Some(progress) = &m.replication else {
+        return applied;
+    };
+    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let mut matched: Vec<u64> = voters
+        .iter()
+        .map(|v| {
+            if Some(*v) == m.current_leader {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                progress
+                    .get(v)
+                    .and_then(|l| l.map(|l| l.index))
+                    .unwrap_or(0)
+            }
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    // The quorum-th highest: what a majority has.
+    matched
+        .get(voters.len() / 2)
+        .copied()
+        .unwrap_or(applied)
+        .max(applied)
 }
 
 pub(super) fn members(core: &Node) -> MembersReply {
@@ -63,6 +93,6 @@ pub(super) async fn join(core: &Node, r: JoinRequest) -> OpResult<JoinReply> {
 }
 
 pub(super) async fn heartbeat(core: &Node, r: HeartbeatRequest) -> OpResult<HeartbeatReply> {
-    ops::heartbeat(core, r.node_id).await?;
+    ops::heartbeat(core, r.node_id, r.applied_index).await?;
     Ok(HeartbeatReply {})
 }

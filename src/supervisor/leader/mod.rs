@@ -28,7 +28,9 @@ pub async fn run(core: Arc<Node>) {
             _ = tick.tick() => {}
             r = state_rx.changed() => { if r.is_err() { return; } }
         }
-        if !core.is_leader() {
+        // A leader without a recent quorum acknowledgement may be cut off while another
+        // leads on the other side: it decides nothing (no placements, rules, node-down).
+        if !core.acting_leader() {
             *lock(&core.leading_since) = None;
             rules.stand_down();
             continue;

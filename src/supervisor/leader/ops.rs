@@ -103,7 +103,10 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
         return Err(OpError::Internal("join returned no node id".into()));
     };
     core.note_heartbeat(id);
-    // A membership change in flight (a promotion) makes this wait its turn.
+    // One membership change at a time (promotions, swaps, leaves wait on the same lock):
+    // overlapping changes are refused by openraft ("already undergoing a configuration
+    // change").
+    let _change = core.membership.lock().await;
     let mut last = String::new();
     for _ in 0..50 {
         match core
@@ -127,12 +130,36 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
     )))
 }
 
-/// A heartbeat from a node's agent (leader side): a down node comes back up.
-pub async fn heartbeat(core: &Node, node: NodeId) -> OpResult<()> {
+/// A heartbeat from a node's agent (leader side): renews its lease (by being answered)
+/// and brings a down node back up. A node that stopped applying the log for longer than
+/// the node TTL while the leader moved on is refused: its lease then runs out and it is
+/// handled as down.
+pub async fn heartbeat(core: &Node, node: NodeId, applied: u64) -> OpResult<()> {
     let state = core.state();
     let Some(n) = state.nodes.get(&node) else {
         return Err(OpError::NotFound(format!("no node {node}")));
     };
+    if n.status == NodeStatus::Left {
+        return Err(OpError::Refused(format!(
+            "node {node} has left the cluster"
+        )));
+    }
+    let now = std::time::Instant::now();
+    let stuck_since = {
+        let mut map = crate::supervisor::node::lock(&core.applied);
+        let entry = map.entry(node).or_insert((applied, now));
+        if applied > entry.0 {
+            *entry = (applied, now);
+        }
+        entry.1
+    };
+    let mine = core.applied_index();
+    let ttl = std::time::Duration::from_millis(core.config.node_ttl_ms);
+    if applied < mine && now.duration_since(stuck_since) > ttl {
+        return Err(OpError::Refused(format!(
+            "node {node} stopped applying the log at index {applied} (the leader is at {mine})"
+        )));
+    }
     core.note_heartbeat(node);
     if n.status == NodeStatus::Down {
         core.propose(Command::SetNodeStatus {
