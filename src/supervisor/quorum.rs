@@ -40,9 +40,14 @@ async fn reachable(addr: &str, local: Option<IpAddr>) -> bool {
 }
 
 /// Runs forever: allows elections on this node only while a majority of the voters
-/// (itself included) is reachable.
+/// (itself included) is reachable. Back in reach, it waits two election timeouts before
+/// allowing them again: long enough to hear the leader's heartbeat, which resets the
+/// election timer that ran out while it was cut off (otherwise it would stand at once and
+/// depose a healthy leader); a leader that is really gone costs that much more.
 pub async fn gate_elections(core: Arc<Node>) {
     let mut allowed = true;
+    let settle = Duration::from_millis(core.config.election_timeout_max_ms * 2);
+    let mut in_reach_since: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -70,9 +75,15 @@ pub async fn gate_elections(core: Arc<Node>) {
             }
         }
         let majority = reached * 2 > voters.len();
-        if majority != allowed {
-            core.raft.runtime_config().elect(majority);
-            if majority {
+        in_reach_since = match (majority, in_reach_since) {
+            (true, None) => Some(std::time::Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        let allow = majority && (allowed || in_reach_since.is_some_and(|t| t.elapsed() >= settle));
+        if allow != allowed {
+            core.raft.runtime_config().elect(allow);
+            if allow {
                 tracing::info!("a majority of the voters is reachable again: elections allowed");
             } else {
                 tracing::warn!(
@@ -80,7 +91,7 @@ pub async fn gate_elections(core: Arc<Node>) {
                     voters.len()
                 );
             }
-            allowed = majority;
+            allowed = allow;
         }
     }
 }

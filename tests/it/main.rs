@@ -6,6 +6,7 @@ mod common;
 mod bootstrap;
 mod cluster;
 mod daemon;
+mod faults;
 mod haco_loader;
 mod isolation;
 mod launch_errors;
