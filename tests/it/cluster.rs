@@ -403,6 +403,32 @@ fn a_node_cut_off_fences_its_containers_before_the_cluster_replaces_them() {
 }
 
 #[test]
+fn an_on_disconnect_keep_container_runs_on_through_a_cut() {
+    let mut cl = Cluster::three("cl-keep", &[]);
+    let def = cl.haco("keeper", "[\"/bin/sleep\", \"600\"]");
+    let text = std::fs::read_to_string(&def).unwrap();
+    std::fs::write(
+        &def,
+        text.replace("c.cgroup[", "c.on_disconnect(\"keep\");\n  c.cgroup["),
+    )
+    .unwrap();
+    let leader = cl.wait_leader(T);
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let id = spawn(&cl, &def, &["--node", &victim.to_string()]);
+    let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
+    let (_, pid) = running_on(&c, &id).unwrap();
+    cl.cut_off(victim as usize);
+    cl.wait_containers(T, "lost", |c| {
+        c.iter()
+            .any(|x| x["id"] == id.as_str() && x["state"] == "lost")
+    });
+    // Well past the lease, it still runs: availability over uniqueness, as asked.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(pid_alive(pid), "an on_disconnect(\"keep\") container was fenced");
+    cl.heal();
+}
+
+#[test]
 fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
     let cl = Cluster::three("cl-drain", &[]);
     let def = cl.haco("mov", "[\"/bin/sleep\", \"600\"]");

@@ -20,6 +20,14 @@ const N: usize = 6;
 /// Bound on getting back to N after a fault (the goal is 3 s; this is the CI bound).
 const BACK: Duration = Duration::from_secs(20);
 
+/// Partition lengths, seconds (`HACONIWA_FAULT_PARTITIONS=15,30,60`).
+fn partition_seconds() -> Vec<u64> {
+    std::env::var("HACONIWA_FAULT_PARTITIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![15, 60])
+}
+
 fn repeat() -> usize {
     std::env::var("HACONIWA_FAULT_REPEAT")
         .ok()
@@ -255,7 +263,7 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
 #[test]
 fn partitions_of_a_follower_and_of_the_leader_15_and_60_seconds() {
     let h = keeping_n("flt-partition", &[]);
-    for secs in [15, 60] {
+    for secs in partition_seconds() {
         let leader = h.leader();
         let follower = others(&h, leader)[0];
         partition(&h, follower, secs, &format!("follower_partition_{secs}s"));
