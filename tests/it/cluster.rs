@@ -424,7 +424,10 @@ fn an_on_disconnect_keep_container_runs_on_through_a_cut() {
     });
     // Well past the lease, it still runs: availability over uniqueness, as asked.
     std::thread::sleep(Duration::from_secs(1));
-    assert!(pid_alive(pid), "an on_disconnect(\"keep\") container was fenced");
+    assert!(
+        pid_alive(pid),
+        "an on_disconnect(\"keep\") container was fenced"
+    );
     cl.heal();
 }
 

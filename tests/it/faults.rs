@@ -310,6 +310,10 @@ fn every_member_killed_and_restarted_comes_back_to_n() {
     for k in 1..=3 {
         h.script(&["kill", &k.to_string()]);
     }
+    // No supervisor, no lease: every container is fenced by its monitor.
+    for k in 1..=3 {
+        h.wait_none_on(k, BACK, "with every supervisor dead");
+    }
     for k in 1..=3 {
         h.script(&["start", &k.to_string()]);
     }

@@ -355,7 +355,9 @@ impl TruthSampler {
         let seen = Arc::new(Mutex::new((0usize, Vec::new(), 0usize)));
         let (s, m) = (stop.clone(), seen.clone());
         let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
+            // On until asked to stop, and in any case until enough samples exist to mean
+            // something.
+            while !(s.load(Ordering::SeqCst) && m.lock().unwrap().2 >= 10) {
                 let t = truth(&parent);
                 let mut names: Vec<&String> = t.values().flat_map(|m| m.keys()).collect();
                 let count = names.len();
