@@ -263,6 +263,7 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                     "state_digest": s.state_digest,
                     "node": s.node,
                     "joint": s.joint,
+                    "quorum_lost": s.quorum_lost,
                     "members": members_json(&s.members),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -271,6 +272,12 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                     "leader: node {} ({})   term: {}   commit index: {}",
                     s.leader, s.leader_addr, s.term, s.commit_index
                 );
+                if s.quorum_lost {
+                    println!(
+                        "warning: node {} leads but no quorum acknowledged it lately: it may be cut off and this view stale; ask another member",
+                        s.node
+                    );
+                }
                 println!();
                 print_members(&s.members, s.leader);
             }

@@ -49,11 +49,11 @@ pub struct SupervisorArgs {
     #[arg(long)]
     node_ttl_ms: Option<u64>,
     /// How long a node runs its containers without the leader's acknowledgement, ms
-    /// (default 2000); then its monitors stop them.
+    /// (default 1500); then its monitors stop them.
     #[arg(long)]
     lease_ms: Option<u64>,
     /// What the leader adds to the lease before replacing a silent node's containers,
-    /// ms (default 500).
+    /// ms (default 300).
     #[arg(long)]
     lease_margin_ms: Option<u64>,
     /// A voter down this long is replaced by a learner, ms (default 5000).

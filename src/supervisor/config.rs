@@ -199,8 +199,8 @@ impl Config {
             ));
         }
         let heartbeat_ms = s.heartbeat_ms.unwrap_or(200);
-        let lease_ms = s.lease_ms.unwrap_or(2000);
-        let lease_margin_ms = s.lease_margin_ms.unwrap_or(500);
+        let lease_ms = s.lease_ms.unwrap_or(1500);
+        let lease_margin_ms = s.lease_margin_ms.unwrap_or(300);
         let node_ttl_ms = s.node_ttl_ms.unwrap_or(lease_ms + lease_margin_ms);
         // A lease must outlive a leader election with room to spare (renewals stop while
         // there is no leader), and hold several heartbeats.

@@ -92,6 +92,29 @@ impl Node {
             .is_some_and(|ms| ms <= self.config.election_timeout_max_ms)
     }
 
+    /// Whether this leader has (or within two election timeouts gets) a quorum's
+    /// acknowledgement: a leader just elected has none until its first round of
+    /// heartbeats comes back, which takes a moment, not a partition.
+    pub async fn await_quorum(&self) -> bool {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.config.election_timeout_max_ms * 2);
+        let mut rx = self.raft.metrics();
+        loop {
+            if self.has_quorum() {
+                return true;
+            }
+            if !self.is_leader() {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return self.has_quorum();
+            }
+        }
+    }
+
     /// Leads and knows it: Raft says so and a quorum acknowledged it lately.
     pub fn acting_leader(&self) -> bool {
         self.is_leader() && self.has_quorum()
@@ -184,7 +207,7 @@ impl Node {
     /// response; a command the state refuses is `OpError::Refused`; a leader cut off from
     /// its quorum fails fast instead of waiting for a commit that cannot come.
     pub async fn propose(&self, cmd: Command) -> OpResult<(u64, Response)> {
-        if self.is_leader() && !self.has_quorum() {
+        if self.is_leader() && !self.await_quorum().await {
             return Err(self.cut_off());
         }
         let written = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(cmd)).await;

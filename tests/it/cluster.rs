@@ -364,7 +364,7 @@ fn a_node_cut_off_fences_its_containers_before_the_cluster_replaces_them() {
     let (_, pid) = running_on(&c, &id).unwrap();
     let cut = std::time::Instant::now();
     cl.cut_off(victim as usize);
-    // Over there its lease runs out and its monitor stops it (default lease 2 s)...
+    // Over there its lease runs out and its monitor stops it (default lease 1.5 s)...
     let deadline = cut + Duration::from_secs(10);
     while pid_alive(pid) {
         assert!(
@@ -375,7 +375,7 @@ fn a_node_cut_off_fences_its_containers_before_the_cluster_replaces_them() {
     }
     let fenced_after = cut.elapsed();
     assert!(
-        fenced_after >= Duration::from_millis(1500),
+        fenced_after >= Duration::from_millis(1000),
         "fenced too early, at {fenced_after:?}: the lease should have held"
     );
     // ...and only then do the others see it lost (lease + margin after its last beat).
@@ -400,6 +400,32 @@ fn a_node_cut_off_fences_its_containers_before_the_cluster_replaces_them() {
     // Its local record says why it ended (until the agent forgets it).
     let local = cl.local_ps(victim);
     assert!(local.iter().all(|x| x["status"] != "running"), "{local:#?}");
+}
+
+#[test]
+fn a_supervisor_whose_port_is_taken_fails_before_it_joins() {
+    let cl = Cluster::three("cl-port", &[]);
+    let before = cl.status().unwrap()["members"].as_array().unwrap().len();
+    // The port of a fourth member is held by someone else.
+    let addr = format!("{}.4:7700", cl.net);
+    let _squatter = std::net::TcpListener::bind(&addr).expect("hold the port");
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["supervisor", "--listen", &addr, "--data-dir"])
+        .arg(cl.scratch.path.join("n4"))
+        .args(["--join", &cl.servers()])
+        .env("HACONIWA_TOKEN", &cl.token)
+        .env("HACONIWA_STATE_DIR", &cl.state_dir)
+        .env("HACONIWA_CGROUP_PARENT", &cl.cgroup_parent)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("listen on {addr}")), "{err}");
+    // Nothing joined: no dead member left behind.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = cl.status().unwrap();
+    assert_eq!(s["members"].as_array().unwrap().len(), before, "{s:#}");
+    assert!(!cl.scratch.path.join("n4/node_id").exists());
 }
 
 #[test]

@@ -180,6 +180,7 @@ fn a_follower_restarted_after_its_lease_is_replaced_without_overlap() {
 /// Cuts `victim` off for `secs`, then heals it; checks everything, and that its return
 /// changes no leader.
 fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
+    let was_leader = h.leader() == victim;
     let survivors = others(h, victim);
     let before = first_pids(&h.truth(), &survivors);
     let sampler = TruthSampler::start(h);
@@ -197,6 +198,13 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
         survivors[0],
     );
     let back = cut.elapsed();
+    // A cut-off leader says its view may be stale.
+    if was_leader {
+        let v = h
+            .status_of(victim as usize)
+            .expect("the cut-off leader answers the hub");
+        assert_eq!(v["quorum_lost"], true, "{label}: {v:#}");
+    }
     // The cut-off member refuses writes quickly instead of hanging (as a leader or not).
     let t = Instant::now();
     let o = h.cli_on(victim as usize, &["stop", "nothing-here"]);

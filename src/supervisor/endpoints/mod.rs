@@ -26,7 +26,7 @@ pub struct ClusterService {
 /// Runs the call on the leader: returns its reply when this node is a follower.
 macro_rules! on_leader {
     ($self:ident, $req:ident, $method:ident) => {
-        if $self.core.is_leader() && !$self.core.has_quorum() {
+        if $self.core.is_leader() && !$self.core.await_quorum().await {
             return Err($self.core.cut_off().into());
         }
         if !$self.core.is_leader() {

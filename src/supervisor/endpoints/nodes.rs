@@ -28,6 +28,7 @@ pub(super) fn status(core: &Node) -> OpResult<ClusterStatusReply> {
             .map_err(|e| OpError::Internal(format!("state digest: {e}")))?,
         node: core.id,
         joint: m.membership_config.membership().get_joint_config().len() > 1,
+        quorum_lost: core.is_leader() && !core.has_quorum(),
     })
 }
 
