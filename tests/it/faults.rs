@@ -93,13 +93,14 @@ fn settle(h: &Hosts, host: u64) {
     }
 }
 
-/// The checks every fault run ends with.
+/// The checks every fault run ends with; returns the most containers that really ran
+/// at once, for the report.
 fn assert_held(
     what: &str,
     sampler: TruthSampler,
     h: &Hosts,
     survivors_before: &BTreeMap<String, i32>,
-) {
+) -> usize {
     let (max, dups, samples) = sampler.finish();
     assert!(samples > 5, "{what}: too few samples ({samples})");
     assert!(
@@ -116,6 +117,7 @@ fn assert_held(
             "{what}: container {c} of a healthy survivor was stopped or restarted"
         );
     }
+    max
 }
 
 #[test]
@@ -131,9 +133,9 @@ fn kill_9_of_the_leader_never_runs_more_than_n() {
         let fenced = h.wait_none_on(leader, BACK, "the dead leader's containers");
         h.wait_n(N, BACK, "after the leader's kill -9", survivors[0]);
         let back = t0.elapsed();
-        assert_held("leader kill -9", sampler, &h, &before);
+        let max = assert_held("leader kill -9", sampler, &h, &before);
         report(
-            json!({"fault": "leader_kill9", "round": round, "back_to_n_ms": back.as_millis() as u64, "fenced_ms": fenced.as_millis() as u64}),
+            json!({"fault": "leader_kill9", "round": round, "back_to_n_ms": back.as_millis() as u64, "fenced_ms": fenced.as_millis() as u64, "max_real": max}),
         );
         h.script(&["start", &leader.to_string()]);
         settle(&h, leader);
@@ -153,8 +155,9 @@ fn a_follower_restarted_within_its_lease_keeps_its_containers() {
     h.script(&["start", &follower.to_string()]);
     settle(&h, follower);
     // Nothing was replaced: every container, the restarted node's included, is the same.
-    assert_held("follower restarted inside the lease", sampler, &h, &before);
+    let max = assert_held("follower restarted inside the lease", sampler, &h, &before);
     assert_eq!(total(&h.truth()), N);
+    report(json!({"fault": "follower_restart_in_lease", "max_real": max}));
 }
 
 #[test]
@@ -173,8 +176,10 @@ fn a_follower_restarted_after_its_lease_is_replaced_without_overlap() {
     std::thread::sleep(Duration::from_secs(2));
     h.script(&["start", &follower.to_string()]);
     settle(&h, follower);
-    assert_held("follower restarted after the lease", sampler, &h, &before);
-    report(json!({"fault": "follower_kill9", "back_to_n_ms": back.as_millis() as u64}));
+    let max = assert_held("follower restarted after the lease", sampler, &h, &before);
+    report(
+        json!({"fault": "follower_kill9", "back_to_n_ms": back.as_millis() as u64, "max_real": max}),
+    );
 }
 
 /// Cuts `victim` off for `secs`, then heals it; checks everything, and that its return
@@ -257,14 +262,19 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
     let s = h
         .status_of(survivors[0] as usize)
         .expect("a survivor answers");
+    // Every election raises the term: the terms passed between the heal and now.
+    let elections = s["term"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(term.as_u64().unwrap_or(0));
     assert_eq!(
         (s["leader"].clone(), s["term"].clone()),
         (leader, term),
-        "{label}: the member's return changed the leader"
+        "{label}: the member's return changed the leader ({elections} elections)"
     );
-    assert_held(label, sampler, h, &before);
+    let max = assert_held(label, sampler, h, &before);
     report(
-        json!({"fault": label, "seconds": secs, "back_to_n_ms": back.as_millis() as u64, "rejoin_ms": rejoin.as_millis() as u64, "refuse_ms": refuse_ms}),
+        json!({"fault": label, "seconds": secs, "back_to_n_ms": back.as_millis() as u64, "rejoin_ms": rejoin.as_millis() as u64, "refuse_ms": refuse_ms, "max_real": max, "leader_changes": elections}),
     );
 }
 
@@ -297,8 +307,8 @@ fn freeze(h: &Hosts, victim: u64, secs: u64, label: &str) {
     std::thread::sleep(Duration::from_secs(secs).saturating_sub(t0.elapsed()));
     h.script(&["thaw", &victim.to_string()]);
     settle(h, victim);
-    assert_held(label, sampler, h, &before);
-    report(json!({"fault": label, "back_to_n_ms": back.as_millis() as u64}));
+    let max = assert_held(label, sampler, h, &before);
+    report(json!({"fault": label, "back_to_n_ms": back.as_millis() as u64, "max_real": max}));
 }
 
 #[test]
@@ -332,8 +342,8 @@ fn every_member_killed_and_restarted_comes_back_to_n() {
         1,
     );
     settle(&h, 1);
-    assert_held("all killed", sampler, &h, &BTreeMap::new());
-    report(json!({"fault": "all_kill9", "back_to_n_ms": back.as_millis() as u64}));
+    let max = assert_held("all killed", sampler, &h, &BTreeMap::new());
+    report(json!({"fault": "all_kill9", "back_to_n_ms": back.as_millis() as u64, "max_real": max}));
 }
 
 #[test]
@@ -406,12 +416,12 @@ fn a_member_whose_disk_fills_up_exits_and_is_replaced() {
         "no clear line about why it stopped:\n{}",
         h.logs_tail()
     );
-    assert_held("full disk", sampler, &h, &before);
+    let max = assert_held("full disk", sampler, &h, &before);
     // Space back: it starts again and rejoins.
     let _ = std::fs::remove_file(data.join("filler"));
     h.script(&["start", &victim.to_string()]);
     settle(&h, victim);
-    report(json!({"fault": "full_disk", "back_to_n_ms": back.as_millis() as u64}));
+    report(json!({"fault": "full_disk", "back_to_n_ms": back.as_millis() as u64, "max_real": max}));
 }
 
 fn is_zombie(pid: i32) -> bool {

@@ -446,34 +446,9 @@ impl Truth {
     /// The containers that really run on each node: the non-empty container cgroups
     /// under `<parent>/node-N/` (the truth, whatever the cluster believes).
     pub fn real_running(&self) -> std::collections::BTreeMap<u64, usize> {
-        let mut out = std::collections::BTreeMap::new();
-        // One hierarchy is enough: every container has a pids (v1) or unified (v2) cgroup.
-        let Some(root) = super::cgroup_dirs(&self.cgroup_parent).into_iter().next() else {
-            return out;
-        };
-        let Ok(nodes) = std::fs::read_dir(&root) else {
-            return out;
-        };
-        for n in nodes.flatten() {
-            let name = n.file_name().to_string_lossy().to_string();
-            let Some(id) = name
-                .strip_prefix("node-")
-                .and_then(|i| i.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let count = std::fs::read_dir(n.path())
-                .map(|rd| {
-                    rd.flatten()
-                        .filter(|c| {
-                            std::fs::read_to_string(c.path().join("cgroup.procs"))
-                                .is_ok_and(|p| !p.trim().is_empty())
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
-            out.insert(id, count);
-        }
-        out
+        super::hosts::truth(&self.cgroup_parent)
+            .into_iter()
+            .map(|(node, running)| (node, running.len()))
+            .collect()
     }
 }
