@@ -92,12 +92,17 @@ impl Node {
             .is_some_and(|ms| ms <= self.config.election_timeout_max_ms)
     }
 
-    /// Whether this leader has (or within two election timeouts gets) a quorum's
-    /// acknowledgement: a leader just elected has none until its first round of
-    /// heartbeats comes back, which takes a moment, not a partition.
+    /// Whether this leader has (or soon gets) a quorum's acknowledgement: a leader just
+    /// elected has none until its first round of heartbeats comes back, which takes a
+    /// moment, not a partition. It waits until the last acknowledgement is two election
+    /// timeouts old (two timeouts from now if there was none), so a leader cut off for
+    /// longer refuses at once.
     pub async fn await_quorum(&self) -> bool {
-        let deadline = tokio::time::Instant::now()
-            + std::time::Duration::from_millis(self.config.election_timeout_max_ms * 2);
+        let since_ack = self.raft.metrics().borrow().millis_since_quorum_ack;
+        let wait = self
+            .quorum_patience_ms()
+            .saturating_sub(since_ack.unwrap_or(0));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
         let mut rx = self.raft.metrics();
         loop {
             if self.has_quorum() {
@@ -113,6 +118,12 @@ impl Node {
                 return self.has_quorum();
             }
         }
+    }
+
+    /// How old a leader's last quorum acknowledgement may grow before a write gives up on
+    /// it: two election timeouts (one is when the leader loop stops acting).
+    fn quorum_patience_ms(&self) -> u64 {
+        self.config.election_timeout_max_ms * 2
     }
 
     /// Leads and knows it: Raft says so and a quorum acknowledged it lately.
@@ -210,13 +221,34 @@ impl Node {
         if self.is_leader() && !self.await_quorum().await {
             return Err(self.cut_off());
         }
-        let written = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(cmd)).await;
-        let Ok(written) = written else {
-            return Err(OpError::Unavailable(format!(
-                "node {}: no quorum committed the change within {} s",
-                self.id,
-                PROPOSE_TIMEOUT.as_secs()
-            )));
+        let write = self.raft.client_write(cmd);
+        tokio::pin!(write);
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut rx = self.raft.metrics();
+        // Cut off while it waits (a write that came just before the cut): fail as soon as
+        // the leader knows, not at the deadline. Either way the entry may still commit if
+        // the network heals, like any write whose answer was lost.
+        let written = loop {
+            tokio::select! {
+                written = &mut write => break written,
+                changed = tokio::time::timeout_at(deadline, rx.changed()) => match changed {
+                    Err(_) => {
+                        return Err(OpError::Unavailable(format!(
+                            "node {}: no quorum committed the change within {} s",
+                            self.id,
+                            PROPOSE_TIMEOUT.as_secs()
+                        )))
+                    }
+                    Ok(Err(_)) => {
+                        return Err(OpError::Unavailable(format!("node {}: raft stopped", self.id)))
+                    }
+                    Ok(Ok(())) if self.is_leader() && rx.borrow().millis_since_quorum_ack
+                        .is_some_and(|ms| ms > self.quorum_patience_ms()) => {
+                        return Err(self.cut_off())
+                    }
+                    Ok(Ok(())) => {}
+                },
+            }
         };
         match written {
             Ok(r) => match r.data {

@@ -191,6 +191,21 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
     let sampler = TruthSampler::start(h);
     let cut = Instant::now();
     h.script(&["cut", &victim.to_string()]);
+    // From the cut, how soon a cut-off leader refuses writes (a write every 50 ms).
+    let refused_after_cut = was_leader.then(|| {
+        let deadline = cut + Duration::from_secs(5);
+        loop {
+            let o = h.cli_on(victim as usize, &["stop", "nothing-here"]);
+            if String::from_utf8_lossy(&o.stderr).contains("no quorum has acknowledged") {
+                break cut.elapsed().as_millis() as u64;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{label}: the cut-off leader still took writes 5 s after the cut: {o:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
     h.wait_none_on(
         victim,
         BACK,
@@ -215,10 +230,16 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
     let o = h.cli_on(victim as usize, &["stop", "nothing-here"]);
     let refuse_ms = t.elapsed().as_millis() as u64;
     assert!(!o.status.success());
+    // A leader knows at once (goal 1 s); a follower's forward must time out first.
+    let bound = if was_leader { 1000 } else { 5000 };
     assert!(
-        refuse_ms < 5000,
-        "{label}: a write to the cut-off member took {refuse_ms} ms"
+        refuse_ms < bound,
+        "{label}: a write to the cut-off member took {refuse_ms} ms: {o:?}"
     );
+    if was_leader {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("no quorum has acknowledged"), "{label}: {err}");
+    }
     let remaining = Duration::from_secs(secs).saturating_sub(cut.elapsed());
     std::thread::sleep(remaining);
     let s = h
@@ -274,7 +295,7 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
     );
     let max = assert_held(label, sampler, h, &before);
     report(
-        json!({"fault": label, "seconds": secs, "back_to_n_ms": back.as_millis() as u64, "rejoin_ms": rejoin.as_millis() as u64, "refuse_ms": refuse_ms, "max_real": max, "leader_changes": elections}),
+        json!({"fault": label, "seconds": secs, "back_to_n_ms": back.as_millis() as u64, "rejoin_ms": rejoin.as_millis() as u64, "refuse_ms": refuse_ms, "refused_after_cut_ms": refused_after_cut, "max_real": max, "leader_changes": elections}),
     );
 }
 
