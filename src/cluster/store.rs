@@ -2,8 +2,15 @@
 //! machine with its snapshots (`RaftStateMachine`), all in one database file under the
 //! data directory. Every write transaction commits with redb's default durability
 //! (fsync) before the call returns or the flush callback fires.
+//!
+//! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
+//! `sm_containers`, `sm_rules`, plus a small `sm_meta` row), and applying entries writes
+//! the rows they touched: the cost of a commit follows the change, not the state's size.
 
-use super::state::{ClusterState, Event, EventKind, Response};
+use super::state::{
+    ClusterState, ContainerRecord, Definition, Event, EventKind, NodeRecord, Response, RuleRecord,
+    Table, Touched,
+};
 use super::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -25,6 +32,10 @@ type SResult<T> = Result<T, StorageError<NodeId>>;
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SM: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine");
+const SM_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_nodes");
+const SM_DEFINITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_definitions");
+const SM_CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_containers");
+const SM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_rules");
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| AnyError::new(&e))
@@ -48,6 +59,10 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
     tx.open_table(LOG).map_err(|e| b(e.into()))?;
     tx.open_table(META).map_err(|e| b(e.into()))?;
     tx.open_table(SM).map_err(|e| b(e.into()))?;
+    tx.open_table(SM_NODES).map_err(|e| b(e.into()))?;
+    tx.open_table(SM_DEFINITIONS).map_err(|e| b(e.into()))?;
+    tx.open_table(SM_CONTAINERS).map_err(|e| b(e.into()))?;
+    tx.open_table(SM_RULES).map_err(|e| b(e.into()))?;
     tx.commit().map_err(|e| b(e.into()))?;
     Ok(Arc::new(db))
 }
@@ -210,7 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// The applied state as persisted (and as a snapshot's data).
+/// The applied state (and a snapshot's data).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Applied {
     last_applied: Option<LogId<NodeId>>,
@@ -218,10 +233,161 @@ struct Applied {
     state: ClusterState,
 }
 
+/// The `sm_meta` row: everything of the applied state that is not a record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedMeta {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    max_node_id: u64,
+    next_seq: u64,
+}
+
+impl AppliedMeta {
+    fn of(a: &Applied) -> AppliedMeta {
+        AppliedMeta {
+            last_applied: a.last_applied,
+            last_membership: a.last_membership.clone(),
+            max_node_id: a.state.max_node_id(),
+            next_seq: a.state.next_seq(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
     data: Vec<u8>,
+}
+
+/// Which records to write: the touched ones, or all (a snapshot replaced the state).
+enum Rows<'a> {
+    Touched(&'a Touched),
+    All,
+}
+
+/// Writes the applied state's meta row and the record rows `rows` names (a record no
+/// longer in the state is deleted) in the open transaction.
+fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result<(), AnyError> {
+    let st = &a.state;
+    let mut sm = tx.open_table(SM).map_err(any)?;
+    sm.insert("meta", enc(&AppliedMeta::of(a))?.as_slice())
+        .map_err(any)?;
+    let mut nodes = tx.open_table(SM_NODES).map_err(any)?;
+    let mut defs = tx.open_table(SM_DEFINITIONS).map_err(any)?;
+    let mut containers = tx.open_table(SM_CONTAINERS).map_err(any)?;
+    let mut rules = tx.open_table(SM_RULES).map_err(any)?;
+    match rows {
+        Rows::All => {
+            nodes.retain(|_, _| false).map_err(any)?;
+            defs.retain(|_, _| false).map_err(any)?;
+            containers.retain(|_, _| false).map_err(any)?;
+            rules.retain(|_, _| false).map_err(any)?;
+            for (k, v) in st.nodes().iter() {
+                nodes.insert(*k, enc(v)?.as_slice()).map_err(any)?;
+            }
+            for (k, v) in st.definitions().iter() {
+                defs.insert(k.as_str(), enc(v)?.as_slice()).map_err(any)?;
+            }
+            for (k, v) in st.containers().iter() {
+                containers
+                    .insert(k.as_str(), enc(v)?.as_slice())
+                    .map_err(any)?;
+            }
+            for (k, v) in st.rules().iter() {
+                rules.insert(k.as_str(), enc(v)?.as_slice()).map_err(any)?;
+            }
+        }
+        Rows::Touched(t) => {
+            for k in &t.nodes {
+                match st.nodes().get(k) {
+                    Some(v) => nodes.insert(*k, enc(v)?.as_slice()).map(drop),
+                    None => nodes.remove(*k).map(drop),
+                }
+                .map_err(any)?;
+            }
+            for k in &t.definitions {
+                match st.definitions().get(k) {
+                    Some(v) => defs.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
+                    None => defs.remove(k.as_str()).map(drop),
+                }
+                .map_err(any)?;
+            }
+            for k in &t.containers {
+                match st.containers().get(k) {
+                    Some(v) => containers.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
+                    None => containers.remove(k.as_str()).map(drop),
+                }
+                .map_err(any)?;
+            }
+            for k in &t.rules {
+                match st.rules().get(k) {
+                    Some(v) => rules.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
+                    None => rules.remove(k.as_str()).map(drop),
+                }
+                .map_err(any)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the applied state from its rows (empty on a fresh database).
+fn read_applied(db: &Database) -> Result<Applied, AnyError> {
+    let tx = db.begin_read().map_err(any)?;
+    let sm = tx.open_table(SM).map_err(any)?;
+    if sm.get("applied").map_err(any)?.is_some() {
+        return Err(AnyError::error(
+            "this data directory holds the state in the layout of an older haconiwa \
+             (one `applied` row); start the member with a fresh data directory and let \
+             it join again",
+        ));
+    }
+    let meta: AppliedMeta = match sm.get("meta").map_err(any)? {
+        Some(v) => dec(v.value())?,
+        None => AppliedMeta::default(),
+    };
+    let mut nodes = Table::new();
+    for item in tx.open_table(SM_NODES).map_err(any)?.iter().map_err(any)? {
+        let (k, v) = item.map_err(any)?;
+        nodes.insert(k.value(), dec::<NodeRecord>(v.value())?);
+    }
+    let mut definitions = Table::new();
+    for item in tx
+        .open_table(SM_DEFINITIONS)
+        .map_err(any)?
+        .iter()
+        .map_err(any)?
+    {
+        let (k, v) = item.map_err(any)?;
+        definitions.insert(k.value().to_string(), dec::<Definition>(v.value())?);
+    }
+    let mut containers = Table::new();
+    for item in tx
+        .open_table(SM_CONTAINERS)
+        .map_err(any)?
+        .iter()
+        .map_err(any)?
+    {
+        let (k, v) = item.map_err(any)?;
+        containers.insert(k.value().to_string(), dec::<ContainerRecord>(v.value())?);
+    }
+    let mut rules = Table::new();
+    for item in tx.open_table(SM_RULES).map_err(any)?.iter().map_err(any)? {
+        let (k, v) = item.map_err(any)?;
+        rules.insert(k.value().to_string(), dec::<RuleRecord>(v.value())?);
+    }
+    Ok(Applied {
+        last_applied: meta.last_applied,
+        last_membership: meta.last_membership,
+        state: ClusterState::from_records(
+            nodes,
+            definitions,
+            containers,
+            rules,
+            meta.max_node_id,
+            meta.next_seq,
+        ),
+    })
 }
 
 /// What the rest of the supervisor sees of the state machine: the state after each
@@ -247,15 +413,8 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Loads the persisted state machine (empty on a fresh database).
     pub fn open(db: Arc<Database>) -> Result<(Self, StateFeed), Box<StorageError<NodeId>>> {
-        let load = || -> Result<Applied, AnyError> {
-            let tx = db.begin_read().map_err(any)?;
-            let t = tx.open_table(SM).map_err(any)?;
-            match t.get("applied").map_err(any)? {
-                Some(v) => dec(v.value()),
-                None => Ok(Applied::default()),
-            }
-        };
-        let applied = load().map_err(|e| Box::new(StorageIOError::read_state_machine(e).into()))?;
+        let applied = read_applied(&db)
+            .map_err(|e| Box::new(StorageIOError::read_state_machine(e).into()))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (state_tx, state_rx) = watch::channel((index, Arc::new(applied.state.clone())));
         let (events, _) = broadcast::channel(4096);
@@ -275,18 +434,30 @@ impl StateMachineStore {
         ))
     }
 
+    /// Writes the applied state's rows (`rows`) and, when given, a snapshot, in one
+    /// transaction.
     fn persist(
         &self,
         applied: &Applied,
+        rows: Rows,
         snapshot: Option<&StoredSnapshot>,
     ) -> Result<(), AnyError> {
         let tx = self.db.begin_write().map_err(any)?;
+        write_applied(&tx, applied, rows)?;
+        if let Some(s) = snapshot {
+            let mut t = tx.open_table(SM).map_err(any)?;
+            t.insert("snapshot", enc(s)?.as_slice()).map_err(any)?;
+        }
+        tx.commit().map_err(any)
+    }
+
+    /// Stores a snapshot (its data only: the rows already hold the state it shows).
+    fn persist_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), AnyError> {
+        let tx = self.db.begin_write().map_err(any)?;
         {
             let mut t = tx.open_table(SM).map_err(any)?;
-            t.insert("applied", enc(applied)?.as_slice()).map_err(any)?;
-            if let Some(s) = snapshot {
-                t.insert("snapshot", enc(s)?.as_slice()).map_err(any)?;
-            }
+            t.insert("snapshot", enc(snapshot)?.as_slice())
+                .map_err(any)?;
         }
         tx.commit().map_err(any)
     }
@@ -328,7 +499,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: data.clone(),
         };
-        self.persist(&applied, Some(&stored))
+        self.persist_snapshot(&stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(Snapshot {
             meta,
@@ -370,7 +541,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
-        self.persist(&applied, None)
+        let touched = applied.state.take_touched();
+        self.persist(&applied, Rows::Touched(&touched), None)
             .map_err(StorageIOError::write_state_machine)?;
         self.publish(&applied, events);
         *self.lock() = applied;
@@ -397,7 +569,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        self.persist(&applied, Some(&stored))
+        self.persist(&applied, Rows::All, Some(&stored))
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let event = Event {
             index: applied.last_applied.map(|l| l.index).unwrap_or(0),
@@ -498,7 +670,94 @@ mod tests {
             assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
         });
         assert_eq!(feed.state.borrow().0, 1);
-        assert_eq!(feed.state.borrow().1.nodes.len(), 1);
+        assert_eq!(feed.state.borrow().1.nodes().len(), 1);
         drop(sm);
+    }
+
+    #[test]
+    fn the_rows_each_entry_writes_rebuild_the_same_state() {
+        use crate::cluster::state::{Command, Observed};
+        let dir = std::env::temp_dir().join(format!("haconiwa-store-rows-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _guard = Dir(dir.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let def = Definition {
+            name: "web".into(),
+            digest: "d-web".into(),
+            text: "text".into(),
+            base_dir: "/".into(),
+            spec: crate::spec::ContainerSpec::new("web", vec!["/bin/true".into()], "/r".into()),
+            registered_index: 0,
+        };
+        let mut cmds = vec![
+            Command::AddNode {
+                id: None,
+                addr: "a:1".into(),
+                labels: Default::default(),
+            },
+            Command::Spawn {
+                digest: "d-web".into(),
+                definition: Some(def),
+                nodes: vec![1; 50],
+                rule: None,
+            },
+        ];
+        for i in 0..50 {
+            let id = if i == 0 {
+                "web".to_string()
+            } else {
+                format!("web-{}", i + 1)
+            };
+            cmds.push(Command::Observe {
+                id: id.clone(),
+                node: 1,
+                observed: Observed::Running { pid: i },
+            });
+            if i % 3 == 0 {
+                cmds.push(Command::Stop { id: id.clone() });
+                cmds.push(Command::Observe {
+                    id: id.clone(),
+                    node: 1,
+                    observed: Observed::Exited {
+                        code: Some(0),
+                        oom_killed: false,
+                        error: None,
+                    },
+                });
+                cmds.push(Command::Forget { ids: vec![id] });
+            }
+        }
+        let in_memory = rt.block_on(async {
+            let db = open_database(&dir.join("raft.redb")).unwrap();
+            let (mut sm, feed) = StateMachineStore::open(db).unwrap();
+            // A few entries per apply call, as openraft hands them over.
+            for (i, chunk) in cmds.chunks(3).enumerate() {
+                let entries: Vec<Entry<TypeConfig>> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| Entry {
+                        log_id: LogId::new(
+                            openraft::CommittedLeaderId::new(1, 1),
+                            (i * 3 + j + 1) as u64,
+                        ),
+                        payload: EntryPayload::Normal(c.clone()),
+                    })
+                    .collect();
+                sm.apply(entries).await.unwrap();
+            }
+            let state = feed.state.borrow().1.clone();
+            state
+        });
+        assert_eq!(in_memory.containers().len(), 50 - 17);
+        let db = open_database(&dir.join("raft.redb")).unwrap();
+        let (_sm, feed) = StateMachineStore::open(db).unwrap();
+        let reopened = feed.state.borrow().1.clone();
+        assert_eq!(*reopened, *in_memory);
+        assert_eq!(reopened.digest().unwrap(), in_memory.digest().unwrap());
+        assert_eq!(reopened.active_on(1), in_memory.active_on(1));
+        assert_eq!(feed.state.borrow().0, cmds.len() as u64);
     }
 }

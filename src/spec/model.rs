@@ -29,7 +29,7 @@ pub struct ContainerSpec {
     /// The root filesystem and how the container enters it.
     pub rootfs: Rootfs,
     /// How `haconiwa create` builds the root filesystem when it is missing.
-    #[serde(default)]
+    #[serde(default, with = "bootstrap_codec")]
     pub bootstrap: Option<Bootstrap>,
     /// Shell steps run once inside the new root filesystem after bootstrap.
     #[serde(default)]
@@ -168,6 +168,38 @@ pub struct Rootfs {
     /// Remount the root read-only after set-up.
     #[serde(default)]
     pub readonly: bool,
+}
+
+/// `bootstrap` is internally tagged (`"strategy": "busybox"`) in JSON and TOML, which a
+/// binary encoding (bincode, the replicated state's) cannot decode: there it travels as
+/// its JSON text, a few bytes once per definition.
+mod bootstrap_codec {
+    use super::Bootstrap;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Bootstrap>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return b.serialize(s);
+        }
+        let text = b
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(S::Error::custom)?;
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bootstrap>, D::Error> {
+        if d.is_human_readable() {
+            return Option::<Bootstrap>::deserialize(d);
+        }
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(D::Error::custom)
+    }
 }
 
 /// Recipes that build a root filesystem.

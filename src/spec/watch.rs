@@ -101,6 +101,8 @@ pub enum Intent {
         node: Option<u64>,
         /// Labels the node must carry.
         node_labels: BTreeMap<String, String>,
+        /// How many (placed and committed in batches).
+        count: u64,
     },
     /// Stop one container.
     Kill {
@@ -117,6 +119,41 @@ pub enum Intent {
     /// A message for the supervisor's log.
     Log(String),
 }
+
+impl Intent {
+    /// Consecutive spawns of the same definition, node and labels as one: a rule that
+    /// calls `spawn` in a loop gets its containers placed and committed in batches.
+    pub fn coalesce(intents: Vec<Intent>) -> Vec<Intent> {
+        let mut out: Vec<Intent> = Vec::with_capacity(intents.len());
+        for i in intents {
+            if let (
+                Some(Intent::Spawn {
+                    haco: h0,
+                    node: n0,
+                    node_labels: l0,
+                    count: c0,
+                }),
+                Intent::Spawn {
+                    haco,
+                    node,
+                    node_labels,
+                    count,
+                },
+            ) = (out.last_mut(), &i)
+            {
+                if h0 == haco && n0 == node && l0 == node_labels {
+                    *c0 = c0.saturating_add(*count);
+                    continue;
+                }
+            }
+            out.push(i);
+        }
+        out
+    }
+}
+
+/// The most containers one `spawn` may ask for.
+pub const MAX_SPAWN_COUNT: i64 = 100_000;
 
 /// A `.haco` file named by a rule, with where it is named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,12 +388,13 @@ fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
                 haco: haco.to_string(),
                 node: None,
                 node_labels: BTreeMap::new(),
+                count: 1,
             });
             Ok(())
         },
     );
     engine.register_fn("spawn", |h: &mut WatchHandle, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "spawn", &["haco", "node", "node_labels"])?;
+        check_keys(&o, "spawn", &["haco", "node", "node_labels", "count"])?;
         let haco = as_str(
             o.get("haco")
                 .ok_or_else(|| dsl_error("spawn: missing 'haco'"))?,
@@ -379,11 +417,25 @@ fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
             Some(v) => string_map(v, "spawn node_labels")?,
             None => BTreeMap::new(),
         };
-        h.0.borrow_mut().intents.push(Intent::Spawn {
-            haco,
-            node,
-            node_labels,
-        });
+        let count = match o.get("count") {
+            Some(v) => v
+                .as_int()
+                .map_err(|t| dsl_error(format!("spawn count: expected an integer, got {t}")))?,
+            None => 1,
+        };
+        if !(0..=MAX_SPAWN_COUNT).contains(&count) {
+            return Err(dsl_error(format!(
+                "spawn count: must be between 0 and {MAX_SPAWN_COUNT}, got {count}"
+            )));
+        }
+        if count > 0 {
+            h.0.borrow_mut().intents.push(Intent::Spawn {
+                haco,
+                node,
+                node_labels,
+                count: count as u64,
+            });
+        }
         Ok(())
     });
     engine.register_fn("kill", |h: &mut WatchHandle, id: &str| {
@@ -620,7 +672,8 @@ mod tests {
             vec![Intent::Spawn {
                 haco: "sleeper.haco".into(),
                 node: None,
-                node_labels: BTreeMap::new()
+                node_labels: BTreeMap::new(),
+                count: 1,
             }]
         );
         assert!(
@@ -644,7 +697,7 @@ mod tests {
     fn every_event_and_action() {
         let text = r#"haconiwa.watch(|w| {
     w.watch("container_exit", |e| { log(`exit ${e.container.id} ${e.container.exit_code}`); });
-    w.watch("node_down", |e| { haconiwa.spawn(#{ haco: "db.haco", node_labels: #{ zone: "b" } }); });
+    w.watch("node_down", |e| { haconiwa.spawn(#{ haco: "db.haco", node_labels: #{ zone: "b" }, count: 3 }); });
     w.watch("node_up", |e| { haconiwa.kill(#{ definition: "db", count: 2 }); });
     w.every(500, |e| { if e.cluster.count(#{ tier: "web" }) > 0 { haconiwa.kill("web-1"); } });
     w.watch("timer", #{ every: 1000 }, |e| { log(`${e.cluster.nodes.len()} nodes, ${e.cluster.containers.len()} containers`); });
@@ -679,7 +732,8 @@ mod tests {
             Intent::Spawn {
                 haco: "db.haco".into(),
                 node: None,
-                node_labels: [("zone".into(), "b".into())].into()
+                node_labels: [("zone".into(), "b".into())].into(),
+                count: 3,
             }
         );
         assert_eq!(
@@ -726,5 +780,36 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(5));
         assert!(e.message.contains("stopped"), "{e}");
         assert!(e.to_string().starts_with("loop.watch:1:"), "{e}");
+    }
+
+    #[test]
+    fn spawns_in_a_loop_become_one_batch() {
+        let text = r#"haconiwa.watch(|w| {
+    w.watch("cluster", |e| {
+        for i in 0..3 { haconiwa.spawn("a.haco"); }
+        haconiwa.spawn(#{ haco: "a.haco", count: 4 });
+        haconiwa.spawn(#{ haco: "a.haco", count: 0 });
+        haconiwa.spawn(#{ haco: "a.haco", node: 2 });
+        haconiwa.spawn("a.haco");
+    });
+});"#;
+        let i = evaluate(text, "loop.watch", view(0), &[Trigger::Cluster], soon()).unwrap();
+        let spawn = |node, count| Intent::Spawn {
+            haco: "a.haco".into(),
+            node,
+            node_labels: BTreeMap::new(),
+            count,
+        };
+        assert_eq!(
+            Intent::coalesce(i),
+            vec![spawn(None, 7), spawn(Some(2), 1), spawn(None, 1)]
+        );
+        let bad = r#"haconiwa.watch(|w| { w.watch("cluster", |e| { haconiwa.spawn(#{ haco: "a.haco", count: -1 }); }); });"#;
+        let e = evaluate(bad, "bad.watch", view(0), &[Trigger::Cluster], soon()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("spawn count: must be between 0 and 100000, got -1"),
+            "{e}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::api::pb::HeartbeatRequest;
 use crate::cluster::state::{Command, ContainerRecord, NodeStatus, Observed};
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
 use crate::runtime::{bootstrap, lease, provision, Runtime};
+use crate::spec::ContainerSpec;
 use crate::watch::reconcile::{self, Action, Local, LocalStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -95,8 +96,7 @@ impl Agent {
             .into_iter()
             .map(|l| (l.name.clone(), local_view(&l)))
             .collect();
-        let mine: Vec<&ContainerRecord> =
-            state.containers.values().filter(|c| c.node == me).collect();
+        let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
         reported.retain(|id, _| mine.iter().any(|c| c.id == *id));
         let launching = lock(&self.launching).clone();
         let actions = reconcile::decide(&reconcile::Inputs {
@@ -104,7 +104,7 @@ impl Agent {
             // While the cluster holds this node down its containers were replaced:
             // nothing is wanted here until the leader sees us again.
             node_down: state
-                .nodes
+                .nodes()
                 .get(&me)
                 .is_some_and(|n| n.status == NodeStatus::Down),
             mine,
@@ -119,8 +119,9 @@ impl Agent {
                     if lease::remaining_ms(&self.runtime.lease_file()).is_none() {
                         continue;
                     }
-                    if let Some(c) = state.containers.get(&id) {
-                        self.clone().launch(c.clone());
+                    let found = state.containers().get(&id);
+                    if let Some((c, spec)) = found.and_then(|c| Some((c, state.spec_of(c)?))) {
+                        self.clone().launch(c.clone(), spec);
                     }
                 }
                 Action::Kill(name) => self.clone().kill(name),
@@ -140,17 +141,17 @@ impl Agent {
         let _ = self.runtime.remove(name);
     }
 
-    fn launch(self: Arc<Self>, c: ContainerRecord) {
+    fn launch(self: Arc<Self>, c: ContainerRecord, spec: ContainerSpec) {
         if !lock(&self.launching).insert(c.id.clone()) {
             return;
         }
         tokio::spawn(async move {
             // "starting" only when a root filesystem must be built first: on the usual
             // path the report would cost a commit before the launch.
-            if !c.spec.rootfs.path.is_dir() {
+            if !spec.rootfs.path.is_dir() {
                 let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
             }
-            let observed = match self.start(&c).await {
+            let observed = match self.start(spec).await {
                 Ok(st) => Observed::Running { pid: st.pid },
                 Err(e) => {
                     tracing::warn!("container {}: {e}", c.id);
@@ -173,8 +174,8 @@ impl Agent {
     }
 
     /// Bootstraps the root when missing, then starts the container through the helper.
-    async fn start(&self, c: &ContainerRecord) -> Result<LocalState, String> {
-        let spec = c.spec.clone();
+    async fn start(&self, spec: ContainerSpec) -> Result<LocalState, String> {
+        let json = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
         let rt = self.runtime.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             bootstrap::ensure(&spec, false)?;
@@ -184,7 +185,6 @@ impl Agent {
         .map_err(|e| format!("bootstrap: {e}"))?;
         prepared.map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| format!("find the haconiwa binary: {e}"))?;
-        let json = serde_json::to_vec(&c.spec).map_err(|e| e.to_string())?;
         let mut child = tokio::process::Command::new(exe)
             .arg("__monitor")
             .env("HACONIWA_STATE_DIR", &self.runtime.state_dir)

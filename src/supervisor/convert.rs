@@ -7,8 +7,8 @@ use crate::cluster::state::{
 use openraft::{BasicNode, RaftMetrics};
 use std::collections::BTreeSet;
 
-/// API form of a container.
-pub fn container_pb(c: &ContainerRecord) -> pb::Container {
+/// API form of a container (its labels are its definition's, found in `state`).
+pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container {
     let (exit_code, has_exit_code, pid, error) = match &c.observed {
         Observed::Exited { code, error, .. } => (
             code.unwrap_or(0),
@@ -21,7 +21,7 @@ pub fn container_pb(c: &ContainerRecord) -> pb::Container {
     };
     pb::Container {
         id: c.id.clone(),
-        name: c.spec.name.clone(),
+        name: c.id.clone(),
         definition: c.definition.clone(),
         definition_digest: c.digest.clone(),
         node: c.node,
@@ -36,7 +36,10 @@ pub fn container_pb(c: &ContainerRecord) -> pb::Container {
         rule: c.rule.clone().unwrap_or_default(),
         error,
         created_index: c.created_index,
-        labels: c.spec.labels.clone().into_iter().collect(),
+        labels: state
+            .labels_of(c)
+            .map(|l| l.clone().into_iter().collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -53,13 +56,13 @@ pub fn members_pb(
         .cloned()
         .unwrap_or_default();
     let mut out: Vec<pb::Member> = state
-        .nodes
+        .nodes()
         .values()
         .map(|n| node_pb(n, state, &voters, membership.get_node(&n.id).is_some()))
         .collect();
     // Members Raft knows that the state does not (yet).
     for (id, node) in membership.nodes() {
-        if !state.nodes.contains_key(id) {
+        if !state.nodes().contains_key(id) {
             out.push(pb::Member {
                 id: *id,
                 addr: node.addr.clone(),
@@ -106,7 +109,7 @@ pub fn event_pb(e: Event, state: &ClusterState) -> pb::Event {
     pb::Event {
         index: e.index,
         kind: e.kind.name().into(),
-        container: e.container.as_ref().map(container_pb),
+        container: e.container.as_ref().map(|c| container_pb(c, state)),
         node: e.node.as_ref().map(|n| node_pb(n, state, &voters, false)),
         message: e.message,
     }

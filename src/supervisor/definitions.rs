@@ -25,15 +25,35 @@ pub async fn evaluate(text: String, file: String, base_dir: String) -> OpResult<
     .map_err(|e| OpError::Invalid(e.to_string()))
 }
 
+/// The definition of a `.haco` text: the registered one when the cluster holds this
+/// text already (its spec resolved once), else a new one, evaluated here.
+pub async fn resolve(
+    state: &ClusterState,
+    text: String,
+    file: String,
+    base_dir: String,
+) -> OpResult<Definition> {
+    let digest = crate::spec::digest(&text);
+    if let Some(d) = state.definitions().get(&digest) {
+        return Ok(d.clone());
+    }
+    let spec = evaluate(text.clone(), file.clone(), base_dir.clone()).await?;
+    Ok(Definition {
+        name: definition_name(&file),
+        digest,
+        text,
+        base_dir,
+        spec,
+        registered_index: 0,
+    })
+}
+
 /// The newest registered definition of a name.
 pub fn latest(state: &ClusterState, name: &str) -> Option<Definition> {
-    let newest = state
-        .containers
+    state
+        .definitions()
         .values()
-        .filter(|c| c.definition == name)
-        .max_by_key(|c| c.created_index)
-        .and_then(|c| state.definitions.get(&c.digest));
-    newest
-        .or_else(|| state.definitions.values().find(|d| d.name == name))
+        .filter(|d| d.name == name)
+        .max_by_key(|d| d.registered_index)
         .cloned()
 }

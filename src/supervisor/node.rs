@@ -206,7 +206,7 @@ impl Node {
         let hb = lock(&self.heartbeats);
         let now = Instant::now();
         self.state()
-            .nodes
+            .nodes()
             .keys()
             .filter(|id| **id != self.id)
             .filter(|id| hb.get(id).is_none_or(|t| now.duration_since(*t) > window))

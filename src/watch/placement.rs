@@ -3,7 +3,8 @@
 //! the lowest id). Pure: decided on the leader, committed as part of the spawn.
 
 use crate::cluster::state::{ClusterState, NodeId, NodeStatus};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// A placement question.
 #[derive(Debug, Clone, Default)]
@@ -43,38 +44,51 @@ fn labels_text(l: &BTreeMap<String, String>) -> String {
 
 /// Chooses a node.
 pub fn place(state: &ClusterState, req: &Request) -> Result<NodeId, PlacementError> {
+    Ok(place_many(state, req, 1)?[0])
+}
+
+/// Chooses nodes for `count` containers at once, each choice counting the ones before it
+/// (so a batch spreads as one-by-one placement would). O(nodes + count × log nodes),
+/// with the per-node counts from the state's index. `count` 0 is taken as 1.
+pub fn place_many(
+    state: &ClusterState,
+    req: &Request,
+    count: usize,
+) -> Result<Vec<NodeId>, PlacementError> {
+    let count = count.max(1);
     if let Some(id) = req.node {
-        let n = state.nodes.get(&id).ok_or(PlacementError::NoSuchNode(id))?;
+        let n = state
+            .nodes()
+            .get(&id)
+            .ok_or(PlacementError::NoSuchNode(id))?;
         if n.status != NodeStatus::Up {
             return Err(PlacementError::NodeUnavailable(id, n.status.name()));
         }
-        return Ok(id);
+        return Ok(vec![id; count]);
     }
-    let mut best: Option<(usize, usize, NodeId)> = None;
-    for n in state.nodes.values() {
-        if n.status != NodeStatus::Up || req.exclude.contains(&n.id) {
-            continue;
-        }
-        if !req.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)) {
-            continue;
-        }
-        let mut same = 0;
-        let mut all = 0;
-        for c in state.containers.values() {
-            if c.node == n.id && c.is_active() {
-                all += 1;
-                if c.definition == req.definition {
-                    same += 1;
-                }
-            }
-        }
-        let key = (same, all, n.id);
-        if best.is_none_or(|b| key < b) {
-            best = Some(key);
-        }
+    // Smallest (same definition, all, id) first.
+    let mut heap: BinaryHeap<Reverse<(usize, usize, NodeId)>> = state
+        .nodes()
+        .values()
+        .filter(|n| n.status == NodeStatus::Up && !req.exclude.contains(&n.id))
+        .filter(|n| req.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+        .map(|n| {
+            Reverse((
+                state.active_of_on(req.definition, n.id),
+                state.active_on(n.id),
+                n.id,
+            ))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let Some(Reverse((same, all, id))) = heap.pop() else {
+            return Err(PlacementError::NoCandidate(req.labels.clone()));
+        };
+        out.push(id);
+        heap.push(Reverse((same + 1, all + 1, id)));
     }
-    best.map(|b| b.2)
-        .ok_or_else(|| PlacementError::NoCandidate(req.labels.clone()))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -107,14 +121,15 @@ mod tests {
             digest: def.into(),
             text: String::new(),
             base_dir: String::new(),
+            spec: ContainerSpec::new(def, vec!["/bin/true".into()], "/r".into()),
+            registered_index: 0,
         };
-        let spec = ContainerSpec::new(def, vec!["/bin/true".into()], "/r".into());
         s.apply(
             100,
             &Command::Spawn {
-                definition: d,
-                spec,
-                node,
+                digest: d.digest.clone(),
+                definition: Some(d),
+                nodes: vec![node],
                 rule: None,
             },
         );
@@ -173,5 +188,25 @@ mod tests {
             ),
             Err(PlacementError::NoSuchNode(9))
         );
+    }
+
+    #[test]
+    fn a_batch_spreads_as_one_by_one_placement_would() {
+        let mut s = state();
+        spawn(&mut s, "web", 1);
+        spawn(&mut s, "db", 3);
+        let r = Request {
+            definition: "web",
+            ..Default::default()
+        };
+        let batch = place_many(&s, &r, 7).unwrap();
+        let mut one_by_one = Vec::new();
+        for _ in 0..7 {
+            let n = place(&s, &r).unwrap();
+            spawn(&mut s, "web", n);
+            one_by_one.push(n);
+        }
+        assert_eq!(batch, one_by_one);
+        assert_eq!((s.active_on(1), s.active_on(2), s.active_on(3)), (3, 3, 3));
     }
 }

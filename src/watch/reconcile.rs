@@ -146,14 +146,12 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::ContainerSpec;
 
     fn rec(id: &str, desired: Desired, observed: Observed) -> ContainerRecord {
         ContainerRecord {
             id: id.into(),
             definition: "d".into(),
             digest: "x".into(),
-            spec: ContainerSpec::new(id, vec!["x".into()], "/r".into()),
             node: 1,
             desired,
             observed,

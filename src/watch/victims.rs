@@ -7,7 +7,7 @@ use std::collections::HashMap;
 /// The ids of up to `count` active containers of `definition` to stop.
 pub fn choose(state: &ClusterState, definition: &str, count: u64) -> Vec<String> {
     let mut active: Vec<_> = state
-        .containers
+        .containers()
         .values()
         .filter(|c| c.definition == definition && c.is_active())
         .collect();
@@ -51,14 +51,16 @@ mod tests {
             s.apply(
                 10 + i as u64,
                 &Command::Spawn {
-                    definition: Definition {
+                    digest: format!("d{def}"),
+                    definition: Some(Definition {
                         name: def.to_string(),
                         digest: format!("d{def}"),
                         text: String::new(),
                         base_dir: String::new(),
-                    },
-                    spec: ContainerSpec::new(&format!("{def}{i}"), vec!["x".into()], "/r".into()),
-                    node: *node,
+                        spec: ContainerSpec::new(def, vec!["x".into()], "/r".into()),
+                        registered_index: 0,
+                    }),
+                    nodes: vec![*node],
                     rule: None,
                 },
             );
@@ -68,7 +70,7 @@ mod tests {
 
     #[test]
     fn the_most_loaded_node_loses_first_newest_first() {
-        // node 1: w0 w1 w2, node 2: w3, node 3: w4 w5, plus another definition on 2.
+        // node 1: w w-2 w-3, node 2: w-4, node 3: w-5 w-6, plus another definition on 2.
         let s = state(&[
             (1, "w"),
             (1, "w"),
@@ -78,9 +80,9 @@ mod tests {
             (3, "w"),
             (2, "x"),
         ]);
-        assert_eq!(choose(&s, "w", 1), vec!["w2"]);
+        assert_eq!(choose(&s, "w", 1), vec!["w-3"]);
         // All of the busiest node first (by its count before any stop), then the next.
-        assert_eq!(choose(&s, "w", 4), vec!["w2", "w1", "w0", "w5"]);
+        assert_eq!(choose(&s, "w", 4), vec!["w-3", "w-2", "w", "w-6"]);
         assert_eq!(choose(&s, "w", 10).len(), 6);
         assert!(choose(&s, "nope", 2).is_empty());
     }

@@ -6,7 +6,7 @@ use crate::cluster::state::{
 };
 use crate::spec::watch::{Trigger, ViewContainer, ViewNode, WatchView};
 
-fn container(c: &ContainerRecord) -> ViewContainer {
+fn container(c: &ContainerRecord, state: &ClusterState) -> ViewContainer {
     ViewContainer {
         id: c.id.clone(),
         definition: c.definition.clone(),
@@ -21,7 +21,7 @@ fn container(c: &ContainerRecord) -> ViewContainer {
             Observed::Exited { code, .. } => *code,
             _ => None,
         },
-        labels: c.spec.labels.clone(),
+        labels: state.labels_of(c).cloned().unwrap_or_default(),
         rule: c.rule.clone(),
     }
 }
@@ -39,8 +39,12 @@ fn node(n: &NodeRecord, state: &ClusterState) -> ViewNode {
 /// The cluster as rules see it.
 pub fn view(state: &ClusterState) -> WatchView {
     WatchView {
-        containers: state.containers.values().map(container).collect(),
-        nodes: state.nodes.values().map(|n| node(n, state)).collect(),
+        containers: state
+            .containers()
+            .values()
+            .map(|c| container(c, state))
+            .collect(),
+        nodes: state.nodes().values().map(|n| node(n, state)).collect(),
     }
 }
 
@@ -50,7 +54,7 @@ pub fn triggers(events: &[Event], state: &ClusterState) -> Vec<Trigger> {
     for e in events {
         match (e.kind, &e.container, &e.node) {
             (EventKind::ContainerExited | EventKind::ContainerLost, Some(c), _) => {
-                out.push(Trigger::ContainerExit(container(c)))
+                out.push(Trigger::ContainerExit(container(c, state)))
             }
             (EventKind::NodeDown, _, Some(n)) => out.push(Trigger::NodeDown(node(n, state))),
             (EventKind::NodeUp | EventKind::NodeAdded, _, Some(n)) => {

@@ -1,11 +1,12 @@
 //! `apply`: one log entry into the state. A dispatcher to one function per command, as
-//! Nomad's FSM has it; each function checks, changes and tells what changed.
+//! Nomad's FSM has it; each function checks, changes and tells what changed. Records
+//! change only through the `put_*`/`drop_*` functions at the end, which keep the index
+//! and the touched keys in step.
 
 use super::{
     ClusterState, Command, ContainerRecord, Definition, Desired, Event, EventKind, NodeId,
     NodeRecord, NodeStatus, Observed, Response, RuleRecord,
 };
-use crate::spec::ContainerSpec;
 use std::collections::BTreeMap;
 
 /// The events of one entry, stamped with its index.
@@ -47,11 +48,11 @@ impl ClusterState {
             Command::AddNode { id, addr, labels } => self.add_node(&mut ev, *id, addr, labels),
             Command::SetNodeStatus { id, status } => self.set_node_status(&mut ev, *id, *status),
             Command::Spawn {
+                digest,
                 definition,
-                spec,
-                node,
+                nodes,
                 rule,
-            } => self.spawn(&mut ev, definition, spec, *node, rule),
+            } => self.spawn(&mut ev, digest, definition.as_ref(), nodes, rule),
             Command::Stop { id } => self.stop(&mut ev, id),
             Command::Observe { id, node, observed } => self.observe(&mut ev, id, *node, observed),
             Command::Forget { ids } => self.forget(&mut ev, ids),
@@ -102,12 +103,12 @@ impl ClusterState {
             status: NodeStatus::Up,
         };
         ev.push(EventKind::NodeAdded, None, Some(&rec), String::new());
-        self.nodes.insert(id, rec);
+        self.put_node(rec);
         Response::Node(id)
     }
 
     fn set_node_status(&mut self, ev: &mut Events, id: NodeId, status: NodeStatus) -> Response {
-        let Some(n) = self.nodes.get_mut(&id) else {
+        let Some(n) = self.nodes.get(&id) else {
             return refused(format!("no node {id}"));
         };
         if n.status == NodeStatus::Left {
@@ -116,25 +117,30 @@ impl ClusterState {
         if n.status == status {
             return Response::Ok;
         }
-        n.status = status;
-        let rec = n.clone();
+        let mut rec = n.clone();
+        rec.status = status;
         ev.push(
             EventKind::of_node_status(status),
             None,
             Some(&rec),
             String::new(),
         );
+        self.put_node(rec);
         if matches!(status, NodeStatus::Down | NodeStatus::Left) {
-            for c in self.containers.values_mut() {
-                if c.node == id && !c.observed.is_final() {
-                    c.observed = Observed::Lost;
-                    ev.push(
-                        EventKind::ContainerLost,
-                        Some(c),
-                        None,
-                        format!("node {id} is {}", status.name()),
-                    );
-                }
+            let lost: Vec<ContainerRecord> = self
+                .containers_on(id)
+                .filter(|c| !c.observed.is_final())
+                .cloned()
+                .collect();
+            for mut c in lost {
+                c.observed = Observed::Lost;
+                ev.push(
+                    EventKind::ContainerLost,
+                    Some(&c),
+                    None,
+                    format!("node {id} is {}", status.name()),
+                );
+                self.put_container(c);
             }
         }
         Response::Ok
@@ -143,49 +149,64 @@ impl ClusterState {
     fn spawn(
         &mut self,
         ev: &mut Events,
-        definition: &Definition,
-        spec: &ContainerSpec,
-        node: NodeId,
+        digest: &str,
+        definition: Option<&Definition>,
+        nodes: &[NodeId],
         rule: &Option<String>,
     ) -> Response {
-        match self.nodes.get(&node) {
-            Some(n) if n.status == NodeStatus::Up => {}
-            Some(n) => return refused(format!("node {node} is {}", n.status.name())),
-            None => return refused(format!("no node {node}")),
+        for node in nodes {
+            match self.nodes.get(node) {
+                Some(n) if n.status == NodeStatus::Up => {}
+                Some(n) => return refused(format!("node {node} is {}", n.status.name())),
+                None => return refused(format!("no node {node}")),
+            }
         }
-        self.definitions
-            .entry(definition.digest.clone())
-            .or_insert_with(|| definition.clone());
-        self.next_seq += 1;
-        let id = if self.containers.contains_key(&spec.name) {
-            format!("{}-{}", spec.name, self.next_seq)
-        } else {
-            spec.name.clone()
+        if let Some(d) = definition {
+            if d.digest != digest {
+                return refused(format!(
+                    "definition {} has digest {}, not {digest}",
+                    d.name, d.digest
+                ));
+            }
+            if !self.definitions.contains_key(digest) {
+                self.put_definition(d.clone(), ev.index);
+            }
+        }
+        let Some(def) = self.definitions.get(digest) else {
+            return refused(format!("no definition with digest {digest}"));
         };
-        let mut spec = spec.clone();
-        spec.name = id.clone();
-        spec.daemonize = true;
-        let rec = ContainerRecord {
-            id: id.clone(),
-            definition: definition.name.clone(),
-            digest: definition.digest.clone(),
-            spec,
-            node,
-            desired: Desired::Running,
-            observed: Observed::Pending,
-            rule: rule.clone(),
-            created_index: ev.index,
-        };
-        ev.push(EventKind::ContainerSpawned, Some(&rec), None, String::new());
-        self.containers.insert(id.clone(), rec);
-        Response::Container(id)
+        let (name, preferred) = (def.name.clone(), def.spec.name.clone());
+        let mut ids = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            self.next_seq += 1;
+            let id = if self.containers.contains_key(&preferred) {
+                format!("{preferred}-{}", self.next_seq)
+            } else {
+                preferred.clone()
+            };
+            let rec = ContainerRecord {
+                id: id.clone(),
+                definition: name.clone(),
+                digest: digest.to_string(),
+                node: *node,
+                desired: Desired::Running,
+                observed: Observed::Pending,
+                rule: rule.clone(),
+                created_index: ev.index,
+            };
+            ev.push(EventKind::ContainerSpawned, Some(&rec), None, String::new());
+            self.put_container(rec);
+            ids.push(id);
+        }
+        Response::Spawned(ids)
     }
 
     fn stop(&mut self, ev: &mut Events, id: &str) -> Response {
-        let Some(c) = self.containers.get_mut(id) else {
+        let Some(c) = self.containers.get(id) else {
             return refused(format!("no container {id}"));
         };
         if c.desired != Desired::Stopped {
+            let mut c = c.clone();
             c.desired = Desired::Stopped;
             if c.observed == Observed::Pending {
                 // Never started: nothing to kill.
@@ -195,7 +216,8 @@ impl ClusterState {
                     error: None,
                 };
             }
-            ev.push(EventKind::ContainerStopping, Some(c), None, String::new());
+            ev.push(EventKind::ContainerStopping, Some(&c), None, String::new());
+            self.put_container(c);
         }
         Response::Container(id.to_string())
     }
@@ -207,20 +229,22 @@ impl ClusterState {
         node: NodeId,
         observed: &Observed,
     ) -> Response {
-        let Some(c) = self.containers.get_mut(id) else {
+        let Some(c) = self.containers.get(id) else {
             return Response::Ok;
         };
         // Stale: another node, or a container already finished (lost stays lost).
         if c.node != node || c.observed.is_final() || c.observed == *observed {
             return Response::Ok;
         }
+        let mut c = c.clone();
         c.observed = observed.clone();
         ev.push(
             EventKind::of_observed(observed),
-            Some(c),
+            Some(&c),
             None,
             String::new(),
         );
+        self.put_container(c);
         Response::Ok
     }
 
@@ -231,26 +255,26 @@ impl ClusterState {
                 .get(id)
                 .is_some_and(|c| c.observed.is_final())
             {
-                if let Some(c) = self.containers.remove(id) {
+                if let Some(c) = self.drop_container(id) {
                     ev.push(EventKind::ContainerForgotten, Some(&c), None, String::new());
                 }
             }
         }
         // Definitions no container or rule uses any more go too.
-        let used: std::collections::BTreeSet<&String> = self
-            .containers
-            .values()
-            .map(|c| &c.digest)
-            .chain(self.rules.values().flat_map(|r| r.definitions.values()))
-            .collect();
         let unused: Vec<String> = self
             .definitions
             .keys()
-            .filter(|d| !used.contains(d))
+            .filter(|d| {
+                self.index.uses(d) == 0
+                    && !self
+                        .rules
+                        .values()
+                        .any(|r| r.definitions.values().any(|x| x == *d))
+            })
             .cloned()
             .collect();
         for d in unused {
-            self.definitions.remove(&d);
+            self.drop_definition(&d);
         }
         Response::Ok
     }
@@ -262,21 +286,21 @@ impl ClusterState {
         definitions: &[Definition],
     ) -> Response {
         for d in definitions {
-            self.definitions
-                .entry(d.digest.clone())
-                .or_insert_with(|| d.clone());
+            if !self.definitions.contains_key(&d.digest) {
+                self.put_definition(d.clone(), ev.index);
+            }
         }
         let mut r = rule.clone();
         r.last_evaluation_index = 0;
         r.last_error = None;
         r.evaluations = 0;
         ev.push(EventKind::RuleApplied, None, None, r.name.clone());
-        self.rules.insert(r.name.clone(), r);
+        self.put_rule_record(r);
         Response::Ok
     }
 
     fn remove_rule(&mut self, ev: &mut Events, name: &str) -> Response {
-        if self.rules.remove(name).is_none() {
+        if !self.drop_rule(name) {
             return refused(format!("no rule {name}"));
         }
         ev.push(EventKind::RuleRemoved, None, None, name.to_string());
@@ -285,9 +309,10 @@ impl ClusterState {
 
     fn rule_evaluated(&mut self, ev: &mut Events, name: &str, error: &Option<String>) -> Response {
         let index = ev.index;
-        let Some(r) = self.rules.get_mut(name) else {
+        let Some(r) = self.rules.get(name) else {
             return Response::Ok;
         };
+        let mut r = r.clone();
         r.last_evaluation_index = index;
         r.evaluations += 1;
         match error {
@@ -295,7 +320,56 @@ impl ClusterState {
             None => ev.push(EventKind::RuleEvaluated, None, None, name.to_string()),
         }
         r.last_error = error.clone();
+        self.put_rule_record(r);
         Response::Ok
+    }
+
+    // The only writers of records.
+
+    fn put_container(&mut self, c: ContainerRecord) {
+        if let Some(old) = self.containers.get(&c.id).cloned() {
+            self.index.count(&old, false);
+        }
+        self.index.count(&c, true);
+        self.touched.containers.insert(c.id.clone());
+        self.containers.insert(c.id.clone(), c);
+    }
+
+    fn drop_container(&mut self, id: &str) -> Option<ContainerRecord> {
+        let c = self.containers.remove(id)?;
+        self.index.count(&c, false);
+        self.touched.containers.insert(id.to_string());
+        Some(c)
+    }
+
+    fn put_node(&mut self, n: NodeRecord) {
+        self.touched.nodes.insert(n.id);
+        self.nodes.insert(n.id, n);
+    }
+
+    fn put_definition(&mut self, mut d: Definition, index: u64) {
+        d.registered_index = index;
+        self.touched.definitions.insert(d.digest.clone());
+        self.definitions.insert(d.digest.clone(), d);
+    }
+
+    fn drop_definition(&mut self, digest: &str) {
+        if self.definitions.remove(digest).is_some() {
+            self.touched.definitions.insert(digest.to_string());
+        }
+    }
+
+    fn put_rule_record(&mut self, r: RuleRecord) {
+        self.touched.rules.insert(r.name.clone());
+        self.rules.insert(r.name.clone(), r);
+    }
+
+    fn drop_rule(&mut self, name: &str) -> bool {
+        let gone = self.rules.remove(name).is_some();
+        if gone {
+            self.touched.rules.insert(name.to_string());
+        }
+        gone
     }
 }
 
@@ -303,6 +377,7 @@ impl ClusterState {
 mod tests {
     //! One test per command: what it changes, what it refuses, what it tells.
     use super::*;
+    use crate::spec::ContainerSpec;
     use std::path::PathBuf;
 
     fn spec(name: &str) -> ContainerSpec {
@@ -315,6 +390,17 @@ mod tests {
             digest: format!("d-{name}"),
             text: String::new(),
             base_dir: String::new(),
+            spec: spec(name),
+            registered_index: 0,
+        }
+    }
+
+    fn spawn(name: &str, nodes: &[NodeId], rule: Option<&str>) -> Command {
+        Command::Spawn {
+            digest: format!("d-{name}"),
+            definition: Some(def(name)),
+            nodes: nodes.to_vec(),
+            rule: rule.map(String::from),
         }
     }
 
@@ -330,17 +416,9 @@ mod tests {
     }
 
     fn spawned(s: &mut ClusterState, i: u64, name: &str, node: NodeId) -> String {
-        let (r, _) = s.apply(
-            i,
-            &Command::Spawn {
-                definition: def(name),
-                spec: spec(name),
-                node,
-                rule: Some("r".into()),
-            },
-        );
+        let (r, _) = s.apply(i, &spawn(name, &[node], Some("r")));
         match r {
-            Response::Container(id) => id,
+            Response::Spawned(ids) => ids[0].clone(),
             other => panic!("{other:?}"),
         }
     }
@@ -380,7 +458,7 @@ mod tests {
         };
         let (_, ev) = s.apply(3, &down);
         assert_eq!(kinds(&ev), [EventKind::NodeDown, EventKind::ContainerLost]);
-        assert_eq!(s.containers[&id].observed, Observed::Lost);
+        assert_eq!(s.containers()[&id].observed, Observed::Lost);
         let (r, ev) = s.apply(4, &down);
         assert_eq!((r, ev.len()), (Response::Ok, 0));
         let (r, _) = s.apply(
@@ -399,10 +477,11 @@ mod tests {
         add(&mut s, 1, "a:1");
         assert_eq!(spawned(&mut s, 2, "web", 1), "web");
         assert_eq!(spawned(&mut s, 3, "web", 1), "web-2");
-        let c = &s.containers["web-2"];
-        assert_eq!((c.spec.name.as_str(), c.created_index), ("web-2", 3));
-        assert!(c.spec.daemonize);
-        assert!(s.definitions.contains_key("d-web"));
+        let c = &s.containers()["web-2"];
+        let spec = s.spec_of(c).unwrap();
+        assert_eq!((spec.name.as_str(), c.created_index), ("web-2", 3));
+        assert!(spec.daemonize);
+        assert!(s.definitions().contains_key("d-web"));
         s.apply(
             4,
             &Command::SetNodeStatus {
@@ -410,15 +489,7 @@ mod tests {
                 status: NodeStatus::Draining,
             },
         );
-        let (r, _) = s.apply(
-            5,
-            &Command::Spawn {
-                definition: def("web"),
-                spec: spec("web"),
-                node: 1,
-                rule: None,
-            },
-        );
+        let (r, _) = s.apply(5, &spawn("web", &[1], None));
         assert!(matches!(r, Response::Refused(m) if m == "node 1 is draining"));
     }
 
@@ -443,7 +514,7 @@ mod tests {
             },
         );
         assert_eq!(kinds(&ev), [EventKind::ContainerStopping]);
-        assert!(s.containers[&pending].observed.is_final());
+        assert!(s.containers()[&pending].observed.is_final());
         s.apply(
             6,
             &Command::Stop {
@@ -451,10 +522,10 @@ mod tests {
             },
         );
         assert_eq!(
-            s.containers[&running].observed,
+            s.containers()[&running].observed,
             Observed::Running { pid: 7 }
         );
-        assert_eq!(s.containers[&running].desired, Desired::Stopped);
+        assert_eq!(s.containers()[&running].desired, Desired::Stopped);
         let (r, _) = s.apply(7, &Command::Stop { id: "nope".into() });
         assert!(matches!(r, Response::Refused(_)));
     }
@@ -487,7 +558,7 @@ mod tests {
         // Final stays final.
         let (_, ev) = s.apply(7, &report(1, Observed::Running { pid: 2 }));
         assert!(ev.is_empty());
-        assert_eq!(s.containers[&id].observed, exited);
+        assert_eq!(s.containers()[&id].observed, exited);
     }
 
     #[test]
@@ -504,8 +575,8 @@ mod tests {
             },
         );
         assert_eq!(kinds(&ev), [EventKind::ContainerForgotten]);
-        assert!(!s.containers.contains_key(&done) && s.containers.contains_key(&live));
-        assert!(!s.definitions.contains_key("d-done") && s.definitions.contains_key("d-live"));
+        assert!(!s.containers().contains_key(&done) && s.containers().contains_key(&live));
+        assert!(!s.definitions().contains_key("d-done") && s.definitions().contains_key("d-live"));
     }
 
     #[test]
@@ -530,8 +601,8 @@ mod tests {
         );
         assert_eq!(kinds(&ev), [EventKind::RuleApplied]);
         // A re-registered rule starts over.
-        assert_eq!(s.rules["keep"].evaluations, 0);
-        assert!(s.definitions.contains_key("d-w"));
+        assert_eq!(s.rules()["keep"].evaluations, 0);
+        assert!(s.definitions().contains_key("d-w"));
         let (_, ev) = s.apply(
             2,
             &Command::RuleEvaluated {
@@ -540,7 +611,7 @@ mod tests {
             },
         );
         assert_eq!(kinds(&ev), [EventKind::RuleFailed]);
-        assert_eq!(s.rules["keep"].last_evaluation_index, 2);
+        assert_eq!(s.rules()["keep"].last_evaluation_index, 2);
         let (_, ev) = s.apply(
             3,
             &Command::RuleEvaluated {
@@ -549,7 +620,7 @@ mod tests {
             },
         );
         assert_eq!(kinds(&ev), [EventKind::RuleEvaluated]);
-        assert_eq!(s.rules["keep"].last_error, None);
+        assert_eq!(s.rules()["keep"].last_error, None);
         let (_, ev) = s.apply(
             4,
             &Command::RemoveRule {
@@ -584,7 +655,7 @@ mod tests {
     #[test]
     fn node_ids_are_allocated_and_never_reused() {
         let mut s = with_nodes(3);
-        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(s.nodes().keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
         s.apply(
             4,
             &Command::SetNodeStatus {
@@ -615,27 +686,12 @@ mod tests {
     #[test]
     fn spawn_ids_are_unique_and_node_down_loses_containers() {
         let mut s = with_nodes(2);
-        let (a, _) = s.apply(
-            10,
-            &Command::Spawn {
-                definition: def("web"),
-                spec: spec("web"),
-                node: 1,
-                rule: None,
-            },
-        );
-        let (b, _) = s.apply(
-            11,
-            &Command::Spawn {
-                definition: def("web"),
-                spec: spec("web"),
-                node: 2,
-                rule: None,
-            },
-        );
-        assert_eq!(a, Response::Container("web".into()));
-        assert_eq!(b, Response::Container("web-2".into()));
-        assert_eq!(s.containers["web-2"].spec.name, "web-2");
+        let (a, _) = s.apply(10, &spawn("web", &[1], None));
+        let (b, _) = s.apply(11, &spawn("web", &[2], None));
+        assert_eq!(a, Response::Spawned(vec!["web".into()]));
+        assert_eq!(b, Response::Spawned(vec!["web-2".into()]));
+        let c = &s.containers()["web-2"];
+        assert_eq!(s.spec_of(c).unwrap().name, "web-2");
         let (_, ev) = s.apply(
             12,
             &Command::SetNodeStatus {
@@ -643,7 +699,7 @@ mod tests {
                 status: NodeStatus::Down,
             },
         );
-        assert_eq!(s.containers["web-2"].observed, Observed::Lost);
+        assert_eq!(s.containers()["web-2"].observed, Observed::Lost);
         assert!(ev.iter().any(|e| e.kind == EventKind::ContainerLost));
         // Reports from the lost node no longer change anything.
         s.apply(
@@ -654,17 +710,9 @@ mod tests {
                 observed: Observed::Running { pid: 5 },
             },
         );
-        assert_eq!(s.containers["web-2"].observed, Observed::Lost);
+        assert_eq!(s.containers()["web-2"].observed, Observed::Lost);
         // Nothing is placed on a down node.
-        let (r, _) = s.apply(
-            14,
-            &Command::Spawn {
-                definition: def("web"),
-                spec: spec("web"),
-                node: 2,
-                rule: None,
-            },
-        );
+        let (r, _) = s.apply(14, &spawn("web", &[2], None));
         assert!(matches!(r, Response::Refused(_)));
     }
 
@@ -676,12 +724,7 @@ mod tests {
                 addr: "a".into(),
                 labels: BTreeMap::new(),
             },
-            Command::Spawn {
-                definition: def("x"),
-                spec: spec("x"),
-                node: 1,
-                rule: Some("r".into()),
-            },
+            spawn("x", &[1], Some("r")),
             Command::Observe {
                 id: "x".into(),
                 node: 1,
@@ -713,5 +756,155 @@ mod tests {
             before,
             "a change left the digest as it was"
         );
+    }
+
+    #[test]
+    fn spawn_places_a_batch_all_or_none() {
+        let mut s = with_nodes(3);
+        let (r, ev) = s.apply(10, &spawn("web", &[1, 2, 2, 3], None));
+        assert_eq!(
+            r,
+            Response::Spawned(vec![
+                "web".into(),
+                "web-2".into(),
+                "web-3".into(),
+                "web-4".into()
+            ])
+        );
+        assert_eq!(ev.len(), 4);
+        assert_eq!(
+            (s.active_on(2), s.active_of("web"), s.active_of_on("web", 2)),
+            (2, 4, 2)
+        );
+        // The definition travels once; later batches name it by digest.
+        let (r, _) = s.apply(
+            11,
+            &Command::Spawn {
+                digest: "d-web".into(),
+                definition: None,
+                nodes: vec![1],
+                rule: None,
+            },
+        );
+        assert!(matches!(r, Response::Spawned(ids) if ids == ["web-5"]));
+        s.apply(
+            12,
+            &Command::SetNodeStatus {
+                id: 3,
+                status: NodeStatus::Draining,
+            },
+        );
+        let before = s.clone();
+        let (r, ev) = s.apply(13, &spawn("web", &[1, 3], None));
+        assert!(matches!(r, Response::Refused(m) if m == "node 3 is draining"));
+        assert!(ev.is_empty());
+        assert_eq!(s, before, "a refused batch changed the state");
+        let (r, _) = s.apply(
+            14,
+            &Command::Spawn {
+                digest: "d-nope".into(),
+                definition: None,
+                nodes: vec![1],
+                rule: None,
+            },
+        );
+        assert!(matches!(r, Response::Refused(m) if m.contains("no definition")));
+    }
+
+    /// A small deterministic generator, so the sequence below is the same every run.
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn the_index_and_the_touched_keys_follow_every_command() {
+        let mut s = with_nodes(3);
+        s.take_touched();
+        let mut seed = 7;
+        for i in 0..2000u64 {
+            let ids: Vec<String> = s.containers().keys().cloned().collect();
+            let pick = |seed: &mut u64| ids[lcg(seed) as usize % ids.len()].clone();
+            let cmd = match lcg(&mut seed) % 7 {
+                0 | 1 => spawn(
+                    ["a", "b"][lcg(&mut seed) as usize % 2],
+                    &[1 + lcg(&mut seed) % 3],
+                    None,
+                ),
+                2 if !ids.is_empty() => Command::Observe {
+                    id: pick(&mut seed),
+                    node: 1 + lcg(&mut seed) % 3,
+                    observed: Observed::Running { pid: 1 },
+                },
+                3 if !ids.is_empty() => Command::Observe {
+                    id: pick(&mut seed),
+                    node: 1 + lcg(&mut seed) % 3,
+                    observed: Observed::Exited {
+                        code: Some(0),
+                        oom_killed: false,
+                        error: None,
+                    },
+                },
+                4 if !ids.is_empty() => Command::Stop {
+                    id: pick(&mut seed),
+                },
+                5 if !ids.is_empty() => Command::Forget {
+                    ids: vec![pick(&mut seed)],
+                },
+                _ => Command::SetNodeStatus {
+                    id: 1 + lcg(&mut seed) % 3,
+                    status: [NodeStatus::Up, NodeStatus::Down][lcg(&mut seed) as usize % 2],
+                },
+            };
+            let before = s.clone();
+            s.apply(100 + i, &cmd);
+            let touched = s.take_touched();
+            // Every record that differs was touched, and nothing else.
+            let changed: std::collections::BTreeSet<String> = before
+                .containers()
+                .keys()
+                .chain(s.containers().keys())
+                .filter(|k| before.containers().get(*k) != s.containers().get(*k))
+                .cloned()
+                .collect();
+            assert!(
+                changed.is_subset(&touched.containers),
+                "{cmd:?}: changed {changed:?}, touched {:?}",
+                touched.containers
+            );
+            for k in &touched.containers {
+                assert!(changed.contains(k) || before.containers().get(k) == s.containers().get(k));
+            }
+            // The counts are what a recount gives.
+            for n in 1..=3 {
+                let count = s
+                    .containers()
+                    .values()
+                    .filter(|c| c.node == n && c.is_active())
+                    .count();
+                assert_eq!(s.active_on(n), count, "{cmd:?}");
+                assert_eq!(
+                    s.containers_on(n).count(),
+                    s.containers().values().filter(|c| c.node == n).count()
+                );
+            }
+            for d in ["a", "b"] {
+                let count = s
+                    .containers()
+                    .values()
+                    .filter(|c| c.definition == d && c.is_active())
+                    .count();
+                assert_eq!(s.active_of(d), count, "{cmd:?}");
+            }
+        }
+        // A state decoded from its encoding has the same index.
+        let json = serde_json::to_string(&s).unwrap();
+        let back: ClusterState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        for n in 1..=3 {
+            assert_eq!(back.active_on(n), s.active_on(n));
+        }
     }
 }

@@ -3,32 +3,25 @@
 //! the state. Every decision that depends on time (a node down, a placement) is made by
 //! the leader and arrives here as a command. What changed is told as typed events
 //! (event.rs), the same kinds the rules and the API see.
+//!
+//! The cost of an entry follows what it changes, not the size of the state: records live
+//! in persistent maps (table.rs) whose copies share everything unchanged, the counts
+//! rules and placement ask for are kept as the records change (index.rs), and the keys an
+//! entry touched are handed to the store, which writes just those records.
 
 mod apply;
 mod event;
+mod index;
+mod table;
 
 pub use event::{Event, EventKind};
+pub use index::Touched;
+pub use table::Table;
 
 use crate::spec::ContainerSpec;
+use index::Index;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Specs travel as JSON text inside the binary (bincode) encoding: the spec model uses
-/// internally tagged enums, which only self-describing formats can decode.
-mod spec_json {
-    use crate::spec::ContainerSpec;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(spec: &ContainerSpec, s: S) -> Result<S::Ok, S::Error> {
-        let text = serde_json::to_string(spec).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(&text)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ContainerSpec, D::Error> {
-        let text = String::deserialize(d)?;
-        serde_json::from_str(&text).map_err(serde::de::Error::custom)
-    }
-}
 
 /// A supervisor's id: allocated by the cluster, never reused.
 pub type NodeId = u64;
@@ -72,7 +65,8 @@ pub struct NodeRecord {
     pub status: NodeStatus,
 }
 
-/// A definition as registered: the `.haco` text travels in the log.
+/// A definition as registered: the `.haco` text and the spec the leader resolved from
+/// it, stored once however many containers it has (theirs differ only by name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Definition {
     /// Definition name: the file's stem (`sleeper` for `sleeper.haco`).
@@ -83,6 +77,11 @@ pub struct Definition {
     pub text: String,
     /// Directory its relative host paths resolve against.
     pub base_dir: String,
+    /// The resolved spec; its name is the preferred id of the first container.
+    pub spec: ContainerSpec,
+    /// Log index it was registered at (set by `apply`; what a command carries is
+    /// ignored): the newest of a name is the one `spawn --definition NAME` runs.
+    pub registered_index: u64,
 }
 
 /// What should happen to a container.
@@ -146,11 +145,8 @@ pub struct ContainerRecord {
     pub id: String,
     /// Definition name.
     pub definition: String,
-    /// Definition digest.
+    /// Definition digest: its spec is the definition's (`ClusterState::spec_of`).
     pub digest: String,
-    /// The resolved spec (name = id), evaluated once by the leader.
-    #[serde(with = "spec_json")]
-    pub spec: ContainerSpec,
     /// The node it is assigned to.
     pub node: NodeId,
     /// What should happen.
@@ -191,25 +187,77 @@ pub struct RuleRecord {
     pub evaluations: u64,
 }
 
-/// The whole replicated state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The whole replicated state. Its records change only through `apply`, which keeps
+/// the index and the touched keys in step with them.
+#[derive(Debug, Clone, Default)]
 pub struct ClusterState {
-    /// Members.
-    pub nodes: BTreeMap<NodeId, NodeRecord>,
-    /// Definitions by digest.
-    pub definitions: BTreeMap<String, Definition>,
-    /// Containers by id.
-    pub containers: BTreeMap<String, ContainerRecord>,
-    /// Rules by name.
-    pub rules: BTreeMap<String, RuleRecord>,
-    /// Highest node id ever allocated.
-    pub max_node_id: NodeId,
-    /// Sequence for container ids.
-    pub next_seq: u64,
+    nodes: Table<NodeId, NodeRecord>,
+    definitions: Table<String, Definition>,
+    containers: Table<String, ContainerRecord>,
+    rules: Table<String, RuleRecord>,
+    max_node_id: NodeId,
+    next_seq: u64,
+    /// Counts kept as records change (derived: rebuilt when a state is decoded).
+    index: Index,
+    /// Keys changed since the store last took them (not part of the state).
+    touched: Touched,
 }
 
+/// The state as encoded (digest, snapshots): the records, not what is derived.
+#[derive(Serialize, Deserialize)]
+struct StateData {
+    nodes: Table<NodeId, NodeRecord>,
+    definitions: Table<String, Definition>,
+    containers: Table<String, ContainerRecord>,
+    rules: Table<String, RuleRecord>,
+    max_node_id: NodeId,
+    next_seq: u64,
+}
+
+impl Serialize for ClusterState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Copies of tables are O(1): this costs what encoding the records costs.
+        StateData {
+            nodes: self.nodes.clone(),
+            definitions: self.definitions.clone(),
+            containers: self.containers.clone(),
+            rules: self.rules.clone(),
+            max_node_id: self.max_node_id,
+            next_seq: self.next_seq,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let data = StateData::deserialize(d)?;
+        Ok(ClusterState::from_records(
+            data.nodes,
+            data.definitions,
+            data.containers,
+            data.rules,
+            data.max_node_id,
+            data.next_seq,
+        ))
+    }
+}
+
+impl PartialEq for ClusterState {
+    fn eq(&self, o: &Self) -> bool {
+        self.nodes == o.nodes
+            && self.definitions == o.definitions
+            && self.containers == o.containers
+            && self.rules == o.rules
+            && self.max_node_id == o.max_node_id
+            && self.next_seq == o.next_seq
+    }
+}
+
+impl Eq for ClusterState {}
+
 /// A change to the state: the payload of a Raft log entry.
-// Entries are built once and encoded; boxing the spec would only add an indirection.
+// Entries are built once and encoded; boxing the definition would only add an indirection.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -229,15 +277,16 @@ pub enum Command {
         /// New status.
         status: NodeStatus,
     },
-    /// Start a container on a node (placement already decided).
+    /// Start containers of one definition, one per listed node (placement already
+    /// decided; a node listed twice gets two). All or none: a listed node that is not up
+    /// refuses the entry.
     Spawn {
-        /// The definition (registered if new).
-        definition: Definition,
-        /// The resolved spec; its name is the preferred id.
-        #[serde(with = "spec_json")]
-        spec: ContainerSpec,
-        /// Target node.
-        node: NodeId,
+        /// The definition's digest.
+        digest: String,
+        /// The definition itself when the leader had not registered it yet.
+        definition: Option<Definition>,
+        /// Target nodes.
+        nodes: Vec<NodeId>,
         /// Spawning rule.
         rule: Option<String>,
     },
@@ -289,24 +338,110 @@ pub enum Response {
     Ok,
     /// A node id (AddNode).
     Node(NodeId),
-    /// A container id (Spawn, Stop).
+    /// A container id (Stop).
     Container(String),
+    /// The new containers' ids, in the order of the nodes (Spawn).
+    Spawned(Vec<String>),
     /// The command was refused; the state did not change.
     Refused(String),
 }
 
 impl ClusterState {
+    /// A state of these records, its index built from them.
+    pub fn from_records(
+        nodes: Table<NodeId, NodeRecord>,
+        definitions: Table<String, Definition>,
+        containers: Table<String, ContainerRecord>,
+        rules: Table<String, RuleRecord>,
+        max_node_id: NodeId,
+        next_seq: u64,
+    ) -> ClusterState {
+        let index = Index::of(containers.values());
+        ClusterState {
+            nodes,
+            definitions,
+            containers,
+            rules,
+            max_node_id,
+            next_seq,
+            index,
+            touched: Touched::default(),
+        }
+    }
+
     /// SHA-256 over the whole state in a canonical encoding: equal on every member that
     /// applied the same log. An encoding failure is an error, never a constant digest.
     pub fn digest(&self) -> Result<String, serde_json::Error> {
         Ok(crate::spec::digest(&serde_json::to_string(self)?))
     }
 
+    /// Members, by id.
+    pub fn nodes(&self) -> &Table<NodeId, NodeRecord> {
+        &self.nodes
+    }
+
+    /// Registered definitions, by digest.
+    pub fn definitions(&self) -> &Table<String, Definition> {
+        &self.definitions
+    }
+
+    /// Containers, by id.
+    pub fn containers(&self) -> &Table<String, ContainerRecord> {
+        &self.containers
+    }
+
+    /// Rules, by name.
+    pub fn rules(&self) -> &Table<String, RuleRecord> {
+        &self.rules
+    }
+
+    /// Highest node id ever allocated.
+    pub fn max_node_id(&self) -> NodeId {
+        self.max_node_id
+    }
+
+    /// The sequence container ids are made unique with.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Active containers (wanted running, not finished) on a node.
     pub fn active_on(&self, node: NodeId) -> usize {
-        self.containers
-            .values()
-            .filter(|c| c.node == node && c.is_active())
-            .count()
+        self.index.active_on(node)
+    }
+
+    /// Active containers of a definition (by name), on all nodes.
+    pub fn active_of(&self, definition: &str) -> usize {
+        self.index.active_of(definition)
+    }
+
+    /// Active containers of a definition (by name) on a node.
+    pub fn active_of_on(&self, definition: &str, node: NodeId) -> usize {
+        self.index.active_of_on(definition, node)
+    }
+
+    /// Every container assigned to a node (finished ones until they are forgotten).
+    pub fn containers_on(&self, node: NodeId) -> impl Iterator<Item = &ContainerRecord> + '_ {
+        self.index
+            .ids_on(node)
+            .filter_map(move |id| self.containers.get(id))
+    }
+
+    /// The spec a container runs: its definition's, named after it, daemonized.
+    pub fn spec_of(&self, c: &ContainerRecord) -> Option<ContainerSpec> {
+        let mut spec = self.definitions.get(&c.digest)?.spec.clone();
+        spec.name = c.id.clone();
+        spec.daemonize = true;
+        Some(spec)
+    }
+
+    /// A container's labels (its definition's).
+    pub fn labels_of(&self, c: &ContainerRecord) -> Option<&BTreeMap<String, String>> {
+        self.definitions.get(&c.digest).map(|d| &d.spec.labels)
+    }
+
+    /// The keys changed since the last call (the store writes those records).
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
     }
 }

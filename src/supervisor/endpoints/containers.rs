@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::Status;
 
 fn find<'a>(state: &'a ClusterState, id: &str) -> OpResult<&'a ContainerRecord> {
-    state.containers.get(id).ok_or_else(|| {
+    state.containers().get(id).ok_or_else(|| {
         OpError::NotFound(format!(
             "no container '{id}' (see `haconiwa containers --all`)"
         ))
@@ -20,7 +20,7 @@ fn find<'a>(state: &'a ClusterState, id: &str) -> OpResult<&'a ContainerRecord> 
 pub(super) async fn spawn(core: &Node, r: SpawnRequest) -> OpResult<SpawnReply> {
     let container = ops::spawn(core, r).await?;
     Ok(SpawnReply {
-        container: Some(container_pb(&container)),
+        container: Some(container_pb(&container, &core.state())),
     })
 }
 
@@ -29,25 +29,29 @@ pub(super) async fn stop(core: &Node, r: StopRequest) -> OpResult<StopReply> {
     core.propose(Command::Stop { id: r.id.clone() }).await?;
     let state = core.state();
     Ok(StopReply {
-        container: Some(container_pb(find(&state, &r.id)?)),
+        container: Some(container_pb(find(&state, &r.id)?, &state)),
     })
 }
 
 pub(super) fn list(core: &Node, r: ListContainersRequest) -> ListContainersReply {
     let state = core.state();
     let mut containers: Vec<&ContainerRecord> = state
-        .containers
+        .containers()
         .values()
         .filter(|c| r.all || !c.observed.is_final())
         .collect();
     containers.sort_by_key(|c| c.created_index);
     ListContainersReply {
-        containers: containers.into_iter().map(container_pb).collect(),
+        containers: containers
+            .into_iter()
+            .map(|c| container_pb(c, &state))
+            .collect(),
     }
 }
 
 pub(super) fn get(core: &Node, r: GetContainerRequest) -> OpResult<Container> {
-    Ok(container_pb(find(&core.state(), &r.id)?))
+    let state = core.state();
+    Ok(container_pb(find(&state, &r.id)?, &state))
 }
 
 pub(super) async fn report(core: &Node, r: ReportRequest) -> OpResult<ReportReply> {

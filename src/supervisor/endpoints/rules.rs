@@ -16,7 +16,7 @@ pub(super) async fn apply(core: &Node, r: ApplyRuleRequest) -> OpResult<ApplyRul
 
 pub(super) fn list(core: &Node) -> ListRulesReply {
     ListRulesReply {
-        rules: core.state().rules.values().map(rule_pb).collect(),
+        rules: core.state().rules().values().map(rule_pb).collect(),
     }
 }
 

@@ -22,7 +22,7 @@ pub async fn detect_failures(
     let mut to_down = Vec::new();
     {
         let hb = lock(&core.heartbeats);
-        for n in state.nodes.values() {
+        for n in state.nodes().values() {
             match n.status {
                 NodeStatus::Up | NodeStatus::Draining => {
                     down_since.remove(&n.id);
@@ -89,7 +89,7 @@ pub async fn autopilot(
     let last = m.last_log_index.unwrap_or(0);
     let healthy = |id: &NodeId| {
         state
-            .nodes
+            .nodes()
             .get(id)
             .is_some_and(|n| n.status == NodeStatus::Up)
     };
@@ -137,7 +137,7 @@ pub async fn autopilot(
 
 pub async fn collect_garbage(core: &Node, state: &ClusterState) {
     let mut finished: Vec<(u64, &String)> = state
-        .containers
+        .containers()
         .values()
         .filter(|c| c.observed.is_final())
         .map(|c| (c.created_index, &c.id))

@@ -47,7 +47,7 @@ pub async fn run(core: Arc<Node>) {
             lock(&core.heartbeats).clear();
             tracing::info!("node {} leads", core.id);
         }
-        if !state.nodes.contains_key(&core.id) {
+        if !state.nodes().contains_key(&core.id) {
             let cmd = Command::AddNode {
                 id: Some(core.id),
                 addr: core.config.advertise.clone(),

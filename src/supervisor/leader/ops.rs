@@ -5,7 +5,6 @@ use crate::api::pb;
 use crate::cluster::state::{
     Command, ContainerRecord, Definition, NodeId, NodeStatus, Response, RuleRecord,
 };
-use crate::spec::ContainerSpec;
 use crate::supervisor::definitions::{self, definition_name};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::node::Node;
@@ -14,7 +13,8 @@ use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Spawns from an API request: evaluate, place, commit. Returns the new record.
+/// Spawns from an API request: evaluate (a definition new to the cluster), place,
+/// commit. Returns the new record.
 pub async fn spawn(core: &Node, r: pb::SpawnRequest) -> OpResult<ContainerRecord> {
     let state = core.state();
     let definition = if !r.definition.is_empty() {
@@ -32,20 +32,8 @@ pub async fn spawn(core: &Node, r: pb::SpawnRequest) -> OpResult<ContainerRecord
         } else {
             r.file.clone()
         };
-        Definition {
-            name: definition_name(&file),
-            digest: crate::spec::digest(&r.haco),
-            text: r.haco.clone(),
-            base_dir: r.base_dir.clone(),
-        }
+        definitions::resolve(&state, r.haco.clone(), file, r.base_dir.clone()).await?
     };
-    let file = if r.file.is_empty() {
-        format!("{}.haco", definition.name)
-    } else {
-        r.file.clone()
-    };
-    let spec =
-        definitions::evaluate(definition.text.clone(), file, definition.base_dir.clone()).await?;
     let req = placement::Request {
         definition: &definition.name,
         node: (r.node != 0).then_some(r.node),
@@ -57,33 +45,41 @@ pub async fn spawn(core: &Node, r: pb::SpawnRequest) -> OpResult<ContainerRecord
         },
     };
     let node = placement::place(&state, &req)?;
-    commit_spawn(core, definition, spec, node, None).await
+    let ids = commit_spawn(core, &definition, vec![node], None).await?;
+    let id = ids
+        .first()
+        .ok_or_else(|| OpError::Internal("spawn returned no container id".into()))?;
+    core.state()
+        .containers()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| OpError::Internal(format!("container {id} missing after commit")))
 }
 
-/// Commits a spawn decided here and returns the record.
+/// Commits containers of one definition on these nodes (placement decided here) as one
+/// entry; returns their ids. The definition travels in the entry only if the cluster
+/// does not hold it yet.
 pub async fn commit_spawn(
     core: &Node,
-    definition: Definition,
-    spec: ContainerSpec,
-    node: NodeId,
+    definition: &Definition,
+    nodes: Vec<NodeId>,
     rule: Option<String>,
-) -> OpResult<ContainerRecord> {
+) -> OpResult<Vec<String>> {
+    let known = core.state().definitions().contains_key(&definition.digest);
     let (_, resp) = core
         .propose(Command::Spawn {
-            definition,
-            spec,
-            node,
+            digest: definition.digest.clone(),
+            definition: (!known).then(|| definition.clone()),
+            nodes,
             rule,
         })
         .await?;
-    let Response::Container(id) = resp else {
-        return Err(OpError::Internal("spawn returned no container id".into()));
-    };
-    core.state()
-        .containers
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| OpError::Internal(format!("container {id} missing after commit")))
+    match resp {
+        Response::Spawned(ids) => Ok(ids),
+        other => Err(OpError::Internal(format!(
+            "spawn returned {other:?}, not container ids"
+        ))),
+    }
 }
 
 /// Registers a node (allocating an id when asked) and adds it as a Raft learner.
@@ -136,7 +132,7 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
 /// handled as down.
 pub async fn heartbeat(core: &Node, node: NodeId, applied: u64) -> OpResult<()> {
     let state = core.state();
-    let Some(n) = state.nodes.get(&node) else {
+    let Some(n) = state.nodes().get(&node) else {
         return Err(OpError::NotFound(format!("no node {node}")));
     };
     if n.status == NodeStatus::Left {
@@ -178,13 +174,13 @@ pub async fn move_off(core: &Node, node: NodeId) -> OpResult<u32> {
     let mut moved = 0;
     let mut failed = Vec::new();
     let active: Vec<ContainerRecord> = state
-        .containers
+        .containers()
         .values()
         .filter(|c| c.node == node && c.is_active())
         .cloned()
         .collect();
     for c in active {
-        let Some(def) = state.definitions.get(&c.digest).cloned() else {
+        let Some(def) = state.definitions().get(&c.digest).cloned() else {
             failed.push(format!("{}: its definition is gone", c.id));
             continue;
         };
@@ -203,7 +199,7 @@ pub async fn move_off(core: &Node, node: NodeId) -> OpResult<u32> {
                 continue;
             }
         };
-        commit_spawn(core, def, c.spec.clone(), target, c.rule.clone()).await?;
+        commit_spawn(core, &def, vec![target], c.rule.clone()).await?;
         core.propose(Command::Stop { id: c.id.clone() }).await?;
         moved += 1;
     }
@@ -217,7 +213,7 @@ pub async fn move_off(core: &Node, node: NodeId) -> OpResult<u32> {
 }
 
 fn existing_node(core: &Node, id: NodeId) -> OpResult<NodeStatus> {
-    match core.state().nodes.get(&id) {
+    match core.state().nodes().get(&id) {
         None => Err(OpError::NotFound(format!("no node {id}"))),
         Some(n) if n.status == NodeStatus::Left => {
             Err(OpError::Refused(format!("node {id} has left")))
@@ -333,13 +329,7 @@ pub async fn apply_rule(core: &Node, r: pb::ApplyRuleRequest) -> OpResult<RuleRe
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        definitions::evaluate(text.clone(), h.path.clone(), base_dir.clone()).await?;
-        let d = Definition {
-            name: definition_name(&h.path),
-            digest: crate::spec::digest(text),
-            text: text.clone(),
-            base_dir,
-        };
+        let d = definitions::resolve(&core.state(), text.clone(), h.path.clone(), base_dir).await?;
         names.insert(h.path.clone(), d.digest.clone());
         definitions.push(d);
     }
@@ -355,7 +345,7 @@ pub async fn apply_rule(core: &Node, r: pb::ApplyRuleRequest) -> OpResult<RuleRe
     };
     core.propose(Command::PutRule { rule, definitions }).await?;
     core.state()
-        .rules
+        .rules()
         .get(&name)
         .cloned()
         .ok_or_else(|| OpError::Internal("rule missing after commit".into()))

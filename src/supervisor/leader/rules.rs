@@ -7,7 +7,6 @@
 use super::ops::commit_spawn;
 use crate::cluster::state::{ClusterState, Command, Event, NodeId, RuleRecord};
 use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
-use crate::supervisor::definitions;
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::node::Node;
 use crate::watch::schedule::Scheduler;
@@ -19,6 +18,8 @@ use tokio::sync::broadcast;
 
 /// Wall-time bound of one rule evaluation (operations are bounded by the engine).
 const EVAL_TIMEOUT: Duration = Duration::from_millis(500);
+/// The most containers one Raft entry places.
+const SPAWN_BATCH: usize = 1000;
 /// An unchanged evaluation result is committed at most this often.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
 
@@ -79,8 +80,9 @@ impl RuleLoop {
         }
         let now = Instant::now();
         let event_triggers = crate::watch::view::triggers(&events, state);
-        self.infos.retain(|name, _| state.rules.contains_key(name));
-        for rule in state.rules.values() {
+        self.infos
+            .retain(|name, _| state.rules().contains_key(name));
+        for rule in state.rules().values() {
             let Some(info) = self.info(rule).await else {
                 continue;
             };
@@ -118,7 +120,7 @@ impl RuleLoop {
             Err(e) => return Some(format!("evaluation aborted: {e}")),
         };
         let mut error = None;
-        for intent in intents {
+        for intent in Intent::coalesce(intents) {
             if let Err(e) = self.carry_out(rule, intent).await {
                 tracing::warn!("rule {}: {e}", rule.name);
                 if matches!(e, OpError::Placement(_)) {
@@ -141,17 +143,15 @@ impl RuleLoop {
                 haco,
                 node,
                 node_labels,
+                count,
             } => {
                 let state = core.state();
                 let def = rule
                     .definitions
                     .get(&haco)
-                    .and_then(|d| state.definitions.get(d))
+                    .and_then(|d| state.definitions().get(d))
                     .cloned()
                     .ok_or_else(|| OpError::Invalid(format!("spawn: {haco} is not one of the rule's definitions (name .haco files as string literals)")))?;
-                let spec =
-                    definitions::evaluate(def.text.clone(), haco.clone(), def.base_dir.clone())
-                        .await?;
                 let req = placement::Request {
                     definition: &def.name,
                     node,
@@ -162,14 +162,16 @@ impl RuleLoop {
                         core.suspects()
                     },
                 };
-                let target: NodeId = placement::place(&state, &req)?;
-                commit_spawn(core, def, spec, target, Some(rule.name.clone()))
-                    .await
-                    .map(|_| ())
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                let targets: Vec<NodeId> = placement::place_many(&state, &req, count)?;
+                for batch in targets.chunks(SPAWN_BATCH) {
+                    commit_spawn(core, &def, batch.to_vec(), Some(rule.name.clone())).await?;
+                }
+                Ok(())
             }
             Intent::Kill { id } => {
                 let state = core.state();
-                match state.containers.get(&id) {
+                match state.containers().get(&id) {
                     Some(c) if c.is_active() => {
                         core.propose(Command::Stop { id }).await.map(|_| ())
                     }

@@ -1,0 +1,116 @@
+//! What the state keeps besides its records: counts that rules, placement and the API ask
+//! for at every turn (active containers per node and per definition, the containers of
+//! a node, the users of a definition), kept in step as records change instead of
+//! recounted over every container; and the keys an entry touched, for the store.
+
+use super::{ContainerRecord, NodeId, Table};
+use std::collections::BTreeSet;
+
+/// Counts derived from the container records (never encoded: rebuilt from them).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Index {
+    /// Active containers per node.
+    active_on: Table<NodeId, usize>,
+    /// Active containers per definition name.
+    active_of: Table<String, usize>,
+    /// Active containers per definition name and node.
+    active_of_on: Table<(String, NodeId), usize>,
+    /// Container ids per node.
+    ids_on: Table<NodeId, Table<String, ()>>,
+    /// Containers (any state) per definition digest.
+    uses: Table<String, usize>,
+}
+
+/// Adds one to (or takes one from) a count; a count of zero is no entry.
+fn bump<K: Ord + Clone>(t: &mut Table<K, usize>, key: K, up: bool) {
+    let n = t.get(&key).copied().unwrap_or(0);
+    let n = if up { n + 1 } else { n.saturating_sub(1) };
+    if n == 0 {
+        t.remove(&key);
+    } else {
+        t.insert(key, n);
+    }
+}
+
+impl Index {
+    /// The index of these records.
+    pub(super) fn of<'a>(records: impl Iterator<Item = &'a ContainerRecord>) -> Index {
+        let mut index = Index::default();
+        for c in records {
+            index.count(c, true);
+        }
+        index
+    }
+
+    /// Counts a record in (`up`) or out.
+    pub(super) fn count(&mut self, c: &ContainerRecord, up: bool) {
+        if c.is_active() {
+            bump(&mut self.active_on, c.node, up);
+            bump(&mut self.active_of, c.definition.clone(), up);
+            bump(&mut self.active_of_on, (c.definition.clone(), c.node), up);
+        }
+        bump(&mut self.uses, c.digest.clone(), up);
+        match self.ids_on.get_mut(&c.node) {
+            Some(ids) if up => ids.insert(c.id.clone(), ()),
+            Some(ids) => {
+                ids.remove(&c.id);
+                if ids.is_empty() {
+                    self.ids_on.remove(&c.node);
+                }
+            }
+            None if up => {
+                let mut ids = Table::new();
+                ids.insert(c.id.clone(), ());
+                self.ids_on.insert(c.node, ids);
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn active_on(&self, node: NodeId) -> usize {
+        self.active_on.get(&node).copied().unwrap_or(0)
+    }
+
+    pub(super) fn active_of(&self, definition: &str) -> usize {
+        self.active_of.get(definition).copied().unwrap_or(0)
+    }
+
+    pub(super) fn active_of_on(&self, definition: &str, node: NodeId) -> usize {
+        self.active_of_on
+            .get(&(definition.to_string(), node))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(super) fn ids_on(&self, node: NodeId) -> impl Iterator<Item = &String> + '_ {
+        self.ids_on.get(&node).into_iter().flat_map(|t| t.keys())
+    }
+
+    pub(super) fn uses(&self, digest: &str) -> usize {
+        self.uses.get(digest).copied().unwrap_or(0)
+    }
+}
+
+/// The keys whose records an entry (or a run of entries) changed, added or removed: what
+/// the store must write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Node ids.
+    pub nodes: BTreeSet<NodeId>,
+    /// Definition digests.
+    pub definitions: BTreeSet<String>,
+    /// Container ids.
+    pub containers: BTreeSet<String>,
+    /// Rule names.
+    pub rules: BTreeSet<String>,
+}
+
+impl Touched {
+    /// Nothing touched.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+            && self.definitions.is_empty()
+            && self.containers.is_empty()
+            && self.rules.is_empty()
+    }
+}
