@@ -67,7 +67,7 @@ async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
 
 /// The cluster's status as the member answering sees it.
 async fn status(c: &mut ClusterClient<AuthChannel>) -> Result<pb::ClusterStatusReply, CliError> {
-    Ok(c.cluster_status(pb::ClusterStatusRequest {})
+    Ok(c.cluster_status(pb::ClusterStatusRequest::default())
         .await
         .map_err(status_error)?
         .into_inner())

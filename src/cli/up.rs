@@ -287,7 +287,12 @@ async fn wait_members(servers: &[String], token: &str, n: usize) -> Result<(), C
     let mut last = String::new();
     while Instant::now() < deadline {
         match crate::api::connect(servers, token).await {
-            Ok(mut c) => match c.cluster_status(pb::ClusterStatusRequest {}).await {
+            Ok(mut c) => match c
+                .cluster_status(pb::ClusterStatusRequest {
+                    without_digest: true,
+                })
+                .await
+            {
                 Ok(s) => {
                     let s = s.into_inner();
                     if s.leader != 0
@@ -317,7 +322,11 @@ async fn live_table(
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let status = client.cluster_status(pb::ClusterStatusRequest {}).await;
+        let status = client
+            .cluster_status(pb::ClusterStatusRequest {
+                without_digest: true,
+            })
+            .await;
         let containers = client
             .list_containers(pb::ListContainersRequest { all: false })
             .await;

@@ -706,11 +706,7 @@ mod tests {
             },
         ];
         for i in 0..50 {
-            let id = if i == 0 {
-                "web".to_string()
-            } else {
-                format!("web-{}", i + 1)
-            };
+            let id = format!("web-{}", i + 1);
             cmds.push(Command::Observe {
                 id: id.clone(),
                 node: 1,

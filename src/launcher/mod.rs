@@ -13,6 +13,7 @@ pub mod init;
 mod mounts;
 pub mod network;
 mod parent;
+pub mod pidfd;
 pub mod privileges;
 pub mod seccomp;
 pub mod signals;

@@ -7,17 +7,28 @@ pub mod lease;
 pub mod provision;
 pub mod state;
 
+use crate::launcher::pidfd::ProcessHandle;
 use crate::launcher::{
     self, cgroup::Cgroup, cgroup::Layout, LaunchError, LaunchOptions, RootAccess,
 };
 use crate::spec::{names, ContainerSpec, NsKind, OnDisconnect};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::{ForkResult, Pid};
+use nix::sys::signal::Signal;
+use nix::unistd::ForkResult;
 use state::{now_secs, ContainerDir, State, Status};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// How long a container gets to end after SIGKILL before `kill` gives up on it.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How long `kill` waits for the monitor to record an exit.
+const RECORD_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a monitor keeps offering its exit notice to a supervisor whose queue is
+/// full (it has already reaped and recorded the exit; only its own end waits).
+const NOTIFY_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/run/haconiwa";
@@ -373,7 +384,6 @@ impl Runtime {
         st.start_time = launcher::start_time(started.pid).unwrap_or(0);
         st.status = Status::Running;
         let _ = dir.write_state(&st);
-        self.notify(&spec.name);
         MonitorReport::Started.send(&mut report);
         drop(report);
         // Bound to the node's lease: stopped, by this monitor, once it runs out.
@@ -418,10 +428,28 @@ impl Runtime {
         0
     }
 
-    /// Tells a listening supervisor that a container changed (best effort).
+    /// Tells a listening supervisor that a container ended. Never blocks: the exit is
+    /// already recorded in `state.json`; when the supervisor's queue is full the notice
+    /// is offered again for a while, and a supervisor that never takes it still finds
+    /// the exit on its next full scan.
     fn notify(&self, name: &str) {
-        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
-            let _ = sock.send_to(name.as_bytes(), self.notify_socket());
+        let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+            return;
+        };
+        if sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + NOTIFY_PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match sock.send_to(name.as_bytes(), self.notify_socket()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                // Sent, no supervisor listening, or out of patience.
+                _ => return,
+            }
         }
     }
 
@@ -504,38 +532,38 @@ impl Runtime {
     }
 
     /// Signals a running container and waits up to `timeout` for it to end, then sends
-    /// SIGKILL. Returns the final state.
+    /// SIGKILL; then waits (briefly) for its monitor to record the exit. Returns the
+    /// final state. Waits on pidfds: a container whose processes ended but were not
+    /// reaped yet counts as ended, and nothing polls.
     pub fn kill(&self, name: &str, sig: Signal, timeout: Duration) -> Result<State, RuntimeError> {
         let st = self.get(name)?;
         if st.status != Status::Running {
             return Err(RuntimeError::NotRunning(name.to_string()));
         }
-        let pid = Pid::from_raw(st.pid);
-        let gone = || launcher::start_time(st.pid) != Some(st.start_time);
-        let _ = kill(pid, sig);
-        let deadline = Instant::now() + timeout;
-        while !gone() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !gone() {
-            let _ = kill(pid, Signal::SIGKILL);
-            let hard = Instant::now() + Duration::from_secs(5);
-            while !gone() && Instant::now() < hard {
-                std::thread::sleep(Duration::from_millis(5));
+        let what = |step: &str| io_err(format!("{step} of container {name}"));
+        // Opened before anything is signalled, so a reused pid is never hit.
+        let init =
+            ProcessHandle::open(st.pid, st.start_time).map_err(what("open the first process"))?;
+        let monitor = ProcessHandle::open(st.monitor_pid, st.monitor_start_time)
+            .map_err(what("open the monitor"))?;
+        if let Some(init) = &init {
+            init.signal(sig).map_err(what("signal the first process"))?;
+            if !init
+                .wait(timeout)
+                .map_err(what("wait for the first process"))?
+            {
+                init.signal(Signal::SIGKILL)
+                    .map_err(what("SIGKILL the first process"))?;
+                init.wait(KILL_GRACE)
+                    .map_err(what("wait for the first process"))?;
             }
         }
-        // Give the monitor a moment to record the exit.
-        let dir = self.dir(name);
-        let settle = Instant::now() + Duration::from_secs(2);
-        loop {
-            let s = self
-                .refresh(&dir)
-                .map_err(|_| RuntimeError::NotFound(name.to_string()))?;
-            if s.status == Status::Exited || Instant::now() >= settle {
-                return Ok(s);
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        // The monitor records the exit, removes the cgroup, then ends.
+        if let Some(monitor) = &monitor {
+            let _ = monitor.wait(RECORD_GRACE);
         }
+        self.refresh(&self.dir(name))
+            .map_err(|_| RuntimeError::NotFound(name.to_string()))
     }
 
     /// Removes the record of an exited container.

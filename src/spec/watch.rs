@@ -9,7 +9,7 @@ use super::script::{
 };
 use rhai::{Array, Dynamic, Engine, FnPtr, Map, NativeCallContext, Position, Scope, AST};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -61,6 +61,55 @@ pub struct WatchView {
     pub containers: Vec<ViewContainer>,
     /// Every node.
     pub nodes: Vec<ViewNode>,
+}
+
+/// Which active containers a rule counts.
+#[derive(Debug, Clone, Copy)]
+pub enum CountFilter<'a> {
+    /// All of them.
+    All,
+    /// Those of a definition (by name).
+    Definition(&'a str),
+    /// Those whose definition carries all these labels.
+    Labels(&'a BTreeMap<String, String>),
+}
+
+/// The cluster as rules see it, asked lazily: the leader answers counts from the state's
+/// index and builds the lists only when a rule reads them, so an evaluation costs what
+/// the rule asks, not the size of the cluster.
+pub trait ClusterView {
+    /// Active containers (wanted running, not finished) that match.
+    fn count(&self, filter: CountFilter) -> i64;
+    /// Every container the state holds.
+    fn containers(&self) -> Vec<ViewContainer>;
+    /// Every node.
+    fn nodes(&self) -> Vec<ViewNode>;
+}
+
+impl ClusterView for WatchView {
+    fn count(&self, filter: CountFilter) -> i64 {
+        self.containers
+            .iter()
+            .filter(|c| {
+                c.active
+                    && match filter {
+                        CountFilter::All => true,
+                        CountFilter::Definition(d) => c.definition == d,
+                        CountFilter::Labels(want) => {
+                            want.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+                        }
+                    }
+            })
+            .count() as i64
+    }
+
+    fn containers(&self) -> Vec<ViewContainer> {
+        self.containers.clone()
+    }
+
+    fn nodes(&self) -> Vec<ViewNode> {
+        self.nodes.clone()
+    }
 }
 
 /// Why a rule is evaluated.
@@ -201,7 +250,7 @@ struct Registrar(Rc<RefCell<Shared>>);
 
 /// `event.cluster`.
 #[derive(Clone)]
-struct ClusterHandle(Rc<WatchView>);
+struct ClusterHandle(Rc<dyn ClusterView>);
 
 /// The `event` argument of a handler.
 #[derive(Clone)]
@@ -304,13 +353,6 @@ fn register_kind(
         pos,
     });
     Ok(())
-}
-
-fn count_where(view: &WatchView, pred: impl Fn(&ViewContainer) -> bool) -> i64 {
-    view.containers
-        .iter()
-        .filter(|c| c.active && pred(c))
-        .count() as i64
 }
 
 /// The rule engine: the sandbox plus the `.watch` vocabulary.
@@ -475,24 +517,22 @@ fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
     engine.register_get("cluster", |e: &mut EventHandle| e.cluster.clone());
     engine.register_get("container", |e: &mut EventHandle| e.container.clone());
     engine.register_get("node", |e: &mut EventHandle| e.node.clone());
-    engine.register_fn("count", |c: &mut ClusterHandle| count_where(&c.0, |_| true));
+    engine.register_fn("count", |c: &mut ClusterHandle| c.0.count(CountFilter::All));
     engine.register_fn("count", |c: &mut ClusterHandle, def: &str| {
-        count_where(&c.0, |x| x.definition == def)
+        c.0.count(CountFilter::Definition(def))
     });
     engine.register_fn(
         "count",
         |c: &mut ClusterHandle, labels: Map| -> RhaiResult<i64> {
             let want = string_map(&Dynamic::from(labels), "count")?;
-            Ok(count_where(&c.0, |x| {
-                want.iter().all(|(k, v)| x.labels.get(k) == Some(v))
-            }))
+            Ok(c.0.count(CountFilter::Labels(&want)))
         },
     );
     engine.register_get("nodes", |c: &mut ClusterHandle| -> Array {
-        c.0.nodes.iter().map(node_map).collect()
+        c.0.nodes().iter().map(node_map).collect()
     });
     engine.register_get("containers", |c: &mut ClusterHandle| -> Array {
-        c.0.containers.iter().map(container_map).collect()
+        c.0.containers().iter().map(container_map).collect()
     });
     engine
 }
@@ -535,8 +575,7 @@ fn haco_refs(text: &str) -> Vec<HacoRef> {
 /// Compiles and runs the registration of a rule: syntax, event names and options are
 /// checked here (file:line:col), and the `.haco` files it names are listed.
 pub fn check(text: &str, file: &str) -> Result<RuleInfo, ScriptError> {
-    let shared: Rc<RefCell<Shared>> = Rc::default();
-    let (_, _) = register(text, file, shared.clone())?;
+    let (_, _, shared) = register(text, file)?;
     let s = shared.borrow();
     if !s.defined {
         return Err(ScriptError::at(
@@ -562,21 +601,54 @@ pub fn check(text: &str, file: &str) -> Result<RuleInfo, ScriptError> {
     })
 }
 
-fn register(
-    text: &str,
-    file: &str,
-    shared: Rc<RefCell<Shared>>,
-) -> Result<(Engine, AST), ScriptError> {
-    let engine = engine_for(shared.clone());
+/// How many compiled rules each evaluating thread keeps.
+const COMPILED_CACHE: usize = 256;
+
+/// A compiled rule and the registration state its AST refers to (the optimizer folds
+/// the `haconiwa` constant, which holds it, into the AST).
+type Compiled = (AST, Rc<RefCell<Shared>>);
+
+thread_local! {
+    /// Compiled rules by file and text, per thread (an AST is not `Send` without Rhai's
+    /// `sync` feature, and the leader evaluates on a few blocking threads): a rule is
+    /// parsed once per thread, not at every evaluation.
+    static COMPILED: RefCell<HashMap<(String, String), Compiled>> = RefCell::new(HashMap::new());
+}
+
+/// Compiles (or takes from this thread's cache) and runs the registration of a rule;
+/// returns the engine, the AST and the fresh registration state.
+fn register(text: &str, file: &str) -> Result<(Engine, AST, Rc<RefCell<Shared>>), ScriptError> {
+    let key = (file.to_string(), text.to_string());
+    let cached = COMPILED.with(|c| c.borrow().get(&key).cloned());
+    let (engine, ast, shared) = match cached {
+        Some((ast, shared)) => {
+            *shared.borrow_mut() = Shared::default();
+            (engine_for(shared.clone()), ast, shared)
+        }
+        None => {
+            let shared: Rc<RefCell<Shared>> = Rc::default();
+            let engine = engine_for(shared.clone());
+            let mut scope = Scope::new();
+            scope.push_constant("haconiwa", WatchHandle(shared.clone()));
+            let ast = engine
+                .compile_with_scope(&scope, text)
+                .map_err(|e| ScriptError::from_parse(file, &e))?;
+            COMPILED.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= COMPILED_CACHE {
+                    c.clear();
+                }
+                c.insert(key, (ast.clone(), shared.clone()));
+            });
+            (engine, ast, shared)
+        }
+    };
     let mut scope = Scope::new();
-    scope.push_constant("haconiwa", WatchHandle(shared));
-    let ast = engine
-        .compile_with_scope(&scope, text)
-        .map_err(|e| ScriptError::from_parse(file, &e))?;
+    scope.push_constant("haconiwa", WatchHandle(shared.clone()));
     engine
         .run_ast_with_scope(&mut scope, &ast)
         .map_err(|e| ScriptError::from_eval(file, &e))?;
-    Ok((engine, ast))
+    Ok((engine, ast, shared))
 }
 
 /// Evaluates a rule for some triggers against a view; returns its intents. The work is
@@ -584,17 +656,16 @@ fn register(
 pub fn evaluate(
     text: &str,
     file: &str,
-    view: WatchView,
+    view: impl ClusterView + 'static,
     triggers: &[Trigger],
     deadline: Instant,
 ) -> Result<Vec<Intent>, ScriptError> {
-    let shared: Rc<RefCell<Shared>> = Rc::default();
-    let (mut engine, ast) = register(text, file, shared.clone())?;
+    let (mut engine, ast, shared) = register(text, file)?;
     let ms = deadline
         .saturating_duration_since(Instant::now())
         .as_millis();
     set_deadline(&mut engine, deadline, ms);
-    let view = Rc::new(view);
+    let view: Rc<dyn ClusterView> = Rc::new(view);
     let handlers = shared.borrow().handlers.clone();
     for t in triggers {
         for h in handlers.iter().filter(|h| h.kind == t.kind()) {
@@ -780,6 +851,23 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(5));
         assert!(e.message.contains("stopped"), "{e}");
         assert!(e.to_string().starts_with("loop.watch:1:"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_is_compiled_once_per_thread_and_each_evaluation_starts_afresh() {
+        let key = ("keep5.watch".to_string(), KEEP5.to_string());
+        COMPILED.with(|c| c.borrow_mut().remove(&key));
+        let first = evaluate(KEEP5, "keep5.watch", view(3), &[Trigger::Cluster], soon()).unwrap();
+        let ast = COMPILED.with(|c| c.borrow().get(&key).map(|(_, s)| Rc::as_ptr(s)));
+        assert!(ast.is_some(), "not cached");
+        let second = evaluate(KEEP5, "keep5.watch", view(3), &[Trigger::Cluster], soon()).unwrap();
+        let again = COMPILED.with(|c| c.borrow().get(&key).map(|(_, s)| Rc::as_ptr(s)));
+        assert_eq!(ast, again, "compiled a second time");
+        // No intent of the first evaluation leaks into the second.
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 1, "{first:?}");
+        let none = evaluate(KEEP5, "keep5.watch", view(5), &[Trigger::Cluster], soon()).unwrap();
+        assert!(none.is_empty(), "{none:?}");
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //! of `watch::reconcile`; this carries it out: launches through the single-threaded
 //! `haconiwa __monitor` helper (never in-process), kills, reports, forgets, and
 //! re-adopts its containers after a restart (their monitors outlive the supervisor).
-//! Level-triggered: every pass compares the whole state with the whole local picture,
-//! so a lost report is simply decided and sent again.
+//!
+//! It keeps a picture of what runs here, changed only by what changes it: a launch's
+//! handshake (a container is running once its helper says so, not before), a
+//! monitor's exit notice (that container's state file is read again), a kill, and a
+//! full re-read every [`FULL_SCAN`] (re-adoption, monitors that vanished). A pass
+//! compares that picture with the state in memory, so it costs no I/O; it stays
+//! level-triggered: a lost report is simply decided and sent again.
 
 use super::convert::report_pb;
 use super::error::{OpError, OpResult};
@@ -12,25 +17,44 @@ use super::node::{lock, Node};
 use crate::api::pb::HeartbeatRequest;
 use crate::cluster::state::{Command, ContainerRecord, NodeStatus, Observed};
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
-use crate::runtime::{bootstrap, lease, provision, Runtime};
+use crate::runtime::{bootstrap, lease, provision, Runtime, RuntimeError};
 use crate::spec::ContainerSpec;
 use crate::watch::reconcile::{self, Action, Local, LocalStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
 use tonic::Request;
 
 /// RPC deadline for reports and heartbeats.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often the agent re-reads every local state file anyway: re-adoption after a
+/// restart, a monitor killed before it could send its notice.
+pub const FULL_SCAN: Duration = Duration::from_secs(10);
+
+/// Launches under way at once (each is a helper process doing namespaces, mounts and
+/// cgroups); the rest wait their turn in order.
+const LAUNCH_SLOTS: usize = 8;
+
+/// Kills under way at once (each holds a blocking thread while it waits on pidfds).
+const KILL_SLOTS: usize = 16;
+
+/// Reports in flight at once (the leader batches concurrent proposals).
+const REPORT_SLOTS: usize = 64;
+
 /// The agent of this node.
 pub struct Agent {
     core: Arc<Node>,
     runtime: Runtime,
+    /// What runs here, by container name (= container id).
+    local: Mutex<Picture>,
     launching: Mutex<HashSet<String>>,
     killing: Mutex<HashSet<String>>,
+    launch_slots: Semaphore,
+    kill_slots: Semaphore,
     wake: Notify,
 }
 
@@ -43,62 +67,115 @@ impl Agent {
         Arc::new(Agent {
             core,
             runtime,
+            local: Mutex::new(Picture::default()),
             launching: Mutex::new(HashSet::new()),
             killing: Mutex::new(HashSet::new()),
+            launch_slots: Semaphore::new(LAUNCH_SLOTS),
+            kill_slots: Semaphore::new(KILL_SLOTS),
             wake: Notify::new(),
         })
     }
 
-    /// Runs forever: on every applied change, every exit notice from a monitor, and
-    /// every second.
+    /// Runs forever: a pass on every applied change, every batch of exit notices, every
+    /// finished launch or kill, and every second.
     pub async fn run(self: Arc<Self>) {
         let _ = std::fs::create_dir_all(&self.runtime.state_dir);
-        let sock_path = self.runtime.notify_socket();
-        let _ = std::fs::remove_file(&sock_path);
-        let sock = match tokio::net::UnixDatagram::bind(&sock_path) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(
-                    "no exit notices ({}: {e}); polling only",
-                    sock_path.display()
-                );
-                None
+        let (notice_tx, mut notices) = mpsc::unbounded_channel();
+        match bind_notices(&self.runtime) {
+            Ok(sock) => {
+                tokio::spawn(drain_notices(sock, notice_tx));
             }
-        };
+            Err(e) => tracing::warn!(
+                "no exit notices ({}: {e}); full scans only",
+                self.runtime.notify_socket().display()
+            ),
+        }
         let mut state_rx = self.core.feed.state.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut buf = [0u8; 256];
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported = Reported::new();
+        self.full_scan().await;
+        let mut scanned = Instant::now();
         loop {
             tokio::select! {
                 r = state_rx.changed() => { if r.is_err() { return; } }
-                _ = async { match &sock { Some(s) => { let _ = s.recv(&mut buf).await; } None => std::future::pending::<()>().await } } => {}
-                _ = tick.tick() => {}
+                Some(name) = notices.recv() => {
+                    let mut names = vec![name];
+                    while let Ok(n) = notices.try_recv() {
+                        names.push(n);
+                    }
+                    self.reread(names).await;
+                }
+                _ = tick.tick() => {
+                    if scanned.elapsed() >= FULL_SCAN {
+                        self.full_scan().await;
+                        scanned = Instant::now();
+                    }
+                }
                 _ = self.wake.notified() => {}
             }
             self.clone().reconcile(&mut reported).await;
         }
     }
 
-    async fn list_local(&self) -> Vec<LocalState> {
+    /// Re-reads every local state file into the picture (launches under way excepted:
+    /// their handshake says when they run).
+    async fn full_scan(&self) {
+        let at = lock(&self.local).begin();
         let rt = self.runtime.clone();
-        tokio::task::spawn_blocking(move || rt.states())
+        let states = tokio::task::spawn_blocking(move || rt.states())
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let launching = lock(&self.launching).clone();
+        let seen: HashMap<String, Option<Local>> = states
+            .iter()
+            .filter(|st| !launching.contains(&st.name))
+            .map(|st| (st.name.clone(), Some(local_view(st))))
+            .collect();
+        lock(&self.local).replace_all(seen, at);
+    }
+
+    /// Re-reads the state files of `names` into the picture.
+    async fn reread(&self, names: Vec<String>) {
+        self.read_into_picture(names, true).await;
+    }
+
+    /// Re-reads the state files of `names` into the picture, skipping launches under
+    /// way when `skip_launching` (a launch reads its own result).
+    async fn read_into_picture(&self, mut names: Vec<String>, skip_launching: bool) {
+        names.sort();
+        names.dedup();
+        let at = lock(&self.local).begin();
+        let rt = self.runtime.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|n| {
+                    let st = rt.get(&n).ok();
+                    (n, st)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let launching = lock(&self.launching).clone();
+        let mut local = lock(&self.local);
+        for (name, st) in read {
+            if !(skip_launching && launching.contains(&name)) {
+                local.put(name, st.as_ref().map(local_view), at);
+            }
+        }
     }
 
     async fn reconcile(self: Arc<Self>, reported: &mut Reported) {
         let state = self.core.state();
         let me = self.core.id;
-        let local: HashMap<String, Local> = self
-            .list_local()
-            .await
-            .into_iter()
-            .map(|l| (l.name.clone(), local_view(&l)))
-            .collect();
-        let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
-        reported.retain(|id, _| mine.iter().any(|c| c.id == *id));
+        // Launches first, the picture second (see `launch`).
         let launching = lock(&self.launching).clone();
+        let local = lock(&self.local).current();
+        let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
+        let ids: HashSet<&str> = mine.iter().map(|c| c.id.as_str()).collect();
+        reported.retain(|id, _| ids.contains(id.as_str()));
         let actions = reconcile::decide(&reconcile::Inputs {
             me,
             // While the cluster holds this node down its containers were replaced:
@@ -112,33 +189,79 @@ impl Agent {
             launching: &launching,
             reported,
         });
+        // Without a lease a monitor would stop its container at once: launch only with
+        // one.
+        let leased = lease::remaining_ms(&self.runtime.lease_file()).is_some();
+        let mut reports = Vec::new();
+        let mut forget = Vec::new();
         for action in actions {
+            tracing::debug!("agent: {action:?}");
             match action {
-                Action::Launch(id) => {
-                    // Without a lease its monitor would stop it at once: wait for one.
-                    if lease::remaining_ms(&self.runtime.lease_file()).is_none() {
-                        continue;
-                    }
+                Action::Launch(id) if leased => {
                     let found = state.containers().get(&id);
                     if let Some((c, spec)) = found.and_then(|c| Some((c, state.spec_of(c)?))) {
                         self.clone().launch(c.clone(), spec);
                     }
                 }
+                Action::Launch(_) => {}
                 Action::Kill(name) => self.clone().kill(name),
-                Action::Forget(name) => self.forget_local(&name),
-                Action::Report(id, observed) => match send_report(&self.core, &id, &observed).await
-                {
-                    Ok(()) => {
-                        reported.insert(id, observed);
-                    }
-                    Err(e) => tracing::debug!("report {id} {}: {e}", observed.name()),
-                },
+                Action::Forget(name) => forget.push(name),
+                Action::Report(id, observed) => reports.push((id, observed)),
+            }
+        }
+        if !forget.is_empty() {
+            self.forget(forget).await;
+        }
+        self.report_all(reports, reported).await;
+    }
+
+    /// Sends reports concurrently (the leader commits them together) and remembers the
+    /// ones that arrived.
+    async fn report_all(&self, reports: Vec<(String, Observed)>, reported: &mut Reported) {
+        let mut pending = reports.into_iter();
+        let mut in_flight = JoinSet::new();
+        loop {
+            while in_flight.len() < REPORT_SLOTS {
+                let Some((id, observed)) = pending.next() else {
+                    break;
+                };
+                let core = self.core.clone();
+                in_flight.spawn(async move {
+                    let sent = send_report(&core, &id, &observed).await;
+                    (id, observed, sent)
+                });
+            }
+            let Some(done) = in_flight.join_next().await else {
+                return;
+            };
+            match done {
+                Ok((id, observed, Ok(()))) => {
+                    reported.insert(id, observed);
+                }
+                Ok((id, observed, Err(e))) => {
+                    tracing::debug!("report {id} {}: {e}", observed.name())
+                }
+                Err(e) => tracing::debug!("report task: {e}"),
             }
         }
     }
 
-    fn forget_local(&self, name: &str) {
-        let _ = self.runtime.remove(name);
+    /// Drops the records of finished containers.
+    async fn forget(&self, names: Vec<String>) {
+        let rt = self.runtime.clone();
+        let gone = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .filter(|n| !matches!(rt.remove(n), Err(RuntimeError::AlreadyRunning(_))))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut local = lock(&self.local);
+        let at = local.begin();
+        for name in gone {
+            local.put(name, None, at);
+        }
     }
 
     fn launch(self: Arc<Self>, c: ContainerRecord, spec: ContainerSpec) {
@@ -146,35 +269,42 @@ impl Agent {
             return;
         }
         tokio::spawn(async move {
-            // "starting" only when a root filesystem must be built first: on the usual
-            // path the report would cost a commit before the launch.
-            if !spec.rootfs.path.is_dir() {
-                let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
-            }
-            let observed = match self.start(spec).await {
-                Ok(st) => Observed::Running { pid: st.pid },
-                Err(e) => {
-                    tracing::warn!("container {}: {e}", c.id);
-                    Observed::Exited {
-                        code: None,
-                        oom_killed: false,
-                        error: Some(e),
+            let failed = match self.launch_slots.acquire().await {
+                Ok(_slot) => self.start(&c, spec).await.err(),
+                Err(_) => Some("the agent is shutting down".to_string()),
+            };
+            // The handshake is over: what the state file says now is the truth (it may
+            // already have exited).
+            // In the picture before it stops counting as launching (a pass reads the
+            // launches first), so no pass sees it in neither and launches it again.
+            self.read_into_picture(vec![c.id.clone()], false).await;
+            lock(&self.launching).remove(&c.id);
+            if let Some(e) = failed {
+                tracing::warn!("container {}: {e}", c.id);
+                let observed = Observed::Exited {
+                    code: None,
+                    oom_killed: false,
+                    error: Some(e),
+                };
+                for _ in 0..20 {
+                    match send_report(&self.core, &c.id, &observed).await {
+                        Ok(()) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
-            };
-            for _ in 0..20 {
-                match send_report(&self.core, &c.id, &observed).await {
-                    Ok(()) => break,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
             }
-            lock(&self.launching).remove(&c.id);
             self.wake.notify_one();
         });
     }
 
-    /// Bootstraps the root when missing, then starts the container through the helper.
-    async fn start(&self, spec: ContainerSpec) -> Result<LocalState, String> {
+    /// Bootstraps the root when missing, then starts the container through the helper;
+    /// returns once the helper's handshake says it runs (or why it does not).
+    async fn start(&self, c: &ContainerRecord, spec: ContainerSpec) -> Result<(), String> {
+        // "starting" only when a root filesystem must be built first: on the usual
+        // path the report would cost a commit before the launch.
+        if !spec.rootfs.path.is_dir() {
+            let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
+        }
         let json = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
         let rt = self.runtime.clone();
         let prepared = tokio::task::spawn_blocking(move || {
@@ -214,7 +344,9 @@ impl Agent {
                 .trim();
             return Err(line.trim_start_matches("haconiwa: ").to_string());
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("launcher helper output: {e}"))
+        serde_json::from_slice::<LocalState>(&out.stdout)
+            .map(|_| ())
+            .map_err(|e| format!("launcher helper output: {e}"))
     }
 
     fn kill(self: Arc<Self>, name: String) {
@@ -222,22 +354,107 @@ impl Agent {
             return;
         }
         tokio::spawn(async move {
-            let rt = self.runtime.clone();
-            let n = name.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                rt.kill(
-                    &n,
-                    nix::sys::signal::Signal::SIGTERM,
-                    Duration::from_secs(10),
-                )
-            })
-            .await;
-            if let Ok(Err(e)) = res {
-                tracing::debug!("kill {name}: {e}");
+            if let Ok(_slot) = self.kill_slots.acquire().await {
+                let rt = self.runtime.clone();
+                let n = name.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    rt.kill(
+                        &n,
+                        nix::sys::signal::Signal::SIGTERM,
+                        Duration::from_secs(10),
+                    )
+                })
+                .await;
+                if let Ok(Err(e)) = res {
+                    tracing::debug!("kill {name}: {e}");
+                }
             }
+            self.reread(vec![name.clone()]).await;
             lock(&self.killing).remove(&name);
             self.wake.notify_one();
         });
+    }
+}
+
+/// The agent's picture of what runs here. Reads race (a full scan may start before a
+/// launch ends and finish after it), so every entry remembers when the read that made it
+/// began, and an older read never overwrites a newer one.
+#[derive(Default)]
+struct Picture {
+    clock: u64,
+    entries: HashMap<String, (u64, Local)>,
+}
+
+impl Picture {
+    /// The time of a read that starts now.
+    fn begin(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// What a read begun `at` found for `name` (`None`: no such container).
+    fn put(&mut self, name: String, found: Option<Local>, at: u64) {
+        if self.entries.get(&name).is_some_and(|(t, _)| *t > at) {
+            return;
+        }
+        match found {
+            Some(l) => self.entries.insert(name, (at, l)),
+            None => self.entries.remove(&name),
+        };
+    }
+
+    /// What a read of everything begun `at` found: entries it did not see are gone,
+    /// unless something newer put them there.
+    fn replace_all(&mut self, mut seen: HashMap<String, Option<Local>>, at: u64) {
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in names {
+            seen.entry(name).or_insert(None);
+        }
+        for (name, found) in seen {
+            self.put(name, found, at);
+        }
+    }
+
+    /// The picture as the decision table takes it.
+    fn current(&self) -> HashMap<String, Local> {
+        self.entries
+            .iter()
+            .map(|(k, (_, l))| (k.clone(), l.clone()))
+            .collect()
+    }
+}
+
+/// Binds the datagram socket monitors send their exit notices to.
+fn bind_notices(runtime: &Runtime) -> std::io::Result<tokio::net::UnixDatagram> {
+    let path = runtime.notify_socket();
+    let _ = std::fs::remove_file(&path);
+    tokio::net::UnixDatagram::bind(&path)
+}
+
+/// Empties the notice socket on every wake-up (its kernel queue holds only
+/// `net.unix.max_dgram_qlen` datagrams, 10 by default) into an unbounded channel, so a
+/// monitor's notice waits for the agent in our memory, never in the kernel queue.
+async fn drain_notices(sock: tokio::net::UnixDatagram, to: mpsc::UnboundedSender<String>) {
+    let mut buf = [0u8; 512];
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        loop {
+            match sock.try_recv(&mut buf) {
+                Ok(n) => {
+                    let name = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if to.send(name).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("exit notices: {e}");
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -106,6 +106,7 @@ async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> 
                     node_id: id.unwrap_or(0),
                     addr: config.advertise.clone(),
                     labels: config.labels.clone().into_iter().collect(),
+                    outside_raft: false,
                 };
                 match c.join(req).await {
                     Ok(r) => return Ok(r.into_inner().node_id),

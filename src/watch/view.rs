@@ -4,7 +4,8 @@
 use crate::cluster::state::{
     ClusterState, ContainerRecord, Desired, Event, EventKind, NodeRecord, Observed,
 };
-use crate::spec::watch::{Trigger, ViewContainer, ViewNode, WatchView};
+use crate::spec::watch::{ClusterView, CountFilter, Trigger, ViewContainer, ViewNode};
+use std::sync::Arc;
 
 fn container(c: &ContainerRecord, state: &ClusterState) -> ViewContainer {
     ViewContainer {
@@ -36,15 +37,36 @@ fn node(n: &NodeRecord, state: &ClusterState) -> ViewNode {
     }
 }
 
-/// The cluster as rules see it.
-pub fn view(state: &ClusterState) -> WatchView {
-    WatchView {
-        containers: state
+/// The cluster as rules see it: the replicated state itself (an `Arc`, shared, never
+/// copied), counted from its index, listed only when a rule reads a list.
+pub struct StateView(pub Arc<ClusterState>);
+
+impl ClusterView for StateView {
+    fn count(&self, filter: CountFilter) -> i64 {
+        let s = &self.0;
+        let n = match filter {
+            CountFilter::All => s.active(),
+            CountFilter::Definition(d) => s.active_of(d),
+            CountFilter::Labels(want) => s
+                .definitions()
+                .values()
+                .filter(|d| want.iter().all(|(k, v)| d.spec.labels.get(k) == Some(v)))
+                .map(|d| s.active_with(&d.digest))
+                .sum(),
+        };
+        n as i64
+    }
+
+    fn containers(&self) -> Vec<ViewContainer> {
+        self.0
             .containers()
             .values()
-            .map(|c| container(c, state))
-            .collect(),
-        nodes: state.nodes().values().map(|n| node(n, state)).collect(),
+            .map(|c| container(c, &self.0))
+            .collect()
+    }
+
+    fn nodes(&self) -> Vec<ViewNode> {
+        self.0.nodes().values().map(|n| node(n, &self.0)).collect()
     }
 }
 

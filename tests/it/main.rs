@@ -12,4 +12,5 @@ mod isolation;
 mod launch_errors;
 mod privileges;
 mod rules;
+mod scale;
 mod security;

@@ -178,12 +178,11 @@ impl ClusterState {
         let (name, preferred) = (def.name.clone(), def.spec.name.clone());
         let mut ids = Vec::with_capacity(nodes.len());
         for node in nodes {
+            // The definition's name and the cluster-wide sequence: an id is never given
+            // twice, also after its record was forgotten (a node that still holds the
+            // old one locally would mistake the two).
             self.next_seq += 1;
-            let id = if self.containers.contains_key(&preferred) {
-                format!("{preferred}-{}", self.next_seq)
-            } else {
-                preferred.clone()
-            };
+            let id = format!("{preferred}-{}", self.next_seq);
             let rec = ContainerRecord {
                 id: id.clone(),
                 definition: name.clone(),
@@ -428,6 +427,30 @@ mod tests {
     }
 
     #[test]
+    fn an_id_is_never_given_twice_even_after_its_record_is_forgotten() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        let first = spawned(&mut s, 2, "w", 1);
+        assert!(first.starts_with("w-"), "{first}");
+        s.apply(3, &Command::Stop { id: first.clone() });
+        s.apply(
+            4,
+            &Command::Forget {
+                ids: vec![first.clone()],
+            },
+        );
+        assert!(!s.containers().contains_key(&first));
+        // The definition went with its last container and comes back the same: the next
+        // ones must not take the forgotten name.
+        let (r, _) = s.apply(5, &spawn("w", &[1, 1], Some("r")));
+        let Response::Spawned(ids) = r else {
+            panic!("{r:?}")
+        };
+        assert!(!ids.contains(&first), "{ids:?} reuses {first}");
+        assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
     fn add_node_allocates_retries_and_refuses_taken_addresses() {
         let mut s = ClusterState::default();
         let (r, ev) = add(&mut s, 1, "a:1");
@@ -475,7 +498,7 @@ mod tests {
     fn spawn_places_on_an_up_node_with_a_unique_id() {
         let mut s = ClusterState::default();
         add(&mut s, 1, "a:1");
-        assert_eq!(spawned(&mut s, 2, "web", 1), "web");
+        assert_eq!(spawned(&mut s, 2, "web", 1), "web-1");
         assert_eq!(spawned(&mut s, 3, "web", 1), "web-2");
         let c = &s.containers()["web-2"];
         let spec = s.spec_of(c).unwrap();
@@ -688,7 +711,7 @@ mod tests {
         let mut s = with_nodes(2);
         let (a, _) = s.apply(10, &spawn("web", &[1], None));
         let (b, _) = s.apply(11, &spawn("web", &[2], None));
-        assert_eq!(a, Response::Spawned(vec!["web".into()]));
+        assert_eq!(a, Response::Spawned(vec!["web-1".into()]));
         assert_eq!(b, Response::Spawned(vec!["web-2".into()]));
         let c = &s.containers()["web-2"];
         assert_eq!(s.spec_of(c).unwrap().name, "web-2");
@@ -765,7 +788,7 @@ mod tests {
         assert_eq!(
             r,
             Response::Spawned(vec![
-                "web".into(),
+                "web-1".into(),
                 "web-2".into(),
                 "web-3".into(),
                 "web-4".into()
@@ -897,7 +920,22 @@ mod tests {
                     .filter(|c| c.definition == d && c.is_active())
                     .count();
                 assert_eq!(s.active_of(d), count, "{cmd:?}");
+                let digest = format!("d-{d}");
+                let with = s
+                    .containers()
+                    .values()
+                    .filter(|c| c.digest == digest && c.is_active())
+                    .count();
+                assert_eq!(s.active_with(&digest), with, "{cmd:?}");
             }
+            let all = s.containers().values().filter(|c| c.is_active()).count();
+            assert_eq!(s.active(), all, "{cmd:?}");
+            let done = s
+                .containers()
+                .values()
+                .filter(|c| c.observed.is_final())
+                .count();
+            assert_eq!(s.finished(), done, "{cmd:?}");
         }
         // A state decoded from its encoding has the same index.
         let json = serde_json::to_string(&s).unwrap();

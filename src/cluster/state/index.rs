@@ -17,6 +17,12 @@ pub(super) struct Index {
     active_of_on: Table<(String, NodeId), usize>,
     /// Container ids per node.
     ids_on: Table<NodeId, Table<String, ()>>,
+    /// Active containers per definition digest (labels belong to a definition).
+    active_with: Table<String, usize>,
+    /// Active containers in all.
+    active: usize,
+    /// Finished containers in all (the leader forgets the oldest past a window).
+    finished: usize,
     /// Containers (any state) per definition digest.
     uses: Table<String, usize>,
 }
@@ -48,6 +54,19 @@ impl Index {
             bump(&mut self.active_on, c.node, up);
             bump(&mut self.active_of, c.definition.clone(), up);
             bump(&mut self.active_of_on, (c.definition.clone(), c.node), up);
+            bump(&mut self.active_with, c.digest.clone(), up);
+            self.active = if up {
+                self.active + 1
+            } else {
+                self.active.saturating_sub(1)
+            };
+        }
+        if c.observed.is_final() {
+            self.finished = if up {
+                self.finished + 1
+            } else {
+                self.finished.saturating_sub(1)
+            };
         }
         bump(&mut self.uses, c.digest.clone(), up);
         match self.ids_on.get_mut(&c.node) {
@@ -84,6 +103,18 @@ impl Index {
 
     pub(super) fn ids_on(&self, node: NodeId) -> impl Iterator<Item = &String> + '_ {
         self.ids_on.get(&node).into_iter().flat_map(|t| t.keys())
+    }
+
+    pub(super) fn active_with(&self, digest: &str) -> usize {
+        self.active_with.get(digest).copied().unwrap_or(0)
+    }
+
+    pub(super) fn active(&self) -> usize {
+        self.active
+    }
+
+    pub(super) fn finished(&self) -> usize {
+        self.finished
     }
 
     pub(super) fn uses(&self, digest: &str) -> usize {

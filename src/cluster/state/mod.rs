@@ -405,6 +405,21 @@ impl ClusterState {
         self.next_seq
     }
 
+    /// Active containers in the whole cluster.
+    pub fn active(&self) -> usize {
+        self.index.active()
+    }
+
+    /// Finished containers (exited or lost) in the whole cluster.
+    pub fn finished(&self) -> usize {
+        self.index.finished()
+    }
+
+    /// Active containers of the definition with this digest.
+    pub fn active_with(&self, digest: &str) -> usize {
+        self.index.active_with(digest)
+    }
+
     /// Active containers (wanted running, not finished) on a node.
     pub fn active_on(&self, node: NodeId) -> usize {
         self.index.active_on(node)

@@ -110,9 +110,10 @@ impl Cluster for ClusterService {
 
     async fn cluster_status(
         &self,
-        _req: Request<ClusterStatusRequest>,
+        req: Request<ClusterStatusRequest>,
     ) -> Reply<ClusterStatusReply> {
-        Ok(Response::new(nodes::status(&self.core)?))
+        let with_digest = !req.get_ref().without_digest;
+        Ok(Response::new(nodes::status(&self.core, with_digest)?))
     }
 
     async fn members(&self, _req: Request<MembersRequest>) -> Reply<MembersReply> {

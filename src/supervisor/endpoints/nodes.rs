@@ -6,7 +6,7 @@ use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::leader::ops;
 use crate::supervisor::node::Node;
 
-pub(super) fn status(core: &Node) -> OpResult<ClusterStatusReply> {
+pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusReply> {
     let m = core.metrics();
     let state = core.state();
     let leader = m.current_leader.unwrap_or(0);
@@ -23,9 +23,12 @@ pub(super) fn status(core: &Node) -> OpResult<ClusterStatusReply> {
         commit_index: commit_index(&m),
         last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         members: members_pb(&m, &state),
-        state_digest: state
-            .digest()
-            .map_err(|e| OpError::Internal(format!("state digest: {e}")))?,
+        state_digest: match with_digest {
+            true => state
+                .digest()
+                .map_err(|e| OpError::Internal(format!("state digest: {e}")))?,
+            false => String::new(),
+        },
         node: core.id,
         joint: m.membership_config.membership().get_joint_config().len() > 1,
         quorum_lost: core.is_leader() && !core.has_quorum(),

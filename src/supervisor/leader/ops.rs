@@ -99,6 +99,9 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
         return Err(OpError::Internal("join returned no node id".into()));
     };
     core.note_heartbeat(id);
+    if r.outside_raft {
+        return Ok(id);
+    }
     // One membership change at a time (promotions, swaps, leaves wait on the same lock):
     // overlapping changes are refused by openraft ("already undergoing a configuration
     // change").

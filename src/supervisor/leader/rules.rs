@@ -69,7 +69,7 @@ impl RuleLoop {
     }
 
     /// Evaluates the rules against the state applied at `index`.
-    pub async fn evaluate(&mut self, state: &ClusterState, index: u64) {
+    pub async fn evaluate(&mut self, state: &Arc<ClusterState>, index: u64) {
         let mut events = Vec::new();
         loop {
             match self.events.try_recv() {
@@ -102,11 +102,11 @@ impl RuleLoop {
     async fn run_rule(
         &mut self,
         rule: &RuleRecord,
-        state: &ClusterState,
+        state: &Arc<ClusterState>,
         triggers: Vec<Trigger>,
     ) -> Option<String> {
         let (text, file) = (rule.text.clone(), rule.file.clone());
-        let view = crate::watch::view::view(state);
+        let view = crate::watch::view::StateView(state.clone());
         let result = tokio::task::spawn_blocking(move || {
             watch::evaluate(&text, &file, view, &triggers, Instant::now() + EVAL_TIMEOUT)
         })

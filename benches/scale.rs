@@ -1,0 +1,684 @@
+//! The scale benchmark of docs/benchmarks.md, run by `scripts/bench-scale`: three real
+//! supervisors of the release build on 127.78.x.{1,2,3} and N simulated nodes (joined
+//! outside Raft; heartbeats and reports through the real gRPC API; no containers).
+//! For each N it measures placements per second as a rule asks for more and more
+//! records, and no-op writes (a report that changes nothing, one Raft entry each) with 1
+//! and many clients at each size: throughput, p50/p99 latency, the leader's CPU and
+//! RSS. The same client then writes to a 3-member etcd on the same machine.
+//!
+//! `cargo bench --bench scale -- [--nodes 100,1000] [--records 10000,100000]
+//!  [--clients 1,16,64] [--secs 5] [--no-etcd]`; prints markdown and writes
+//! `target/bench/scale.md`.
+
+use haconiwa::api::{self, pb};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-scale-token-0123";
+const BIN: &str = env!("CARGO_BIN_EXE_haconiwa");
+/// Simulated nodes heartbeat this often; the cluster holds them for [`NODE_TTL_MS`].
+const SIM_HEARTBEAT: Duration = Duration::from_millis(2000);
+const NODE_TTL_MS: u64 = 10_000;
+
+type Client = pb::cluster_client::ClusterClient<api::AuthChannel>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Opts {
+    nodes: Vec<usize>,
+    records: Vec<usize>,
+    clients: Vec<usize>,
+    secs: f64,
+    etcd: bool,
+}
+
+fn list(v: &str) -> Vec<usize> {
+    v.split(',').filter_map(|x| x.trim().parse().ok()).collect()
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        nodes: vec![100, 1000],
+        records: vec![10_000, 100_000],
+        clients: vec![1, 16, 64],
+        secs: 5.0,
+        etcd: true,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let next = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--nodes" => o.nodes = list(&next),
+            "--records" => o.records = list(&next),
+            "--clients" => o.clients = list(&next),
+            "--secs" => o.secs = next.parse().unwrap_or(5.0),
+            "--no-etcd" => {
+                o.etcd = false;
+                i += 1;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+/// Latencies of one write run.
+struct Run {
+    ops: usize,
+    secs: f64,
+    lat: Vec<Duration>,
+    errors: usize,
+}
+
+impl Run {
+    fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat.len() as f64 * p).ceil() as usize).clamp(1, self.lat.len()) - 1;
+        self.lat[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// Runs `clients` loops of `write` for `secs`; each loop gets its number.
+async fn drive<F, Fut>(clients: usize, secs: f64, write: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send,
+{
+    let write = Arc::new(write);
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        let write = write.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            while Instant::now() < end {
+                let t = Instant::now();
+                match write(k).await {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut run = Run {
+        ops: 0,
+        secs: 0.0,
+        lat: Vec::new(),
+        errors: 0,
+    };
+    for t in tasks {
+        if let Ok((lat, errors)) = t.await {
+            run.lat.extend(lat);
+            run.errors += errors;
+        }
+    }
+    run.secs = t0.elapsed().as_secs_f64();
+    run.ops = run.lat.len();
+    run.lat.sort();
+    run
+}
+
+/// CPU seconds (user + system) and RSS (kB) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
+        .unwrap_or(0);
+    (ticks as f64 / 100.0, rss)
+}
+
+/// Three supervisors of the release build.
+struct Supervisors {
+    dir: PathBuf,
+    addrs: Vec<String>,
+    procs: Vec<Child>,
+}
+
+impl Supervisors {
+    fn start(dir: &Path, net: u8) -> Supervisors {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("create the bench dir");
+        let addrs: Vec<String> = (1..=3).map(|i| format!("127.78.{net}.{i}:7900")).collect();
+        let mut s = Supervisors {
+            dir: dir.to_path_buf(),
+            addrs: addrs.clone(),
+            procs: Vec::new(),
+        };
+        for i in 0..3 {
+            let log = std::fs::File::create(dir.join(format!("n{}.log", i + 1))).expect("log");
+            let mut cmd = Command::new(BIN);
+            cmd.arg("supervisor")
+                .args(["--listen", &addrs[i]])
+                .arg("--data-dir")
+                .arg(dir.join(format!("n{}", i + 1)))
+                .args(["--node-ttl-ms", &NODE_TTL_MS.to_string()])
+                .env("HACONIWA_TOKEN", TOKEN)
+                .env("HACONIWA_STATE_DIR", dir.join("state"))
+                .env(
+                    "HACONIWA_CGROUP_PARENT",
+                    format!("haconiwa-bench-scale-{net}"),
+                )
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            if i > 0 {
+                cmd.args(["--join", &addrs[..i].join(",")]);
+            }
+            s.procs.push(cmd.spawn().expect("start a supervisor"));
+            // One at a time: the ids follow the order (1, 2, 3).
+            let want = i + 1;
+            wait_for(
+                Duration::from_secs(60),
+                "the supervisors to form a cluster",
+                || {
+                    let out = cli(&s.addrs[..=i], &["cluster", "status", "--json"]);
+                    out.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                        .is_some_and(|v| {
+                            v["leader"].as_u64().unwrap_or(0) != 0
+                                && v["joint"] == false
+                                && v["members"].as_array().is_some_and(|m| {
+                                    m.len() == want
+                                        && m.iter()
+                                            .all(|x| x["role"] == "voter" && x["state"] == "up")
+                                })
+                        })
+                },
+            );
+        }
+        s
+    }
+
+    fn pid_of(&self, node: u64) -> u32 {
+        self.procs[(node as usize).saturating_sub(1).min(2)].id()
+    }
+}
+
+impl Drop for Supervisors {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("state"));
+    }
+}
+
+fn cli(servers: &[String], args: &[&str]) -> Option<String> {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("HACONIWA_SERVER", servers.join(","))
+        .env("HACONIWA_TOKEN", TOKEN)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn leader(servers: &[String]) -> Result<(Client, u64), Error> {
+    let mut c = api::connect(servers, TOKEN).await?;
+    let s = c
+        .cluster_status(pb::ClusterStatusRequest {
+            without_digest: true,
+        })
+        .await?
+        .into_inner();
+    let c = api::connect(std::slice::from_ref(&s.leader_addr), TOKEN).await?;
+    Ok((c, s.leader))
+}
+
+/// Active containers on the simulated nodes, as the leader counts them.
+async fn placed(c: &mut Client, sims: &[u64]) -> Result<u64, Error> {
+    let s = c
+        .cluster_status(pb::ClusterStatusRequest {
+            without_digest: true,
+        })
+        .await?
+        .into_inner();
+    Ok(s.members
+        .iter()
+        .filter(|m| sims.contains(&m.id))
+        .map(|m| m.containers as u64)
+        .sum())
+}
+
+/// Joins `n` simulated nodes and keeps them heartbeating until `stop`.
+async fn simulate(c: &Client, n: usize, stop: Arc<AtomicBool>) -> Result<Vec<u64>, Error> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut labels = std::collections::HashMap::new();
+        labels.insert("sim".to_string(), "yes".to_string());
+        let r = c
+            .clone()
+            .join(pb::JoinRequest {
+                node_id: 0,
+                addr: format!("sim-{i}.invalid:1"),
+                labels,
+                outside_raft: true,
+            })
+            .await?;
+        ids.push(r.into_inner().node_id);
+    }
+    for chunk in ids.chunks(50) {
+        let chunk = chunk.to_vec();
+        let mut c = c.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                for id in &chunk {
+                    // Simulated nodes apply nothing: they claim to be up to date.
+                    let _ = c
+                        .heartbeat(pb::HeartbeatRequest {
+                            node_id: *id,
+                            applied_index: u64::MAX,
+                        })
+                        .await;
+                }
+                tokio::time::sleep(SIM_HEARTBEAT.saturating_sub(t.elapsed())).await;
+            }
+        });
+    }
+    Ok(ids)
+}
+
+fn write_rule(dir: &Path, target: usize) -> PathBuf {
+    let root = dir.join("rootfs");
+    let _ = std::fs::create_dir_all(&root);
+    std::fs::write(
+        dir.join("simwork.haco"),
+        format!(
+            "haconiwa.define(|c| {{\n  c.name = `simwork-${{uuid_short()}}`;\n  c.init_command = [\"/bin/sleep\", \"3600\"];\n  c.chroot_to(\"{}\");\n  c.daemonize();\n}});\n",
+            root.display()
+        ),
+    )
+    .expect("write simwork.haco");
+    let rule = dir.join("simwork.watch");
+    std::fs::write(
+        &rule,
+        format!(
+            "haconiwa.watch(|w| {{\n  w.watch(\"cluster\", |event| {{\n    let missing = {target} - event.cluster.count(\"simwork\");\n    if missing > 0 {{ haconiwa.spawn(#{{ haco: \"simwork.haco\", count: missing, node_labels: #{{ sim: \"yes\" }} }}); }}\n  }});\n}});\n"
+        ),
+    )
+    .expect("write simwork.watch");
+    rule
+}
+
+/// One report per call on the caller's own container: the first changes it to
+/// running, every later one changes nothing (a no-op write: one Raft entry).
+async fn noop_writes(c: &Client, targets: &[(u64, String)], clients: usize, secs: f64) -> Run {
+    let c = c.clone();
+    let targets = Arc::new(targets.to_vec());
+    drive(clients, secs, move |k| {
+        let mut c = c.clone();
+        let targets = targets.clone();
+        async move {
+            let (node, id) = targets[k % targets.len()].clone();
+            c.report(pb::ReportRequest {
+                node_id: node,
+                id,
+                state: "running".into(),
+                pid: 1,
+                ..Default::default()
+            })
+            .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Up to `n` containers of the simulated nodes, spread over the nodes.
+async fn some_containers(c: &mut Client, n: usize) -> Result<Vec<(u64, String)>, Error> {
+    let list = c
+        .list_containers(pb::ListContainersRequest { all: false })
+        .await?
+        .into_inner();
+    let mut by_node: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for x in list.containers {
+        by_node.entry(x.node).or_default().push(x.id);
+    }
+    let mut out = Vec::new();
+    'outer: for round in 0.. {
+        let mut any = false;
+        for (node, ids) in &by_node {
+            if let Some(id) = ids.get(round) {
+                out.push((*node, id.clone()));
+                any = true;
+                if out.len() >= n {
+                    break 'outer;
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, s: String) {
+        println!("{s}");
+        self.lines.push(s);
+    }
+}
+
+fn write_row(
+    out: &mut Report,
+    who: &str,
+    size: &str,
+    clients: usize,
+    run: &Run,
+    cpu: Option<(f64, u64)>,
+) {
+    let cpu = cpu
+        .map(|(c, rss)| format!("{:.0} % | {} MB", c * 100.0, rss / 1024))
+        .unwrap_or_else(|| "– | –".into());
+    out.line(format!(
+        "| {who} | {size} | {clients} | {:.0} | {:.2} | {:.2} | {} | {cpu} |",
+        run.per_sec(),
+        run.pct(0.5),
+        run.pct(0.99),
+        run.errors
+    ));
+}
+
+async fn writes_at(
+    out: &mut Report,
+    c: &Client,
+    sup: &Supervisors,
+    leader: u64,
+    size: &str,
+    targets: &[(u64, String)],
+    o: &Opts,
+) {
+    for &k in &o.clients {
+        let pid = sup.pid_of(leader);
+        let (cpu0, _) = usage(pid);
+        let run = noop_writes(c, targets, k, o.secs).await;
+        let (cpu1, rss) = usage(pid);
+        write_row(
+            out,
+            "haconiwa",
+            size,
+            k,
+            &run,
+            Some(((cpu1 - cpu0) / run.secs, rss)),
+        );
+    }
+}
+
+async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Result<(), Error> {
+    let dir = PathBuf::from(format!("target/bench/scale-{nodes}"));
+    let sup = Supervisors::start(&dir, net);
+    let (mut c, leader_id) = leader(&sup.addrs).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = Instant::now();
+    let sims = simulate(&c, nodes, stop.clone()).await?;
+    out.line(format!(
+        "\n### {nodes} simulated nodes (joined in {:.1} s), leader node {leader_id}\n",
+        t.elapsed().as_secs_f64()
+    ));
+    let (_, rss0) = usage(sup.pid_of(leader_id));
+    // A first small placement so that the no-op writes have records to report on.
+    let mut placements = vec![
+        "| wanted | committed in | placements/s | leader CPU | leader RSS |".to_string(),
+        "|---|---|---|---|---|".to_string(),
+    ];
+    let mut sizes = vec![100.min(o.records.first().copied().unwrap_or(100))];
+    sizes.extend(o.records.iter().copied());
+    let writes = vec![
+        "| system | records | clients | writes/s | p50 ms | p99 ms | errors | leader CPU | leader RSS |".to_string(),
+        "|---|---|---|---|---|---|---|---|---|".to_string(),
+    ];
+    let mut before = 0u64;
+    let mut written = Report { lines: Vec::new() };
+    for target in sizes {
+        let rule = write_rule(&dir, target);
+        let pid = sup.pid_of(leader_id);
+        let (cpu0, _) = usage(pid);
+        let t = Instant::now();
+        cli(
+            &sup.addrs,
+            &["watch", "apply", rule.to_str().unwrap_or_default()],
+        )
+        .ok_or("watch apply failed")?;
+        let end = Instant::now() + Duration::from_secs(600);
+        loop {
+            let n = placed(&mut c, &sims).await?;
+            if n >= target as u64 {
+                break;
+            }
+            if Instant::now() > end {
+                return Err(format!("only {n} of {target} placed in 600 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let (cpu1, rss) = usage(pid);
+        let new = target as u64 - before;
+        before = target as u64;
+        placements.push(format!(
+            "| {target} (+{new}) | {secs:.2} s | {:.0} | {:.0} % | {} MB |",
+            new as f64 / secs,
+            (cpu1 - cpu0) / secs * 100.0,
+            rss / 1024
+        ));
+        let targets = some_containers(&mut c, *o.clients.iter().max().unwrap_or(&1)).await?;
+        writes_at(
+            &mut written,
+            &c,
+            &sup,
+            leader_id,
+            &target.to_string(),
+            &targets,
+            o,
+        )
+        .await;
+    }
+    let (_, rss1) = usage(sup.pid_of(leader_id));
+    for l in placements {
+        out.line(l);
+    }
+    out.line(format!(
+        "\nLeader RSS {} MB with {nodes} nodes and no records, {} MB at {} records: {:.2} kB per record.\n",
+        rss0 / 1024,
+        rss1 / 1024,
+        before,
+        (rss1.saturating_sub(rss0)) as f64 / before.max(1) as f64
+    ));
+    for l in writes {
+        out.line(l);
+    }
+    for l in written.lines {
+        out.lines.push(l);
+    }
+    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A 3-member etcd on 127.78.200.{1,2,3}, removed on drop.
+struct Etcd {
+    dir: PathBuf,
+    procs: Vec<Child>,
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> Result<Etcd, Error> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let peers: Vec<String> = (1..=3)
+            .map(|i| format!("e{i}=http://127.78.200.{i}:2380"))
+            .collect();
+        let mut e = Etcd {
+            dir: dir.to_path_buf(),
+            procs: Vec::new(),
+        };
+        for i in 1..=3 {
+            let log = std::fs::File::create(dir.join(format!("e{i}.log")))?;
+            let child = Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("e{i}")))
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.78.200.{i}:2379"),
+                ])
+                .args([
+                    "--advertise-client-urls",
+                    &format!("http://127.78.200.{i}:2379"),
+                ])
+                .args(["--listen-peer-urls", &format!("http://127.78.200.{i}:2380")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.78.200.{i}:2380"),
+                ])
+                .args(["--initial-cluster", &peers.join(",")])
+                .args(["--initial-cluster-state", "new"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "start etcd (Debian's etcd-server; scripts/bench-scale installs it): {e}"
+                    )
+                })?;
+            e.procs.push(child);
+        }
+        Ok(e)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn bench_etcd(out: &mut Report, o: &Opts) -> Result<(), Error> {
+    let etcd = Etcd::start(Path::new("target/bench/scale-etcd"))?;
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| format!("http://127.78.200.{i}:2379"))
+        .collect();
+    // The leader, as for haconiwa: the client writes to it directly.
+    let end = Instant::now() + Duration::from_secs(30);
+    let (client, leader_pid) = loop {
+        let mut found = None;
+        for (i, ep) in endpoints.iter().enumerate() {
+            if let Ok(mut c) = etcd_client::Client::connect([ep.as_str()], None).await {
+                if let Ok(s) = c.status().await {
+                    if s.leader() != 0 && s.header().map(|h| h.member_id()) == Some(s.leader()) {
+                        found = Some((c, etcd.procs[i].id()));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        if Instant::now() > end {
+            return Err("etcd elected no leader in 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let kv = client.kv_client();
+    for &k in &o.clients {
+        let kv = kv.clone();
+        let (cpu0, _) = usage(leader_pid);
+        let run = drive(k, o.secs, move |n| {
+            let mut kv = kv.clone();
+            async move {
+                kv.put(format!("bench/noop/{n}"), "running", None).await?;
+                Ok(())
+            }
+        })
+        .await;
+        let (cpu1, rss) = usage(leader_pid);
+        write_row(
+            out,
+            "etcd 3 members",
+            "1 key per client",
+            k,
+            &run,
+            Some(((cpu1 - cpu0) / run.secs, rss)),
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let o = parse();
+    let _ = std::fs::create_dir_all("target/bench");
+    let mut out = Report { lines: Vec::new() };
+    out.line(format!(
+        "## scripts/bench-scale (nodes {:?}, records {:?}, clients {:?}, {} s per write run)",
+        o.nodes, o.records, o.clients, o.secs
+    ));
+    for (i, &n) in o.nodes.iter().enumerate() {
+        if let Err(e) = bench_cluster(&mut out, &o, n, 10 + i as u8).await {
+            eprintln!("bench-scale: {n} nodes: {e}");
+            std::process::exit(1);
+        }
+    }
+    if o.etcd {
+        out.line("\n### etcd, the same client\n".into());
+        out.line(
+            "| system | records | clients | writes/s | p50 ms | p99 ms | errors | leader CPU | leader RSS |".into(),
+        );
+        out.line("|---|---|---|---|---|---|---|---|---|".into());
+        if let Err(e) = bench_etcd(&mut out, &o).await {
+            eprintln!("bench-scale: etcd: {e}");
+            std::process::exit(1);
+        }
+    }
+    let _ = std::fs::write("target/bench/scale.md", out.lines.join("\n") + "\n");
+}
