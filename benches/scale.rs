@@ -111,7 +111,18 @@ where
             while Instant::now() < end {
                 let t = Instant::now();
                 match write(k).await {
-                    Ok(()) => lat.push(t.elapsed()),
+                    Ok(()) => {
+                        let l = t.elapsed();
+                        if std::env::var_os("BENCH_SLOW").is_some() && l > Duration::from_millis(20)
+                        {
+                            eprintln!(
+                                "slow at {:.3}: {:.1} ms",
+                                t.duration_since(t0).as_secs_f64(),
+                                l.as_secs_f64() * 1000.0
+                            );
+                        }
+                        lat.push(l)
+                    }
                     Err(_) => errors += 1,
                 }
             }
@@ -467,8 +478,9 @@ async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Res
         "| wanted | committed in | placements/s | leader CPU | leader RSS |".to_string(),
         "|---|---|---|---|---|".to_string(),
     ];
-    let mut sizes = vec![100.min(o.records.first().copied().unwrap_or(100))];
-    sizes.extend(o.records.iter().copied());
+    let first = 100.min(o.records.first().copied().unwrap_or(100));
+    let mut sizes = vec![first];
+    sizes.extend(o.records.iter().copied().filter(|r| *r > first));
     let writes = vec![
         "| system | records | clients | writes/s | p50 ms | p99 ms | errors | leader CPU | leader RSS |".to_string(),
         "|---|---|---|---|---|---|---|---|---|".to_string(),

@@ -1,7 +1,9 @@
 //! Durable Raft storage on redb: the log and the vote (`RaftLogStorage`) and the state
 //! machine with its snapshots (`RaftStateMachine`), all in one database file under the
-//! data directory. Every write transaction commits with redb's default durability
-//! (fsync) before the call returns or the flush callback fires.
+//! data directory. The vote, the log, snapshots and installed snapshots commit with
+//! redb's default durability (fsync) before the call returns or the flush callback
+//! fires; applied entries commit without an fsync of their own and reach the disk with
+//! the next log append (the log already holds them; see `persist`).
 //!
 //! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
 //! `sm_containers`, `sm_rules`, plus a small `sm_meta` row), and applying entries writes
@@ -442,7 +444,15 @@ impl StateMachineStore {
         rows: Rows,
         snapshot: Option<&StoredSnapshot>,
     ) -> Result<(), AnyError> {
-        let tx = self.db.begin_write().map_err(any)?;
+        let mut tx = self.db.begin_write().map_err(any)?;
+        // Applied entries need no fsync of their own: the log holds them durably, the
+        // next durable commit (every log append is one) takes these rows to disk with
+        // it, and after a crash the state machine is simply as of an earlier index, from
+        // which openraft applies the log again. A snapshot is built (and the log purged)
+        // only after a durable commit (see `build_snapshot`).
+        if matches!(rows, Rows::Touched(_)) {
+            tx.set_durability(redb::Durability::None);
+        }
         write_applied(&tx, applied, rows)?;
         if let Some(s) = snapshot {
             let mut t = tx.open_table(SM).map_err(any)?;

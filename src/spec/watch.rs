@@ -575,8 +575,8 @@ fn haco_refs(text: &str) -> Vec<HacoRef> {
 /// Compiles and runs the registration of a rule: syntax, event names and options are
 /// checked here (file:line:col), and the `.haco` files it names are listed.
 pub fn check(text: &str, file: &str) -> Result<RuleInfo, ScriptError> {
-    let (_, _, shared) = register(text, file)?;
-    let s = shared.borrow();
+    let rule = register(text, file)?;
+    let s = rule.shared.borrow();
     if !s.defined {
         return Err(ScriptError::at(
             file,
@@ -604,26 +604,31 @@ pub fn check(text: &str, file: &str) -> Result<RuleInfo, ScriptError> {
 /// How many compiled rules each evaluating thread keeps.
 const COMPILED_CACHE: usize = 256;
 
-/// A compiled rule and the registration state its AST refers to (the optimizer folds
-/// the `haconiwa` constant, which holds it, into the AST).
-type Compiled = (AST, Rc<RefCell<Shared>>);
+/// A compiled rule: its engine (the vocabulary registered once), its AST, and the
+/// registration state both refer to (the optimizer folds the `haconiwa` constant, which
+/// holds it, into the AST).
+struct CompiledRule {
+    engine: RefCell<Engine>,
+    ast: AST,
+    shared: Rc<RefCell<Shared>>,
+}
 
 thread_local! {
     /// Compiled rules by file and text, per thread (an AST is not `Send` without Rhai's
     /// `sync` feature, and the leader evaluates on a few blocking threads): a rule is
-    /// parsed once per thread, not at every evaluation.
-    static COMPILED: RefCell<HashMap<(String, String), Compiled>> = RefCell::new(HashMap::new());
+    /// parsed, and its engine built, once per thread, not at every evaluation.
+    static COMPILED: RefCell<HashMap<(String, String), Rc<CompiledRule>>> =
+        RefCell::new(HashMap::new());
 }
 
-/// Compiles (or takes from this thread's cache) and runs the registration of a rule;
-/// returns the engine, the AST and the fresh registration state.
-fn register(text: &str, file: &str) -> Result<(Engine, AST, Rc<RefCell<Shared>>), ScriptError> {
+/// Compiles (or takes from this thread's cache) and runs the registration of a rule,
+/// with a fresh registration state.
+fn register(text: &str, file: &str) -> Result<Rc<CompiledRule>, ScriptError> {
     let key = (file.to_string(), text.to_string());
-    let cached = COMPILED.with(|c| c.borrow().get(&key).cloned());
-    let (engine, ast, shared) = match cached {
-        Some((ast, shared)) => {
-            *shared.borrow_mut() = Shared::default();
-            (engine_for(shared.clone()), ast, shared)
+    let rule = match COMPILED.with(|c| c.borrow().get(&key).cloned()) {
+        Some(rule) => {
+            *rule.shared.borrow_mut() = Shared::default();
+            rule
         }
         None => {
             let shared: Rc<RefCell<Shared>> = Rc::default();
@@ -633,22 +638,31 @@ fn register(text: &str, file: &str) -> Result<(Engine, AST, Rc<RefCell<Shared>>)
             let ast = engine
                 .compile_with_scope(&scope, text)
                 .map_err(|e| ScriptError::from_parse(file, &e))?;
+            let rule = Rc::new(CompiledRule {
+                engine: RefCell::new(engine),
+                ast,
+                shared,
+            });
             COMPILED.with(|c| {
                 let mut c = c.borrow_mut();
                 if c.len() >= COMPILED_CACHE {
                     c.clear();
                 }
-                c.insert(key, (ast.clone(), shared.clone()));
+                c.insert(key, rule.clone());
             });
-            (engine, ast, shared)
+            rule
         }
     };
+    let mut engine = rule.engine.borrow_mut();
+    let limit = Instant::now() + WATCH_TIME_LIMIT;
+    set_deadline(&mut engine, limit, WATCH_TIME_LIMIT.as_millis());
     let mut scope = Scope::new();
-    scope.push_constant("haconiwa", WatchHandle(shared.clone()));
+    scope.push_constant("haconiwa", WatchHandle(rule.shared.clone()));
     engine
-        .run_ast_with_scope(&mut scope, &ast)
+        .run_ast_with_scope(&mut scope, &rule.ast)
         .map_err(|e| ScriptError::from_eval(file, &e))?;
-    Ok((engine, ast, shared))
+    drop(engine);
+    Ok(rule)
 }
 
 /// Evaluates a rule for some triggers against a view; returns its intents. The work is
@@ -660,7 +674,8 @@ pub fn evaluate(
     triggers: &[Trigger],
     deadline: Instant,
 ) -> Result<Vec<Intent>, ScriptError> {
-    let (mut engine, ast, shared) = register(text, file)?;
+    let rule = register(text, file)?;
+    let (mut engine, ast, shared) = (rule.engine.borrow_mut(), &rule.ast, &rule.shared);
     let ms = deadline
         .saturating_duration_since(Instant::now())
         .as_millis();
@@ -686,7 +701,7 @@ pub fn evaluate(
                     _ => Dynamic::UNIT,
                 },
             };
-            if let Err(e) = h.f.call::<Dynamic>(&engine, &ast, (event,)) {
+            if let Err(e) = h.f.call::<Dynamic>(&engine, ast, (event,)) {
                 let mut err = ScriptError::from_eval(file, &e);
                 if err.line == 0 {
                     err.line = h.pos.line().unwrap_or(0);
@@ -858,10 +873,10 @@ mod tests {
         let key = ("keep5.watch".to_string(), KEEP5.to_string());
         COMPILED.with(|c| c.borrow_mut().remove(&key));
         let first = evaluate(KEEP5, "keep5.watch", view(3), &[Trigger::Cluster], soon()).unwrap();
-        let ast = COMPILED.with(|c| c.borrow().get(&key).map(|(_, s)| Rc::as_ptr(s)));
+        let ast = COMPILED.with(|c| c.borrow().get(&key).map(Rc::as_ptr));
         assert!(ast.is_some(), "not cached");
         let second = evaluate(KEEP5, "keep5.watch", view(3), &[Trigger::Cluster], soon()).unwrap();
-        let again = COMPILED.with(|c| c.borrow().get(&key).map(|(_, s)| Rc::as_ptr(s)));
+        let again = COMPILED.with(|c| c.borrow().get(&key).map(Rc::as_ptr));
         assert_eq!(ast, again, "compiled a second time");
         // No intent of the first evaluation leaks into the second.
         assert_eq!(first, second);

@@ -96,9 +96,21 @@ impl Agent {
         let mut reported = Reported::new();
         self.full_scan().await;
         let mut scanned = Instant::now();
+        let mut last_revision = None;
         loop {
             tokio::select! {
-                r = state_rx.changed() => { if r.is_err() { return; } }
+                r = state_rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    // An entry that changed no record (a repeated report) changes
+                    // nothing here either.
+                    let revision = state_rx.borrow_and_update().1.revision();
+                    if last_revision == Some(revision) {
+                        continue;
+                    }
+                    last_revision = Some(revision);
+                }
                 Some(name) = notices.recv() => {
                     let mut names = vec![name];
                     while let Ok(n) = notices.try_recv() {

@@ -331,6 +331,7 @@ impl ClusterState {
         }
         self.index.count(&c, true);
         self.touched.containers.insert(c.id.clone());
+        self.revision += 1;
         self.containers.insert(c.id.clone(), c);
     }
 
@@ -338,28 +339,33 @@ impl ClusterState {
         let c = self.containers.remove(id)?;
         self.index.count(&c, false);
         self.touched.containers.insert(id.to_string());
+        self.revision += 1;
         Some(c)
     }
 
     fn put_node(&mut self, n: NodeRecord) {
         self.touched.nodes.insert(n.id);
+        self.revision += 1;
         self.nodes.insert(n.id, n);
     }
 
     fn put_definition(&mut self, mut d: Definition, index: u64) {
         d.registered_index = index;
         self.touched.definitions.insert(d.digest.clone());
+        self.revision += 1;
         self.definitions.insert(d.digest.clone(), d);
     }
 
     fn drop_definition(&mut self, digest: &str) {
         if self.definitions.remove(digest).is_some() {
             self.touched.definitions.insert(digest.to_string());
+            self.revision += 1;
         }
     }
 
     fn put_rule_record(&mut self, r: RuleRecord) {
         self.touched.rules.insert(r.name.clone());
+        self.revision += 1;
         self.rules.insert(r.name.clone(), r);
     }
 
@@ -367,6 +373,7 @@ impl ClusterState {
         let gone = self.rules.remove(name).is_some();
         if gone {
             self.touched.rules.insert(name.to_string());
+            self.revision += 1;
         }
         gone
     }

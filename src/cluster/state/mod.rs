@@ -201,6 +201,10 @@ pub struct ClusterState {
     index: Index,
     /// Keys changed since the store last took them (not part of the state).
     touched: Touched,
+    /// How many record changes this copy has seen (not part of the state): an entry
+    /// that changes nothing (a report repeating what is known) leaves it as it was, so
+    /// the rule loop and the agents skip it.
+    revision: u64,
 }
 
 /// The state as encoded (digest, snapshots): the records, not what is derived.
@@ -366,6 +370,7 @@ impl ClusterState {
             next_seq,
             index,
             touched: Touched::default(),
+            revision: 0,
         }
     }
 
@@ -408,6 +413,12 @@ impl ClusterState {
     /// Active containers in the whole cluster.
     pub fn active(&self) -> usize {
         self.index.active()
+    }
+
+    /// Changes to records this copy has seen: equal between two looks means nothing
+    /// changed (compare with `!=`: a restored state starts again from 0).
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Finished containers (exited or lost) in the whole cluster.

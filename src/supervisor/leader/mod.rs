@@ -23,11 +23,15 @@ pub async fn run(core: Arc<Node>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state_rx = core.feed.state.clone();
+    // The state's version as the rule loop counts it: one more whenever a record changed
+    // (an entry that changes nothing, such as a repeated report, is not a change).
+    let mut version = 0u64;
+    let mut last_revision = None;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = state_rx.changed() => { if r.is_err() { return; } }
-        }
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            r = state_rx.changed() => { if r.is_err() { return; } false }
+        };
         // A leader without a recent quorum acknowledgement may be cut off while another
         // leads on the other side: it decides nothing (no placements, rules, node-down).
         if !core.acting_leader() {
@@ -36,10 +40,12 @@ pub async fn run(core: Arc<Node>) {
             continue;
         }
         let now = Instant::now();
-        let (index, state) = {
-            let b = state_rx.borrow_and_update();
-            (b.0, b.1.clone())
-        };
+        let state = state_rx.borrow_and_update().1.clone();
+        let changed = last_revision != Some(state.revision());
+        if changed {
+            last_revision = Some(state.revision());
+            version += 1;
+        }
         if lock(&core.leading_since).is_none() {
             *lock(&core.leading_since) = Some(now);
             down_since.clear();
@@ -58,9 +64,15 @@ pub async fn run(core: Arc<Node>) {
             }
             continue;
         }
-        health::detect_failures(&core, &state, now, &mut down_since).await;
-        health::autopilot(&core, &state, now, &down_since).await;
-        health::collect_garbage(&core, &state).await;
-        rules.evaluate(&state, index).await;
+        // The health checks look at time as much as at the state: every tick. The rules
+        // on every change and every tick (their timers).
+        if ticked {
+            health::detect_failures(&core, &state, now, &mut down_since).await;
+            health::autopilot(&core, &state, now, &down_since).await;
+            health::collect_garbage(&core, &state).await;
+        }
+        if ticked || changed {
+            rules.evaluate(&state, version).await;
+        }
     }
 }

@@ -68,7 +68,8 @@ impl RuleLoop {
         Some(info)
     }
 
-    /// Evaluates the rules against the state applied at `index`.
+    /// Evaluates the rules against the state, whose version (one more at every change,
+    /// see `leader::run`) is `index`.
     pub async fn evaluate(&mut self, state: &Arc<ClusterState>, index: u64) {
         let mut events = Vec::new();
         loop {
