@@ -1,9 +1,11 @@
 //! Durable Raft storage on redb: the log and the vote (`RaftLogStorage`) and the state
 //! machine with its snapshots (`RaftStateMachine`), all in one database file under the
-//! data directory. The vote, the log, snapshots and installed snapshots commit with
-//! redb's default durability (fsync) before the call returns or the flush callback
-//! fires; applied entries commit without an fsync of their own and reach the disk with
-//! the next log append (the log already holds them; see `persist`).
+//! data directory. The vote, truncations, purges, snapshots and installed snapshots
+//! commit with redb's default durability (fsync) before the call returns; appended
+//! entries are readable at once and durable when their flush callback fires (group
+//! commit, see `spawn_flusher`); applied entries commit without an fsync of their own
+//! and reach the disk with the next durable commit (the log already holds them; see
+//! `persist`).
 //!
 //! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
 //! `sm_containers`, `sm_rules`, plus a small `sm_meta` row), and applying entries writes
@@ -73,12 +75,51 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// Makes appended entries durable in groups (group commit): `append` commits them
+/// without an fsync, so they are readable at once and the leader replicates them while
+/// its disk works, and queues its callback here; this thread makes one durable commit
+/// for everything queued (redb's durable commit takes every earlier commit to disk),
+/// then tells openraft, in order. Raft counts an entry only once its callback came.
+/// It holds the database weakly: closing the store closes the file at once.
+fn spawn_flusher(db: &Arc<Database>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    let db = Arc::downgrade(db);
+    let flusher = move || {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let done = match db.upgrade() {
+                Some(db) => db
+                    .begin_write()
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| t.commit().map_err(|e| e.to_string())),
+                None => Err("the log store is closed".to_string()),
+            };
+            for callback in batch {
+                callback.log_io_completed(done.clone().map_err(std::io::Error::other));
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("raft-log-flush".into())
+        .spawn(flusher)
+    {
+        // Without the thread every queued callback is dropped: openraft sees the flush
+        // fail and the node stops, as on any storage error.
+        tracing::error!("start the log flusher: {e}");
+    }
+    tx
 }
 
 impl LogStore {
-    /// A log store on an opened database.
+    /// A log store on an opened database (with its flusher thread, which ends when the
+    /// last clone of the store is gone).
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db }
+        let flush = spawn_flusher(&db);
+        LogStore { db, flush }
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -178,7 +219,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let write = || -> Result<(), AnyError> {
-            let tx = self.db.begin_write().map_err(any)?;
+            let mut tx = self.db.begin_write().map_err(any)?;
+            // Durable with the flusher's next commit (see `spawn_flusher`).
+            tx.set_durability(redb::Durability::None);
             {
                 let mut t = tx.open_table(LOG).map_err(any)?;
                 for e in entries {
@@ -188,10 +231,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             tx.commit().map_err(any)
         };
         match write() {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
+            Ok(()) => match self.flush.send(callback) {
+                Ok(()) => Ok(()),
+                Err(std::sync::mpsc::SendError(callback)) => {
+                    let e = std::io::Error::other("the log flusher is gone");
+                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                    Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+                }
+            },
             Err(e) => {
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(StorageIOError::write_logs(e).into())
@@ -410,7 +457,13 @@ pub struct StateMachineStore {
     state_tx: Arc<watch::Sender<(u64, Arc<ClusterState>)>>,
     events: broadcast::Sender<Event>,
     snapshot_seq: Arc<Mutex<u64>>,
+    /// The applied index last written to the tables.
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The most entries that change nothing applied before the applied index is written
+/// anyway.
+const LAG_UNWRITTEN: u64 = 1024;
 
 impl StateMachineStore {
     /// Loads the persisted state machine (empty on a fresh database).
@@ -426,6 +479,7 @@ impl StateMachineStore {
             state_tx: Arc::new(state_tx),
             events: events.clone(),
             snapshot_seq: Arc::new(Mutex::new(0)),
+            written: Arc::new(std::sync::atomic::AtomicU64::new(index)),
         };
         Ok((
             sm,
@@ -443,6 +497,7 @@ impl StateMachineStore {
         applied: &Applied,
         rows: Rows,
         snapshot: Option<&StoredSnapshot>,
+        durable: bool,
     ) -> Result<(), AnyError> {
         let mut tx = self.db.begin_write().map_err(any)?;
         // Applied entries need no fsync of their own: the log holds them durably, the
@@ -450,24 +505,13 @@ impl StateMachineStore {
         // it, and after a crash the state machine is simply as of an earlier index, from
         // which openraft applies the log again. A snapshot is built (and the log purged)
         // only after a durable commit (see `build_snapshot`).
-        if matches!(rows, Rows::Touched(_)) {
+        if !durable {
             tx.set_durability(redb::Durability::None);
         }
         write_applied(&tx, applied, rows)?;
         if let Some(s) = snapshot {
             let mut t = tx.open_table(SM).map_err(any)?;
             t.insert("snapshot", enc(s)?.as_slice()).map_err(any)?;
-        }
-        tx.commit().map_err(any)
-    }
-
-    /// Stores a snapshot (its data only: the rows already hold the state it shows).
-    fn persist_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), AnyError> {
-        let tx = self.db.begin_write().map_err(any)?;
-        {
-            let mut t = tx.open_table(SM).map_err(any)?;
-            t.insert("snapshot", enc(snapshot)?.as_slice())
-                .map_err(any)?;
         }
         tx.commit().map_err(any)
     }
@@ -509,8 +553,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: data.clone(),
         };
-        self.persist_snapshot(&stored)
+        // With the applied index it shows, durably (and with it every row an earlier
+        // apply wrote without an fsync): the log is purged up to here next.
+        self.persist(&applied, Rows::Touched(&Touched::default()), Some(&stored), true)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        self.written.store(
+            applied.last_applied.map(|l| l.index).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -536,6 +586,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut applied = self.lock().clone();
         let mut responses = Vec::new();
         let mut events = Vec::new();
+        let mut membership = false;
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             match entry.payload {
@@ -546,14 +597,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     responses.push(resp);
                 }
                 EntryPayload::Membership(m) => {
+                    membership = true;
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     responses.push(Response::Ok);
                 }
             }
         }
         let touched = applied.state.take_touched();
-        self.persist(&applied, Rows::Touched(&touched), None)
-            .map_err(StorageIOError::write_state_machine)?;
+        // Entries that changed nothing (a repeated report) write nothing; the applied
+        // index on disk lags (at most `LAG_UNWRITTEN` entries), and after a restart
+        // openraft applies those entries again, to the same effect. A snapshot is built
+        // only after a durable write of everything (see `build_snapshot`).
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let written = self.written.load(std::sync::atomic::Ordering::Relaxed);
+        if !touched.is_empty() || membership || index.saturating_sub(written) >= LAG_UNWRITTEN {
+            self.persist(&applied, Rows::Touched(&touched), None, false)
+                .map_err(StorageIOError::write_state_machine)?;
+            self.written
+                .store(index, std::sync::atomic::Ordering::Relaxed);
+        }
         self.publish(&applied, events);
         *self.lock() = applied;
         Ok(responses)
@@ -579,7 +641,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        self.persist(&applied, Rows::All, Some(&stored))
+        self.persist(&applied, Rows::All, Some(&stored), true)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let event = Event {
             index: applied.last_applied.map(|l| l.index).unwrap_or(0),
