@@ -20,8 +20,14 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "bench-scale-token-0123";
 const BIN: &str = env!("CARGO_BIN_EXE_haconiwa");
-/// Simulated nodes heartbeat this often; the cluster holds them for [`NODE_TTL_MS`].
-const SIM_HEARTBEAT: Duration = Duration::from_millis(2000);
+/// Every node heartbeats this often (the supervisors' `--heartbeat-ms`, and the
+/// simulated nodes): a thousand nodes at the default 200 ms would be 5,000 calls a
+/// second. The leader places only on nodes heard from within 3 heartbeats.
+const HEARTBEAT_MS: u64 = 1000;
+const SIM_HEARTBEAT: Duration = Duration::from_millis(HEARTBEAT_MS);
+/// The lease that goes with it (at least 3 heartbeats), and the TTL after which a
+/// silent node is down.
+const LEASE_MS: u64 = 3 * HEARTBEAT_MS;
 const NODE_TTL_MS: u64 = 10_000;
 
 type Client = pb::cluster_client::ClusterClient<api::AuthChannel>;
@@ -33,6 +39,8 @@ struct Opts {
     clients: Vec<usize>,
     secs: f64,
     etcd: bool,
+    /// Containers on one real node (`--containers 1000,2000`); empty: skipped.
+    containers: Vec<usize>,
 }
 
 fn list(v: &str) -> Vec<usize> {
@@ -46,6 +54,7 @@ fn parse() -> Opts {
         clients: vec![1, 16, 64],
         secs: 5.0,
         etcd: true,
+        containers: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -56,6 +65,7 @@ fn parse() -> Opts {
             "--records" => o.records = list(&next),
             "--clients" => o.clients = list(&next),
             "--secs" => o.secs = next.parse().unwrap_or(5.0),
+            "--containers" => o.containers = list(&next),
             "--no-etcd" => {
                 o.etcd = false;
                 i += 1;
@@ -187,6 +197,8 @@ impl Supervisors {
                 .args(["--listen", &addrs[i]])
                 .arg("--data-dir")
                 .arg(dir.join(format!("n{}", i + 1)))
+                .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+                .args(["--lease-ms", &LEASE_MS.to_string()])
                 .args(["--node-ttl-ms", &NODE_TTL_MS.to_string()])
                 .env("HACONIWA_TOKEN", TOKEN)
                 .env("HACONIWA_STATE_DIR", dir.join("state"))
@@ -666,6 +678,186 @@ async fn bench_etcd(out: &mut Report, o: &Opts) -> Result<(), Error> {
     Ok(())
 }
 
+/// Containers that really run under a cgroup parent: non-empty container cgroups of
+/// `<hierarchy>/<parent>/node-*/`, in the first hierarchy that has the parent.
+fn really_running(parent: &str) -> usize {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut roots = vec![base.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(base) {
+        roots.extend(rd.flatten().map(|e| e.path()));
+    }
+    let Some(root) = roots
+        .into_iter()
+        .map(|r| r.join(parent))
+        .find(|p| p.is_dir())
+    else {
+        return 0;
+    };
+    let mut n = 0;
+    for node in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(node.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let procs = std::fs::read_to_string(c.path().join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// One real supervisor keeps `n` of the example sleeper (sleeping an hour instead of
+/// 30-60 s, so that "idle" is idle) on its own node: time until all really run, the
+/// supervisor's CPU and RSS while they run, time until all are gone again.
+async fn bench_node(out: &mut Report, n: usize) -> Result<(), Error> {
+    let dir = PathBuf::from(format!("target/bench/node-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let parent = format!("haconiwa-bench-node-{n}");
+    let addr = "127.78.100.1:7900".to_string();
+    let log = std::fs::File::create(dir.join("supervisor.log"))?;
+    let mut sup = Command::new(BIN)
+        .arg("supervisor")
+        .args(["--listen", &addr])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("HACONIWA_TOKEN", TOKEN)
+        .env("HACONIWA_STATE_DIR", dir.join("state"))
+        .env("HACONIWA_CGROUP_PARENT", &parent)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let servers = vec![addr.clone()];
+    let result = async {
+        wait_for(Duration::from_secs(30), "the supervisor to lead", || {
+            cli(&servers, &["cluster", "status", "--json"])
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                .is_some_and(|v| v["leader"].as_u64().unwrap_or(0) != 0)
+        });
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sleeper.haco"))?;
+        std::fs::write(dir.join("sleeper.haco"), example.replace("`${rand(30, 60)}`", "\"3600\""))?;
+        let keep = |count: &str| {
+            format!("haconiwa.watch(|w| {{\n  w.watch(\"cluster\", |event| {{\n{count}\n  }});\n}});\n")
+        };
+        std::fs::write(
+            dir.join("many.watch"),
+            keep(&format!("    let missing = {n} - event.cluster.count(\"sleeper\");\n    if missing > 0 {{ haconiwa.spawn(#{{ haco: \"sleeper.haco\", count: missing }}); }}")),
+        )?;
+        let pid = sup.id();
+        let t = Instant::now();
+        cli(&servers, &["watch", "apply", dir.join("many.watch").to_str().unwrap_or_default()])
+            .ok_or("watch apply failed")?;
+        let mut up = None;
+        let end = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < end {
+            if really_running(&parent) >= n {
+                up = Some(t.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let up = up.ok_or_else(|| format!("{} of {n} running after 300 s", really_running(&parent)))?;
+        // Settle (the last reports), then watch the supervisor idle.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (cpu0, _) = usage(pid);
+        let idle = 20.0;
+        tokio::time::sleep(Duration::from_secs_f64(idle)).await;
+        let (cpu1, rss) = usage(pid);
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+        std::fs::write(
+            dir.join("none.watch"),
+            keep("    let n = event.cluster.count(\"sleeper\");\n    if n > 0 { haconiwa.kill(#{ definition: \"sleeper\", count: n }); }"),
+        )?;
+        // The same rule name, so it replaces the first.
+        std::fs::rename(dir.join("none.watch"), dir.join("many.watch"))?;
+        let t = Instant::now();
+        cli(&servers, &["watch", "apply", dir.join("many.watch").to_str().unwrap_or_default()])
+            .ok_or("watch apply (remove all) failed")?;
+        let mut down = None;
+        let end = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < end {
+            if really_running(&parent) == 0 {
+                down = Some(t.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let down = down.ok_or_else(|| format!("{} of {n} still running after 300 s", really_running(&parent)))?;
+        out.line(format!(
+            "| {n} | {up:.1} s | {:.2} % | {} MB | {threads} | {down:.1} s |",
+            (cpu1 - cpu0) / idle * 100.0,
+            rss / 1024
+        ));
+        Ok::<(), Error>(())
+    }
+    .await;
+    let _ = sup.kill();
+    let _ = sup.wait();
+    sweep_node(&dir.join("state"), &parent);
+    result
+}
+
+/// Kills what a node bench left running (monitors and containers by their state files,
+/// then anything in the cgroups) and removes its cgroups.
+fn sweep_node(state: &Path, parent: &str) {
+    for node in std::fs::read_dir(state).into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(node.path().join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(c.path().join("state.json")) else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v["status"] == "exited" {
+                continue;
+            }
+            for key in ["monitor_pid", "pid"] {
+                if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+    }
+    let base = Path::new("/sys/fs/cgroup");
+    let mut roots = vec![base.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(base) {
+        roots.extend(rd.flatten().map(|e| e.path()));
+    }
+    for root in roots
+        .into_iter()
+        .map(|r| r.join(parent))
+        .filter(|p| p.is_dir())
+    {
+        for _ in 0..50 {
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+                dirs.push(d);
+            }
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in &dirs {
+                let _ = std::fs::remove_dir(d);
+            }
+            if !root.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let o = parse();
@@ -675,6 +867,19 @@ async fn main() {
         "## scripts/bench-scale (nodes {:?}, records {:?}, clients {:?}, {} s per write run)",
         o.nodes, o.records, o.clients, o.secs
     ));
+    if !o.containers.is_empty() {
+        out.line(
+            "\n### Containers on one node (the example sleeper, one real supervisor)\n".into(),
+        );
+        out.line("| containers | all running after | supervisor CPU, idle | supervisor RSS | threads | all gone after |".into());
+        out.line("|---|---|---|---|---|---|".into());
+        for &n in &o.containers {
+            if let Err(e) = bench_node(&mut out, n).await {
+                eprintln!("bench-scale: {n} containers on one node: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     for (i, &n) in o.nodes.iter().enumerate() {
         if let Err(e) = bench_cluster(&mut out, &o, n, 10 + i as u8).await {
             eprintln!("bench-scale: {n} nodes: {e}");

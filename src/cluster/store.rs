@@ -302,11 +302,10 @@ impl AppliedMeta {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
-}
+/// The snapshot last built or installed, in memory: its meta and the state it shows (a
+/// persistent structure, so keeping it costs only what changed since). Its bytes are
+/// made when a follower needs them, not when it is built.
+type CurrentSnapshot = Option<(SnapshotMeta<NodeId, BasicNode>, Applied)>;
 
 /// Which records to write: the touched ones, or all (a snapshot replaced the state).
 enum Rows<'a> {
@@ -381,6 +380,19 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
 }
 
 /// Loads the applied state from its rows (empty on a fresh database).
+/// Every row of a table keyed by name.
+fn read_rows<V: for<'de> Deserialize<'de> + Clone>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+) -> Result<Table<String, V>, AnyError> {
+    let mut rows = Table::new();
+    for item in tx.open_table(table).map_err(any)?.iter().map_err(any)? {
+        let (k, v) = item.map_err(any)?;
+        rows.insert(k.value().to_string(), dec::<V>(v.value())?);
+    }
+    Ok(rows)
+}
+
 fn read_applied(db: &Database) -> Result<Applied, AnyError> {
     let tx = db.begin_read().map_err(any)?;
     let sm = tx.open_table(SM).map_err(any)?;
@@ -400,31 +412,9 @@ fn read_applied(db: &Database) -> Result<Applied, AnyError> {
         let (k, v) = item.map_err(any)?;
         nodes.insert(k.value(), dec::<NodeRecord>(v.value())?);
     }
-    let mut definitions = Table::new();
-    for item in tx
-        .open_table(SM_DEFINITIONS)
-        .map_err(any)?
-        .iter()
-        .map_err(any)?
-    {
-        let (k, v) = item.map_err(any)?;
-        definitions.insert(k.value().to_string(), dec::<Definition>(v.value())?);
-    }
-    let mut containers = Table::new();
-    for item in tx
-        .open_table(SM_CONTAINERS)
-        .map_err(any)?
-        .iter()
-        .map_err(any)?
-    {
-        let (k, v) = item.map_err(any)?;
-        containers.insert(k.value().to_string(), dec::<ContainerRecord>(v.value())?);
-    }
-    let mut rules = Table::new();
-    for item in tx.open_table(SM_RULES).map_err(any)?.iter().map_err(any)? {
-        let (k, v) = item.map_err(any)?;
-        rules.insert(k.value().to_string(), dec::<RuleRecord>(v.value())?);
-    }
+    let definitions = read_rows::<Definition>(&tx, SM_DEFINITIONS)?;
+    let containers = read_rows::<ContainerRecord>(&tx, SM_CONTAINERS)?;
+    let rules = read_rows::<RuleRecord>(&tx, SM_RULES)?;
     Ok(Applied {
         last_applied: meta.last_applied,
         last_membership: meta.last_membership,
@@ -459,6 +449,7 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<Mutex<u64>>,
     /// The applied index last written to the tables.
     written: Arc<std::sync::atomic::AtomicU64>,
+    current: Arc<Mutex<CurrentSnapshot>>,
 }
 
 /// The most entries that change nothing applied before the applied index is written
@@ -480,6 +471,7 @@ impl StateMachineStore {
             events: events.clone(),
             snapshot_seq: Arc::new(Mutex::new(0)),
             written: Arc::new(std::sync::atomic::AtomicU64::new(index)),
+            current: Arc::new(Mutex::new(None)),
         };
         Ok((
             sm,
@@ -496,7 +488,7 @@ impl StateMachineStore {
         &self,
         applied: &Applied,
         rows: Rows,
-        snapshot: Option<&StoredSnapshot>,
+        snapshot: Option<&SnapshotMeta<NodeId, BasicNode>>,
         durable: bool,
     ) -> Result<(), AnyError> {
         let mut tx = self.db.begin_write().map_err(any)?;
@@ -509,11 +501,16 @@ impl StateMachineStore {
             tx.set_durability(redb::Durability::None);
         }
         write_applied(&tx, applied, rows)?;
-        if let Some(s) = snapshot {
+        if let Some(meta) = snapshot {
             let mut t = tx.open_table(SM).map_err(any)?;
-            t.insert("snapshot", enc(s)?.as_slice()).map_err(any)?;
+            t.insert("snapshot_meta", enc(meta)?.as_slice())
+                .map_err(any)?;
         }
         tx.commit().map_err(any)
+    }
+
+    fn current_snapshot(&self) -> std::sync::MutexGuard<'_, CurrentSnapshot> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn publish(&self, applied: &Applied, events: Vec<Event>) {
@@ -532,39 +529,50 @@ impl StateMachineStore {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// O(1) in the size of the state: the applied state is a persistent structure (a
+    /// copy shares everything), the rows on disk already hold it, and the bytes are made
+    /// only when a follower needs them (`get_current_snapshot`). What it writes is the
+    /// applied index and the snapshot's meta, durably, before the log is purged.
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
         let applied = self.lock().clone();
-        let data = enc(&applied).map_err(StorageIOError::read_state_machine)?;
         let seq = {
             let mut s = self.snapshot_seq.lock().unwrap_or_else(|p| p.into_inner());
             *s += 1;
             *s
         };
-        let snapshot_id = match applied.last_applied {
-            Some(l) => format!("{}-{}-{seq}", l.leader_id, l.index),
-            None => format!("none-{seq}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.last_membership.clone(),
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
+        let meta = snapshot_meta(&applied, &seq.to_string());
         // With the applied index it shows, durably (and with it every row an earlier
         // apply wrote without an fsync): the log is purged up to here next.
-        self.persist(&applied, Rows::Touched(&Touched::default()), Some(&stored), true)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        self.persist(
+            &applied,
+            Rows::Touched(&Touched::default()),
+            Some(&meta),
+            true,
+        )
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         self.written.store(
             applied.last_applied.map(|l| l.index).unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
         );
+        *self.current_snapshot() = Some((meta.clone(), applied));
+        // openraft keeps only the meta of a snapshot it asked to build.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
+    }
+}
+
+/// The meta of a snapshot of `applied`.
+fn snapshot_meta(applied: &Applied, tag: &str) -> SnapshotMeta<NodeId, BasicNode> {
+    let snapshot_id = match applied.last_applied {
+        Some(l) => format!("{}-{}-{tag}", l.leader_id, l.index),
+        None => format!("none-{tag}"),
+    };
+    SnapshotMeta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.last_membership.clone(),
+        snapshot_id,
     }
 }
 
@@ -637,12 +645,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let applied: Applied =
             dec(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.persist(&applied, Rows::All, Some(&stored), true)
+        self.persist(&applied, Rows::All, Some(meta), true)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        *self.current_snapshot() = Some((meta.clone(), applied.clone()));
         let event = Event {
             index: applied.last_applied.map(|l| l.index).unwrap_or(0),
             kind: EventKind::SnapshotInstalled,
@@ -657,18 +662,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        let read = || -> Result<Option<StoredSnapshot>, AnyError> {
-            let tx = self.db.begin_read().map_err(any)?;
-            let t = tx.open_table(SM).map_err(any)?;
-            match t.get("snapshot").map_err(any)? {
-                Some(v) => Ok(Some(dec(v.value())?)),
-                None => Ok(None),
+        let current = self.current_snapshot().clone();
+        let (meta, applied) = match current {
+            Some(c) => c,
+            None => {
+                // After a restart: a snapshot was taken before (its meta is on disk) and
+                // the rows hold the state as of that index or later; the state as of now
+                // is the snapshot (a later one is as good: it is committed and applied).
+                let read = || -> Result<bool, AnyError> {
+                    let tx = self.db.begin_read().map_err(any)?;
+                    let t = tx.open_table(SM).map_err(any)?;
+                    Ok(t.get("snapshot_meta").map_err(any)?.is_some())
+                };
+                if !read().map_err(|e| StorageIOError::read_snapshot(None, e))? {
+                    return Ok(None);
+                }
+                let applied = self.lock().clone();
+                let meta = snapshot_meta(&applied, "restart");
+                *self.current_snapshot() = Some((meta.clone(), applied.clone()));
+                (meta, applied)
             }
         };
-        let s = read().map_err(|e| StorageIOError::read_snapshot(None, e))?;
-        Ok(s.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let data =
+            enc(&applied).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
@@ -707,6 +726,51 @@ mod tests {
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Builder).expect("openraft storage suite");
+    }
+
+    #[test]
+    fn a_snapshot_is_built_without_its_bytes_and_served_after_a_restart() {
+        let dir =
+            std::env::temp_dir().join(format!("haconiwa-store-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _guard = Dir(dir.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let add = |i: u64| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
+            payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
+                id: None,
+                addr: format!("127.0.0.1:{i}"),
+                labels: Default::default(),
+            }),
+        };
+        let before = rt.block_on(async {
+            let db = open_database(&dir.join("raft.redb")).unwrap();
+            let (mut sm, feed) = StateMachineStore::open(db).unwrap();
+            assert!(sm.get_current_snapshot().await.unwrap().is_none());
+            sm.apply(vec![add(1), add(2)]).await.unwrap();
+            let built = sm.build_snapshot().await.unwrap();
+            assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+            sm.apply(vec![add(3)]).await.unwrap();
+            // The snapshot built at 2 is served as built, its bytes made now.
+            let got = sm.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(got.meta, built.meta);
+            let shown: Applied = dec(got.snapshot.get_ref()).unwrap();
+            assert_eq!(shown.state.nodes().len(), 2);
+            let state = feed.state.borrow().1.clone();
+            state
+        });
+        let db = open_database(&dir.join("raft.redb")).unwrap();
+        let (mut sm, _) = StateMachineStore::open(db).unwrap();
+        rt.block_on(async {
+            // After a restart: the state as of the rows on disk (all 3 entries).
+            let got = sm.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(got.meta.last_log_id.map(|l| l.index), Some(3));
+            let shown: Applied = dec(got.snapshot.get_ref()).unwrap();
+            assert_eq!(shown.state, *before);
+        });
     }
 
     #[test]
