@@ -730,8 +730,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_built_without_its_bytes_and_served_after_a_restart() {
-        let dir =
-            std::env::temp_dir().join(format!("haconiwa-store-snap-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("haconiwa-store-snap-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let _guard = Dir(dir.clone());
