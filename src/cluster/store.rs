@@ -76,6 +76,8 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
 pub struct LogStore {
     db: Arc<Database>,
     flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// The last committed log id openraft told us, not yet written.
+    committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
 /// Makes appended entries durable in groups (group commit): `append` commits them
@@ -119,7 +121,11 @@ impl LogStore {
     /// last clone of the store is gone).
     pub fn new(db: Arc<Database>) -> Self {
         let flush = spawn_flusher(&db);
-        LogStore { db, flush }
+        LogStore {
+            db,
+            flush,
+            committed: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -202,12 +208,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_vote(e).into())
     }
 
+    /// A hint for a restart (apply up to here at once instead of waiting to hear it
+    /// from a leader), called by openraft inside its core loop at every commit: kept in
+    /// memory and written with the next append (an older value after a crash only means
+    /// less applied at once).
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
-        self.put_meta("committed", &committed)
-            .map_err(|e| StorageIOError::write(e).into())
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
+        if let Some(c) = *self.committed.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(c);
+        }
         self.meta::<Option<LogId<NodeId>>>("committed")
             .map(Option::flatten)
             .map_err(|e| StorageIOError::read(e).into())
@@ -227,6 +240,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 for e in entries {
                     t.insert(e.log_id.index, enc(&e)?.as_slice()).map_err(any)?;
                 }
+            }
+            let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = committed {
+                let mut t = tx.open_table(META).map_err(any)?;
+                t.insert("committed", enc(&c)?.as_slice()).map_err(any)?;
             }
             tx.commit().map_err(any)
         };
