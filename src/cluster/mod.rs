@@ -4,6 +4,7 @@
 pub mod network;
 pub mod state;
 pub mod store;
+pub mod wal;
 
 use state::{Command, Response};
 use std::io::Cursor;

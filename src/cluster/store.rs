@@ -1,11 +1,11 @@
-//! Durable Raft storage on redb: the log and the vote (`RaftLogStorage`) and the state
-//! machine with its snapshots (`RaftStateMachine`), all in one database file under the
-//! data directory. The vote, truncations, purges, snapshots and installed snapshots
-//! commit with redb's default durability (fsync) before the call returns; appended
-//! entries are readable at once and durable when their flush callback fires (group
-//! commit, see `spawn_flusher`); applied entries commit without an fsync of their own
-//! and reach the disk with the next durable commit (the log already holds them; see
-//! `persist`).
+//! Durable Raft storage: the log (`RaftLogStorage`, an append-only file, `wal.rs`) with
+//! the vote, and the state machine with its snapshots (`RaftStateMachine`) in one redb
+//! database under the data directory. The vote, truncations, purges, snapshots and
+//! installed snapshots are durable (fsync) before the call returns; appended entries
+//! are readable at once and durable when their flush callback fires (group commit, see
+//! `spawn_flusher`); applied entries commit without an fsync of their own (the log
+//! already holds them; see `persist`) and reach the disk with the next durable commit,
+//! at the latest every [`DURABLE_EVERY`] entries.
 //!
 //! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
 //! `sm_containers`, `sm_rules`, plus a small `sm_meta` row), and applying entries writes
@@ -15,6 +15,7 @@ use super::state::{
     ClusterState, ContainerRecord, Definition, Event, EventKind, NodeRecord, Response, RuleRecord,
     Table, Touched,
 };
+use super::wal::Wal;
 use super::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -25,7 +26,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
@@ -71,33 +72,34 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
     Ok(Arc::new(db))
 }
 
-/// The Raft log and vote.
+/// The Raft log (an append-only file, `wal.rs`) and the vote (in the database).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    wal: Arc<Mutex<Wal>>,
     flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
-    /// The last committed log id openraft told us, not yet written.
+    /// The last committed log id openraft told us (a restart hint, kept in memory).
     committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
-/// Makes appended entries durable in groups (group commit): `append` commits them
-/// without an fsync, so they are readable at once and the leader replicates them while
-/// its disk works, and queues its callback here; this thread makes one durable commit
-/// for everything queued (redb's durable commit takes every earlier commit to disk),
+/// Makes appended entries durable in groups (group commit): `append` writes them (they
+/// are readable at once, and the leader replicates them while its disk works) and
+/// queues its callback here; this thread makes one `fdatasync` for everything queued,
 /// then tells openraft, in order. Raft counts an entry only once its callback came.
-/// It holds the database weakly: closing the store closes the file at once.
-fn spawn_flusher(db: &Arc<Database>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+/// It holds the log weakly: closing the store closes the file at once.
+fn spawn_flusher(wal: &Arc<Mutex<Wal>>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
     let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
-    let db = Arc::downgrade(db);
+    let wal = Arc::downgrade(wal);
     let flusher = move || {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
-            let done = match db.upgrade() {
-                Some(db) => db
-                    .begin_write()
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| t.commit().map_err(|e| e.to_string())),
+            let done = match wal.upgrade() {
+                Some(wal) => {
+                    let file = wal.lock().unwrap_or_else(|p| p.into_inner()).syncer();
+                    drop(wal);
+                    file.and_then(|f| f.sync_data()).map_err(|e| e.to_string())
+                }
                 None => Err("the log store is closed".to_string()),
             };
             for callback in batch {
@@ -117,15 +119,57 @@ fn spawn_flusher(db: &Arc<Database>) -> std::sync::mpsc::Sender<LogFlushed<TypeC
 }
 
 impl LogStore {
-    /// A log store on an opened database (with its flusher thread, which ends when the
-    /// last clone of the store is gone).
-    pub fn new(db: Arc<Database>) -> Self {
-        let flush = spawn_flusher(&db);
-        LogStore {
+    /// The log at `log_path` (created when missing) and the vote in `db`, with the
+    /// flusher thread, which ends when the last clone of the store is gone. A database
+    /// that still holds the log of an older haconiwa (a `log` table) hands it over to
+    /// the new file once.
+    pub fn open(db: Arc<Database>, log_path: &Path) -> Result<Self, AnyError> {
+        let mut wal = Wal::open(log_path).map_err(any)?;
+        if wal.is_new() {
+            let old: Vec<Entry<TypeConfig>> = {
+                let tx = db.begin_read().map_err(any)?;
+                let t = tx.open_table(LOG).map_err(any)?;
+                let mut out = Vec::new();
+                for item in t.iter().map_err(any)? {
+                    let (_, v) = item.map_err(any)?;
+                    out.push(dec(v.value())?);
+                }
+                out
+            };
+            let last_purged: Option<LogId<NodeId>> = {
+                let tx = db.begin_read().map_err(any)?;
+                let t = tx.open_table(META).map_err(any)?;
+                match t.get("last_purged").map_err(any)? {
+                    Some(v) => Some(dec(v.value())?),
+                    None => None,
+                }
+            };
+            if let Some(p) = last_purged {
+                wal.purge(p).map_err(any)?;
+            }
+            if !old.is_empty() {
+                wal.append(old).map_err(any)?;
+                wal.syncer().and_then(|f| f.sync_data()).map_err(any)?;
+                let tx = db.begin_write().map_err(any)?;
+                tx.open_table(LOG)
+                    .map_err(any)?
+                    .retain(|_, _| false)
+                    .map_err(any)?;
+                tx.commit().map_err(any)?;
+            }
+        }
+        let wal = Arc::new(Mutex::new(wal));
+        let flush = spawn_flusher(&wal);
+        Ok(LogStore {
             db,
+            wal,
             flush,
             committed: Arc::new(Mutex::new(None)),
-        }
+        })
+    }
+
+    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -152,25 +196,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> SResult<Vec<Entry<TypeConfig>>> {
-        let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
-            let tx = self.db.begin_read().map_err(any)?;
-            let t = tx.open_table(LOG).map_err(any)?;
-            let start = match range.start_bound() {
-                Bound::Included(x) => *x,
-                Bound::Excluded(x) => x + 1,
-                Bound::Unbounded => 0,
-            };
-            let mut out = Vec::new();
-            for item in t.range(start..).map_err(any)? {
-                let (k, v) = item.map_err(any)?;
-                if !range.contains(&k.value()) {
-                    break;
-                }
-                out.push(dec(v.value())?);
-            }
-            Ok(out)
-        };
-        read().map_err(|e| StorageIOError::read_logs(e).into())
+        Ok(self.wal().range(range))
     }
 }
 
@@ -178,20 +204,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
-        let read = || -> Result<LogState<TypeConfig>, AnyError> {
-            let last_purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
-            let tx = self.db.begin_read().map_err(any)?;
-            let t = tx.open_table(LOG).map_err(any)?;
-            let last = match t.last().map_err(any)? {
-                Some((_, v)) => Some(dec::<Entry<TypeConfig>>(v.value())?.log_id),
-                None => last_purged,
-            };
-            Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last,
-            })
-        };
-        read().map_err(|e| StorageIOError::read_logs(e).into())
+        let wal = self.wal();
+        Ok(LogState {
+            last_purged_log_id: wal.last_purged(),
+            last_log_id: wal.last_log_id(),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -210,20 +227,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// A hint for a restart (apply up to here at once instead of waiting to hear it
     /// from a leader), called by openraft inside its core loop at every commit: kept in
-    /// memory and written with the next append (an older value after a crash only means
-    /// less applied at once).
+    /// memory only (after a restart the member learns it from the leader).
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
         *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
         Ok(())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
-        if let Some(c) = *self.committed.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(c);
-        }
-        self.meta::<Option<LogId<NodeId>>>("committed")
-            .map(Option::flatten)
-            .map_err(|e| StorageIOError::read(e).into())
+        Ok(self
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>
@@ -231,64 +246,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let write = || -> Result<(), AnyError> {
-            let mut tx = self.db.begin_write().map_err(any)?;
-            // Durable with the flusher's next commit (see `spawn_flusher`).
-            tx.set_durability(redb::Durability::None);
-            {
-                let mut t = tx.open_table(LOG).map_err(any)?;
-                for e in entries {
-                    t.insert(e.log_id.index, enc(&e)?.as_slice()).map_err(any)?;
-                }
-            }
-            let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = committed {
-                let mut t = tx.open_table(META).map_err(any)?;
-                t.insert("committed", enc(&c)?.as_slice()).map_err(any)?;
-            }
-            tx.commit().map_err(any)
-        };
-        match write() {
+        // Written now (readable at once), durable with the flusher's next fdatasync.
+        let written = self.wal().append(entries.into_iter().collect());
+        let (callback, e) = match written {
             Ok(()) => match self.flush.send(callback) {
-                Ok(()) => Ok(()),
+                Ok(()) => return Ok(()),
                 Err(std::sync::mpsc::SendError(callback)) => {
-                    let e = std::io::Error::other("the log flusher is gone");
-                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                    Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+                    (callback, std::io::Error::other("the log flusher is gone"))
                 }
             },
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(e).into())
-            }
-        }
+            Err(e) => (callback, e),
+        };
+        callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+        Err(StorageIOError::write_logs(AnyError::new(&e)).into())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        let write = || -> Result<(), AnyError> {
-            let tx = self.db.begin_write().map_err(any)?;
-            {
-                let mut t = tx.open_table(LOG).map_err(any)?;
-                t.retain_in(log_id.index.., |_, _| false).map_err(any)?;
-            }
-            tx.commit().map_err(any)
-        };
-        write().map_err(|e| StorageIOError::write_logs(e).into())
+        self.wal()
+            .truncate(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        let write = || -> Result<(), AnyError> {
-            let tx = self.db.begin_write().map_err(any)?;
-            {
-                let mut m = tx.open_table(META).map_err(any)?;
-                m.insert("last_purged", enc(&log_id)?.as_slice())
-                    .map_err(any)?;
-                let mut t = tx.open_table(LOG).map_err(any)?;
-                t.retain_in(..=log_id.index, |_, _| false).map_err(any)?;
-            }
-            tx.commit().map_err(any)
-        };
-        write().map_err(|e| StorageIOError::write_logs(e).into())
+        self.wal()
+            .purge(log_id)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
     }
 }
 
@@ -467,12 +449,17 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<Mutex<u64>>,
     /// The applied index last written to the tables.
     written: Arc<std::sync::atomic::AtomicU64>,
+    /// The applied index last written durably.
+    durable: Arc<std::sync::atomic::AtomicU64>,
     current: Arc<Mutex<CurrentSnapshot>>,
 }
 
 /// The most entries that change nothing applied before the applied index is written
 /// anyway.
 const LAG_UNWRITTEN: u64 = 1024;
+
+/// The most entries applied between two durable commits of the state machine.
+const DURABLE_EVERY: u64 = 1024;
 
 impl StateMachineStore {
     /// Loads the persisted state machine (empty on a fresh database).
@@ -489,6 +476,7 @@ impl StateMachineStore {
             events: events.clone(),
             snapshot_seq: Arc::new(Mutex::new(0)),
             written: Arc::new(std::sync::atomic::AtomicU64::new(index)),
+            durable: Arc::new(std::sync::atomic::AtomicU64::new(index)),
             current: Arc::new(Mutex::new(None)),
         };
         Ok((
@@ -568,10 +556,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             true,
         )
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        self.written.store(
-            applied.last_applied.map(|l| l.index).unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        self.written
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+        self.durable
+            .store(index, std::sync::atomic::Ordering::Relaxed);
         *self.current_snapshot() = Some((meta.clone(), applied));
         // openraft keeps only the meta of a snapshot it asked to build.
         Ok(Snapshot {
@@ -637,8 +626,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let written = self.written.load(std::sync::atomic::Ordering::Relaxed);
         if !touched.is_empty() || membership || index.saturating_sub(written) >= LAG_UNWRITTEN {
-            self.persist(&applied, Rows::Touched(&touched), None, false)
+            // Durable now and then, so that redb reuses the pages of earlier commits and
+            // a restart replays a bounded stretch of the log.
+            let durable_at = self.durable.load(std::sync::atomic::Ordering::Relaxed);
+            let durable = index.saturating_sub(durable_at) >= DURABLE_EVERY;
+            self.persist(&applied, Rows::Touched(&touched), None, durable)
                 .map_err(StorageIOError::write_state_machine)?;
+            if durable {
+                self.durable
+                    .store(index, std::sync::atomic::Ordering::Relaxed);
+            }
             self.written
                 .store(index, std::sync::atomic::Ordering::Relaxed);
         }
@@ -666,6 +663,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(&applied, Rows::All, Some(meta), true)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         *self.current_snapshot() = Some((meta.clone(), applied.clone()));
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        self.written
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+        self.durable
+            .store(index, std::sync::atomic::Ordering::Relaxed);
         let event = Event {
             index: applied.last_applied.map(|l| l.index).unwrap_or(0),
             kind: EventKind::SnapshotInstalled,
@@ -737,7 +739,9 @@ mod tests {
             let db = open_database(&dir.join("raft.redb"))
                 .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
             let (sm, _) = StateMachineStore::open(db.clone()).map_err(|e| *e)?;
-            Ok((Dir(dir), LogStore::new(db), sm))
+            let log =
+                LogStore::open(db, &dir.join("raft.log")).map_err(StorageIOError::write_logs)?;
+            Ok((Dir(dir), log, sm))
         }
     }
 
@@ -791,6 +795,50 @@ mod tests {
     }
 
     #[test]
+    fn a_log_kept_in_the_database_by_an_older_haconiwa_moves_to_the_log_file() {
+        let dir = std::env::temp_dir().join(format!("haconiwa-store-move-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _guard = Dir(dir.clone());
+        let db = open_database(&dir.join("raft.redb")).unwrap();
+        let entry = |i: u64| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(2, 1), i),
+            payload: EntryPayload::Blank,
+        };
+        {
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(LOG).unwrap();
+                for i in 4..=6 {
+                    t.insert(i, enc(&entry(i)).unwrap().as_slice()).unwrap();
+                }
+                let mut m = tx.open_table(META).unwrap();
+                m.insert("last_purged", enc(&entry(3).log_id).unwrap().as_slice())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut log = LogStore::open(db.clone(), &dir.join("raft.log")).unwrap();
+        rt.block_on(async {
+            let st = log.get_log_state().await.unwrap();
+            assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(3));
+            assert_eq!(st.last_log_id.map(|l| l.index), Some(6));
+            let got = log.try_get_log_entries(4..7).await.unwrap();
+            assert_eq!(got.len(), 3);
+        });
+        let tx = db.begin_read().unwrap();
+        use redb::ReadableTableMetadata;
+        assert_eq!(
+            tx.open_table(LOG).unwrap().len().unwrap(),
+            0,
+            "moved, not copied"
+        );
+    }
+
+    #[test]
     fn state_survives_reopen() {
         let dir =
             std::env::temp_dir().join(format!("haconiwa-store-reopen-{}", std::process::id()));
@@ -803,7 +851,7 @@ mod tests {
         rt.block_on(async {
             let db = open_database(&dir.join("raft.redb")).unwrap();
             let (mut sm, _) = StateMachineStore::open(db.clone()).unwrap();
-            let mut log = LogStore::new(db);
+            let mut log = LogStore::open(db, &dir.join("raft.log")).unwrap();
             let vote = Vote::new(3, 1);
             log.save_vote(&vote).await.unwrap();
             let entry = Entry::<TypeConfig> {
@@ -818,7 +866,7 @@ mod tests {
         });
         let db = open_database(&dir.join("raft.redb")).unwrap();
         let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
-        let mut log = LogStore::new(db);
+        let mut log = LogStore::open(db, &dir.join("raft.log")).unwrap();
         rt.block_on(async {
             assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
         });

@@ -288,7 +288,10 @@ async fn start_raft(
             .map_err(io(format!("chmod {}", db_path.display())))?;
     }
     let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| store_err(e))?;
-    let log = LogStore::new(db);
+    let log_path = config.data_dir.join("raft.log");
+    let log = LogStore::open(db, &log_path).map_err(|e| {
+        SupervisorError::Config(format!("open the Raft log {}: {e}", log_path.display()))
+    })?;
     let raft_config = openraft::Config {
         cluster_name: "haconiwa".into(),
         heartbeat_interval: config.raft_heartbeat_ms,

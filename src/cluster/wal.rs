@@ -1,0 +1,283 @@
+//! The Raft log as an append-only file (`raft.log` beside the database): appends are a
+//! `write`, durability is an `fdatasync` (done in groups by the log store's flusher),
+//! truncations and purges are records of their own, fsynced before they return. The
+//! entries not yet purged are also kept in memory (a snapshot every 1,000 entries keeps
+//! them few), so reads never touch the disk. On open the file is read through; a torn
+//! last record (a crash in the middle of a write) is cut off. When the file has grown
+//! past [`COMPACT_AT`] a purge rewrites it with only what is left.
+
+use super::TypeConfig;
+use openraft::{Entry, LogId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+type NodeId = u64;
+
+/// A purge rewrites the file once it is this big.
+const COMPACT_AT: u64 = 64 << 20;
+
+/// One record of the file.
+#[derive(Serialize, Deserialize)]
+enum Record {
+    /// Entries appended (a later index replaces an earlier one).
+    Append(Vec<Entry<TypeConfig>>),
+    /// Every entry from this index on removed.
+    Truncate(u64),
+    /// Every entry up to this one removed.
+    Purge(LogId<NodeId>),
+}
+
+/// The log file and what it holds.
+pub struct Wal {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+}
+
+fn encode(r: &Record) -> io::Result<Vec<u8>> {
+    let payload =
+        bincode::serde::encode_to_vec(r, bincode::config::standard()).map_err(io::Error::other)?;
+    let len =
+        u32::try_from(payload.len()).map_err(|_| io::Error::other("a log record over 4 GiB"))?;
+    let mut out = Vec::with_capacity(payload.len() + 12);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// FNV-1a, 64 bits: tells a whole record from a torn one.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Wal {
+    /// Opens (or creates) the log at `path` and reads it through.
+    pub fn open(path: &Path) -> io::Result<Wal> {
+        let mut file = open_append(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut wal = Wal {
+            path: path.to_path_buf(),
+            file,
+            size: 0,
+            entries: BTreeMap::new(),
+            last_purged: None,
+        };
+        let mut at = 0usize;
+        while let Some(head) = bytes.get(at..at + 12) {
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let sum = u64::from_le_bytes(head[4..12].try_into().unwrap_or([0; 8]));
+            let Some(payload) = bytes.get(at + 12..at + 12 + len) else {
+                break;
+            };
+            if fnv1a(payload) != sum {
+                break;
+            }
+            let Ok((record, _)) = bincode::serde::decode_from_slice::<Record, _>(
+                payload,
+                bincode::config::standard(),
+            ) else {
+                break;
+            };
+            wal.replay(record);
+            at += 12 + len;
+        }
+        if at < bytes.len() {
+            // A torn last write: nothing after it was ever acknowledged.
+            tracing::warn!(
+                "{}: cutting off {} bytes of a torn last record",
+                path.display(),
+                bytes.len() - at
+            );
+            wal.file.set_len(at as u64)?;
+            wal.file.sync_all()?;
+        }
+        wal.size = at as u64;
+        Ok(wal)
+    }
+
+    fn replay(&mut self, record: Record) {
+        match record {
+            Record::Append(entries) => {
+                for e in entries {
+                    self.entries.insert(e.log_id.index, e);
+                }
+            }
+            Record::Truncate(from) => {
+                self.entries.split_off(&from);
+            }
+            Record::Purge(upto) => {
+                self.entries = self.entries.split_off(&(upto.index + 1));
+                self.last_purged = Some(upto);
+            }
+        }
+    }
+
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        let bytes = encode(record)?;
+        self.file.write_all(&bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends entries: written, not yet durable (see [`Wal::syncer`]).
+    pub fn append(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
+        let record = Record::Append(entries);
+        self.write(&record)?;
+        self.replay(record);
+        Ok(())
+    }
+
+    /// A handle to make everything written so far durable, outside the lock.
+    pub fn syncer(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Removes every entry from `from` on, durably.
+    pub fn truncate(&mut self, from: u64) -> io::Result<()> {
+        self.write(&Record::Truncate(from))?;
+        self.file.sync_data()?;
+        self.replay(Record::Truncate(from));
+        Ok(())
+    }
+
+    /// Removes every entry up to `upto`, durably; rewrites the file when it has grown.
+    pub fn purge(&mut self, upto: LogId<NodeId>) -> io::Result<()> {
+        self.write(&Record::Purge(upto))?;
+        self.file.sync_data()?;
+        self.replay(Record::Purge(upto));
+        if self.size > COMPACT_AT {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file with what is left: a new file, fsynced, renamed over the old.
+    fn compact(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("log.new");
+        let mut out = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut size = 0u64;
+        if let Some(p) = self.last_purged {
+            let b = encode(&Record::Purge(p))?;
+            out.write_all(&b)?;
+            size += b.len() as u64;
+        }
+        let left: Vec<Entry<TypeConfig>> = self.entries.values().cloned().collect();
+        if !left.is_empty() {
+            let b = encode(&Record::Append(left))?;
+            out.write_all(&b)?;
+            size += b.len() as u64;
+        }
+        out.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = size;
+        Ok(())
+    }
+
+    /// Entries in `range`, cloned.
+    pub fn range(&self, range: impl std::ops::RangeBounds<u64>) -> Vec<Entry<TypeConfig>> {
+        self.entries.range(range).map(|(_, e)| e.clone()).collect()
+    }
+
+    /// The last entry's id (or the last purged one).
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        self.entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(self.last_purged)
+    }
+
+    /// The last purged entry's id.
+    pub fn last_purged(&self) -> Option<LogId<NodeId>> {
+        self.last_purged
+    }
+
+    /// Whether the log holds nothing and never purged anything (a new file).
+    pub fn is_new(&self) -> bool {
+        self.entries.is_empty() && self.last_purged.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(i: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(w: &Wal) -> Vec<u64> {
+        w.range(..).iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn appends_truncations_and_purges_survive_a_reopen_and_a_torn_tail_is_cut() {
+        let dir = std::env::temp_dir().join(format!("haconiwa-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("raft.log");
+        {
+            let mut w = Wal::open(&path).unwrap();
+            assert!(w.is_new());
+            w.append((1..=5).map(entry).collect()).unwrap();
+            w.truncate(4).unwrap();
+            w.append(vec![entry(4)]).unwrap();
+            w.purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
+                .unwrap();
+            w.syncer().unwrap().sync_data().unwrap();
+        }
+        let good = std::fs::metadata(&path).unwrap().len();
+        // A crash in the middle of a write: half a record at the end.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&encode(&Record::Append(vec![entry(5)])).unwrap()[..9])
+            .unwrap();
+        drop(f);
+        let mut w = Wal::open(&path).unwrap();
+        assert_eq!(indexes(&w), vec![3, 4]);
+        assert_eq!(w.last_purged().map(|l| l.index), Some(2));
+        assert_eq!(w.last_log_id().map(|l| l.index), Some(4));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+        // Compaction keeps exactly what is left.
+        w.compact().unwrap();
+        drop(w);
+        let w = Wal::open(&path).unwrap();
+        assert_eq!(indexes(&w), vec![3, 4]);
+        assert_eq!(w.last_purged().map(|l| l.index), Some(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
