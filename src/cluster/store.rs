@@ -78,8 +78,6 @@ pub struct LogStore {
     db: Arc<Database>,
     wal: Arc<Mutex<Wal>>,
     flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
-    /// The last committed log id openraft told us (a restart hint, kept in memory).
-    committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
 /// Makes appended entries durable in groups (group commit): `append` writes them (they
@@ -160,12 +158,7 @@ impl LogStore {
         }
         let wal = Arc::new(Mutex::new(wal));
         let flush = spawn_flusher(&wal);
-        Ok(LogStore {
-            db,
-            wal,
-            flush,
-            committed: Arc::new(Mutex::new(None)),
-        })
+        Ok(LogStore { db, wal, flush })
     }
 
     fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
@@ -226,19 +219,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// A hint for a restart (apply up to here at once instead of waiting to hear it
-    /// from a leader), called by openraft inside its core loop at every commit: kept in
-    /// memory only (after a restart the member learns it from the leader).
+    /// from a leader, so that a restarted member never acts on a state far behind),
+    /// called by openraft inside its core loop at every commit: a record in the log
+    /// file, without a sync of its own.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
-        Ok(())
+        self.wal()
+            .set_committed(committed)
+            .map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
-        Ok(self
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .flatten())
+        Ok(self.wal().committed())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>

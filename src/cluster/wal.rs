@@ -29,6 +29,10 @@ enum Record {
     Truncate(u64),
     /// Every entry up to this one removed.
     Purge(LogId<NodeId>),
+    /// The last committed entry openraft knows of (a hint for a restart: apply up to
+    /// here at once). Written without a sync of its own: it reaches the disk with the
+    /// next one, and survives a killed process in any case.
+    Committed(Option<LogId<NodeId>>),
 }
 
 /// The log file and what it holds.
@@ -38,6 +42,7 @@ pub struct Wal {
     size: u64,
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     last_purged: Option<LogId<NodeId>>,
+    committed: Option<LogId<NodeId>>,
 }
 
 fn encode(r: &Record) -> io::Result<Vec<u8>> {
@@ -83,6 +88,7 @@ impl Wal {
             size: 0,
             entries: BTreeMap::new(),
             last_purged: None,
+            committed: None,
         };
         let mut at = 0usize;
         while let Some(head) = bytes.get(at..at + 12) {
@@ -131,6 +137,7 @@ impl Wal {
                 self.entries = self.entries.split_off(&(upto.index + 1));
                 self.last_purged = Some(upto);
             }
+            Record::Committed(c) => self.committed = c,
         }
     }
 
@@ -152,6 +159,21 @@ impl Wal {
     /// A handle to make everything written so far durable, outside the lock.
     pub fn syncer(&self) -> io::Result<File> {
         self.file.try_clone()
+    }
+
+    /// Records the committed entry (no sync of its own).
+    pub fn set_committed(&mut self, committed: Option<LogId<NodeId>>) -> io::Result<()> {
+        if self.committed == committed {
+            return Ok(());
+        }
+        self.write(&Record::Committed(committed))?;
+        self.committed = committed;
+        Ok(())
+    }
+
+    /// The committed entry last recorded.
+    pub fn committed(&self) -> Option<LogId<NodeId>> {
+        self.committed
     }
 
     /// Removes every entry from `from` on, durably.
@@ -185,6 +207,11 @@ impl Wal {
         let mut size = 0u64;
         if let Some(p) = self.last_purged {
             let b = encode(&Record::Purge(p))?;
+            out.write_all(&b)?;
+            size += b.len() as u64;
+        }
+        if self.committed.is_some() {
+            let b = encode(&Record::Committed(self.committed))?;
             out.write_all(&b)?;
             size += b.len() as u64;
         }
@@ -259,6 +286,8 @@ mod tests {
             w.append(vec![entry(4)]).unwrap();
             w.purge(LogId::new(CommittedLeaderId::new(1, 1), 2))
                 .unwrap();
+            w.set_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 3)))
+                .unwrap();
             w.syncer().unwrap().sync_data().unwrap();
         }
         let good = std::fs::metadata(&path).unwrap().len();
@@ -272,12 +301,14 @@ mod tests {
         assert_eq!(w.last_purged().map(|l| l.index), Some(2));
         assert_eq!(w.last_log_id().map(|l| l.index), Some(4));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+        assert_eq!(w.committed().map(|l| l.index), Some(3));
         // Compaction keeps exactly what is left.
         w.compact().unwrap();
         drop(w);
         let w = Wal::open(&path).unwrap();
         assert_eq!(indexes(&w), vec![3, 4]);
         assert_eq!(w.last_purged().map(|l| l.index), Some(2));
+        assert_eq!(w.committed().map(|l| l.index), Some(3));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -126,9 +126,18 @@ impl Node {
         self.config.election_timeout_max_ms * 2
     }
 
-    /// Leads and knows it: Raft says so and a quorum acknowledged it lately.
+    /// Leads and knows it: Raft says so, a quorum acknowledged it lately, and it has
+    /// applied an entry of its own term (so everything before it too: a member that
+    /// just restarted and won an election never decides on a state that is behind).
     pub fn acting_leader(&self) -> bool {
-        self.is_leader() && self.has_quorum()
+        self.is_leader() && self.has_quorum() && self.applied_own_term()
+    }
+
+    fn applied_own_term(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
     /// This node's last applied log index.
