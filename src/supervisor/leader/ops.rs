@@ -87,6 +87,16 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
     if r.addr.trim().is_empty() {
         return Err(OpError::Invalid("join needs the node's address".into()));
     }
+    // The leader's own record first (its loop registers it too, but only once it acts):
+    // an id allocated before it would be the leader's.
+    if !core.state().nodes().contains_key(&core.id) {
+        core.propose(Command::AddNode {
+            id: Some(core.id),
+            addr: core.config.advertise.clone(),
+            labels: core.config.labels.clone(),
+        })
+        .await?;
+    }
     let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
     let (_, resp) = core
         .propose(Command::AddNode {
