@@ -344,33 +344,32 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
                 }
                 .map_err(any)?;
             }
-            for k in &t.definitions {
-                match st.definitions().get(k) {
-                    Some(v) => defs.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
-                    None => defs.remove(k.as_str()).map(drop),
-                }
-                .map_err(any)?;
-            }
-            for k in &t.containers {
-                match st.containers().get(k) {
-                    Some(v) => containers.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
-                    None => containers.remove(k.as_str()).map(drop),
-                }
-                .map_err(any)?;
-            }
-            for k in &t.rules {
-                match st.rules().get(k) {
-                    Some(v) => rules.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
-                    None => rules.remove(k.as_str()).map(drop),
-                }
-                .map_err(any)?;
-            }
+            write_rows(&mut defs, &t.definitions, st.definitions())?;
+            write_rows(&mut containers, &t.containers, st.containers())?;
+            write_rows(&mut rules, &t.rules, st.rules())?;
         }
     }
     Ok(())
 }
 
 /// Loads the applied state from its rows (empty on a fresh database).
+/// Writes the rows of `keys` of a table keyed by name: the record's encoding, or no row
+/// when the state no longer holds it.
+fn write_rows<'k, V: Serialize + Clone>(
+    table: &mut redb::Table<&str, &[u8]>,
+    keys: impl IntoIterator<Item = &'k String>,
+    records: &Table<String, V>,
+) -> Result<(), AnyError> {
+    for k in keys {
+        match records.get(k) {
+            Some(v) => table.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
+            None => table.remove(k.as_str()).map(drop),
+        }
+        .map_err(any)?;
+    }
+    Ok(())
+}
+
 /// Every row of a table keyed by name.
 fn read_rows<V: for<'de> Deserialize<'de> + Clone>(
     tx: &redb::ReadTransaction,
@@ -717,6 +716,18 @@ mod tests {
         }
     }
 
+    /// A fresh scratch directory for one test (removed when the guard drops) and a
+    /// runtime to drive the store with.
+    fn scratch(tag: &str) -> (Dir, std::path::PathBuf, tokio::runtime::Runtime) {
+        let dir = std::env::temp_dir().join(format!("haconiwa-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        (Dir(dir.clone()), dir, rt)
+    }
+
     struct Builder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Dir> for Builder {
@@ -743,13 +754,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_built_without_its_bytes_and_served_after_a_restart() {
-        let dir = std::env::temp_dir().join(format!("haconiwa-store-snap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let _guard = Dir(dir.clone());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let (_guard, dir, rt) = scratch("snap");
         let add = |i: u64| Entry::<TypeConfig> {
             log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
             payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
@@ -787,10 +792,7 @@ mod tests {
 
     #[test]
     fn a_log_kept_in_the_database_by_an_older_haconiwa_moves_to_the_log_file() {
-        let dir = std::env::temp_dir().join(format!("haconiwa-store-move-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let _guard = Dir(dir.clone());
+        let (_guard, dir, rt) = scratch("move");
         let db = open_database(&dir.join("raft.redb")).unwrap();
         let entry = |i: u64| Entry::<TypeConfig> {
             log_id: LogId::new(openraft::CommittedLeaderId::new(2, 1), i),
@@ -809,9 +811,6 @@ mod tests {
             }
             tx.commit().unwrap();
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
         let mut log = LogStore::open(db.clone(), &dir.join("raft.log")).unwrap();
         rt.block_on(async {
             let st = log.get_log_state().await.unwrap();
@@ -831,14 +830,7 @@ mod tests {
 
     #[test]
     fn state_survives_reopen() {
-        let dir =
-            std::env::temp_dir().join(format!("haconiwa-store-reopen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let _guard = Dir(dir.clone());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let (_guard, dir, rt) = scratch("reopen");
         rt.block_on(async {
             let db = open_database(&dir.join("raft.redb")).unwrap();
             let (mut sm, _) = StateMachineStore::open(db.clone()).unwrap();
@@ -869,13 +861,7 @@ mod tests {
     #[test]
     fn the_rows_each_entry_writes_rebuild_the_same_state() {
         use crate::cluster::state::{Command, Observed};
-        let dir = std::env::temp_dir().join(format!("haconiwa-store-rows-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let _guard = Dir(dir.clone());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let (_guard, dir, rt) = scratch("rows");
         let def = Definition {
             name: "web".into(),
             digest: "d-web".into(),
