@@ -502,7 +502,16 @@ impl StateMachineStore {
             t.insert("snapshot_meta", enc(meta)?.as_slice())
                 .map_err(any)?;
         }
-        tx.commit().map_err(any)
+        tx.commit().map_err(any)?;
+        // The meta row written holds the applied index: remember how far the tables go.
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        self.written
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+        if durable {
+            self.durable
+                .store(index, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn current_snapshot(&self) -> std::sync::MutexGuard<'_, CurrentSnapshot> {
@@ -546,11 +555,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             true,
         )
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-        self.written
-            .store(index, std::sync::atomic::Ordering::Relaxed);
-        self.durable
-            .store(index, std::sync::atomic::Ordering::Relaxed);
         *self.current_snapshot() = Some((meta.clone(), applied));
         // openraft keeps only the meta of a snapshot it asked to build.
         Ok(Snapshot {
@@ -622,12 +626,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let durable = index.saturating_sub(durable_at) >= DURABLE_EVERY;
             self.persist(&applied, Rows::Touched(&touched), None, durable)
                 .map_err(StorageIOError::write_state_machine)?;
-            if durable {
-                self.durable
-                    .store(index, std::sync::atomic::Ordering::Relaxed);
-            }
-            self.written
-                .store(index, std::sync::atomic::Ordering::Relaxed);
         }
         self.publish(&applied, events);
         *self.lock() = applied;
@@ -653,11 +651,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(&applied, Rows::All, Some(meta), true)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         *self.current_snapshot() = Some((meta.clone(), applied.clone()));
-        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-        self.written
-            .store(index, std::sync::atomic::Ordering::Relaxed);
-        self.durable
-            .store(index, std::sync::atomic::Ordering::Relaxed);
         let event = Event {
             index: applied.last_applied.map(|l| l.index).unwrap_or(0),
             kind: EventKind::SnapshotInstalled,

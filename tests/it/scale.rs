@@ -24,6 +24,11 @@ fn running_ids(c: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Where in the kernel a process sleeps (`/proc/PID/wchan`), if it still exists.
+fn wchan(pid: i64) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()
+}
+
 /// A process's state letter from /proc (None once it is gone and reaped).
 fn proc_state(pid: i64) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -74,7 +79,15 @@ fn hundreds_of_containers_on_one_node_every_exit_reported_and_no_monitor_blocks(
     // The cluster learns of every exit, with the code the kernel gave. (The leader keeps
     // the last 100 finished records; an older one is dropped only once finished.)
     let deadline = std::time::Instant::now() + T;
+    // Seen on the host while the exits are reported: a monitor asleep in the kernel
+    // waiting for room in the supervisor's notice queue is a blocked monitor.
+    let mut blocked = BTreeSet::new();
     let after = loop {
+        for m in &monitors {
+            if wchan(*m).is_some_and(|w| w.contains("unix_wait_for_peer")) {
+                blocked.insert(*m);
+            }
+        }
         let c = cl.containers();
         let missing: Vec<&String> = first_ids
             .iter()
@@ -130,6 +143,12 @@ fn hundreds_of_containers_on_one_node_every_exit_reported_and_no_monitor_blocks(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    assert!(
+        blocked.is_empty(),
+        "{} monitors were seen blocked sending their exit notice: {:?}",
+        blocked.len(),
+        blocked.iter().take(20).collect::<Vec<_>>()
+    );
     let listed: Vec<&Value> = after
         .iter()
         .filter(|x| first_ids.contains(x["id"].as_str().unwrap_or_default()))
