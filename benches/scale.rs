@@ -41,6 +41,8 @@ struct Opts {
     etcd: bool,
     /// Containers on one real node (`--containers 1000,2000`); empty: skipped.
     containers: Vec<usize>,
+    /// Records of the etcd mirror run (`--mirror 10000`); 0: skipped.
+    mirror: usize,
 }
 
 fn list(v: &str) -> Vec<usize> {
@@ -55,6 +57,7 @@ fn parse() -> Opts {
         secs: 5.0,
         etcd: true,
         containers: Vec::new(),
+        mirror: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -66,6 +69,7 @@ fn parse() -> Opts {
             "--clients" => o.clients = list(&next),
             "--secs" => o.secs = next.parse().unwrap_or(5.0),
             "--containers" => o.containers = list(&next),
+            "--mirror" => o.mirror = next.parse().unwrap_or(10_000),
             "--no-etcd" => {
                 o.etcd = false;
                 i += 1;
@@ -181,7 +185,7 @@ struct Supervisors {
 }
 
 impl Supervisors {
-    fn start(dir: &Path, net: u8) -> Supervisors {
+    fn start(dir: &Path, net: u8, extra: &[String]) -> Supervisors {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("create the bench dir");
         let addrs: Vec<String> = (1..=3).map(|i| format!("127.78.{net}.{i}:7900")).collect();
@@ -200,13 +204,14 @@ impl Supervisors {
                 .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
                 .args(["--lease-ms", &LEASE_MS.to_string()])
                 .args(["--node-ttl-ms", &NODE_TTL_MS.to_string()])
+                .args(extra)
                 .env("HACONIWA_TOKEN", TOKEN)
                 .env("HACONIWA_STATE_DIR", dir.join("state"))
                 .env(
                     "HACONIWA_CGROUP_PARENT",
                     format!("haconiwa-bench-scale-{net}"),
                 )
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", "warn,haconiwa::mirror=info")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log);
@@ -475,7 +480,7 @@ async fn writes_at(
 
 async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Result<(), Error> {
     let dir = PathBuf::from(format!("target/bench/scale-{nodes}"));
-    let sup = Supervisors::start(&dir, net);
+    let sup = Supervisors::start(&dir, net, &[]);
     let (mut c, leader_id) = leader(&sup.addrs).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let t = Instant::now();
@@ -676,6 +681,200 @@ async fn bench_etcd(out: &mut Report, o: &Opts) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// The etcd mirror (docs/etcd.md) of a cluster holding `records` containers: the time
+/// to copy them all after an outage (etcd frozen with SIGSTOP while they are placed),
+/// then the lag from a change applied (the client's call returned) to the change seen
+/// by a watcher of etcd, at a steady 100 changes a second.
+async fn bench_mirror(out: &mut Report, records: usize) -> Result<(), Error> {
+    let etcd = Etcd::start(Path::new("target/bench/mirror-etcd"))?;
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| format!("http://127.78.200.{i}:2379"))
+        .collect();
+    let prefix = "/haconiwa/bench";
+    let extra = vec![
+        "--etcd-endpoint".to_string(),
+        endpoints.join(","),
+        "--etcd-prefix".to_string(),
+        prefix.to_string(),
+    ];
+    let dir = PathBuf::from("target/bench/mirror");
+    let sup = Supervisors::start(&dir, 30, &extra);
+    let (mut c, leader_id) = leader(&sup.addrs).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sims = simulate(&c, 10, stop.clone()).await?;
+    let mirror = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.mirror_status(pb::MirrorStatusRequest {})
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !mirror(&mut c)
+        .await
+        .is_ok_and(|m| m.writer && m.lag_entries == 0)
+    {
+        if Instant::now() > end {
+            return Err("the mirror did not start writing in 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The outage: etcd frozen while the records are placed.
+    for p in &etcd.procs {
+        signal(p.id(), "STOP");
+    }
+    let rule = write_rule(&dir, records);
+    cli(
+        &sup.addrs,
+        &["watch", "apply", rule.to_str().unwrap_or_default()],
+    )
+    .ok_or("watch apply failed")?;
+    let end = Instant::now() + Duration::from_secs(600);
+    while placed(&mut c, &sims).await? < records as u64 {
+        if Instant::now() > end {
+            return Err(format!("{records} not placed in 600 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The mirror notices (its calls time out) before etcd comes back.
+    let end = Instant::now() + Duration::from_secs(30);
+    while mirror(&mut c).await.is_ok_and(|m| m.connected) {
+        if Instant::now() > end {
+            return Err("the mirror did not notice the frozen etcd in 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = mirror(&mut c).await?;
+    let resyncs = m.resyncs;
+    let lag_before = m.lag_entries;
+    for p in &etcd.procs {
+        signal(p.id(), "CONT");
+    }
+    let back = Instant::now();
+    let end = back + Duration::from_secs(120);
+    let caught_up = loop {
+        let m = mirror(&mut c).await?;
+        if m.connected && m.writer && m.resyncs > resyncs && m.lag_entries == 0 {
+            break back.elapsed();
+        }
+        if Instant::now() > end {
+            return Err(format!("the mirror did not catch up in 120 s: {m:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = std::fs::read_to_string(dir.join(format!("n{leader_id}.log"))).unwrap_or_default();
+    let resync_line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("etcd mirror: resynced"))
+        .map(|l| l[l.find("resynced").unwrap_or(0)..].to_string())
+        .unwrap_or_default();
+
+    // Lag at 100 changes a second: reports that change a container's pid, each key's
+    // change timed from the call's return to the watcher's event.
+    let targets = some_containers(&mut c, 100).await?;
+    let mut ec = etcd_client::Client::connect(&endpoints, None).await?;
+    let dir_key = format!("{prefix}/v1/containers/");
+    let mut watch = ec
+        .watch(
+            dir_key.clone(),
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await?;
+    let acked: Arc<std::sync::Mutex<BTreeMap<(String, i64), Instant>>> = Default::default();
+    let lags: Arc<std::sync::Mutex<Vec<Duration>>> = Default::default();
+    let (acked2, lags2) = (acked.clone(), lags.clone());
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(msg)) = watch.message().await {
+            let now = Instant::now();
+            for e in msg.events() {
+                let Some(kv) = e.kv() else { continue };
+                let id = String::from_utf8_lossy(kv.key())
+                    .trim_start_matches(&dir_key)
+                    .to_string();
+                let v: serde_json::Value = serde_json::from_slice(kv.value()).unwrap_or_default();
+                let Some(pid) = v["observed"]["running"]["pid"].as_i64() else {
+                    continue;
+                };
+                // A change seen before its call returned counts as no lag.
+                let t = acked2
+                    .lock()
+                    .map(|mut a| a.remove(&(id, pid)))
+                    .ok()
+                    .flatten();
+                if let (Some(t), Ok(mut l)) = (t, lags2.lock()) {
+                    l.push(now.saturating_duration_since(t));
+                }
+            }
+        }
+    });
+    let secs = 20;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0usize;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        let (node, id) = targets[sent % targets.len()].clone();
+        let pid = 1_000 + sent as i32;
+        c.report(pb::ReportRequest {
+            node_id: node,
+            id: id.clone(),
+            state: "running".into(),
+            pid,
+            ..Default::default()
+        })
+        .await?;
+        if let Ok(mut a) = acked.lock() {
+            a.insert((id, pid as i64), Instant::now());
+        }
+        sent += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watcher.abort();
+    let mut lags = lags.lock().map(|l| l.clone()).unwrap_or_default();
+    lags.sort();
+    let pct = |p: f64| {
+        if lags.is_empty() {
+            return 0.0;
+        }
+        let i = ((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1;
+        lags[i].as_secs_f64() * 1000.0
+    };
+    out.line(format!(
+        "\n### The etcd mirror ({records} container records, 3 supervisors, a 3-member etcd)\n"
+    ));
+    out.line("| measure | value |".into());
+    out.line("|---|---|".into());
+    out.line(format!(
+        "| resync after an outage: etcd frozen while {records} records were placed ({lag_before} entries behind), from SIGCONT to caught up | {:.2} s |",
+        caught_up.as_secs_f64()
+    ));
+    out.line(format!(
+        "| the leader's log of that resync | {resync_line} |"
+    ));
+    out.line(format!(
+        "| lag from applied to visible in etcd at {:.0} changes/s: p50 / p99 / max ({} of {sent} changes seen) | {:.1} / {:.1} / {:.1} ms |",
+        sent as f64 / secs as f64,
+        lags.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    ));
+    stop.store(true, Ordering::Relaxed);
+    drop(sup);
+    drop(etcd);
+    Ok(())
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a process of ours.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Containers that really run under a cgroup parent: non-empty container cgroups of
@@ -883,6 +1082,12 @@ async fn main() {
     for (i, &n) in o.nodes.iter().enumerate() {
         if let Err(e) = bench_cluster(&mut out, &o, n, 10 + i as u8).await {
             eprintln!("bench-scale: {n} nodes: {e}");
+            std::process::exit(1);
+        }
+    }
+    if o.mirror > 0 {
+        if let Err(e) = bench_mirror(&mut out, o.mirror).await {
+            eprintln!("bench-scale: mirror: {e}");
             std::process::exit(1);
         }
     }

@@ -12,12 +12,14 @@
 //! - [`cluster`]: Raft types, the deterministic replicated state, storage, transport.
 //! - [`watch`]: every decision that can be pure (placement, schedules, reconcile).
 //! - [`supervisor`]: the daemon that wires it all and carries the decisions out.
+//! - [`mirror`]: the optional copy of the state to etcd, and rules registered there.
 //! - [`cli`]: the commands.
 
 pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod launcher;
+pub mod mirror;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;

@@ -190,6 +190,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Watch(_)
         | Command::Up(_)
         | Command::Down(_)
+        | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),
         Command::ProvisionStep => {
             let mut text = String::new();

@@ -172,6 +172,9 @@ pub enum Command {
     /// Watcher rules the leader keeps true.
     #[command(subcommand)]
     Watch(WatchCommand),
+    /// The optional etcd mirror of the cluster state (docs/etcd.md).
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// A whole local cluster in one command: N supervisors on 127.0.0.x, the example
     /// root filesystem, a watch file applied, a live table until Ctrl-C.
     Up(up::UpArgs),
@@ -207,6 +210,18 @@ pub enum WatchCommand {
     Rm {
         /// Rule name.
         name: String,
+    },
+}
+
+/// `haconiwa mirror ...`
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// The leader's copy to etcd: connected, writer, lag in entries and seconds, last
+    /// error, and the rules registered through etcd.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -279,6 +294,7 @@ fn prints_for_a_reader(c: &Command) -> bool {
             | Command::Containers { .. }
             | Command::Events { .. }
             | Command::Cluster(_)
+            | Command::Mirror(_)
             | Command::Watch(WatchCommand::Ls { .. })
     )
 }
@@ -296,6 +312,7 @@ pub fn main() -> i32 {
         | Command::Containers { .. }
         | Command::Events { .. }
         | Command::Watch(_)
+        | Command::Mirror(_)
         | Command::Cluster(_) => remote::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
         _ => local::dispatch(cli),

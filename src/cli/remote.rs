@@ -1,7 +1,7 @@
 //! Cluster commands: talk to any member over gRPC (`--server`, `--token`).
 
 use super::supervise::parse_labels;
-use super::{Cli, CliError, ClusterCommand, Command, WatchCommand};
+use super::{Cli, CliError, ClusterCommand, Command, MirrorCommand, WatchCommand};
 use crate::api::pb;
 use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::AuthChannel;
@@ -253,6 +253,12 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Cluster(ClusterCommand::Status { json }) => {
             let s = status(&mut c).await?;
+            // The mirror's account comes from the leader (its only writer); a cluster
+            // without a leader still shows its status.
+            let mirror = c
+                .mirror_status(pb::MirrorStatusRequest {})
+                .await
+                .map(|r| r.into_inner());
             if json {
                 let v = serde_json::json!({
                     "leader": s.leader,
@@ -265,6 +271,10 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                     "joint": s.joint,
                     "quorum_lost": s.quorum_lost,
                     "members": members_json(&s.members),
+                    "mirror": match &mirror {
+                        Ok(m) => mirror_json(m),
+                        Err(e) => serde_json::json!({ "error": e.message() }),
+                    },
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -278,8 +288,39 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                         s.node
                     );
                 }
+                match &mirror {
+                    Ok(m) if m.enabled => println!("mirror: {}", mirror_line(m)),
+                    Ok(_) => {}
+                    Err(e) => println!("mirror: unknown ({})", e.message()),
+                }
                 println!();
                 print_members(&s.members, s.leader);
+            }
+        }
+        Command::Mirror(MirrorCommand::Status { json }) => {
+            let m = c
+                .mirror_status(pb::MirrorStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&mirror_json(&m))?);
+            } else if !m.enabled {
+                println!("mirror: off (no [etcd] on the leader, node {})", m.node);
+            } else {
+                println!("mirror: {}", mirror_line(&m));
+                println!("etcd: {}   prefix: {}", m.endpoints.join(","), m.prefix);
+                println!(
+                    "mirrored index: {}   applied index: {}   keys: {}   resyncs: {}",
+                    m.mirrored_index, m.applied_index, m.keys, m.resyncs
+                );
+                if !m.last_error.is_empty() {
+                    println!(
+                        "last error ({:.0} s ago): {}",
+                        m.last_error_age_seconds, m.last_error
+                    );
+                }
+                print_rule_sources(&m.rules_in);
             }
         }
         Command::Cluster(ClusterCommand::Members { json }) => {
@@ -326,6 +367,13 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            // Rules registered through etcd that were refused never reach the state:
+            // the leader's mirror tells what became of them.
+            let sources = c
+                .mirror_status(pb::MirrorStatusRequest {})
+                .await
+                .map(|m| m.into_inner().rules_in)
+                .unwrap_or_default();
             if json {
                 let v: Vec<serde_json::Value> = r
                     .rules
@@ -341,7 +389,17 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let refused: Vec<serde_json::Value> = sources
+                    .iter()
+                    .filter(|x| !x.ok)
+                    .map(rule_source_json)
+                    .collect();
+                if refused.is_empty() {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    let all = serde_json::json!({ "rules": v, "refused_from_etcd": refused });
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                }
             } else {
                 println!(
                     "{:<20} {:<14} {:>10} {:>6}  LAST ERROR",
@@ -359,6 +417,12 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                         } else {
                             &x.last_error
                         }
+                    );
+                }
+                for x in sources.iter().filter(|x| !x.ok) {
+                    println!(
+                        "{:<20} {:<14} {:>10} {:>6}  refused from etcd: {}",
+                        x.name, "-", "-", "-", x.error
                     );
                 }
             }
@@ -411,4 +475,73 @@ pub fn rule_request(
         hacos,
         base_dir,
     })
+}
+
+/// One line: is the mirror writing, and how far behind.
+fn mirror_line(m: &pb::MirrorStatusReply) -> String {
+    let state = match (m.connected, m.writer) {
+        (true, true) => "up, writing",
+        (true, false) => "connected, not the writer",
+        (false, _) => "DOWN",
+    };
+    format!(
+        "{state} (leader node {}, term {})   lag: {} entries, {:.1} s{}",
+        m.node,
+        m.term,
+        m.lag_entries,
+        m.lag_seconds,
+        if m.last_error.is_empty() {
+            String::new()
+        } else {
+            format!("   last error: {}", m.last_error)
+        }
+    )
+}
+
+fn mirror_json(m: &pb::MirrorStatusReply) -> serde_json::Value {
+    serde_json::json!({
+        "enabled": m.enabled,
+        "endpoints": m.endpoints,
+        "prefix": m.prefix,
+        "node": m.node,
+        "term": m.term,
+        "connected": m.connected,
+        "writer": m.writer,
+        "mirrored_index": m.mirrored_index,
+        "applied_index": m.applied_index,
+        "lag_entries": m.lag_entries,
+        "lag_seconds": m.lag_seconds,
+        "last_error": m.last_error,
+        "last_error_age_seconds": m.last_error_age_seconds,
+        "resyncs": m.resyncs,
+        "keys": m.keys,
+        "rules_revision": m.rules_revision,
+        "rules_in": m.rules_in.iter().map(rule_source_json).collect::<Vec<_>>(),
+    })
+}
+
+fn rule_source_json(x: &pb::RuleSource) -> serde_json::Value {
+    serde_json::json!({
+        "name": x.name,
+        "key": x.key,
+        "ok": x.ok,
+        "error": x.error,
+        "revision": x.revision,
+    })
+}
+
+fn print_rule_sources(sources: &[pb::RuleSource]) {
+    if sources.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<20} {:>9}  STATUS", "RULE FROM ETCD", "REVISION");
+    for x in sources {
+        println!(
+            "{:<20} {:>9}  {}",
+            x.name,
+            x.revision,
+            if x.ok { "applied" } else { &x.error }
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! `haconiwa supervisor`: flags, logging, the tokio runtime, the daemon.
 
 use super::{Cli, CliError, Command};
-use crate::supervisor::config::{Config, Settings};
+use crate::supervisor::config::{Config, EtcdSettings, Settings};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,6 +65,31 @@ pub struct SupervisorArgs {
     /// human or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// The cluster's name (default haconiwa; names the etcd prefix).
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// etcd client URL to mirror the state to and read rules from (repeatable or
+    /// comma-separated); the mirror is off without one. docs/etcd.md.
+    #[arg(long = "etcd-endpoint")]
+    etcd_endpoints: Vec<String>,
+    /// etcd key prefix (default /haconiwa/<cluster name>).
+    #[arg(long)]
+    etcd_prefix: Option<String>,
+    /// CA of the etcd servers (turns TLS to etcd on).
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate for etcd (with --etcd-key).
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// Key of --etcd-cert.
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+    /// etcd user (the password from HACONIWA_ETCD_PASSWORD).
+    #[arg(long)]
+    etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "HACONIWA_ETCD_PASSWORD", hide_env_values = true)]
+    etcd_password: Option<String>,
 }
 
 /// Parses `KEY=VALUE` pairs.
@@ -80,6 +105,34 @@ pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, CliErr
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// The `--etcd-*` flags as an `[etcd]` table (None when no flag is given).
+fn etcd_flags(
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    (ca_file, cert_file, key_file): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+    user: Option<String>,
+    password: Option<String>,
+) -> Option<EtcdSettings> {
+    let e = EtcdSettings {
+        endpoints: (!endpoints.is_empty()).then_some(endpoints),
+        prefix,
+        ca_file,
+        cert_file,
+        key_file,
+        user,
+        password,
+        resync_secs: None,
+    };
+    let any = e.endpoints.is_some()
+        || e.prefix.is_some()
+        || e.ca_file.is_some()
+        || e.cert_file.is_some()
+        || e.key_file.is_some()
+        || e.user.is_some()
+        || e.password.is_some();
+    any.then_some(e)
 }
 
 /// Runs the supervisor in the foreground.
@@ -114,6 +167,14 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         log_format: a.log_format,
         state_dir: cli.state_dir.clone(),
         cgroup_parent: cli.cgroup_parent.clone(),
+        cluster_name: a.cluster_name,
+        etcd: etcd_flags(
+            a.etcd_endpoints,
+            a.etcd_prefix,
+            (a.etcd_ca, a.etcd_cert, a.etcd_key),
+            a.etcd_user,
+            a.etcd_password,
+        ),
     };
     let config = Config::resolve(flags.over(file))?;
     init_logging(config.json_logs);
@@ -121,7 +182,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         .enable_all()
         .thread_name("haconiwa-supervisor")
         .build()?;
-    rt.block_on(crate::supervisor::run(config))?;
+    rt.block_on(crate::supervisor::run(config, crate::mirror::start))?;
     Ok(0)
 }
 

@@ -76,6 +76,72 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     /// Base cgroup parent (containers go to `<cgroup_parent>/node-<id>/<container>`).
     pub cgroup_parent: Option<String>,
+    /// The cluster's name (default `haconiwa`): names its etcd prefix.
+    pub cluster_name: Option<String>,
+    /// The optional etcd mirror (`[etcd]`); off when absent.
+    pub etcd: Option<EtcdSettings>,
+}
+
+/// `[etcd]`: where the leader mirrors the state and reads rules registered through etcd.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// etcd client URLs (`http://10.0.0.5:2379`); the mirror is on when there is one.
+    pub endpoints: Option<Vec<String>>,
+    /// Key prefix (default `/haconiwa/<cluster_name>`).
+    pub prefix: Option<String>,
+    /// CA that signed the etcd servers' certificates (turns TLS on).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for etcd's client-cert auth (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// Key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// etcd user (with `password`; prefer HACONIWA_ETCD_PASSWORD for the password).
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// Full resync at least this often, s (default 300).
+    pub resync_secs: Option<u64>,
+}
+
+impl EtcdSettings {
+    /// Fills every unset field of `self` from `base`.
+    fn over(self, base: EtcdSettings) -> EtcdSettings {
+        EtcdSettings {
+            endpoints: self.endpoints.or(base.endpoints),
+            prefix: self.prefix.or(base.prefix),
+            ca_file: self.ca_file.or(base.ca_file),
+            cert_file: self.cert_file.or(base.cert_file),
+            key_file: self.key_file.or(base.key_file),
+            user: self.user.or(base.user),
+            password: self.password.or(base.password),
+            resync_secs: self.resync_secs.or(base.resync_secs),
+        }
+    }
+}
+
+/// The resolved etcd mirror settings.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix, without a trailing slash.
+    pub prefix: String,
+    /// TLS: CA file, and the client certificate and key when etcd checks clients.
+    pub tls: Option<EtcdTls>,
+    /// User and password.
+    pub user: Option<(String, String)>,
+    /// Full resync interval.
+    pub resync: std::time::Duration,
+}
+
+/// TLS files for etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// CA certificate (PEM).
+    pub ca_file: PathBuf,
+    /// Client certificate and key (PEM), if etcd asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
@@ -93,6 +159,7 @@ impl Settings {
 
     /// Fills every unset setting of `self` from `base` (flags over file).
     pub fn over(self, base: Settings) -> Settings {
+        let (self_etcd, base_etcd) = (self.etcd.clone(), base.etcd.clone());
         macro_rules! pick {
             ($($f:ident),*) => { Settings { $($f: self.$f.or(base.$f),)* } };
         }
@@ -116,8 +183,24 @@ impl Settings {
             labels,
             log_format,
             state_dir,
-            cgroup_parent
+            cgroup_parent,
+            cluster_name,
+            etcd
         )
+        .with_etcd_merged(self_etcd, base_etcd)
+    }
+
+    /// `[etcd]` merged field by field (a flag overrides one key, not the whole table).
+    fn with_etcd_merged(
+        mut self,
+        flags: Option<EtcdSettings>,
+        file: Option<EtcdSettings>,
+    ) -> Settings {
+        self.etcd = match (flags, file) {
+            (Some(f), Some(b)) => Some(f.over(b)),
+            (f, b) => f.or(b),
+        };
+        self
     }
 }
 
@@ -164,6 +247,62 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// cgroup parent base.
     pub cgroup_parent: String,
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// The etcd mirror, when configured.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// Checks `[etcd]`: no endpoints means no mirror.
+fn resolve_etcd(e: EtcdSettings, cluster: &str) -> Result<Option<EtcdConfig>, ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(format!("[etcd] {m}")));
+    let endpoints: Vec<String> = e
+        .endpoints
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let prefix = e.prefix.unwrap_or_else(|| format!("/haconiwa/{cluster}"));
+    let prefix = prefix.trim_end_matches('/').to_string();
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.contains("//") {
+        return bad(format!(
+            "prefix '{prefix}' must be an absolute key path such as /haconiwa/prod"
+        ));
+    }
+    let tls = match (e.ca_file, e.cert_file, e.key_file) {
+        (None, None, None) => None,
+        (Some(ca_file), None, None) => Some(EtcdTls {
+            ca_file,
+            identity: None,
+        }),
+        (Some(ca_file), Some(c), Some(k)) => Some(EtcdTls {
+            ca_file,
+            identity: Some((c, k)),
+        }),
+        (None, _, _) => return bad("cert_file and key_file need ca_file".into()),
+        _ => return bad("cert_file and key_file go together".into()),
+    };
+    let user = match (e.user, e.password) {
+        (None, None) => None,
+        (Some(u), Some(p)) => Some((u, p)),
+        (Some(_), None) => return bad("user needs a password (HACONIWA_ETCD_PASSWORD)".into()),
+        (None, Some(_)) => return bad("password without user".into()),
+    };
+    Ok(Some(EtcdConfig {
+        endpoints,
+        prefix,
+        tls,
+        user,
+        resync: std::time::Duration::from_secs(e.resync_secs.unwrap_or(300).max(1)),
+    }))
 }
 
 impl Config {
@@ -221,7 +360,17 @@ impl Config {
                 "log_format must be human or json, not {log_format}"
             ));
         }
+        let cluster_name = s.cluster_name.unwrap_or_else(|| "haconiwa".into());
+        if let Err(e) = crate::spec::names::check("cluster", &cluster_name) {
+            return bad(format!("cluster_name: {e}"));
+        }
+        let etcd = match s.etcd {
+            Some(e) => resolve_etcd(e, &cluster_name)?,
+            None => None,
+        };
         Ok(Config {
+            cluster_name,
+            etcd,
             node_id: s.node_id,
             listen,
             advertise,

@@ -12,6 +12,7 @@ pub mod definitions;
 pub mod endpoints;
 pub mod error;
 pub mod leader;
+pub mod mirror_report;
 pub mod node;
 pub mod quorum;
 
@@ -199,8 +200,12 @@ async fn initialize_once(raft: &Raft, id: u64, advertise: &str) -> Result<(), Su
     Ok(())
 }
 
+/// Starts the tasks of a layer above this one (the etcd mirror) on the running node.
+pub type ExtraTasks = fn(Arc<node::Node>) -> Vec<tokio::task::JoinHandle<()>>;
+
 /// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
-pub async fn run(config: Config) -> Result<(), SupervisorError> {
+/// `extra` starts the tasks of the layers above (the etcd mirror), stopped with the rest.
+pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorError> {
     // The port first: a port in use fails here, before this node joins anything.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -222,12 +227,13 @@ pub async fn run(config: Config) -> Result<(), SupervisorError> {
         config.state_dir.join(format!("node-{id}")),
         format!("{}/node-{id}", config.cgroup_parent),
     );
-    let tasks = vec![
+    let mut tasks = extra(core.clone());
+    tasks.extend([
         tokio::spawn(leader::run(core.clone())),
         tokio::spawn(agent::Agent::new(core.clone(), runtime.clone()).run()),
         tokio::spawn(agent::heartbeat_loop(core.clone(), runtime)),
         tokio::spawn(quorum::gate_elections(core.clone())),
-    ];
+    ]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io("install the SIGTERM handler"))?;
     let result = tokio::select! {

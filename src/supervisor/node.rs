@@ -35,10 +35,14 @@ pub struct Node {
     pub membership: tokio::sync::Mutex<()>,
     /// Leader side: each node's last reported applied index and when it last advanced.
     pub applied: Mutex<HashMap<NodeId, (u64, Instant)>>,
+    /// The etcd mirror's account of itself (default: not configured).
+    pub mirror: Mutex<super::mirror_report::MirrorReport>,
 }
 
 /// How long a proposal may wait for its commit.
 const PROPOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often a pending write looks whether its leader was cut off meanwhile.
+const CUT_OFF_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Locks a mutex, surviving a poisoned one (its data is still consistent here: plain maps).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +62,7 @@ impl Node {
             leading_since: Mutex::new(None),
             membership: tokio::sync::Mutex::new(()),
             applied: Mutex::new(HashMap::new()),
+            mirror: Mutex::new(Default::default()),
         })
     }
 
@@ -232,31 +237,38 @@ impl Node {
         }
         let write = self.raft.client_write(cmd);
         tokio::pin!(write);
-        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
-        let mut rx = self.raft.metrics();
-        // Cut off while it waits (a write that came just before the cut): fail as soon as
+        let deadline = tokio::time::sleep(PROPOSE_TIMEOUT);
+        tokio::pin!(deadline);
+        // Cut off while it waits (a write that came just before the cut): fail soon after
         // the leader knows, not at the deadline. Either way the entry may still commit if
-        // the network heals, like any write whose answer was lost.
+        // the network heals, like any write whose answer was lost. A tick, not a watch on
+        // openraft's metrics: those change at every turn of its core loop, and waking every
+        // pending write at each turn cost more than the writes themselves.
+        let mut tick = tokio::time::interval(CUT_OFF_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let written = loop {
             tokio::select! {
                 written = &mut write => break written,
-                changed = tokio::time::timeout_at(deadline, rx.changed()) => match changed {
-                    Err(_) => {
-                        return Err(OpError::Unavailable(format!(
-                            "node {}: no quorum committed the change within {} s",
-                            self.id,
-                            PROPOSE_TIMEOUT.as_secs()
-                        )))
+                _ = &mut deadline => {
+                    return Err(OpError::Unavailable(format!(
+                        "node {}: no quorum committed the change within {} s",
+                        self.id,
+                        PROPOSE_TIMEOUT.as_secs()
+                    )))
+                }
+                _ = tick.tick() => {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    if m.running_state.is_err() {
+                        return Err(OpError::Unavailable(format!("node {}: raft stopped", self.id)));
                     }
-                    Ok(Err(_)) => {
-                        return Err(OpError::Unavailable(format!("node {}: raft stopped", self.id)))
+                    if m.state == ServerState::Leader
+                        && m.millis_since_quorum_ack.is_some_and(|ms| ms > self.quorum_patience_ms())
+                    {
+                        drop(m);
+                        return Err(self.cut_off());
                     }
-                    Ok(Ok(())) if self.is_leader() && rx.borrow().millis_since_quorum_ack
-                        .is_some_and(|ms| ms > self.quorum_patience_ms()) => {
-                        return Err(self.cut_off())
-                    }
-                    Ok(Ok(())) => {}
-                },
+                }
             }
         };
         match written {

@@ -10,6 +10,7 @@ mod faults;
 mod haco_loader;
 mod isolation;
 mod launch_errors;
+mod mirror;
 mod privileges;
 mod rules;
 mod scale;

@@ -99,6 +99,13 @@ impl Cluster for ClusterService {
         ))
     }
 
+    async fn mirror_status(&self, req: Request<MirrorStatusRequest>) -> Reply<MirrorStatusReply> {
+        on_leader!(self, req, mirror_status);
+        let report =
+            super::node::lock(&self.core.mirror).to_pb(self.core.id, self.core.applied_index());
+        Ok(Response::new(report))
+    }
+
     type WatchEventsStream = ClusterServiceEvents;
 
     async fn watch_events(

@@ -82,14 +82,20 @@ impl Cluster {
     /// Starts a 3-node cluster and waits for 3 voters.
     pub fn three(tag: &str, common_flags: &[&str]) -> Cluster {
         let mut c = Cluster::new(tag, common_flags);
-        c.add_node(&[]);
-        c.wait_leader(Duration::from_secs(20));
-        c.add_node(&[]);
-        c.wait(Duration::from_secs(30), "node 2 joined", |s| {
+        c.start_three();
+        c
+    }
+
+    /// Starts 3 supervisors on an empty description and waits for 3 voters.
+    pub fn start_three(&mut self) {
+        self.add_node(&[]);
+        self.wait_leader(Duration::from_secs(20));
+        self.add_node(&[]);
+        self.wait(Duration::from_secs(30), "node 2 joined", |s| {
             s["members"].as_array().unwrap().len() == 2
         });
-        c.add_node(&[]);
-        c.wait(
+        self.add_node(&[]);
+        self.wait(
             Duration::from_secs(30),
             "3 voters up, membership settled",
             |s| {
@@ -99,7 +105,6 @@ impl Cluster {
                     && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
             },
         );
-        c
     }
 
     fn supervisor_cmd(&self, node: &Node) -> Command {
