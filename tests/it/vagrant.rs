@@ -1,0 +1,90 @@
+//! cluster-configs/Vagrantfile, checked as far as this machine can without a hypervisor:
+//! `vagrant validate --ignore-provider` for 3 and 5 VMs with the binary the VMs get, and
+//! the clear refusals of a bad VM count and a missing binary.
+
+use crate::common::{require_program, Scratch, BIN};
+use std::process::{Command, Output};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster-configs");
+
+fn validate(scratch: &Scratch, nodes: &str, bin: &str) -> Output {
+    Command::new("vagrant")
+        .args(["validate", "--ignore-provider"])
+        .current_dir(DIR)
+        .env("NODES", nodes)
+        .env("HACONIWA_BIN", bin)
+        // The token file and vagrant's state go to the scratch dir, not the repository.
+        .env("VAGRANT_DOTFILE_PATH", scratch.path.join("dot"))
+        .env("VAGRANT_HOME", scratch.path.join("home"))
+        .output()
+        .expect("run vagrant")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn the_vagrantfile_validates_for_3_and_5_vms_and_refuses_bad_input() {
+    require_program("vagrant", "vagrant");
+    let scratch = Scratch::new("vagrant");
+    for nodes in ["3", "5"] {
+        let o = validate(&scratch, nodes, BIN);
+        let t = text(&o);
+        assert!(
+            o.status.success() && t.contains("validated successfully"),
+            "NODES={nodes}: {t}"
+        );
+        let n: usize = nodes.parse().unwrap();
+        assert!(
+            t.contains(&format!("n{n}:")) && !t.contains(&format!("n{}:", n + 1)),
+            "{t}"
+        );
+    }
+    // The cluster token: made once, 0600, the same for every later run.
+    let token = scratch.path.join("dot/haconiwa-token");
+    let first = std::fs::read_to_string(&token).expect("the Vagrantfile made a token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "token file mode {mode:o}");
+    assert!(first.trim().len() >= 32, "short token {first:?}");
+    // TLS by default: a CA, a certificate per VM (5 after NODES=5) and the CLI's, 0600.
+    let pki = scratch.path.join("dot/haconiwa-pki");
+    for f in [
+        "ca.pem",
+        "ca-key.pem",
+        "node-1.pem",
+        "node-5-key.pem",
+        "admin.pem",
+    ] {
+        let mode = std::fs::metadata(pki.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f} mode {mode:o}");
+    }
+    let again = validate(&scratch, "3", BIN);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(&token).unwrap(),
+        first,
+        "the token changed"
+    );
+
+    let o = validate(&scratch, "9", BIN);
+    assert!(!o.status.success(), "NODES=9 validated");
+    assert!(
+        text(&o).contains("NODES=9: haconiwa keeps 1 to 7 voters"),
+        "{}",
+        text(&o)
+    );
+    let missing = scratch.path.join("no-such-binary");
+    let o = validate(&scratch, "3", missing.to_str().unwrap());
+    assert!(!o.status.success(), "a missing binary validated");
+    assert!(text(&o).contains("no-such-binary"), "{}", text(&o));
+}
