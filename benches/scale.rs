@@ -43,6 +43,8 @@ struct Opts {
     containers: Vec<usize>,
     /// Records of the etcd mirror run (`--mirror 10000`); 0: skipped.
     mirror: usize,
+    /// Writes and calls with and without TLS (`--tls`).
+    tls: bool,
 }
 
 fn list(v: &str) -> Vec<usize> {
@@ -58,6 +60,7 @@ fn parse() -> Opts {
         etcd: true,
         containers: Vec::new(),
         mirror: 0,
+        tls: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -70,6 +73,11 @@ fn parse() -> Opts {
             "--secs" => o.secs = next.parse().unwrap_or(5.0),
             "--containers" => o.containers = list(&next),
             "--mirror" => o.mirror = next.parse().unwrap_or(10_000),
+            "--tls" => {
+                o.tls = true;
+                i += 1;
+                continue;
+            }
             "--no-etcd" => {
                 o.etcd = false;
                 i += 1;
@@ -257,11 +265,27 @@ impl Drop for Supervisors {
     }
 }
 
+/// TLS settings of the CLI while the TLS run's supervisors are up (empty otherwise).
+static CLI_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// What the bench's clients present (the token; TLS in the TLS run).
+static CREDS: std::sync::Mutex<Option<api::Credentials>> = std::sync::Mutex::new(None);
+
+fn creds() -> api::Credentials {
+    CREDS
+        .lock()
+        .ok()
+        .and_then(|c| c.clone())
+        .unwrap_or_else(|| api::Credentials::token(TOKEN))
+}
+
 fn cli(servers: &[String], args: &[&str]) -> Option<String> {
+    let env = CLI_ENV.lock().map(|e| e.clone()).unwrap_or_default();
     let o = Command::new(BIN)
         .args(args)
         .env("HACONIWA_SERVER", servers.join(","))
         .env("HACONIWA_TOKEN", TOKEN)
+        .envs(env)
         .output()
         .ok()?;
     o.status
@@ -281,14 +305,18 @@ fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 async fn leader(servers: &[String]) -> Result<(Client, u64), Error> {
-    let mut c = api::connect(servers, TOKEN).await?;
+    let mut c = api::connect(servers, &creds()).await?;
     let s = c
         .cluster_status(pb::ClusterStatusRequest {
             without_digest: true,
         })
         .await?
         .into_inner();
-    let c = api::connect(std::slice::from_ref(&s.leader_addr), TOKEN).await?;
+    let c = api::connect(
+        std::slice::from_ref(&s.leader_addr),
+        &api::Credentials::token(TOKEN),
+    )
+    .await?;
     Ok((c, s.leader))
 }
 
@@ -869,6 +897,147 @@ async fn bench_mirror(out: &mut Report, records: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Raft writes (no-op reports) and client calls (`cluster status` without the digest)
+/// on the same 3-supervisor cluster shape, plaintext and with mutual TLS, one after the
+/// other in one run.
+async fn bench_tls(out: &mut Report, o: &Opts) -> Result<(), Error> {
+    use haconiwa::api::certs::{self, Subject};
+    let dir = PathBuf::from("target/bench/tls");
+    let pki = dir.join("pki");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&pki)?;
+    let net = 40u8;
+    let ca = certs::create_ca(1)?;
+    let (from, until) = certs::validity(1);
+    // One node certificate naming all three addresses, for every supervisor.
+    let ips = (1..=3)
+        .map(|i| format!("127.78.{net}.{i}").parse())
+        .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+    let node = certs::issue(
+        &ca.key_pem,
+        &Subject::Node {
+            id: 1,
+            ips,
+            dns: vec![],
+        },
+        from,
+        until,
+    )?;
+    let client = certs::issue(
+        &ca.key_pem,
+        &Subject::Client {
+            name: "bench".into(),
+        },
+        from,
+        until,
+    )?;
+    for (name, text) in [
+        ("ca.pem", &ca.cert_pem),
+        ("node.pem", &node.cert_pem),
+        ("node-key.pem", &node.key_pem),
+        ("client.pem", &client.cert_pem),
+        ("client-key.pem", &client.key_pem),
+    ] {
+        certs::write_private(&pki.join(name), text, true)?;
+    }
+    let p = |f: &str| pki.join(f).display().to_string();
+    out.line(
+        "\n### With and without TLS (3 supervisors, 10 simulated nodes, 100 records)\n".into(),
+    );
+    out.line("| transport | clients | writes/s | write p50 ms | write p99 ms | status calls/s (1 client) | status p50 ms | status p99 ms | leader CPU |".into());
+    out.line("|---|---|---|---|---|---|---|---|---|".into());
+    for tls in [false, true] {
+        let extra: Vec<String> = if tls {
+            vec![
+                "--tls-ca".into(),
+                p("ca.pem"),
+                "--tls-cert".into(),
+                p("node.pem"),
+                "--tls-key".into(),
+                p("node-key.pem"),
+            ]
+        } else {
+            Vec::new()
+        };
+        if tls {
+            if let Ok(mut e) = CLI_ENV.lock() {
+                *e = vec![
+                    ("HACONIWA_CA".into(), p("ca.pem")),
+                    ("HACONIWA_CERT".into(), p("client.pem")),
+                    ("HACONIWA_KEY".into(), p("client-key.pem")),
+                ];
+            }
+            if let Ok(mut c) = CREDS.lock() {
+                *c = Some(api::Credentials {
+                    token: TOKEN.into(),
+                    tls: Some(api::tls::ClientTls {
+                        ca: pki.join("ca.pem"),
+                        identity: Some((pki.join("client.pem"), pki.join("client-key.pem"))),
+                    }),
+                });
+            }
+        }
+        let sup = Supervisors::start(&dir.join(if tls { "tls" } else { "plain" }), net, &extra);
+        let (mut c, leader_id) = leader(&sup.addrs).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sims = simulate(&c, 10, stop.clone()).await?;
+        let rule = write_rule(&dir, 100);
+        cli(
+            &sup.addrs,
+            &["watch", "apply", rule.to_str().unwrap_or_default()],
+        )
+        .ok_or("watch apply failed")?;
+        let end = Instant::now() + Duration::from_secs(60);
+        while placed(&mut c, &sims).await? < 100 {
+            if Instant::now() > end {
+                return Err("100 not placed in 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let targets = some_containers(&mut c, 64).await?;
+        let status = {
+            let c = c.clone();
+            drive(1, o.secs, move |_| {
+                let mut c = c.clone();
+                async move {
+                    c.cluster_status(pb::ClusterStatusRequest {
+                        without_digest: true,
+                    })
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await
+        };
+        for &k in &[1usize, 64] {
+            let pid = sup.pid_of(leader_id);
+            let (cpu0, _) = usage(pid);
+            let run = noop_writes(&c, &targets, k, o.secs).await;
+            let (cpu1, _) = usage(pid);
+            out.line(format!(
+                "| {} | {k} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} % |",
+                if tls { "mutual TLS" } else { "plaintext" },
+                run.per_sec(),
+                run.pct(0.5),
+                run.pct(0.99),
+                status.per_sec(),
+                status.pct(0.5),
+                status.pct(0.99),
+                (cpu1 - cpu0) / run.secs * 100.0
+            ));
+        }
+        stop.store(true, Ordering::Relaxed);
+        drop(sup);
+    }
+    if let Ok(mut e) = CLI_ENV.lock() {
+        e.clear();
+    }
+    if let Ok(mut c) = CREDS.lock() {
+        *c = None;
+    }
+    Ok(())
+}
+
 /// Sends a signal (`STOP`, `CONT`) to a process of ours.
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
@@ -1082,6 +1251,12 @@ async fn main() {
     for (i, &n) in o.nodes.iter().enumerate() {
         if let Err(e) = bench_cluster(&mut out, &o, n, 10 + i as u8).await {
             eprintln!("bench-scale: {n} nodes: {e}");
+            std::process::exit(1);
+        }
+    }
+    if o.tls {
+        if let Err(e) = bench_tls(&mut out, &o).await {
+            eprintln!("bench-scale: tls: {e}");
             std::process::exit(1);
         }
     }

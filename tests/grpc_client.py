@@ -4,6 +4,7 @@
 usage: grpc_client.py status ADDR TOKEN      list services, call Cluster/ClusterStatus
        grpc_client.py no-token ADDR          calls without a token must be refused
        grpc_client.py bad-spawn ADDR TOKEN   Spawn with an invalid definition
+       grpc_client.py malformed ADDR TOKEN   bytes that are no protobuf, with the token
 Nothing here is generated from haconiwa's proto files: the schema comes from the
 server's reflection service.
 """
@@ -44,6 +45,15 @@ def main():
                 return 1
             except grpc.RpcError as e:
                 print(f"{service}/{method}: {e.code().name}")
+        return 0
+    if mode == "malformed":
+        for service, method in [("haconiwa.v1.Cluster", "ClusterStatus"), ("haconiwa.v1.Cluster", "Spawn"), ("haconiwa.v1.Raft", "Vote")]:
+            stub = channel.unary_unary(f"/{service}/{method}", request_serializer=lambda x: x, response_deserializer=lambda x: x)
+            try:
+                stub(b"\xff\xff\xff\xff", metadata=md, timeout=10)
+                print(f"{service}/{method}: ACCEPTED")
+            except grpc.RpcError as e:
+                print(f"{service}/{method}: {e.code().name} {e.details()}")
         return 0
     # Reflection with the token (the reflection service is behind the same check).
     class Auth(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):

@@ -1,6 +1,11 @@
 //! The gRPC surface: code generated from `proto/`, the token check every service sits
 //! behind, and the client the CLI and the supervisors use.
 
+pub mod certs;
+pub mod codec;
+pub mod listener;
+pub mod tls;
+
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -59,6 +64,10 @@ impl tonic::service::Interceptor for TokenCheck {
         if diff != 0 {
             return Err(Status::unauthenticated("wrong cluster token"));
         }
+        // The connection made an authenticated call: the door stops timing it.
+        if let Some(c) = req.extensions().get::<listener::ConnInfo>() {
+            c.authenticate();
+        }
         Ok(req)
     }
 }
@@ -94,6 +103,26 @@ impl tonic::service::Interceptor for TokenInject {
     }
 }
 
+/// What a client presents to the cluster: the token on every call, and TLS (the CA it
+/// trusts, its own certificate) when the cluster uses it.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The cluster token.
+    pub token: String,
+    /// TLS, or plaintext when None.
+    pub tls: Option<tls::ClientTls>,
+}
+
+impl Credentials {
+    /// The token alone (a cluster without TLS).
+    pub fn token(token: &str) -> Credentials {
+        Credentials {
+            token: token.to_string(),
+            tls: None,
+        }
+    }
+}
+
 /// A channel with the token on every call.
 pub type AuthChannel = InterceptedService<Channel, TokenInject>;
 
@@ -109,6 +138,12 @@ pub enum ClientError {
     /// The address does not parse.
     #[error("invalid server address '{0}'")]
     BadAddress(String),
+    /// TLS files that cannot be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    /// An address with `https://` and no `--ca`, or the reverse.
+    #[error("{0}")]
+    Scheme(String),
     /// Nobody answered.
     #[error("cannot reach any of {servers}: {reason}")]
     Unreachable {
@@ -119,14 +154,27 @@ pub enum ClientError {
     },
 }
 
-/// An endpoint for `addr` (`host:port` or a URL), optionally bound to a local address.
-pub fn endpoint(addr: &str, local: Option<std::net::IpAddr>) -> Result<Endpoint, ClientError> {
-    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+/// An endpoint for `addr` (`host:port` or a URL), optionally bound to a local address;
+/// `https` with the client TLS of `tls`.
+pub fn endpoint(
+    addr: &str,
+    local: Option<std::net::IpAddr>,
+    tls: Option<&tls::ClientTls>,
+) -> Result<Endpoint, ClientError> {
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    if addr.starts_with("https://") && tls.is_none() {
+        return Err(ClientError::Scheme(format!(
+            "{addr}: https needs the cluster's CA (--ca or HACONIWA_CA)"
+        )));
+    }
+    let url = match tls {
+        Some(_) => format!("https://{bare}"),
+        None => format!("http://{bare}"),
     };
-    Ok(Endpoint::from_shared(url)
+    let mut e = Endpoint::from_shared(url)
         .map_err(|_| ClientError::BadAddress(addr.to_string()))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
@@ -136,7 +184,13 @@ pub fn endpoint(addr: &str, local: Option<std::net::IpAddr>) -> Result<Endpoint,
         .keep_alive_timeout(KEEPALIVE)
         .keep_alive_while_idle(true)
         .tcp_keepalive(Some(Duration::from_secs(5)))
-        .local_address(local))
+        .local_address(local);
+    if let Some(t) = tls {
+        e = e
+            .tls_config(tls::client_config(t)?)
+            .map_err(|err| ClientError::Tls(tls::TlsError::Config(error_chain(&err))))?;
+    }
+    Ok(e)
 }
 
 /// HTTP/2 ping interval and timeout of every channel and of the server.
@@ -148,26 +202,26 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 /// A lazily connected, token-carrying channel to one member.
 pub fn lazy_channel(
     addr: &str,
-    token: &str,
+    creds: &Credentials,
     local: Option<std::net::IpAddr>,
 ) -> Result<AuthChannel, ClientError> {
-    let ch = endpoint(addr, local)?.connect_lazy();
-    Ok(InterceptedService::new(ch, TokenInject::new(token)?))
+    let ch = endpoint(addr, local, creds.tls.as_ref())?.connect_lazy();
+    Ok(InterceptedService::new(ch, TokenInject::new(&creds.token)?))
 }
 
 /// Connects to the first member of `servers` (comma-separated or a list) that answers.
 pub async fn connect(
     servers: &[String],
-    token: &str,
+    creds: &Credentials,
 ) -> Result<pb::cluster_client::ClusterClient<AuthChannel>, ClientError> {
-    connect_named(servers, token).await.map(|(c, _)| c)
+    connect_named(servers, creds).await.map(|(c, _)| c)
 }
 
 /// [`connect`], also telling which member answered; every call on the client has a
 /// deadline of [`CLIENT_DEADLINE`].
 pub async fn connect_named(
     servers: &[String],
-    token: &str,
+    creds: &Credentials,
 ) -> Result<(pb::cluster_client::ClusterClient<AuthChannel>, String), ClientError> {
     let list: Vec<String> = servers
         .iter()
@@ -178,10 +232,10 @@ pub async fn connect_named(
     if list.is_empty() {
         return Err(ClientError::NoServer);
     }
-    let inject = TokenInject::new(token)?;
+    let inject = TokenInject::new(&creds.token)?;
     let mut last = String::new();
     for addr in &list {
-        match endpoint(addr, None)?
+        match endpoint(addr, None, creds.tls.as_ref())?
             .timeout(CLIENT_DEADLINE)
             .connect()
             .await

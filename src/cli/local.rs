@@ -189,6 +189,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Events { .. }
         | Command::Watch(_)
         | Command::Up(_)
+        | Command::Tls(_)
         | Command::Down(_)
         | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),

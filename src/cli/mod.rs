@@ -5,6 +5,7 @@ mod local;
 mod remote;
 mod supervise;
 mod template;
+mod tls;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,16 @@ pub struct Cli {
     /// --token or HACONIWA_TOKEN is given.
     #[arg(long, global = true, env = "HACONIWA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The cluster's CA (PEM): talk TLS to the members and check their certificates
+    /// against it (cluster commands).
+    #[arg(long, global = true, env = "HACONIWA_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a cluster that verifies clients (with --key).
+    #[arg(long, global = true, env = "HACONIWA_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Key of --cert (PEM).
+    #[arg(long, global = true, env = "HACONIWA_KEY")]
+    pub key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -172,6 +183,9 @@ pub enum Command {
     /// Watcher rules the leader keeps true.
     #[command(subcommand)]
     Watch(WatchCommand),
+    /// Certificates for the cluster's TLS: a cluster CA, node and client certificates.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// The optional etcd mirror of the cluster state (docs/etcd.md).
     #[command(subcommand)]
     Mirror(MirrorCommand),
@@ -253,6 +267,30 @@ pub enum ClusterCommand {
 }
 
 impl Cli {
+    /// What a cluster command presents: the token, and TLS when --ca is given.
+    pub fn credentials(&self) -> Result<crate::api::Credentials, CliError> {
+        let Some(token) = self.cluster_token()? else {
+            return Err(
+                "no cluster token: pass --token-file or --token, or set HACONIWA_TOKEN(_FILE)"
+                    .into(),
+            );
+        };
+        let tls = match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) => None,
+            (Some(ca), None, None) => Some(crate::api::tls::ClientTls {
+                ca: ca.clone(),
+                identity: None,
+            }),
+            (Some(ca), Some(c), Some(k)) => Some(crate::api::tls::ClientTls {
+                ca: ca.clone(),
+                identity: Some((c.clone(), k.clone())),
+            }),
+            (None, _, _) => return Err("--cert and --key need --ca (HACONIWA_CA)".into()),
+            _ => return Err("--cert and --key go together".into()),
+        };
+        Ok(crate::api::Credentials { token, tls })
+    }
+
     /// The cluster token: --token / HACONIWA_TOKEN, else the first line of --token-file /
     /// HACONIWA_TOKEN_FILE.
     pub fn cluster_token(&self) -> Result<Option<String>, CliError> {
@@ -299,11 +337,41 @@ fn prints_for_a_reader(c: &Command) -> bool {
     )
 }
 
+/// Whether a command talks to cluster members (over sockets).
+fn talks_to_the_cluster(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Containers { .. }
+            | Command::Events { .. }
+            | Command::Cluster(_)
+            | Command::Mirror(_)
+            | Command::Watch(_)
+    )
+}
+
 /// Entry point: parses, dispatches, and turns errors into one line and an exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     if prints_for_a_reader(&cli.command) {
-        crate::launcher::signals::default_sigpipe();
+        if talks_to_the_cluster(&cli.command) {
+            // SIGPIPE stays ignored: these also write to sockets, where a peer that went
+            // away (a TLS member refusing a plaintext client) must be an error, not a
+            // silent death. EPIPE on stdout ends them as SIGPIPE would.
+            std::panic::set_hook(Box::new(|info| {
+                let text = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                    .unwrap_or("");
+                if text.contains("Broken pipe") {
+                    crate::launcher::signals::die_of_sigpipe();
+                }
+                eprintln!("haconiwa: internal error: {info}");
+            }));
+        } else {
+            crate::launcher::signals::default_sigpipe();
+        }
     }
     let result = match cli.command {
         Command::Supervisor(_) => supervise::run(cli),
@@ -315,6 +383,7 @@ pub fn main() -> i32 {
         | Command::Mirror(_)
         | Command::Cluster(_) => remote::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
+        Command::Tls(t) => tls::run(t),
         _ => local::dispatch(cli),
     };
     match result {

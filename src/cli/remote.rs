@@ -9,6 +9,8 @@ use tokio_stream::StreamExt;
 
 /// The member this command talks to (one process, one command).
 static MEMBER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Whether this command talks plaintext (no --ca).
+static PLAINTEXT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn status_error(s: tonic::Status) -> CliError {
     let code = match s.code() {
@@ -37,7 +39,24 @@ fn status_error(s: tonic::Status) -> CliError {
             "no answer within {} s",
             crate::api::CLIENT_DEADLINE.as_secs()
         ),
-        _ => s.message().to_string(),
+        // A transport failure says why underneath (TLS refused, connection reset).
+        _ => match std::error::Error::source(&s) {
+            Some(cause) => {
+                let chain = crate::api::error_chain(cause);
+                // A TLS member drops a plaintext client with a garbled frame or a reset.
+                let hint = if PLAINTEXT.get() == Some(&true) {
+                    " (if the cluster uses TLS: pass --ca or set HACONIWA_CA)"
+                } else {
+                    ""
+                };
+                if chain.starts_with(s.message()) {
+                    format!("{chain}{hint}")
+                } else {
+                    format!("{}: {chain}{hint}", s.message())
+                }
+            }
+            None => s.message().to_string(),
+        },
     };
     CliError {
         message: format!("{member}{code}: {message}"),
@@ -55,12 +74,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 
 async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
     let servers: Vec<String> = cli.server.iter().cloned().collect();
-    let Some(token) = cli.cluster_token()? else {
-        return Err(
-            "no cluster token: pass --token-file or --token, or set HACONIWA_TOKEN(_FILE)".into(),
-        );
-    };
-    let (client, member) = crate::api::connect_named(&servers, &token).await?;
+    let creds = cli.credentials()?;
+    let _ = PLAINTEXT.set(creds.tls.is_none());
+    let (client, member) = crate::api::connect_named(&servers, &creds).await?;
     let _ = MEMBER.set(member);
     Ok(client)
 }

@@ -1,7 +1,7 @@
 //! `haconiwa supervisor`: flags, logging, the tokio runtime, the daemon.
 
 use super::{Cli, CliError, Command};
-use crate::supervisor::config::{Config, EtcdSettings, Settings};
+use crate::supervisor::config::{Config, EtcdSettings, Settings, TlsSettings};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -90,6 +90,21 @@ pub struct SupervisorArgs {
     /// etcd password.
     #[arg(long, env = "HACONIWA_ETCD_PASSWORD", hide_env_values = true)]
     etcd_password: Option<String>,
+    /// The cluster CA (PEM): turns TLS on, with --tls-cert and --tls-key.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM; `haconiwa tls cert create --node`).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Whether clients must present a certificate of the CA (default true).
+    #[arg(long)]
+    tls_verify_clients: Option<bool>,
+    /// Connections the port holds at once (default 4096).
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 /// Parses `KEY=VALUE` pairs.
@@ -168,6 +183,17 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         state_dir: cli.state_dir.clone(),
         cgroup_parent: cli.cgroup_parent.clone(),
         cluster_name: a.cluster_name,
+        tls: (a.tls_ca.is_some()
+            || a.tls_cert.is_some()
+            || a.tls_key.is_some()
+            || a.tls_verify_clients.is_some())
+        .then_some(TlsSettings {
+            ca_file: a.tls_ca,
+            cert_file: a.tls_cert,
+            key_file: a.tls_key,
+            verify_clients: a.tls_verify_clients,
+        }),
+        max_connections: a.max_connections,
         etcd: etcd_flags(
             a.etcd_endpoints,
             a.etcd_prefix,

@@ -36,6 +36,9 @@ pub struct UpArgs {
     /// The supervisors' port.
     #[arg(long, default_value_t = 7700)]
     port: u16,
+    /// Plaintext (the token only): no CA, no certificates.
+    #[arg(long)]
+    no_tls: bool,
 }
 
 /// Flags of `haconiwa down`.
@@ -57,6 +60,25 @@ struct UpInfo {
     data_dir: PathBuf,
     state_dir: PathBuf,
     cgroup_parent: String,
+    /// The CA, and the client certificate and key the CLI uses (None: plaintext).
+    #[serde(default)]
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl UpInfo {
+    /// What the CLI presents to this cluster.
+    fn credentials(&self) -> crate::api::Credentials {
+        crate::api::Credentials {
+            token: self.token.clone(),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|(ca, cert, key)| crate::api::tls::ClientTls {
+                    ca: ca.clone(),
+                    identity: Some((cert.clone(), key.clone())),
+                }),
+        }
+    }
 }
 
 /// Runs `up` or `down`.
@@ -191,8 +213,12 @@ async fn up(a: UpArgs, cgroup_parent: String) -> Result<i32, CliError> {
         data_dir: data_dir.clone(),
         state_dir: data_dir.join("state"),
         cgroup_parent,
+        tls: None,
     };
     private_dir(&a.dir)?;
+    if !a.no_tls {
+        info.tls = Some(make_certificates(&a)?);
+    }
     let save = |info: &UpInfo| -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(info)?;
         crate::runtime::state::write_atomic(&info.dir.join("info.json"), text.as_bytes())?;
@@ -204,15 +230,23 @@ async fn up(a: UpArgs, cgroup_parent: String) -> Result<i32, CliError> {
         return Err(e);
     }
     let servers = info.servers.clone();
-    let mut client = crate::api::connect(&servers, &token).await?;
+    let mut client = crate::api::connect(&servers, &info.credentials()).await?;
     if let Err(e) = client.apply_rule(rule).await {
         teardown(&info);
         return Err(format!("apply {}: {}", watch.display(), e.message()).into());
     }
-    let env = format!(
+    let mut env = format!(
         "export HACONIWA_SERVER={}\nexport HACONIWA_TOKEN={token}\n",
         servers.join(",")
     );
+    if let Some((ca, cert, key)) = &info.tls {
+        env.push_str(&format!(
+            "export HACONIWA_CA={}\nexport HACONIWA_CERT={}\nexport HACONIWA_KEY={}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ));
+    }
     // The token inside: 0600 in a 0700 directory.
     crate::runtime::state::write_atomic(&a.dir.join("env"), env.as_bytes())?;
     if a.detach {
@@ -230,6 +264,39 @@ async fn up(a: UpArgs, cgroup_parent: String) -> Result<i32, CliError> {
     teardown(&info);
     println!("\nlocal cluster stopped and removed");
     result.map(|()| 0)
+}
+
+/// A cluster CA, a certificate for each supervisor (its loopback address) and one for the
+/// CLI, in DIR/tls; returns the CA, the CLI's certificate and key.
+fn make_certificates(a: &UpArgs) -> Result<(PathBuf, PathBuf, PathBuf), CliError> {
+    use crate::api::certs::{self, Subject};
+    let dir = a.dir.join("tls");
+    private_dir(&dir)?;
+    let ca = certs::create_ca(30)?;
+    certs::write_private(&dir.join("ca.pem"), &ca.cert_pem, true)?;
+    certs::write_private(&dir.join("ca-key.pem"), &ca.key_pem, true)?;
+    let (from, until) = certs::validity(30);
+    for i in 1..=a.nodes {
+        let ip: std::net::IpAddr = format!("{}.{i}", a.net)
+            .parse()
+            .map_err(|_| format!("--net {}: not an address", a.net))?;
+        let subject = Subject::Node {
+            id: i as u64,
+            ips: vec![ip],
+            dns: vec!["localhost".into()],
+        };
+        let c = certs::issue(&ca.key_pem, &subject, from, until)?;
+        certs::write_private(&dir.join(format!("node-{i}.pem")), &c.cert_pem, true)?;
+        certs::write_private(&dir.join(format!("node-{i}-key.pem")), &c.key_pem, true)?;
+    }
+    let admin = Subject::Client {
+        name: "admin".into(),
+    };
+    let c = certs::issue(&ca.key_pem, &admin, from, until)?;
+    let (cert, key) = (dir.join("admin.pem"), dir.join("admin-key.pem"));
+    certs::write_private(&cert, &c.cert_pem, true)?;
+    certs::write_private(&key, &c.key_pem, true)?;
+    Ok((dir.join("ca.pem"), cert, key))
 }
 
 /// Creates `dir` (and parents) and makes it 0700: it holds the token or a cluster's data.
@@ -271,22 +338,35 @@ async fn start_all(
         if i > 1 {
             cmd.args(["--join", &info.servers.join(",")]);
         }
+        if info.tls.is_some() {
+            let tls = a.dir.join("tls");
+            cmd.arg("--tls-ca")
+                .arg(tls.join("ca.pem"))
+                .arg("--tls-cert")
+                .arg(tls.join(format!("node-{i}.pem")))
+                .arg("--tls-key")
+                .arg(tls.join(format!("node-{i}-key.pem")));
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("start supervisor {i}: {e}"))?;
         info.pids.push(child.id());
         info.servers.push(addr.clone());
         save(info)?;
-        wait_members(&info.servers, &info.token, i).await?;
+        wait_members(&info.servers, &info.credentials(), i).await?;
     }
     Ok(())
 }
 
-async fn wait_members(servers: &[String], token: &str, n: usize) -> Result<(), CliError> {
+async fn wait_members(
+    servers: &[String],
+    creds: &crate::api::Credentials,
+    n: usize,
+) -> Result<(), CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
-        match crate::api::connect(servers, token).await {
+        match crate::api::connect(servers, creds).await {
             Ok(mut c) => match c
                 .cluster_status(pb::ClusterStatusRequest {
                     without_digest: true,

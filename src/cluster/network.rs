@@ -85,8 +85,8 @@ enum TransportError {
 pub struct Network {
     /// This node: it never opens a client to itself.
     pub self_id: NodeId,
-    /// Cluster token sent on every call.
-    pub token: String,
+    /// Token (on every call) and TLS towards the other members.
+    pub creds: crate::api::Credentials,
     /// Source address for outgoing connections (this node's advertised IP).
     pub local_ip: Option<IpAddr>,
     /// Retry interval for an unreachable peer (openraft's default is 500 ms, which lets a
@@ -105,7 +105,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 reason: "it is this node; no client to itself".into(),
             })
         } else {
-            lazy_channel(&node.addr, &self.token, self.local_ip)
+            lazy_channel(&node.addr, &self.creds, self.local_ip)
                 .map(|ch| RaftClient::new(ch).max_decoding_message_size(256 << 20))
                 .map_err(|e| TransportError::NoClient {
                     target,

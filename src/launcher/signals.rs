@@ -71,6 +71,15 @@ pub fn wait_blocked_timeout(ms: u64) -> Option<(i32, bool)> {
     Some((sig, info.si_code == libc::SI_KERNEL))
 }
 
+/// Ends the process as a Unix tool whose reader went away ends: killed by SIGPIPE. For
+/// commands that keep SIGPIPE ignored because they also write to sockets (a socket
+/// write to a closed peer must be an error, not death) and find EPIPE on stdout.
+pub fn die_of_sigpipe() -> ! {
+    default_sigpipe();
+    let _ = nix::sys::signal::raise(Signal::SIGPIPE);
+    std::process::exit(128 + libc::SIGPIPE)
+}
+
 /// Restores the default action of SIGPIPE (Rust ignores it): a command printing into a
 /// pipe whose reader left (`haconiwa show F | head`) then ends quietly, as Unix tools
 /// do, instead of failing on EPIPE.

@@ -80,6 +80,45 @@ pub struct Settings {
     pub cluster_name: Option<String>,
     /// The optional etcd mirror (`[etcd]`); off when absent.
     pub etcd: Option<EtcdSettings>,
+    /// TLS on the port (`[tls]`); plaintext when absent.
+    pub tls: Option<TlsSettings>,
+    /// Connections the port holds at once (default 4096).
+    pub max_connections: Option<usize>,
+}
+
+/// `[tls]`: the node's certificate (it serves the port and calls the other members) and
+/// the cluster CA that signs the members' and clients' certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The cluster CA (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), from `haconiwa tls cert create --node`.
+    pub cert_file: Option<PathBuf>,
+    /// Its key (PEM, 0600).
+    pub key_file: Option<PathBuf>,
+    /// Clients must present a certificate of the CA (default true).
+    pub verify_clients: Option<bool>,
+}
+
+impl TlsSettings {
+    fn over(self, base: TlsSettings) -> TlsSettings {
+        TlsSettings {
+            ca_file: self.ca_file.or(base.ca_file),
+            cert_file: self.cert_file.or(base.cert_file),
+            key_file: self.key_file.or(base.key_file),
+            verify_clients: self.verify_clients.or(base.verify_clients),
+        }
+    }
+}
+
+/// The resolved `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// CA, certificate, key.
+    pub files: crate::api::tls::TlsFiles,
+    /// Clients must present a certificate of the CA.
+    pub verify_clients: bool,
 }
 
 /// `[etcd]`: where the leader mirrors the state and reads rules registered through etcd.
@@ -160,6 +199,7 @@ impl Settings {
     /// Fills every unset setting of `self` from `base` (flags over file).
     pub fn over(self, base: Settings) -> Settings {
         let (self_etcd, base_etcd) = (self.etcd.clone(), base.etcd.clone());
+        let (self_tls, base_tls) = (self.tls.clone(), base.tls.clone());
         macro_rules! pick {
             ($($f:ident),*) => { Settings { $($f: self.$f.or(base.$f),)* } };
         }
@@ -185,9 +225,25 @@ impl Settings {
             state_dir,
             cgroup_parent,
             cluster_name,
-            etcd
+            etcd,
+            tls,
+            max_connections
         )
         .with_etcd_merged(self_etcd, base_etcd)
+        .with_tls_merged(self_tls, base_tls)
+    }
+
+    /// `[tls]` merged field by field.
+    fn with_tls_merged(
+        mut self,
+        flags: Option<TlsSettings>,
+        file: Option<TlsSettings>,
+    ) -> Settings {
+        self.tls = match (flags, file) {
+            (Some(f), Some(b)) => Some(f.over(b)),
+            (f, b) => f.or(b),
+        };
+        self
     }
 
     /// `[etcd]` merged field by field (a flag overrides one key, not the whole table).
@@ -251,6 +307,10 @@ pub struct Config {
     pub cluster_name: String,
     /// The etcd mirror, when configured.
     pub etcd: Option<EtcdConfig>,
+    /// TLS on the port and towards the other members.
+    pub tls: Option<TlsConfig>,
+    /// Bounds of the port.
+    pub limits: crate::api::listener::Limits,
 }
 
 /// Checks `[etcd]`: no endpoints means no mirror.
@@ -306,6 +366,18 @@ fn resolve_etcd(e: EtcdSettings, cluster: &str) -> Result<Option<EtcdConfig>, Co
 }
 
 impl Config {
+    /// What this node presents when it calls the other members (its node certificate is
+    /// also its client certificate).
+    pub fn credentials(&self) -> crate::api::Credentials {
+        crate::api::Credentials {
+            token: self.token.clone(),
+            tls: self.tls.as_ref().map(|t| crate::api::tls::ClientTls {
+                ca: t.files.ca.clone(),
+                identity: Some((t.files.cert.clone(), t.files.key.clone())),
+            }),
+        }
+    }
+
     /// Applies defaults and checks ranges.
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
@@ -368,9 +440,33 @@ impl Config {
             Some(e) => resolve_etcd(e, &cluster_name)?,
             None => None,
         };
+        let tls = match s.tls {
+            None => None,
+            Some(t) => match (t.ca_file, t.cert_file, t.key_file) {
+                (Some(ca), Some(cert), Some(key)) => Some(TlsConfig {
+                    files: crate::api::tls::TlsFiles { ca, cert, key },
+                    verify_clients: t.verify_clients.unwrap_or(true),
+                }),
+                (None, None, None) => None,
+                _ => {
+                    return bad(
+                        "[tls] needs ca_file, cert_file and key_file (haconiwa tls --help)".into(),
+                    )
+                }
+            },
+        };
+        let mut limits = crate::api::listener::Limits::default();
+        if let Some(m) = s.max_connections {
+            if m < 16 {
+                return bad(format!("max_connections must be at least 16, not {m}"));
+            }
+            limits.max_connections = m;
+        }
         Ok(Config {
             cluster_name,
             etcd,
+            tls,
+            limits,
             node_id: s.node_id,
             listen,
             advertise,

@@ -101,7 +101,7 @@ async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
-        match crate::api::connect(&config.join, &config.token).await {
+        match crate::api::connect(&config.join, &config.credentials()).await {
             Ok(mut c) => {
                 let req = JoinRequest {
                     node_id: id.unwrap_or(0),
@@ -206,7 +206,10 @@ pub type ExtraTasks = fn(Arc<node::Node>) -> Vec<tokio::task::JoinHandle<()>>;
 /// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
 /// `extra` starts the tasks of the layers above (the etcd mirror), stopped with the rest.
 pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorError> {
-    // The port first: a port in use fails here, before this node joins anything.
+    raise_fd_limit();
+    // TLS files and the port first: bad files or a port in use fail here, before this
+    // node joins anything.
+    let tls = server_tls(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
@@ -214,7 +217,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     let (raft, feed) = start_raft(&config, id).await?;
     let core = node::Node::new(id, raft.clone(), feed, config.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(&config, listener, core.clone(), stop_rx)?);
+    let server = tokio::spawn(serve(&config, listener, core.clone(), tls, stop_rx)?);
     tracing::info!(
         "node {id} serving on {} (advertised {})",
         config.listen,
@@ -312,7 +315,7 @@ async fn start_raft(
     .map_err(|e| SupervisorError::Config(format!("raft settings: {e}")))?;
     let network = Network {
         self_id: id,
-        token: config.token.clone(),
+        creds: config.credentials(),
         local_ip: config.local_ip(),
         retry: Duration::from_millis(config.raft_heartbeat_ms),
     };
@@ -325,12 +328,15 @@ async fn start_raft(
     Ok((raft, feed))
 }
 
-/// The gRPC server (Raft, the client API, reflection) on `listener`, behind the token
-/// check, with HTTP/2 keep-alive (dead connections are dropped, not kept).
+/// The gRPC server (Raft, the client API, reflection) on `listener`, behind the bounded
+/// door (`api::listener`: TLS when configured, connection cap, authentication deadline)
+/// and the token check, with HTTP/2 keep-alive (dead connections are dropped, not kept)
+/// and a bounded number of concurrent calls per connection.
 fn serve(
     config: &Config,
     listener: tokio::net::TcpListener,
     core: Arc<node::Node>,
+    tls: Option<Arc<crate::api::tls::ServerTls>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, SupervisorError>
 {
@@ -343,9 +349,9 @@ fn serve(
         .build_v1alpha()
         .map_err(|e| SupervisorError::Config(format!("reflection: {e}")))?;
     Ok(tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(crate::api::KEEPALIVE))
         .http2_keepalive_timeout(Some(crate::api::KEEPALIVE))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(
             &config.token,
         )))
@@ -358,12 +364,62 @@ fn serve(
         .add_service(ClusterServer::new(endpoints::ClusterService { core }))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // The builder's tcp_nodelay covers only the listeners it binds itself: without it
-        // on these sockets every small reply waited for a delayed ACK (40 ms).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            crate::api::listener::incoming(listener, tls, config.limits),
             async {
                 let _ = stop.await;
             },
         ))
+}
+
+/// Concurrent calls one connection may have in flight (HTTP/2 streams).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The port's TLS from `[tls]` (None: plaintext, said in the log), and a task that
+/// reloads it on SIGHUP.
+fn server_tls(config: &Config) -> Result<Option<Arc<crate::api::tls::ServerTls>>, SupervisorError> {
+    let Some(t) = &config.tls else {
+        tracing::warn!(
+            "no [tls]: the cluster token and all traffic cross the network in clear; see docs/security.md (TLS)"
+        );
+        return Ok(None);
+    };
+    let tls = crate::api::tls::ServerTls::new(t.files.clone(), t.verify_clients)
+        .map_err(|e| SupervisorError::Config(format!("[tls] {e}")))?;
+    let tls = Arc::new(tls);
+    tracing::info!(
+        "TLS on {} ({} client certificates){}",
+        config.listen,
+        if tls.verifies_clients() {
+            "verifying"
+        } else {
+            "not verifying"
+        },
+        "; SIGHUP reloads the certificate, key and CA"
+    );
+    let reload = tls.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(io("install the SIGHUP handler"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and CA reloaded"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: TLS not reloaded, the old files stay in use: {e}")
+                }
+            }
+        }
+    });
+    Ok(Some(tls))
+}
+
+/// Raises this process's open-file limit to its hard limit: every connection and every
+/// container's pidfd is a descriptor.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }

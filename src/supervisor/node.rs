@@ -186,7 +186,7 @@ impl Node {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let ch = lazy_channel(addr, &self.config.token, self.config.local_ip())
+        let ch = lazy_channel(addr, &self.config.credentials(), self.config.local_ip())
             .map_err(|e| OpError::Internal(format!("client to {addr}: {e}")))?;
         let c = ClusterClient::new(ch).max_decoding_message_size(64 << 20);
         peers.insert(addr.to_string(), c.clone());

@@ -340,6 +340,19 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     // An invalid definition sent straight to the API (no local check) is refused with
     // its position.
+    // Bytes that are no protobuf: the caller's fault, INVALID_ARGUMENT (not INTERNAL).
+    let out = python_client(&["malformed", &cl.nodes[2].addr, &cl.token]);
+    for call in [
+        "haconiwa.v1.Cluster/ClusterStatus",
+        "haconiwa.v1.Cluster/Spawn",
+        "haconiwa.v1.Raft/Vote",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{call}: INVALID_ARGUMENT"))),
+            "{call}:\n{out}"
+        );
+    }
     let out = python_client(&["bad-spawn", &cl.nodes[2].addr, &cl.token]);
     assert!(
         out.contains("INVALID_ARGUMENT broken.haco:2:7: unknown key 'nmae'"),

@@ -388,11 +388,27 @@ fn haconiwa_up_shows_5_sleepers_on_3_nodes_and_down_removes_everything() {
     };
     let (server, token) = (var("HACONIWA_SERVER"), var("HACONIWA_TOKEN"));
     assert!(server.starts_with(&format!("{net}.1:")), "{server}");
+    // TLS by default: a CA and certificates, 0600, named in the env file.
+    let tls: Vec<(String, String)> = ["HACONIWA_CA", "HACONIWA_CERT", "HACONIWA_KEY"]
+        .iter()
+        .map(|k| (k.to_string(), var(k)))
+        .collect();
+    for (_, f) in &tls {
+        assert_eq!(mode(PathBuf::from(f)), 0o600, "{f}");
+    }
+    let plain = std::process::Command::new(crate::common::BIN)
+        .env("HACONIWA_SERVER", &server)
+        .env("HACONIWA_TOKEN", &token)
+        .args(["cluster", "status"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "a plaintext client was answered");
     let deadline = Instant::now() + T;
     loop {
         let o = std::process::Command::new(crate::common::BIN)
             .env("HACONIWA_SERVER", &server)
             .env("HACONIWA_TOKEN", &token)
+            .envs(tls.iter().cloned())
             .args(["containers", "--json"])
             .output()
             .unwrap();

@@ -49,6 +49,8 @@ pub struct Cluster {
     pub net: String,
     /// Flags given to every supervisor.
     pub common_flags: Vec<String>,
+    /// Environment of every client command (TLS: HACONIWA_CA, _CERT, _KEY).
+    pub client_env: Vec<(String, String)>,
     chain: Option<String>,
     _serial: std::sync::RwLockWriteGuard<'static, ()>,
 }
@@ -74,6 +76,7 @@ impl Cluster {
             cgroup_parent,
             net,
             common_flags: common_flags.iter().map(|s| s.to_string()).collect(),
+            client_env: Vec::new(),
             chain: None,
             _serial: serial,
         }
@@ -213,7 +216,8 @@ impl Cluster {
     pub fn cli(&self) -> Command {
         let mut c = Command::new(BIN);
         c.env("HACONIWA_SERVER", self.servers())
-            .env("HACONIWA_TOKEN", &self.token);
+            .env("HACONIWA_TOKEN", &self.token)
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -222,6 +226,7 @@ impl Cluster {
         Command::new(BIN)
             .env("HACONIWA_SERVER", &self.nodes[slot - 1].addr)
             .env("HACONIWA_TOKEN", &self.token)
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .output()
             .unwrap()
