@@ -312,11 +312,7 @@ async fn leader(servers: &[String]) -> Result<(Client, u64), Error> {
         })
         .await?
         .into_inner();
-    let c = api::connect(
-        std::slice::from_ref(&s.leader_addr),
-        &api::Credentials::token(TOKEN),
-    )
-    .await?;
+    let c = api::connect(std::slice::from_ref(&s.leader_addr), &creds()).await?;
     Ok((c, s.leader))
 }
 
