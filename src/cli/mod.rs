@@ -176,6 +176,14 @@ pub enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Replay the committed events after this log index (those the member still
+        /// keeps: the last 10,000), then follow.
+        #[arg(long)]
+        since: Option<u64>,
+        /// Keep following: reconnect (to any of --server) when the stream breaks and
+        /// resume after the last event printed, without gaps or duplicates.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Cluster membership and health.
     #[command(subcommand)]

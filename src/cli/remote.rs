@@ -240,30 +240,64 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                 }
             }
         }
-        Command::Events { json } => {
-            let mut stream = c
-                .watch_events(pb::WatchEventsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            while let Some(e) = stream.next().await {
-                let e = e.map_err(status_error)?;
-                if json {
-                    let v = serde_json::json!({
-                        "index": e.index,
-                        "kind": e.kind,
-                        "container": e.container.as_ref().map(container_json),
-                        "node": e.node.as_ref().map(member_json),
-                        "message": e.message,
-                    });
-                    println!("{v}");
-                } else {
-                    let what = match (&e.container, &e.node) {
-                        (Some(c), _) => format!("{} on node {} ({})", c.id, c.node, c.state),
-                        (None, Some(n)) => format!("node {} {}", n.id, n.addr),
-                        _ => String::new(),
-                    };
-                    println!("{:>6} {:<20} {} {}", e.index, e.kind, what, e.message);
+        Command::Events {
+            json,
+            since,
+            follow,
+        } => {
+            // The position of the last event printed: a broken stream resumes after it.
+            let mut after = since.map(|i| (i, u32::MAX));
+            let mut backoff = std::time::Duration::from_millis(100);
+            loop {
+                let req = pb::WatchEventsRequest {
+                    resume: after.is_some(),
+                    after_index: after.map(|a| a.0).unwrap_or(0),
+                    after_sub: after.map(|a| a.1).unwrap_or(0),
+                };
+                let broke = match c.watch_events(req).await {
+                    Ok(r) => {
+                        let mut stream = r.into_inner();
+                        let mut broke = None;
+                        while let Some(e) = stream.next().await {
+                            match e {
+                                Ok(e) => {
+                                    print_event(&e, json);
+                                    after = Some((e.index, e.sub));
+                                    backoff = std::time::Duration::from_millis(100);
+                                }
+                                Err(s) => {
+                                    broke = Some(s);
+                                    break;
+                                }
+                            }
+                        }
+                        broke.unwrap_or_else(|| tonic::Status::unavailable("the stream ended"))
+                    }
+                    Err(s) => s,
+                };
+                // Refusals are final; a broken connection is followed up with -f.
+                let transient = matches!(
+                    broke.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::DataLoss
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                );
+                if !follow || !transient {
+                    return Err(status_error(broke));
+                }
+                eprintln!(
+                    "haconiwa: events: {}; resuming{}",
+                    broke.message(),
+                    after
+                        .map(|a| format!(" after index {}", a.0))
+                        .unwrap_or_default()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                if let Ok(fresh) = client(&cli).await {
+                    c = fresh;
                 }
             }
         }
@@ -491,6 +525,28 @@ pub fn rule_request(
         hacos,
         base_dir,
     })
+}
+
+/// One event, as a line of text or of JSON.
+fn print_event(e: &pb::Event, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "index": e.index,
+            "sub": e.sub,
+            "kind": e.kind,
+            "container": e.container.as_ref().map(container_json),
+            "node": e.node.as_ref().map(member_json),
+            "message": e.message,
+        });
+        println!("{v}");
+    } else {
+        let what = match (&e.container, &e.node) {
+            (Some(c), _) => format!("{} on node {} ({})", c.id, c.node, c.state),
+            (None, Some(n)) => format!("node {} {}", n.id, n.addr),
+            _ => String::new(),
+        };
+        println!("{:>6} {:<20} {} {}", e.index, e.kind, what, e.message);
+    }
 }
 
 /// One line: is the mirror writing, and how far behind.

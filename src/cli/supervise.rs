@@ -105,6 +105,10 @@ pub struct SupervisorArgs {
     /// Connections the port holds at once (default 4096).
     #[arg(long)]
     max_connections: Option<usize>,
+    /// HTTP listener for /metrics and the dashboard, e.g. 127.0.0.1:7780 (off by
+    /// default; beyond loopback every route needs the cluster token).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 /// Parses `KEY=VALUE` pairs.
@@ -194,6 +198,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             verify_clients: a.tls_verify_clients,
         }),
         max_connections: a.max_connections,
+        http_listen: a.http_listen,
         etcd: etcd_flags(
             a.etcd_endpoints,
             a.etcd_prefix,

@@ -258,6 +258,13 @@ async fn up(a: UpArgs, cgroup_parent: String) -> Result<i32, CliError> {
         println!("reach it with:  source {}/env   (or:)", a.dir.display());
         print!("{env}");
         println!("then: haconiwa cluster status | haconiwa containers | haconiwa events; stop: haconiwa down");
+        println!(
+            "dashboard: http://{}.1:{}/   metrics: http://{}.1:{}/metrics",
+            a.net,
+            a.port.saturating_add(80),
+            a.net,
+            a.port.saturating_add(80)
+        );
         return Ok(0);
     }
     let result = live_table(&mut client, &watch).await;
@@ -338,6 +345,9 @@ async fn start_all(
         if i > 1 {
             cmd.args(["--join", &info.servers.join(",")]);
         }
+        // The dashboard and /metrics of each supervisor, on loopback: port + 80.
+        cmd.arg("--http-listen")
+            .arg(format!("{}.{i}:{}", a.net, a.port.saturating_add(80)));
         if info.tls.is_some() {
             let tls = a.dir.join("tls");
             cmd.arg("--tls-ca")

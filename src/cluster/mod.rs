@@ -1,6 +1,7 @@
 //! The cluster: openraft's type configuration, the deterministic replicated state, its
 //! durable redb storage, and the Raft transport over gRPC.
 
+pub mod event_log;
 pub mod network;
 pub mod state;
 pub mod store;

@@ -427,6 +427,8 @@ pub struct StateFeed {
     pub state: watch::Receiver<(u64, Arc<ClusterState>)>,
     /// Events of applied entries (lagging receivers lose the oldest).
     pub events: broadcast::Sender<Event>,
+    /// The recent events with their positions, for streams that resume.
+    pub log: Arc<super::event_log::EventLog>,
 }
 
 /// The state machine.
@@ -436,6 +438,7 @@ pub struct StateMachineStore {
     applied: Arc<Mutex<Applied>>,
     state_tx: Arc<watch::Sender<(u64, Arc<ClusterState>)>>,
     events: broadcast::Sender<Event>,
+    log: Arc<super::event_log::EventLog>,
     snapshot_seq: Arc<Mutex<u64>>,
     /// The applied index last written to the tables.
     written: Arc<std::sync::atomic::AtomicU64>,
@@ -459,11 +462,13 @@ impl StateMachineStore {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (state_tx, state_rx) = watch::channel((index, Arc::new(applied.state.clone())));
         let (events, _) = broadcast::channel(4096);
+        let log = Arc::new(super::event_log::EventLog::new(index));
         let sm = StateMachineStore {
             db,
             applied: Arc::new(Mutex::new(applied)),
             state_tx: Arc::new(state_tx),
             events: events.clone(),
+            log: log.clone(),
             snapshot_seq: Arc::new(Mutex::new(0)),
             written: Arc::new(std::sync::atomic::AtomicU64::new(index)),
             durable: Arc::new(std::sync::atomic::AtomicU64::new(index)),
@@ -474,6 +479,7 @@ impl StateMachineStore {
             StateFeed {
                 state: state_rx,
                 events,
+                log,
             },
         ))
     }
@@ -522,6 +528,7 @@ impl StateMachineStore {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         self.state_tx
             .send_replace((index, Arc::new(applied.state.clone())));
+        self.log.append(&events);
         for e in events {
             let _ = self.events.send(e);
         }
@@ -658,6 +665,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             node: None,
             message: meta.snapshot_id.clone(),
         };
+        // The entries before the snapshot were never applied here: no stream can be
+        // resumed across it; the snapshot event itself is the first after.
+        self.log.reset(event.index.saturating_sub(1));
         self.publish(&applied, vec![event]);
         *self.lock() = applied;
         tracing::info!("installed snapshot {}", meta.snapshot_id);

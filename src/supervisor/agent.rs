@@ -281,10 +281,21 @@ impl Agent {
             return;
         }
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let failed = match self.launch_slots.acquire().await {
                 Ok(_slot) => self.start(&c, spec).await.err(),
                 Err(_) => Some("the agent is shutting down".to_string()),
             };
+            match &failed {
+                None => self
+                    .core
+                    .stats
+                    .launch_seconds
+                    .observe(started.elapsed().as_secs_f64()),
+                Some(_) => {
+                    self.core.stats.launch_failures.inc();
+                }
+            }
             // The handshake is over: what the state file says now is the truth (it may
             // already have exited).
             // In the picture before it stops counting as launching (a pass reads the

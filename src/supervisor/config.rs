@@ -84,6 +84,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Connections the port holds at once (default 4096).
     pub max_connections: Option<usize>,
+    /// HTTP listener for /metrics and the dashboard (`127.0.0.1:7780`); off when absent.
+    pub http_listen: Option<String>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -227,7 +229,8 @@ impl Settings {
             cluster_name,
             etcd,
             tls,
-            max_connections
+            max_connections,
+            http_listen
         )
         .with_etcd_merged(self_etcd, base_etcd)
         .with_tls_merged(self_tls, base_tls)
@@ -311,6 +314,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Bounds of the port.
     pub limits: crate::api::listener::Limits,
+    /// The HTTP listener (metrics, dashboard), when on.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Checks `[etcd]`: no endpoints means no mirror.
@@ -462,11 +467,19 @@ impl Config {
             }
             limits.max_connections = m;
         }
+        let http_listen = match s.http_listen {
+            None => None,
+            Some(h) => match h.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => return bad(format!("http_listen: '{h}' is not an IP:PORT address")),
+            },
+        };
         Ok(Config {
             cluster_name,
             etcd,
             tls,
             limits,
+            http_listen,
             node_id: s.node_id,
             listen,
             advertise,

@@ -104,10 +104,11 @@ fn node_pb(
 }
 
 /// API form of an event.
-pub fn event_pb(e: Event, state: &ClusterState) -> pb::Event {
+pub fn event_pb(e: Event, sub: u32, state: &ClusterState) -> pb::Event {
     let voters = BTreeSet::new();
     pb::Event {
         index: e.index,
+        sub,
         kind: e.kind.name().into(),
         container: e.container.as_ref().map(|c| container_pb(c, state)),
         node: e.node.as_ref().map(|n| node_pb(n, state, &voters, false)),

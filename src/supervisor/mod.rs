@@ -11,10 +11,12 @@ pub mod convert;
 pub mod definitions;
 pub mod endpoints;
 pub mod error;
+pub mod http;
 pub mod leader;
 pub mod mirror_report;
 pub mod node;
 pub mod quorum;
+pub mod stats;
 
 use crate::api::pb::cluster_server::ClusterServer;
 use crate::api::pb::raft_server::RaftServer;
@@ -231,6 +233,13 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         format!("{}/node-{id}", config.cgroup_parent),
     );
     let mut tasks = extra(core.clone());
+    if let Some(addr) = config.http_listen {
+        tasks.extend(
+            http::start(core.clone(), addr)
+                .await
+                .map_err(io(format!("listen on {addr} (http_listen)")))?,
+        );
+    }
     tasks.extend([
         tokio::spawn(leader::run(core.clone())),
         tokio::spawn(agent::Agent::new(core.clone(), runtime.clone()).run()),

@@ -37,6 +37,8 @@ pub struct Node {
     pub applied: Mutex<HashMap<NodeId, (u64, Instant)>>,
     /// The etcd mirror's account of itself (default: not configured).
     pub mirror: Mutex<super::mirror_report::MirrorReport>,
+    /// Counters and histograms for `/metrics`.
+    pub stats: super::stats::Stats,
 }
 
 /// How long a proposal may wait for its commit.
@@ -63,6 +65,7 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             applied: Mutex::new(HashMap::new()),
             mirror: Mutex::new(Default::default()),
+            stats: Default::default(),
         })
     }
 

@@ -18,3 +18,4 @@ mod scale;
 mod security;
 mod tls;
 mod vagrant;
+mod web;

@@ -66,19 +66,31 @@ pub(super) async fn report(core: &Node, r: ReportRequest) -> OpResult<ReportRepl
     Ok(ReportReply {})
 }
 
-pub(super) fn events(core: &Node) -> super::ClusterServiceEvents {
-    let rx = core.feed.events.subscribe();
+pub(super) fn events(
+    core: &Node,
+    r: &WatchEventsRequest,
+) -> Result<super::ClusterServiceEvents, Status> {
+    let (backlog, rx) = if r.resume {
+        core.feed
+            .log
+            .follow(r.after_index, r.after_sub)
+            .map_err(|e| Status::out_of_range(e.to_string()))?
+    } else {
+        (Vec::new(), core.feed.log.live().0)
+    };
     let feed = core.feed.state.clone();
-    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(move |item| match item {
-        Ok(e) => {
-            let state = feed.borrow().1.clone();
-            Ok(event_pb(e, &state))
-        }
+    let pb_of = move |l: crate::cluster::event_log::Logged| {
+        let state = feed.borrow().1.clone();
+        event_pb(l.event, l.sub, &state)
+    };
+    let replay = tokio_stream::iter(backlog.into_iter().map(pb_of.clone()).map(Ok));
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx).map(move |item| match item {
+        Ok(l) => Ok(pb_of(l)),
         Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
             Err(Status::data_loss(format!(
-                "the event stream fell {n} events behind; reconnect"
+                "the event stream fell {n} events behind; resume from the last event seen"
             )))
         }
     });
-    Box::pin(stream)
+    Ok(Box::pin(replay.chain(live)))
 }

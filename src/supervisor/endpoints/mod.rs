@@ -4,7 +4,7 @@
 //! `rules`; this is where `OpError` becomes a `tonic::Status`.
 
 mod containers;
-mod nodes;
+pub(crate) mod nodes;
 mod rules;
 
 use super::node::Node;
@@ -110,9 +110,12 @@ impl Cluster for ClusterService {
 
     async fn watch_events(
         &self,
-        _req: Request<WatchEventsRequest>,
+        req: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
-        Ok(Response::new(containers::events(&self.core)))
+        Ok(Response::new(containers::events(
+            &self.core,
+            req.get_ref(),
+        )?))
     }
 
     async fn cluster_status(

@@ -37,7 +37,7 @@ pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusRe
 
 /// The highest index a quorum holds, on the leader (from its replication progress);
 /// elsewhere the last applied one, which is known committed.
-fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 {
+pub(crate) fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 {
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let Some(progress) = &m.replication else {
         return applied;

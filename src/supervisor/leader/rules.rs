@@ -93,7 +93,20 @@ impl RuleLoop {
             if wanted.is_empty() {
                 continue;
             }
+            let started = Instant::now();
             let error = self.run_rule(rule, state, wanted).await;
+            let stats = &self.core.stats;
+            stats
+                .rule_evaluation_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = if error.is_some() { "error" } else { "ok" };
+            stats
+                .rule_evaluations
+                .get_or_create(&vec![
+                    ("rule".to_string(), rule.name.clone()),
+                    ("outcome".to_string(), outcome.to_string()),
+                ])
+                .inc();
             self.record(rule, error).await;
         }
         self.schedule.done(index);

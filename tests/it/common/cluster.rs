@@ -393,25 +393,17 @@ impl Cluster {
             .unwrap()
             .0
             .to_string();
-        let ipt = |args: &[&str]| {
-            let st = Command::new("iptables").args(args).status().unwrap();
-            assert!(st.success(), "iptables {args:?}");
-        };
-        ipt(&["-N", &chain]);
-        self.chain = Some(chain.clone());
-        ipt(&["-A", &chain, "-s", &ip, "-j", "DROP"]);
-        ipt(&["-A", &chain, "-d", &ip, "-j", "DROP"]);
-        ipt(&["-I", "INPUT", "-j", &chain]);
+        super::add_input_chain(
+            &chain,
+            &[&["-s", &ip, "-j", "DROP"], &["-d", &ip, "-j", "DROP"]],
+        );
+        self.chain = Some(chain);
     }
 
     /// Undoes `cut_off`.
     pub fn heal(&mut self) {
         if let Some(chain) = self.chain.take() {
-            let _ = Command::new("iptables")
-                .args(["-D", "INPUT", "-j", &chain])
-                .status();
-            let _ = Command::new("iptables").args(["-F", &chain]).status();
-            let _ = Command::new("iptables").args(["-X", &chain]).status();
+            super::remove_input_chain(&chain);
         }
     }
 

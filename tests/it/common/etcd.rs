@@ -94,39 +94,29 @@ impl Etcd {
 
     /// Refuses the cluster's port (the operator's stays open) until `reconnect`.
     pub fn cut_cluster_port(&mut self) {
-        require_program("iptables", "iptables");
         let chain = format!("HCE{}", std::process::id() % 1_000_000);
-        let ipt = |args: &[&str]| {
-            let st = Command::new("iptables").args(args).status().unwrap();
-            assert!(st.success(), "iptables {args:?}");
-        };
-        ipt(&["-N", &chain]);
-        self.chain = Some(chain.clone());
-        ipt(&[
-            "-A",
+        super::add_input_chain(
             &chain,
-            "-d",
-            &self.ip,
-            "-p",
-            "tcp",
-            "--dport",
-            "2379",
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ]);
-        ipt(&["-I", "INPUT", "-j", &chain]);
+            &[&[
+                "-d",
+                &self.ip,
+                "-p",
+                "tcp",
+                "--dport",
+                "2379",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ]],
+        );
+        self.chain = Some(chain);
     }
 
     /// Undoes `cut_cluster_port`.
     pub fn reconnect(&mut self) {
         if let Some(chain) = self.chain.take() {
-            let _ = Command::new("iptables")
-                .args(["-D", "INPUT", "-j", &chain])
-                .status();
-            let _ = Command::new("iptables").args(["-F", &chain]).status();
-            let _ = Command::new("iptables").args(["-X", &chain]).status();
+            super::remove_input_chain(&chain);
         }
     }
 

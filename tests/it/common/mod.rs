@@ -374,3 +374,29 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// An iptables chain of this test's own, jumped to from INPUT, holding `rules` (each the
+/// arguments after `-A CHAIN`); removed with [`remove_input_chain`].
+pub fn add_input_chain(chain: &str, rules: &[&[&str]]) {
+    require_program("iptables", "iptables");
+    let ipt = |args: &[&str]| {
+        let st = Command::new("iptables").args(args).status().unwrap();
+        assert!(st.success(), "iptables {args:?}");
+    };
+    ipt(&["-N", chain]);
+    for r in rules {
+        let mut args = vec!["-A", chain];
+        args.extend_from_slice(r);
+        ipt(&args);
+    }
+    ipt(&["-I", "INPUT", "-j", chain]);
+}
+
+/// Undoes [`add_input_chain`] (also after a failure: errors are ignored).
+pub fn remove_input_chain(chain: &str) {
+    let _ = Command::new("iptables")
+        .args(["-D", "INPUT", "-j", chain])
+        .status();
+    let _ = Command::new("iptables").args(["-F", chain]).status();
+    let _ = Command::new("iptables").args(["-X", chain]).status();
+}

@@ -1,0 +1,87 @@
+//! The dashboard's data as JSON: the members, the containers, the rules, and one event.
+
+use crate::api::pb;
+use crate::cluster::event_log::Logged;
+use crate::supervisor::convert::{container_pb, event_pb, members_pb, rule_pb};
+use crate::supervisor::node::Node;
+use serde_json::{json, Value};
+
+fn member(m: &pb::Member, leader: u64) -> Value {
+    json!({
+        "id": m.id,
+        "addr": m.addr,
+        "role": m.role,
+        "state": m.state,
+        "leader": m.id == leader,
+        "containers": m.containers,
+        "labels": m.labels,
+    })
+}
+
+fn container(c: &pb::Container) -> Value {
+    json!({
+        "id": c.id,
+        "definition": c.definition,
+        "node": c.node,
+        "desired": c.desired,
+        "state": c.state,
+        "pid": c.pid,
+        "exit_code": c.has_exit_code.then_some(c.exit_code),
+        "rule": c.rule,
+        "error": c.error,
+    })
+}
+
+/// Everything the dashboard shows, as this member sees it.
+pub fn json(core: &Node) -> Value {
+    let m = core.metrics();
+    let state = core.state();
+    let leader = m.current_leader.unwrap_or(0);
+    let (index, _) = *core.feed.state.borrow();
+    let members: Vec<Value> = members_pb(&m, &state)
+        .iter()
+        .map(|x| member(x, leader))
+        .collect();
+    let containers: Vec<Value> = state
+        .containers()
+        .values()
+        .map(|c| container(&container_pb(c, &state)))
+        .collect();
+    let rules: Vec<Value> = state
+        .rules()
+        .values()
+        .map(|r| {
+            let p = rule_pb(r);
+            json!({
+                "name": p.name,
+                "last_evaluation_index": p.last_evaluation_index,
+                "evaluations": p.evaluations,
+                "last_error": p.last_error,
+                "definitions": p.definitions,
+            })
+        })
+        .collect();
+    json!({
+        "node": core.id,
+        "leader": leader,
+        "term": m.current_term,
+        "applied_index": index,
+        "members": members,
+        "containers": containers,
+        "rules": rules,
+    })
+}
+
+/// One event.
+pub fn event_json(core: &Node, l: Logged) -> Value {
+    let state = core.state();
+    let e = event_pb(l.event, l.sub, &state);
+    json!({
+        "index": e.index,
+        "sub": e.sub,
+        "kind": e.kind,
+        "container": e.container.as_ref().map(container),
+        "node": e.node.as_ref().map(|n| n.id),
+        "message": e.message,
+    })
+}

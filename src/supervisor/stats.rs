@@ -1,0 +1,48 @@
+//! What the supervisor counts as it works, for `/metrics` (`http`): launches, rule
+//! evaluations, committed events by kind, elections seen. Values the state or Raft hold
+//! (terms, counts of nodes and containers) are read at scrape time instead.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+/// Label sets: `[(name, value)]`.
+pub type Labels = Vec<(String, String)>;
+
+/// The counters and histograms of one supervisor (clones share their values).
+#[derive(Clone)]
+pub struct Stats {
+    /// Container launches on this node, from assignment seen to running (handshake).
+    pub launch_seconds: Histogram,
+    /// Launches on this node that failed.
+    pub launch_failures: Counter,
+    /// Rule evaluations by this member while it led, by rule and outcome (ok, error).
+    pub rule_evaluations: Family<Labels, Counter>,
+    /// Their duration.
+    pub rule_evaluation_seconds: Histogram,
+    /// Committed events applied here, by kind.
+    pub events: Family<Labels, Counter>,
+    /// OOM kills of containers on this node (from the committed exits).
+    pub oom_kills: Counter,
+    /// Raft term changes this member saw (each one an election).
+    pub elections: Counter,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            launch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            launch_failures: Counter::default(),
+            rule_evaluations: Family::default(),
+            rule_evaluation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            events: Family::default(),
+            oom_kills: Counter::default(),
+            elections: Counter::default(),
+        }
+    }
+}
+
+/// One label.
+pub fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_string(), value.to_string())]
+}

@@ -1,0 +1,280 @@
+//! What an operator sees of a real 3-node cluster: `/metrics` parsed by Prometheus'
+//! own Python parser and checked against `cluster status`; the dashboard in headless
+//! Chromium (through chromedriver) updating without a reload; event streams that resume
+//! without gaps or duplicates.
+
+use crate::common::cluster::Cluster;
+use crate::common::require_program;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(40);
+
+/// A 3-node cluster, each member with its HTTP listener on its own address, keeping 5
+/// sleepers that sleep an hour.
+fn cluster_with_http(tag: &str) -> Cluster {
+    let mut cl = Cluster::new(tag, &[]);
+    for k in 1..=3 {
+        let http = format!("{}.{k}:7780", cl.net);
+        cl.add_node(&["--http-listen", &http]);
+        if k == 1 {
+            cl.wait_leader(T);
+        }
+    }
+    cl.wait(T, "3 voters up", |s| {
+        let m = s["members"].as_array().unwrap();
+        m.len() == 3 && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
+    });
+    let dir = cl.scratch.path.join("rule");
+    std::fs::create_dir_all(&dir).unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let sleeper = std::fs::read_to_string(format!("{examples}/sleeper.haco")).unwrap();
+    let long = sleeper.replace("`${rand(30, 60)}`", "\"3600\"");
+    assert_ne!(
+        long, sleeper,
+        "the example sleeper changed: update this test"
+    );
+    std::fs::write(dir.join("sleeper.haco"), long).unwrap();
+    std::fs::copy(format!("{examples}/keep5.watch"), dir.join("keep5.watch")).unwrap();
+    cl.ok(&["watch", "apply", dir.join("keep5.watch").to_str().unwrap()]);
+    cl.wait_containers(T, "5 sleepers running", |c| {
+        c.iter().filter(|x| x["state"] == "running").count() == 5
+    });
+    cl
+}
+
+/// Scrapes `url` and parses it with prometheus_client's OpenMetrics parser (an
+/// independent implementation of the format); returns `{"name{labels}": value}`.
+fn scrape(url: &str) -> serde_json::Map<String, Value> {
+    require_program("python3", "python3");
+    let script = r#"
+import json, sys, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+out = {}
+for fam in text_string_to_metric_families(text):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, url])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "scrape {url} (python3 prometheus_client; scripts/install-deps installs it): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_object().unwrap().clone()
+}
+
+#[test]
+fn metrics_and_the_dashboard_show_the_cluster_live() {
+    require_program("chromium", "chromium");
+    require_program("chromedriver", "chromium-driver");
+    let cl = cluster_with_http("web-dash");
+    let status = cl.status_of(1).expect("status");
+    let base = format!("http://{}.1:7780", cl.net);
+
+    // Metrics, parsed by a real parser, against what `cluster status` says.
+    let m = scrape(&format!("{base}/metrics"));
+    let get = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| panic!("no {k} in the scrape: {m:#?}"))
+    };
+    assert_eq!(get("haconiwa_raft_term"), status["term"].as_f64().unwrap());
+    assert_eq!(
+        get("haconiwa_raft_leader"),
+        status["leader"].as_f64().unwrap()
+    );
+    assert_eq!(get("haconiwa_cluster_nodes{state=up}"), 3.0);
+    assert_eq!(
+        get("haconiwa_cluster_containers{definition=sleeper,state=running}"),
+        5.0
+    );
+    assert_eq!(get("haconiwa_cluster_rules"), 1.0);
+    assert!(get("haconiwa_cluster_placements_total") >= 5.0);
+    assert!(get("haconiwa_process_resident_memory_bytes") > 1e6);
+    assert!(get("haconiwa_process_open_fds") > 3.0);
+    assert!(
+        get("haconiwa_node_launch_duration_seconds_count") >= 1.0,
+        "no launch timed on node 1"
+    );
+    let leader = status["leader"].as_u64().unwrap() as usize;
+    let lm = scrape(&format!("http://{}.{leader}:7780/metrics", cl.net));
+    assert_eq!(
+        lm.get("haconiwa_raft_is_leader").and_then(Value::as_f64),
+        Some(1.0)
+    );
+    assert!(
+        lm.get("haconiwa_cluster_rule_evaluation_duration_seconds_count")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            >= 1.0,
+        "the leader timed no rule evaluation: {lm:#?}"
+    );
+
+    // The dashboard in headless Chromium: the leader and 5 running, then a container
+    // stopped from the CLI shows up on the same page, without a reload.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let mut browser = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard.py"))
+        .arg(format!("{base}/"))
+        .arg(&shot)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut input = browser.stdin.take().unwrap();
+    let mut output = BufReader::new(browser.stdout.take().unwrap());
+    let mut stderr = browser.stderr.take().unwrap();
+    let browser = Kill(browser);
+    let mut line = String::new();
+    let mut read = |line: &mut String| {
+        line.clear();
+        output.read_line(line).unwrap();
+        if line.is_empty() {
+            let mut e = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut e);
+            panic!("the browser script ended: {e}");
+        }
+    };
+    read(&mut line);
+    assert!(
+        line.starts_with(&format!("ready leader={leader} running=5 members=3")),
+        "{line}"
+    );
+    let victim = cl
+        .containers()
+        .iter()
+        .find(|c| c["state"] == "running")
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .unwrap();
+    cl.ok(&["stop", &victim]);
+    writeln!(input, "stopped {victim}").unwrap();
+    read(&mut line);
+    assert!(
+        line.starts_with("updated exited same_page=true"),
+        "the page did not update in place: {line}"
+    );
+    writeln!(input, "quit").unwrap();
+    read(&mut line);
+    assert!(line.starts_with("saved"), "{line}");
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "not a screenshot"
+    );
+    drop(browser);
+    cl.ok(&["watch", "rm", "keep5"]);
+    for c in cl.containers() {
+        let _ = cl.run(&["stop", c["id"].as_str().unwrap()]);
+    }
+}
+
+/// `haconiwa events --since N --json` for a few seconds: the positions printed.
+fn events_since(cl: &Cluster, slot: usize, since: u64) -> Vec<(u64, u64)> {
+    let o = Command::new("timeout")
+        .arg("3")
+        .arg(crate::common::BIN)
+        .env("HACONIWA_SERVER", &cl.nodes[slot - 1].addr)
+        .env("HACONIWA_TOKEN", &cl.token)
+        .args(["events", "--json", "--since", &since.to_string()])
+        .output()
+        .unwrap();
+    positions(&String::from_utf8_lossy(&o.stdout))
+}
+
+fn positions(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| (v["index"].as_u64().unwrap(), v["sub"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn event_streams_resume_without_gaps_or_duplicates() {
+    let mut cl = Cluster::three("web-events", &[]);
+    let haco = cl.haco("ev", "[\"/bin/sleep\", \"3600\"]");
+    for _ in 0..3 {
+        cl.ok(&["spawn", haco.to_str().unwrap()]);
+    }
+    // Replay from the start: every event, in order, once.
+    let all = events_since(&cl, 1, 0);
+    assert!(all.len() >= 6, "{all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "not strictly in order: {all:?}"
+    );
+    // Replay from the middle: exactly the tail.
+    let mid = all[all.len() / 2].0;
+    let tail: Vec<_> = all.iter().copied().filter(|p| p.0 > mid).collect();
+    assert_eq!(events_since(&cl, 2, mid), tail);
+
+    // A follower that dies under a following client: -f reconnects to another member
+    // and resumes after the last event it printed.
+    let leader = cl.wait_leader(T) as usize;
+    let victim = if leader == 2 { 3 } else { 2 };
+    let other = 5 - victim; // the other of 2 and 3
+    let servers = format!("{},{}", cl.nodes[victim - 1].addr, cl.nodes[other - 1].addr);
+    let since = all.last().unwrap().0;
+    let mut follow = Command::new(crate::common::BIN)
+        .env("HACONIWA_SERVER", &servers)
+        .env("HACONIWA_TOKEN", &cl.token)
+        .args(["events", "-f", "--json", "--since", &since.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let first = cl.containers().len();
+    cl.ok(&["spawn", haco.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    cl.kill9(victim);
+    for _ in 0..3 {
+        cl.ok(&["spawn", haco.to_str().unwrap()]);
+    }
+    let deadline = Instant::now() + T;
+    while cl.containers().len() < first + 4 {
+        assert!(Instant::now() < deadline, "the spawns did not land");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = follow.kill();
+    let out = follow.wait_with_output().unwrap();
+    let seen = positions(&String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resuming after index"),
+        "no reconnect happened: {err}"
+    );
+    let reference = events_since(&cl, leader, since);
+    assert!(reference.len() >= 4, "{reference:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "duplicates or disorder after the reconnect: {seen:?}"
+    );
+    assert_eq!(
+        seen, reference,
+        "the following client missed or repeated events ({err})"
+    );
+    cl.start(victim);
+}
