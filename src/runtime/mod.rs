@@ -33,6 +33,12 @@ const NOTIFY_PATIENCE: Duration = Duration::from_secs(10);
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/run/haconiwa";
 
+/// The binary helpers (`__monitor`, `__provision`) are started from: the file this
+/// process itself was started from, even after it was replaced or removed (an in-place
+/// upgrade, a rebuild): its path would then name another file, or none. Started with
+/// argv[0] `haconiwa`, so that the process list reads as before.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// Errors of local container management.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -135,13 +136,13 @@ fn run_step(
     step: &ProvisionStep,
     progress: bool,
 ) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("find the haconiwa binary: {e}"))?;
     let job = serde_json::to_vec(&Job {
         spec: spec.clone(),
         step: step.clone(),
     })
     .map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(super::SELF_EXE)
+        .arg0("haconiwa")
         .arg("__provision")
         .env("HACONIWA_STATE_DIR", &rt.state_dir)
         .env("HACONIWA_CGROUP_PARENT", &rt.cgroup_parent)

@@ -337,8 +337,8 @@ impl Agent {
         .await
         .map_err(|e| format!("bootstrap: {e}"))?;
         prepared.map_err(|e| e.to_string())?;
-        let exe = std::env::current_exe().map_err(|e| format!("find the haconiwa binary: {e}"))?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut child = tokio::process::Command::new(crate::runtime::SELF_EXE)
+            .arg0("haconiwa")
             .arg("__monitor")
             .env("HACONIWA_STATE_DIR", &self.runtime.state_dir)
             .env("HACONIWA_CGROUP_PARENT", &self.runtime.cgroup_parent)

@@ -629,3 +629,25 @@ impl EventStream {
 fn running(c: &[Value]) -> Vec<&Value> {
     c.iter().filter(|x| x["state"] == "running").collect()
 }
+
+#[test]
+fn a_supervisor_whose_binary_file_was_replaced_still_launches_containers() {
+    // An in-place upgrade (or a rebuild) replaces the file a running supervisor was
+    // started from: its helpers must still be its own binary, not whatever the path
+    // names now (or nothing).
+    let mut cl = Cluster::new("cl-exe", &[]);
+    let copy = cl.scratch.path.join("haconiwa-copy");
+    std::fs::copy(crate::common::BIN, &copy).unwrap();
+    cl.bin = copy.clone();
+    cl.add_node(&[]);
+    cl.wait_leader(T);
+    std::fs::remove_file(&copy).unwrap();
+    std::fs::write(&copy, "#!/bin/sh\nexit 3\n").unwrap();
+    let def = cl.haco("upgraded", "[\"/bin/sleep\", \"3600\"]");
+    let id = spawn(&cl, &def, &[]);
+    cl.wait_containers(T, "the container running", |c| {
+        c.iter()
+            .any(|x| x["id"] == id.as_str() && x["state"] == "running")
+    });
+    cl.ok(&["stop", &id]);
+}

@@ -64,11 +64,14 @@ fn pid_1_cannot_be_traced_read_or_turned_into_a_root_shell() {
     has(&text, "exe1-read: EACCES");
     has(&text, "mem1: EACCES");
     // Even code injected into PID 1 would gain nothing from an exec: no bounding set, no
-    // new privileges, nothing but CAP_KILL held.
+    // new privileges, nothing but CAP_KILL held. PID 1 hardens itself right after the
+    // command's exec (it is non-dumpable from before the command exists, so nothing can
+    // be injected meanwhile); on a loaded machine the command may look first: it waits
+    // (at most 2 s) for the hardening, then reads.
     let out = host.sh(
         "pid1s",
         "",
-        "grep -E 'CapPrm|CapEff|CapBnd|CapInh|CapAmb|NoNewPrivs' /proc/1/status",
+        "for i in $(seq 20); do grep -q 'NoNewPrivs:.1' /proc/1/status && break; sleep 0.1; done; grep -E 'CapPrm|CapEff|CapBnd|CapInh|CapAmb|NoNewPrivs' /proc/1/status",
     );
     let text = stdout(&out);
     for line in [

@@ -51,6 +51,8 @@ pub struct Cluster {
     pub common_flags: Vec<String>,
     /// Environment of every client command (TLS: HACONIWA_CA, _CERT, _KEY).
     pub client_env: Vec<(String, String)>,
+    /// The binary the supervisors run (default: the test build).
+    pub bin: PathBuf,
     chain: Option<String>,
     _serial: std::sync::RwLockWriteGuard<'static, ()>,
 }
@@ -77,6 +79,7 @@ impl Cluster {
             net,
             common_flags: common_flags.iter().map(|s| s.to_string()).collect(),
             client_env: Vec::new(),
+            bin: PathBuf::from(BIN),
             chain: None,
             _serial: serial,
         }
@@ -111,7 +114,7 @@ impl Cluster {
     }
 
     fn supervisor_cmd(&self, node: &Node) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("supervisor")
             .arg("--listen")
             .arg(&node.addr)
