@@ -87,18 +87,6 @@ fn prefix_equals_state(cl: &Cluster, etcd: &Etcd) -> bool {
         && etcd_container_ids(etcd) == container_ids(cl)
 }
 
-/// A sleeper that sleeps an hour, as a .haco text.
-fn long_sleeper() -> String {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
-    let sleeper = std::fs::read_to_string(format!("{examples}/sleeper.haco")).unwrap();
-    let long = sleeper.replace("`${rand(30, 60)}`", "\"3600\"");
-    assert_ne!(
-        long, sleeper,
-        "the example sleeper changed: update this test"
-    );
-    long
-}
-
 fn keep5() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/keep5.watch")).unwrap()
 }
@@ -175,7 +163,10 @@ fn the_state_is_readable_in_etcd_and_rules_registered_there_run() {
     cl.ok(&["stop", &ids[0]]);
 
     // A rule put in etcd, with the definition it names, runs like `watch apply`.
-    etcd.put(&key("definitions-in/sleeper.haco"), &long_sleeper());
+    etcd.put(
+        &key("definitions-in/sleeper.haco"),
+        &crate::common::long_sleeper(),
+    );
     etcd.put(&key("rules-in/keep5"), &keep5());
     cl.wait_containers(T, "5 sleepers from the etcd rule", |c| {
         c.iter()
@@ -248,12 +239,7 @@ fn the_state_is_readable_in_etcd_and_rules_registered_there_run() {
         etcd.get(&key("rules/keep5")).is_none(),
         "rules/keep5 still mirrored"
     );
-    let victim = cl
-        .containers()
-        .iter()
-        .find(|c| c["state"] == "running")
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .unwrap();
+    let victim = cl.a_running_container();
     cl.ok(&["stop", &victim]);
     wait_for(&cl, "4 really running", T, || really_running(&cl) == 4);
     std::thread::sleep(Duration::from_secs(2));
@@ -270,7 +256,7 @@ fn etcd_outages_never_stop_the_cluster_and_end_in_a_resync() {
     let (cl, mut etcd) = cluster_with_etcd("mi-outage");
     let dir = cl.scratch.path.join("rule");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("sleeper.haco"), long_sleeper()).unwrap();
+    std::fs::write(dir.join("sleeper.haco"), crate::common::long_sleeper()).unwrap();
     std::fs::write(dir.join("keep5.watch"), keep5()).unwrap();
     cl.ok(&["watch", "apply", dir.join("keep5.watch").to_str().unwrap()]);
     wait_for(&cl, "5 sleepers really running", T, || {
@@ -340,7 +326,10 @@ fn etcd_outages_never_stop_the_cluster_and_end_in_a_resync() {
     // The cluster cut from etcd while the operator changes a rule and compacts the
     // history away: on return the leader reads everything again.
     let resyncs = m["resyncs"].as_u64().unwrap();
-    etcd.put(&key("definitions-in/sleeper.haco"), &long_sleeper());
+    etcd.put(
+        &key("definitions-in/sleeper.haco"),
+        &crate::common::long_sleeper(),
+    );
     let keep3 = keep5().replace("< 5", "< 3");
     assert_ne!(
         keep3,

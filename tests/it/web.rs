@@ -29,15 +29,12 @@ fn cluster_with_http(tag: &str) -> Cluster {
     });
     let dir = cl.scratch.path.join("rule");
     std::fs::create_dir_all(&dir).unwrap();
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
-    let sleeper = std::fs::read_to_string(format!("{examples}/sleeper.haco")).unwrap();
-    let long = sleeper.replace("`${rand(30, 60)}`", "\"3600\"");
-    assert_ne!(
-        long, sleeper,
-        "the example sleeper changed: update this test"
-    );
-    std::fs::write(dir.join("sleeper.haco"), long).unwrap();
-    std::fs::copy(format!("{examples}/keep5.watch"), dir.join("keep5.watch")).unwrap();
+    std::fs::write(dir.join("sleeper.haco"), crate::common::long_sleeper()).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/keep5.watch"),
+        dir.join("keep5.watch"),
+    )
+    .unwrap();
     cl.ok(&["watch", "apply", dir.join("keep5.watch").to_str().unwrap()]);
     cl.wait_containers(T, "5 sleepers running", |c| {
         c.iter().filter(|x| x["state"] == "running").count() == 5
@@ -162,12 +159,7 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         line.starts_with(&format!("ready leader={leader} running=5 members=3")),
         "{line}"
     );
-    let victim = cl
-        .containers()
-        .iter()
-        .find(|c| c["state"] == "running")
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .unwrap();
+    let victim = cl.a_running_container();
     cl.ok(&["stop", &victim]);
     writeln!(input, "stopped {victim}").unwrap();
     read(&mut line);

@@ -382,6 +382,16 @@ impl Cluster {
         p
     }
 
+    /// The id of a container the cluster says runs.
+    pub fn a_running_container(&self) -> String {
+        self.containers()
+            .iter()
+            .find(|c| c["state"] == "running")
+            .and_then(|c| c["id"].as_str())
+            .map(str::to_string)
+            .expect("a running container")
+    }
+
     /// Cuts slot `slot` off the network (both directions) with iptables.
     pub fn cut_off(&mut self, slot: usize) {
         require_program("iptables", "iptables");

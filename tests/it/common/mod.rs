@@ -400,3 +400,16 @@ pub fn remove_input_chain(chain: &str) {
     let _ = Command::new("iptables").args(["-F", chain]).status();
     let _ = Command::new("iptables").args(["-X", chain]).status();
 }
+
+/// The example sleeper (`examples/sleeper.haco`) made to sleep an hour: every exit a
+/// test sees is one it caused (the example's own 30-60 s would pass for a kill).
+pub fn long_sleeper() -> String {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let sleeper = std::fs::read_to_string(format!("{examples}/sleeper.haco")).unwrap();
+    let long = sleeper.replace("`${rand(30, 60)}`", "\"3600\"");
+    assert_ne!(
+        long, sleeper,
+        "the example sleeper changed: update this helper"
+    );
+    long
+}
