@@ -38,6 +38,14 @@ fn leftovers() -> Vec<String> {
             }
         }
     }
+    // Mounts of the demo's hosts (their state and roots live under its directory).
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    out.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains("/run/haconiwa-demo.") || l.contains("/run/netns/hch-"))
+            .map(|l| format!("mount {l}")),
+    );
     if let Ok(rd) = std::fs::read_dir("/run") {
         out.extend(
             rd.flatten()
