@@ -116,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             retry: self.retry,
+            stream: None,
         }
     }
 }
@@ -125,6 +126,11 @@ pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<AuthChannel>, TransportError>,
     retry: std::time::Duration,
+    /// The open AppendEntries stream (requests out, replies in), if any.
+    stream: Option<(
+        tokio::sync::mpsc::Sender<RaftPayload>,
+        tonic::Streaming<RaftPayload>,
+    )>,
 }
 
 impl PeerClient {
@@ -186,6 +192,56 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// One AppendEntries on the peer's stream (opened when there is none).
+    async fn append_on_stream(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, TransportError> {
+        let (target, kind) = (self.target, RpcKind::Append);
+        let call = |status| TransportError::Call {
+            kind,
+            target,
+            status,
+        };
+        if self.stream.is_none() {
+            let client = match &mut self.client {
+                Ok(c) => c,
+                Err(e) => {
+                    return Err(TransportError::NoClient {
+                        target,
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let replies = client
+                .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map_err(call)?
+                .into_inner();
+            self.stream = Some((tx, replies));
+        }
+        let Some((tx, replies)) = &mut self.stream else {
+            return Err(call(Status::internal("no stream")));
+        };
+        let data = encode(rpc).map_err(|source| TransportError::Encode { kind, source })?;
+        tx.send(RaftPayload { data })
+            .await
+            .map_err(|_| call(Status::unavailable("the append stream closed")))?;
+        let reply = replies
+            .message()
+            .await
+            .map_err(call)?
+            .ok_or_else(|| call(Status::unavailable("the append stream ended")))?;
+        decode(&reply.data).map_err(|source| TransportError::Decode {
+            kind,
+            target,
+            source,
+        })
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(self.retry))
@@ -196,7 +252,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(RpcKind::Append, &rpc, &option).await
+        match tokio::time::timeout(option.hard_ttl(), self.append_on_stream(&rpc)).await {
+            Ok(Ok(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            // The stream broke or timed out: forget it (the next call opens another) and
+            // let openraft retry.
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(_) => {
+                self.stream = None;
+                let e = TransportError::Call {
+                    kind: RpcKind::Append,
+                    target: self.target,
+                    status: Status::deadline_exceeded("no reply in time"),
+                };
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+        }
     }
 
     async fn install_snapshot(
@@ -241,6 +314,35 @@ impl raft_server::Raft for RaftService {
             decode(&req.into_inner().data).map_err(|e| payload_status("undecodable", e))?;
         let res = self.raft.append_entries(rpc).await;
         reply(&res)
+    }
+
+    type AppendStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<RaftPayload, Status>> + Send + 'static>,
+    >;
+
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let raft = self.raft.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            // One at a time, in order: the leader sends the next only after this reply.
+            while let Ok(Some(p)) = inbound.message().await {
+                let reply = match decode::<AppendEntriesRequest<TypeConfig>>(&p.data) {
+                    Ok(rpc) => reply(&raft.append_entries(rpc).await).map(|r| r.into_inner()),
+                    Err(e) => Err(payload_status("undecodable", e)),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
