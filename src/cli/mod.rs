@@ -197,8 +197,9 @@ pub enum Command {
     /// The optional etcd mirror of the cluster state (docs/etcd.md).
     #[command(subcommand)]
     Mirror(MirrorCommand),
-    /// A whole local cluster in one command: N supervisors on 127.0.0.x, the example
-    /// root filesystem, a watch file applied, a live table until Ctrl-C.
+    /// A whole local cluster in one command: N supervisors on 127.0.0.x talking mutual
+    /// TLS, the example root filesystem, a watch file applied, a dashboard on port + 80,
+    /// a live table until Ctrl-C.
     Up(up::UpArgs),
     /// Stop a cluster started with `haconiwa up --detach`.
     Down(up::DownArgs),
