@@ -56,6 +56,7 @@ async fn run(core: Arc<Node>, cfg: EtcdConfig) {
     let layout = Layout::new(&cfg.prefix);
     let mut rules = RulesIn::default();
     let mut backoff = BACKOFF.0;
+    let mut last_error = String::new();
     loop {
         while !core.acting_leader() {
             tokio::time::sleep(TICK).await;
@@ -72,9 +73,22 @@ async fn run(core: Arc<Node>, cfg: EtcdConfig) {
             }
         }
         match result {
-            Ok(()) => backoff = BACKOFF.0,
+            Ok(()) => {
+                backoff = BACKOFF.0;
+                last_error.clear();
+            }
             Err(e) => {
-                tracing::warn!("etcd mirror: {e}; again in {} ms", backoff.as_millis());
+                // A long outage retries every second: say so once, not every second.
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(
+                        "etcd mirror: {text}; retrying every {} s until it works",
+                        BACKOFF.1.as_secs()
+                    );
+                    last_error = text;
+                } else {
+                    tracing::debug!("etcd mirror: {text}");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF.1);
             }
