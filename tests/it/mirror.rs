@@ -475,3 +475,56 @@ fn a_new_leader_takes_the_writer_role_and_the_old_term_is_fenced() {
         || prefix_equals_state(&cl, &etcd),
     );
 }
+
+#[test]
+fn the_mirror_talks_tls_to_an_etcd_that_requires_client_certificates() {
+    // Certificates from `haconiwa tls`: etcd's (its address), and a client one for the
+    // supervisors and the operator's etcdctl.
+    let mut cl = Cluster::new("mi-tls", &[]);
+    let pki = cl.scratch.path.join("pki");
+    let ip = format!("{}.200", cl.net);
+    let d = pki.to_str().unwrap().to_string();
+    let tls = |args: &[&str]| {
+        let o = std::process::Command::new(crate::common::BIN)
+            .arg("tls")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    tls(&["ca", "create", "--dir", &d]);
+    tls(&[
+        "cert", "create", "--node", "1", "--ip", &ip, "--ca-dir", &d, "--dir", &d,
+    ]);
+    tls(&[
+        "cert", "create", "--client", "mirror", "--ca-dir", &d, "--dir", &d,
+    ]);
+    let f = |n: &str| pki.join(n);
+    let etcd = Etcd::start_with(
+        &ip,
+        cl.scratch.path.join("etcd"),
+        Some([f("ca.pem"), f("node-1.pem"), f("node-1-key.pem")]),
+    );
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    cl.common_flags = vec![
+        "--etcd-endpoint".into(),
+        etcd.endpoint.clone(),
+        "--etcd-prefix".into(),
+        PREFIX.into(),
+        "--etcd-ca".into(),
+        s(f("ca.pem")),
+        "--etcd-cert".into(),
+        s(f("mirror.pem")),
+        "--etcd-key".into(),
+        s(f("mirror-key.pem")),
+    ];
+    cl.add_node(&[]);
+    let leader = cl.wait_leader(T);
+    wait_for(&cl, "the writer over TLS", Duration::from_secs(10), || {
+        etcd.json(&key("meta/writer"))
+            .is_some_and(|w| w["node"] == leader)
+    });
+    let m = mirror_status(&cl);
+    assert_eq!(m["connected"], true, "{m}");
+    assert!(etcd.keys(&key("nodes/")).contains(&key("nodes/1")));
+}

@@ -19,23 +19,33 @@ pub struct Etcd {
     dir: PathBuf,
     child: Option<Child>,
     chain: Option<String>,
+    /// TLS: the CA, and etcd's certificate and key (clients must present one of the CA).
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Etcd {
     /// Starts etcd on `ip` (client ports 2379 and 2381, peer port 2380) with its data
     /// in `dir`, and waits until it answers.
     pub fn start(ip: &str, dir: PathBuf) -> Etcd {
+        Etcd::start_with(ip, dir, None)
+    }
+
+    /// [`Etcd::start`] with TLS on both client ports and client certificates required:
+    /// `[ca, cert, key]` (the operator's etcdctl presents the same certificate).
+    pub fn start_with(ip: &str, dir: PathBuf, tls: Option<[PathBuf; 3]>) -> Etcd {
         require_program("etcd", "etcd-server");
         require_program("etcdctl", "etcd-client");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut e = Etcd {
-            endpoint: format!("http://{ip}:2379"),
-            operator: format!("http://{ip}:2381"),
+            endpoint: format!("{scheme}://{ip}:2379"),
+            operator: format!("{scheme}://{ip}:2381"),
             ip: ip.to_string(),
             dir,
             child: None,
             chain: None,
+            tls,
         };
         e.restart();
         e
@@ -50,7 +60,17 @@ impl Etcd {
             .open(self.dir.join("etcd.log"))
             .unwrap();
         let peer = format!("http://{}:2380", self.ip);
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some([ca, cert, key]) = &self.tls {
+            cmd.arg("--trusted-ca-file")
+                .arg(ca)
+                .arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "t"])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
@@ -122,8 +142,16 @@ impl Etcd {
 
     /// `etcdctl` against the operator's port.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut cmd = Command::new("etcdctl");
+        if let Some([ca, cert, key]) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(ca)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        cmd.env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(&self.operator)
             .arg("--command-timeout=3s")
