@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod codec;
+pub mod json;
 pub mod listener;
 pub mod tls;
 

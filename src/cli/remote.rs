@@ -90,35 +90,8 @@ async fn status(c: &mut ClusterClient<AuthChannel>) -> Result<pb::ClusterStatusR
 }
 
 /// JSON form of a container (the fields `containers --json` promises).
-pub fn container_json(c: &pb::Container) -> serde_json::Value {
-    serde_json::json!({
-        "id": c.id,
-        "name": c.name,
-        "definition": c.definition,
-        "node": c.node,
-        "desired": c.desired,
-        "state": c.state,
-        "exit_code": if c.has_exit_code { serde_json::json!(c.exit_code) } else { serde_json::Value::Null },
-        "pid": c.pid,
-        "rule": c.rule,
-        "error": c.error,
-        "labels": c.labels,
-    })
-}
-
-fn member_json(m: &pb::Member) -> serde_json::Value {
-    serde_json::json!({
-        "id": m.id,
-        "addr": m.addr,
-        "role": m.role,
-        "state": m.state,
-        "containers": m.containers,
-        "labels": m.labels,
-    })
-}
-
 fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
-    members.iter().map(member_json).collect()
+    members.iter().map(crate::api::json::member).collect()
 }
 
 fn print_members(members: &[pb::Member], leader: u64) {
@@ -189,7 +162,7 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             let r = c.spawn(req).await.map_err(status_error)?.into_inner();
             let container = r.container.unwrap_or_default();
             if json {
-                println!("{}", container_json(&container));
+                println!("{}", crate::api::json::container(&container));
             } else {
                 println!("{} assigned to node {}", container.id, container.node);
             }
@@ -210,7 +183,11 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
                 .map_err(status_error)?
                 .into_inner();
             if json {
-                let v: Vec<serde_json::Value> = r.containers.iter().map(container_json).collect();
+                let v: Vec<serde_json::Value> = r
+                    .containers
+                    .iter()
+                    .map(crate::api::json::container)
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
@@ -530,15 +507,7 @@ pub fn rule_request(
 /// One event, as a line of text or of JSON.
 fn print_event(e: &pb::Event, json: bool) {
     if json {
-        let v = serde_json::json!({
-            "index": e.index,
-            "sub": e.sub,
-            "kind": e.kind,
-            "container": e.container.as_ref().map(container_json),
-            "node": e.node.as_ref().map(member_json),
-            "message": e.message,
-        });
-        println!("{v}");
+        println!("{}", crate::api::json::event(e));
     } else {
         let what = match (&e.container, &e.node) {
             (Some(c), _) => format!("{} on node {} ({})", c.id, c.node, c.state),

@@ -1,5 +1,6 @@
 //! The dashboard's data as JSON: the members, the containers, the rules, and one event.
 
+use crate::api::json as shapes;
 use crate::api::pb;
 use crate::cluster::event_log::Logged;
 use crate::supervisor::convert::{container_pb, event_pb, members_pb, rule_pb};
@@ -7,29 +8,9 @@ use crate::supervisor::node::Node;
 use serde_json::{json, Value};
 
 fn member(m: &pb::Member, leader: u64) -> Value {
-    json!({
-        "id": m.id,
-        "addr": m.addr,
-        "role": m.role,
-        "state": m.state,
-        "leader": m.id == leader,
-        "containers": m.containers,
-        "labels": m.labels,
-    })
-}
-
-fn container(c: &pb::Container) -> Value {
-    json!({
-        "id": c.id,
-        "definition": c.definition,
-        "node": c.node,
-        "desired": c.desired,
-        "state": c.state,
-        "pid": c.pid,
-        "exit_code": c.has_exit_code.then_some(c.exit_code),
-        "rule": c.rule,
-        "error": c.error,
-    })
+    let mut v = shapes::member(m);
+    v["leader"] = Value::Bool(m.id == leader);
+    v
 }
 
 /// Everything the dashboard shows, as this member sees it.
@@ -45,7 +26,7 @@ pub fn json(core: &Node) -> Value {
     let containers: Vec<Value> = state
         .containers()
         .values()
-        .map(|c| container(&container_pb(c, &state)))
+        .map(|c| shapes::container(&container_pb(c, &state)))
         .collect();
     let rules: Vec<Value> = state
         .rules()
@@ -74,14 +55,5 @@ pub fn json(core: &Node) -> Value {
 
 /// One event.
 pub fn event_json(core: &Node, l: Logged) -> Value {
-    let state = core.state();
-    let e = event_pb(l.event, l.sub, &state);
-    json!({
-        "index": e.index,
-        "sub": e.sub,
-        "kind": e.kind,
-        "container": e.container.as_ref().map(container),
-        "node": e.node.as_ref().map(|n| n.id),
-        "message": e.message,
-    })
+    shapes::event(&event_pb(l.event, l.sub, &core.state()))
 }

@@ -1,0 +1,46 @@
+//! The JSON form of the API's messages: what `--json` prints and what the dashboard
+//! reads, one shape for both.
+
+use super::pb;
+use serde_json::{json, Value};
+
+/// A container.
+pub fn container(c: &pb::Container) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "definition": c.definition,
+        "node": c.node,
+        "desired": c.desired,
+        "state": c.state,
+        "exit_code": if c.has_exit_code { json!(c.exit_code) } else { Value::Null },
+        "pid": c.pid,
+        "rule": c.rule,
+        "error": c.error,
+        "labels": c.labels,
+    })
+}
+
+/// A member.
+pub fn member(m: &pb::Member) -> Value {
+    json!({
+        "id": m.id,
+        "addr": m.addr,
+        "role": m.role,
+        "state": m.state,
+        "containers": m.containers,
+        "labels": m.labels,
+    })
+}
+
+/// An event, with its position (`index`, `sub`).
+pub fn event(e: &pb::Event) -> Value {
+    json!({
+        "index": e.index,
+        "sub": e.sub,
+        "kind": e.kind,
+        "container": e.container.as_ref().map(container),
+        "node": e.node.as_ref().map(member),
+        "message": e.message,
+    })
+}
