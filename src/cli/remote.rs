@@ -9,8 +9,9 @@ use tokio_stream::StreamExt;
 
 /// The member this command talks to (one process, one command).
 static MEMBER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-/// Whether this command talks plaintext (no --ca).
-static PLAINTEXT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// What a transport failure may be caused by, given what the command was given: no --ca
+/// (the cluster may use TLS), or a --ca without a certificate (it may verify clients).
+static TRANSPORT_HINT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
 fn status_error(s: tonic::Status) -> CliError {
     let code = match s.code() {
@@ -43,12 +44,9 @@ fn status_error(s: tonic::Status) -> CliError {
         _ => match std::error::Error::source(&s) {
             Some(cause) => {
                 let chain = crate::api::error_chain(cause);
-                // A TLS member drops a plaintext client with a garbled frame or a reset.
-                let hint = if PLAINTEXT.get() == Some(&true) {
-                    " (if the cluster uses TLS: pass --ca or set HACONIWA_CA)"
-                } else {
-                    ""
-                };
+                // A TLS member drops a plaintext client with a garbled frame or a reset, and
+                // (TLS 1.3) a client without a certificate with an alert or a plain close.
+                let hint = TRANSPORT_HINT.get().copied().unwrap_or_default();
                 if chain.starts_with(s.message()) {
                     format!("{chain}{hint}")
                 } else {
@@ -75,7 +73,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
     let servers: Vec<String> = cli.server.iter().cloned().collect();
     let creds = cli.credentials()?;
-    let _ = PLAINTEXT.set(creds.tls.is_none());
+    let _ = TRANSPORT_HINT.set(match &creds.tls {
+        None => " (if the cluster uses TLS: pass --ca or set HACONIWA_CA)",
+        Some(t) if t.identity.is_none() => {
+            " (if the cluster verifies clients: pass --cert and --key or set HACONIWA_CERT and HACONIWA_KEY)"
+        }
+        Some(_) => "",
+    });
     let (client, member) = crate::api::connect_named(&servers, &creds).await?;
     let _ = MEMBER.set(member);
     Ok(client)

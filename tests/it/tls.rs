@@ -200,10 +200,10 @@ fn mutual_tls_between_members_and_clients_refuses_strangers_and_hides_the_token(
     let node1 = cl.nodes[0].addr.clone();
     let no_cert = vec![("HACONIWA_CA".to_string(), ca.clone())];
     let o = status_via(&cl, &node1, &no_cert);
-    // TLS 1.3: the server's alert may reach the client before or after its first write.
+    // TLS 1.3: the server's alert may reach the client before or after its first write, or
+    // the client may only see the connection close; the CLI names the likely cause.
     assert!(
-        !o.status.success()
-            && (text(&o).contains("CertificateRequired") || text(&o).contains("broken pipe")),
+        !o.status.success() && text(&o).contains("pass --cert and --key"),
         "{}",
         text(&o)
     );
