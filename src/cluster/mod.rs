@@ -3,6 +3,7 @@
 
 pub mod event_log;
 pub mod network;
+pub mod proposer;
 pub mod state;
 pub mod store;
 pub mod wal;

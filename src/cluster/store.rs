@@ -1,11 +1,12 @@
 //! Durable Raft storage: the log (`RaftLogStorage`, an append-only file, `wal.rs`) with
 //! the vote, and the state machine with its snapshots (`RaftStateMachine`) in one redb
 //! database under the data directory. The vote, truncations, purges, snapshots and
-//! installed snapshots are durable (fsync) before the call returns; appended entries
-//! are readable at once and durable when their flush callback fires (group commit, see
-//! `spawn_flusher`); applied entries commit without an fsync of their own (the log
-//! already holds them; see `persist`) and reach the disk with the next durable commit,
-//! at the latest every [`DURABLE_EVERY`] entries.
+//! installed snapshots are durable (fsync) before the call returns; so are appended
+//! entries, whose flush callback fires within the call (openraft 0.9 waits for it before
+//! it takes its next message, so a flusher thread had nothing to group and only added a
+//! thread hop; writes are grouped before Raft, in `proposer`). Applied entries commit
+//! without an fsync of their own (the log already holds them; see `persist`) and reach
+//! the disk with the next durable commit, at the latest every [`DURABLE_EVERY`] entries.
 //!
 //! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
 //! `sm_containers`, `sm_rules`, plus a small `sm_meta` row), and applying entries writes
@@ -77,48 +78,10 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
 pub struct LogStore {
     db: Arc<Database>,
     wal: Arc<Mutex<Wal>>,
-    flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
-}
-
-/// Makes appended entries durable in groups (group commit): `append` writes them (they
-/// are readable at once, and the leader replicates them while its disk works) and
-/// queues its callback here; this thread makes one `fdatasync` for everything queued,
-/// then tells openraft, in order. Raft counts an entry only once its callback came.
-/// It holds the log weakly: closing the store closes the file at once.
-fn spawn_flusher(wal: &Arc<Mutex<Wal>>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
-    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
-    let wal = Arc::downgrade(wal);
-    let flusher = move || {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            batch.extend(rx.try_iter());
-            let done = match wal.upgrade() {
-                Some(wal) => {
-                    let file = wal.lock().unwrap_or_else(|p| p.into_inner()).syncer();
-                    drop(wal);
-                    file.and_then(|f| f.sync_data()).map_err(|e| e.to_string())
-                }
-                None => Err("the log store is closed".to_string()),
-            };
-            for callback in batch {
-                callback.log_io_completed(done.clone().map_err(std::io::Error::other));
-            }
-        }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("raft-log-flush".into())
-        .spawn(flusher)
-    {
-        // Without the thread every queued callback is dropped: openraft sees the flush
-        // fail and the node stops, as on any storage error.
-        tracing::error!("start the log flusher: {e}");
-    }
-    tx
 }
 
 impl LogStore {
-    /// The log at `log_path` (created when missing) and the vote in `db`, with the
-    /// flusher thread, which ends when the last clone of the store is gone. A database
+    /// The log at `log_path` (created when missing) and the vote in `db`. A database
     /// that still holds the log of an older haconiwa (a `log` table) hands it over to
     /// the new file once.
     pub fn open(db: Arc<Database>, log_path: &Path) -> Result<Self, AnyError> {
@@ -156,9 +119,10 @@ impl LogStore {
                 tx.commit().map_err(any)?;
             }
         }
-        let wal = Arc::new(Mutex::new(wal));
-        let flush = spawn_flusher(&wal);
-        Ok(LogStore { db, wal, flush })
+        Ok(LogStore {
+            db,
+            wal: Arc::new(Mutex::new(wal)),
+        })
     }
 
     fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
@@ -237,19 +201,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        // Written now (readable at once), durable with the flusher's next fdatasync.
-        let written = self.wal().append(entries.into_iter().collect());
-        let (callback, e) = match written {
-            Ok(()) => match self.flush.send(callback) {
-                Ok(()) => return Ok(()),
-                Err(std::sync::mpsc::SendError(callback)) => {
-                    (callback, std::io::Error::other("the log flusher is gone"))
-                }
-            },
-            Err(e) => (callback, e),
+        // Written, then durable (outside the lock: readers of earlier entries go on).
+        let written = {
+            let mut wal = self.wal();
+            wal.append(entries.into_iter().collect())
+                .and_then(|()| wal.syncer())
         };
-        callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-        Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+        match written.and_then(|file| file.sync_data()) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {

@@ -1,10 +1,16 @@
 //! The Raft log as an append-only file (`raft.log` beside the database): appends are a
-//! `write`, durability is an `fdatasync` (done in groups by the log store's flusher),
+//! `write`, durability is an `fdatasync` (by the log store, after each append),
 //! truncations and purges are records of their own, fsynced before they return. The
 //! entries not yet purged are also kept in memory (a snapshot every 1,000 entries keeps
 //! them few), so reads never touch the disk. On open the file is read through; a torn
 //! last record (a crash in the middle of a write) is cut off. When the file has grown
 //! past [`COMPACT_AT`] a purge rewrites it with only what is left.
+//!
+//! The file is allocated ahead in [`PREALLOCATE`] steps (`fallocate`) and records are
+//! written into that space: an `fdatasync` that need not record a new file size or new
+//! blocks is about a third faster here (0.06 against 0.09 ms), and openraft 0.9 waits for
+//! each one before it takes its next message. What follows the last record is zeros
+//! (read back as the end of the log).
 
 use super::TypeConfig;
 use openraft::{Entry, LogId};
@@ -12,13 +18,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 type NodeId = u64;
 
 /// A purge rewrites the file once it is this big.
 const COMPACT_AT: u64 = 64 << 20;
+/// The file grows in steps of this much, allocated ahead of the records.
+const PREALLOCATE: u64 = 4 << 20;
 
 /// One record of the file.
 #[derive(Serialize, Deserialize)]
@@ -39,7 +47,12 @@ enum Record {
 pub struct Wal {
     path: PathBuf,
     file: File,
+    /// Where the next record goes (the end of the last one).
     size: u64,
+    /// The file's length: `size` plus the space allocated ahead.
+    allocated: u64,
+    /// Whether the filesystem allocates ahead (`fallocate` is not supported everywhere).
+    preallocate: bool,
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     last_purged: Option<LogId<NodeId>>,
     committed: Option<LogId<NodeId>>,
@@ -67,10 +80,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
+fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .read(true)
         .mode(0o600)
         .open(path)
@@ -79,13 +93,15 @@ fn open_append(path: &Path) -> io::Result<File> {
 impl Wal {
     /// Opens (or creates) the log at `path` and reads it through.
     pub fn open(path: &Path) -> io::Result<Wal> {
-        let mut file = open_append(path)?;
+        let mut file = open_rw(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut wal = Wal {
             path: path.to_path_buf(),
             file,
             size: 0,
+            allocated: bytes.len() as u64,
+            preallocate: true,
             entries: BTreeMap::new(),
             last_purged: None,
             committed: None,
@@ -109,14 +125,15 @@ impl Wal {
             wal.replay(record);
             at += 12 + len;
         }
-        if at < bytes.len() {
-            // A torn last write: nothing after it was ever acknowledged.
+        // After the last record: the zeros allocated ahead, or a torn last write (nothing
+        // after it was ever acknowledged), zeroed so that only zeros follow the log.
+        if let Some(last) = bytes[at..].iter().rposition(|b| *b != 0) {
             tracing::warn!(
                 "{}: cutting off {} bytes of a torn last record",
                 path.display(),
-                bytes.len() - at
+                last + 1
             );
-            wal.file.set_len(at as u64)?;
+            wal.file.write_all_at(&vec![0; last + 1], at as u64)?;
             wal.file.sync_all()?;
         }
         wal.size = at as u64;
@@ -143,9 +160,29 @@ impl Wal {
 
     fn write(&mut self, record: &Record) -> io::Result<()> {
         let bytes = encode(record)?;
-        self.file.write_all(&bytes)?;
-        self.size += bytes.len() as u64;
+        let end = self.size + bytes.len() as u64;
+        if end > self.allocated && self.preallocate {
+            self.allocate(end + PREALLOCATE);
+        }
+        self.file.write_all_at(&bytes, self.size)?;
+        self.size = end;
+        self.allocated = self.allocated.max(end);
         Ok(())
+    }
+
+    /// Allocates the file up to `len` bytes (zeros). Where that fails the records
+    /// simply extend the file; a filesystem without `fallocate` is not asked again.
+    fn allocate(&mut self, len: u64) {
+        let (Ok(from), Ok(upto)) = (i64::try_from(self.allocated), i64::try_from(len)) else {
+            return;
+        };
+        let mode = nix::fcntl::FallocateFlags::empty();
+        match nix::fcntl::fallocate(&self.file, mode, from, upto - from) {
+            Ok(()) => self.allocated = len,
+            Err(nix::errno::Errno::EOPNOTSUPP) => self.preallocate = false,
+            // A full disk: the write that follows fails (or fits) on its own.
+            Err(_) => {}
+        }
     }
 
     /// Appends entries: written, not yet durable (see [`Wal::syncer`]).
@@ -154,6 +191,11 @@ impl Wal {
         self.write(&record)?;
         self.replay(record);
         Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync_now(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// A handle to make everything written so far durable, outside the lock.
@@ -226,8 +268,9 @@ impl Wal {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        self.file = open_append(&self.path)?;
+        self.file = open_rw(&self.path)?;
         self.size = size;
+        self.allocated = size;
         Ok(())
     }
 
@@ -290,23 +333,35 @@ mod tests {
                 .unwrap();
             w.syncer().unwrap().sync_data().unwrap();
         }
-        let good = std::fs::metadata(&path).unwrap().len();
-        // A crash in the middle of a write: half a record at the end.
+        let allocated = std::fs::metadata(&path).unwrap().len();
+        // A crash in the middle of a write: half a record after the log (at the end of the
+        // space allocated ahead, the worst place: past the zeros).
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&encode(&Record::Append(vec![entry(5)])).unwrap()[..9])
             .unwrap();
         drop(f);
         let mut w = Wal::open(&path).unwrap();
+        assert!(allocated > w.size, "no space allocated ahead");
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes[w.size as usize..].iter().all(|b| *b == 0),
+            "the torn record was left after the log"
+        );
         assert_eq!(indexes(&w), vec![3, 4]);
         assert_eq!(w.last_purged().map(|l| l.index), Some(2));
         assert_eq!(w.last_log_id().map(|l| l.index), Some(4));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
         assert_eq!(w.committed().map(|l| l.index), Some(3));
+        // Appends go where the log ends, and read back after a reopen.
+        w.append(vec![entry(5)]).unwrap();
+        w.syncer().unwrap().sync_data().unwrap();
+        drop(w);
+        let mut w = Wal::open(&path).unwrap();
+        assert_eq!(indexes(&w), vec![3, 4, 5]);
         // Compaction keeps exactly what is left.
         w.compact().unwrap();
         drop(w);
         let w = Wal::open(&path).unwrap();
-        assert_eq!(indexes(&w), vec![3, 4]);
+        assert_eq!(indexes(&w), vec![3, 4, 5]);
         assert_eq!(w.last_purged().map(|l| l.index), Some(2));
         assert_eq!(w.committed().map(|l| l.index), Some(3));
         let _ = std::fs::remove_dir_all(&dir);

@@ -6,6 +6,7 @@ use super::config::Config;
 use super::error::{OpError, OpResult};
 use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::{lazy_channel, AuthChannel};
+use crate::cluster::proposer::Proposer;
 use crate::cluster::state::{ClusterState, Command, NodeId, Response};
 use crate::cluster::store::StateFeed;
 use crate::cluster::Raft;
@@ -21,6 +22,8 @@ pub struct Node {
     pub id: NodeId,
     /// The Raft node.
     pub raft: Raft,
+    /// Writes to it, batched under load (group commit).
+    proposer: Proposer,
     /// Applied state and events.
     pub feed: StateFeed,
     /// Settings.
@@ -52,10 +55,11 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Node {
-    /// Builds the shared state.
+    /// Builds the shared state (inside the runtime: it starts the proposer's task).
     pub fn new(id: NodeId, raft: Raft, feed: StateFeed, config: Config) -> Arc<Node> {
         Arc::new(Node {
             id,
+            proposer: Proposer::new(raft.clone()),
             raft,
             feed,
             config,
@@ -238,7 +242,7 @@ impl Node {
         if self.is_leader() && !self.await_quorum().await {
             return Err(self.cut_off());
         }
-        let write = self.raft.client_write(cmd);
+        let write = self.proposer.write(cmd);
         tokio::pin!(write);
         let deadline = tokio::time::sleep(PROPOSE_TIMEOUT);
         tokio::pin!(deadline);
@@ -275,9 +279,9 @@ impl Node {
             }
         };
         match written {
-            Ok(r) => match r.data {
+            Ok((index, r)) => match r {
                 Response::Refused(m) => Err(OpError::Refused(m)),
-                other => Ok((r.log_id.index, other)),
+                other => Ok((index, other)),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(OpError::Unavailable(format!(

@@ -45,22 +45,33 @@ impl ClusterState {
             list: Vec::new(),
         };
         let resp = match cmd {
-            Command::AddNode { id, addr, labels } => self.add_node(&mut ev, *id, addr, labels),
-            Command::SetNodeStatus { id, status } => self.set_node_status(&mut ev, *id, *status),
+            // Each on its own; `apply_one` refuses a batch inside.
+            Command::Batch(cmds) => {
+                Response::Batch(cmds.iter().map(|c| self.apply_one(&mut ev, c)).collect())
+            }
+            c => self.apply_one(&mut ev, c),
+        };
+        (resp, ev.list)
+    }
+
+    fn apply_one(&mut self, ev: &mut Events, cmd: &Command) -> Response {
+        match cmd {
+            Command::AddNode { id, addr, labels } => self.add_node(ev, *id, addr, labels),
+            Command::SetNodeStatus { id, status } => self.set_node_status(ev, *id, *status),
             Command::Spawn {
                 digest,
                 definition,
                 nodes,
                 rule,
-            } => self.spawn(&mut ev, digest, definition.as_ref(), nodes, rule),
-            Command::Stop { id } => self.stop(&mut ev, id),
-            Command::Observe { id, node, observed } => self.observe(&mut ev, id, *node, observed),
-            Command::Forget { ids } => self.forget(&mut ev, ids),
-            Command::PutRule { rule, definitions } => self.put_rule(&mut ev, rule, definitions),
-            Command::RemoveRule { name } => self.remove_rule(&mut ev, name),
-            Command::RuleEvaluated { name, error } => self.rule_evaluated(&mut ev, name, error),
-        };
-        (resp, ev.list)
+            } => self.spawn(ev, digest, definition.as_ref(), nodes, rule),
+            Command::Stop { id } => self.stop(ev, id),
+            Command::Observe { id, node, observed } => self.observe(ev, id, *node, observed),
+            Command::Forget { ids } => self.forget(ev, ids),
+            Command::PutRule { rule, definitions } => self.put_rule(ev, rule, definitions),
+            Command::RemoveRule { name } => self.remove_rule(ev, name),
+            Command::RuleEvaluated { name, error } => self.rule_evaluated(ev, name, error),
+            Command::Batch(_) => refused("a batch inside a batch".into()),
+        }
     }
 
     fn add_node(
@@ -455,6 +466,45 @@ mod tests {
         };
         assert!(!ids.contains(&first), "{ids:?} reuses {first}");
         assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_on_its_own_and_answers_each() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        let id = spawned(&mut s, 2, "w", 1);
+        let batch = Command::Batch(vec![
+            Command::Stop { id: id.clone() },
+            Command::Stop {
+                id: "no-such".into(),
+            },
+            Command::Batch(vec![]),
+            Command::AddNode {
+                id: None,
+                addr: "b:1".into(),
+                labels: BTreeMap::new(),
+            },
+        ]);
+        let (r, ev) = s.apply(3, &batch);
+        let Response::Batch(rs) = r else {
+            panic!("{r:?}")
+        };
+        // One answer per command, in order; the refused ones changed nothing.
+        assert_eq!(rs.len(), 4);
+        assert_eq!(rs[0], Response::Container(id.clone()));
+        assert!(matches!(rs[1], Response::Refused(_)), "{:?}", rs[1]);
+        assert!(matches!(&rs[2], Response::Refused(m) if m.contains("batch")));
+        assert_eq!(rs[3], Response::Node(2));
+        assert_eq!(s.containers()[&id].desired, Desired::Stopped);
+        assert_eq!(s.nodes().len(), 2);
+        // Every event carries the batch's index.
+        assert!(ev.len() >= 2 && ev.iter().all(|e| e.index == 3), "{ev:?}");
+        // The same batch applied to the same state gives the same state (determinism).
+        let mut t = ClusterState::default();
+        add(&mut t, 1, "a:1");
+        spawned(&mut t, 2, "w", 1);
+        t.apply(3, &batch);
+        assert_eq!(s.digest().unwrap(), t.digest().unwrap());
     }
 
     #[test]

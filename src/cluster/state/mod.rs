@@ -332,6 +332,21 @@ pub enum Command {
         /// Error message when it failed.
         error: Option<String>,
     },
+    /// Several commands in one entry (group commit, `cluster::proposer`), applied in
+    /// order, each on its own: one refused changes nothing of the others. A batch inside
+    /// a batch is refused.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Whether the command may share an entry with others: everything but the ones that
+    /// can be large (placements carrying a definition, rules with theirs) and batches.
+    pub fn batchable(&self) -> bool {
+        !matches!(
+            self,
+            Command::Spawn { .. } | Command::PutRule { .. } | Command::Batch(_)
+        )
+    }
 }
 
 /// What applying a command returns to the proposer.
@@ -348,6 +363,8 @@ pub enum Response {
     Spawned(Vec<String>),
     /// The command was refused; the state did not change.
     Refused(String),
+    /// One response per command of a `Batch`, in order.
+    Batch(Vec<Response>),
 }
 
 impl ClusterState {
