@@ -212,7 +212,7 @@ impl ClusterState {
     }
 
     fn stop(&mut self, ev: &mut Events, id: &str) -> Response {
-        let Some(c) = self.containers.get(id) else {
+        let Some(c) = self.index.record(id) else {
             return refused(format!("no container {id}"));
         };
         if c.desired != Desired::Stopped {
@@ -239,7 +239,7 @@ impl ClusterState {
         node: NodeId,
         observed: &Observed,
     ) -> Response {
-        let Some(c) = self.containers.get(id) else {
+        let Some(c) = self.index.record(id) else {
             return Response::Ok;
         };
         // Stale: another node, or a container already finished (lost stays lost).
@@ -260,11 +260,7 @@ impl ClusterState {
 
     fn forget(&mut self, ev: &mut Events, ids: &[String]) -> Response {
         for id in ids {
-            if self
-                .containers
-                .get(id)
-                .is_some_and(|c| c.observed.is_final())
-            {
+            if self.index.record(id).is_some_and(|c| c.observed.is_final()) {
                 if let Some(c) = self.drop_container(id) {
                     ev.push(EventKind::ContainerForgotten, Some(&c), None, String::new());
                 }
@@ -337,7 +333,7 @@ impl ClusterState {
     // The only writers of records.
 
     fn put_container(&mut self, c: ContainerRecord) {
-        if let Some(old) = self.containers.get(&c.id).cloned() {
+        if let Some(old) = self.index.record(&c.id).cloned() {
             self.index.count(&old, false);
         }
         self.index.count(&c, true);
@@ -957,6 +953,13 @@ mod tests {
             for k in &touched.containers {
                 assert!(changed.contains(k) || before.containers().get(k) == s.containers().get(k));
             }
+            // The hashed lookup holds exactly the table's records.
+            for (id, c) in s.containers().iter() {
+                assert_eq!(s.index.record(id), Some(c), "{cmd:?}");
+            }
+            for (id, _) in before.containers().iter() {
+                assert_eq!(s.index.record(id), s.containers().get(id), "{cmd:?}");
+            }
             // The counts are what a recount gives.
             for n in 1..=3 {
                 let count = s
@@ -998,6 +1001,9 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: ClusterState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+        for (id, c) in s.containers().iter() {
+            assert_eq!(back.index.record(id), Some(c));
+        }
         for n in 1..=3 {
             assert_eq!(back.active_on(n), s.active_on(n));
         }
