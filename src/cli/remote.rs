@@ -73,14 +73,25 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
     let servers: Vec<String> = cli.server.iter().cloned().collect();
     let creds = cli.credentials()?;
-    let _ = TRANSPORT_HINT.set(match &creds.tls {
+    let hint = match &creds.tls {
         None => " (if the cluster uses TLS: pass --ca or set HACONIWA_CA)",
         Some(t) if t.identity.is_none() => {
             " (if the cluster verifies clients: pass --cert and --key or set HACONIWA_CERT and HACONIWA_KEY)"
         }
         Some(_) => "",
-    });
-    let (client, member) = crate::api::connect_named(&servers, &creds).await?;
+    };
+    let _ = TRANSPORT_HINT.set(hint);
+    let (client, member) = match crate::api::connect_named(&servers, &creds).await {
+        Ok(c) => c,
+        // A member that answers and then drops the connection (a TLS refusal) is not one
+        // that is down: name the likely cause here too.
+        Err(e @ crate::api::ClientError::Unreachable { .. })
+            if !e.to_string().contains("onnection refused") =>
+        {
+            return Err(format!("{e}{hint}").into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let _ = MEMBER.set(member);
     Ok(client)
 }
