@@ -216,8 +216,9 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
     let id = node_identity(&config).await?;
-    let (raft, feed) = start_raft(&config, id).await?;
-    let core = node::Node::new(id, raft.clone(), feed, config.clone());
+    let stats = stats::Stats::default();
+    let (raft, feed) = start_raft(&config, id, &stats).await?;
+    let core = node::Node::new(id, raft.clone(), feed, config.clone(), stats);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(&config, listener, core.clone(), tls, stop_rx)?);
     tracing::info!(
@@ -293,6 +294,7 @@ async fn raft_failure(raft: Raft) -> Box<dyn std::error::Error + Send + Sync> {
 async fn start_raft(
     config: &Config,
     id: u64,
+    stats: &stats::Stats,
 ) -> Result<(Raft, crate::cluster::store::StateFeed), SupervisorError> {
     let db_path = config.data_dir.join("raft.redb");
     let store_err = |source| SupervisorError::Store {
@@ -307,9 +309,12 @@ async fn start_raft(
     }
     let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| store_err(e))?;
     let log_path = config.data_dir.join("raft.log");
-    let log = LogStore::open(db, &log_path).map_err(|e| {
-        SupervisorError::Config(format!("open the Raft log {}: {e}", log_path.display()))
-    })?;
+    let appends = stats.log_append_seconds.clone();
+    let log = LogStore::open(db, &log_path)
+        .map_err(|e| {
+            SupervisorError::Config(format!("open the Raft log {}: {e}", log_path.display()))
+        })?
+        .observed(Arc::new(move |d| appends.observe(d.as_secs_f64())));
     let raft_config = openraft::Config {
         cluster_name: "haconiwa".into(),
         heartbeat_interval: config.raft_heartbeat_ms,

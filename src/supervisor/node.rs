@@ -56,7 +56,13 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Node {
     /// Builds the shared state (inside the runtime: it starts the proposer's task).
-    pub fn new(id: NodeId, raft: Raft, feed: StateFeed, config: Config) -> Arc<Node> {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        feed: StateFeed,
+        config: Config,
+        stats: super::stats::Stats,
+    ) -> Arc<Node> {
         Arc::new(Node {
             id,
             proposer: Proposer::new(raft.clone()),
@@ -69,7 +75,7 @@ impl Node {
             membership: tokio::sync::Mutex::new(()),
             applied: Mutex::new(HashMap::new()),
             mirror: Mutex::new(Default::default()),
-            stats: Default::default(),
+            stats,
         })
     }
 

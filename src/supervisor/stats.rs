@@ -26,6 +26,8 @@ pub struct Stats {
     pub oom_kills: Counter,
     /// Raft term changes this member saw (each one an election).
     pub elections: Counter,
+    /// Raft log appends, written and fsynced: the disk latency every commit waits for.
+    pub log_append_seconds: Histogram,
 }
 
 impl Default for Stats {
@@ -38,6 +40,7 @@ impl Default for Stats {
             events: Family::default(),
             oom_kills: Counter::default(),
             elections: Counter::default(),
+            log_append_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
         }
     }
 }

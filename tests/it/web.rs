@@ -103,6 +103,12 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         get("haconiwa_node_launch_duration_seconds_count") >= 1.0,
         "no launch timed on node 1"
     );
+    // Every entry node 1 holds came through a timed append (the log starts empty).
+    assert!(
+        get("haconiwa_raft_log_append_duration_seconds_count") >= 1.0
+            && get("haconiwa_raft_log_append_duration_seconds_sum") > 0.0,
+        "no log append timed on node 1"
+    );
     let leader = status["leader"].as_u64().unwrap() as usize;
     let lm = scrape(&format!("http://{}.{leader}:7780/metrics", cl.net));
     assert_eq!(

@@ -82,6 +82,12 @@ fn raft(core: &Node, reg: &mut Registry) {
         "Raft term changes this member saw since it started",
         core.stats.elections.clone(),
     );
+    r.register_with_unit(
+        "log_append_duration",
+        "Raft log appends on this member, written and fsynced (every commit waits for one)",
+        Unit::Seconds,
+        core.stats.log_append_seconds.clone(),
+    );
 }
 
 fn cluster(core: &Node, reg: &mut Registry) {
