@@ -10,9 +10,8 @@
 //! way and nothing queues, it is proposed at once, alone and as itself, from the caller's
 //! own task (no extra hop), so one client sees no added latency. Only when every slot is
 //! taken do new commands queue, and the next free slot takes all of them (up to
-//! [`MAX_BATCH`]) as one entry. Large commands (placements with
-//! their definitions, rules) always go alone, so a batch stays far below the transport's
-//! message limit.
+//! [`MAX_BATCH`]) as one entry. Large commands (placements with their definitions,
+//! rules) always go alone, so a batch stays far below the transport's message limit.
 
 use super::state::{Command, NodeId, Response};
 use super::Raft;
@@ -66,19 +65,11 @@ impl Proposer {
     /// Proposes `cmd` (this node must lead) and waits for it to be applied.
     pub async fn write(&self, cmd: Command) -> WriteResult {
         if !cmd.batchable() {
-            return self
-                .raft
-                .client_write(cmd)
-                .await
-                .map(|w| (w.log_id.index, w.data));
+            return alone(&self.raft, cmd).await;
         }
         if self.queued.load(Ordering::Acquire) == 0 {
             if let Ok(_slot) = self.slots.try_acquire() {
-                return self
-                    .raft
-                    .client_write(cmd)
-                    .await
-                    .map(|w| (w.log_id.index, w.data));
+                return alone(&self.raft, cmd).await;
             }
         }
         let (reply, answer) = oneshot::channel();
@@ -122,12 +113,18 @@ async fn run(
     }
 }
 
+/// Proposes `cmd` as an entry of its own.
+async fn alone(raft: &Raft, cmd: Command) -> WriteResult {
+    raft.client_write(cmd)
+        .await
+        .map(|w| (w.log_id.index, w.data))
+}
+
 /// Proposes one entry for `batch` and answers each of its writers.
 async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
         if let Some(p) = batch.pop() {
-            let r = raft.client_write(p.cmd).await;
-            let _ = p.reply.send(r.map(|w| (w.log_id.index, w.data)));
+            let _ = p.reply.send(alone(raft, p.cmd).await);
         }
         return;
     }
@@ -161,14 +158,14 @@ async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
 mod tests {
     use super::*;
     use crate::cluster::network::Network;
-    use crate::cluster::store::{open_database, LogStore, StateMachineStore};
+    use crate::cluster::store::{open_database, LogStore, StateFeed, StateMachineStore};
     use openraft::{EntryPayload, RaftLogReader};
     use std::collections::{BTreeMap, BTreeSet};
 
     /// A one-member cluster on real storage (no peers: the network is never used).
-    async fn one_member(dir: &std::path::Path) -> (Raft, LogStore) {
+    async fn one_member(dir: &std::path::Path) -> (Raft, LogStore, StateFeed) {
         let db = open_database(&dir.join("raft.redb")).unwrap();
-        let (sm, _feed) = StateMachineStore::open(db.clone()).unwrap();
+        let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
         let log = LogStore::open(db, &dir.join("raft.log")).unwrap();
         let network = Network {
             self_id: 1,
@@ -189,7 +186,7 @@ mod tests {
             .state(openraft::ServerState::Leader, "leads")
             .await
             .unwrap();
-        (raft, log)
+        (raft, log, feed)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +194,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("haconiwa-proposer-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (raft, mut log) = one_member(&dir).await;
+        let (raft, mut log, feed) = one_member(&dir).await;
         let p = Proposer::new(raft.clone());
         let before = raft.metrics().borrow().last_log_index.unwrap_or(0);
         let writes: Vec<_> = (0..200)
@@ -214,13 +211,22 @@ mod tests {
             })
             .collect();
         let mut ids = BTreeSet::new();
-        for w in writes {
+        let mut answers = Vec::new();
+        for (k, w) in writes.into_iter().enumerate() {
             match w.await.unwrap().unwrap() {
-                (_, Response::Node(id)) => assert!(ids.insert(id), "node id {id} given twice"),
+                (_, Response::Node(id)) => {
+                    assert!(ids.insert(id), "node id {id} given twice");
+                    answers.push((k, id));
+                }
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(ids.len(), 200);
+        // Each writer got the answer to its own command: the id of the node it added.
+        let state = feed.state.borrow().1.clone();
+        for (k, id) in answers {
+            assert_eq!(state.nodes()[&id].addr, format!("10.0.0.{k}:7700"));
+        }
         let entries = raft.metrics().borrow().last_log_index.unwrap_or(0) - before;
         assert!(
             entries < 200,

@@ -193,11 +193,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes everything written so far durable.
-    pub fn sync_now(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-
     /// A handle to make everything written so far durable, outside the lock.
     pub fn syncer(&self) -> io::Result<File> {
         self.file.try_clone()
