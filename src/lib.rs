@@ -18,6 +18,7 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod image;
 pub mod launcher;
 pub mod mirror;
 pub mod runtime;

@@ -28,6 +28,10 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .clone()
             .unwrap_or_else(|| "haconiwa".into()),
     );
+    let images = cli
+        .image_store
+        .clone()
+        .unwrap_or_else(|| crate::image::DEFAULT_STORE.into());
     match cli.command {
         Command::New {
             file,
@@ -53,6 +57,15 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Create { file } => {
             let spec = load(&file)?;
+            if let Some(image) = &spec.image {
+                let r = with_image(&images, spec.clone())?;
+                println!(
+                    "image {} is here ({} layers)",
+                    r.image.as_deref().unwrap_or(image),
+                    r.rootfs.layers.len()
+                );
+                return Ok(0);
+            }
             match bootstrap::ensure(&spec, true)? {
                 bootstrap::Outcome::Existed => {
                     println!("root filesystem {} exists", spec.rootfs.path.display())
@@ -90,10 +103,40 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Show { file, json } => {
             let spec = load(&file)?;
+            // With the image here, what a container really gets: its configuration
+            // applied, its labels.
+            let local = spec.image.as_ref().and_then(|r| {
+                let store = crate::image::Store::open(&images).ok()?;
+                let resolved = crate::image::config::load(&store, r).ok()?;
+                let applied = crate::image::config::apply(&store, &spec).ok()?;
+                Some((applied, crate::image::config::labels(&resolved)))
+            });
+            let (shown, labels) = match local {
+                Some((s, l)) => (s, Some(l)),
+                None => (spec, None),
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&spec)?);
+                println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
-                print_spec(&spec);
+                print_spec(&shown);
+                match (&shown.image, labels) {
+                    (Some(_), Some(l)) => println!(
+                        "{:<14} {}",
+                        "image labels:",
+                        escape_controls(
+                            &l.iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    ),
+                    (Some(i), None) => println!(
+                        "{:<14} (image {} is not in the store here: `haconiwa image pull {0}` shows what it sets)",
+                        "image labels:",
+                        escape_controls(i)
+                    ),
+                    _ => {}
+                }
             }
             Ok(0)
         }
@@ -112,10 +155,11 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             if !command.is_empty() {
                 spec.init_command = command;
             }
-            if create {
+            if create && spec.image.is_none() {
                 bootstrap::ensure(&spec, true)?;
                 provision::provision(&rt, &spec, false, true)?;
             }
+            let spec = with_image(&images, spec)?;
             let detach = daemon || (spec.daemonize && !foreground);
             run(&rt, &spec, detach)
         }
@@ -190,6 +234,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Watch(_)
         | Command::Up(_)
         | Command::Tls(_)
+        | Command::Image(_)
         | Command::Down(_)
         | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),
@@ -228,6 +273,32 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
         }
     }
+}
+
+/// The spec with its image applied (pulled first when the store lacks it, by a
+/// `haconiwa image pull` process of its own: this one launches, so it must stay
+/// single-threaded). A spec without an image is returned as it is.
+fn with_image(store_dir: &Path, spec: ContainerSpec) -> Result<ContainerSpec, CliError> {
+    let Some(reference) = spec.image.clone() else {
+        return Ok(spec);
+    };
+    let store = crate::image::Store::open(store_dir)?;
+    if let Err(crate::image::ImageError::NotFound(_)) = store.find(&reference) {
+        use std::os::unix::process::CommandExt;
+        let status = std::process::Command::new(crate::runtime::SELF_EXE)
+            .arg0("haconiwa")
+            .args(["image", "pull", &reference])
+            .env("HACONIWA_IMAGE_STORE", store_dir)
+            .status()
+            .map_err(|e| format!("start `haconiwa image pull`: {e}"))?;
+        if !status.success() {
+            return Err(CliError {
+                message: format!("image {reference} could not be pulled (see above)"),
+                code: LAUNCH_FAILED,
+            });
+        }
+    }
+    Ok(crate::image::config::apply(&store, &spec)?)
 }
 
 fn run(rt: &Runtime, spec: &ContainerSpec, detach: bool) -> Result<i32, CliError> {
@@ -326,17 +397,43 @@ fn print_spec(s: &ContainerSpec) {
     line("name:", s.name.clone());
     line("hostname:", s.effective_hostname().to_string());
     line("command:", s.init_command.join(" "));
+    if let Some(image) = &s.image {
+        line(
+            "image:",
+            format!(
+                "{image}{}",
+                if s.rootfs.layers.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} read-only layers, {})",
+                        s.rootfs.layers.len(),
+                        if s.rootfs.readonly {
+                            "no writable layer"
+                        } else {
+                            "a writable layer per container"
+                        }
+                    )
+                }
+            ),
+        );
+    } else {
+        line(
+            "rootfs:",
+            format!(
+                "{} (read-only base, {})",
+                s.rootfs.path.display(),
+                if s.rootfs.readonly {
+                    "no writable layer"
+                } else {
+                    "a writable layer per container"
+                }
+            ),
+        );
+    }
     line(
-        "rootfs:",
-        format!(
-            "{} (read-only base, {})",
-            s.rootfs.path.display(),
-            if s.rootfs.readonly {
-                "no writable layer"
-            } else {
-                "a writable layer per container"
-            }
-        ),
+        "stop signal:",
+        s.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
     );
     line(
         "bootstrap:",

@@ -1,6 +1,7 @@
 //! The command line: clap commands, human tables and `--json`. No logic the libraries
 //! or the API lack; errors become one line on stderr.
 
+mod image;
 mod local;
 mod remote;
 mod supervise;
@@ -18,6 +19,9 @@ pub struct Cli {
     /// State directory of local containers [default: /run/haconiwa].
     #[arg(long, global = true, env = "HACONIWA_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The image store [default: /var/lib/haconiwa/images].
+    #[arg(long, global = true, env = "HACONIWA_IMAGE_STORE")]
+    pub image_store: Option<PathBuf>,
     /// Parent cgroup of local containers, in every hierarchy [default: haconiwa].
     #[arg(long, global = true, env = "HACONIWA_CGROUP_PARENT")]
     pub cgroup_parent: Option<String>,
@@ -191,6 +195,9 @@ pub enum Command {
     /// Watcher rules the leader keeps true.
     #[command(subcommand)]
     Watch(WatchCommand),
+    /// This host's OCI images: pull, import, ls, inspect, rm, prune (docs/images.md).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Certificates for the cluster's TLS: a cluster CA, node and client certificates.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -343,6 +350,8 @@ fn prints_for_a_reader(c: &Command) -> bool {
             | Command::Cluster(_)
             | Command::Mirror(_)
             | Command::Watch(WatchCommand::Ls { .. })
+            | Command::Image(image::ImageCommand::Ls { .. })
+            | Command::Image(image::ImageCommand::Inspect { .. })
     )
 }
 
@@ -393,6 +402,7 @@ pub fn main() -> i32 {
         | Command::Cluster(_) => remote::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
         Command::Tls(t) => tls::run(t),
+        Command::Image(ref i) => image::run(&cli, i),
         _ => local::dispatch(cli),
     };
     match result {

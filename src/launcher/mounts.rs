@@ -4,7 +4,7 @@
 use super::error::{Step, StepError, StepResult};
 use super::RootAccess;
 use crate::spec::{
-    ContainerSpec, MountPoint, NsKind, RootMode, SystemMount, HOST_VIEW_FILESYSTEMS,
+    ContainerSpec, MountPoint, NsKind, RootMode, Rootfs, SystemMount, HOST_VIEW_FILESYSTEMS,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -164,8 +164,14 @@ pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
     let root_buf;
     let root: &Path = match access {
         RootAccess::Layer(dir) => {
-            root_buf = overlay(base, dir, spec.unshares(NsKind::User))?;
+            root_buf = overlay(&spec.rootfs, dir, spec.unshares(NsKind::User))?;
             &root_buf
+        }
+        RootAccess::ReadOnly | RootAccess::Writable if !spec.rootfs.layers.is_empty() => {
+            return Err(StepError::msg(
+                "enter the root filesystem",
+                "an image's layers are shared and read-only: they are mounted with a layer of the container's own",
+            ));
         }
         RootAccess::ReadOnly | RootAccess::Writable => {
             bind(base, base, true)
@@ -182,7 +188,7 @@ pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
         mask_paths(root)?;
     }
     pivot(root)?;
-    if *access == RootAccess::ReadOnly {
+    if *access == RootAccess::ReadOnly || spec.rootfs.readonly {
         remount_readonly(Path::new("/"))?;
     }
     Ok(())
@@ -320,31 +326,71 @@ fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
     Ok(())
 }
 
-/// Mounts the container's root: the shared base read-only below, the container's own
-/// writable layer (`dir/upper`, with overlayfs' `dir/work`) on top, at `dir/merged`.
-fn overlay(base: &Path, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
+/// The longest mount option string the kernel takes (one page).
+const MOUNT_OPTIONS_MAX: usize = 4095;
+
+/// Mounts the container's root at `dir/merged`: the read-only layers below (the
+/// bootstrapped base, or an image's layers, top first) and, unless the root is
+/// read-only, the container's own writable layer on top (`dir/upper`, with overlayfs'
+/// `dir/work`). An image's layers are named relative to the store (`l/<short>`) with the
+/// store as the working directory during the mount: 100+ layers stay within the one
+/// page the kernel takes for mount options.
+fn overlay(rootfs: &Rootfs, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
+    let base = &rootfs.path;
     let merged = dir.join("merged");
     let (upper, work) = (dir.join("upper"), dir.join("work"));
-    for p in [base, upper.as_path(), work.as_path()] {
-        let text = p.to_string_lossy();
-        if text.contains([',', ':', '\\']) {
+    let what = "mount the root's layers";
+    let lower = if rootfs.layers.is_empty() {
+        base.display().to_string()
+    } else {
+        rootfs.layers.join(":")
+    };
+    for text in [
+        lower.as_str(),
+        &upper.to_string_lossy(),
+        &work.to_string_lossy(),
+    ] {
+        if text.contains([',', '\\']) || (rootfs.layers.is_empty() && text.contains(':')) {
             return Err(StepError::msg(
-                "mount the root's writable layer",
+                what,
                 format!("{text} contains ',', ':' or '\\', which overlayfs options cannot carry"),
             ));
         }
     }
-    let mut opts = format!(
-        // volatile: no syncs of the upper layer, which is thrown away with the container.
-        "lowerdir={},upperdir={},workdir={},volatile",
-        base.display(),
-        upper.display(),
-        work.display()
-    );
+    if !rootfs.layers.is_empty() {
+        nix::unistd::chdir(base).step(|| format!("chdir {}", base.display()))?;
+    }
+    if rootfs.readonly && rootfs.layers.len() == 1 {
+        // overlayfs wants two lower layers when nothing is writable: one is a bind.
+        let only = base.join(&rootfs.layers[0]);
+        bind(&only, &merged, false)?;
+        nix::unistd::chdir("/").step(|| "chdir /".into())?;
+        return Ok(merged);
+    }
+    let mut opts = if rootfs.readonly {
+        format!("lowerdir={lower}")
+    } else {
+        format!(
+            // volatile: no syncs of the upper layer, which is thrown away with the container.
+            "lowerdir={lower},upperdir={},workdir={},volatile",
+            upper.display(),
+            work.display()
+        )
+    };
     if user_ns {
         // trusted.* xattrs belong to the host's root; in a user namespace overlayfs keeps
         // its bookkeeping in user.* ones.
         opts.push_str(",userxattr");
+    }
+    if opts.len() > MOUNT_OPTIONS_MAX {
+        return Err(StepError::msg(
+            what,
+            format!(
+                "{} layers need {} bytes of mount options, over the kernel's {MOUNT_OPTIONS_MAX}",
+                rootfs.layers.len().max(1),
+                opts.len()
+            ),
+        ));
     }
     mount(
         Some("overlay"),
@@ -353,7 +399,8 @@ fn overlay(base: &Path, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
         MsFlags::empty(),
         Some(opts.as_str()),
     )
-    .step(|| format!("mount the writable layer over {}", base.display()))?;
+    .step(|| format!("mount the layers of {}", base.display()))?;
+    nix::unistd::chdir("/").step(|| "chdir /".into())?;
     Ok(merged)
 }
 

@@ -74,6 +74,14 @@ impl Started {
 /// Checks what can be checked before anything is created.
 fn preflight(spec: &ContainerSpec) -> StepResult<()> {
     let root = &spec.rootfs.path;
+    for layer in &spec.rootfs.layers {
+        if !root.join(layer).is_dir() {
+            return Err(StepError::msg(
+                format!("image layer {layer} in {}", root.display()),
+                "missing from the image store; pull the image again",
+            ));
+        }
+    }
     match std::fs::metadata(root) {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(_) => Err(StepError::msg(

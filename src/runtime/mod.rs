@@ -75,7 +75,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
 /// How a container of `spec` whose record is `dir` sees its root: read-only when the
 /// definition says so, else through its own writable layer.
 fn root_access(spec: &ContainerSpec, dir: &ContainerDir) -> RootAccess {
-    if spec.rootfs.readonly {
+    // An image's layers are always mounted together at the layer directory's mount
+    // point (read-only when the definition says so).
+    if spec.rootfs.readonly && spec.rootfs.layers.is_empty() {
         RootAccess::ReadOnly
     } else {
         RootAccess::Layer(dir.layer_dir())
@@ -113,7 +115,45 @@ fn make_layer(spec: &ContainerSpec, layer: &std::path::Path) -> Result<(), Runti
             })
             .map_err(io_err(format!("create {}", d.display())))?;
     }
+    // The upper directory's own attributes are those of the container's `/`: readable
+    // by every user of the container (its parent keeps the host's other users out).
+    use std::os::unix::fs::PermissionsExt;
+    let upper = layer.join("upper");
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(format!("chmod {}", upper.display())))?;
     Ok(())
+}
+
+/// Records in the image store that the container at `dir` uses its image's layers (a
+/// prune keeps them until it ends). Nothing for a container of a bootstrapped root.
+fn lease_image(spec: &ContainerSpec, dir: &ContainerDir) -> Result<(), RuntimeError> {
+    let Some(manifest) = crate::image::config::pinned_manifest(spec) else {
+        return Ok(());
+    };
+    let store = crate::image::Store::open(&spec.rootfs.path).map_err(|e| RuntimeError::Io {
+        what: "open the image store".into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    store
+        .take_lease(&crate::image::store::Lease {
+            container_dir: dir.path.clone(),
+            image: spec.image.clone().unwrap_or_default(),
+            manifest,
+            layers: spec.rootfs.layers.clone(),
+        })
+        .map_err(|e| RuntimeError::Io {
+            what: "record the container in the image store".into(),
+            source: io::Error::other(e.to_string()),
+        })
+}
+
+/// The container at `dir` no longer uses its image's layers.
+fn release_image(spec: &ContainerSpec, dir: &ContainerDir) {
+    if spec.image.is_some() && !spec.rootfs.layers.is_empty() {
+        if let Ok(store) = crate::image::Store::open(&spec.rootfs.path) {
+            store.drop_lease(&dir.path);
+        }
+    }
 }
 
 /// What the monitor tells the process that started it, once, over a pipe.
@@ -216,8 +256,10 @@ impl Runtime {
                         .and_then(|()| match root {
                             RootAccess::Layer(layer) => make_layer(spec, layer),
                             _ => Ok(()),
-                        });
+                        })
+                        .and_then(|()| lease_image(spec, &dir));
                     if let Err(e) = made {
+                        release_image(spec, &dir);
                         let _ = std::fs::remove_dir_all(&dir.path);
                         return Err(e);
                     }
@@ -283,6 +325,7 @@ impl Runtime {
         let started = match launcher::start(spec, &opts) {
             Ok(s) => s,
             Err(e) => {
+                release_image(spec, &dir);
                 let _ = std::fs::remove_dir_all(&dir.path);
                 return Err(e.into());
             }
@@ -293,6 +336,7 @@ impl Runtime {
         let _ = dir.write_state(&st);
         let mut exit = launcher::wait(&started);
         let cleanup = started.cleanup();
+        release_image(spec, &dir);
         let _ = std::fs::remove_dir_all(&dir.path);
         exit.oom_killed |= cleanup.as_ref().map(|o| *o).unwrap_or(false);
         if let Err(e) = cleanup {
@@ -330,6 +374,7 @@ impl Runtime {
                     }
                     Err(_) => {
                         let _ = nix::sys::wait::waitpid(child, None);
+                        release_image(spec, &dir);
                         let _ = std::fs::remove_dir_all(&dir.path);
                         Err(RuntimeError::Io {
                             what: format!("start monitor for {}", spec.name),
@@ -360,6 +405,7 @@ impl Runtime {
                     reason: e.to_string(),
                 })
                 .send(&mut report);
+                release_image(spec, dir);
                 let _ = std::fs::remove_dir_all(&dir.path);
                 return 1;
             }
@@ -371,6 +417,7 @@ impl Runtime {
                 reason: e.to_string(),
             })
             .send(&mut report);
+            release_image(spec, dir);
             let _ = std::fs::remove_dir_all(&dir.path);
             return 1;
         }
@@ -382,6 +429,7 @@ impl Runtime {
             Ok(s) => s,
             Err(e) => {
                 MonitorReport::Failed(e).send(&mut report);
+                release_image(spec, dir);
                 let _ = std::fs::remove_dir_all(&dir.path);
                 return 1;
             }
@@ -422,6 +470,7 @@ impl Runtime {
         // The writable layer goes with the container's processes (the record and the
         // log stay for `ps` and `logs` until `rm`).
         let _ = std::fs::remove_dir_all(dir.layer_dir());
+        release_image(spec, dir);
         st.status = Status::Exited;
         st.exit_code = Some(exit.code);
         st.oom_killed = exit.oom_killed;

@@ -3,12 +3,15 @@
 
 pub mod cgroup;
 pub mod haco;
+pub mod image_ref;
 mod model;
 pub mod names;
 pub mod script;
+pub mod signal;
 pub mod watch;
 
 pub use haco::{load_file, load_str, HacoError};
+pub use image_ref::{ImageRef, RefError};
 pub use model::*;
 pub use script::ScriptError;
 

@@ -28,6 +28,15 @@ pub struct ContainerSpec {
     pub daemonize: bool,
     /// The root filesystem and how the container enters it.
     pub rootfs: Rootfs,
+    /// The OCI image the root comes from (`c.image`), as a canonical reference; once a
+    /// node resolved it, pinned to the manifest's digest (`name:tag@sha256:…`). `None`:
+    /// the root is `rootfs.path`, built by `bootstrap`.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The signal that asks the command to stop (`kill` without `-s`, a cluster stop);
+    /// SIGTERM when unset. An image's `StopSignal` fills it.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
     /// How `haconiwa create` builds the root filesystem when it is missing.
     #[serde(default, with = "bootstrap_codec")]
     pub bootstrap: Option<Bootstrap>,
@@ -113,7 +122,10 @@ impl ContainerSpec {
                 path: root,
                 mode: RootMode::PivotRoot,
                 readonly: false,
+                layers: Vec::new(),
             },
+            image: None,
+            stop_signal: None,
             bootstrap: None,
             provision: Vec::new(),
             namespaces: Namespaces::default(),
@@ -168,6 +180,11 @@ pub struct Rootfs {
     /// Remount the root read-only after set-up.
     #[serde(default)]
     pub readonly: bool,
+    /// An image's read-only layers, top first, as paths relative to `path` (then the
+    /// image store: short names keep a mount of 100+ layers within the one page the
+    /// kernel takes for mount options). Empty: `path` itself is the one read-only base.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// `bootstrap` is internally tagged (`"strategy": "busybox"`) in JSON and TOML, which a

@@ -193,6 +193,25 @@ pub(super) fn register(engine: &mut Engine) {
         },
     );
     engine.register_get_set(
+        "stop_signal",
+        |c: &mut Container| -> Dynamic {
+            match &c.d.borrow().spec.stop_signal {
+                Some(s) => s.clone().into(),
+                None => Dynamic::UNIT,
+            }
+        },
+        |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
+            let text = as_string(&v, "stop_signal")?;
+            let canonical = crate::spec::signal::canonical(&text).ok_or_else(|| {
+                dsl_error(format!(
+                    "stop_signal: unknown signal '{text}' (a name such as \"SIGQUIT\" or \"QUIT\", or a number 1-64)"
+                ))
+            })?;
+            c.d.borrow_mut().spec.stop_signal = Some(canonical);
+            Ok(())
+        },
+    );
+    engine.register_get_set(
         "on_disconnect",
         |c: &mut Container| -> Dynamic {
             match c.d.borrow().spec.on_disconnect {

@@ -118,11 +118,28 @@ impl Draft {
         if s.name.is_empty() {
             return Err("the container has no name: set c.name = \"...\"".into());
         }
-        if s.init_command.is_empty() {
-            return Err("the container has no command: set c.init_command = [\"/bin/sh\"]".into());
-        }
-        if !self.root_set {
-            return Err("the container has no root filesystem: call c.chroot_to(\"/path\")".into());
+        if s.image.is_some() {
+            if self.root_set {
+                return Err(
+                    "c.image and c.chroot_to both give the root filesystem; keep one".into(),
+                );
+            }
+            if s.bootstrap.is_some() {
+                return Err(
+                    "c.bootstrap builds a root directory; an image is its own root: drop c.bootstrap or c.image".into(),
+                );
+            }
+        } else {
+            if s.init_command.is_empty() {
+                return Err(
+                    "the container has no command: set c.init_command = [\"/bin/sh\"] (or name an image: c.image = \"busybox\")".into(),
+                );
+            }
+            if !self.root_set {
+                return Err(
+                    "the container has no root filesystem: call c.chroot_to(\"/path\") or set c.image = \"REF\"".into(),
+                );
+            }
         }
         s.namespaces.unshare.sort();
         s.namespaces.unshare.dedup();

@@ -24,6 +24,23 @@ pub(super) fn register(engine: &mut Engine) {
             Ok(())
         },
     );
+    engine.register_get_set(
+        "image",
+        |c: &mut Container| -> Dynamic {
+            match &c.d.borrow().spec.image {
+                Some(r) => r.clone().into(),
+                None => Dynamic::UNIT,
+            }
+        },
+        |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
+            let text = as_string(&v, "image")?;
+            let r = crate::spec::ImageRef::parse(&text).map_err(|e| dsl_error(e.to_string()))?;
+            let mut d = c.d.borrow_mut();
+            d.spec.image = Some(r.to_string());
+            d.spec.rootfs.path = PathBuf::new();
+            Ok(())
+        },
+    );
     engine.register_fn("bootstrap", |c: &mut Container, m: Map| -> RhaiResult<()> {
         let b = bootstrap_from(c, &m)?;
         c.d.borrow_mut().spec.bootstrap = Some(b);
