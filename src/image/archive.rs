@@ -155,7 +155,12 @@ impl Bundle {
     pub fn reader(&self, name: &str) -> io::Result<(Box<dyn Read + Send>, u64)> {
         match self {
             Bundle::Dir(d) => {
-                let f = File::open(d.join(name))?;
+                let f = File::open(d.join(name)).map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => {
+                        io::Error::new(e.kind(), format!("{name}: not in the layout"))
+                    }
+                    _ => e,
+                })?;
                 let len = f.metadata()?.len();
                 Ok((Box::new(f), len))
             }

@@ -100,6 +100,8 @@ pub enum Progress {
     Unpacking(Digest),
     /// A layer is in place.
     LayerDone(Digest),
+    /// An entry of a layer was skipped (a device node): the layer and what.
+    Skipped(Digest, String),
 }
 
 /// How to install.
@@ -575,6 +577,12 @@ async fn install_locked(
             .await
             .map_err(|e| ImageError::Invalid(format!("unpack task: {e}")))
             .and_then(|r| r);
+        let unpacked = unpacked.map(|(made_it, skipped)| {
+            for s in skipped {
+                opts.tell(Progress::Skipped(l.blob.clone(), s));
+            }
+            made_it
+        });
         match unpacked {
             Ok(true) => made
                 .lock()
@@ -601,19 +609,20 @@ async fn install_locked(
     Ok(record)
 }
 
-/// Unpacks one layer under its lock; `Ok(false)` when another install made it first.
+/// Unpacks one layer under its lock; `false` when another install made it first; the
+/// entries it skipped.
 fn unpack_layer(
     store: &Store,
     shown: &str,
     layer: &LayerRef,
     below: &[Digest],
-) -> Result<bool, ImageError> {
+) -> Result<(bool, Vec<String>), ImageError> {
     if store.has_layer(&layer.chain_id) {
-        return Ok(false);
+        return Ok((false, Vec::new()));
     }
     let _work = store.work_lock("layer", &layer.chain_id)?;
     if store.has_layer(&layer.chain_id) {
-        return Ok(false);
+        return Ok((false, Vec::new()));
     }
     let ws = store.layer_workspace(&layer.chain_id)?;
     let result = (|| {
@@ -649,13 +658,11 @@ fn unpack_layer(
                 ),
             });
         }
-        for s in &applied.skipped {
-            tracing::info!("image {shown}: layer {}: {s}", layer.blob);
-        }
-        store.commit_layer(&ws, &layer.chain_id, &layer.diff_id)
+        store.commit_layer(&ws, &layer.chain_id, &layer.diff_id)?;
+        Ok(applied.skipped)
     })();
     if result.is_err() {
         let _ = super::store::remove_tree(&ws);
     }
-    result.map(|()| true)
+    result.map(|skipped| (true, skipped))
 }

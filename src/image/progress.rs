@@ -78,11 +78,15 @@ impl Board {
     }
 }
 
-/// A progress callback drawing on standard error when it is a terminal; `None` when it
-/// is not (or when `quiet`).
+/// A progress callback: layers drawn on standard error when it is a terminal (and not
+/// `quiet`); skipped entries always said there, one line each.
 pub fn terminal(quiet: bool) -> Option<Arc<dyn Fn(Progress) + Send + Sync>> {
     if quiet || !std::io::stderr().is_terminal() {
-        return None;
+        return Some(Arc::new(|p: Progress| {
+            if let Progress::Skipped(layer, what) = p {
+                eprintln!("haconiwa: layer {layer}: {what}");
+            }
+        }));
     }
     let board = Arc::new(Mutex::new(Board {
         order: Vec::new(),
@@ -122,6 +126,10 @@ pub fn terminal(quiet: bool) -> Option<Arc<dyn Fn(Progress) + Send + Sync>> {
                     l.state = "unpacking";
                 }
                 b.draw(true);
+            }
+            Progress::Skipped(layer, what) => {
+                b.drawn = 0;
+                eprintln!("haconiwa: layer {layer}: {what}");
             }
             Progress::LayerDone(d) => {
                 if let Some(l) = b.lines.get_mut(&d) {

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod hosts;
+pub mod images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
