@@ -81,24 +81,24 @@ pub struct RegistryArgs {
     /// A registry (host[:port]) spoken to over plain HTTP (repeatable; localhost and
     /// 127.0.0.1 always may).
     #[arg(long = "insecure-registry")]
-    pub insecure: Vec<String>,
+    pub insecure_registry: Vec<String>,
     /// HOST[:PORT]=CA.pem: trust this CA for that registry (repeatable).
     #[arg(long = "registry-ca")]
-    pub ca: Vec<String>,
+    pub registry_ca: Vec<String>,
     /// HOST[:PORT]=MIRROR[:PORT]: fetch that registry's images from a mirror
     /// (repeatable).
     #[arg(long = "registry-mirror")]
-    pub mirror: Vec<String>,
+    pub registry_mirror: Vec<String>,
     /// A registries file (TOML, the [images] keys of node.toml) [default:
     /// /etc/haconiwa/registries.toml when it exists].
     #[arg(long = "registries-config", env = "HACONIWA_REGISTRIES")]
-    pub config: Option<PathBuf>,
+    pub registries_config: Option<PathBuf>,
 }
 
 impl RegistryArgs {
     /// The registry configuration: the file, then the flags on top.
     pub fn config(&self) -> Result<RegistryConfig, CliError> {
-        let mut cfg = match &self.config {
+        let mut cfg = match &self.registries_config {
             Some(p) => RegistryConfig::load(p)?,
             None => {
                 let p = std::path::Path::new("/etc/haconiwa/registries.toml");
@@ -113,14 +113,14 @@ impl RegistryArgs {
             cfg.auth_file = self.authfile.clone();
         }
         cfg.insecure_registries
-            .extend(self.insecure.iter().cloned());
-        for kv in &self.ca {
+            .extend(self.insecure_registry.iter().cloned());
+        for kv in &self.registry_ca {
             let (h, p) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("--registry-ca {kv}: expected HOST=CA.pem"))?;
             cfg.registry_ca.insert(h.to_string(), PathBuf::from(p));
         }
-        for kv in &self.mirror {
+        for kv in &self.registry_mirror {
             let (h, m) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("--registry-mirror {kv}: expected HOST=MIRROR"))?;

@@ -284,11 +284,18 @@ fn with_image(store_dir: &Path, spec: ContainerSpec) -> Result<ContainerSpec, Cl
     };
     let store = crate::image::Store::open(store_dir)?;
     if let Err(crate::image::ImageError::NotFound(_)) = store.find(&reference) {
+        use std::os::fd::AsFd;
         use std::os::unix::process::CommandExt;
+        // Its output goes to stderr: stdout is the container's.
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("dup stderr: {e}"))?;
         let status = std::process::Command::new(crate::runtime::SELF_EXE)
             .arg0("haconiwa")
             .args(["image", "pull", &reference])
             .env("HACONIWA_IMAGE_STORE", store_dir)
+            .stdout(std::process::Stdio::from(err))
             .status()
             .map_err(|e| format!("start `haconiwa image pull`: {e}"))?;
         if !status.success() {

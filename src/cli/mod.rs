@@ -434,3 +434,14 @@ impl<E: std::fmt::Display> From<E> for CliError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every command's arguments are consistent (ids unique across global and local
+    /// flags, types matching): clap checks it only when a command is used.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -254,8 +254,13 @@ fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ImageError
 pub struct RegistryFetcher {
     /// The registry as the reference names it.
     registry: String,
-    /// Where requests go (`https://host:port` or a mirror).
-    base: String,
+    /// Where requests go (`host:port` of the registry or its mirror).
+    endpoint: String,
+    /// Whether plain HTTP may be used (a registry listed as insecure, or loopback): then
+    /// HTTPS is tried first and plain HTTP only when the server does not speak TLS.
+    plain_allowed: bool,
+    /// The scheme that answered (decided on the first connection).
+    scheme: Mutex<Option<&'static str>>,
     repository: String,
     credentials: Option<Credentials>,
     tls: Arc<rustls::ClientConfig>,
@@ -289,7 +294,9 @@ impl RegistryFetcher {
         };
         Ok(RegistryFetcher {
             registry: image.registry.clone(),
-            base: format!("{}://{endpoint}", if plain { "http" } else { "https" }),
+            endpoint,
+            plain_allowed: plain,
+            scheme: Mutex::new(None),
             repository: image.repository.clone(),
             credentials,
             tls: tls_config(ca.map(|p| p.as_path()))?,
@@ -414,7 +421,7 @@ impl RegistryFetcher {
         path: &str,
         headers: &[(&str, String)],
     ) -> Result<Response<hyper::body::Incoming>, FetchError> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{}://{}{path}", self.scheme().await?, self.endpoint);
         let auth = self
             .authorization
             .lock()
@@ -473,6 +480,34 @@ impl RegistryFetcher {
         }
         *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(authorization);
         Ok(resp)
+    }
+
+    /// `https`, or `http` for a registry that may be spoken to in plain and does not
+    /// speak TLS (as Docker does for insecure registries: TLS first). A certificate the
+    /// client does not trust is an error, never a reason to drop TLS.
+    async fn scheme(&self) -> Result<&'static str, FetchError> {
+        if let Some(s) = *self.scheme.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(s);
+        }
+        let chosen = if !self.plain_allowed {
+            "https"
+        } else {
+            let uri: Uri = format!("https://{}/v2/", self.endpoint)
+                .parse()
+                .map_err(|e| FetchError::Refused(format!("{}: {e}", self.endpoint)))?;
+            match self.connection(&uri).await {
+                Ok(_) => "https",
+                Err(FetchError::Refused(m))
+                    if m.contains("InvalidContentType") || m.contains("corrupt message") =>
+                {
+                    "http"
+                }
+                Err(FetchError::Transfer(m)) if m.contains("timed out") => "http",
+                Err(e) => return Err(e),
+            }
+        };
+        *self.scheme.lock().unwrap_or_else(|p| p.into_inner()) = Some(chosen);
+        Ok(chosen)
     }
 
     /// A token from a `Bearer` challenge's realm.
@@ -639,8 +674,16 @@ impl Fetcher for RegistryFetcher {
             let path = format!("/v2/{}/manifests/{target}", self.repository);
             let resp = self.get(&path, &[("accept", ACCEPT.to_string())]).await?;
             if !resp.status().is_success() {
+                let sep = if target.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                };
                 return Err(status_error(
-                    &format!("registry {}: {}:{target}", self.registry, self.repository),
+                    &format!(
+                        "registry {}: {}{sep}{target}",
+                        self.registry, self.repository
+                    ),
                     resp,
                 )
                 .await);
