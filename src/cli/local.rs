@@ -37,8 +37,12 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             file,
             name,
             root,
+            image,
             force,
         } => {
+            let image = image
+                .map(|i| crate::spec::ImageRef::parse(&i).map(|r| r.to_string()))
+                .transpose()?;
             if file.exists() && !force {
                 return Err(format!("{} exists; pass --force to overwrite", file.display()).into());
             }
@@ -47,7 +51,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     .map(|s| s.to_string_lossy().to_string())
                     .unwrap_or_else(|| "container".into())
             });
-            std::fs::write(&file, template::boilerplate(&name, &root))
+            std::fs::write(&file, template::boilerplate(&name, &root, image.as_deref()))
                 .map_err(|e| format!("write {}: {e}", file.display()))?;
             println!(
                 "wrote {}; next: haconiwa create {0} && haconiwa run {0}",
@@ -58,7 +62,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Create { file } => {
             let spec = load(&file)?;
             if let Some(image) = &spec.image {
-                let r = with_image(&images, spec.clone())?;
+                let r = with_image(&rt, &images, spec.clone())?;
                 println!(
                     "image {} is here ({} layers)",
                     r.image.as_deref().unwrap_or(image),
@@ -82,6 +86,9 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Provision { file } => {
             let spec = load(&file)?;
+            if spec.image.is_some() {
+                return Err("the provision steps of an image's definition make a layer of their own, once per image and list of steps (`haconiwa create` makes it): change a step, or the image, to make a new one".into());
+            }
             if !spec.rootfs.path.is_dir() {
                 return Err(format!(
                     "root filesystem {} is missing; run `haconiwa create {}` first",
@@ -159,7 +166,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 bootstrap::ensure(&spec, true)?;
                 provision::provision(&rt, &spec, false, true)?;
             }
-            let spec = with_image(&images, spec)?;
+            let spec = with_image(&rt, &images, spec)?;
             let detach = daemon || (spec.daemonize && !foreground);
             run(&rt, &spec, detach)
         }
@@ -278,7 +285,11 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
 /// The spec with its image applied (pulled first when the store lacks it, by a
 /// `haconiwa image pull` process of its own: this one launches, so it must stay
 /// single-threaded). A spec without an image is returned as it is.
-fn with_image(store_dir: &Path, spec: ContainerSpec) -> Result<ContainerSpec, CliError> {
+fn with_image(
+    rt: &Runtime,
+    store_dir: &Path,
+    spec: ContainerSpec,
+) -> Result<ContainerSpec, CliError> {
     let Some(reference) = spec.image.clone() else {
         return Ok(spec);
     };
@@ -305,7 +316,8 @@ fn with_image(store_dir: &Path, spec: ContainerSpec) -> Result<ContainerSpec, Cl
             });
         }
     }
-    Ok(crate::image::config::apply(&store, &spec)?)
+    let resolved = crate::image::config::apply(&store, &spec)?;
+    Ok(provision::provision_image(rt, &resolved, true)?)
 }
 
 fn run(rt: &Runtime, spec: &ContainerSpec, detach: bool) -> Result<i32, CliError> {

@@ -61,8 +61,11 @@ pub enum Command {
         #[arg(long)]
         name: Option<String>,
         /// Root filesystem path.
-        #[arg(long, default_value = crate::spec::haco::DEFAULT_ROOT)]
+        #[arg(long, default_value = crate::spec::haco::DEFAULT_ROOT, conflicts_with = "image")]
         root: String,
+        /// Use this OCI image as the root (NAME[:TAG] or NAME@sha256:DIGEST).
+        #[arg(long)]
+        image: Option<String>,
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,

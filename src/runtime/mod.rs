@@ -108,12 +108,16 @@ fn make_layer(spec: &ContainerSpec, layer: &std::path::Path) -> Result<(), Runti
         layer.join("work"),
         layer.join("merged"),
     ] {
-        state::create_private_dir(&d)
-            .and_then(|()| match (uid, gid) {
-                (0, 0) => Ok(()),
-                _ => std::os::unix::fs::chown(&d, Some(uid), Some(gid)),
-            })
-            .map_err(io_err(format!("create {}", d.display())))?;
+        // A provisioning layer is used by one step after the other: it may exist.
+        let made = match state::create_private_dir(&d) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => Ok(()),
+            other => other,
+        };
+        made.and_then(|()| match (uid, gid) {
+            (0, 0) => Ok(()),
+            _ => std::os::unix::fs::chown(&d, Some(uid), Some(gid)),
+        })
+        .map_err(io_err(format!("create {}", d.display())))?;
     }
     // The upper directory's own attributes are those of the container's `/`: readable
     // by every user of the container (its parent keeps the host's other users out).

@@ -31,6 +31,10 @@ pub struct Job {
     pub spec: ContainerSpec,
     /// The step.
     pub step: ProvisionStep,
+    /// For an image's root: the directory whose `upper` collects what the steps write
+    /// (the image's layers stay read-only below); `None`: the base itself is written.
+    #[serde(default)]
+    pub layer: Option<PathBuf>,
 }
 
 /// The record of what ran in one root.
@@ -113,7 +117,7 @@ pub fn provision(
                 root.display()
             );
         }
-        run_step(rt, spec, step, progress).map_err(|d| fail(&step.name, d))?;
+        run_step(rt, spec, step, None, progress).map_err(|d| fail(&step.name, d))?;
         record.steps.insert(step.name.clone(), digest);
         let text =
             serde_json::to_vec_pretty(&record).map_err(|e| fail(&step.name, e.to_string()))?;
@@ -134,11 +138,13 @@ fn run_step(
     rt: &Runtime,
     spec: &ContainerSpec,
     step: &ProvisionStep,
+    layer: Option<&Path>,
     progress: bool,
 ) -> Result<(), String> {
     let job = serde_json::to_vec(&Job {
         spec: spec.clone(),
         step: step.clone(),
+        layer: layer.map(Path::to_path_buf),
     })
     .map_err(|e| e.to_string())?;
     let mut child = Command::new(super::SELF_EXE)
@@ -188,6 +194,85 @@ pub fn run_job(rt: &Runtime, job: Job) -> Result<i32, super::RuntimeError> {
     spec.groups.clear();
     spec.daemonize = false;
     spec.rootfs.readonly = false;
-    let exit = rt.run_foreground_with(&spec, RootAccess::Writable)?;
+    let root = match job.layer {
+        Some(dir) => RootAccess::Layer(dir),
+        None => RootAccess::Writable,
+    };
+    let exit = rt.run_foreground_with(&spec, root)?;
     Ok(exit.code)
+}
+
+/// For a container of an image (`spec` resolved: its image pinned, its layers set): the
+/// definition's provision steps make one more read-only layer on top of the image's,
+/// made once per image and list of steps (its id is their digest) in the image store
+/// and shared by every container of the definition; the image's own layers are never
+/// written. Returns the spec with that layer on top. A step that fails leaves nothing.
+pub fn provision_image(
+    rt: &Runtime,
+    spec: &ContainerSpec,
+    progress: bool,
+) -> Result<ContainerSpec, BootstrapError> {
+    use crate::image::{store::remove_tree, Digest, Store};
+    if spec.provision.is_empty() {
+        return Ok(spec.clone());
+    }
+    let image = spec.image.clone().unwrap_or_default();
+    let fail = |step: &str, detail: String| BootstrapError::Provision {
+        root: format!("image {image}"),
+        step: step.to_string(),
+        detail,
+    };
+    let manifest = crate::image::config::pinned_manifest(spec)
+        .ok_or_else(|| fail("-", "the image is not resolved".into()))?;
+    let store = Store::open(&spec.rootfs.path).map_err(|e| fail("-", e.to_string()))?;
+    let steps: String = spec
+        .provision
+        .iter()
+        .map(|s| format!("{}\n{}\n", s.name, crate::spec::digest(&s.script)))
+        .collect();
+    let id = Digest::of(format!("haconiwa provision {manifest}\n{steps}").as_bytes());
+    let _work = store
+        .work_lock("layer", &id)
+        .map_err(|e| fail("-", e.to_string()))?;
+    if !store.has_layer(&id) {
+        let ws = store
+            .layer_workspace(&id)
+            .map_err(|e| fail("-", e.to_string()))?;
+        let made = (|| {
+            for step in &spec.provision {
+                if progress {
+                    eprintln!(
+                        "haconiwa: provision step '{}' on image {image} ...",
+                        step.name
+                    );
+                }
+                run_step(rt, spec, step, Some(&ws), progress).map_err(|d| fail(&step.name, d))?;
+            }
+            // What the steps wrote (overlayfs' whiteouts and opaque directories
+            // included) is the layer.
+            let diff = ws.join("diff");
+            let _ = std::fs::remove_dir(&diff);
+            std::fs::rename(ws.join("upper"), &diff)
+                .map_err(|e| fail("-", format!("keep what the steps wrote: {e}")))?;
+            for d in ["work", "merged"] {
+                let _ = remove_tree(&ws.join(d));
+            }
+            if let Ok(f) = std::fs::File::open(&diff) {
+                let _ = rustix::fs::syncfs(&f);
+            }
+            store
+                .commit_layer(&ws, &id, &id)
+                .map_err(|e| fail("-", e.to_string()))
+        })();
+        if let Err(e) = made {
+            let _ = remove_tree(&ws);
+            return Err(e);
+        }
+    }
+    let mut out = spec.clone();
+    let link = store
+        .layer_link(&id)
+        .map_err(|e| fail("-", e.to_string()))?;
+    out.rootfs.layers.insert(0, link);
+    Ok(out)
 }

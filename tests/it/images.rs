@@ -747,3 +747,72 @@ fn removal_keeps_shared_layers_and_prune_keeps_what_containers_use() {
     assert_eq!(h.ok(&["image", "ls", "--json"]).trim(), "[]");
     h.host.assert_clean();
 }
+
+#[test]
+fn provision_steps_on_an_image_make_one_shared_layer_and_new_image_writes_a_definition() {
+    let h = ImageHost::new("img-prov");
+    h.import(
+        &busybox_image(&["/bin/cat", "/etc/passwd"]),
+        "localhost/prov:1",
+    );
+    let def = h.host.scratch.path.join("prov.haco");
+    h.ok(&["new", def.to_str().unwrap(), "--image", "localhost/prov:1"]);
+    // The boilerplate runs as written: the image's own command.
+    let run = h.run(&["run", def.to_str().unwrap()]);
+    assert_eq!(stdout(&run), "root:x:0:0::/:/bin/sh\n", "{}", stderr(&run));
+    let text = std::fs::read_to_string(&def).unwrap().replace(
+        "// c.run_shell(\"echo provisioned > /marker\", #{ name: \"marker\" });",
+        "c.run_shell(\"echo provisioned > /marker; rm /etc/passwd\", #{ name: \"marker\" });",
+    );
+    std::fs::write(&def, text).unwrap();
+    let check = "cat /marker; test -e /etc/passwd || echo passwd-gone";
+    let first = h.run(&["run", def.to_str().unwrap(), "--", "/bin/sh", "-c", check]);
+    assert_eq!(
+        stdout(&first),
+        "provisioned\npasswd-gone\n",
+        "{}",
+        stderr(&first)
+    );
+    assert!(
+        stderr(&first).contains("provision step 'marker' on image"),
+        "{}",
+        stderr(&first)
+    );
+    let second = h.run(&["run", def.to_str().unwrap(), "--", "/bin/sh", "-c", check]);
+    assert_eq!(stdout(&second), "provisioned\npasswd-gone\n");
+    assert!(
+        !stderr(&second).contains("provision step"),
+        "ran once: {}",
+        stderr(&second)
+    );
+    // The image's own layer is untouched: another definition of it sees its passwd.
+    let plain = h.sh(
+        "localhost/prov:1",
+        "cat /etc/passwd; test -e /marker || echo no-marker",
+    );
+    assert_eq!(
+        stdout(&plain),
+        "root:x:0:0::/:/bin/sh\nno-marker\n",
+        "{}",
+        stderr(&plain)
+    );
+    // A failing step leaves no layer behind.
+    let layers = std::fs::read_dir(h.store.join("layers")).unwrap().count();
+    let bad = std::fs::read_to_string(&def)
+        .unwrap()
+        .replace("rm /etc/passwd", "exit 3");
+    std::fs::write(&def, bad).unwrap();
+    let res = h.run(&["run", def.to_str().unwrap()]);
+    assert!(!res.status.success());
+    assert!(
+        stderr(&res).contains("provision step 'marker'"),
+        "{}",
+        stderr(&res)
+    );
+    assert_eq!(
+        std::fs::read_dir(h.store.join("layers")).unwrap().count(),
+        layers
+    );
+    assert_eq!(std::fs::read_dir(h.store.join("tmp")).unwrap().count(), 0);
+    h.host.assert_clean();
+}
