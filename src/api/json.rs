@@ -18,6 +18,12 @@ pub fn container(c: &pb::Container) -> Value {
         "rule": c.rule,
         "error": c.error,
         "labels": c.labels,
+        "image": if c.image.is_empty() { Value::Null } else { json!(c.image) },
+        "pull": if c.state == "pulling" {
+            json!({"done": c.pull_done, "total": c.pull_total})
+        } else {
+            Value::Null
+        },
     })
 }
 

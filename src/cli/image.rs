@@ -96,19 +96,21 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// The registry configuration: the file, then the flags on top.
+    /// The registry configuration of the CLI: the registries file (the named one, else
+    /// /etc/haconiwa/registries.toml when it exists), then the flags on top.
     pub fn config(&self) -> Result<RegistryConfig, CliError> {
-        let mut cfg = match &self.registries_config {
+        let default = std::path::Path::new("/etc/haconiwa/registries.toml");
+        let file = match &self.registries_config {
             Some(p) => RegistryConfig::load(p)?,
-            None => {
-                let p = std::path::Path::new("/etc/haconiwa/registries.toml");
-                if p.is_file() {
-                    RegistryConfig::load(p)?
-                } else {
-                    RegistryConfig::default()
-                }
-            }
+            None if default.is_file() => RegistryConfig::load(default)?,
+            None => RegistryConfig::default(),
         };
+        self.flags_over(file)
+    }
+
+    /// The flags on top of `base`.
+    fn flags_over(&self, base: RegistryConfig) -> Result<RegistryConfig, CliError> {
+        let mut cfg = base;
         if self.authfile.is_some() {
             cfg.auth_file = self.authfile.clone();
         }
@@ -127,6 +129,26 @@ impl RegistryArgs {
             cfg.mirrors.insert(h.to_string(), m.to_string());
         }
         Ok(cfg)
+    }
+
+    /// The flags (and a registries file named with --registries-config) as a
+    /// supervisor's `[images]` table; node.toml's own `[images]` lies below them.
+    pub fn images_settings(
+        &self,
+        store: Option<PathBuf>,
+    ) -> Result<crate::supervisor::config::ImagesSettings, CliError> {
+        let file = match &self.registries_config {
+            Some(p) => RegistryConfig::load(p)?,
+            None => RegistryConfig::default(),
+        };
+        let cfg = self.flags_over(file)?;
+        Ok(crate::supervisor::config::ImagesSettings {
+            store,
+            auth_file: cfg.auth_file,
+            insecure_registries: cfg.insecure_registries,
+            registry_ca: cfg.registry_ca,
+            mirrors: cfg.mirrors,
+        })
     }
 }
 

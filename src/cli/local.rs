@@ -208,7 +208,10 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             signal,
             timeout,
         } => {
-            let sig = parse_signal(&signal)?;
+            let sig = match signal {
+                Some(s) => parse_signal(&s)?,
+                None => rt.stop_signal(&name),
+            };
             if !(0.0..=86400.0).contains(&timeout) {
                 return Err("--timeout must be between 0 and 86400 seconds".into());
             }

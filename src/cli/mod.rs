@@ -120,9 +120,9 @@ pub enum Command {
     Kill {
         /// Container name.
         name: String,
-        /// Signal name or number.
-        #[arg(short, long, default_value = "TERM")]
-        signal: String,
+        /// Signal name or number [default: the container's stop signal, else TERM].
+        #[arg(short, long)]
+        signal: Option<String>,
         /// Seconds to wait before SIGKILL.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,

@@ -109,6 +109,8 @@ pub struct SupervisorArgs {
     /// default; beyond loopback every route needs the cluster token).
     #[arg(long)]
     http_listen: Option<String>,
+    #[command(flatten)]
+    registry: super::image::RegistryArgs,
 }
 
 /// Parses `KEY=VALUE` pairs.
@@ -198,6 +200,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             verify_clients: a.tls_verify_clients,
         }),
         max_connections: a.max_connections,
+        images: Some(a.registry.images_settings(cli.image_store.clone())?),
         http_listen: a.http_listen,
         etcd: etcd_flags(
             a.etcd_endpoints,

@@ -625,6 +625,18 @@ impl Runtime {
             .map_err(|_| RuntimeError::NotFound(name.to_string()))
     }
 
+    /// The signal that asks a container to stop: its definition's (or its image's)
+    /// stop signal, SIGTERM when none is set.
+    pub fn stop_signal(&self, name: &str) -> Signal {
+        self.dir(name)
+            .read_spec()
+            .ok()
+            .and_then(|s| s.stop_signal)
+            .and_then(|t| crate::spec::signal::number(&t))
+            .and_then(|n| Signal::try_from(n).ok())
+            .unwrap_or(Signal::SIGTERM)
+    }
+
     /// Removes the record of an exited container.
     pub fn remove(&self, name: &str) -> Result<(), RuntimeError> {
         let st = self.get(name)?;

@@ -13,9 +13,10 @@
 
 use super::convert::report_pb;
 use super::error::{OpError, OpResult};
+use super::images::{Images, Pulled};
 use super::node::{lock, Node};
 use crate::api::pb::HeartbeatRequest;
-use crate::cluster::state::{Command, ContainerRecord, NodeStatus, Observed};
+use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
 use crate::runtime::{bootstrap, lease, provision, Runtime, RuntimeError};
 use crate::spec::ContainerSpec;
@@ -39,16 +40,32 @@ pub const FULL_SCAN: Duration = Duration::from_secs(10);
 /// cgroups); the rest wait their turn in order.
 const LAUNCH_SLOTS: usize = 8;
 
+/// How often a pull's progress is reported (each report is a committed entry).
+const PULL_REPORT_EVERY: Duration = Duration::from_millis(500);
+
 /// Kills under way at once (each holds a blocking thread while it waits on pidfds).
 const KILL_SLOTS: usize = 16;
 
 /// Reports in flight at once (the leader batches concurrent proposals).
 const REPORT_SLOTS: usize = 64;
 
+/// Why a launch did not happen.
+enum Failure {
+    /// The container could not start (reported as exited, with the reason).
+    Launch(String),
+    /// Its image could not be had (reported as pull_failed, with the reason).
+    Pull(String),
+    /// It is no longer wanted here (stopped, moved, the node fenced) while its image
+    /// came: it is not started; the reconcile table says so.
+    Unwanted,
+}
+
 /// The agent of this node.
 pub struct Agent {
     core: Arc<Node>,
     runtime: Runtime,
+    /// The image store (`None` when it cannot be opened: containers of an image fail).
+    images: Result<Arc<Images>, String>,
     /// What runs here, by container name (= container id).
     local: Mutex<Picture>,
     launching: Mutex<HashSet<String>>,
@@ -64,9 +81,14 @@ type Reported = HashMap<String, Observed>;
 impl Agent {
     /// An agent for this node's runtime.
     pub fn new(core: Arc<Node>, runtime: Runtime) -> Arc<Agent> {
+        let images = Images::new(&core).map(Arc::new).map_err(|e| e.to_string());
+        if let Err(e) = &images {
+            tracing::warn!("containers of an image cannot start here: {e}");
+        }
         Arc::new(Agent {
             core,
             runtime,
+            images,
             local: Mutex::new(Picture::default()),
             launching: Mutex::new(HashSet::new()),
             killing: Mutex::new(HashSet::new()),
@@ -282,9 +304,18 @@ impl Agent {
         }
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let failed = match self.launch_slots.acquire().await {
-                Ok(_slot) => self.start(&c, spec).await.err(),
-                Err(_) => Some("the agent is shutting down".to_string()),
+            // An image comes first, outside the launch slots (a long pull does not hold
+            // up the launches of others).
+            let prepared = match spec.image.is_some() {
+                true => self.with_image(&c, spec).await,
+                false => Ok(spec),
+            };
+            let failed = match prepared {
+                Err(f) => Some(f),
+                Ok(spec) => match self.launch_slots.acquire().await {
+                    Ok(_slot) => self.start(&c, spec).await.err().map(Failure::Launch),
+                    Err(_) => Some(Failure::Launch("the agent is shutting down".to_string())),
+                },
             };
             match &failed {
                 None => self
@@ -292,6 +323,7 @@ impl Agent {
                     .stats
                     .launch_seconds
                     .observe(started.elapsed().as_secs_f64()),
+                Some(Failure::Unwanted) => {}
                 Some(_) => {
                     self.core.stats.launch_failures.inc();
                 }
@@ -302,13 +334,22 @@ impl Agent {
             // launches first), so no pass sees it in neither and launches it again.
             self.read_into_picture(vec![c.id.clone()], false).await;
             lock(&self.launching).remove(&c.id);
-            if let Some(e) = failed {
-                tracing::warn!("container {}: {e}", c.id);
-                let observed = Observed::Exited {
-                    code: None,
-                    oom_killed: false,
-                    error: Some(e),
-                };
+            let observed = match failed {
+                Some(Failure::Launch(e)) => {
+                    tracing::warn!("container {}: {e}", c.id);
+                    Some(Observed::Exited {
+                        code: None,
+                        oom_killed: false,
+                        error: Some(e),
+                    })
+                }
+                Some(Failure::Pull(reason)) => {
+                    tracing::warn!("container {}: image: {reason}", c.id);
+                    Some(Observed::PullFailed { reason })
+                }
+                Some(Failure::Unwanted) | None => None,
+            };
+            if let Some(observed) = observed {
                 for _ in 0..20 {
                     match send_report(&self.core, &c.id, &observed).await {
                         Ok(()) => break,
@@ -320,17 +361,86 @@ impl Agent {
         });
     }
 
+    /// The spec of a container of an image, ready to launch: the image fetched when this
+    /// node lacks it (the container shows `pulling`, with progress), its configuration
+    /// applied, the definition's provision layer made; checked again to be still wanted
+    /// here (a pull takes time: the container may have been stopped or the node fenced).
+    async fn with_image(
+        &self,
+        c: &ContainerRecord,
+        spec: ContainerSpec,
+    ) -> Result<ContainerSpec, Failure> {
+        let images = self.images.clone().map_err(Failure::Pull)?;
+        let reference = spec.image.clone().unwrap_or_default();
+        if !images.has(&reference) {
+            let (tx, mut rx) = tokio::sync::watch::channel(Pulled::default());
+            let core = self.core.clone();
+            let id = c.id.clone();
+            let reporter = tokio::spawn(async move {
+                let mut last = None;
+                loop {
+                    let p = *rx.borrow_and_update();
+                    if last != Some(p) {
+                        let observed = Observed::Pulling {
+                            done: p.done,
+                            total: p.total,
+                        };
+                        let _ = send_report(&core, &id, &observed).await;
+                        last = Some(p);
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(PULL_REPORT_EVERY).await;
+                }
+            });
+            let pulled = images.ensure(&self.core, &reference, tx).await;
+            let _ = reporter.await;
+            pulled.map_err(Failure::Pull)?;
+        }
+        let rt = self.runtime.clone();
+        let store = images.store().clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            let s = crate::image::config::apply(&store, &spec).map_err(|e| e.to_string())?;
+            provision::provision_image(&rt, &s, false).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| Failure::Launch(format!("image: {e}")))?
+        .map_err(Failure::Launch)?;
+        let state = self.core.state();
+        let me = self.core.id;
+        let wanted = state.containers().get(&c.id).is_some_and(|r| {
+            r.node == me && r.desired == Desired::Running && !r.observed.is_final()
+        }) && !state
+            .nodes()
+            .get(&me)
+            .is_some_and(|n| n.status == NodeStatus::Down)
+            && lease::remaining_ms(&self.runtime.lease_file()).is_some();
+        if !wanted {
+            tracing::info!(
+                "container {}: its image is here, but it is no longer wanted here",
+                c.id
+            );
+            return Err(Failure::Unwanted);
+        }
+        Ok(resolved)
+    }
+
     /// Bootstraps the root when missing, then starts the container through the helper;
     /// returns once the helper's handshake says it runs (or why it does not).
     async fn start(&self, c: &ContainerRecord, spec: ContainerSpec) -> Result<(), String> {
         // "starting" only when a root filesystem must be built first: on the usual
         // path the report would cost a commit before the launch.
-        if !spec.rootfs.path.is_dir() {
+        if spec.image.is_none() && !spec.rootfs.path.is_dir() {
             let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
         }
         let json = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
         let rt = self.runtime.clone();
         let prepared = tokio::task::spawn_blocking(move || {
+            if spec.image.is_some() {
+                // Its root is the image's layers, prepared before.
+                return Ok(());
+            }
             bootstrap::ensure(&spec, false)?;
             provision::provision(&rt, &spec, false, false).map(|_| ())
         })
@@ -381,11 +491,8 @@ impl Agent {
                 let rt = self.runtime.clone();
                 let n = name.clone();
                 let res = tokio::task::spawn_blocking(move || {
-                    rt.kill(
-                        &n,
-                        nix::sys::signal::Signal::SIGTERM,
-                        Duration::from_secs(10),
-                    )
+                    let sig = rt.stop_signal(&n);
+                    rt.kill(&n, sig, Duration::from_secs(10))
                 })
                 .await;
                 if let Ok(Err(e)) = res {

@@ -86,6 +86,8 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// HTTP listener for /metrics and the dashboard (`127.0.0.1:7780`); off when absent.
     pub http_listen: Option<String>,
+    /// `[images]`: where this host's images live and how registries are reached.
+    pub images: Option<ImagesSettings>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -202,6 +204,10 @@ impl Settings {
     pub fn over(self, base: Settings) -> Settings {
         let (self_etcd, base_etcd) = (self.etcd.clone(), base.etcd.clone());
         let (self_tls, base_tls) = (self.tls.clone(), base.tls.clone());
+        let images = match (self.images.clone(), base.images.clone()) {
+            (Some(f), Some(b)) => Some(f.over(b)),
+            (f, b) => f.or(b),
+        };
         macro_rules! pick {
             ($($f:ident),*) => { Settings { $($f: self.$f.or(base.$f),)* } };
         }
@@ -230,10 +236,18 @@ impl Settings {
             etcd,
             tls,
             max_connections,
-            http_listen
+            http_listen,
+            images
         )
         .with_etcd_merged(self_etcd, base_etcd)
         .with_tls_merged(self_tls, base_tls)
+        .with_images(images)
+    }
+
+    /// `[images]` as merged by [`ImagesSettings::over`].
+    fn with_images(mut self, images: Option<ImagesSettings>) -> Settings {
+        self.images = images;
+        self
     }
 
     /// `[tls]` merged field by field.
@@ -260,6 +274,58 @@ impl Settings {
             (f, b) => f.or(b),
         };
         self
+    }
+}
+
+/// `[images]` of node.toml: the image store and how registries are reached
+/// (docs/images.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSettings {
+    /// The image store (default /var/lib/haconiwa/images).
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+    /// Credentials in the format of `~/.docker/config.json`.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    /// Registries (`host[:port]`) that may be spoken to over plain HTTP.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// A CA (PEM) to trust per registry.
+    #[serde(default)]
+    pub registry_ca: BTreeMap<String, PathBuf>,
+    /// Registry → the mirror its images are fetched from.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, String>,
+}
+
+impl ImagesSettings {
+    /// Flags over the file: the store and auth file from the flags when given, the
+    /// lists and maps of both (a flag's entry wins).
+    fn over(self, base: ImagesSettings) -> ImagesSettings {
+        let mut insecure = base.insecure_registries;
+        insecure.extend(self.insecure_registries);
+        let mut ca = base.registry_ca;
+        ca.extend(self.registry_ca);
+        let mut mirrors = base.mirrors;
+        mirrors.extend(self.mirrors);
+        ImagesSettings {
+            store: self.store.or(base.store),
+            auth_file: self.auth_file.or(base.auth_file),
+            insecure_registries: insecure,
+            registry_ca: ca,
+            mirrors,
+        }
+    }
+
+    /// The registry configuration it gives.
+    fn registry(&self) -> crate::image::registry::RegistryConfig {
+        crate::image::registry::RegistryConfig {
+            auth_file: self.auth_file.clone(),
+            insecure_registries: self.insecure_registries.clone(),
+            registry_ca: self.registry_ca.clone(),
+            mirrors: self.mirrors.clone(),
+        }
     }
 }
 
@@ -316,6 +382,10 @@ pub struct Config {
     pub limits: crate::api::listener::Limits,
     /// The HTTP listener (metrics, dashboard), when on.
     pub http_listen: Option<SocketAddr>,
+    /// The image store.
+    pub image_store: PathBuf,
+    /// How registries are reached.
+    pub registry: crate::image::registry::RegistryConfig,
 }
 
 /// Checks `[etcd]`: no endpoints means no mirror.
@@ -474,7 +544,13 @@ impl Config {
                 Err(_) => return bad(format!("http_listen: '{h}' is not an IP:PORT address")),
             },
         };
+        let images = s.images.clone().unwrap_or_default();
         Ok(Config {
+            image_store: images
+                .store
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::image::DEFAULT_STORE)),
+            registry: images.registry(),
             cluster_name,
             etcd,
             tls,

@@ -17,7 +17,12 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             error.clone().unwrap_or_default(),
         ),
         Observed::Running { pid } => (0, false, *pid, String::new()),
+        Observed::PullFailed { reason } => (0, false, 0, reason.clone()),
         _ => (0, false, 0, String::new()),
+    };
+    let (pull_done, pull_total) = match &c.observed {
+        Observed::Pulling { done, total } => (*done, *total),
+        _ => (0, 0),
     };
     pb::Container {
         id: c.id.clone(),
@@ -39,6 +44,13 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
         labels: state
             .labels_of(c)
             .map(|l| l.clone().into_iter().collect())
+            .unwrap_or_default(),
+        pull_done,
+        pull_total,
+        image: state
+            .definitions()
+            .get(&c.digest)
+            .and_then(|d| d.spec.image.clone())
             .unwrap_or_default(),
     }
 }
@@ -132,6 +144,13 @@ pub fn rule_pb(r: &RuleRecord) -> pb::Rule {
 pub fn observed_from_report(r: &pb::ReportRequest) -> Option<Observed> {
     Some(match r.state.as_str() {
         "starting" => Observed::Starting,
+        "pulling" => Observed::Pulling {
+            done: r.pull_done,
+            total: r.pull_total,
+        },
+        "pull_failed" => Observed::PullFailed {
+            reason: r.error.clone(),
+        },
         "running" => Observed::Running { pid: r.pid },
         "exited" => Observed::Exited {
             code: Some(r.exit_code),
@@ -157,6 +176,11 @@ pub fn report_pb(node: NodeId, id: &str, observed: &Observed) -> pb::ReportReque
     };
     match observed {
         Observed::Running { pid } => req.pid = *pid,
+        Observed::Pulling { done, total } => {
+            req.pull_done = *done;
+            req.pull_total = *total;
+        }
+        Observed::PullFailed { reason } => req.error = reason.clone(),
         Observed::Exited {
             code,
             oom_killed,

@@ -12,6 +12,7 @@ pub mod definitions;
 pub mod endpoints;
 pub mod error;
 pub mod http;
+pub mod images;
 pub mod leader;
 pub mod mirror_report;
 pub mod node;

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 /// ends the wait at once).
 pub const PLACEMENT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a rule waits after one of its containers could not get its image; the wait
+/// doubles with each failure in a row, up to [`PULL_BACKOFF_MAX`] (as Kubernetes'
+/// ImagePullBackOff), and ends when one of its containers runs.
+pub const PULL_BACKOFF_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait after image pull failures.
+pub const PULL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// What one rule handles: `(event kind, timer period in ms)` per handler.
 pub type Handlers = [(String, Option<u64>)];
 
@@ -18,6 +25,10 @@ pub type Handlers = [(String, Option<u64>)];
 pub struct Scheduler {
     timers: HashMap<(String, u64), Instant>,
     backoff: HashMap<String, Instant>,
+    /// Per rule: rounds of image pull failures in a row, and until when it waits.
+    pull_failures: HashMap<String, (u32, Instant)>,
+    /// Rules to evaluate once their pull back-off ends (nothing else may change).
+    retry: std::collections::HashSet<String>,
     last_index: u64,
     fresh: bool,
 }
@@ -73,6 +84,13 @@ impl Scheduler {
             }
         }
         triggers.retain(|t| handlers.iter().any(|(k, _)| k == kind_of(t)));
+        if self.pull_backoff(rule, now).is_some() {
+            // Nothing a node does helps an image that cannot be had.
+            return Vec::new();
+        }
+        if self.retry.remove(rule) && !triggers.contains(&Trigger::Cluster) {
+            triggers.push(Trigger::Cluster);
+        }
         let backing_off = self.backoff.get(rule).is_some_and(|until| now < *until);
         if backing_off && !triggers.iter().any(|t| matches!(t, Trigger::NodeUp(_))) {
             return Vec::new();
@@ -84,6 +102,41 @@ impl Scheduler {
     pub fn done(&mut self, index: u64) {
         self.last_index = index;
         self.fresh = false;
+    }
+
+    /// A container of the rule could not get its image: no evaluation for a while,
+    /// doubling with each round of failures in a row (the failures of the containers of
+    /// one round count once), then an evaluation. Returns the wait.
+    pub fn pull_failed(&mut self, rule: &str, now: Instant) -> Duration {
+        self.retry.insert(rule.to_string());
+        let e = self
+            .pull_failures
+            .entry(rule.to_string())
+            .or_insert((0, now));
+        if let Some(left) = e.1.checked_duration_since(now).filter(|d| !d.is_zero()) {
+            return left;
+        }
+        e.0 = e.0.saturating_add(1);
+        let wait = PULL_BACKOFF_FIRST
+            .checked_mul(1u32 << (e.0 - 1).min(16))
+            .unwrap_or(PULL_BACKOFF_MAX)
+            .min(PULL_BACKOFF_MAX);
+        e.1 = now + wait;
+        wait
+    }
+
+    /// A container of the rule runs: image pulls work again.
+    pub fn pull_succeeded(&mut self, rule: &str) {
+        self.pull_failures.remove(rule);
+        self.retry.remove(rule);
+    }
+
+    /// How much longer the rule waits after image pull failures, if it does.
+    pub fn pull_backoff(&self, rule: &str, now: Instant) -> Option<Duration> {
+        self.pull_failures
+            .get(rule)
+            .and_then(|(_, until)| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
     }
 
     /// The rule could not place a container: no evaluation for [`PLACEMENT_BACKOFF`].
@@ -145,6 +198,51 @@ mod tests {
         assert!(s.plan(later, 1, "r", &timer, &[]).is_empty());
         let due = t0 + Duration::from_millis(1000);
         assert_eq!(s.plan(due, 1, "r", &timer, &[]), vec![Trigger::Timer(1000)]);
+    }
+
+    #[test]
+    fn pull_failures_hold_a_rule_longer_each_time_until_a_container_runs() {
+        let mut s = Scheduler::new();
+        let t0 = Instant::now();
+        let hs = h(&[("cluster", None), ("node_up", None)]);
+        assert_eq!(s.pull_failed("r", t0), PULL_BACKOFF_FIRST);
+        let half = PULL_BACKOFF_FIRST / 2;
+        assert_eq!(
+            s.pull_failed("r", t0 + half),
+            half,
+            "the same round counts once"
+        );
+        assert!(
+            s.plan(t0, 2, "r", &hs, &[node_up()]).is_empty(),
+            "a node coming up does not help"
+        );
+        s.done(2);
+        let t1 = t0 + PULL_BACKOFF_FIRST;
+        assert_eq!(
+            s.plan(t1, 2, "r", &hs, &[]),
+            vec![Trigger::Cluster],
+            "evaluated when the wait ends, though nothing changed"
+        );
+        assert!(s.plan(t1, 2, "r", &hs, &[]).is_empty(), "once");
+        assert_eq!(s.pull_failed("r", t1), PULL_BACKOFF_FIRST * 2);
+        assert_eq!(
+            s.pull_backoff("r", t1 + PULL_BACKOFF_FIRST),
+            Some(PULL_BACKOFF_FIRST)
+        );
+        let mut t = t1;
+        for _ in 0..10 {
+            s.pull_failed("r", t);
+            t += PULL_BACKOFF_MAX;
+        }
+        assert_eq!(s.pull_failed("r", t), PULL_BACKOFF_MAX, "capped");
+        assert_eq!(
+            s.plan(t, 4, "other", &hs, &[]),
+            vec![Trigger::Cluster],
+            "other rules run"
+        );
+        s.pull_succeeded("r");
+        assert_eq!(s.pull_backoff("r", t), None);
+        assert_eq!(s.plan(t, 5, "r", &hs, &[]), vec![Trigger::Cluster]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod faults;
 mod haco_loader;
+mod image_cluster;
 mod image_pull;
 mod images;
 mod isolation;

@@ -242,8 +242,14 @@ impl ClusterState {
         let Some(c) = self.index.record(id) else {
             return Response::Ok;
         };
-        // Stale: another node, or a container already finished (lost stays lost).
-        if c.node != node || c.observed.is_final() || c.observed == *observed {
+        // Stale: another node, or a container already finished (lost stays lost), or
+        // preparation news about one that runs.
+        let preparing = matches!(observed, Observed::Starting | Observed::Pulling { .. });
+        if c.node != node
+            || c.observed.is_final()
+            || c.observed == *observed
+            || (preparing && matches!(c.observed, Observed::Running { .. }))
+        {
             return Response::Ok;
         }
         let mut c = c.clone();

@@ -33,6 +33,10 @@ pub enum EventKind {
     ContainerExited,
     /// Its node was lost with it.
     ContainerLost,
+    /// Its node is fetching its image (with progress).
+    ContainerPulling,
+    /// Its node could not get its image.
+    ContainerPullFailed,
     /// A finished container was dropped from the state.
     ContainerForgotten,
     /// A rule was registered or replaced.
@@ -66,6 +70,8 @@ impl EventKind {
             Observed::Running { .. } => EventKind::ContainerRunning,
             Observed::Exited { .. } => EventKind::ContainerExited,
             Observed::Lost => EventKind::ContainerLost,
+            Observed::Pulling { .. } => EventKind::ContainerPulling,
+            Observed::PullFailed { .. } => EventKind::ContainerPullFailed,
         }
     }
 
@@ -84,6 +90,8 @@ impl EventKind {
             EventKind::ContainerRunning => "container_running",
             EventKind::ContainerExited => "container_exited",
             EventKind::ContainerLost => "container_lost",
+            EventKind::ContainerPulling => "container_pulling",
+            EventKind::ContainerPullFailed => "container_pull_failed",
             EventKind::ContainerForgotten => "container_forgotten",
             EventKind::RuleApplied => "rule_applied",
             EventKind::RuleRemoved => "rule_removed",

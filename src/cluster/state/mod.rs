@@ -118,6 +118,19 @@ pub enum Observed {
     },
     /// Its node went down with it.
     Lost,
+    /// Its node is fetching its image: bytes so far of the total known so far.
+    Pulling {
+        /// Bytes fetched.
+        done: u64,
+        /// Bytes to fetch (0 until the manifest is read).
+        total: u64,
+    },
+    /// Its node could not get its image (the registry's or the image's reason): it
+    /// never ran.
+    PullFailed {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Observed {
@@ -129,12 +142,17 @@ impl Observed {
             Observed::Running { .. } => "running",
             Observed::Exited { .. } => "exited",
             Observed::Lost => "lost",
+            Observed::Pulling { .. } => "pulling",
+            Observed::PullFailed { .. } => "pull_failed",
         }
     }
 
-    /// Exited or lost: nothing will change any more.
+    /// Exited, lost or never started: nothing will change any more.
     pub fn is_final(&self) -> bool {
-        matches!(self, Observed::Exited { .. } | Observed::Lost)
+        matches!(
+            self,
+            Observed::Exited { .. } | Observed::Lost | Observed::PullFailed { .. }
+        )
     }
 }
 

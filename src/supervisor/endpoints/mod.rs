@@ -4,6 +4,7 @@
 //! `rules`; this is where `OpError` becomes a `tonic::Status`.
 
 mod containers;
+mod images;
 pub(crate) mod nodes;
 mod rules;
 
@@ -56,6 +57,9 @@ macro_rules! on_leader {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The stream of `image_blob`.
+type ImageChunks = Pin<Box<dyn Stream<Item = Result<ImageBlobChunk, Status>> + Send + 'static>>;
+
 /// The stream of `watch_events`.
 type ClusterServiceEvents = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send + 'static>>;
 
@@ -104,6 +108,21 @@ impl Cluster for ClusterService {
         let report =
             super::node::lock(&self.core.mirror).to_pb(self.core.id, self.core.applied_index());
         Ok(Response::new(report))
+    }
+
+    async fn image_manifest(
+        &self,
+        req: Request<ImageManifestRequest>,
+    ) -> Reply<ImageManifestReply> {
+        Ok(Response::new(
+            images::manifest(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    type ImageBlobStream = ImageChunks;
+
+    async fn image_blob(&self, req: Request<ImageBlobRequest>) -> Reply<Self::ImageBlobStream> {
+        Ok(Response::new(images::blob(&self.core, req.into_inner())?))
     }
 
     type WatchEventsStream = ClusterServiceEvents;

@@ -5,7 +5,9 @@
 //! takes (`watch::victims`) are decided in `watch`; this file does the I/O.
 
 use super::ops::commit_spawn;
-use crate::cluster::state::{ClusterState, Command, Event, NodeId, RuleRecord};
+use crate::cluster::state::{
+    ClusterState, Command, Event, EventKind, NodeId, Observed, RuleRecord,
+};
 use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::node::Node;
@@ -80,6 +82,7 @@ impl RuleLoop {
             }
         }
         let now = Instant::now();
+        self.note_pulls(&events, state, now).await;
         let event_triggers = crate::watch::view::triggers(&events, state);
         self.infos
             .retain(|name, _| state.rules().contains_key(name));
@@ -110,6 +113,36 @@ impl RuleLoop {
             self.record(rule, error).await;
         }
         self.schedule.done(index);
+    }
+
+    /// Image pulls of the rules' containers: a failure holds the rule back (longer each
+    /// time, so a rule keeping N of an image that cannot be had does not spin) and says
+    /// so in `watch ls`; a container that runs ends the wait.
+    async fn note_pulls(&mut self, events: &[Event], state: &Arc<ClusterState>, now: Instant) {
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for e in events {
+            let Some(c) = &e.container else { continue };
+            let Some(rule) = &c.rule else { continue };
+            match (&e.kind, &c.observed) {
+                (EventKind::ContainerPullFailed, Observed::PullFailed { reason }) => {
+                    failed.insert(rule.clone(), format!("node {}: {reason}", c.node));
+                }
+                (EventKind::ContainerRunning, _) => self.schedule.pull_succeeded(rule),
+                _ => {}
+            }
+        }
+        for (rule, reason) in failed {
+            let wait = self.schedule.pull_failed(&rule, now);
+            let Some(record) = state.rules().get(&rule).cloned() else {
+                continue;
+            };
+            let msg = format!(
+                "image pull failed ({reason}); next attempt in {} s",
+                wait.as_secs()
+            );
+            tracing::warn!("rule {rule}: {msg}");
+            self.record(&record, Some(msg)).await;
+        }
     }
 
     /// One evaluation and its intents; returns the error to report, if any.

@@ -33,6 +33,12 @@ pub struct Hosts {
 impl Hosts {
     /// `n` hosts, each running a supervisor with `flags`; waits for `n` voters up.
     pub fn up(tag: &str, n: usize, flags: &[&str]) -> Hosts {
+        Hosts::up_with(tag, n, |_| flags.iter().map(|f| f.to_string()).collect())
+    }
+
+    /// `n` hosts whose supervisor flags are made from the hosts' network prefix
+    /// (`10.a.b`: host K is `10.a.b.K`, the hub `10.a.b.254`).
+    pub fn up_with(tag: &str, n: usize, flags: impl Fn(&str) -> Vec<String>) -> Hosts {
         require_root();
         for (p, pkg) in [
             ("ip", "iproute2"),
@@ -47,6 +53,7 @@ impl Hosts {
         let dir = scratch.path.join("hosts");
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         let net = format!("10.{}.{}", 100 + std::process::id() % 100, k % 250);
+        let flags = flags(&net);
         let out = Command::new(SCRIPT)
             .args(["up", &n.to_string(), "--dir"])
             .arg(&dir)
@@ -274,6 +281,33 @@ impl Hosts {
     /// Host K's data directory.
     pub fn data_dir(&self, host: usize) -> PathBuf {
         self.dir.join(format!("h{host}/data"))
+    }
+
+    /// Host K's image store.
+    pub fn image_store(&self, host: usize) -> PathBuf {
+        self.dir.join(format!("h{host}/images"))
+    }
+
+    /// The hosts' network prefix (`10.a.b`).
+    pub fn net(&self) -> String {
+        let settings = std::fs::read_to_string(self.dir.join("settings")).unwrap();
+        settings
+            .lines()
+            .find_map(|l| l.strip_prefix("net="))
+            .unwrap()
+            .to_string()
+    }
+
+    /// The hub's network namespace (where the CLI runs; it reaches every host).
+    pub fn hub(&self) -> String {
+        format!("{}-hub", self.cgroup_parent)
+    }
+
+    /// A command run in the hub's network namespace.
+    pub fn in_hub(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hub(), program]);
+        c
     }
 }
 

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 /// A running registry.
 pub struct Registry {
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` (in its network namespace).
     pub addr: String,
+    /// The network namespace it runs in (`None`: this one).
+    pub netns: Option<String>,
     /// Its directory (config, data, log, certificates).
     pub dir: PathBuf,
     child: Child,
@@ -38,16 +40,36 @@ impl Registry {
         Registry::start_with(dir, false, None)
     }
 
+    /// Starts a plain-HTTP registry on port 5000 of every address of the network
+    /// namespace `netns` (a test's hub: the hosts reach it, the machine does not).
+    pub fn start_in(dir: &Path, netns: &str) -> Registry {
+        Registry::start_full(dir, false, None, Some(netns))
+    }
+
     /// Starts a registry; `tls` serves HTTPS with a certificate from `haconiwa tls`,
     /// `user` = (name, password) requires basic auth.
     pub fn start_with(dir: &Path, tls: bool, user: Option<(&str, &str)>) -> Registry {
+        Registry::start_full(dir, tls, user, None)
+    }
+
+    fn start_full(
+        dir: &Path,
+        tls: bool,
+        user: Option<(&str, &str)>,
+        netns: Option<&str>,
+    ) -> Registry {
         require_program("docker-registry", "docker-registry");
         require_program("skopeo", "skopeo");
         std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let (addr, listen) = match netns {
+            Some(_) => ("127.0.0.1:5000".to_string(), "0.0.0.0:5000".to_string()),
+            None => {
+                let a = format!("127.0.0.1:{}", free_port());
+                (a.clone(), a)
+            }
+        };
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {listen}\n",
             dir.join("data").display()
         );
         let mut ca = None;
@@ -99,7 +121,15 @@ impl Registry {
         }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("access.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "docker-registry"]);
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = cmd
             .arg("serve")
             .arg(dir.join("config.yml"))
             .stdout(log.try_clone().unwrap())
@@ -108,12 +138,13 @@ impl Registry {
             .expect("start docker-registry");
         let reg = Registry {
             addr,
+            netns: netns.map(str::to_string),
             dir: dir.to_path_buf(),
             child,
             ca,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&reg.addr).is_err() {
+        while !reg.listening() {
             assert!(
                 Instant::now() < deadline,
                 "the registry did not listen: {}",
@@ -124,6 +155,24 @@ impl Registry {
         reg
     }
 
+    /// Whether it accepts connections (asked in its own network namespace).
+    pub fn listening(&self) -> bool {
+        match &self.netns {
+            None => TcpStream::connect(&self.addr).is_ok(),
+            Some(ns) => Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "bash",
+                    "-c",
+                    "exec 3<>/dev/tcp/127.0.0.1/5000",
+                ])
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+
     /// Its access log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
@@ -131,8 +180,14 @@ impl Registry {
 
     /// GET requests of a blob that were answered with data (200 or 206).
     pub fn blob_gets(&self, digest: &str) -> usize {
+        self.blob_gets_from(digest, "")
+    }
+
+    /// The same, from clients whose address starts with `client`.
+    pub fn blob_gets_from(&self, digest: &str, client: &str) -> usize {
         self.log()
             .lines()
+            .filter(|l| l.starts_with(client))
             .filter(|l| l.contains("GET /v2/") && l.contains(&format!("/blobs/{digest} ")))
             .filter(|l| l.contains("\" 200 ") || l.contains("\" 206 "))
             .count()
@@ -141,7 +196,14 @@ impl Registry {
     /// Pushes the image of an OCI layout (ref name `1`) as `name` (e.g. `web:1`);
     /// `all` pushes a whole index.
     pub fn push(&self, layout: &Path, name: &str, all: bool, creds: Option<(&str, &str)>) {
-        let mut c = Command::new("skopeo");
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "skopeo"]);
+                c
+            }
+            None => Command::new("skopeo"),
+        };
         c.arg("copy");
         if all {
             c.arg("--all");
@@ -193,30 +255,50 @@ pub struct Proxy {
     pub passed: Arc<AtomicU64>,
     /// What clients sent (request heads).
     pub sent: Arc<Mutex<Vec<u8>>>,
+    /// Bytes per second from the server (0: as fast as it goes).
+    pub rate: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl Proxy {
-    /// A proxy to `upstream`.
+    /// A proxy to `upstream` on a free loopback port.
     pub fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        listener.set_nonblocking(true).unwrap();
+        Proxy::start_full(None, "127.0.0.1:0", upstream)
+    }
+
+    /// A proxy listening on `listen` in the network namespace `netns` (its thread
+    /// joins it; the sockets it makes are that namespace's).
+    pub fn start_in(netns: &str, listen: &str, upstream: &str) -> Proxy {
+        Proxy::start_full(Some(netns), listen, upstream)
+    }
+
+    fn start_full(netns: Option<&str>, listen: &str, upstream: &str) -> Proxy {
         let p = Proxy {
-            addr,
+            addr: String::new(),
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             passed: Arc::new(AtomicU64::new(0)),
             sent: Arc::new(Mutex::new(Vec::new())),
+            rate: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (budget, passed, sent, stop) = (
+        let (budget, passed, sent, stop, rate) = (
             p.budget.clone(),
             p.passed.clone(),
             p.sent.clone(),
             p.stop.clone(),
+            p.rate.clone(),
         );
         let upstream = upstream.to_string();
+        let (listen, netns) = (listen.to_string(), netns.map(str::to_string));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            if let Some(ns) = netns {
+                let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the netns");
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("join the netns");
+            }
+            let listener = TcpListener::bind(&listen).expect("bind the proxy");
+            listener.set_nonblocking(true).unwrap();
+            let _ = addr_tx.send(listener.local_addr().unwrap().to_string());
             while !stop.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(5));
@@ -240,7 +322,7 @@ impl Proxy {
                     let _ = s_write.shutdown(std::net::Shutdown::Write);
                 });
                 let (mut s_read, mut c_write) = (server, client);
-                let (budget, passed) = (budget.clone(), passed.clone());
+                let (budget, passed, rate) = (budget.clone(), passed.clone(), rate.clone());
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16384];
                     while let Ok(n) = s_read.read(&mut buf) {
@@ -253,6 +335,10 @@ impl Proxy {
                             break;
                         }
                         passed.fetch_add(take as u64, Ordering::SeqCst);
+                        let r = rate.load(Ordering::SeqCst);
+                        if r > 0 {
+                            std::thread::sleep(Duration::from_secs_f64(take as f64 / r as f64));
+                        }
                         if left != u64::MAX {
                             budget.fetch_sub(take as u64, Ordering::SeqCst);
                         }
@@ -267,6 +353,8 @@ impl Proxy {
                 });
             }
         });
+        let mut p = p;
+        p.addr = addr_rx.recv().expect("the proxy listens");
         p
     }
 }
