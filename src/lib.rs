@@ -8,6 +8,7 @@
 //! - [`api`]: the wire (generated gRPC code, the token check, the client).
 //! - [`spec`]: the container model and the sandboxed `.haco` / `.watch` loaders.
 //! - [`launcher`]: one container from a spec (synchronous; all `unsafe` lives here).
+//! - [`image`]: this host's OCI image store (pull, import, layers unpacked safely).
 //! - [`runtime`]: local containers on this host (state, monitors, bootstrap, provision).
 //! - [`cluster`]: Raft types, the deterministic replicated state, storage, transport.
 //! - [`watch`]: every decision that can be pure (placement, schedules, reconcile).

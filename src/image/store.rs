@@ -196,21 +196,30 @@ impl Store {
     /// Opens (creating when missing) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
         let store = Store { root: root.into() };
-        for d in [
-            "blobs/sha256",
-            "ingest",
-            "layers",
-            "l",
-            "images",
-            "leases",
-            "tmp",
-            "locks",
+        if store.root.join("tmp").is_dir() {
+            return Ok(store);
+        }
+        // The store and its layers can be passed through by a container's root in a user
+        // namespace (it mounts them), not listed; the rest is root's alone.
+        use std::os::unix::fs::PermissionsExt;
+        for (d, mode) in [
+            ("", 0o711),
+            ("layers", 0o711),
+            ("l", 0o711),
+            ("blobs", 0o700),
+            ("blobs/sha256", 0o700),
+            ("ingest", 0o700),
+            ("images", 0o700),
+            ("leases", 0o700),
+            ("locks", 0o700),
+            // Last: its presence says the store is made.
+            ("tmp", 0o700),
         ] {
             let p = store.root.join(d);
-            fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
+            fs::create_dir_all(&p)
+                .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(mode)))
+                .map_err(io_err(format!("create {}", p.display())))?;
         }
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(&store.root, fs::Permissions::from_mode(0o700));
         Ok(store)
     }
 
@@ -625,7 +634,12 @@ impl Store {
     /// starts; a prune then keeps them).
     pub fn take_lease(&self, lease: &Lease) -> Result<(), ImageError> {
         let text = serde_json::to_vec(lease).map_err(|e| ImageError::Invalid(e.to_string()))?;
-        write_atomic(&self.lease_path(&lease.container_dir), &text)
+        // Not synced: after a crash a lost lease only lets a prune take layers that no
+        // container runs on any more (its processes are gone with the crash).
+        let path = self.lease_path(&lease.container_dir);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, &text)
+            .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io_err("write the container's lease"))
     }
 

@@ -330,9 +330,8 @@ fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
 const MOUNT_OPTIONS_MAX: usize = 4095;
 
 /// Mounts the container's root at `dir/merged`: the read-only layers below (the
-/// bootstrapped base, or an image's layers, top first) and, unless the root is
-/// read-only, the container's own writable layer on top (`dir/upper`, with overlayfs'
-/// `dir/work`). An image's layers are named relative to the store (`l/<short>`) with the
+/// bootstrapped base, or an image's layers, top first) and the container's own writable
+/// layer on top (`dir/upper`, with overlayfs' `dir/work`). An image's layers are named relative to the store (`l/<short>`) with the
 /// store as the working directory during the mount: 100+ layers stay within the one
 /// page the kernel takes for mount options.
 fn overlay(rootfs: &Rootfs, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
@@ -357,26 +356,28 @@ fn overlay(rootfs: &Rootfs, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
             ));
         }
     }
+    if let Some(bad) = rootfs.layers.iter().find(|l| {
+        l.is_empty()
+            || l.starts_with('/')
+            || l.contains([':', ',', '\\'])
+            || l.split('/').any(|c| c == "..")
+    }) {
+        return Err(StepError::msg(
+            what,
+            format!("layer '{bad}' is not a name inside the image store"),
+        ));
+    }
     if !rootfs.layers.is_empty() {
         nix::unistd::chdir(base).step(|| format!("chdir {}", base.display()))?;
     }
-    if rootfs.readonly && rootfs.layers.len() == 1 {
-        // overlayfs wants two lower layers when nothing is writable: one is a bind.
-        let only = base.join(&rootfs.layers[0]);
-        bind(&only, &merged, false)?;
-        nix::unistd::chdir("/").step(|| "chdir /".into())?;
-        return Ok(merged);
-    }
-    let mut opts = if rootfs.readonly {
-        format!("lowerdir={lower}")
-    } else {
-        format!(
-            // volatile: no syncs of the upper layer, which is thrown away with the container.
-            "lowerdir={lower},upperdir={},workdir={},volatile",
-            upper.display(),
-            work.display()
-        )
-    };
+    // Also for a read-only root: the writable layer takes the mount points an image may
+    // lack (/proc, /dev, …); the root is remounted read-only once entered.
+    let mut opts = format!(
+        // volatile: no syncs of the upper layer, which is thrown away with the container.
+        "lowerdir={lower},upperdir={},workdir={},volatile",
+        upper.display(),
+        work.display()
+    );
     if user_ns {
         // trusted.* xattrs belong to the host's root; in a user namespace overlayfs keeps
         // its bookkeeping in user.* ones.

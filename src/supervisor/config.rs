@@ -615,6 +615,48 @@ mod tests {
     }
 
     #[test]
+    fn the_images_table_and_the_flags_merge() {
+        // The shipped example's [images], uncommented.
+        let text = include_str!("../../cluster-configs/node.toml");
+        let images: String = text
+            .lines()
+            .skip_while(|l| *l != "# [images]")
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: Settings = toml::from_str(&images).expect("the [images] example");
+        let flags = Settings {
+            token: Some("t".into()),
+            images: Some(ImagesSettings {
+                insecure_registries: vec!["10.9.9.9:5000".into()],
+                mirrors: [("docker.io".to_string(), "10.9.9.9:5000".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags.over(file)).unwrap();
+        assert_eq!(c.image_store, PathBuf::from("/var/lib/haconiwa/images"));
+        assert_eq!(
+            c.registry.auth_file,
+            Some(PathBuf::from("/etc/haconiwa/auth.json"))
+        );
+        assert_eq!(
+            c.registry.insecure_registries,
+            ["10.0.0.5:5000", "10.9.9.9:5000"]
+        );
+        assert_eq!(
+            c.registry.mirrors["docker.io"], "10.9.9.9:5000",
+            "a flag wins"
+        );
+        assert_eq!(
+            c.registry.registry_ca["registry.internal:443"],
+            PathBuf::from("/etc/haconiwa/registry-ca.pem")
+        );
+        let bad: Result<Settings, _> = toml::from_str("[images]\nstor = \"/x\"\n");
+        assert!(bad.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let e = Config::resolve(Settings::default())
             .unwrap_err()

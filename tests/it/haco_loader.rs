@@ -285,7 +285,25 @@ fn missing_pieces_point_at_define() {
     let e = err("\n  haconiwa.define(|c| { c.name = \"x\"; c.chroot_to(\"/r\"); });");
     assert_eq!(
         e,
-        "t.haco:2:12: the container has no command: set c.init_command = [\"/bin/sh\"]"
+        "t.haco:2:12: the container has no command: set c.init_command = [\"/bin/sh\"] (or name an image: c.image = \"busybox\")"
+    );
+    // An image gives the root and the command; with a root directory too it is refused.
+    let e = err("haconiwa.define(|c| {\n c.name = \"x\";\n c.image = \"busybox\";\n c.chroot_to(\"/r\");\n});");
+    assert!(
+        e.starts_with("t.haco:1:10: c.image and c.chroot_to both give the root"),
+        "{e}"
+    );
+    let e = err("haconiwa.define(|c| { c.name = \"x\"; c.image = \"busybox\"; c.bootstrap(#{ strategy: \"busybox\" }); });");
+    assert!(e.contains("an image is its own root"), "{e}");
+    let e = err("haconiwa.define(|c| {\n c.name = \"x\";\n c.image = \"Bad:Ref\";\n});");
+    assert!(
+        e.starts_with("t.haco:3:") && e.contains("invalid image reference 'Bad:Ref'"),
+        "{e}"
+    );
+    let e = err("haconiwa.define(|c| {\n c.name = \"x\";\n c.image = \"busybox\";\n c.stop_signal = \"SIGNOPE\";\n});");
+    assert!(
+        e.starts_with("t.haco:4:") && e.contains("unknown signal 'SIGNOPE'"),
+        "{e}"
     );
     let e = err("haconiwa.define(|c| { c.init_command = \"/bin/true\"; c.chroot_to(\"/r\"); });");
     assert!(e.contains("no name"), "{e}");

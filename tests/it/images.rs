@@ -816,3 +816,86 @@ fn provision_steps_on_an_image_make_one_shared_layer_and_new_image_writes_a_defi
     assert_eq!(std::fs::read_dir(h.store.join("tmp")).unwrap().count(), 0);
     h.host.assert_clean();
 }
+
+#[test]
+fn an_image_root_works_in_a_user_namespace_and_read_only() {
+    let h = ImageHost::new("img-userns");
+    let img = Image::new(
+        vec![
+            (
+                Layer::new()
+                    .busybox()
+                    .dir("etc")
+                    .file("etc/passwd", b"root:x:0:0::/:/bin/sh\n"),
+                Compress::Gzip,
+            ),
+            (
+                Layer::new().file("etc/motd", b"second layer\n"),
+                Compress::Gzip,
+            ),
+        ],
+        json!({"Cmd": ["/bin/cat", "/etc/motd"], "Env": ["PATH=/bin"]}),
+    );
+    h.import(&img, "localhost/userns:1");
+    let def = h.host.haco_raw(
+        "userns",
+        "haconiwa.define(|c| {\n c.name = \"userns\";\n c.image = \"localhost/userns:1\";\n c.namespace.unshare([\"user\", \"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n c.namespace.uid_map(0, 200000, 65536);\n});\n",
+    );
+    let run = h.run(&[
+        "run",
+        def.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /etc/motd; id -u; touch /new && echo wrote",
+    ]);
+    assert_eq!(stdout(&run), "second layer\n0\nwrote\n", "{}", stderr(&run));
+    // Read-only: one layer or several, nothing is writable.
+    let ro = h.host.haco_raw(
+        "ro",
+        "haconiwa.define(|c| {\n c.name = \"ro\";\n c.image = \"localhost/userns:1\";\n c.readonly_rootfs = true;\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
+    );
+    let run = h.run(&[
+        "run",
+        ro.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /etc/motd; touch /new || echo read-only",
+    ]);
+    assert!(
+        stdout(&run).starts_with("second layer\n"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(
+        stdout(&run).ends_with("read-only\n"),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    let one = Image::new(
+        vec![(Layer::new().busybox(), Compress::Gzip)],
+        json!({"Cmd": ["/bin/true"], "Env": ["PATH=/bin"]}),
+    );
+    h.import(&one, "localhost/one:1");
+    let ro1 = h.host.haco_raw(
+        "ro1",
+        "haconiwa.define(|c| {\n c.name = \"ro1\";\n c.image = \"localhost/one:1\";\n c.readonly_rootfs = true;\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
+    );
+    let run = h.run(&[
+        "run",
+        ro1.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "ls /bin/busybox; touch /new || echo read-only",
+    ]);
+    assert!(
+        stdout(&run).ends_with("read-only\n"),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    h.host.assert_clean();
+}
