@@ -114,7 +114,7 @@ pub fn apply(blob: impl Read, dest: &OwnedFd, lowers: &Stack) -> Result<Applied,
     let mut writer = Writer {
         root: dest,
         lowers,
-        parent_cache: None,
+        cursor: Vec::new(),
         dir_times: Vec::new(),
         skipped: Vec::new(),
         buf: vec![0u8; COPY_BUF],
@@ -144,7 +144,10 @@ pub fn apply(blob: impl Read, dest: &OwnedFd, lowers: &Stack) -> Result<Applied,
 
 /// A checked path: its components, none empty, `.` or `..`.
 fn split_path(raw: &[u8]) -> Result<Vec<&OsStr>, &'static str> {
-    if raw.first() == Some(&b'/') {
+    // "/" alone names the layer's root (umoci writes it so); any other absolute path
+    // is refused.
+    let root_only = raw.split(|b| *b == b'/').all(|c| c.is_empty() || c == b".");
+    if raw.first() == Some(&b'/') && !root_only {
         return Err("absolute path: entries are relative to the layer");
     }
     let mut out = Vec::new();
@@ -162,8 +165,10 @@ fn split_path(raw: &[u8]) -> Result<Vec<&OsStr>, &'static str> {
 struct Writer<'a> {
     root: &'a OwnedFd,
     lowers: &'a Stack,
-    /// The last parent directory opened: entries come grouped by directory.
-    parent_cache: Option<(Vec<OsString>, OwnedFd)>,
+    /// The directories of the last parent path, opened: entries come depth first, so
+    /// the next parent mostly shares a prefix with the last (cleared when an entry
+    /// removes a directory).
+    cursor: Vec<(OsString, OwnedFd)>,
     /// Directories and the modification time their entry gave them (set at the end,
     /// after their contents changed them).
     dir_times: Vec<(Vec<OsString>, u64)>,
@@ -207,11 +212,11 @@ fn timestamps(mtime: u64) -> Timestamps {
 }
 
 /// Removes `name` in `dir` whatever it is (a directory with everything beneath it),
-/// never following a symlink.
-fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+/// never following a symlink; says whether a directory went.
+fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> io::Result<bool> {
     let st = match lstat_at(dir, name) {
         Ok(st) => st,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
     if kind(&st) == FileType::Directory {
@@ -228,10 +233,11 @@ fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
             remove_all_at(&sub, &n)?;
         }
         rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        Ok(true)
     } else {
         rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+        Ok(false)
     }
-    Ok(())
 }
 
 /// The attributes an entry sets.
@@ -340,21 +346,27 @@ impl Writer<'_> {
     /// following anything; the directories the layer only implies are created with the
     /// attributes lower layers give them.
     fn parent(&mut self, parents: &[&OsStr]) -> Result<OwnedFd, String> {
-        if let Some((cached, fd)) = &self.parent_cache {
-            if cached.len() == parents.len() && cached.iter().zip(parents).all(|(a, b)| a == b) {
-                return rustix::io::dup(fd).map_err(|e| os_err("dup", e));
-            }
-        }
-        let mut dir = rustix::io::dup(self.root).map_err(|e| os_err("dup", e))?;
-        for (k, c) in parents.iter().enumerate() {
+        let shared = self
+            .cursor
+            .iter()
+            .zip(parents)
+            .take_while(|((a, _), b)| a.as_os_str() == **b)
+            .count();
+        self.cursor.truncate(shared);
+        for k in shared..parents.len() {
+            let c = parents[k];
             let shown = || show_path(&parents[..=k]);
-            dir = match open_dir_at(&dir, c) {
+            let dir = match self.cursor.last() {
+                Some((_, fd)) => fd,
+                None => self.root,
+            };
+            let next = match open_dir_at(dir, c) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.implied_dir(&dir, &parents[..=k], &shown())?
+                    self.implied_dir(dir, &parents[..=k], &shown())?
                 }
                 Err(_) => {
-                    let st = lstat_at(&dir, c).map_err(|e| os_err(&shown(), e))?;
+                    let st = lstat_at(dir, c).map_err(|e| os_err(&shown(), e))?;
                     return Err(if kind(&st) == FileType::Symlink {
                         format!(
                             "its parent {} is a symlink of this layer: writing beneath it would follow it",
@@ -365,10 +377,21 @@ impl Writer<'_> {
                     });
                 }
             };
+            self.cursor.push((c.to_os_string(), next));
         }
-        let keep = rustix::io::dup(&dir).map_err(|e| os_err("dup", e))?;
-        self.parent_cache = Some((owned(parents), keep));
-        Ok(dir)
+        let dir = match self.cursor.last() {
+            Some((_, fd)) => fd,
+            None => self.root,
+        };
+        rustix::io::dup(dir).map_err(|e| os_err("dup", e))
+    }
+
+    /// Removes what an entry replaces (see [`remove_all_at`]).
+    fn replace(&mut self, parent: &OwnedFd, name: &OsStr) -> Result<(), String> {
+        if remove_all_at(parent, name).map_err(|e| os_err("replace", e))? {
+            self.cursor.clear();
+        }
+        Ok(())
     }
 
     /// Creates the directory `path` (its last component in `dir`), which the layer uses
@@ -429,7 +452,9 @@ impl Writer<'_> {
         }
         let dir = self.parent(parents)?;
         let name = OsStr::from_bytes(target);
-        remove_all_at(&dir, name).map_err(|e| os_err("remove what the whiteout hides", e))?;
+        if remove_all_at(&dir, name).map_err(|e| os_err("remove what the whiteout hides", e))? {
+            self.cursor.clear();
+        }
         rustix::fs::mknodat(
             &dir,
             name,
@@ -470,7 +495,7 @@ impl Writer<'_> {
         let fd = match open_dir_at(parent, name) {
             Ok(fd) => fd,
             Err(_) => {
-                remove_all_at(parent, name).map_err(|e| os_err("replace", e))?;
+                self.replace(parent, name)?;
                 rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
                     .map_err(|e| os_err("mkdir", e))?;
                 open_dir_at(parent, name).map_err(|e| os_err("open", e))?
@@ -490,7 +515,7 @@ impl Writer<'_> {
         meta: &Meta,
         data: &mut R,
     ) -> Result<(), String> {
-        remove_all_at(parent, name).map_err(|e| os_err("replace", e))?;
+        self.replace(parent, name)?;
         let fd = rustix::fs::openat(
             parent,
             name,
@@ -519,7 +544,7 @@ impl Writer<'_> {
         target: &[u8],
         meta: &Meta,
     ) -> Result<(), String> {
-        remove_all_at(parent, name).map_err(|e| os_err("replace", e))?;
+        self.replace(parent, name)?;
         // The target is stored, never followed by the unpacker.
         rustix::fs::symlinkat(OsStr::from_bytes(target), parent, name)
             .map_err(|e| os_err("symlink", e))?;
@@ -541,7 +566,7 @@ impl Writer<'_> {
     }
 
     fn fifo(&mut self, parent: &OwnedFd, name: &OsStr, meta: &Meta) -> Result<(), String> {
-        remove_all_at(parent, name).map_err(|e| os_err("replace", e))?;
+        self.replace(parent, name)?;
         rustix::fs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
             .map_err(|e| os_err("mkfifo", e))?;
         rustix::fs::chownat(
@@ -598,7 +623,7 @@ impl Writer<'_> {
                             return Ok(());
                         }
                     }
-                    remove_all_at(parent, name).map_err(|e| os_err("replace", e))?;
+                    self.replace(parent, name)?;
                     return rustix::fs::linkat(&dir, *tname, parent, name, AtFlags::empty())
                         .map_err(|e| os_err(&format!("hard link to {shown}"), e));
                 }
@@ -644,26 +669,32 @@ impl Writer<'_> {
 
     /// Sets the directories' times last (their contents changed them), deepest first.
     fn restore_dir_times(&mut self) -> Result<(), EntryError> {
-        self.parent_cache = None;
+        // Setting a directory's times changes no other directory's: in path order, each
+        // walk shares its prefix with the last.
         let mut times = std::mem::take(&mut self.dir_times);
-        times.sort_by_key(|t| std::cmp::Reverse(t.0.len()));
+        times.sort();
+        let mut open: Vec<(OsString, OwnedFd)> = Vec::new();
         for (path, mtime) in times {
-            let mut dir = match rustix::io::dup(self.root) {
-                Ok(d) => d,
-                Err(e) => return Err(EntryError::stream(os_err("dup", e))),
-            };
-            let mut ok = true;
-            for c in &path {
-                match open_dir_at(&dir, c) {
-                    Ok(fd) => dir = fd,
+            let shared = open
+                .iter()
+                .zip(&path)
+                .take_while(|((a, _), b)| a == *b)
+                .count();
+            open.truncate(shared);
+            let mut found = true;
+            for c in &path[shared..] {
+                let dir = open.last().map(|(_, fd)| fd).unwrap_or(self.root);
+                match open_dir_at(dir, c) {
+                    Ok(fd) => open.push((c.clone(), fd)),
                     // Replaced by a later entry: its own times stand.
                     Err(_) => {
-                        ok = false;
+                        found = false;
                         break;
                     }
                 }
             }
-            if ok {
+            if found {
+                let dir = open.last().map(|(_, fd)| fd).unwrap_or(self.root);
                 let _ = rustix::fs::futimens(dir.as_fd(), &timestamps(mtime));
             }
         }
