@@ -286,3 +286,50 @@ fn a_registry_with_tls_and_basic_auth() {
     std::fs::copy(&auth, fresh.host.scratch.path.join(".docker/config.json")).unwrap();
     fresh.ok(&["image", "pull", &reference, "--registry-ca", &ca]);
 }
+
+#[test]
+fn a_registry_with_token_auth_as_docker_hub_speaks_it() {
+    let h = PullHost::new("pull-token");
+    let tokens = crate::common::registry::TokenService::start("bob", "hunter2");
+    let reg = Registry::start_with_tokens(&h.host.scratch.path.join("registry"), &tokens);
+    let layout = h.host.scratch.path.join("web");
+    marker_image("bearer").layout(&layout, "web:1");
+    reg.push(&layout, "web:1", false, Some(("bob", "hunter2")));
+    let reference = format!("{}/web:1", reg.addr);
+    // No credentials: the token service refuses, and says why.
+    let issued = tokens.issued.load(Ordering::SeqCst);
+    let out = h.run(&["image", "pull", &reference]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the token service said 401")
+            && stderr(&out).contains("unknown user or wrong password"),
+        "{}",
+        stderr(&out)
+    );
+    // With the user's credentials: a token from the realm, then the image.
+    let auth = h.host.scratch.path.join("auth.json");
+    std::fs::write(
+        &auth,
+        json!({"auths": {reg.addr.clone(): {"username": "bob", "password": "hunter2"}}})
+            .to_string(),
+    )
+    .unwrap();
+    h.ok(&[
+        "image",
+        "pull",
+        &reference,
+        "--authfile",
+        auth.to_str().unwrap(),
+    ]);
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) > issued,
+        "a token was issued"
+    );
+    assert_eq!(h.cat_marker(&reference), "bearer");
+    assert!(
+        reg.log()
+            .contains("\"GET /v2/web/manifests/1 HTTP/1.1\" 200"),
+        "{}",
+        reg.log()
+    );
+}

@@ -58,6 +58,16 @@ impl Registry {
         user: Option<(&str, &str)>,
         netns: Option<&str>,
     ) -> Registry {
+        Registry::start_full_with(dir, tls, user, netns, "")
+    }
+
+    fn start_full_with(
+        dir: &Path,
+        tls: bool,
+        user: Option<(&str, &str)>,
+        netns: Option<&str>,
+        extra_config: &str,
+    ) -> Registry {
         require_program("docker-registry", "docker-registry");
         require_program("skopeo", "skopeo");
         std::fs::create_dir_all(dir).unwrap();
@@ -119,6 +129,7 @@ impl Registry {
                 dir.join("htpasswd").display()
             ));
         }
+        config.push_str(extra_config);
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("access.log")).unwrap();
         let mut cmd = match netns {
@@ -362,5 +373,197 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A token service as Docker's registry token authentication wants one: it checks a
+/// user's basic credentials and answers with a JWT (ES256) the registry verifies
+/// against the certificate in its `rootcertbundle`; it grants whatever a known user asks.
+pub struct TokenService {
+    /// `http://127.0.0.1:PORT/token`.
+    pub realm: String,
+    /// The certificate of its signing key (PEM).
+    pub cert_pem: String,
+    /// Token requests answered, and refused.
+    pub issued: Arc<AtomicU64>,
+    /// Requests refused (no or wrong credentials).
+    pub refused: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The service name and issuer the registry and the service agree on.
+pub const TOKEN_SERVICE: &str = "haconiwa-test-registry";
+const TOKEN_ISSUER: &str = "haconiwa-test-issuer";
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// libtrust's key id (what distribution matches a token's `kid` with): the SHA-256 of
+/// the public key's DER, 240 bits of it in base32, groups of four.
+fn libtrust_kid(spki_der: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = Sha256::digest(spki_der);
+    let bytes = &digest[..30];
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut s = String::new();
+    for b in bytes {
+        bits = (bits << 8) | *b as u32;
+        n += 8;
+        while n >= 5 {
+            n -= 5;
+            s.push(ALPHABET[((bits >> n) & 31) as usize] as char);
+        }
+    }
+    s.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An ECDSA signature in DER (SEQUENCE of two INTEGERs) as JWS wants it: r and s, 32
+/// bytes each.
+fn der_to_jws(der: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 2;
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02, "an INTEGER");
+        let len = der[i + 1] as usize;
+        let mut int = &der[i + 2..i + 2 + len];
+        while int.len() > 32 && int[0] == 0 {
+            int = &int[1..];
+        }
+        out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        out.extend_from_slice(int);
+        i += 2 + len;
+    }
+    out
+}
+
+impl TokenService {
+    /// Starts the service for `user` with `password`.
+    pub fn start(user: &str, password: &str) -> TokenService {
+        use rcgen::{PublicKeyData, SigningKey};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["token-issuer".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let kid = libtrust_kid(&key.subject_public_key_info());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let svc = TokenService {
+            realm,
+            cert_pem: cert.pem(),
+            issued: Arc::new(AtomicU64::new(0)),
+            refused: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (issued, refused, stop) = (svc.issued.clone(), svc.refused.clone(), svc.stop.clone());
+        let expected = {
+            use base64::Engine as _;
+            format!(
+                "basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        };
+        let user = user.to_string();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let authorized = head.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:") && {
+                        let v = l[14..].trim();
+                        v.len() > 6
+                            && v[..6].eq_ignore_ascii_case("basic ")
+                            && format!("basic {}", &v[6..]) == expected
+                    }
+                });
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let mut access = Vec::new();
+                for kv in query.split('&') {
+                    if let Some(scope) = kv.strip_prefix("scope=") {
+                        let scope = scope
+                            .replace("%3A", ":")
+                            .replace("%2F", "/")
+                            .replace("%2C", ",");
+                        let parts: Vec<&str> = scope.splitn(3, ':').collect();
+                        if parts.len() == 3 {
+                            access.push(serde_json::json!({
+                                "type": parts[0], "name": parts[1],
+                                "actions": parts[2].split(',').collect::<Vec<_>>(),
+                            }));
+                        }
+                    }
+                }
+                let reply = if authorized {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "kid": kid});
+                    let claims = serde_json::json!({
+                        "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+                        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}"),
+                        "access": access,
+                    });
+                    let signing = format!(
+                        "{}.{}",
+                        b64url(header.to_string().as_bytes()),
+                        b64url(claims.to_string().as_bytes())
+                    );
+                    let sig = der_to_jws(&key.sign(signing.as_bytes()).unwrap());
+                    let token = format!("{signing}.{}", b64url(&sig));
+                    issued.fetch_add(1, Ordering::SeqCst);
+                    let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                } else {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    let body = r#"{"details":"unknown user or wrong password"}"#;
+                    format!("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                };
+                let _ = c.write_all(reply.as_bytes());
+            }
+        });
+        svc
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Registry {
+    /// A plain-HTTP registry on loopback that wants bearer tokens from `tokens`.
+    pub fn start_with_tokens(dir: &Path, tokens: &TokenService) -> Registry {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("token-cert.pem"), &tokens.cert_pem).unwrap();
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.realm,
+            dir.join("token-cert.pem").display()
+        );
+        Registry::start_full_with(dir, false, None, None, &auth)
     }
 }
