@@ -2,7 +2,7 @@
 
 use super::{Cli, CliError};
 use crate::image::progress::human_bytes;
-use crate::image::registry::{RegistryConfig, RegistryFetcher};
+use crate::image::registry::{ImagesConfig, RegistryFetcher};
 use crate::image::{archive, config, install, Store};
 use crate::spec::ImageRef;
 use clap::{Args, Subcommand};
@@ -71,15 +71,16 @@ pub enum ImageCommand {
     },
 }
 
-/// How registries are reached (the same keys as a supervisor's `[images]` table).
+/// Where images live and how registries are reached (the keys of a supervisor's
+/// `[images]` table).
 #[derive(Debug, Clone, Default, Args)]
 pub struct RegistryArgs {
     /// Credentials in the format of ~/.docker/config.json [default: the first of
     /// /etc/haconiwa/auth.json and ~/.docker/config.json that exists].
     #[arg(long, env = "HACONIWA_AUTH_FILE")]
     pub authfile: Option<PathBuf>,
-    /// A registry (host[:port]) spoken to over plain HTTP (repeatable; localhost and
-    /// 127.0.0.1 always may).
+    /// A registry (host[:port]) that may be spoken to over plain HTTP when it does not
+    /// speak TLS (repeatable; localhost and 127.0.0.1 always may).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
     /// HOST[:PORT]=CA.pem: trust this CA for that registry (repeatable).
@@ -89,74 +90,80 @@ pub struct RegistryArgs {
     /// (repeatable).
     #[arg(long = "registry-mirror")]
     pub registry_mirror: Vec<String>,
-    /// A registries file (TOML, the [images] keys of node.toml) [default:
-    /// /etc/haconiwa/registries.toml when it exists].
-    #[arg(long = "registries-config", env = "HACONIWA_REGISTRIES")]
-    pub registries_config: Option<PathBuf>,
+    /// An images file (TOML, the keys of node.toml's [images]) [default:
+    /// /etc/haconiwa/images.toml when it exists; the supervisor reads node.toml's].
+    #[arg(long = "images-config", env = "HACONIWA_IMAGES_CONFIG")]
+    pub images_config: Option<PathBuf>,
 }
 
+/// The CLI's images file when no other is named.
+const IMAGES_FILE: &str = "/etc/haconiwa/images.toml";
+
 impl RegistryArgs {
-    /// The registry configuration of the CLI: the registries file (the named one, else
-    /// /etc/haconiwa/registries.toml when it exists), then the flags on top.
-    pub fn config(&self) -> Result<RegistryConfig, CliError> {
-        let default = std::path::Path::new("/etc/haconiwa/registries.toml");
-        let file = match &self.registries_config {
-            Some(p) => RegistryConfig::load(p)?,
-            None if default.is_file() => RegistryConfig::load(default)?,
-            None => RegistryConfig::default(),
+    /// The CLI's configuration: the images file (the named one, else
+    /// /etc/haconiwa/images.toml when it exists), the flags over it.
+    pub fn config(&self) -> Result<ImagesConfig, CliError> {
+        let default = std::path::Path::new(IMAGES_FILE);
+        let file = match &self.images_config {
+            Some(p) => ImagesConfig::load(p)?,
+            None if default.is_file() => ImagesConfig::load(default)?,
+            None => ImagesConfig::default(),
         };
-        self.flags_over(file)
+        Ok(self.flags()?.over(file))
     }
 
-    /// The flags on top of `base`.
-    fn flags_over(&self, base: RegistryConfig) -> Result<RegistryConfig, CliError> {
-        let mut cfg = base;
-        if self.authfile.is_some() {
-            cfg.auth_file = self.authfile.clone();
-        }
-        cfg.insecure_registries
-            .extend(self.insecure_registry.iter().cloned());
-        for kv in &self.registry_ca {
-            let (h, p) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("--registry-ca {kv}: expected HOST=CA.pem"))?;
-            cfg.registry_ca.insert(h.to_string(), PathBuf::from(p));
-        }
-        for kv in &self.registry_mirror {
-            let (h, m) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("--registry-mirror {kv}: expected HOST=MIRROR"))?;
-            cfg.mirrors.insert(h.to_string(), m.to_string());
-        }
-        Ok(cfg)
+    /// A supervisor's: the flags (and an images file named with --images-config) as its
+    /// `[images]`, which node.toml's own lies below.
+    pub fn supervisor_config(&self, store: Option<PathBuf>) -> Result<ImagesConfig, CliError> {
+        let file = match &self.images_config {
+            Some(p) => ImagesConfig::load(p)?,
+            None => ImagesConfig::default(),
+        };
+        let mut flags = self.flags()?;
+        flags.store = store;
+        Ok(flags.over(file))
     }
 
-    /// The flags (and a registries file named with --registries-config) as a
-    /// supervisor's `[images]` table; node.toml's own `[images]` lies below them.
-    pub fn images_settings(
-        &self,
-        store: Option<PathBuf>,
-    ) -> Result<crate::supervisor::config::ImagesSettings, CliError> {
-        let file = match &self.registries_config {
-            Some(p) => RegistryConfig::load(p)?,
-            None => RegistryConfig::default(),
+    /// What the flags say.
+    fn flags(&self) -> Result<ImagesConfig, CliError> {
+        let pairs = |items: &[String], flag: &str, want: &str| {
+            items
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| CliError::from(format!("{flag} {kv}: expected {want}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
         };
-        let cfg = self.flags_over(file)?;
-        Ok(crate::supervisor::config::ImagesSettings {
-            store,
-            auth_file: cfg.auth_file,
-            insecure_registries: cfg.insecure_registries,
-            registry_ca: cfg.registry_ca,
-            mirrors: cfg.mirrors,
+        Ok(ImagesConfig {
+            store: None,
+            auth_file: self.authfile.clone(),
+            insecure_registries: self.insecure_registry.clone(),
+            registry_ca: pairs(&self.registry_ca, "--registry-ca", "HOST=CA.pem")?
+                .into_iter()
+                .map(|(k, v)| (k, PathBuf::from(v)))
+                .collect(),
+            mirrors: pairs(&self.registry_mirror, "--registry-mirror", "HOST=MIRROR")?
+                .into_iter()
+                .collect(),
         })
     }
 }
 
-/// The store the command works on.
+/// The store the command works on: --image-store, else the images file's, else the
+/// default.
 pub fn store_of(cli: &Cli) -> Result<Store, CliError> {
+    let from_file = || {
+        let p = std::path::Path::new(IMAGES_FILE);
+        p.is_file()
+            .then(|| ImagesConfig::load(p).ok().and_then(|c| c.store))
+            .flatten()
+    };
     Ok(Store::open(
         cli.image_store
             .clone()
+            .or_else(from_file)
             .unwrap_or_else(|| crate::image::DEFAULT_STORE.into()),
     )?)
 }
@@ -174,7 +181,7 @@ pub fn pull(
     reference: &str,
     platform: Option<String>,
     quiet: bool,
-    registry: &RegistryConfig,
+    registry: &ImagesConfig,
 ) -> Result<crate::image::store::ImageRecord, CliError> {
     let r = ImageRef::parse(reference)?;
     let fetcher = Arc::new(RegistryFetcher::new(registry, &r)?);

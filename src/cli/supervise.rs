@@ -200,7 +200,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             verify_clients: a.tls_verify_clients,
         }),
         max_connections: a.max_connections,
-        images: Some(a.registry.images_settings(cli.image_store.clone())?),
+        images: Some(a.registry.supervisor_config(cli.image_store.clone())?),
         http_listen: a.http_listen,
         etcd: etcd_flags(
             a.etcd_endpoints,

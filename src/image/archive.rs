@@ -405,7 +405,6 @@ impl Fetcher for BundleFetcher {
                 .restart_at(0)
                 .map_err(|e| FetchError::Transfer(e.to_string()))?;
             let mut buf = vec![0u8; 256 * 1024];
-            let mut done = 0u64;
             loop {
                 let n = r
                     .read(&mut buf)
@@ -413,9 +412,9 @@ impl Fetcher for BundleFetcher {
                 if n == 0 {
                     return Ok(());
                 }
-                ingest.write(&buf[..n]).map_err(FetchError::Refused)?;
-                done += n as u64;
-                progress(done);
+                ingest
+                    .write_progress(&buf[..n], progress)
+                    .map_err(FetchError::Refused)?;
             }
         })
     }

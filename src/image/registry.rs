@@ -39,11 +39,14 @@ const MAX_REDIRECTS: usize = 5;
 /// The media types a manifest request accepts.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// How registries are reached: a supervisor's `[images]` table, the CLI's registries
-/// file and flags.
+/// Where this host keeps its images and how registries are reached: a supervisor's
+/// `[images]` table, the CLI's images file (`/etc/haconiwa/images.toml`) and flags.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
+pub struct ImagesConfig {
+    /// The image store (default /var/lib/haconiwa/images).
+    #[serde(default)]
+    pub store: Option<PathBuf>,
     /// Credentials in the format of `~/.docker/config.json`.
     #[serde(default)]
     pub auth_file: Option<PathBuf>,
@@ -58,12 +61,30 @@ pub struct RegistryConfig {
     pub mirrors: BTreeMap<String, String>,
 }
 
-impl RegistryConfig {
-    /// Reads a registries file (TOML).
-    pub fn load(path: &Path) -> Result<RegistryConfig, ImageError> {
+impl ImagesConfig {
+    /// Reads an images file (TOML: the keys of node.toml's `[images]`).
+    pub fn load(path: &Path) -> Result<ImagesConfig, ImageError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// `self` over `base`: its store and auth file when it has them, the lists and maps
+    /// of both (its entry wins).
+    pub fn over(self, base: ImagesConfig) -> ImagesConfig {
+        let mut insecure = base.insecure_registries;
+        insecure.extend(self.insecure_registries);
+        let mut ca = base.registry_ca;
+        ca.extend(self.registry_ca);
+        let mut mirrors = base.mirrors;
+        mirrors.extend(self.mirrors);
+        ImagesConfig {
+            store: self.store.or(base.store),
+            auth_file: self.auth_file.or(base.auth_file),
+            insecure_registries: insecure,
+            registry_ca: ca,
+            mirrors,
+        }
     }
 
     /// The auth file to read: the configured one, else the first of
@@ -270,7 +291,7 @@ pub struct RegistryFetcher {
 
 impl RegistryFetcher {
     /// A client for `image`'s repository, configured by `cfg`.
-    pub fn new(cfg: &RegistryConfig, image: &ImageRef) -> Result<RegistryFetcher, ImageError> {
+    pub fn new(cfg: &ImagesConfig, image: &ImageRef) -> Result<RegistryFetcher, ImageError> {
         let endpoint = match cfg.mirrors.get(&image.registry) {
             Some(m) => m.clone(),
             None if image.registry == crate::spec::image_ref::DOCKER_HUB => {
@@ -746,8 +767,7 @@ impl Fetcher for RegistryFetcher {
             ingest
                 .restart_at(start)
                 .map_err(|e| FetchError::Transfer(e.to_string()))?;
-            let mut done = start;
-            progress(done);
+            progress(start);
             let mut body = resp.into_body();
             loop {
                 let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
@@ -759,9 +779,9 @@ impl Fetcher for RegistryFetcher {
                 let frame =
                     frame.map_err(|e| FetchError::Transfer(format!("blob {digest}: {e}")))?;
                 if let Ok(data) = frame.into_data() {
-                    ingest.write(&data).map_err(FetchError::Refused)?;
-                    done += data.len() as u64;
-                    progress(done);
+                    ingest
+                        .write_progress(&data, progress)
+                        .map_err(FetchError::Refused)?;
                 }
             }
             Ok(())

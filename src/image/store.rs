@@ -909,6 +909,17 @@ impl Ingest {
         Ok(())
     }
 
+    /// Appends a chunk of a transfer and tells `progress` how far it is.
+    pub fn write_progress(
+        &mut self,
+        chunk: &[u8],
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), String> {
+        self.write(chunk)?;
+        progress(self.hasher.len);
+        Ok(())
+    }
+
     /// Checks size and digest; a match moves the blob into place, a mismatch removes
     /// the download (it cannot resume into anything right).
     pub fn finish(self) -> Result<(), String> {

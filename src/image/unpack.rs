@@ -240,6 +240,18 @@ fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> io::Result<bool> {
     }
 }
 
+/// Gives `name` in `parent` (not followed) the entry's owner.
+fn chown_at(parent: &OwnedFd, name: &OsStr, meta: &Meta) -> Result<(), String> {
+    rustix::fs::chownat(
+        parent,
+        name,
+        Some(Uid::from_raw(meta.uid)),
+        Some(Gid::from_raw(meta.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| os_err("chown", e))
+}
+
 /// The attributes an entry sets.
 struct Meta {
     uid: u32,
@@ -548,14 +560,7 @@ impl Writer<'_> {
         // The target is stored, never followed by the unpacker.
         rustix::fs::symlinkat(OsStr::from_bytes(target), parent, name)
             .map_err(|e| os_err("symlink", e))?;
-        rustix::fs::chownat(
-            parent,
-            name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| os_err("chown", e))?;
+        chown_at(parent, name, meta)?;
         rustix::fs::utimensat(
             parent,
             name,
@@ -569,14 +574,7 @@ impl Writer<'_> {
         self.replace(parent, name)?;
         rustix::fs::mknodat(parent, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
             .map_err(|e| os_err("mkfifo", e))?;
-        rustix::fs::chownat(
-            parent,
-            name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| os_err("chown", e))?;
+        chown_at(parent, name, meta)?;
         rustix::fs::chmodat(
             parent,
             name,

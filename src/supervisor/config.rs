@@ -87,7 +87,7 @@ pub struct Settings {
     /// HTTP listener for /metrics and the dashboard (`127.0.0.1:7780`); off when absent.
     pub http_listen: Option<String>,
     /// `[images]`: where this host's images live and how registries are reached.
-    pub images: Option<ImagesSettings>,
+    pub images: Option<crate::image::registry::ImagesConfig>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -244,8 +244,8 @@ impl Settings {
         .with_images(images)
     }
 
-    /// `[images]` as merged by [`ImagesSettings::over`].
-    fn with_images(mut self, images: Option<ImagesSettings>) -> Settings {
+    /// `[images]` as merged by [`ImagesConfig::over`](crate::image::registry::ImagesConfig::over).
+    fn with_images(mut self, images: Option<crate::image::registry::ImagesConfig>) -> Settings {
         self.images = images;
         self
     }
@@ -274,58 +274,6 @@ impl Settings {
             (f, b) => f.or(b),
         };
         self
-    }
-}
-
-/// `[images]` of node.toml: the image store and how registries are reached
-/// (docs/images.md).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImagesSettings {
-    /// The image store (default /var/lib/haconiwa/images).
-    #[serde(default)]
-    pub store: Option<PathBuf>,
-    /// Credentials in the format of `~/.docker/config.json`.
-    #[serde(default)]
-    pub auth_file: Option<PathBuf>,
-    /// Registries (`host[:port]`) that may be spoken to over plain HTTP.
-    #[serde(default)]
-    pub insecure_registries: Vec<String>,
-    /// A CA (PEM) to trust per registry.
-    #[serde(default)]
-    pub registry_ca: BTreeMap<String, PathBuf>,
-    /// Registry → the mirror its images are fetched from.
-    #[serde(default)]
-    pub mirrors: BTreeMap<String, String>,
-}
-
-impl ImagesSettings {
-    /// Flags over the file: the store and auth file from the flags when given, the
-    /// lists and maps of both (a flag's entry wins).
-    fn over(self, base: ImagesSettings) -> ImagesSettings {
-        let mut insecure = base.insecure_registries;
-        insecure.extend(self.insecure_registries);
-        let mut ca = base.registry_ca;
-        ca.extend(self.registry_ca);
-        let mut mirrors = base.mirrors;
-        mirrors.extend(self.mirrors);
-        ImagesSettings {
-            store: self.store.or(base.store),
-            auth_file: self.auth_file.or(base.auth_file),
-            insecure_registries: insecure,
-            registry_ca: ca,
-            mirrors,
-        }
-    }
-
-    /// The registry configuration it gives.
-    fn registry(&self) -> crate::image::registry::RegistryConfig {
-        crate::image::registry::RegistryConfig {
-            auth_file: self.auth_file.clone(),
-            insecure_registries: self.insecure_registries.clone(),
-            registry_ca: self.registry_ca.clone(),
-            mirrors: self.mirrors.clone(),
-        }
     }
 }
 
@@ -385,7 +333,7 @@ pub struct Config {
     /// The image store.
     pub image_store: PathBuf,
     /// How registries are reached.
-    pub registry: crate::image::registry::RegistryConfig,
+    pub registry: crate::image::registry::ImagesConfig,
 }
 
 /// Checks `[etcd]`: no endpoints means no mirror.
@@ -550,7 +498,7 @@ impl Config {
                 .store
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(crate::image::DEFAULT_STORE)),
-            registry: images.registry(),
+            registry: images,
             cluster_name,
             etcd,
             tls,
@@ -627,7 +575,7 @@ mod tests {
         let file: Settings = toml::from_str(&images).expect("the [images] example");
         let flags = Settings {
             token: Some("t".into()),
-            images: Some(ImagesSettings {
+            images: Some(crate::image::registry::ImagesConfig {
                 insecure_registries: vec!["10.9.9.9:5000".into()],
                 mirrors: [("docker.io".to_string(), "10.9.9.9:5000".to_string())].into(),
                 ..Default::default()

@@ -246,13 +246,12 @@ impl Fetcher for MemberFetcher {
             ingest
                 .restart_at(offset)
                 .map_err(|e| FetchError::Transfer(e.to_string()))?;
-            let mut done = offset;
             while let Some(chunk) = stream.next().await {
                 let chunk =
                     chunk.map_err(|s| FetchError::Transfer(format!("{addr}: {}", s.message())))?;
-                ingest.write(&chunk.data).map_err(FetchError::Refused)?;
-                done += chunk.data.len() as u64;
-                progress(done);
+                ingest
+                    .write_progress(&chunk.data, progress)
+                    .map_err(FetchError::Refused)?;
             }
             Ok(())
         })

@@ -6,7 +6,7 @@
 //! only fetched by another from it, with no registry.
 
 use crate::common::hosts::Hosts;
-use crate::common::images::{Compress, Image, Layer};
+use crate::common::images::{noise, Compress, Image, Layer};
 use crate::common::registry::{Proxy, Registry};
 use crate::common::{stderr, stdout, BIN};
 use serde_json::{json, Value};
@@ -337,17 +337,4 @@ fn images_in_the_cluster_pulled_once_per_host_fetched_from_members_and_backing_o
     let refs = std::fs::read_to_string(hosts.image_store(3).join("refs.json")).unwrap();
     assert!(refs.contains("localhost/airgap:1"), "{refs}");
     assert!(!reg.log().contains("airgap"), "the registry was not asked");
-}
-
-/// Bytes that do not compress.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

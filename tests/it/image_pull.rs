@@ -2,7 +2,7 @@
 //! multi-platform index, two pulls of one image at once fetching each blob once, a
 //! transfer cut halfway that the next pull resumes, TLS with a custom CA and basic auth.
 
-use crate::common::images::{multi_arch_layout, Compress, Image, Layer};
+use crate::common::images::{multi_arch_layout, noise, Compress, Image, Layer};
 use crate::common::registry::{Proxy, Registry};
 
 use crate::common::{stderr, stdout, Host};
@@ -131,19 +131,6 @@ fn pulls_from_a_registry_by_tag_digest_and_index_and_two_pulls_at_once_fetch_eac
     h.host.assert_clean();
 }
 
-/// Bytes that do not compress: a big layer whose transfer can be cut halfway.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_pull_cut_halfway_resumes_where_it_broke() {
     let h = PullHost::new("pull-resume");
@@ -249,7 +236,7 @@ fn a_registry_with_tls_and_basic_auth() {
         json!({"auths": {reg.addr.clone(): {"auth": b64("alice:wrong")}}}).to_string(),
     )
     .unwrap();
-    let out = h.run(&[
+    let with_auth = [
         "image",
         "pull",
         &reference,
@@ -257,7 +244,8 @@ fn a_registry_with_tls_and_basic_auth() {
         &ca,
         "--authfile",
         auth.to_str().unwrap(),
-    ]);
+    ];
+    let out = h.run(&with_auth);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("unauthorized with the auth file's credentials"),
@@ -270,15 +258,7 @@ fn a_registry_with_tls_and_basic_auth() {
             .to_string(),
     )
     .unwrap();
-    h.ok(&[
-        "image",
-        "pull",
-        &reference,
-        "--registry-ca",
-        &ca,
-        "--authfile",
-        auth.to_str().unwrap(),
-    ]);
+    h.ok(&with_auth);
     assert_eq!(h.cat_marker(&reference), "tls");
     // ~/.docker/config.json is read when no auth file is named.
     let fresh = PullHost::new("pull-tls-home");

@@ -54,6 +54,22 @@ impl ImageHost {
         self.ok(&["image", "import", dir.to_str().unwrap()])
     }
 
+    /// Writes `<name>.haco`: a container `name` of `image` with the usual namespaces and
+    /// the `extra` lines.
+    fn def(&self, name: &str, image: &str, extra: &str) -> PathBuf {
+        self.host.haco_raw(
+            name,
+            &format!(
+                "haconiwa.define(|c| {{\n c.name = \"{name}\";\n c.image = \"{image}\";\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n{extra}\n}});\n"
+            ),
+        )
+    }
+
+    /// Runs the definition `def` with `sh -c script` as its command.
+    fn run_sh(&self, def: &Path, script: &str) -> std::process::Output {
+        self.run(&["run", def.to_str().unwrap(), "--", "/bin/sh", "-c", script])
+    }
+
     /// Runs `sh -c script` in a container of `image` (as root unless the image says).
     fn sh(&self, image: &str, script: &str) -> std::process::Output {
         let def = self.host.haco_raw(
@@ -163,9 +179,10 @@ fn layers_apply_as_the_image_spec_says_and_the_config_maps_onto_the_container() 
     let out = h.import(&img, "localhost/layers:1");
     assert!(out.contains("imported localhost/layers:1"), "{out}");
     // The configuration: command, user with supplementary groups, env, workdir.
-    let def = h.host.haco_raw(
+    let def = h.def(
         "cfg",
-        "haconiwa.define(|c| {\n c.name = \"cfg\";\n c.image = \"localhost/layers:1\";\n c.env(\"OVERRIDDEN\", \"definition\");\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
+        "localhost/layers:1",
+        "c.env(\"OVERRIDDEN\", \"definition\");",
     );
     let run = h.run(&["run", def.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
@@ -173,14 +190,7 @@ fn layers_apply_as_the_image_spec_says_and_the_config_maps_onto_the_container() 
         stdout(&run).trim(),
         "uid=1000(web) gid=1000(web) groups=2000(extra)"
     );
-    let run = h.run(&[
-        "run",
-        def.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "pwd; echo $FROM_IMAGE $OVERRIDDEN",
-    ]);
+    let run = h.run_sh(&def, "pwd; echo $FROM_IMAGE $OVERRIDDEN");
     assert_eq!(stdout(&run), "/opq\nyes definition\n", "{}", stderr(&run));
     let shown = h.ok(&["show", def.to_str().unwrap()]);
     assert!(
@@ -189,15 +199,12 @@ fn layers_apply_as_the_image_spec_says_and_the_config_maps_onto_the_container() 
     );
     assert!(shown.contains("SIGQUIT"), "stop signal shown: {shown}");
     // The layers, as root (a definition's uid wins over the image's User).
-    let def = h.host.haco_raw(
-        "root",
-        "haconiwa.define(|c| {\n c.name = \"rootview\";\n c.image = \"localhost/layers:1\";\n c.uid = 0; c.gid = 0;\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
-    );
+    let def = h.def("rootview", "localhost/layers:1", "c.uid = 0; c.gid = 0;");
     let script = "ls /opq; test -e /gone || echo gone-hidden; cat /was-dir/z; echo; \
                   test -e /was-dir/x || echo x-hidden; cat /was-file/y; echo; \
                   stat -c '%a' /suid; stat -c '%u %g %a' /owned; readlink /sl; \
                   stat -c '%h' /hl; test -x /hl2 && echo hl2-copied; stat -c '%F' /fifo";
-    let run = h.run(&["run", def.to_str().unwrap(), "--", "/bin/sh", "-c", script]);
+    let run = h.run_sh(&def, script);
     assert_eq!(
         stdout(&run),
         "new\ngone-hidden\na dir again\nx-hidden\nnow a dir\n4755\n1234 5678 640\n/etc/passwd\n2\nhl2-copied\nfifo\n",
@@ -704,10 +711,7 @@ fn removal_keeps_shared_layers_and_prune_keeps_what_containers_use() {
     let run = h.sh("localhost/gc-b:1", "cat /b");
     assert_eq!(stdout(&run), "b", "{}", stderr(&run));
     // A running container keeps its image.
-    let def = h.host.haco_raw(
-        "gcb",
-        "haconiwa.define(|c| {\n c.name = \"gc-b\";\n c.image = \"localhost/gc-b:1\";\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
-    );
+    let def = h.def("gc-b", "localhost/gc-b:1", "");
     h.ok(&["run", "-D", def.to_str().unwrap()]);
     let res = h.run(&["image", "rm", "localhost/gc-b:1"]);
     assert!(!res.status.success());
@@ -766,7 +770,7 @@ fn provision_steps_on_an_image_make_one_shared_layer_and_new_image_writes_a_defi
     );
     std::fs::write(&def, text).unwrap();
     let check = "cat /marker; test -e /etc/passwd || echo passwd-gone";
-    let first = h.run(&["run", def.to_str().unwrap(), "--", "/bin/sh", "-c", check]);
+    let first = h.run_sh(&def, check);
     assert_eq!(
         stdout(&first),
         "provisioned\npasswd-gone\n",
@@ -778,7 +782,7 @@ fn provision_steps_on_an_image_make_one_shared_layer_and_new_image_writes_a_defi
         "{}",
         stderr(&first)
     );
-    let second = h.run(&["run", def.to_str().unwrap(), "--", "/bin/sh", "-c", check]);
+    let second = h.run_sh(&def, check);
     assert_eq!(stdout(&second), "provisioned\npasswd-gone\n");
     assert!(
         !stderr(&second).contains("provision step"),
@@ -837,32 +841,16 @@ fn an_image_root_works_in_a_user_namespace_and_read_only() {
         json!({"Cmd": ["/bin/cat", "/etc/motd"], "Env": ["PATH=/bin"]}),
     );
     h.import(&img, "localhost/userns:1");
-    let def = h.host.haco_raw(
+    let def = h.def(
         "userns",
-        "haconiwa.define(|c| {\n c.name = \"userns\";\n c.image = \"localhost/userns:1\";\n c.namespace.unshare([\"user\", \"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n c.namespace.uid_map(0, 200000, 65536);\n});\n",
+        "localhost/userns:1",
+        "c.namespace.unshare([\"user\"]); c.namespace.uid_map(0, 200000, 65536);",
     );
-    let run = h.run(&[
-        "run",
-        def.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "cat /etc/motd; id -u; touch /new && echo wrote",
-    ]);
+    let run = h.run_sh(&def, "cat /etc/motd; id -u; touch /new && echo wrote");
     assert_eq!(stdout(&run), "second layer\n0\nwrote\n", "{}", stderr(&run));
     // Read-only: one layer or several, nothing is writable.
-    let ro = h.host.haco_raw(
-        "ro",
-        "haconiwa.define(|c| {\n c.name = \"ro\";\n c.image = \"localhost/userns:1\";\n c.readonly_rootfs = true;\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
-    );
-    let run = h.run(&[
-        "run",
-        ro.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "cat /etc/motd; touch /new || echo read-only",
-    ]);
+    let ro = h.def("ro", "localhost/userns:1", "c.readonly_rootfs = true;");
+    let run = h.run_sh(&ro, "cat /etc/motd; touch /new || echo read-only");
     assert!(
         stdout(&run).starts_with("second layer\n"),
         "{}",
@@ -879,18 +867,8 @@ fn an_image_root_works_in_a_user_namespace_and_read_only() {
         json!({"Cmd": ["/bin/true"], "Env": ["PATH=/bin"]}),
     );
     h.import(&one, "localhost/one:1");
-    let ro1 = h.host.haco_raw(
-        "ro1",
-        "haconiwa.define(|c| {\n c.name = \"ro1\";\n c.image = \"localhost/one:1\";\n c.readonly_rootfs = true;\n c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n});\n",
-    );
-    let run = h.run(&[
-        "run",
-        ro1.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "ls /bin/busybox; touch /new || echo read-only",
-    ]);
+    let ro1 = h.def("ro1", "localhost/one:1", "c.readonly_rootfs = true;");
+    let run = h.run_sh(&ro1, "ls /bin/busybox; touch /new || echo read-only");
     assert!(
         stdout(&run).ends_with("read-only\n"),
         "{}{}",

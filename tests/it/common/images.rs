@@ -456,3 +456,16 @@ pub fn docker_save_oci(img: &Image, out: &Path, repo_tag: &str, scratch: &Path) 
     tar_dir(&dir, out);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bytes that do not compress (a big layer whose transfer takes a while).
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
