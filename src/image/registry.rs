@@ -287,6 +287,8 @@ pub struct RegistryFetcher {
     tls: Arc<rustls::ClientConfig>,
     /// The `Authorization` value that worked last.
     authorization: Mutex<Option<String>>,
+    /// Hosts credentials may go to over plain HTTP (the insecure-listed ones).
+    insecure: Vec<String>,
 }
 
 impl RegistryFetcher {
@@ -322,6 +324,7 @@ impl RegistryFetcher {
             credentials,
             tls: tls_config(ca.map(|p| p.as_path()))?,
             authorization: Mutex::new(None),
+            insecure: cfg.insecure_registries.clone(),
         })
     }
 
@@ -523,7 +526,6 @@ impl RegistryFetcher {
                 {
                     "http"
                 }
-                Err(FetchError::Transfer(m)) if m.contains("timed out") => "http",
                 Err(e) => return Err(e),
             }
         };
@@ -553,6 +555,20 @@ impl RegistryFetcher {
             if realm.contains('?') { "&" } else { "?" },
             query.join("&")
         );
+        let realm_uri: Uri = realm
+            .parse()
+            .map_err(|e| FetchError::Refused(format!("registry {}: token realm {realm}: {e}", self.registry)))?;
+        let realm_host = realm_uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        if self.credentials.is_some()
+            && realm_uri.scheme_str() != Some("https")
+            && !is_loopback(&realm_host)
+            && !self.insecure.contains(&realm_host)
+        {
+            return Err(FetchError::Refused(format!(
+                "registry {}: its token service {realm} is plain HTTP: the credentials are not sent there (list {realm_host} as an insecure registry to allow it)",
+                self.registry
+            )));
+        }
         let basic = self.credentials.as_ref().map(|c| {
             format!(
                 "Basic {}",
@@ -792,6 +808,33 @@ impl Fetcher for RegistryFetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_go_to_a_plain_http_token_service_elsewhere() {
+        let dir = std::env::temp_dir().join(format!("hcw-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auth = dir.join("auth.json");
+        std::fs::write(
+            &auth,
+            r#"{"auths": {"registry.example": {"username": "u", "password": "p"}}}"#,
+        )
+        .unwrap();
+        let cfg = ImagesConfig {
+            auth_file: Some(auth),
+            ..Default::default()
+        };
+        let r = ImageRef::parse("registry.example/app:1").unwrap();
+        let f = RegistryFetcher::new(&cfg, &r).unwrap();
+        let params: BTreeMap<String, String> =
+            [("realm".to_string(), "http://auth.example/token".to_string())].into();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt.block_on(f.token(&params)).unwrap_err().to_string();
+        assert!(e.contains("is plain HTTP: the credentials are not sent there"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn challenges_and_auth_file_keys() {
