@@ -555,10 +555,16 @@ impl RegistryFetcher {
             if realm.contains('?') { "&" } else { "?" },
             query.join("&")
         );
-        let realm_uri: Uri = realm
-            .parse()
-            .map_err(|e| FetchError::Refused(format!("registry {}: token realm {realm}: {e}", self.registry)))?;
-        let realm_host = realm_uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let realm_uri: Uri = realm.parse().map_err(|e| {
+            FetchError::Refused(format!(
+                "registry {}: token realm {realm}: {e}",
+                self.registry
+            ))
+        })?;
+        let realm_host = realm_uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         if self.credentials.is_some()
             && realm_uri.scheme_str() != Some("https")
             && !is_loopback(&realm_host)
@@ -832,7 +838,10 @@ mod tests {
             .build()
             .unwrap();
         let e = rt.block_on(f.token(&params)).unwrap_err().to_string();
-        assert!(e.contains("is plain HTTP: the credentials are not sent there"), "{e}");
+        assert!(
+            e.contains("is plain HTTP: the credentials are not sent there"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
