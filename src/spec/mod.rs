@@ -8,6 +8,7 @@ mod model;
 pub mod names;
 pub mod script;
 pub mod signal;
+pub mod stored;
 pub mod watch;
 
 pub use haco::{load_file, load_str, HacoError};

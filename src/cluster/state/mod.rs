@@ -77,7 +77,10 @@ pub struct Definition {
     pub text: String,
     /// Directory its relative host paths resolve against.
     pub base_dir: String,
-    /// The resolved spec; its name is the preferred id of the first container.
+    /// The resolved spec; its name is the preferred id of the first container. Kept as
+    /// its JSON in binary encodings (`spec::stored`: later fields do not change how
+    /// older entries read).
+    #[serde(with = "crate::spec::stored")]
     pub spec: ContainerSpec,
     /// Log index it was registered at (set by `apply`; what a command carries is
     /// ignored): the newest of a name is the one `spawn --definition NAME` runs.
