@@ -128,6 +128,26 @@ fn pulls_from_a_registry_by_tag_digest_and_index_and_two_pulls_at_once_fetch_eac
     // A definition naming an image the store lacks: `run` pulls it first.
     let fresh = PullHost::new("pull-run");
     assert_eq!(fresh.cat_marker(&reference), "web");
+    // On a terminal, a line per layer and the rate; not on a pipe (above: only the
+    // result line).
+    crate::common::require_program("script", "util-linux");
+    let tty = PullHost::new("pull-tty");
+    let out = std::process::Command::new("script")
+        .env("HACONIWA_IMAGE_STORE", &tty.store)
+        .args([
+            "-qec",
+            &format!("{} image pull {reference}", crate::common::BIN),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let shown = stdout(&out);
+    assert!(out.status.success(), "{shown}{}", stderr(&out));
+    for (d, _) in &blobs.layers {
+        let short = &d["sha256:".len().."sha256:".len() + 12];
+        assert!(shown.contains(short), "a line for layer {short}: {shown}");
+    }
+    assert!(shown.contains("done") && shown.contains("/s"), "{shown}");
     h.host.assert_clean();
 }
 
