@@ -331,9 +331,9 @@ const MOUNT_OPTIONS_MAX: usize = 4095;
 
 /// Mounts the container's root at `dir/merged`: the read-only layers below (the
 /// bootstrapped base, or an image's layers, top first) and the container's own writable
-/// layer on top (`dir/upper`, with overlayfs' `dir/work`). An image's layers are named relative to the store (`l/<short>`) with the
-/// store as the working directory during the mount: 100+ layers stay within the one
-/// page the kernel takes for mount options.
+/// layer on top (`dir/upper`, with overlayfs' `dir/work`). An image's layers are named
+/// relative to the store (`l/<short>`) with the store as the working directory during
+/// the mount: 100+ layers stay within the one page the kernel takes for mount options.
 fn overlay(rootfs: &Rootfs, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
     let base = &rootfs.path;
     let merged = dir.join("merged");
@@ -344,12 +344,14 @@ fn overlay(rootfs: &Rootfs, dir: &Path, user_ns: bool) -> StepResult<PathBuf> {
     } else {
         rootfs.layers.join(":")
     };
-    for text in [
-        lower.as_str(),
-        &upper.to_string_lossy(),
-        &work.to_string_lossy(),
-    ] {
-        if text.contains([',', '\\']) || (rootfs.layers.is_empty() && text.contains(':')) {
+    // The image's layers are joined with ':' (each is checked below).
+    let paths = [
+        (rootfs.layers.is_empty(), lower.as_str()),
+        (true, &upper.to_string_lossy()),
+        (true, &work.to_string_lossy()),
+    ];
+    for (one_path, text) in paths {
+        if text.contains([',', '\\']) || (one_path && text.contains(':')) {
             return Err(StepError::msg(
                 what,
                 format!("{text} contains ',', ':' or '\\', which overlayfs options cannot carry"),

@@ -64,7 +64,8 @@ enum Failure {
 pub struct Agent {
     core: Arc<Node>,
     runtime: Runtime,
-    /// The image store (`None` when it cannot be opened: containers of an image fail).
+    /// The image store (the error when it cannot be opened: containers of an image
+    /// then fail with it).
     images: Result<Arc<Images>, String>,
     /// What runs here, by container name (= container id).
     local: Mutex<Picture>,
@@ -306,9 +307,10 @@ impl Agent {
             let started = std::time::Instant::now();
             // An image comes first, outside the launch slots (a long pull does not hold
             // up the launches of others).
-            let prepared = match spec.image.is_some() {
-                true => self.with_image(&c, spec).await,
-                false => Ok(spec),
+            let prepared = if spec.image.is_some() {
+                self.with_image(&c, spec).await
+            } else {
+                Ok(spec)
             };
             let failed = match prepared {
                 Err(f) => Some(f),

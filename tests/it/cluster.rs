@@ -640,7 +640,14 @@ fn a_supervisor_whose_binary_file_was_replaced_still_launches_containers() {
     std::fs::copy(crate::common::BIN, &copy).unwrap();
     cl.bin = copy.clone();
     cl.add_node(&[]);
-    cl.wait_leader(T);
+    // A leader places only on members it has registered and heard from: wait for that,
+    // not just for the leader (which spawned too early about one time in four).
+    cl.wait(T, "the member registered and up", |s| {
+        s["leader"].as_u64().unwrap_or(0) != 0
+            && s["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1 && m[0]["state"] == "up")
+    });
     std::fs::remove_file(&copy).unwrap();
     std::fs::write(&copy, "#!/bin/sh\nexit 3\n").unwrap();
     let def = cl.haco("upgraded", "[\"/bin/sleep\", \"3600\"]");
