@@ -136,7 +136,8 @@ fn spawn_request(
     node: Option<u64>,
     node_labels: &[String],
 ) -> Result<pb::SpawnRequest, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text =
+        crate::spec::script::read_source(file).map_err(|e| format!("{}: {e}", file.display()))?;
     crate::spec::load_str(&text, &file.display().to_string(), file.parent())?;
     let base_dir = std::fs::canonicalize(file)
         .ok()
@@ -486,7 +487,8 @@ pub fn rule_request(
     file: &std::path::Path,
     name: Option<String>,
 ) -> Result<pb::ApplyRuleRequest, CliError> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text =
+        crate::spec::script::read_source(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let shown = file.display().to_string();
     let info = crate::spec::watch::check(&text, &shown)?;
     let dir = file
@@ -502,7 +504,7 @@ pub fn rule_request(
     let mut hacos = std::collections::HashMap::new();
     for h in &info.hacos {
         let p = dir.join(&h.path);
-        let t = std::fs::read_to_string(&p)
+        let t = crate::spec::script::read_source(&p)
             .map_err(|e| format!("{shown}:{}:{}: {}: {e}", h.line, h.col, p.display()))?;
         crate::spec::load_str(&t, &p.display().to_string(), p.parent())?;
         hacos.insert(h.path.clone(), t);

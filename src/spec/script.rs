@@ -7,6 +7,33 @@ use std::time::{Duration, Instant};
 /// Operations one script run may execute before it is stopped.
 pub const MAX_OPERATIONS: u64 = 2_000_000;
 
+/// The largest definition or rule file read: what the API takes in one message (4 MiB).
+/// A bigger file is refused before it is read (a 50 MB one kept `show` busy for 10 s).
+pub const MAX_SOURCE_BYTES: u64 = 4 << 20;
+
+/// Reads a `.haco` or `.watch` file, refusing one over [`MAX_SOURCE_BYTES`] without
+/// reading it (and one that grows past it while read).
+pub fn read_source(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let too_big = |n: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{n} bytes, over the {MAX_SOURCE_BYTES} a definition or rule file may have"),
+        )
+    };
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > MAX_SOURCE_BYTES {
+        return Err(too_big(len));
+    }
+    let mut text = String::new();
+    f.take(MAX_SOURCE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
+}
+
 /// Wall-clock time a `.haco` evaluation may take (a definition is loaded at every
 /// `run` and on the leader for every spawn).
 pub const HACO_TIME_LIMIT: Duration = Duration::from_millis(1000);

@@ -506,3 +506,39 @@ fn fuzzed_definitions_and_rules_never_panic() {
     }
     assert!(t0.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn a_file_over_the_size_cap_is_refused_before_it_is_read() {
+    let host = crate::common::Host::new("haco-big");
+    // 50 MB that takes no disk (sparse): read, it would keep the loader busy for seconds.
+    let big = host.scratch.path.join("big.haco");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let out = host.run(&["show", big.to_str().unwrap()]);
+    let elapsed = t0.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("52428800 bytes, over the 4194304 a definition or rule file may have"),
+        "{err}"
+    );
+    // Refused from its size, not after reading it (generous: a read took ~10 s).
+    assert!(elapsed < std::time::Duration::from_secs(3), "{elapsed:?}");
+    let watch = host.scratch.path.join("big.watch");
+    std::fs::File::create(&watch)
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let out = host
+        .cmd()
+        .env("HACONIWA_TOKEN", "t")
+        .env("HACONIWA_SERVER", "127.0.0.1:1")
+        .args(["watch", "apply", watch.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("over the 4194304"), "{err}");
+}

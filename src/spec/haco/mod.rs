@@ -43,7 +43,7 @@ pub enum HacoError {
 /// Loads a definition file. The path is used in error messages and to resolve relative
 /// paths (rootfs, tarballs, bind sources) against the file's directory.
 pub fn load_file(path: &Path) -> Result<ContainerSpec, HacoError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HacoError::Read {
+    let text = super::script::read_source(path).map_err(|source| HacoError::Read {
         file: path.display().to_string(),
         source,
     })?;
