@@ -16,10 +16,15 @@
 //! - [`mirror`]: the optional copy of the state to etcd, and rules registered there.
 //! - [`cli`]: the commands.
 
+// `unsafe` lives only in the launcher (each block with a `SAFETY:` comment); anywhere
+// else it does not compile.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod image;
+#[allow(unsafe_code)]
 pub mod launcher;
 pub mod mirror;
 pub mod runtime;

@@ -640,10 +640,14 @@ pub async fn heartbeat_loop(core: Arc<Node>, runtime: Runtime) {
         let sent = lease::now_ms();
         let applied_index = core.applied_index();
         let acked = if core.is_leader() {
+            // The leader's own record: registered (and marked up again after a time
+            // down) by the leader's loop; it is acknowledged by its quorum, not by itself.
             core.acting_leader()
-                && super::leader::ops::heartbeat(&core, core.id, applied_index)
-                    .await
-                    .is_ok()
+                && core
+                    .state()
+                    .nodes()
+                    .get(&core.id)
+                    .is_some_and(|n| n.status != NodeStatus::Left)
         } else if let Ok((mut client, _)) = core.leader_client() {
             let mut req = Request::new(HeartbeatRequest {
                 node_id: core.id,

@@ -301,3 +301,33 @@ impl Node {
         }
     }
 }
+
+/// The highest index a quorum holds, on the leader (from its replication progress);
+/// elsewhere the last applied one, which is known committed.
+pub fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 {
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let Some(progress) = &m.replication else {
+        return applied;
+    };
+    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let mut matched: Vec<u64> = voters
+        .iter()
+        .map(|v| {
+            if Some(*v) == m.current_leader {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                progress
+                    .get(v)
+                    .and_then(|l| l.map(|l| l.index))
+                    .unwrap_or(0)
+            }
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    // The quorum-th highest: what a majority has.
+    matched
+        .get(voters.len() / 2)
+        .copied()
+        .unwrap_or(applied)
+        .max(applied)
+}

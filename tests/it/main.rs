@@ -3,6 +3,7 @@
 
 mod common;
 
+mod architecture;
 mod bootstrap;
 mod cluster;
 mod daemon;

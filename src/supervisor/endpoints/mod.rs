@@ -5,7 +5,7 @@
 
 mod containers;
 mod images;
-pub(crate) mod nodes;
+mod nodes;
 mod rules;
 
 use super::node::Node;

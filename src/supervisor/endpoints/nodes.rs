@@ -20,7 +20,7 @@ pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusRe
         leader,
         leader_addr,
         term: m.current_term,
-        commit_index: commit_index(&m),
+        commit_index: crate::supervisor::node::commit_index(&m),
         last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         members: members_pb(&m, &state),
         state_digest: match with_digest {
@@ -33,36 +33,6 @@ pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusRe
         joint: m.membership_config.membership().get_joint_config().len() > 1,
         quorum_lost: core.is_leader() && !core.has_quorum(),
     })
-}
-
-/// The highest index a quorum holds, on the leader (from its replication progress);
-/// elsewhere the last applied one, which is known committed.
-pub(crate) fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 {
-    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-    let Some(progress) = &m.replication else {
-        return applied;
-    };
-    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-    let mut matched: Vec<u64> = voters
-        .iter()
-        .map(|v| {
-            if Some(*v) == m.current_leader {
-                m.last_log_index.unwrap_or(0)
-            } else {
-                progress
-                    .get(v)
-                    .and_then(|l| l.map(|l| l.index))
-                    .unwrap_or(0)
-            }
-        })
-        .collect();
-    matched.sort_unstable_by(|a, b| b.cmp(a));
-    // The quorum-th highest: what a majority has.
-    matched
-        .get(voters.len() / 2)
-        .copied()
-        .unwrap_or(applied)
-        .max(applied)
 }
 
 pub(super) fn members(core: &Node) -> MembersReply {

@@ -63,7 +63,7 @@ fn raft(core: &Node, reg: &mut Registry) {
         "Index of the last entry applied to the state",
         gauge(m.last_applied.map(|l| l.index).unwrap_or(0) as i64),
     );
-    let commit = crate::supervisor::endpoints::nodes::commit_index(&m);
+    let commit = crate::supervisor::node::commit_index(&m);
     r.register(
         "commit_index",
         "Highest index known committed (the leader: its quorum's; a follower: applied)",

@@ -8,7 +8,7 @@ pub mod ops;
 mod rules;
 
 use super::node::{lock, Node};
-use crate::cluster::state::{Command, NodeId};
+use crate::cluster::state::{Command, NodeId, NodeStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,22 @@ pub async fn run(core: Arc<Node>) {
             };
             if let Err(e) = core.propose(cmd).await {
                 tracing::warn!("register this node: {e}");
+            }
+            continue;
+        }
+        if state
+            .nodes()
+            .get(&core.id)
+            .is_some_and(|n| n.status == NodeStatus::Down)
+        {
+            // Marked down while it was cut off, it leads now: it is up (what a
+            // heartbeat does for the other members).
+            let cmd = Command::SetNodeStatus {
+                id: core.id,
+                status: NodeStatus::Up,
+            };
+            if let Err(e) = core.propose(cmd).await {
+                tracing::warn!("mark this node up: {e}");
             }
             continue;
         }
