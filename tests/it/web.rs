@@ -70,6 +70,23 @@ print(json.dumps(out))
     v.as_object().unwrap().clone()
 }
 
+/// The environment variable that marks the processes a browser test starts.
+const BROWSER_MARK: &str = "HACONIWA_TEST_BROWSER";
+
+/// Processes whose environment carries `BROWSER_MARK=mark`.
+fn marked(mark: &str) -> Vec<i32> {
+    let needle = format!("{BROWSER_MARK}={mark}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
 #[test]
 fn metrics_and_the_dashboard_show_the_cluster_live() {
     require_program("chromium", "chromium");
@@ -130,6 +147,7 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         .unwrap()
         .join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
+    let mark = format!("{}-{}", std::process::id(), cl.net);
     let mut browser = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard.py"))
         .arg(format!("{base}/"))
@@ -137,19 +155,30 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A mark every process it starts inherits (chromedriver, Chromium and the crash
+        // handlers Chromium puts in sessions of their own): all of them can be found,
+        // ended, and checked gone.
+        .env(BROWSER_MARK, &mark)
         .spawn()
         .expect("python3");
-    struct Kill(std::process::Child);
+    /// Ends the script and every process that carries its mark.
+    struct Kill(std::process::Child, String);
     impl Drop for Kill {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            for pid in marked(&self.1) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
     let mut input = browser.stdin.take().unwrap();
     let mut output = BufReader::new(browser.stdout.take().unwrap());
     let mut stderr = browser.stderr.take().unwrap();
-    let browser = Kill(browser);
+    let browser = Kill(browser, mark.clone());
     let mut line = String::new();
     let mut read = |line: &mut String| {
         line.clear();
@@ -181,7 +210,23 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "not a screenshot"
     );
+    // The script quits the browser and the driver, then ends; nothing of it stays.
+    let mut browser = browser;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the browser script did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marked(&mark).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stayed = marked(&mark);
     drop(browser);
+    assert!(
+        stayed.is_empty(),
+        "the browser left processes running: {stayed:?}"
+    );
     cl.ok(&["watch", "rm", "keep5"]);
     for c in cl.containers() {
         let _ = cl.run(&["stop", c["id"].as_str().unwrap()]);
