@@ -217,3 +217,46 @@ fn new_writes_a_boilerplate_that_runs_after_create() {
     assert_eq!(shown["name"], "web");
     host.assert_clean();
 }
+
+#[test]
+fn directory_root_and_an_edited_step_runs_again() {
+    let host = Host::new("bs-dir");
+    let source = busybox_rootfs();
+    let root = host.scratch.path.join("copied");
+    let out = create_and_run(
+        &host,
+        "dir",
+        &root,
+        &format!(
+            "#{{ strategy: \"directory\", source: \"{}\" }}",
+            source.display()
+        ),
+        "[\"/bin/sh\", \"-c\", \"ls /bin/busybox\"]",
+    );
+    assert_eq!(out, "/bin/busybox\n");
+    // A copy, not the source: a step writing into it leaves the source alone.
+    let def = |script: &str| {
+        host.haco_raw(
+            "edited",
+            &format!(
+                "haconiwa.define(|c| {{\n  c.name = \"edited\";\n  c.chroot_to(\"{}\");\n  c.init_command = [\"/bin/cat\", \"/srv/log\"];\n  c.namespace.unshare([\"mount\"]);\n  c.run_shell({script:?}, #{{ name: \"step\" }});\n}});\n",
+                root.display()
+            ),
+        )
+    };
+    let first = def("mkdir -p /srv; echo first >> /srv/log");
+    host.ok(&["create", first.to_str().unwrap()]);
+    host.ok(&["create", first.to_str().unwrap()]);
+    assert_eq!(host.ok(&["run", first.to_str().unwrap()]), "first\n");
+    // The same step name with another script: it runs again, once.
+    let second = def("mkdir -p /srv; echo second >> /srv/log");
+    let created = host.ok(&["create", second.to_str().unwrap()]);
+    assert!(created.contains("provisioned: step"), "{created}");
+    host.ok(&["create", second.to_str().unwrap()]);
+    assert_eq!(
+        host.ok(&["run", second.to_str().unwrap()]),
+        "first\nsecond\n"
+    );
+    assert!(!source.join("srv").exists(), "the source was written");
+    host.assert_clean();
+}

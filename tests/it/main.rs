@@ -8,6 +8,7 @@ mod bootstrap;
 mod cluster;
 mod daemon;
 mod demo;
+mod dsl_keys;
 mod faults;
 mod haco_loader;
 mod image_cluster;
