@@ -11,7 +11,7 @@
 //! - [`image`]: this host's OCI image store (pull, import, layers unpacked safely).
 //! - [`runtime`]: local containers on this host (state, monitors, bootstrap, provision).
 //! - [`cluster`]: Raft types, the deterministic replicated state, storage, transport.
-//! - [`watch`]: every decision that can be pure (placement, schedules, reconcile).
+//! - [`decide`]: every decision that can be pure (placement, schedules, reconcile).
 //! - [`supervisor`]: the daemon that wires it all and carries the decisions out.
 //! - [`mirror`]: the optional copy of the state to etcd, and rules registered there.
 //! - [`cli`]: the commands.
@@ -23,6 +23,7 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod decide;
 pub mod image;
 #[allow(unsafe_code)]
 pub mod launcher;
@@ -30,4 +31,3 @@ pub mod mirror;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;
-pub mod watch;

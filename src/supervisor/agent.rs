@@ -1,6 +1,6 @@
 //! The node agent, on every member (the leader too): makes local reality match the
 //! containers the state assigns to this node. What to do is decided by the pure table
-//! of `watch::reconcile`; this carries it out: launches through the single-threaded
+//! of `decide::reconcile`; this carries it out: launches through the single-threaded
 //! `haconiwa __monitor` helper (never in-process), kills, reports, forgets, and
 //! re-adopts its containers after a restart (their monitors outlive the supervisor).
 //!
@@ -17,10 +17,10 @@ use super::images::{Images, Pulled};
 use super::node::{lock, Node};
 use crate::api::pb::HeartbeatRequest;
 use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
+use crate::decide::reconcile::{self, Action, Local, LocalStatus};
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
 use crate::runtime::{bootstrap, lease, provision, Runtime, RuntimeError};
 use crate::spec::ContainerSpec;
-use crate::watch::reconcile::{self, Action, Local, LocalStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

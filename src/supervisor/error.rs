@@ -2,7 +2,7 @@
 //! rule backs off on `Placement`), never on a message's text. `tonic::Status` is made
 //! from it only at the endpoint edge.
 
-use crate::watch::placement::PlacementError;
+use crate::decide::placement::PlacementError;
 use tonic::Status;
 
 /// Failure of a cluster operation.

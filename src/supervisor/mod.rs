@@ -3,7 +3,7 @@
 //!
 //! Rooms, arrows pointing down: `endpoints` (the API handlers) → `leader` (its loop, its
 //! operations, the rule loop) → `definitions`, `convert`, `node` (what every part
-//! shares) → `error`; `agent` (carries out `watch::reconcile`) → `node`.
+//! shares) → `error`; `agent` (carries out `decide::reconcile`) → `node`.
 
 pub mod agent;
 pub mod config;

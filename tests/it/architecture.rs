@@ -14,7 +14,7 @@ const LAYERS: [&str; 10] = [
     "image",
     "runtime",
     "cluster",
-    "watch",
+    "decide",
     "supervisor",
     "mirror",
     "cli",

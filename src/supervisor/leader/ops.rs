@@ -5,10 +5,10 @@ use crate::api::pb;
 use crate::cluster::state::{
     Command, ContainerRecord, Definition, NodeId, NodeStatus, Response, RuleRecord,
 };
+use crate::decide::placement;
 use crate::supervisor::definitions::{self, definition_name};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::node::Node;
-use crate::watch::placement;
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

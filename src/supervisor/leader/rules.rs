@@ -1,18 +1,18 @@
 //! The rule loop on the leader: evaluates every rule on each applied change, on
 //! committed events and on timer ticks, against the desired state, and carries out the
 //! intents as committed entries before it evaluates again (so "keep 5" never races
-//! itself above 5). What runs when (`watch::schedule`) and which containers a kill
-//! takes (`watch::victims`) are decided in `watch`; this file does the I/O.
+//! itself above 5). What runs when (`decide::schedule`) and which containers a kill
+//! takes (`decide::victims`) are decided in `decide`; this file does the I/O.
 
 use super::ops::commit_spawn;
 use crate::cluster::state::{
     ClusterState, Command, Event, EventKind, NodeId, Observed, RuleRecord,
 };
+use crate::decide::schedule::Scheduler;
+use crate::decide::{placement, victims};
 use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::node::Node;
-use crate::watch::schedule::Scheduler;
-use crate::watch::{placement, victims};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ impl RuleLoop {
         }
         let now = Instant::now();
         self.note_pulls(&events, state, now).await;
-        let event_triggers = crate::watch::view::triggers(&events, state);
+        let event_triggers = crate::decide::view::triggers(&events, state);
         self.infos
             .retain(|name, _| state.rules().contains_key(name));
         for rule in state.rules().values() {
@@ -153,7 +153,7 @@ impl RuleLoop {
         triggers: Vec<Trigger>,
     ) -> Option<String> {
         let (text, file) = (rule.text.clone(), rule.file.clone());
-        let view = crate::watch::view::StateView(state.clone());
+        let view = crate::decide::view::StateView(state.clone());
         let result = tokio::task::spawn_blocking(move || {
             watch::evaluate(&text, &file, view, &triggers, Instant::now() + EVAL_TIMEOUT)
         })
