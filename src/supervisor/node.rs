@@ -29,15 +29,12 @@ pub struct Node {
     /// Settings.
     pub config: Config,
     peers: Mutex<HashMap<String, ClusterClient<AuthChannel>>>,
-    /// Leader side: when each node last heartbeated (cleared when leadership is gained).
-    pub heartbeats: Mutex<HashMap<NodeId, Instant>>,
-    /// Leader side: since when this node leads.
-    pub leading_since: Mutex<Option<Instant>>,
+    /// Leader side: what it heard from the members and since when it leads (the pure
+    /// bookkeeping of `decide::health`).
+    pub liveness: Mutex<crate::decide::health::Liveness>,
     /// Serializes membership changes (joins, promotions, swaps, leaves): openraft leaves
     /// a joint configuration behind when a second change overtakes a first.
     pub membership: tokio::sync::Mutex<()>,
-    /// Leader side: each node's last reported applied index and when it last advanced.
-    pub applied: Mutex<HashMap<NodeId, (u64, Instant)>>,
     /// The etcd mirror's account of itself (default: not configured).
     pub mirror: Mutex<super::mirror_report::MirrorReport>,
     /// Counters and histograms for `/metrics`.
@@ -70,10 +67,8 @@ impl Node {
             feed,
             config,
             peers: Mutex::new(HashMap::new()),
-            heartbeats: Mutex::new(HashMap::new()),
-            leading_since: Mutex::new(None),
+            liveness: Mutex::new(Default::default()),
             membership: tokio::sync::Mutex::new(()),
-            applied: Mutex::new(HashMap::new()),
             mirror: Mutex::new(Default::default()),
             stats,
         })
@@ -221,24 +216,17 @@ impl Node {
         ))
     }
 
-    /// Records a heartbeat of `node` (leader side): from its agent, or this node's own.
-    pub fn note_heartbeat(&self, node: NodeId) {
-        lock(&self.heartbeats).insert(node, Instant::now());
-    }
-
     /// Nodes the leader has not heard from lately (or not at all since it leads): no new
     /// containers go there until they heartbeat, even before their TTL runs out.
     pub fn suspects(&self) -> Vec<NodeId> {
         let window = std::time::Duration::from_millis(self.config.heartbeat_ms * 3);
-        let hb = lock(&self.heartbeats);
-        let now = Instant::now();
-        self.state()
-            .nodes()
-            .keys()
-            .filter(|id| **id != self.id)
-            .filter(|id| hb.get(id).is_none_or(|t| now.duration_since(*t) > window))
-            .copied()
-            .collect()
+        let state = self.state();
+        lock(&self.liveness).suspects(
+            state.nodes().keys().copied(),
+            self.id,
+            Instant::now(),
+            window,
+        )
     }
 
     /// Proposes a command on this node, which must lead. Returns the entry's index and the

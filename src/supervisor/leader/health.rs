@@ -1,8 +1,9 @@
-//! The leader's watch over the members: nodes silent past their TTL are committed
-//! down, the voters are kept at their number (learners promoted, a voter gone for good
-//! replaced), and finished containers beyond a window are forgotten.
+//! The leader's watch over the members, carried out: what `decide::health` says (members
+//! silent past their TTL, the voter to promote or replace, the finished containers to
+//! forget) becomes committed entries and membership changes.
 
 use crate::cluster::state::{ClusterState, Command, NodeId, NodeStatus};
+use crate::decide::health::{self, VoterChange, Voters};
 use crate::supervisor::node::{lock, Node};
 use openraft::ChangeMembers;
 use std::collections::{BTreeSet, HashMap};
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 /// Finished containers kept for `containers --all`.
 const KEEP_FINISHED: usize = 100;
 
+/// Commits down the members silent past their TTL; keeps since when each member down is
+/// down (for the voter replacement).
 pub async fn detect_failures(
     core: &Node,
     state: &ClusterState,
@@ -18,27 +21,24 @@ pub async fn detect_failures(
     down_since: &mut HashMap<NodeId, Instant>,
 ) {
     let ttl = Duration::from_millis(core.config.node_ttl_ms);
-    let since = lock(&core.leading_since).unwrap_or(now);
-    let mut to_down = Vec::new();
-    {
-        let hb = lock(&core.heartbeats);
-        for n in state.nodes().values() {
-            match n.status {
-                NodeStatus::Up | NodeStatus::Draining => {
-                    down_since.remove(&n.id);
-                    let last = hb.get(&n.id).copied().unwrap_or(since).max(since);
-                    if n.id != core.id && now.duration_since(last) > ttl {
-                        to_down.push(n.id);
-                    }
-                }
-                NodeStatus::Down => {
-                    down_since.entry(n.id).or_insert(now);
-                }
-                NodeStatus::Left => {}
+    for n in state.nodes().values() {
+        match n.status {
+            NodeStatus::Up | NodeStatus::Draining => {
+                down_since.remove(&n.id);
             }
+            NodeStatus::Down => {
+                down_since.entry(n.id).or_insert(now);
+            }
+            NodeStatus::Left => {}
         }
     }
-    for id in to_down {
+    let silent = lock(&core.liveness).silent(
+        state.nodes().values().map(|n| (n.id, n.status)),
+        core.id,
+        now,
+        ttl,
+    );
+    for id in silent {
         tracing::warn!(
             "node {id} silent for more than {} ms: down",
             ttl.as_millis()
@@ -87,74 +87,71 @@ pub async fn autopilot(
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: Vec<NodeId> = membership.learner_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
-    let healthy = |id: &NodeId| {
-        state
-            .nodes()
-            .get(id)
-            .is_some_and(|n| n.status == NodeStatus::Up)
-    };
-    let caught_up = |id: &NodeId| {
-        m.replication
-            .as_ref()
-            .and_then(|r| r.get(id))
-            .map(|matched| matched.map(|l| l.index).unwrap_or(0) + 64 >= last)
-            .unwrap_or(false)
-    };
-    let candidate = learners
+    // Up, and within 64 entries of the log's end.
+    let ready: BTreeSet<NodeId> = learners
         .iter()
-        .find(|l| healthy(l) && caught_up(l))
-        .copied();
-    let replace_after = Duration::from_millis(core.config.replace_voter_after_ms);
-    let gone = voters
-        .iter()
-        .find(|v| {
-            **v != core.id
-                && down_since
-                    .get(v)
-                    .is_some_and(|t| now.duration_since(*t) >= replace_after)
+        .filter(|id| {
+            state
+                .nodes()
+                .get(id)
+                .is_some_and(|n| n.status == NodeStatus::Up)
         })
-        .copied();
-    let change = match (gone, candidate) {
-        (Some(v), Some(l)) => {
-            let mut new: BTreeSet<NodeId> = voters.clone();
-            new.remove(&v);
-            new.insert(l);
-            tracing::info!("voter {v} is gone: learner {l} takes its place");
-            Some(ChangeMembers::ReplaceAllVoters(new))
+        .filter(|id| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|matched| matched.map(|l| l.index).unwrap_or(0) + 64 >= last)
+                .unwrap_or(false)
+        })
+        .copied()
+        .collect();
+    let decided = health::voter_change(
+        &Voters {
+            voters: &voters,
+            learners: &learners,
+            me: core.id,
+            wanted: core.config.voters,
+            ready: &ready,
+            down_since,
+            replace_after: Duration::from_millis(core.config.replace_voter_after_ms),
+        },
+        now,
+    );
+    let change = match decided {
+        Some(VoterChange::Replace { gone, with }) => {
+            let mut new = voters.clone();
+            new.remove(&gone);
+            new.insert(with);
+            tracing::info!("voter {gone} is gone: learner {with} takes its place");
+            ChangeMembers::ReplaceAllVoters(new)
         }
-        (_, Some(l)) if voters.len() < core.config.voters => {
+        Some(VoterChange::Promote(l)) => {
             tracing::info!("promoting learner {l} to voter");
-            Some(ChangeMembers::AddVoterIds([l].into_iter().collect()))
+            ChangeMembers::AddVoterIds([l].into_iter().collect())
         }
-        _ => None,
+        None => return,
     };
-    if let Some(change) = change {
-        if let Err(e) = core.raft.change_membership(change, true).await {
-            tracing::warn!("membership change: {e}");
-        }
+    if let Err(e) = core.raft.change_membership(change, true).await {
+        tracing::warn!("membership change: {e}");
     }
 }
 
-/// Forgets the oldest finished containers past [`KEEP_FINISHED`] (and a half, so that it
-/// commits in batches); costs nothing on a tick with fewer (the index counts them).
+/// Forgets the oldest finished containers past [`KEEP_FINISHED`] (in batches); costs
+/// nothing on a tick with fewer (the index counts them).
 pub async fn collect_garbage(core: &Node, state: &ClusterState) {
     if state.finished() <= KEEP_FINISHED + KEEP_FINISHED / 2 {
         return;
     }
-    let mut finished: Vec<(u64, &String)> = state
+    let finished: Vec<(u64, String)> = state
         .containers()
         .values()
         .filter(|c| c.observed.is_final())
-        .map(|c| (c.created_index, &c.id))
+        .map(|c| (c.created_index, c.id.clone()))
         .collect();
-    if finished.len() <= KEEP_FINISHED + KEEP_FINISHED / 2 {
+    let ids = health::to_forget(finished, KEEP_FINISHED);
+    if ids.is_empty() {
         return;
     }
-    finished.sort();
-    let ids: Vec<String> = finished[..finished.len() - KEEP_FINISHED]
-        .iter()
-        .map(|(_, id)| (*id).clone())
-        .collect();
     if let Err(e) = core.propose(Command::Forget { ids }).await {
         tracing::debug!("forget finished containers: {e}");
     }

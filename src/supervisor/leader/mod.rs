@@ -35,7 +35,7 @@ pub async fn run(core: Arc<Node>) {
         // A leader without a recent quorum acknowledgement may be cut off while another
         // leads on the other side: it decides nothing (no placements, rules, node-down).
         if !core.acting_leader() {
-            *lock(&core.leading_since) = None;
+            lock(&core.liveness).stand_down();
             rules.stand_down();
             continue;
         }
@@ -46,11 +46,8 @@ pub async fn run(core: Arc<Node>) {
             last_revision = Some(state.revision());
             version += 1;
         }
-        if lock(&core.leading_since).is_none() {
-            *lock(&core.leading_since) = Some(now);
+        if lock(&core.liveness).lead(now) {
             down_since.clear();
-            // A fresh TTL for everyone: we have not been listening until now.
-            lock(&core.heartbeats).clear();
             tracing::info!("node {} leads", core.id);
         }
         if !state.nodes().contains_key(&core.id) {

@@ -8,7 +8,7 @@ use crate::cluster::state::{
 use crate::decide::placement;
 use crate::supervisor::definitions::{self, definition_name};
 use crate::supervisor::error::{OpError, OpResult};
-use crate::supervisor::node::Node;
+use crate::supervisor::node::{lock, Node};
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -108,7 +108,7 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
     let Response::Node(id) = resp else {
         return Err(OpError::Internal("join returned no node id".into()));
     };
-    core.note_heartbeat(id);
+    lock(&core.liveness).heard(id, std::time::Instant::now());
     if r.outside_raft {
         return Ok(id);
     }
@@ -153,23 +153,16 @@ pub async fn heartbeat(core: &Node, node: NodeId, applied: u64) -> OpResult<()> 
             "node {node} has left the cluster"
         )));
     }
-    let now = std::time::Instant::now();
-    let stuck_since = {
-        let mut map = crate::supervisor::node::lock(&core.applied);
-        let entry = map.entry(node).or_insert((applied, now));
-        if applied > entry.0 {
-            *entry = (applied, now);
-        }
-        entry.1
-    };
-    let mine = core.applied_index();
     let ttl = std::time::Duration::from_millis(core.config.node_ttl_ms);
-    if applied < mine && now.duration_since(stuck_since) > ttl {
-        return Err(OpError::Refused(format!(
-            "node {node} stopped applying the log at index {applied} (the leader is at {mine})"
-        )));
-    }
-    core.note_heartbeat(node);
+    lock(&core.liveness)
+        .heartbeat(
+            node,
+            applied,
+            core.applied_index(),
+            std::time::Instant::now(),
+            ttl,
+        )
+        .map_err(|e| OpError::Refused(e.to_string()))?;
     if n.status == NodeStatus::Down {
         core.propose(Command::SetNodeStatus {
             id: node,
