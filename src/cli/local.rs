@@ -248,40 +248,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Down(_)
         | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),
-        Command::ProvisionStep => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            let job: provision::Job =
-                serde_json::from_str(&text).map_err(|e| format!("job on stdin: {e}"))?;
-            match provision::run_job(&rt, job) {
-                Ok(code) => Ok(code),
-                Err(e) => Err(CliError {
-                    message: e.to_string(),
-                    code: provision::LAUNCH_FAILED,
-                }),
-            }
-        }
-        Command::Monitor => {
-            // The supervisor names the node's lease for the containers it starts.
-            let rt = match std::env::var_os("HACONIWA_LEASE_FILE") {
-                Some(p) => rt.with_lease(p),
-                None => rt,
-            };
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            let spec: ContainerSpec =
-                serde_json::from_str(&text).map_err(|e| format!("spec on stdin: {e}"))?;
-            match rt.run_daemon(&spec) {
-                Ok(st) => {
-                    println!("{}", serde_json::to_string(&st)?);
-                    Ok(0)
-                }
-                Err(e) => Err(CliError {
-                    message: e.to_string(),
-                    code: LAUNCH_FAILED,
-                }),
-            }
-        }
+        // The helpers: the request on stdin, the reply on stdout (runtime::helper).
+        Command::ProvisionStep | Command::Monitor => Ok(crate::runtime::helper::serve()),
     }
 }
 

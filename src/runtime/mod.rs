@@ -3,6 +3,7 @@
 //! Raft; the supervisor drives it through the hidden `__monitor` helper.
 
 pub mod bootstrap;
+pub mod helper;
 pub mod lease;
 pub mod provision;
 pub mod state;

@@ -10,16 +10,14 @@
 //! rule), so each step runs in the hidden single-threaded `__provision` helper.
 
 use super::bootstrap::BootstrapError;
-use super::Runtime;
+use super::{helper, Runtime};
 use crate::launcher::RootAccess;
 use crate::spec::{ContainerSpec, ProvisionStep};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Exit code of the helper when the step's container could not start.
 pub const LAUNCH_FAILED: i32 = 125;
@@ -117,7 +115,7 @@ pub fn provision(
                 root.display()
             );
         }
-        run_step(rt, spec, step, None, progress).map_err(|d| fail(&step.name, d))?;
+        run_step(rt, spec, step, None, progress).map_err(|d| fail(&step.name, d.to_string()))?;
         record.steps.insert(step.name.clone(), digest);
         let text =
             serde_json::to_vec_pretty(&record).map_err(|e| fail(&step.name, e.to_string()))?;
@@ -132,49 +130,54 @@ pub fn provision(
     Ok(ran)
 }
 
-/// Runs one step through the helper; `Err` carries the exit status and the end of its
-/// error output.
+/// Why a step did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepFailure {
+    /// Its container could not start, or the helper did not answer.
+    #[error(transparent)]
+    Helper(#[from] helper::HelperError),
+    /// It ran and failed.
+    #[error("exit status {code}: {output}")]
+    Exit {
+        /// Its exit code.
+        code: i32,
+        /// The end of what it printed.
+        output: String,
+    },
+}
+
+/// Runs one step through the helper.
 fn run_step(
     rt: &Runtime,
     spec: &ContainerSpec,
     step: &ProvisionStep,
     layer: Option<&Path>,
     progress: bool,
-) -> Result<(), String> {
-    let job = serde_json::to_vec(&Job {
-        spec: spec.clone(),
-        step: step.clone(),
-        layer: layer.map(Path::to_path_buf),
-    })
-    .map_err(|e| e.to_string())?;
-    let mut child = Command::new(super::SELF_EXE)
-        .arg0("haconiwa")
-        .arg("__provision")
-        .env("HACONIWA_STATE_DIR", &rt.state_dir)
-        .env("HACONIWA_CGROUP_PARENT", &rt.cgroup_parent)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("start the provision helper: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&job)
-            .map_err(|e| format!("hand the step to the helper: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("provision helper: {e}"))?;
+) -> Result<(), StepFailure> {
+    let request = helper::Request::Provision {
+        place: helper::Place::of(rt),
+        job: Box::new(Job {
+            spec: spec.clone(),
+            step: step.clone(),
+            layer: layer.map(Path::to_path_buf),
+        }),
+    };
+    let (reply, output) = helper::call(&request)?;
     if progress {
-        let _ = std::io::stderr().write_all(&out.stdout);
+        let _ = std::io::stderr().write_all(&output);
     }
-    if out.status.success() {
-        return Ok(());
+    match reply {
+        helper::Reply::Ran(0) => Ok(()),
+        helper::Reply::Ran(code) => Err(StepFailure::Exit {
+            code,
+            output: helper::tail(&output),
+        }),
+        other => Err(StepFailure::Helper(helper::HelperError::NoReply {
+            verb: "__provision",
+            status: format!("unexpected reply {other:?}"),
+            stderr: helper::tail(&output),
+        })),
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = err.trim().lines().rev().take(5).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(format!("{}: {}", out.status, tail.join(" / ")))
 }
 
 /// The helper's side: runs the step as a foreground container over the writable base
@@ -246,7 +249,8 @@ pub fn provision_image(
                         step.name
                     );
                 }
-                run_step(rt, spec, step, Some(&ws), progress).map_err(|d| fail(&step.name, d))?;
+                run_step(rt, spec, step, Some(&ws), progress)
+                    .map_err(|d| fail(&step.name, d.to_string()))?;
             }
             // What the steps wrote (overlayfs' whiteouts and opaque directories
             // included) is the layer.

@@ -13,18 +13,18 @@
 
 use super::convert::report_pb;
 use super::error::{OpError, OpResult};
-use super::images::{Images, Pulled};
+use super::images::{Images, PullFailed, Pulled};
 use super::node::{lock, Node};
 use crate::api::pb::HeartbeatRequest;
 use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
+use crate::runtime::bootstrap::BootstrapError;
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
-use crate::runtime::{bootstrap, lease, provision, Runtime, RuntimeError};
+use crate::runtime::{bootstrap, helper, lease, provision, Runtime, RuntimeError};
 use crate::spec::ContainerSpec;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tonic::Request;
@@ -49,12 +49,35 @@ const KILL_SLOTS: usize = 16;
 /// Reports in flight at once (the leader batches concurrent proposals).
 const REPORT_SLOTS: usize = 64;
 
+/// Why a container could not start here.
+#[derive(Debug, thiserror::Error)]
+enum LaunchFailure {
+    /// Its root filesystem could not be built or provisioned.
+    #[error(transparent)]
+    Root(#[from] BootstrapError),
+    /// Its image could not be applied.
+    #[error("image: {0}")]
+    Image(#[from] crate::image::ImageError),
+    /// The helper could not start it.
+    #[error(transparent)]
+    Helper(#[from] helper::HelperError),
+    /// This node has no image store.
+    #[error("no image store here: {0}")]
+    NoStore(String),
+    /// The blocking task preparing it ended badly.
+    #[error("preparing it: {0}")]
+    Task(String),
+    /// The agent is shutting down.
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
 /// Why a launch did not happen.
 enum Failure {
     /// The container could not start (reported as exited, with the reason).
-    Launch(String),
-    /// Its image could not be had (reported as pull_failed, with the reason).
-    Pull(String),
+    Launch(LaunchFailure),
+    /// Its image could not be had (reported as pull_failed, with the sources' reasons).
+    Pull(PullFailed),
     /// It is no longer wanted here (stopped, moved, the node fenced) while its image
     /// came: it is not started; the reconcile table says so.
     Unwanted,
@@ -64,9 +87,11 @@ enum Failure {
 pub struct Agent {
     core: Arc<Node>,
     runtime: Runtime,
-    /// The image store (the error when it cannot be opened: containers of an image
-    /// then fail with it).
-    images: Result<Arc<Images>, String>,
+    /// The image store; `None` when it cannot be opened (containers of an image then
+    /// fail with `store_error`).
+    images: Option<Arc<Images>>,
+    /// Why the image store could not be opened.
+    store_error: Option<String>,
     /// What runs here, by container name (= container id).
     local: Mutex<Picture>,
     launching: Mutex<HashSet<String>>,
@@ -82,14 +107,18 @@ type Reported = HashMap<String, Observed>;
 impl Agent {
     /// An agent for this node's runtime.
     pub fn new(core: Arc<Node>, runtime: Runtime) -> Arc<Agent> {
-        let images = Images::new(&core).map(Arc::new).map_err(|e| e.to_string());
-        if let Err(e) = &images {
-            tracing::warn!("containers of an image cannot start here: {e}");
-        }
+        let (images, store_error) = match Images::new(&core) {
+            Ok(i) => (Some(Arc::new(i)), None),
+            Err(e) => {
+                tracing::warn!("containers of an image cannot start here: {e}");
+                (None, Some(e.to_string()))
+            }
+        };
         Arc::new(Agent {
             core,
             runtime,
             images,
+            store_error,
             local: Mutex::new(Picture::default()),
             launching: Mutex::new(HashSet::new()),
             killing: Mutex::new(HashSet::new()),
@@ -316,7 +345,7 @@ impl Agent {
                 Err(f) => Some(f),
                 Ok(spec) => match self.launch_slots.acquire().await {
                     Ok(_slot) => self.start(&c, spec).await.err().map(Failure::Launch),
-                    Err(_) => Some(Failure::Launch("the agent is shutting down".to_string())),
+                    Err(_) => Some(Failure::Launch(LaunchFailure::ShuttingDown)),
                 },
             };
             match &failed {
@@ -342,12 +371,14 @@ impl Agent {
                     Some(Observed::Exited {
                         code: None,
                         oom_killed: false,
-                        error: Some(e),
+                        error: Some(e.to_string()),
                     })
                 }
-                Some(Failure::Pull(reason)) => {
-                    tracing::warn!("container {}: image: {reason}", c.id);
-                    Some(Observed::PullFailed { reason })
+                Some(Failure::Pull(e)) => {
+                    tracing::warn!("container {}: image: {e}", c.id);
+                    Some(Observed::PullFailed {
+                        reason: e.to_string(),
+                    })
                 }
                 Some(Failure::Unwanted) | None => None,
             };
@@ -372,7 +403,10 @@ impl Agent {
         c: &ContainerRecord,
         spec: ContainerSpec,
     ) -> Result<ContainerSpec, Failure> {
-        let images = self.images.clone().map_err(Failure::Pull)?;
+        let Some(images) = self.images.clone() else {
+            let why = self.store_error.clone().unwrap_or_default();
+            return Err(Failure::Launch(LaunchFailure::NoStore(why)));
+        };
         let reference = spec.image.clone().unwrap_or_default();
         if !images.has(&reference) {
             let (tx, mut rx) = tokio::sync::watch::channel(Pulled::default());
@@ -402,13 +436,14 @@ impl Agent {
         }
         let rt = self.runtime.clone();
         let store = images.store().clone();
-        let resolved = tokio::task::spawn_blocking(move || {
-            let s = crate::image::config::apply(&store, &spec).map_err(|e| e.to_string())?;
-            provision::provision_image(&rt, &s, false).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| Failure::Launch(format!("image: {e}")))?
-        .map_err(Failure::Launch)?;
+        let resolved =
+            tokio::task::spawn_blocking(move || -> Result<ContainerSpec, LaunchFailure> {
+                let s = crate::image::config::apply(&store, &spec)?;
+                Ok(provision::provision_image(&rt, &s, false)?)
+            })
+            .await
+            .map_err(|e| Failure::Launch(LaunchFailure::Task(e.to_string())))?
+            .map_err(Failure::Launch)?;
         let state = self.core.state();
         let me = self.core.id;
         let wanted = state.containers().get(&c.id).is_some_and(|r| {
@@ -430,58 +465,39 @@ impl Agent {
 
     /// Bootstraps the root when missing, then starts the container through the helper;
     /// returns once the helper's handshake says it runs (or why it does not).
-    async fn start(&self, c: &ContainerRecord, spec: ContainerSpec) -> Result<(), String> {
+    async fn start(&self, c: &ContainerRecord, spec: ContainerSpec) -> Result<(), LaunchFailure> {
         // "starting" only when a root filesystem must be built first: on the usual
         // path the report would cost a commit before the launch.
         if spec.image.is_none() && !spec.rootfs.path.is_dir() {
             let _ = send_report(&self.core, &c.id, &Observed::Starting).await;
         }
-        let json = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
         let rt = self.runtime.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            if spec.image.is_some() {
-                // Its root is the image's layers, prepared before.
-                return Ok(());
+        let spec = tokio::task::spawn_blocking(move || -> Result<ContainerSpec, LaunchFailure> {
+            // An image's root was prepared before (`with_image`).
+            if spec.image.is_none() {
+                bootstrap::ensure(&spec, false)?;
+                provision::provision(&rt, &spec, false, false)?;
             }
-            bootstrap::ensure(&spec, false)?;
-            provision::provision(&rt, &spec, false, false).map(|_| ())
+            Ok(spec)
         })
         .await
-        .map_err(|e| format!("bootstrap: {e}"))?;
-        prepared.map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new(crate::runtime::SELF_EXE)
-            .arg0("haconiwa")
-            .arg("__monitor")
-            .env("HACONIWA_STATE_DIR", &self.runtime.state_dir)
-            .env("HACONIWA_CGROUP_PARENT", &self.runtime.cgroup_parent)
-            .env("HACONIWA_LEASE_FILE", self.runtime.lease_file())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("start the launcher helper: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&json)
-                .await
-                .map_err(|e| format!("hand the spec to the helper: {e}"))?;
+        .map_err(|e| LaunchFailure::Task(e.to_string()))??;
+        let request = helper::Request::Monitor {
+            place: helper::Place {
+                state_dir: self.runtime.state_dir.clone(),
+                cgroup_parent: self.runtime.cgroup_parent.clone(),
+                lease: Some(self.runtime.lease_file()),
+            },
+            spec: Box::new(spec),
+        };
+        match helper::call_async(&request).await? {
+            (helper::Reply::Started(_), _) => Ok(()),
+            (other, stderr) => Err(LaunchFailure::Helper(helper::HelperError::NoReply {
+                verb: "__monitor",
+                status: format!("unexpected reply {other:?}"),
+                stderr: helper::tail(&stderr),
+            })),
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| format!("launcher helper: {e}"))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let line = err
-                .lines()
-                .last()
-                .unwrap_or("the launcher helper failed")
-                .trim();
-            return Err(line.trim_start_matches("haconiwa: ").to_string());
-        }
-        serde_json::from_slice::<LocalState>(&out.stdout)
-            .map(|_| ())
-            .map_err(|e| format!("launcher helper output: {e}"))
     }
 
     fn kill(self: Arc<Self>, name: String) {

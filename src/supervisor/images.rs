@@ -27,6 +27,11 @@ pub struct Pulled {
     pub total: u64,
 }
 
+/// Why no source could give an image: each source's reason, in the order asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|(source, e)| format!("{source}: {e}")).collect::<Vec<_>>().join("; "))]
+pub struct PullFailed(pub Vec<(String, ImageError)>);
+
 /// This node's images.
 pub struct Images {
     store: Store,
@@ -60,7 +65,7 @@ impl Images {
         core: &Arc<Node>,
         reference: &str,
         progress: tokio::sync::watch::Sender<Pulled>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullFailed> {
         let gate = lock(&self.pulls)
             .entry(reference.to_string())
             .or_default()
@@ -69,13 +74,14 @@ impl Images {
         if self.has(reference) {
             return Ok(());
         }
-        let r = ImageRef::parse(reference).map_err(|e| e.to_string())?;
+        let here = |e: ImageError| PullFailed(vec![("this node".to_string(), e)]);
+        let r = ImageRef::parse(reference).map_err(|e| here(ImageError::Invalid(e.to_string())))?;
         let expect = match r.digest.as_deref() {
-            Some(d) => Some(Digest::parse(d)?),
+            Some(d) => Some(Digest::parse(d).map_err(|e| here(ImageError::Invalid(e)))?),
             None => None,
         };
         let registry: Arc<dyn Fetcher> =
-            Arc::new(RegistryFetcher::new(&core.config.registry, &r).map_err(|e| e.to_string())?);
+            Arc::new(RegistryFetcher::new(&core.config.registry, &r).map_err(here)?);
         let members: Arc<dyn Fetcher> = Arc::new(MemberFetcher::new(core.clone(), &r));
         let sources = if expect.is_some() {
             vec![members, registry]
@@ -129,14 +135,14 @@ impl Images {
                     // A bad image is bad from everywhere.
                     let bad_image =
                         matches!(e, ImageError::Entry { .. } | ImageError::Layer { .. });
-                    reasons.push(format!("{name}: {e}"));
+                    reasons.push((name, e));
                     if bad_image {
                         break;
                     }
                 }
             }
         }
-        Err(reasons.join("; "))
+        Err(PullFailed(reasons))
     }
 }
 

@@ -146,3 +146,63 @@ fn a_running_name_cannot_be_started_twice() {
     host.ok(&["kill", "twice", "-s", "KILL"]);
     host.assert_clean();
 }
+
+#[test]
+fn the_helper_answers_a_typed_request_with_a_typed_reply() {
+    use haconiwa::runtime::helper::{Place, Reply, Request};
+    let host = Host::new("le-helper");
+    let place = Place {
+        state_dir: host.state_dir.clone(),
+        cgroup_parent: host.cgroup_parent.clone(),
+        lease: None,
+    };
+    let ask = |request: &Request| {
+        let mut child = std::process::Command::new(BIN)
+            .arg("__monitor")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            &serde_json::to_vec(request).unwrap(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        serde_json::from_slice::<Reply>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    // A launch that fails: the container, the step and the reason, typed.
+    let spec = haconiwa::spec::ContainerSpec::new(
+        "helper-missing",
+        vec!["/bin/true".into()],
+        host.scratch.path.join("no-such-root"),
+    );
+    let reply = ask(&Request::Monitor {
+        place: place.clone(),
+        spec: Box::new(spec),
+    });
+    let Reply::Failed(haconiwa::runtime::helper::Failure::Launch(e)) = reply else {
+        panic!("not a launch failure: {reply:?}");
+    };
+    assert_eq!(e.container, "helper-missing");
+    assert!(e.step.starts_with("root filesystem"), "{e:?}");
+    // One that starts: the state record of the running container.
+    let mut spec = haconiwa::spec::ContainerSpec::new(
+        "helper-ok",
+        vec!["/bin/sleep".into(), "3600".into()],
+        busybox_rootfs(),
+    );
+    spec.namespaces.unshare = vec![haconiwa::spec::NsKind::Mount, haconiwa::spec::NsKind::Pid];
+    let reply = ask(&Request::Monitor {
+        place,
+        spec: Box::new(spec),
+    });
+    let Reply::Started(st) = reply else {
+        panic!("not started: {reply:?}");
+    };
+    assert!(st.pid > 0 && std::path::Path::new(&format!("/proc/{}", st.pid)).exists());
+    host.ok(&["kill", "helper-ok", "--timeout", "1"]);
+    host.assert_clean();
+}

@@ -1,0 +1,250 @@
+//! The one protocol between a caller that must not launch in its own process (the
+//! supervisor is multi-threaded: the multi-thread rule of docs/architecture.md) and the
+//! single-threaded helper, `haconiwa __monitor` or `haconiwa __provision`, that does.
+//!
+//! The caller writes one typed [`Request`] (JSON) on the helper's stdin and reads one
+//! typed [`Reply`] from its stdout; nothing travels in arguments or environment
+//! variables. A provision step's output goes to the helper's stderr (the caller shows
+//! it and keeps its end for the error); a monitor's goes to the container's log.
+
+use super::provision::Job;
+use super::state::State;
+use super::{Runtime, RuntimeError};
+use crate::launcher::LaunchError;
+use crate::spec::ContainerSpec;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Where the helper's runtime lives (the caller's [`Runtime`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Place {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The cgroup parent.
+    pub cgroup_parent: String,
+    /// The node's lease the containers obey (cluster containers).
+    pub lease: Option<PathBuf>,
+}
+
+impl Place {
+    /// The place of a runtime.
+    pub fn of(rt: &Runtime) -> Place {
+        Place {
+            state_dir: rt.state_dir.clone(),
+            cgroup_parent: rt.cgroup_parent.clone(),
+            lease: rt.lease.clone(),
+        }
+    }
+
+    fn runtime(&self) -> Runtime {
+        let rt = Runtime::new(&self.state_dir, &self.cgroup_parent);
+        match &self.lease {
+            Some(l) => rt.with_lease(l),
+            None => rt,
+        }
+    }
+}
+
+/// What a helper is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Start a container detached, under a monitor that outlives the helper.
+    Monitor {
+        /// Its runtime.
+        place: Place,
+        /// The container (an image's already applied).
+        spec: Box<ContainerSpec>,
+    },
+    /// Run one provision step to its end.
+    Provision {
+        /// Its runtime.
+        place: Place,
+        /// The step and its sandbox.
+        job: Box<Job>,
+    },
+}
+
+impl Request {
+    /// The helper's name in the process list.
+    fn verb(&self) -> &'static str {
+        match self {
+            Request::Monitor { .. } => "__monitor",
+            Request::Provision { .. } => "__provision",
+        }
+    }
+}
+
+/// What a helper answers, once.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// The container runs (its state record).
+    Started(Box<State>),
+    /// The step's container ran and exited with this code.
+    Ran(i32),
+    /// It could not start.
+    Failed(Failure),
+}
+
+/// Why a helper could not do what it was asked.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum Failure {
+    /// The launch failed: the container, the step and the OS error.
+    #[error(transparent)]
+    Launch(LaunchError),
+    /// Anything else of the runtime (a state file, a name).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(e: RuntimeError) -> Failure {
+        match e {
+            RuntimeError::Launch(l) => Failure::Launch(l),
+            other => Failure::Runtime(other.to_string()),
+        }
+    }
+}
+
+/// A call that did not come back with a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// The helper answered that it failed.
+    #[error(transparent)]
+    Failed(#[from] Failure),
+    /// The helper could not be started or handed its request.
+    #[error("start the {verb} helper: {source}")]
+    Start {
+        /// Which helper.
+        verb: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It ended without a readable reply.
+    #[error("the {verb} helper ended ({status}) without a reply{}", if .stderr.is_empty() { String::new() } else { format!(": {}", .stderr) })]
+    NoReply {
+        /// Which helper.
+        verb: &'static str,
+        /// How it ended.
+        status: String,
+        /// The end of what it wrote on stderr.
+        stderr: String,
+    },
+}
+
+/// The last lines of a helper's stderr, for a message.
+pub fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" / ")
+}
+
+fn command(verb: &'static str) -> Command {
+    let mut c = Command::new(super::SELF_EXE);
+    c.arg0("haconiwa")
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn decode(verb: &'static str, out: std::process::Output) -> Result<(Reply, Vec<u8>), HelperError> {
+    match serde_json::from_slice::<Reply>(&out.stdout) {
+        Ok(Reply::Failed(f)) => Err(HelperError::Failed(f)),
+        Ok(reply) => Ok((reply, out.stderr)),
+        Err(_) => Err(HelperError::NoReply {
+            verb,
+            status: out.status.to_string(),
+            stderr: tail(&out.stderr),
+        }),
+    }
+}
+
+/// Runs a helper for `request` and waits for its reply (and its stderr).
+pub fn call(request: &Request) -> Result<(Reply, Vec<u8>), HelperError> {
+    let verb = request.verb();
+    let start = |source| HelperError::Start { verb, source };
+    let body = serde_json::to_vec(request).map_err(|e| start(e.into()))?;
+    let mut child = command(verb).spawn().map_err(start)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&body).map_err(start)?;
+    }
+    let out = child.wait_with_output().map_err(start)?;
+    decode(verb, out)
+}
+
+/// [`call`] for async callers.
+pub async fn call_async(request: &Request) -> Result<(Reply, Vec<u8>), HelperError> {
+    use tokio::io::AsyncWriteExt;
+    let verb = request.verb();
+    let start = |source| HelperError::Start { verb, source };
+    let body = serde_json::to_vec(request).map_err(|e| start(e.into()))?;
+    let mut child = tokio::process::Command::from(command(verb))
+        .spawn()
+        .map_err(start)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&body).await.map_err(start)?;
+    }
+    let out = child.wait_with_output().await.map_err(start)?;
+    decode(verb, out)
+}
+
+/// The helper's side: reads the request, does it, writes the reply; returns the process
+/// exit code. Single-threaded processes only (it launches).
+pub fn serve() -> i32 {
+    let mut text = Vec::new();
+    let request = std::io::stdin()
+        .read_to_end(&mut text)
+        .map_err(|e| Failure::Runtime(format!("read the request: {e}")))
+        .and_then(|_| {
+            serde_json::from_slice::<Request>(&text)
+                .map_err(|e| Failure::Runtime(format!("the request: {e}")))
+        });
+    let (reply, channel) = match request {
+        Err(f) => (Reply::Failed(f), None),
+        // The monitor it forks swaps its stdio for the log: the reply's pipe closes
+        // when the helper ends, whatever the monitor goes on with.
+        Ok(Request::Monitor { place, spec }) => match place.runtime().run_daemon(&spec) {
+            Ok(st) => (Reply::Started(Box::new(st)), None),
+            Err(e) => (Reply::Failed(e.into()), None),
+        },
+        // A step's output would mix with the reply: stdout keeps only the reply, what
+        // the step prints goes to stderr.
+        Ok(Request::Provision { place, job }) => {
+            let channel = match nix::unistd::dup(std::io::stdout())
+                .and_then(|fd| nix::unistd::dup2_stdout(std::io::stderr()).map(|()| fd))
+            {
+                Ok(fd) => fd,
+                Err(e) => {
+                    eprintln!("haconiwa: keep the reply channel: {e}");
+                    return 1;
+                }
+            };
+            let reply = match super::provision::run_job(&place.runtime(), *job) {
+                Ok(code) => Reply::Ran(code),
+                Err(e) => Reply::Failed(e.into()),
+            };
+            (reply, Some(channel))
+        }
+    };
+    let failed = matches!(reply, Reply::Failed(_));
+    let body = match serde_json::to_vec(&reply) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("haconiwa: encode the reply: {e}");
+            return 1;
+        }
+    };
+    let written = match channel {
+        Some(fd) => std::fs::File::from(fd).write_all(&body),
+        None => std::io::stdout().write_all(&body),
+    };
+    if let Err(e) = written {
+        eprintln!("haconiwa: write the reply: {e}");
+        return 1;
+    }
+    i32::from(failed)
+}
