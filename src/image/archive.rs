@@ -8,8 +8,9 @@
 //! unpacked onto the filesystem.
 
 use super::digest::{Digest, HashingReader};
+use super::ingest::Ingest;
 use super::install::{BoxFuture, FetchError, Fetched, Fetcher, MANIFEST_LIMIT};
-use super::store::{Ingest, Store};
+use super::store::Store;
 use super::unpack::Compression;
 use super::ImageError;
 use crate::spec::ImageRef;

@@ -8,8 +8,9 @@
 //! resumes.
 
 use super::digest::Digest;
+use super::ingest::Ingest;
 use super::overlay::Stack;
-use super::store::{ImageRecord, Ingest, LayerRef, Store};
+use super::store::{ImageRecord, LayerRef, Store};
 use super::unpack;
 use super::ImageError;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};

@@ -8,16 +8,24 @@
 //! - [`digest`]: `sha256:` digests, computed as bytes stream.
 //! - [`overlay`]: a layer in overlayfs' format, lookups through a stack of layers.
 //! - [`unpack`]: one layer's tar entries applied beneath a directory handle.
-//! - [`store`]: the on-disk store (layout, locks, records, removal, prune, leases).
+//! - [`store`]: the on-disk store (layout, locks, blobs, layers, records, names).
+//! - [`ingest`]: a blob on its way in, hashed, resumable.
+//! - [`gc`]: removal, prune, and the leases of running containers.
+//! - [`compression`]: gzip, zstd or plain, from the bytes.
 //! - [`install`]: manifest → config → layers → record, from any [`install::Fetcher`].
 //! - [`archive`]: OCI layouts, `oci-archive` and `docker save` tarballs as a fetcher.
-//! - [`registry`]: the distribution API client (auth, TLS, resumable ranges).
+//! - [`registry`]: the distribution API client (auth, redirects, resumable ranges).
+//! - [`access`]: how registries are reached (configuration, credentials, TLS).
 //! - [`config`]: the image configuration mapped onto a container spec.
 //! - [`progress`]: what a pull tells a terminal.
 
+pub mod access;
 pub mod archive;
+pub mod compression;
 pub mod config;
 pub mod digest;
+pub mod gc;
+pub mod ingest;
 pub mod install;
 pub mod overlay;
 pub mod progress;

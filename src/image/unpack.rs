@@ -19,12 +19,13 @@
 //! While it reads, the uncompressed stream is hashed: the result must equal the layer's
 //! `diff_id` from the image configuration, or the caller throws the directory away.
 
+pub use super::compression::Compression;
 use super::digest::{Digest, HashingReader};
 use super::overlay::{self, kind, lstat_at, open_dir_at, Lookup, Stack};
 use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid, XattrFlags};
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -64,32 +65,6 @@ pub struct Applied {
     pub tar_size: u64,
     /// Entries skipped: device nodes (path and kind).
     pub skipped: Vec<String>,
-}
-
-/// How a layer blob is compressed, from its first bytes (media types lie: a `docker
-/// save` layer named `…tar.gzip` is often plain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// gzip (one or more members).
-    Gzip,
-    /// zstd.
-    Zstd,
-}
-
-impl Compression {
-    /// Detects the compression of the stream behind `r` without consuming it.
-    pub fn detect(r: &mut impl BufRead) -> io::Result<Compression> {
-        let head = r.fill_buf()?;
-        Ok(if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        })
-    }
 }
 
 /// Size of the copy buffer for file data.

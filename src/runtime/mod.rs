@@ -140,7 +140,7 @@ fn lease_image(spec: &ContainerSpec, dir: &ContainerDir) -> Result<(), RuntimeEr
         source: io::Error::other(e.to_string()),
     })?;
     store
-        .take_lease(&crate::image::store::Lease {
+        .take_lease(&crate::image::gc::Lease {
             container_dir: dir.path.clone(),
             image: spec.image.clone().unwrap_or_default(),
             manifest,

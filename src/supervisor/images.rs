@@ -9,9 +9,9 @@
 use super::node::{lock, Node};
 use crate::api::pb::{ImageBlobRequest, ImageManifestRequest};
 use crate::cluster::state::NodeStatus;
+use crate::image::ingest::Ingest;
 use crate::image::install::{self, BoxFuture, FetchError, Fetched, Fetcher, Progress};
 use crate::image::registry::RegistryFetcher;
-use crate::image::store::Ingest;
 use crate::image::{Digest, ImageError, Store};
 use crate::spec::ImageRef;
 use std::collections::HashMap;
