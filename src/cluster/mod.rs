@@ -1,8 +1,7 @@
 //! The cluster: openraft's type configuration, the deterministic replicated state, its
-//! durable redb storage, and the Raft transport over gRPC.
+//! durable redb storage (its transport over gRPC is the supervisor's: `endpoints::raft`).
 
 pub mod event_log;
-pub mod network;
 pub mod proposer;
 pub mod state;
 pub mod store;

@@ -157,25 +157,68 @@ async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::network::Network;
     use crate::cluster::store::{open_database, LogStore, StateFeed, StateMachineStore};
+    use crate::cluster::TypeConfig;
+    use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    };
     use openraft::{EntryPayload, RaftLogReader};
     use std::collections::{BTreeMap, BTreeSet};
+
+    /// The network of a member alone: no peer is ever reachable.
+    struct NoPeers;
+
+    impl RaftNetworkFactory<TypeConfig> for NoPeers {
+        type Network = NoPeers;
+
+        async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> NoPeers {
+            NoPeers
+        }
+    }
+
+    fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
+        let e = std::io::Error::new(std::io::ErrorKind::NotConnected, "no peers here");
+        RPCError::Unreachable(Unreachable::new(&e))
+    }
+
+    impl RaftNetwork<TypeConfig> for NoPeers {
+        async fn append_entries(
+            &mut self,
+            _rpc: AppendEntriesRequest<TypeConfig>,
+            _option: RPCOption,
+        ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+            Err(unreachable())
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            _rpc: InstallSnapshotRequest<TypeConfig>,
+            _option: RPCOption,
+        ) -> Result<
+            InstallSnapshotResponse<u64>,
+            RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+        > {
+            Err(unreachable())
+        }
+
+        async fn vote(
+            &mut self,
+            _rpc: VoteRequest<u64>,
+            _option: RPCOption,
+        ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+            Err(unreachable())
+        }
+    }
 
     /// A one-member cluster on real storage (no peers: the network is never used).
     async fn one_member(dir: &std::path::Path) -> (Raft, LogStore, StateFeed) {
         let db = open_database(&dir.join("raft.redb")).unwrap();
         let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
         let log = LogStore::open(db, &dir.join("raft.log")).unwrap();
-        let network = Network {
-            self_id: 1,
-            creds: crate::api::Credentials {
-                token: "t".into(),
-                tls: None,
-            },
-            local_ip: None,
-            retry: std::time::Duration::from_millis(100),
-        };
+        let network = NoPeers;
         let config = Arc::new(openraft::Config::default().validate().unwrap());
         let raft = Raft::new(1, config, network, log.clone(), sm)
             .await

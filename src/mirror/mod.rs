@@ -12,7 +12,7 @@ pub mod rules_in;
 
 use crate::cluster::state::ClusterState;
 use crate::supervisor::config::EtcdConfig;
-use crate::supervisor::node::{lock, Node};
+use crate::supervisor::shared::{lock, Supervisor};
 use etcd::{Etcd, MirrorError};
 use layout::{Layout, Op, STATE_DIRS};
 use rules_in::{RulesIn, WatchStep};
@@ -32,7 +32,7 @@ const APPLIED_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
 
 /// Starts the mirror task when `[etcd]` is configured (the supervisor's extra tasks).
-pub fn start(core: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn start(core: Arc<Supervisor>) -> Vec<tokio::task::JoinHandle<()>> {
     let Some(cfg) = core.config.etcd.clone() else {
         return Vec::new();
     };
@@ -52,7 +52,7 @@ pub fn start(core: Arc<Node>) -> Vec<tokio::task::JoinHandle<()>> {
 
 /// Leads → writes; loses leadership or hits an error → stops writing, backs off, and
 /// starts over with a full resync.
-async fn run(core: Arc<Node>, cfg: EtcdConfig) {
+async fn run(core: Arc<Supervisor>, cfg: EtcdConfig) {
     let layout = Layout::new(&cfg.prefix);
     let mut rules = RulesIn::default();
     let mut backoff = BACKOFF.0;
@@ -99,7 +99,7 @@ async fn run(core: Arc<Node>, cfg: EtcdConfig) {
 /// One writer's term of office: claim, resync, then follow the state and the rule keys
 /// until leadership ends (Ok) or etcd fails (Err).
 async fn session(
-    core: &Node,
+    core: &Supervisor,
     cfg: &EtcdConfig,
     layout: &Layout,
     term: u64,
@@ -202,7 +202,7 @@ struct Copy {
 
 /// Copies the latest applied state if it moved since `copy`.
 async fn catch_up(
-    core: &Node,
+    core: &Supervisor,
     etcd: &mut Etcd,
     layout: &Layout,
     term: u64,
@@ -255,7 +255,7 @@ async fn write_applied(
 /// Reads the state keys under the prefix and puts and deletes the difference to the
 /// latest applied state.
 async fn resync(
-    core: &Node,
+    core: &Supervisor,
     etcd: &mut Etcd,
     layout: &Layout,
     term: u64,
@@ -301,7 +301,7 @@ fn keys_of(s: &ClusterState) -> u64 {
 }
 
 /// Publishes the rules' outcomes and revision.
-fn report_rules(core: &Node, rules: &RulesIn) {
+fn report_rules(core: &Supervisor, rules: &RulesIn) {
     let mut r = lock(&core.mirror);
     r.rules_in = rules.report();
     r.rules_revision = rules.revision;

@@ -7,11 +7,12 @@
 
 use super::etcd::{Etcd, MirrorError, Read};
 use super::layout::{Layout, Op};
-use crate::api::pb;
 use crate::cluster::state::Command;
 use crate::supervisor::error::OpError;
 use crate::supervisor::leader::ops;
-use crate::supervisor::node::Node;
+use crate::supervisor::mirror_report::RuleSource;
+use crate::supervisor::requests::RuleRequest;
+use crate::supervisor::shared::Supervisor;
 use etcd_client::{EventType, WatchResponse};
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ pub struct RulesIn {
     /// The etcd revision both maps reflect (0: never read).
     pub revision: i64,
     /// What became of each rule: the fingerprint of what was tried, and the outcome.
-    outcome: BTreeMap<String, (String, pb::RuleSource)>,
+    outcome: BTreeMap<String, (String, RuleSource)>,
 }
 
 /// What a watch message asks of the mirror.
@@ -100,7 +101,7 @@ impl RulesIn {
     }
 
     /// What became of every rule, for the status report.
-    pub fn report(&self) -> Vec<pb::RuleSource> {
+    pub fn report(&self) -> Vec<RuleSource> {
         self.outcome.values().map(|(_, s)| s.clone()).collect()
     }
 
@@ -110,7 +111,7 @@ impl RulesIn {
     /// definitions change.
     pub async fn reconcile(
         &mut self,
-        core: &Node,
+        core: &Supervisor,
         etcd: &mut Etcd,
         layout: &Layout,
     ) -> Result<(), MirrorError> {
@@ -124,11 +125,10 @@ impl RulesIn {
             let key = format!("{}{name}", layout.rules_in_dir());
             let print = self.fingerprint(&text);
             if self.committed(core, layout, &name, &text) {
-                let ok = pb::RuleSource {
+                let ok = RuleSource {
                     name: name.clone(),
                     key,
-                    ok: true,
-                    error: String::new(),
+                    error: None,
                     revision: read.revision,
                 };
                 self.record(&name, print, ok, layout, &mut status_ops);
@@ -137,26 +137,24 @@ impl RulesIn {
             if self
                 .outcome
                 .get(&name)
-                .is_some_and(|(p, s)| *p == print && !s.ok)
+                .is_some_and(|(p, s)| *p == print && s.error.is_some())
             {
                 continue;
             }
             let result = self.propose(core, layout, &name, &text).await;
             let source = match result {
-                Ok(()) => pb::RuleSource {
+                Ok(()) => RuleSource {
                     name: name.clone(),
                     key,
-                    ok: true,
-                    error: String::new(),
+                    error: None,
                     revision: read.revision,
                 },
                 Err(OpError::Invalid(e)) | Err(OpError::Refused(e)) => {
                     tracing::warn!("etcd rule {name} refused: {e}");
-                    pb::RuleSource {
+                    RuleSource {
                         name: name.clone(),
                         key,
-                        ok: false,
-                        error: e,
+                        error: Some(e),
                         revision: read.revision,
                     }
                 }
@@ -203,7 +201,7 @@ impl RulesIn {
         &mut self,
         name: &str,
         print: String,
-        s: pb::RuleSource,
+        s: RuleSource,
         layout: &Layout,
         ops: &mut Vec<Op>,
     ) {
@@ -213,8 +211,8 @@ impl RulesIn {
             .is_none_or(|(p, old)| *p != print || old != &s);
         if changed {
             let value = serde_json::json!({
-                "ok": s.ok,
-                "error": s.error,
+                "ok": s.error.is_none(),
+                "error": s.error.clone().unwrap_or_default(),
                 "revision": s.revision,
             });
             ops.push(Op::Put(
@@ -238,7 +236,7 @@ impl RulesIn {
     }
 
     /// Whether the committed rule `name` is this text with these definitions.
-    fn committed(&self, core: &Node, layout: &Layout, name: &str, text: &str) -> bool {
+    fn committed(&self, core: &Supervisor, layout: &Layout, name: &str, text: &str) -> bool {
         let state = core.state();
         let Some(r) = state.rules().get(name) else {
             return false;
@@ -256,7 +254,7 @@ impl RulesIn {
     /// `watch apply` would.
     async fn propose(
         &self,
-        core: &Node,
+        core: &Supervisor,
         layout: &Layout,
         name: &str,
         text: &str,
@@ -267,7 +265,7 @@ impl RulesIn {
             .await
             .map_err(|e| OpError::Internal(format!("check the rule: {e}")))?
             .map_err(|e| OpError::Invalid(e.to_string()))?;
-        let mut hacos = std::collections::HashMap::new();
+        let mut hacos = BTreeMap::new();
         for h in &info.hacos {
             let Some(d) = self.definitions.get(&h.path) else {
                 return Err(OpError::Invalid(format!(
@@ -286,8 +284,8 @@ impl RulesIn {
         }
         ops::apply_rule(
             core,
-            pb::ApplyRuleRequest {
-                name: name.to_string(),
+            RuleRequest {
+                name: Some(name.to_string()),
                 text: text.to_string(),
                 file,
                 hacos,

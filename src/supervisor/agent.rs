@@ -11,11 +11,9 @@
 //! compares that picture with the state in memory, so it costs no I/O; it stays
 //! level-triggered: a lost report is simply decided and sent again.
 
-use super::convert::report_pb;
-use super::error::{OpError, OpResult};
+use super::error::OpResult;
 use super::images::{Images, PullFailed, Pulled};
-use super::node::{lock, Node};
-use crate::api::pb::HeartbeatRequest;
+use super::shared::{lock, Supervisor};
 use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
 use crate::runtime::bootstrap::BootstrapError;
@@ -27,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
-use tonic::Request;
 
 /// RPC deadline for reports and heartbeats.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -85,7 +82,7 @@ enum Failure {
 
 /// The agent of this node.
 pub struct Agent {
-    core: Arc<Node>,
+    core: Arc<Supervisor>,
     runtime: Runtime,
     /// The image store; `None` when it cannot be opened (containers of an image then
     /// fail with `store_error`).
@@ -106,7 +103,7 @@ type Reported = HashMap<String, Observed>;
 
 impl Agent {
     /// An agent for this node's runtime.
-    pub fn new(core: Arc<Node>, runtime: Runtime) -> Arc<Agent> {
+    pub fn new(core: Arc<Supervisor>, runtime: Runtime) -> Arc<Agent> {
         let (images, store_error) = match Images::new(&core) {
             Ok(i) => (Some(Arc::new(i)), None),
             Err(e) => {
@@ -623,7 +620,7 @@ fn local_view(l: &LocalState) -> Local {
 }
 
 /// Reports an observation to the leader (proposing directly when this node leads).
-pub async fn send_report(core: &Node, id: &str, observed: &Observed) -> OpResult<()> {
+pub async fn send_report(core: &Supervisor, id: &str, observed: &Observed) -> OpResult<()> {
     if core.is_leader() {
         return core
             .propose(Command::Observe {
@@ -634,10 +631,10 @@ pub async fn send_report(core: &Node, id: &str, observed: &Observed) -> OpResult
             .await
             .map(|_| ());
     }
-    let (mut client, _) = core.leader_client()?;
-    let mut req = Request::new(report_pb(core.id, id, observed));
-    req.set_timeout(RPC_TIMEOUT);
-    client.report(req).await.map(|_| ()).map_err(OpError::from)
+    let (_, leader) = core.leader_elsewhere()?;
+    core.peers
+        .report(&leader, core.id, id, observed, RPC_TIMEOUT)
+        .await
 }
 
 /// Heartbeats the leader forever, and renews this node's lease on each acknowledgement:
@@ -645,7 +642,7 @@ pub async fn send_report(core: &Node, id: &str, observed: &Observed) -> OpResult
 /// before the leader (which counts from when it *received* it, plus a margin) may
 /// replace this node's containers. The leader renews its own only while a quorum
 /// acknowledges it.
-pub async fn heartbeat_loop(core: Arc<Node>, runtime: Runtime) {
+pub async fn heartbeat_loop(core: Arc<Supervisor>, runtime: Runtime) {
     let lease_file = runtime.lease_file();
     // An answer later than this cannot help the lease much; the next beat is due anyway.
     let rpc_timeout = Duration::from_millis((core.config.lease_ms / 4).max(100));
@@ -664,16 +661,15 @@ pub async fn heartbeat_loop(core: Arc<Node>, runtime: Runtime) {
                     .nodes()
                     .get(&core.id)
                     .is_some_and(|n| n.status != NodeStatus::Left)
-        } else if let Ok((mut client, _)) = core.leader_client() {
-            let mut req = Request::new(HeartbeatRequest {
-                node_id: core.id,
-                applied_index,
-            });
-            req.set_timeout(rpc_timeout);
-            match client.heartbeat(req).await {
-                Ok(_) => true,
+        } else if let Ok((_, leader)) = core.leader_elsewhere() {
+            match core
+                .peers
+                .heartbeat(&leader, core.id, applied_index, rpc_timeout)
+                .await
+            {
+                Ok(()) => true,
                 Err(e) => {
-                    tracing::debug!("heartbeat: {}", e.message());
+                    tracing::debug!("heartbeat: {e}");
                     false
                 }
             }

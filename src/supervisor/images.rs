@@ -6,8 +6,8 @@
 //! is the same); one by tag asks its registry first (the registry says what the tag is
 //! now). Pulls of one image on this node happen once: later launches wait for the first.
 
-use super::node::{lock, Node};
-use crate::api::pb::{ImageBlobRequest, ImageManifestRequest};
+use super::error::OpError;
+use super::shared::{lock, Supervisor};
 use crate::cluster::state::NodeStatus;
 use crate::image::ingest::Ingest;
 use crate::image::install::{self, BoxFuture, FetchError, Fetched, Fetcher, Progress};
@@ -41,7 +41,7 @@ pub struct Images {
 
 impl Images {
     /// The images of the store at the node's configured path.
-    pub fn new(core: &Node) -> Result<Images, ImageError> {
+    pub fn new(core: &Supervisor) -> Result<Images, ImageError> {
         Ok(Images {
             store: Store::open(&core.config.image_store)?,
             pulls: Mutex::new(HashMap::new()),
@@ -62,7 +62,7 @@ impl Images {
     /// the error says why no source could give it.
     pub async fn ensure(
         &self,
-        core: &Arc<Node>,
+        core: &Arc<Supervisor>,
         reference: &str,
         progress: tokio::sync::watch::Sender<Pulled>,
     ) -> Result<(), PullFailed> {
@@ -148,14 +148,14 @@ impl Images {
 
 /// The other members as a source: the first that has the image serves it all.
 struct MemberFetcher {
-    core: Arc<Node>,
+    core: Arc<Supervisor>,
     reference: String,
     /// The member that answered the manifest.
     chosen: Mutex<Option<String>>,
 }
 
 impl MemberFetcher {
-    fn new(core: Arc<Node>, r: &ImageRef) -> MemberFetcher {
+    fn new(core: Arc<Supervisor>, r: &ImageRef) -> MemberFetcher {
         MemberFetcher {
             core,
             reference: r.to_string(),
@@ -195,24 +195,21 @@ impl Fetcher for MemberFetcher {
             };
             let mut missing = Vec::new();
             for addr in candidates {
-                let Ok(mut client) = self.core.client_to(&addr) else {
-                    continue;
-                };
-                let mut req = tonic::Request::new(ImageManifestRequest {
-                    reference: asked.clone(),
-                });
-                req.set_timeout(std::time::Duration::from_secs(10));
-                match client.image_manifest(req).await {
+                let asked = self.core.peers.image_manifest(
+                    &addr,
+                    &asked,
+                    std::time::Duration::from_secs(10),
+                );
+                match asked.await {
                     Ok(reply) => {
-                        let reply = reply.into_inner();
                         *lock(&self.chosen) = Some(addr);
                         return Ok(Fetched {
-                            bytes: reply.manifest,
+                            bytes: reply.bytes,
                             media_type: None,
                             digest: Digest::parse(&reply.digest).ok(),
                         });
                     }
-                    Err(s) => missing.push(format!("{addr}: {}", s.message())),
+                    Err(e) => missing.push(format!("{addr}: {e}")),
                 }
             }
             Err(FetchError::NotFound(if missing.is_empty() {
@@ -233,30 +230,24 @@ impl Fetcher for MemberFetcher {
             let Some(addr) = lock(&self.chosen).clone() else {
                 return Err(FetchError::NotFound("no member chosen".into()));
             };
-            let mut client = self
-                .core
-                .client_to(&addr)
-                .map_err(|e| FetchError::Transfer(e.to_string()))?;
             let offset = ingest.offset();
-            let mut stream = client
-                .image_blob(ImageBlobRequest {
-                    digest: digest.to_string(),
-                    offset,
-                })
+            let digest = digest.to_string();
+            let mut stream = self
+                .core
+                .peers
+                .image_blob(&addr, &digest, offset)
                 .await
-                .map_err(|s| match s.code() {
-                    tonic::Code::NotFound => FetchError::NotFound(s.message().to_string()),
-                    _ => FetchError::Transfer(format!("{addr}: {}", s.message())),
-                })?
-                .into_inner();
+                .map_err(|e| match e {
+                    OpError::NotFound(m) => FetchError::NotFound(m),
+                    e => FetchError::Transfer(format!("{addr}: {e}")),
+                })?;
             ingest
                 .restart_at(offset)
                 .map_err(|e| FetchError::Transfer(e.to_string()))?;
             while let Some(chunk) = stream.next().await {
-                let chunk =
-                    chunk.map_err(|s| FetchError::Transfer(format!("{addr}: {}", s.message())))?;
+                let chunk = chunk.map_err(|e| FetchError::Transfer(format!("{addr}: {e}")))?;
                 ingest
-                    .write_progress(&chunk.data, progress)
+                    .write_progress(&chunk, progress)
                     .map_err(FetchError::Refused)?;
             }
             Ok(())

@@ -1,38 +1,36 @@
 //! The supervisor daemon: Raft node, gRPC API (with reflection), node agent, leader loop
 //! and heartbeats, wired together. One per host; `haconiwa supervisor --config FILE`.
 //!
-//! Rooms, arrows pointing down: `endpoints` (the API handlers) → `leader` (its loop, its
-//! operations, the rule loop) → `definitions`, `convert`, `node` (what every part
-//! shares) → `error`; `agent` (carries out `decide::reconcile`) → `node`.
+//! Rooms, arrows pointing down: `endpoints` (the edge: gRPC, Raft transport, HTTP, the
+//! calls to other members; the only room that speaks protobuf) → `leader` (its loop,
+//! its operations, the rule loop) and `agent` (carries out `decide::reconcile`) →
+//! `definitions`, `images`, `quorum` → `shared` (`Supervisor`: what every part shares) → `error`,
+//! `requests`, `peers` and the rest (docs/architecture.md).
 
 pub mod agent;
 pub mod config;
-pub mod convert;
 pub mod definitions;
 pub mod endpoints;
 pub mod error;
-pub mod http;
 pub mod images;
 pub mod leader;
 pub mod mirror_report;
-pub mod node;
+pub mod peers;
 pub mod quorum;
+pub mod requests;
+pub mod shared;
 pub mod stats;
 
-use crate::api::pb::cluster_server::ClusterServer;
-use crate::api::pb::raft_server::RaftServer;
-use crate::api::pb::JoinRequest;
-use crate::api::{TokenCheck, FILE_DESCRIPTOR_SET};
-use crate::cluster::network::{Network, RaftService};
 use crate::cluster::store::{open_database, LogStore, StateMachineStore};
 use crate::cluster::Raft;
 use crate::runtime::Runtime;
+use crate::supervisor::endpoints::raft::Network;
 use config::Config;
 use openraft::{BasicNode, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why the supervisor cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -93,42 +91,6 @@ fn stored_id(data_dir: &Path) -> Result<Option<u64>, SupervisorError> {
     }
 }
 
-/// Asks the cluster for membership (and an id when we have none), retrying while no
-/// leader is elected.
-async fn join(config: &Config, id: Option<u64>) -> Result<u64, SupervisorError> {
-    let servers = config.join.join(", ");
-    let fail = |reason: String| SupervisorError::Join {
-        servers: servers.clone(),
-        reason,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match crate::api::connect(&config.join, &config.credentials()).await {
-            Ok(mut c) => {
-                let req = JoinRequest {
-                    node_id: id.unwrap_or(0),
-                    addr: config.advertise.clone(),
-                    labels: config.labels.clone().into_iter().collect(),
-                    outside_raft: false,
-                };
-                match c.join(req).await {
-                    Ok(r) => return Ok(r.into_inner().node_id),
-                    Err(s)
-                        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) =>
-                    {
-                        last = s.message().to_string()
-                    }
-                    Err(s) => return Err(fail(s.message().to_string())),
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(fail(last))
-}
-
 /// This node's id: the one its data dir was given, else one the cluster allocates when
 /// joining, else the configured one (or 1) for a new cluster. The data dir is made
 /// private (it holds the log, the state and the cluster's secrets).
@@ -151,7 +113,12 @@ async fn node_identity(config: &Config) -> Result<u64, SupervisorError> {
         }
         (Some(s), _) => s,
         (None, wanted) if !config.join.is_empty() => {
-            let id = join(config, wanted).await?;
+            let id = endpoints::calls::join_cluster(config, wanted)
+                .await
+                .map_err(|reason| SupervisorError::Join {
+                    servers: config.join.join(", "),
+                    reason,
+                })?;
             tracing::info!("joined as node {id}");
             id
         }
@@ -204,7 +171,7 @@ async fn initialize_once(raft: &Raft, id: u64, advertise: &str) -> Result<(), Su
 }
 
 /// Starts the tasks of a layer above this one (the etcd mirror) on the running node.
-pub type ExtraTasks = fn(Arc<node::Node>) -> Vec<tokio::task::JoinHandle<()>>;
+pub type ExtraTasks = fn(Arc<shared::Supervisor>) -> Vec<tokio::task::JoinHandle<()>>;
 
 /// Runs the supervisor until SIGTERM or SIGINT. Containers keep running after it stops.
 /// `extra` starts the tasks of the layers above (the etcd mirror), stopped with the rest.
@@ -219,9 +186,13 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     let id = node_identity(&config).await?;
     let stats = stats::Stats::default();
     let (raft, feed) = start_raft(&config, id, &stats).await?;
-    let core = node::Node::new(id, raft.clone(), feed, config.clone(), stats);
+    let peers = Arc::new(endpoints::calls::PeerClients::new(&config));
+    let core =
+        shared::Supervisor::new(id, raft.clone(), feed, config.clone(), stats, peers.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(&config, listener, core.clone(), tls, stop_rx)?);
+    let server = endpoints::serve(&config, listener, core.clone(), peers, tls, stop_rx)
+        .map_err(SupervisorError::Config)?;
+    let server = tokio::spawn(server);
     tracing::info!(
         "node {id} serving on {} (advertised {})",
         config.listen,
@@ -237,7 +208,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     let mut tasks = extra(core.clone());
     if let Some(addr) = config.http_listen {
         tasks.extend(
-            http::start(core.clone(), addr)
+            endpoints::http::start(core.clone(), addr)
                 .await
                 .map_err(io(format!("listen on {addr} (http_listen)")))?,
         );
@@ -342,53 +313,6 @@ async fn start_raft(
         })?;
     Ok((raft, feed))
 }
-
-/// The gRPC server (Raft, the client API, reflection) on `listener`, behind the bounded
-/// door (`api::listener`: TLS when configured, connection cap, authentication deadline)
-/// and the token check, with HTTP/2 keep-alive (dead connections are dropped, not kept)
-/// and a bounded number of concurrent calls per connection.
-fn serve(
-    config: &Config,
-    listener: tokio::net::TcpListener,
-    core: Arc<node::Node>,
-    tls: Option<Arc<crate::api::tls::ServerTls>>,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, SupervisorError>
-{
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| SupervisorError::Config(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| SupervisorError::Config(format!("reflection: {e}")))?;
-    Ok(tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(crate::api::KEEPALIVE))
-        .http2_keepalive_timeout(Some(crate::api::KEEPALIVE))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(
-            &config.token,
-        )))
-        .add_service(
-            RaftServer::new(RaftService {
-                raft: core.raft.clone(),
-            })
-            .max_decoding_message_size(256 << 20),
-        )
-        .add_service(ClusterServer::new(endpoints::ClusterService { core }))
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            crate::api::listener::incoming(listener, tls, config.limits),
-            async {
-                let _ = stop.await;
-            },
-        ))
-}
-
-/// Concurrent calls one connection may have in flight (HTTP/2 streams).
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// The port's TLS from `[tls]` (None: plaintext, said in the log), and a task that
 /// reloads it on SIGHUP.

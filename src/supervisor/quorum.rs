@@ -7,7 +7,7 @@
 //! iptables drop, a pulled cable or a dead host, and succeeds to a frozen process (whose
 //! kernel still accepts), which is what "reachable network" means here.
 
-use super::node::Node;
+use super::shared::Supervisor;
 use crate::cluster::state::NodeId;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ async fn reachable(addr: &str, local: Option<IpAddr>) -> bool {
 /// allowing them again: long enough to hear the leader's heartbeat, which resets the
 /// election timer that ran out while it was cut off (otherwise it would stand at once and
 /// depose a healthy leader); a leader that is really gone costs that much more.
-pub async fn gate_elections(core: Arc<Node>) {
+pub async fn gate_elections(core: Arc<Supervisor>) {
     let mut allowed = true;
     let settle = Duration::from_millis(core.config.election_timeout_max_ms * 2);
     let mut in_reach_since: Option<std::time::Instant> = None;

@@ -1,11 +1,11 @@
 //! Container endpoints: spawn, stop, list, get, the agents' reports, the event stream.
 
+use super::convert::{container_pb, event_pb, observed_from_report, spawn_request};
 use crate::api::pb::*;
 use crate::cluster::state::{ClusterState, Command, ContainerRecord};
-use crate::supervisor::convert::{container_pb, event_pb, observed_from_report};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::leader::ops;
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 use tokio_stream::StreamExt;
 use tonic::Status;
 
@@ -17,14 +17,14 @@ fn find<'a>(state: &'a ClusterState, id: &str) -> OpResult<&'a ContainerRecord> 
     })
 }
 
-pub(super) async fn spawn(core: &Node, r: SpawnRequest) -> OpResult<SpawnReply> {
-    let container = ops::spawn(core, r).await?;
+pub(super) async fn spawn(core: &Supervisor, r: SpawnRequest) -> OpResult<SpawnReply> {
+    let container = ops::spawn(core, spawn_request(r)).await?;
     Ok(SpawnReply {
         container: Some(container_pb(&container, &core.state())),
     })
 }
 
-pub(super) async fn stop(core: &Node, r: StopRequest) -> OpResult<StopReply> {
+pub(super) async fn stop(core: &Supervisor, r: StopRequest) -> OpResult<StopReply> {
     find(&core.state(), &r.id)?;
     core.propose(Command::Stop { id: r.id.clone() }).await?;
     let state = core.state();
@@ -33,7 +33,7 @@ pub(super) async fn stop(core: &Node, r: StopRequest) -> OpResult<StopReply> {
     })
 }
 
-pub(super) fn list(core: &Node, r: ListContainersRequest) -> ListContainersReply {
+pub(super) fn list(core: &Supervisor, r: ListContainersRequest) -> ListContainersReply {
     let state = core.state();
     let mut containers: Vec<&ContainerRecord> = state
         .containers()
@@ -49,12 +49,12 @@ pub(super) fn list(core: &Node, r: ListContainersRequest) -> ListContainersReply
     }
 }
 
-pub(super) fn get(core: &Node, r: GetContainerRequest) -> OpResult<Container> {
+pub(super) fn get(core: &Supervisor, r: GetContainerRequest) -> OpResult<Container> {
     let state = core.state();
     Ok(container_pb(find(&state, &r.id)?, &state))
 }
 
-pub(super) async fn report(core: &Node, r: ReportRequest) -> OpResult<ReportReply> {
+pub(super) async fn report(core: &Supervisor, r: ReportRequest) -> OpResult<ReportReply> {
     let observed = observed_from_report(&r)
         .ok_or_else(|| OpError::Invalid(format!("unknown container state '{}'", r.state)))?;
     core.propose(Command::Observe {
@@ -67,7 +67,7 @@ pub(super) async fn report(core: &Node, r: ReportRequest) -> OpResult<ReportRepl
 }
 
 pub(super) fn events(
-    core: &Node,
+    core: &Supervisor,
     r: &WatchEventsRequest,
 ) -> Result<super::ClusterServiceEvents, Status> {
     let (backlog, rx) = if r.resume {

@@ -5,7 +5,7 @@
 use crate::api::pb::{ImageBlobChunk, ImageBlobRequest, ImageManifestReply, ImageManifestRequest};
 use crate::image::{Digest, ImageError, Store};
 use crate::supervisor::error::{OpError, OpResult};
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 use std::io::{Read, Seek, SeekFrom};
 use tonic::Status;
 
@@ -21,7 +21,10 @@ fn store_error(e: ImageError) -> OpError {
 }
 
 /// The manifest a reference (or digest) names in this member's store.
-pub(super) async fn manifest(core: &Node, r: ImageManifestRequest) -> OpResult<ImageManifestReply> {
+pub(super) async fn manifest(
+    core: &Supervisor,
+    r: ImageManifestRequest,
+) -> OpResult<ImageManifestReply> {
     let root = core.config.image_store.clone();
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&root).map_err(store_error)?;
@@ -39,7 +42,7 @@ pub(super) async fn manifest(core: &Node, r: ImageManifestRequest) -> OpResult<I
 }
 
 /// A blob of this member's store from an offset, in chunks.
-pub(super) fn blob(core: &Node, r: ImageBlobRequest) -> Result<super::ImageChunks, Status> {
+pub(super) fn blob(core: &Supervisor, r: ImageBlobRequest) -> Result<super::ImageChunks, Status> {
     let digest = Digest::parse(&r.digest).map_err(Status::invalid_argument)?;
     let store =
         Store::open(&core.config.image_store).map_err(|e| Status::internal(e.to_string()))?;

@@ -1,17 +1,26 @@
-//! The client API (`proto/haconiwa.proto`, service Cluster). Reads are served from this
-//! member's applied state; writes run on the leader (a follower forwards them once and
-//! says who the leader is). The handlers live by resource in `containers`, `nodes` and
-//! `rules`; this is where `OpError` becomes a `tonic::Status`.
+//! The supervisor's edge, the only part of it that speaks protobuf: the client API
+//! (`proto/haconiwa.proto`, service Cluster), the Raft transport (`raft`), the HTTP
+//! listener (`http`), the calls to other members (`calls`), and the conversions
+//! (`convert`). Reads are served from this member's applied state; writes run on the
+//! leader (a follower forwards them once and says who the leader is). The handlers live
+//! by resource in `containers`, `nodes`, `rules` and `images`; this is where `OpError`
+//! becomes a `tonic::Status`.
 
+pub mod calls;
 mod containers;
+pub mod convert;
+pub mod http;
 mod images;
 mod nodes;
+pub mod raft;
 mod rules;
 
-use super::node::Node;
-use crate::api::pb::cluster_server::Cluster;
+use super::config::Config;
+use super::shared::Supervisor;
+use crate::api::pb::cluster_server::{Cluster, ClusterServer};
+use crate::api::pb::raft_server::RaftServer;
 use crate::api::pb::*;
-use crate::api::{FORWARDED_HEADER, LEADER_HEADER};
+use crate::api::{TokenCheck, FILE_DESCRIPTOR_SET, FORWARDED_HEADER, LEADER_HEADER};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -21,7 +30,9 @@ use tonic::{Request, Response, Status};
 /// The Cluster service.
 pub struct ClusterService {
     /// This supervisor.
-    pub core: Arc<Node>,
+    pub core: Arc<Supervisor>,
+    /// Clients to the other members (the same `core.peers` holds), for forwarding.
+    pub peers: Arc<calls::PeerClients>,
 }
 
 /// Runs the call on the leader: returns its reply when this node is a follower.
@@ -42,7 +53,9 @@ macro_rules! on_leader {
                         .unwrap_or_else(|| "unknown".into())
                 )));
             }
-            let (mut client, hint) = $self.core.leader_client()?;
+            let (id, addr) = $self.core.leader_elsewhere()?;
+            let hint = format!("{id}@{addr}");
+            let mut client = $self.peers.client_to(&addr)?;
             let mut fwd = Request::new($req.into_inner());
             fwd.metadata_mut()
                 .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
@@ -54,6 +67,53 @@ macro_rules! on_leader {
         }
     };
 }
+
+/// The gRPC server (Raft, the client API, reflection) on `listener`, behind the bounded
+/// door (`api::listener`: TLS when configured, connection cap, authentication deadline)
+/// and the token check, with HTTP/2 keep-alive (dead connections are dropped, not kept)
+/// and a bounded number of concurrent calls per connection.
+pub fn serve(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    core: Arc<Supervisor>,
+    peers: Arc<calls::PeerClients>,
+    tls: Option<Arc<crate::api::tls::ServerTls>>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, String> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    Ok(tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::api::KEEPALIVE))
+        .http2_keepalive_timeout(Some(crate::api::KEEPALIVE))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .layer(tonic::service::InterceptorLayer::new(TokenCheck::new(
+            &config.token,
+        )))
+        .add_service(
+            RaftServer::new(raft::RaftService {
+                raft: core.raft.clone(),
+            })
+            .max_decoding_message_size(256 << 20),
+        )
+        .add_service(ClusterServer::new(ClusterService { core, peers }))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            crate::api::listener::incoming(listener, tls, config.limits),
+            async {
+                let _ = stop.await;
+            },
+        ))
+}
+
+/// Concurrent calls one connection may have in flight (HTTP/2 streams).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -105,8 +165,11 @@ impl Cluster for ClusterService {
 
     async fn mirror_status(&self, req: Request<MirrorStatusRequest>) -> Reply<MirrorStatusReply> {
         on_leader!(self, req, mirror_status);
-        let report =
-            super::node::lock(&self.core.mirror).to_pb(self.core.id, self.core.applied_index());
+        let report = convert::mirror_status_pb(
+            &super::shared::lock(&self.core.mirror),
+            self.core.id,
+            self.core.applied_index(),
+        );
         Ok(Response::new(report))
     }
 

@@ -1,12 +1,12 @@
 //! Node and membership endpoints: status, members, join, heartbeat, drain, leave.
 
+use super::convert::{join_request, members_pb};
 use crate::api::pb::*;
-use crate::supervisor::convert::members_pb;
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::leader::ops;
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 
-pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusReply> {
+pub(super) fn status(core: &Supervisor, with_digest: bool) -> OpResult<ClusterStatusReply> {
     let m = core.metrics();
     let state = core.state();
     let leader = m.current_leader.unwrap_or(0);
@@ -20,7 +20,7 @@ pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusRe
         leader,
         leader_addr,
         term: m.current_term,
-        commit_index: crate::supervisor::node::commit_index(&m),
+        commit_index: crate::supervisor::shared::commit_index(&m),
         last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         members: members_pb(&m, &state),
         state_digest: match with_digest {
@@ -35,38 +35,38 @@ pub(super) fn status(core: &Node, with_digest: bool) -> OpResult<ClusterStatusRe
     })
 }
 
-pub(super) fn members(core: &Node) -> MembersReply {
+pub(super) fn members(core: &Supervisor) -> MembersReply {
     MembersReply {
         members: members_pb(&core.metrics(), &core.state()),
     }
 }
 
-fn node_reply(core: &Node, id: u64, moved: u32) -> NodeReply {
+fn node_reply(core: &Supervisor, id: u64, moved: u32) -> NodeReply {
     let member = members_pb(&core.metrics(), &core.state())
         .into_iter()
         .find(|m| m.id == id);
     NodeReply { member, moved }
 }
 
-pub(super) async fn leave(core: &Node, r: NodeRequest) -> OpResult<NodeReply> {
+pub(super) async fn leave(core: &Supervisor, r: NodeRequest) -> OpResult<NodeReply> {
     let moved = ops::leave(core, r.id).await?;
     Ok(node_reply(core, r.id, moved))
 }
 
-pub(super) async fn drain(core: &Node, r: NodeRequest) -> OpResult<NodeReply> {
+pub(super) async fn drain(core: &Supervisor, r: NodeRequest) -> OpResult<NodeReply> {
     let moved = ops::drain(core, r.id).await?;
     Ok(node_reply(core, r.id, moved))
 }
 
-pub(super) async fn join(core: &Node, r: JoinRequest) -> OpResult<JoinReply> {
-    let id = ops::join(core, r).await?;
+pub(super) async fn join(core: &Supervisor, r: JoinRequest) -> OpResult<JoinReply> {
+    let id = ops::join(core, join_request(r)).await?;
     Ok(JoinReply {
         node_id: id,
         leader: core.id,
     })
 }
 
-pub(super) async fn heartbeat(core: &Node, r: HeartbeatRequest) -> OpResult<HeartbeatReply> {
+pub(super) async fn heartbeat(core: &Supervisor, r: HeartbeatRequest) -> OpResult<HeartbeatReply> {
     ops::heartbeat(core, r.node_id, r.applied_index).await?;
     Ok(HeartbeatReply {})
 }

@@ -1,26 +1,26 @@
 //! Rule endpoints: apply, list, remove.
 
+use super::convert::{rule_pb, rule_request};
 use crate::api::pb::*;
 use crate::cluster::state::Command;
-use crate::supervisor::convert::rule_pb;
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::leader::ops;
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 
-pub(super) async fn apply(core: &Node, r: ApplyRuleRequest) -> OpResult<ApplyRuleReply> {
-    let rule = ops::apply_rule(core, r).await?;
+pub(super) async fn apply(core: &Supervisor, r: ApplyRuleRequest) -> OpResult<ApplyRuleReply> {
+    let rule = ops::apply_rule(core, rule_request(r)).await?;
     Ok(ApplyRuleReply {
         rule: Some(rule_pb(&rule)),
     })
 }
 
-pub(super) fn list(core: &Node) -> ListRulesReply {
+pub(super) fn list(core: &Supervisor) -> ListRulesReply {
     ListRulesReply {
         rules: core.state().rules().values().map(rule_pb).collect(),
     }
 }
 
-pub(super) async fn remove(core: &Node, r: RemoveRuleRequest) -> OpResult<RemoveRuleReply> {
+pub(super) async fn remove(core: &Supervisor, r: RemoveRuleRequest) -> OpResult<RemoveRuleReply> {
     match core
         .propose(Command::RemoveRule {
             name: r.name.clone(),

@@ -4,7 +4,7 @@
 
 use crate::cluster::state::{ClusterState, Command, NodeId, NodeStatus};
 use crate::decide::health::{self, VoterChange, Voters};
-use crate::supervisor::node::{lock, Node};
+use crate::supervisor::shared::{lock, Supervisor};
 use openraft::ChangeMembers;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ const KEEP_FINISHED: usize = 100;
 /// Commits down the members silent past their TTL; keeps since when each member down is
 /// down (for the voter replacement).
 pub async fn detect_failures(
-    core: &Node,
+    core: &Supervisor,
     state: &ClusterState,
     now: Instant,
     down_since: &mut HashMap<NodeId, Instant>,
@@ -59,7 +59,7 @@ pub async fn detect_failures(
 /// Keeps `voters` voters: promotes healthy, caught-up learners, and swaps a voter that
 /// has been down past the threshold for one. One change per tick.
 pub async fn autopilot(
-    core: &Node,
+    core: &Supervisor,
     state: &ClusterState,
     now: Instant,
     down_since: &HashMap<NodeId, Instant>,
@@ -138,7 +138,7 @@ pub async fn autopilot(
 
 /// Forgets the oldest finished containers past [`KEEP_FINISHED`] (in batches); costs
 /// nothing on a tick with fewer (the index counts them).
-pub async fn collect_garbage(core: &Node, state: &ClusterState) {
+pub async fn collect_garbage(core: &Supervisor, state: &ClusterState) {
     if state.finished() <= KEEP_FINISHED + KEEP_FINISHED / 2 {
         return;
     }

@@ -7,7 +7,7 @@ mod health;
 pub mod ops;
 mod rules;
 
-use super::node::{lock, Node};
+use super::shared::{lock, Supervisor};
 use crate::cluster::state::{Command, NodeId, NodeStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 
 /// Runs forever.
-pub async fn run(core: Arc<Node>) {
+pub async fn run(core: Arc<Supervisor>) {
     let mut down_since: HashMap<NodeId, Instant> = HashMap::new();
     let mut rules = rules::RuleLoop::new(core.clone());
     let mut tick = tokio::time::interval(TICK);

@@ -1,47 +1,41 @@
 //! What the leader does for the API and for itself: spawn (evaluate, place, commit),
 //! join, heartbeats, drain, leave, and registering a rule. Typed errors (`OpError`).
 
-use crate::api::pb;
 use crate::cluster::state::{
     Command, ContainerRecord, Definition, NodeId, NodeStatus, Response, RuleRecord,
 };
 use crate::decide::placement;
 use crate::supervisor::definitions::{self, definition_name};
 use crate::supervisor::error::{OpError, OpResult};
-use crate::supervisor::node::{lock, Node};
+use crate::supervisor::requests::{DefinitionSource, JoinRequest, RuleRequest, SpawnRequest};
+use crate::supervisor::shared::{lock, Supervisor};
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Spawns from an API request: evaluate (a definition new to the cluster), place,
 /// commit. Returns the new record.
-pub async fn spawn(core: &Node, r: pb::SpawnRequest) -> OpResult<ContainerRecord> {
+pub async fn spawn(core: &Supervisor, r: SpawnRequest) -> OpResult<ContainerRecord> {
     let state = core.state();
-    let definition = if !r.definition.is_empty() {
-        definitions::latest(&state, &r.definition).ok_or_else(|| {
-            OpError::NotFound(format!("no registered definition '{}'", r.definition))
-        })?
-    } else {
-        if r.haco.trim().is_empty() {
-            return Err(OpError::Invalid(
-                "spawn needs a .haco text or a registered definition name".into(),
-            ));
+    let definition = match r.definition {
+        DefinitionSource::Registered(name) => definitions::latest(&state, &name)
+            .ok_or_else(|| OpError::NotFound(format!("no registered definition '{name}'")))?,
+        DefinitionSource::Text(haco) => {
+            if haco.text.trim().is_empty() {
+                return Err(OpError::Invalid(
+                    "spawn needs a .haco text or a registered definition name".into(),
+                ));
+            }
+            definitions::resolve(&state, haco.text, haco.file, haco.base_dir).await?
         }
-        let file = if r.file.is_empty() {
-            "definition.haco".to_string()
-        } else {
-            r.file.clone()
-        };
-        definitions::resolve(&state, r.haco.clone(), file, r.base_dir.clone()).await?
     };
     let req = placement::Request {
         definition: &definition.name,
-        node: (r.node != 0).then_some(r.node),
-        labels: r.node_labels.clone().into_iter().collect(),
-        exclude: if r.node != 0 {
-            Vec::new()
-        } else {
-            core.suspects()
+        node: r.target.node,
+        labels: r.target.labels,
+        exclude: match r.target.node {
+            Some(_) => Vec::new(),
+            None => core.suspects(),
         },
     };
     let node = placement::place(&state, &req)?;
@@ -60,7 +54,7 @@ pub async fn spawn(core: &Node, r: pb::SpawnRequest) -> OpResult<ContainerRecord
 /// entry; returns their ids. The definition travels in the entry only if the cluster
 /// does not hold it yet.
 pub async fn commit_spawn(
-    core: &Node,
+    core: &Supervisor,
     definition: &Definition,
     nodes: Vec<NodeId>,
     rule: Option<String>,
@@ -83,7 +77,7 @@ pub async fn commit_spawn(
 }
 
 /// Registers a node (allocating an id when asked) and adds it as a Raft learner.
-pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
+pub async fn join(core: &Supervisor, r: JoinRequest) -> OpResult<NodeId> {
     if r.addr.trim().is_empty() {
         return Err(OpError::Invalid("join needs the node's address".into()));
     }
@@ -97,12 +91,11 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
         })
         .await?;
     }
-    let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
     let (_, resp) = core
         .propose(Command::AddNode {
-            id: (r.node_id != 0).then_some(r.node_id),
+            id: r.id,
             addr: r.addr.clone(),
-            labels,
+            labels: r.labels,
         })
         .await?;
     let Response::Node(id) = resp else {
@@ -143,7 +136,7 @@ pub async fn join(core: &Node, r: pb::JoinRequest) -> OpResult<NodeId> {
 /// and brings a down node back up. A node that stopped applying the log for longer than
 /// the node TTL while the leader moved on is refused: its lease then runs out and it is
 /// handled as down.
-pub async fn heartbeat(core: &Node, node: NodeId, applied: u64) -> OpResult<()> {
+pub async fn heartbeat(core: &Supervisor, node: NodeId, applied: u64) -> OpResult<()> {
     let state = core.state();
     let Some(n) = state.nodes().get(&node) else {
         return Err(OpError::NotFound(format!("no node {node}")));
@@ -175,7 +168,7 @@ pub async fn heartbeat(core: &Node, node: NodeId, applied: u64) -> OpResult<()> 
 
 /// Moves every active container off `node`: a copy is placed elsewhere first, then the
 /// original is stopped. Returns how many moved.
-pub async fn move_off(core: &Node, node: NodeId) -> OpResult<u32> {
+pub async fn move_off(core: &Supervisor, node: NodeId) -> OpResult<u32> {
     let state = core.state();
     let mut moved = 0;
     let mut failed = Vec::new();
@@ -218,7 +211,7 @@ pub async fn move_off(core: &Node, node: NodeId) -> OpResult<u32> {
     Ok(moved)
 }
 
-fn existing_node(core: &Node, id: NodeId) -> OpResult<NodeStatus> {
+fn existing_node(core: &Supervisor, id: NodeId) -> OpResult<NodeStatus> {
     match core.state().nodes().get(&id) {
         None => Err(OpError::NotFound(format!("no node {id}"))),
         Some(n) if n.status == NodeStatus::Left => {
@@ -229,7 +222,7 @@ fn existing_node(core: &Node, id: NodeId) -> OpResult<NodeStatus> {
 }
 
 /// Drain: no new containers there, the existing ones moved elsewhere.
-pub async fn drain(core: &Node, id: NodeId) -> OpResult<u32> {
+pub async fn drain(core: &Supervisor, id: NodeId) -> OpResult<u32> {
     if existing_node(core, id)? == NodeStatus::Up {
         core.propose(Command::SetNodeStatus {
             id,
@@ -241,7 +234,7 @@ pub async fn drain(core: &Node, id: NodeId) -> OpResult<u32> {
 }
 
 /// Leave: drain, then out of the Raft membership, then recorded as left for good.
-pub async fn leave(core: &Node, id: NodeId) -> OpResult<u32> {
+pub async fn leave(core: &Supervisor, id: NodeId) -> OpResult<u32> {
     if id == core.id {
         // openraft 0.9 cannot hand leadership over, and a leader that removes itself
         // from the voters does not complete the change: refuse, with the way out.
@@ -304,17 +297,9 @@ pub async fn leave(core: &Node, id: NodeId) -> OpResult<u32> {
 
 /// Registers (or replaces) a rule: compiled and checked here, every `.haco` it names
 /// evaluated, all committed together.
-pub async fn apply_rule(core: &Node, r: pb::ApplyRuleRequest) -> OpResult<RuleRecord> {
-    let file = if r.file.is_empty() {
-        "rule.watch".to_string()
-    } else {
-        r.file.clone()
-    };
-    let name = if r.name.is_empty() {
-        definition_name(&file)
-    } else {
-        r.name.clone()
-    };
+pub async fn apply_rule(core: &Supervisor, r: RuleRequest) -> OpResult<RuleRecord> {
+    let file = r.file;
+    let name = r.name.unwrap_or_else(|| definition_name(&file));
     crate::spec::names::check("rule", &name).map_err(|e| OpError::Invalid(e.to_string()))?;
     let (text, f) = (r.text.clone(), file.clone());
     let info = tokio::task::spawn_blocking(move || crate::spec::watch::check(&text, &f))

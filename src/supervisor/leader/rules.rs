@@ -12,7 +12,7 @@ use crate::decide::schedule::Scheduler;
 use crate::decide::{placement, victims};
 use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
 use crate::supervisor::error::{OpError, OpResult};
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ const RECORD_EVERY: Duration = Duration::from_secs(5);
 
 /// The rule loop's memory between ticks (leader only; reset when leadership is lost).
 pub struct RuleLoop {
-    core: Arc<Node>,
+    core: Arc<Supervisor>,
     events: broadcast::Receiver<Event>,
     infos: HashMap<String, (String, RuleInfo)>,
     schedule: Scheduler,
@@ -36,7 +36,7 @@ pub struct RuleLoop {
 
 impl RuleLoop {
     /// A loop for this node.
-    pub fn new(core: Arc<Node>) -> Self {
+    pub fn new(core: Arc<Supervisor>) -> Self {
         let events = core.feed.events.subscribe();
         RuleLoop {
             core,

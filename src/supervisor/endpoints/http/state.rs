@@ -1,10 +1,10 @@
 //! The dashboard's data as JSON: the members, the containers, the rules, and one event.
 
+use super::super::convert::{container_pb, event_pb, members_pb, rule_pb};
 use crate::api::json as shapes;
 use crate::api::pb;
 use crate::cluster::event_log::Logged;
-use crate::supervisor::convert::{container_pb, event_pb, members_pb, rule_pb};
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 use serde_json::{json, Value};
 
 fn member(m: &pb::Member, leader: u64) -> Value {
@@ -14,7 +14,7 @@ fn member(m: &pb::Member, leader: u64) -> Value {
 }
 
 /// Everything the dashboard shows, as this member sees it.
-pub fn json(core: &Node) -> Value {
+pub fn json(core: &Supervisor) -> Value {
     let m = core.metrics();
     let state = core.state();
     let leader = m.current_leader.unwrap_or(0);
@@ -54,6 +54,6 @@ pub fn json(core: &Node) -> Value {
 }
 
 /// One event.
-pub fn event_json(core: &Node, l: Logged) -> Value {
+pub fn event_json(core: &Supervisor, l: Logged) -> Value {
     shapes::event(&event_pb(l.event, l.sub, &core.state()))
 }

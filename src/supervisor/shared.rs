@@ -1,23 +1,22 @@
 //! This supervisor as every part of it sees it: the Raft node, the applied state, the
 //! heartbeat bookkeeping of the leader, and the ways to reach the leader (propose here
-//! when leading, a client to the leader otherwise).
+//! when leading, a call through `Peers` otherwise).
 
 use super::config::Config;
 use super::error::{OpError, OpResult};
-use crate::api::pb::cluster_client::ClusterClient;
-use crate::api::{lazy_channel, AuthChannel};
+use super::peers::Peers;
 use crate::cluster::proposer::Proposer;
 use crate::cluster::state::{ClusterState, Command, NodeId, Response};
 use crate::cluster::store::StateFeed;
 use crate::cluster::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// The supervisor's shared state (one per process).
-pub struct Node {
+/// This supervisor, shared by all its parts (one per process; not to be confused with
+/// a cluster member's record, `cluster::state::NodeRecord`).
+pub struct Supervisor {
     /// This node's id.
     pub id: NodeId,
     /// The Raft node.
@@ -28,7 +27,8 @@ pub struct Node {
     pub feed: StateFeed,
     /// Settings.
     pub config: Config,
-    peers: Mutex<HashMap<String, ClusterClient<AuthChannel>>>,
+    /// The calls to the other members.
+    pub peers: Arc<dyn Peers>,
     /// Leader side: what it heard from the members and since when it leads (the pure
     /// bookkeeping of `decide::health`).
     pub liveness: Mutex<crate::decide::health::Liveness>,
@@ -51,7 +51,7 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Node {
+impl Supervisor {
     /// Builds the shared state (inside the runtime: it starts the proposer's task).
     pub fn new(
         id: NodeId,
@@ -59,14 +59,15 @@ impl Node {
         feed: StateFeed,
         config: Config,
         stats: super::stats::Stats,
-    ) -> Arc<Node> {
-        Arc::new(Node {
+        peers: Arc<dyn Peers>,
+    ) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
             id,
             proposer: Proposer::new(raft.clone()),
             raft,
             feed,
             config,
-            peers: Mutex::new(HashMap::new()),
+            peers,
             liveness: Mutex::new(Default::default()),
             membership: tokio::sync::Mutex::new(()),
             mirror: Mutex::new(Default::default()),
@@ -175,8 +176,9 @@ impl Node {
         Some((id, addr))
     }
 
-    /// A client to the leader (never to this node), and its hint `ID@ADDR`.
-    pub fn leader_client(&self) -> OpResult<(ClusterClient<AuthChannel>, String)> {
+    /// The leader's id and address when it is another member: the calls of a follower
+    /// go there.
+    pub fn leader_elsewhere(&self) -> OpResult<(NodeId, String)> {
         let (id, addr) = self
             .leader()
             .ok_or_else(|| OpError::Unavailable("no leader elected yet; retry shortly".into()))?;
@@ -185,20 +187,7 @@ impl Node {
                 "leadership is changing; retry shortly".into(),
             ));
         }
-        Ok((self.client_to(&addr)?, format!("{id}@{addr}")))
-    }
-
-    /// A (cached) client to a member.
-    pub fn client_to(&self, addr: &str) -> OpResult<ClusterClient<AuthChannel>> {
-        let mut peers = lock(&self.peers);
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
-        }
-        let ch = lazy_channel(addr, &self.config.credentials(), self.config.local_ip())
-            .map_err(|e| OpError::Internal(format!("client to {addr}: {e}")))?;
-        let c = ClusterClient::new(ch).max_decoding_message_size(64 << 20);
-        peers.insert(addr.to_string(), c.clone());
-        Ok(c)
+        Ok((id, addr))
     }
 
     /// The error of a leader that has not heard from a quorum lately.

@@ -7,8 +7,8 @@
 mod metrics;
 mod state;
 
-use super::node::Node;
 use crate::cluster::event_log::Logged;
+use crate::supervisor::shared::Supervisor;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -24,7 +24,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 #[derive(Clone)]
 struct Web {
-    core: Arc<Node>,
+    core: Arc<Supervisor>,
     /// None on loopback (no token asked); else `Bearer TOKEN`.
     token: Option<String>,
 }
@@ -32,7 +32,7 @@ struct Web {
 /// Binds `addr` and serves until the process ends; with the tasks that count events and
 /// elections for `/metrics`.
 pub async fn start(
-    core: Arc<Node>,
+    core: Arc<Supervisor>,
     addr: SocketAddr,
 ) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -178,14 +178,14 @@ async fn api_events(State(web): State<Web>, headers: HeaderMap, uri: Uri) -> Res
 }
 
 /// Counts committed events by kind (and OOM kills on this node) for `/metrics`.
-async fn count_events(core: Arc<Node>) {
+async fn count_events(core: Arc<Supervisor>) {
     let mut rx = core.feed.events.subscribe();
     loop {
         match rx.recv().await {
             Ok(e) => {
                 core.stats
                     .events
-                    .get_or_create(&super::stats::label("kind", e.kind.name()))
+                    .get_or_create(&crate::supervisor::stats::label("kind", e.kind.name()))
                     .inc();
                 if let Some(c) = &e.container {
                     if c.node == core.id
@@ -208,7 +208,7 @@ async fn count_events(core: Arc<Node>) {
 }
 
 /// Counts the Raft term changes this member sees.
-async fn count_elections(core: Arc<Node>) {
+async fn count_elections(core: Arc<Supervisor>) {
     // The server metrics change with the vote, not at every turn of the core loop.
     let mut rx = core.raft.server_metrics();
     let mut term = rx.borrow().vote.leader_id().term;

@@ -1,8 +1,14 @@
-//! Every record ⇄ protobuf conversion of the API, in one place.
+//! Every record ⇄ protobuf conversion of the API, in one place: the supervisor's
+//! records and reports out, its requests (`supervisor::requests`) in, proto3's empty
+//! strings and zeros read as "absent" here and nowhere else.
 
 use crate::api::pb;
 use crate::cluster::state::{
     ClusterState, ContainerRecord, Desired, Event, NodeId, NodeRecord, Observed, RuleRecord,
+};
+use crate::supervisor::mirror_report::{MirrorReport, RuleSource};
+use crate::supervisor::requests::{
+    DefinitionSource, HacoText, JoinRequest, RuleRequest, SpawnRequest, Target,
 };
 use openraft::{BasicNode, RaftMetrics};
 use std::collections::BTreeSet;
@@ -196,4 +202,122 @@ pub fn report_pb(node: NodeId, id: &str, observed: &Observed) -> pb::ReportReque
         _ => {}
     }
     req
+}
+
+/// `Some(s)` unless proto3's default (empty).
+fn given(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A spawn request: a registered definition by name, else the `.haco` text sent.
+pub fn spawn_request(r: pb::SpawnRequest) -> SpawnRequest {
+    let definition = match given(r.definition) {
+        Some(name) => DefinitionSource::Registered(name),
+        None => DefinitionSource::Text(HacoText {
+            text: r.haco,
+            file: given(r.file).unwrap_or_else(|| "definition.haco".into()),
+            base_dir: r.base_dir,
+        }),
+    };
+    SpawnRequest {
+        definition,
+        target: Target {
+            node: (r.node != 0).then_some(r.node),
+            labels: r.node_labels.into_iter().collect(),
+        },
+    }
+}
+
+/// A join request (node id 0: allocate one).
+pub fn join_request(r: pb::JoinRequest) -> JoinRequest {
+    JoinRequest {
+        id: (r.node_id != 0).then_some(r.node_id),
+        addr: r.addr,
+        labels: r.labels.into_iter().collect(),
+        outside_raft: r.outside_raft,
+    }
+}
+
+/// A rule registration (no file name: `rule.watch`; no name: the file's stem).
+pub fn rule_request(r: pb::ApplyRuleRequest) -> RuleRequest {
+    RuleRequest {
+        name: given(r.name),
+        text: r.text,
+        file: given(r.file).unwrap_or_else(|| "rule.watch".into()),
+        hacos: r.hacos.into_iter().collect(),
+        base_dir: r.base_dir,
+    }
+}
+
+/// API form of a rule registered through etcd.
+fn rule_source_pb(s: &RuleSource) -> pb::RuleSource {
+    pb::RuleSource {
+        name: s.name.clone(),
+        key: s.key.clone(),
+        ok: s.error.is_none(),
+        error: s.error.clone().unwrap_or_default(),
+        revision: s.revision,
+    }
+}
+
+/// The mirror's report as the API sends it, with the lag measured now against
+/// `applied`.
+pub fn mirror_status_pb(m: &MirrorReport, node: u64, applied: u64) -> pb::MirrorStatusReply {
+    let now = std::time::Instant::now();
+    let age = |t: std::time::Instant| now.duration_since(t).as_secs_f64();
+    pb::MirrorStatusReply {
+        enabled: m.enabled,
+        endpoints: m.endpoints.clone(),
+        prefix: m.prefix.clone(),
+        node,
+        term: m.term,
+        connected: m.connected,
+        writer: m.writer,
+        mirrored_index: m.mirrored_index,
+        applied_index: applied,
+        lag_entries: applied.saturating_sub(m.mirrored_index),
+        lag_seconds: m.behind_since.map(age).unwrap_or(0.0),
+        last_error: m
+            .last_error
+            .as_ref()
+            .map(|e| e.0.clone())
+            .unwrap_or_default(),
+        last_error_age_seconds: m.last_error.as_ref().map(|e| age(e.1)).unwrap_or(0.0),
+        resyncs: m.resyncs,
+        keys: m.keys,
+        rules_in: m.rules_in.iter().map(rule_source_pb).collect(),
+        rules_revision: m.rules_revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proto3_defaults_become_absent_values() {
+        let s = spawn_request(pb::SpawnRequest {
+            haco: "x".into(),
+            ..Default::default()
+        });
+        assert_eq!(s.target, Target::default());
+        assert_eq!(
+            s.definition,
+            DefinitionSource::Text(HacoText {
+                text: "x".into(),
+                file: "definition.haco".into(),
+                base_dir: String::new(),
+            })
+        );
+        let s = spawn_request(pb::SpawnRequest {
+            definition: "web".into(),
+            node: 3,
+            ..Default::default()
+        });
+        assert_eq!(s.definition, DefinitionSource::Registered("web".into()));
+        assert_eq!(s.target.node, Some(3));
+        assert_eq!(join_request(pb::JoinRequest::default()).id, None);
+        let r = rule_request(pb::ApplyRuleRequest::default());
+        assert_eq!((r.name, r.file.as_str()), (None, "rule.watch"));
+    }
 }

@@ -1,11 +1,11 @@
 //! The Raft transport: openraft's RPCs as bincode payloads over tonic gRPC, client side
 //! (`RaftNetworkFactory`) and server side (`RaftService`).
 
-use super::{Raft, TypeConfig};
 use crate::api::pb::raft_client::RaftClient;
 use crate::api::pb::raft_server;
 use crate::api::pb::RaftPayload;
 use crate::api::{lazy_channel, AuthChannel};
+use crate::cluster::{Raft, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };

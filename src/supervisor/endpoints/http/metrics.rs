@@ -3,7 +3,7 @@
 //! from `/proc/self`.
 
 use crate::cluster::state::Observed;
-use crate::supervisor::node::Node;
+use crate::supervisor::shared::Supervisor;
 use crate::supervisor::stats::{label, Labels};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
@@ -28,7 +28,7 @@ fn fgauge(v: f64) -> FGauge {
 }
 
 /// The scrape: every metric of this member, encoded.
-pub fn render(core: &Node) -> Result<String, std::fmt::Error> {
+pub fn render(core: &Supervisor) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("haconiwa");
     raft(core, &mut reg);
     cluster(core, &mut reg);
@@ -39,13 +39,13 @@ pub fn render(core: &Node) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-fn raft(core: &Node, reg: &mut Registry) {
+fn raft(core: &Supervisor, reg: &mut Registry) {
     let m = core.metrics();
     let r = reg.sub_registry_with_prefix("raft");
     r.register("term", "Current Raft term", gauge(m.current_term as i64));
     r.register(
         "leader",
-        "Node id of the leader this member knows (0: none)",
+        "Supervisor id of the leader this member knows (0: none)",
         gauge(m.current_leader.unwrap_or(0) as i64),
     );
     r.register(
@@ -63,7 +63,7 @@ fn raft(core: &Node, reg: &mut Registry) {
         "Index of the last entry applied to the state",
         gauge(m.last_applied.map(|l| l.index).unwrap_or(0) as i64),
     );
-    let commit = crate::supervisor::node::commit_index(&m);
+    let commit = crate::supervisor::shared::commit_index(&m);
     r.register(
         "commit_index",
         "Highest index known committed (the leader: its quorum's; a follower: applied)",
@@ -90,7 +90,7 @@ fn raft(core: &Node, reg: &mut Registry) {
     );
 }
 
-fn cluster(core: &Node, reg: &mut Registry) {
+fn cluster(core: &Supervisor, reg: &mut Registry) {
     let state = core.state();
     let r = reg.sub_registry_with_prefix("cluster");
     let nodes = Family::<Labels, Gauge>::default();
@@ -166,7 +166,7 @@ fn cluster(core: &Node, reg: &mut Registry) {
     );
 }
 
-fn node(core: &Node, reg: &mut Registry) {
+fn node(core: &Supervisor, reg: &mut Registry) {
     let state = core.state();
     let r = reg.sub_registry_with_prefix("node");
     let running = state
