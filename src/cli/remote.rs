@@ -104,7 +104,7 @@ async fn status(c: &mut ClusterClient<AuthChannel>) -> Result<pb::ClusterStatusR
         .into_inner())
 }
 
-/// JSON form of a container (the fields `containers --json` promises).
+/// JSON form of the members (the fields `cluster members --json` promises).
 fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
     members.iter().map(crate::api::json::member).collect()
 }
@@ -153,332 +153,400 @@ fn spawn_request(
     })
 }
 
-// Long by nature: a flat dispatcher, one arm per cluster command (call, then print).
+/// Runs one cluster command: local files are read and checked first (a broken file is
+/// reported without a server), then one function per command calls and prints.
 async fn run_async(cli: Cli) -> Result<i32, CliError> {
-    // Local files first: a broken file is reported without a server.
-    let spawn_req = match &cli.command {
+    match &cli.command {
         Command::Spawn {
             file,
             node,
             node_labels,
-            ..
-        } => Some(spawn_request(file, *node, node_labels)?),
-        _ => None,
-    };
-    let rule_req = match &cli.command {
-        Command::Watch(WatchCommand::Apply { file, name }) => {
-            Some(rule_request(file, name.clone())?)
+            json,
+        } => {
+            let req = spawn_request(file, *node, node_labels)?;
+            spawn(&mut client(&cli).await?, req, *json).await?
         }
-        _ => None,
-    };
-    let mut c = client(&cli).await?;
-    match cli.command {
-        Command::Spawn { json, .. } => {
-            let req = spawn_req.ok_or("spawn request missing")?;
-            let r = c.spawn(req).await.map_err(status_error)?.into_inner();
-            let container = r.container.unwrap_or_default();
-            if json {
-                println!("{}", crate::api::json::container(&container));
-            } else {
-                println!("{} assigned to node {}", container.id, container.node);
-            }
-        }
-        Command::Stop { id } => {
-            let r = c
-                .stop(pb::StopRequest { id })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let container = r.container.unwrap_or_default();
-            println!("{} stopping on node {}", container.id, container.node);
-        }
+        Command::Stop { id } => stop(&mut client(&cli).await?, id.clone()).await?,
         Command::Containers { all, json } => {
-            let r = c
-                .list_containers(pb::ListContainersRequest { all })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            if json {
-                let v: Vec<serde_json::Value> = r
-                    .containers
-                    .iter()
-                    .map(crate::api::json::container)
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  RULE",
-                    "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "PID", "EXIT"
-                );
-                for x in &r.containers {
-                    println!(
-                        "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  {}",
-                        x.id,
-                        x.definition,
-                        x.node,
-                        x.desired,
-                        x.state,
-                        if x.pid > 0 {
-                            x.pid.to_string()
-                        } else {
-                            "-".into()
-                        },
-                        if x.has_exit_code {
-                            x.exit_code.to_string()
-                        } else {
-                            "-".into()
-                        },
-                        x.rule
-                    );
-                }
-            }
+            containers(&mut client(&cli).await?, *all, *json).await?
         }
         Command::Events {
             json,
             since,
             follow,
-        } => {
-            // The position of the last event printed: a broken stream resumes after it.
-            let mut after = since.map(|i| (i, u32::MAX));
-            let mut backoff = std::time::Duration::from_millis(100);
-            loop {
-                let req = pb::WatchEventsRequest {
-                    resume: after.is_some(),
-                    after_index: after.map(|a| a.0).unwrap_or(0),
-                    after_sub: after.map(|a| a.1).unwrap_or(0),
-                };
-                let broke = match c.watch_events(req).await {
-                    Ok(r) => {
-                        let mut stream = r.into_inner();
-                        let mut broke = None;
-                        while let Some(e) = stream.next().await {
-                            match e {
-                                Ok(e) => {
-                                    print_event(&e, json);
-                                    after = Some((e.index, e.sub));
-                                    backoff = std::time::Duration::from_millis(100);
-                                }
-                                Err(s) => {
-                                    broke = Some(s);
-                                    break;
-                                }
-                            }
-                        }
-                        broke.unwrap_or_else(|| tonic::Status::unavailable("the stream ended"))
-                    }
-                    Err(s) => s,
-                };
-                // Refusals are final; a broken connection is followed up with -f.
-                let transient = matches!(
-                    broke.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::Unknown
-                        | tonic::Code::DataLoss
-                        | tonic::Code::Cancelled
-                        | tonic::Code::DeadlineExceeded
-                );
-                if !follow || !transient {
-                    return Err(status_error(broke));
-                }
-                eprintln!(
-                    "haconiwa: events: {}; resuming{}",
-                    broke.message(),
-                    after
-                        .map(|a| format!(" after index {}", a.0))
-                        .unwrap_or_default()
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
-                if let Ok(fresh) = client(&cli).await {
-                    c = fresh;
-                }
-            }
-        }
+        } => events(&cli, *json, *since, *follow).await?,
         Command::Cluster(ClusterCommand::Status { json }) => {
-            let s = status(&mut c).await?;
-            // The mirror's account comes from the leader (its only writer); a cluster
-            // without a leader still shows its status.
-            let mirror = c
-                .mirror_status(pb::MirrorStatusRequest {})
-                .await
-                .map(|r| r.into_inner());
-            if json {
-                let v = serde_json::json!({
-                    "leader": s.leader,
-                    "leader_addr": s.leader_addr,
-                    "term": s.term,
-                    "commit_index": s.commit_index,
-                    "last_applied": s.last_applied,
-                    "state_digest": s.state_digest,
-                    "node": s.node,
-                    "joint": s.joint,
-                    "quorum_lost": s.quorum_lost,
-                    "members": members_json(&s.members),
-                    "mirror": match &mirror {
-                        Ok(m) => mirror_json(m),
-                        Err(e) => serde_json::json!({ "error": e.message() }),
-                    },
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "leader: node {} ({})   term: {}   commit index: {}",
-                    s.leader, s.leader_addr, s.term, s.commit_index
-                );
-                if s.quorum_lost {
-                    println!(
-                        "warning: node {} leads but no quorum acknowledged it lately: it may be cut off and this view stale; ask another member",
-                        s.node
-                    );
-                }
-                match &mirror {
-                    Ok(m) if m.enabled => println!("mirror: {}", mirror_line(m)),
-                    Ok(_) => {}
-                    Err(e) => println!("mirror: unknown ({})", e.message()),
-                }
-                println!();
-                print_members(&s.members, s.leader);
-            }
+            cluster_status(&mut client(&cli).await?, *json).await?
         }
         Command::Mirror(MirrorCommand::Status { json }) => {
-            let m = c
-                .mirror_status(pb::MirrorStatusRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&mirror_json(&m))?);
-            } else if !m.enabled {
-                println!("mirror: off (no [etcd] on the leader, node {})", m.node);
-            } else {
-                println!("mirror: {}", mirror_line(&m));
-                println!("etcd: {}   prefix: {}", m.endpoints.join(","), m.prefix);
-                println!(
-                    "mirrored index: {}   applied index: {}   keys: {}   resyncs: {}",
-                    m.mirrored_index, m.applied_index, m.keys, m.resyncs
-                );
-                if !m.last_error.is_empty() {
-                    println!(
-                        "last error ({:.0} s ago): {}",
-                        m.last_error_age_seconds, m.last_error
-                    );
-                }
-                print_rule_sources(&m.rules_in);
-            }
+            mirror_status(&mut client(&cli).await?, *json).await?
         }
         Command::Cluster(ClusterCommand::Members { json }) => {
-            let s = status(&mut c).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&members_json(&s.members))?
-                );
-            } else {
-                print_members(&s.members, s.leader);
-            }
+            members(&mut client(&cli).await?, *json).await?
         }
         Command::Cluster(ClusterCommand::Leave { id }) => {
-            let r = c
-                .leave(pb::NodeRequest { id })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("node {id} left; {} container(s) moved", r.moved);
+            leave(&mut client(&cli).await?, *id).await?
         }
         Command::Cluster(ClusterCommand::Drain { id }) => {
-            let r = c
-                .drain(pb::NodeRequest { id })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("node {id} drained; {} container(s) moved", r.moved);
+            drain(&mut client(&cli).await?, *id).await?
         }
-        Command::Watch(WatchCommand::Apply { .. }) => {
-            let req = rule_req.ok_or("rule request missing")?;
-            let r = c.apply_rule(req).await.map_err(status_error)?.into_inner();
-            let rule = r.rule.unwrap_or_default();
-            println!(
-                "rule {} applied ({} definition(s): {})",
-                rule.name,
-                rule.definitions.len(),
-                rule.definitions.join(", ")
-            );
+        Command::Watch(WatchCommand::Apply { file, name }) => {
+            let req = rule_request(file, name.clone())?;
+            watch_apply(&mut client(&cli).await?, req).await?
         }
         Command::Watch(WatchCommand::Ls { json }) => {
-            let r = c
-                .list_rules(pb::ListRulesRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            // Rules registered through etcd that were refused never reach the state:
-            // the leader's mirror tells what became of them.
-            let sources = c
-                .mirror_status(pb::MirrorStatusRequest {})
-                .await
-                .map(|m| m.into_inner().rules_in)
-                .unwrap_or_default();
-            if json {
-                let v: Vec<serde_json::Value> = r
-                    .rules
-                    .iter()
-                    .map(|x| {
-                        serde_json::json!({
-                            "name": x.name,
-                            "digest": x.digest,
-                            "last_evaluation_index": x.last_evaluation_index,
-                            "evaluations": x.evaluations,
-                            "last_error": x.last_error,
-                            "definitions": x.definitions,
-                        })
-                    })
-                    .collect();
-                let refused: Vec<serde_json::Value> = sources
-                    .iter()
-                    .filter(|x| !x.ok)
-                    .map(rule_source_json)
-                    .collect();
-                if refused.is_empty() {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                } else {
-                    let all = serde_json::json!({ "rules": v, "refused_from_etcd": refused });
-                    println!("{}", serde_json::to_string_pretty(&all)?);
-                }
-            } else {
-                println!(
-                    "{:<20} {:<14} {:>10} {:>6}  LAST ERROR",
-                    "NAME", "DIGEST", "LAST EVAL", "EVALS"
-                );
-                for x in &r.rules {
-                    println!(
-                        "{:<20} {:<14} {:>10} {:>6}  {}",
-                        x.name,
-                        &x.digest[..12.min(x.digest.len())],
-                        x.last_evaluation_index,
-                        x.evaluations,
-                        if x.last_error.is_empty() {
-                            "-"
-                        } else {
-                            &x.last_error
-                        }
-                    );
-                }
-                for x in sources.iter().filter(|x| !x.ok) {
-                    println!(
-                        "{:<20} {:<14} {:>10} {:>6}  refused from etcd: {}",
-                        x.name, "-", "-", "-", x.error
-                    );
-                }
-            }
+            watch_ls(&mut client(&cli).await?, *json).await?
         }
         Command::Watch(WatchCommand::Rm { name }) => {
-            c.remove_rule(pb::RemoveRuleRequest { name: name.clone() })
-                .await
-                .map_err(status_error)?;
-            println!("rule {name} removed");
+            watch_rm(&mut client(&cli).await?, name.clone()).await?
         }
         _ => return Err("not a cluster command".into()),
     }
     Ok(0)
+}
+
+/// `haconiwa spawn`: sends the checked definition; prints where it went.
+async fn spawn(
+    c: &mut ClusterClient<AuthChannel>,
+    req: pb::SpawnRequest,
+    json: bool,
+) -> Result<(), CliError> {
+    let r = c.spawn(req).await.map_err(status_error)?.into_inner();
+    let container = r.container.unwrap_or_default();
+    if json {
+        println!("{}", crate::api::json::container(&container));
+    } else {
+        println!("{} assigned to node {}", container.id, container.node);
+    }
+    Ok(())
+}
+
+/// `haconiwa stop ID`.
+async fn stop(c: &mut ClusterClient<AuthChannel>, id: String) -> Result<(), CliError> {
+    let r = c
+        .stop(pb::StopRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let container = r.container.unwrap_or_default();
+    println!("{} stopping on node {}", container.id, container.node);
+    Ok(())
+}
+
+/// `haconiwa containers`: a table or JSON.
+async fn containers(
+    c: &mut ClusterClient<AuthChannel>,
+    all: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let r = c
+        .list_containers(pb::ListContainersRequest { all })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if json {
+        let v: Vec<serde_json::Value> = r
+            .containers
+            .iter()
+            .map(crate::api::json::container)
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  RULE",
+            "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "PID", "EXIT"
+        );
+        for x in &r.containers {
+            println!(
+                "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  {}",
+                x.id,
+                x.definition,
+                x.node,
+                x.desired,
+                x.state,
+                if x.pid > 0 {
+                    x.pid.to_string()
+                } else {
+                    "-".into()
+                },
+                if x.has_exit_code {
+                    x.exit_code.to_string()
+                } else {
+                    "-".into()
+                },
+                x.rule
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `haconiwa events`: the event stream, resumed after the last event printed when it breaks (with `--follow`).
+async fn events(cli: &Cli, json: bool, since: Option<u64>, follow: bool) -> Result<(), CliError> {
+    let mut c = client(cli).await?;
+    // The position of the last event printed: a broken stream resumes after it.
+    let mut after = since.map(|i| (i, u32::MAX));
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let req = pb::WatchEventsRequest {
+            resume: after.is_some(),
+            after_index: after.map(|a| a.0).unwrap_or(0),
+            after_sub: after.map(|a| a.1).unwrap_or(0),
+        };
+        let broke = match c.watch_events(req).await {
+            Ok(r) => {
+                let mut stream = r.into_inner();
+                let mut broke = None;
+                while let Some(e) = stream.next().await {
+                    match e {
+                        Ok(e) => {
+                            print_event(&e, json);
+                            after = Some((e.index, e.sub));
+                            backoff = std::time::Duration::from_millis(100);
+                        }
+                        Err(s) => {
+                            broke = Some(s);
+                            break;
+                        }
+                    }
+                }
+                broke.unwrap_or_else(|| tonic::Status::unavailable("the stream ended"))
+            }
+            Err(s) => s,
+        };
+        // Refusals are final; a broken connection is followed up with -f.
+        let transient = matches!(
+            broke.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::DataLoss
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        );
+        if !follow || !transient {
+            return Err(status_error(broke));
+        }
+        eprintln!(
+            "haconiwa: events: {}; resuming{}",
+            broke.message(),
+            after
+                .map(|a| format!(" after index {}", a.0))
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        if let Ok(fresh) = client(cli).await {
+            c = fresh;
+        }
+    }
+}
+
+/// `haconiwa cluster status`: the leader, the term, the mirror, the members.
+async fn cluster_status(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
+    let s = status(c).await?;
+    // The mirror's account comes from the leader (its only writer); a cluster
+    // without a leader still shows its status.
+    let mirror = c
+        .mirror_status(pb::MirrorStatusRequest {})
+        .await
+        .map(|r| r.into_inner());
+    if json {
+        let v = serde_json::json!({
+            "leader": s.leader,
+            "leader_addr": s.leader_addr,
+            "term": s.term,
+            "commit_index": s.commit_index,
+            "last_applied": s.last_applied,
+            "state_digest": s.state_digest,
+            "node": s.node,
+            "joint": s.joint,
+            "quorum_lost": s.quorum_lost,
+            "members": members_json(&s.members),
+            "mirror": match &mirror {
+                Ok(m) => mirror_json(m),
+                Err(e) => serde_json::json!({ "error": e.message() }),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "leader: node {} ({})   term: {}   commit index: {}",
+            s.leader, s.leader_addr, s.term, s.commit_index
+        );
+        if s.quorum_lost {
+            println!(
+                    "warning: node {} leads but no quorum acknowledged it lately: it may be cut off and this view stale; ask another member",
+                    s.node
+                );
+        }
+        match &mirror {
+            Ok(m) if m.enabled => println!("mirror: {}", mirror_line(m)),
+            Ok(_) => {}
+            Err(e) => println!("mirror: unknown ({})", e.message()),
+        }
+        println!();
+        print_members(&s.members, s.leader);
+    }
+    Ok(())
+}
+
+/// `haconiwa mirror status`: the etcd mirror as the leader tells it.
+async fn mirror_status(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
+    let m = c
+        .mirror_status(pb::MirrorStatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&mirror_json(&m))?);
+    } else if !m.enabled {
+        println!("mirror: off (no [etcd] on the leader, node {})", m.node);
+    } else {
+        println!("mirror: {}", mirror_line(&m));
+        println!("etcd: {}   prefix: {}", m.endpoints.join(","), m.prefix);
+        println!(
+            "mirrored index: {}   applied index: {}   keys: {}   resyncs: {}",
+            m.mirrored_index, m.applied_index, m.keys, m.resyncs
+        );
+        if !m.last_error.is_empty() {
+            println!(
+                "last error ({:.0} s ago): {}",
+                m.last_error_age_seconds, m.last_error
+            );
+        }
+        print_rule_sources(&m.rules_in);
+    }
+    Ok(())
+}
+
+/// `haconiwa cluster members`.
+async fn members(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
+    let s = status(c).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&members_json(&s.members))?
+        );
+    } else {
+        print_members(&s.members, s.leader);
+    }
+    Ok(())
+}
+
+/// `haconiwa cluster leave ID`.
+async fn leave(c: &mut ClusterClient<AuthChannel>, id: u64) -> Result<(), CliError> {
+    let r = c
+        .leave(pb::NodeRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("node {id} left; {} container(s) moved", r.moved);
+    Ok(())
+}
+
+/// `haconiwa cluster drain ID`.
+async fn drain(c: &mut ClusterClient<AuthChannel>, id: u64) -> Result<(), CliError> {
+    let r = c
+        .drain(pb::NodeRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("node {id} drained; {} container(s) moved", r.moved);
+    Ok(())
+}
+
+/// `haconiwa watch apply`: sends the checked rule and the definitions it names.
+async fn watch_apply(
+    c: &mut ClusterClient<AuthChannel>,
+    req: pb::ApplyRuleRequest,
+) -> Result<(), CliError> {
+    let r = c.apply_rule(req).await.map_err(status_error)?.into_inner();
+    let rule = r.rule.unwrap_or_default();
+    println!(
+        "rule {} applied ({} definition(s): {})",
+        rule.name,
+        rule.definitions.len(),
+        rule.definitions.join(", ")
+    );
+    Ok(())
+}
+
+/// `haconiwa watch ls`: the rules, and those etcd offered that were refused.
+async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
+    let r = c
+        .list_rules(pb::ListRulesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    // Rules registered through etcd that were refused never reach the state:
+    // the leader's mirror tells what became of them.
+    let sources = c
+        .mirror_status(pb::MirrorStatusRequest {})
+        .await
+        .map(|m| m.into_inner().rules_in)
+        .unwrap_or_default();
+    if json {
+        let v: Vec<serde_json::Value> = r
+            .rules
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "name": x.name,
+                    "digest": x.digest,
+                    "last_evaluation_index": x.last_evaluation_index,
+                    "evaluations": x.evaluations,
+                    "last_error": x.last_error,
+                    "definitions": x.definitions,
+                })
+            })
+            .collect();
+        let refused: Vec<serde_json::Value> = sources
+            .iter()
+            .filter(|x| !x.ok)
+            .map(rule_source_json)
+            .collect();
+        if refused.is_empty() {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let all = serde_json::json!({ "rules": v, "refused_from_etcd": refused });
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+    } else {
+        println!(
+            "{:<20} {:<14} {:>10} {:>6}  LAST ERROR",
+            "NAME", "DIGEST", "LAST EVAL", "EVALS"
+        );
+        for x in &r.rules {
+            println!(
+                "{:<20} {:<14} {:>10} {:>6}  {}",
+                x.name,
+                &x.digest[..12.min(x.digest.len())],
+                x.last_evaluation_index,
+                x.evaluations,
+                if x.last_error.is_empty() {
+                    "-"
+                } else {
+                    &x.last_error
+                }
+            );
+        }
+        for x in sources.iter().filter(|x| !x.ok) {
+            println!(
+                "{:<20} {:<14} {:>10} {:>6}  refused from etcd: {}",
+                x.name, "-", "-", "-", x.error
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `haconiwa watch rm NAME`.
+async fn watch_rm(c: &mut ClusterClient<AuthChannel>, name: String) -> Result<(), CliError> {
+    c.remove_rule(pb::RemoveRuleRequest { name: name.clone() })
+        .await
+        .map_err(status_error)?;
+    println!("rule {name} removed");
+    Ok(())
 }
 
 /// Reads a .watch file and the .haco files it names (relative to it), checking both
