@@ -333,3 +333,26 @@ fn every_file_of_src_is_in_the_map() {
         missing.keys().collect::<Vec<_>>()
     );
 }
+
+/// The most lines a file of `src/` may hold before its tests: beyond it a file holds more
+/// than one job (issue 21).
+const MAX_LINES: usize = 700;
+
+#[test]
+fn no_file_of_src_holds_more_than_700_lines_before_its_tests() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let n = text
+                .lines()
+                .take_while(|l| !l.contains("#[cfg(test)]"))
+                .count();
+            (n > MAX_LINES).then(|| format!("{} ({n})", f.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
