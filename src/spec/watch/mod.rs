@@ -512,7 +512,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const KEEP5: &str = include_str!("../../examples/keep5.watch");
+    const KEEP5: &str = include_str!("../../../examples/keep5.watch");
 
     fn view(n: usize) -> WatchView {
         let containers = (0..n)
