@@ -351,14 +351,110 @@ mod tests {
         assert_eq!(r.last().unwrap().v1_line(), "b 8:* r");
     }
 
+    /// Runs a device program as the kernel would on a `bpf_cgroup_dev_ctx` (`access_type`
+    /// = access << 16 | type, major, minor): a small interpreter of the eBPF
+    /// instructions `program` emits, refusing any other and any jump out of the program.
+    fn run(p: &[Insn], kind: char, major: u32, minor: u32, access: u32) -> u64 {
+        const CTX: u64 = 0x1000;
+        let dev_type: u32 = match kind {
+            'b' => 1,
+            'c' => 2,
+            other => panic!("device type {other}"),
+        };
+        let ctx = [(access << 16) | dev_type, major, minor];
+        let mut r = [0u64; 11];
+        r[1] = CTX;
+        let mut pc = 0usize;
+        for _ in 0..10_000 {
+            let i = p
+                .get(pc)
+                .copied()
+                .unwrap_or_else(|| panic!("pc {pc} out of the program"));
+            let (dst, src) = ((i.regs & 0x0f) as usize, (i.regs >> 4) as usize);
+            pc += 1;
+            match i.code {
+                0x61 => {
+                    let at = r[src] as i64 + i.off as i64 - CTX as i64;
+                    assert!((0..12).contains(&at) && at % 4 == 0, "load at {at}");
+                    r[dst] = ctx[at as usize / 4] as u64;
+                }
+                0x54 => r[dst] = (r[dst] as u32 & i.imm as u32) as u64,
+                0x74 => r[dst] = ((r[dst] as u32) >> i.imm) as u64,
+                0xbf => r[dst] = r[src],
+                0xb7 => r[dst] = i.imm as i64 as u64,
+                0x55 => {
+                    if r[dst] != i.imm as i64 as u64 {
+                        pc = (pc as i64 + i.off as i64) as usize;
+                    }
+                }
+                0x95 => return r[0],
+                other => panic!("opcode {other:#x}"),
+            }
+        }
+        panic!("the program did not end")
+    }
+
+    /// Asserts the program's verdict on each (type, major, minor, access, allowed).
+    fn verdicts(p: &[Insn], cases: &[(char, u32, u32, u32, bool)]) {
+        for &(kind, major, minor, access, allowed) in cases {
+            assert_eq!(
+                run(p, kind, major, minor, access) == 1,
+                allowed,
+                "{kind} {major}:{minor} access {access}"
+            );
+        }
+    }
+
     #[test]
-    fn program_blocks_jump_to_their_end() {
-        let p = program(&[Rule::chr(1, Some(3))]);
-        // 6 loads, then: type check, major check, minor check, r0 = 1, exit; deny tail.
-        assert_eq!(p.len(), 6 + 5 + 2);
-        // A jump's target is the instruction after it plus `off`: the next block.
-        assert_eq!(p[6].off, 4);
-        assert_eq!(p[7].off, 3);
-        assert_eq!(p[8].off, 2);
+    fn the_default_program_lets_through_exactly_docker_s_devices() {
+        let rw = READ | WRITE;
+        verdicts(
+            &program(&DEFAULT_RULES),
+            &[
+                ('c', 1, 3, rw, true),    // /dev/null
+                ('c', 1, 3, MKNOD, true), // mknod of it
+                ('c', 1, 9, READ, true),  // urandom
+                ('c', 5, 2, rw, true),    // ptmx
+                ('c', 136, 7, rw, true),  // any pts
+                ('c', 136, 0, MKNOD, true),
+                ('c', 1, 1, READ, false),  // /dev/mem
+                ('c', 1, 4, rw, false),    // /dev/port
+                ('c', 5, 1, rw, false),    // the host's console
+                ('b', 1, 3, READ, false),  // a block device of null's numbers
+                ('b', 8, 0, rw, false),    // sda
+                ('c', 10, 200, rw, false), // tun, not by default
+                ('c', 4, 0, rw, false),    // tty0
+            ],
+        );
+    }
+
+    #[test]
+    fn a_rule_s_access_type_and_wildcards_hold_in_the_program() {
+        let allow = |kind, major, minor, access: &str| DeviceAllow {
+            path: None,
+            kind: Some(kind),
+            major: Some(major),
+            minor,
+            access: access.into(),
+        };
+        let all = rules(&[allow('b', 8, None, "r"), allow('a', 250, Some(1), "rw")]).unwrap();
+        verdicts(
+            &program(&all),
+            &[
+                ('b', 8, 0, READ, true),
+                ('b', 8, 17, READ, true),
+                ('b', 8, 0, WRITE, false),
+                ('b', 8, 0, READ | MKNOD, false),
+                ('c', 8, 0, READ, false),
+                ('b', 9, 0, READ, false),
+                // 'a': both types, but not mknod.
+                ('c', 250, 1, READ | WRITE, true),
+                ('b', 250, 1, WRITE, true),
+                ('c', 250, 1, MKNOD, false),
+                ('c', 250, 2, READ, false),
+                // The defaults come first in the list.
+                ('c', 1, 3, READ, true),
+            ],
+        );
     }
 }
