@@ -353,19 +353,21 @@ pub mod action {
     pub const ALLOW: u32 = 0x7fff_0000;
 }
 
+/// The kernel's side, for tests: a tiny interpreter of the opcodes this generator emits,
+/// so programs are checked on real `seccomp_data` without installing anything.
 #[cfg(test)]
-mod tests {
+pub mod interpreter {
     use super::*;
 
     /// Runs the program on a `seccomp_data` as the kernel would (a tiny interpreter of
     /// the opcodes used above), so the tree and the conditions are checked without
     /// installing anything.
-    fn run(prog: &[SockFilter], nr: u32, args: [u64; 6]) -> u32 {
+    pub fn run(prog: &[SockFilter], nr: u32, args: [u64; 6]) -> u32 {
         steps(prog, nr, args).0
     }
 
     /// The program's answer and how many instructions it executed to get there.
-    fn steps(prog: &[SockFilter], nr: u32, args: [u64; 6]) -> (u32, usize) {
+    pub fn steps(prog: &[SockFilter], nr: u32, args: [u64; 6]) -> (u32, usize) {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&audit_arch().unwrap().to_le_bytes());
@@ -397,6 +399,27 @@ mod tests {
             }
         }
     }
+
+    /// What a stack of programs answers, as the kernel decides it: every program runs,
+    /// the strictest action wins (`ACTION_ONLY` compared as a signed value), and among
+    /// equal actions the program installed last (the end of the list) answers.
+    pub fn run_stack(programs: &[Vec<SockFilter>], nr: u32, args: [u64; 6]) -> u32 {
+        let action_only = |r: u32| (r & 0xffff_0000) as i32;
+        let mut answer = action::ALLOW;
+        for p in programs.iter().rev() {
+            let r = run(p, nr, args);
+            if action_only(r) < action_only(answer) {
+                answer = r;
+            }
+        }
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interpreter::{run, steps};
+    use super::*;
 
     #[test]
     fn the_tree_finds_every_listed_syscall_and_only_those() {
