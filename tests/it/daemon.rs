@@ -1,6 +1,7 @@
 //! Daemon mode: ps, logs, attach, kill with escalation, stale state, and the cgroup v2
 //! code path on a cgroup2 mount of the test's own.
 
+use crate::common::images::digest;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,35 @@ fn wait_log(host: &Host, name: &str, needle: &str) -> String {
     }
 }
 
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+fn proc_start_time(pid: i64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+/// Pretty JSON made compact (whitespace outside strings dropped): serde's compact form.
+fn compact_json(pretty: &str) -> String {
+    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+    for c in pretty.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[test]
 fn ps_and_logs_follow_a_detached_container() {
     let host = Host::new("ps-logs");
@@ -30,12 +60,31 @@ fn ps_and_logs_follow_a_detached_container() {
     assert!(out.starts_with("talker running (pid "), "{out}");
     let st = host.state("talker").expect("listed");
     assert_eq!(st["status"], "running");
-    assert!(st["pid"].as_i64().unwrap() > 1);
-    assert!(st["start_time"].as_u64().unwrap() > 0);
-    assert_eq!(st["spec_digest"].as_str().unwrap().len(), 64);
-    let table = host.ok(&["ps"]);
+    // The pid is the container's: the process that runs now (its start time as /proc
+    // has it, so not a reused pid), in the container's cgroup; the digest is the spec's.
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(pid > 1);
+    assert_eq!(st["start_time"].as_u64(), Some(proc_start_time(pid)));
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(
-        table.contains("talker") && table.contains("running"),
+        cgroups
+            .lines()
+            .any(|l| l.ends_with(&format!("{}/talker", host.cgroup_parent))),
+        "{cgroups}"
+    );
+    let shown = host.ok(&["show", "--json", def.to_str().unwrap()]);
+    let spec_digest = digest(compact_json(&shown).as_bytes());
+    assert_eq!(
+        Some(spec_digest.trim_start_matches("sha256:")),
+        st["spec_digest"].as_str()
+    );
+    let table = host.ok(&["ps"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("talker"))
+        .unwrap_or_else(|| panic!("no talker in {table}"));
+    assert!(
+        row.contains("running") && row.split_whitespace().any(|w| w == pid.to_string()),
         "{table}"
     );
     // logs -f returns when the container ends, with everything it wrote.
