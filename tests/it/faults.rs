@@ -10,6 +10,7 @@
 //! `HACONIWA_FAULT_REPORT` names a file that gets one JSON line of figures per run.
 
 use crate::common::hosts::{first_pids, total, Hosts, TruthSampler};
+use crate::common::state_digest;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -77,10 +78,7 @@ fn settle(h: &Hosts, host: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let digests: Vec<Option<String>> = (1..=h.n)
-            .map(|k| {
-                h.status_of(k)
-                    .and_then(|s| s["state_digest"].as_str().map(String::from))
-            })
+            .map(|k| h.status_of(k).and_then(|s| state_digest(&s)))
             .collect();
         if digests.iter().all(|d| d.is_some() && *d == digests[0]) {
             return;
@@ -246,13 +244,19 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
         .status_of(survivors[0] as usize)
         .expect("a survivor answers");
     let (leader, term) = (s["leader"].clone(), s["term"].clone());
-    let victim_term = h
-        .status_of(victim as usize)
-        .map(|v| v["term"].as_u64().unwrap_or(0))
-        .unwrap_or(0);
+    let term_of = |s: &serde_json::Value| {
+        s["term"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{label}: a status without a term: {s:#}"))
+    };
+    let cluster_term = term_of(&s);
+    let victim_term = term_of(
+        &h.status_of(victim as usize)
+            .expect("the cut-off member answers the hub"),
+    );
     // Pre-vote: cut off, it could not reach a majority and kept its term.
     assert!(
-        victim_term <= term.as_u64().unwrap_or(0),
+        victim_term <= cluster_term,
         "{label}: the cut-off member raised its term to {victim_term} (cluster: {term})"
     );
     let healed = Instant::now();
@@ -284,10 +288,7 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
         .status_of(survivors[0] as usize)
         .expect("a survivor answers");
     // Every election raises the term: the terms passed between the heal and now.
-    let elections = s["term"]
-        .as_u64()
-        .unwrap_or(0)
-        .saturating_sub(term.as_u64().unwrap_or(0));
+    let elections = term_of(&s).saturating_sub(cluster_term);
     assert_eq!(
         (s["leader"].clone(), s["term"].clone()),
         (leader, term),

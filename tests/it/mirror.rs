@@ -4,6 +4,7 @@
 
 use crate::common::cluster::Cluster;
 use crate::common::etcd::Etcd;
+use crate::common::state_digest;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,9 @@ fn prefix_equals_state(cl: &Cluster, etcd: &Etcd) -> bool {
     let Some(applied) = etcd.json(&key("meta/applied")) else {
         return false;
     };
-    let digest = s["state_digest"].as_str().unwrap_or("");
+    let Some(digest) = state_digest(&s) else {
+        return false;
+    };
     applied["index"] == s["last_applied"]
         && applied["state_digest"] == digest
         && etcd_container_ids(etcd) == container_ids(cl)

@@ -248,7 +248,21 @@ fn mutual_tls_between_members_and_clients_refuses_strangers_and_hides_the_token(
         "--tls-key",
         k4.to_str().unwrap(),
     ]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Its join is refused (it says why in its log, once per reason) and the members
+    // stay three.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        let log = cl.log(slot);
+        if let Some(line) = log.lines().find(|l| l.contains("join through")) {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stranger never said its join failed:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("refusal: {refusal}");
     let s = cl.status_of(1).expect("status");
     assert_eq!(
         s["members"].as_array().unwrap().len(),

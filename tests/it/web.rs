@@ -295,11 +295,7 @@ fn event_streams_resume_without_gaps_or_duplicates() {
     for _ in 0..3 {
         cl.ok(&["spawn", haco.to_str().unwrap()]);
     }
-    let deadline = Instant::now() + T;
-    while cl.containers().len() < first + 4 {
-        assert!(Instant::now() < deadline, "the spawns did not land");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cl.wait_containers(T, "the 4 spawns listed", |c| c.len() >= first + 4);
     std::thread::sleep(Duration::from_secs(3));
     let _ = follow.kill();
     let out = follow.wait_with_output().unwrap();

@@ -152,7 +152,7 @@ impl Peers for PeerClients {
 /// `id` is None; retries for 30 s while no leader is elected. The id, or why not.
 pub async fn join_cluster(config: &Config, id: Option<NodeId>) -> Result<NodeId, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
+    let (mut last, mut said) = (String::new(), String::new());
     while Instant::now() < deadline {
         match crate::api::connect(&config.join, &config.credentials()).await {
             Ok(mut c) => {
@@ -167,12 +167,18 @@ pub async fn join_cluster(config: &Config, id: Option<NodeId>) -> Result<NodeId,
                     Err(s)
                         if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown) =>
                     {
-                        last = s.message().to_string()
+                        last = crate::api::error_chain(&s)
                     }
                     Err(s) => return Err(s.message().to_string()),
                 }
             }
             Err(e) => last = e.to_string(),
+        }
+        // Said once per reason: an operator watching a join that does not happen sees
+        // why (a wrong certificate, no leader yet) before the 30 s run out.
+        if last != said {
+            tracing::warn!("join through {}: {last}; retrying", config.join.join(", "));
+            said = last.clone();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

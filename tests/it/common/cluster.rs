@@ -274,13 +274,19 @@ impl Cluster {
             .flatten()
     }
 
-    /// `containers --all --json`.
-    pub fn containers(&self) -> Vec<Value> {
+    /// `containers --all --json`, or the CLI's error.
+    pub fn try_containers(&self) -> Result<Vec<Value>, String> {
         let o = self.run(&["containers", "--all", "--json"]);
         if !o.status.success() {
-            return Vec::new();
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
         }
-        serde_json::from_slice(&o.stdout).unwrap_or_default()
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("containers --json: {e}"))
+    }
+
+    /// `containers --all --json`; a failed call fails the test (never an empty list).
+    pub fn containers(&self) -> Vec<Value> {
+        self.try_containers()
+            .unwrap_or_else(|e| panic!("containers --all --json failed: {e}"))
     }
 
     /// Waits (bounded) until `cond` holds for the cluster status.
@@ -319,11 +325,14 @@ impl Cluster {
         cond: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
-        let mut last = Vec::new();
+        let mut last = Err("never asked".to_string());
         while Instant::now() < deadline {
-            let c = self.containers();
-            if cond(&c) {
-                return c;
+            // A failed call (no leader for a moment) is "not yet", never an empty list.
+            let c = self.try_containers();
+            if let Ok(c) = &c {
+                if cond(c) {
+                    return c.clone();
+                }
             }
             last = c;
             std::thread::sleep(Duration::from_millis(50));

@@ -173,16 +173,14 @@ impl Hosts {
             .unwrap()
     }
 
-    /// `containers --json`.
-    pub fn containers(&self) -> Vec<Value> {
-        let o = self.cli(&["containers", "--json"]);
-        serde_json::from_slice(&o.stdout).unwrap_or_default()
-    }
-
-    /// `containers --json` as host K sees it.
-    pub fn containers_of(&self, host: u64) -> Vec<Value> {
+    /// `containers --json` as host K sees it, or the CLI's error (a host cut off or
+    /// frozen cannot answer: callers that wait take that as "not yet" and say why).
+    pub fn containers_of(&self, host: u64) -> Result<Vec<Value>, String> {
         let o = self.cli_on(host as usize, &["containers", "--json"]);
-        serde_json::from_slice(&o.stdout).unwrap_or_default()
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("containers --json: {e}"))
     }
 
     /// Applies a keep-N rule of hour-long sleepers.
@@ -223,13 +221,15 @@ impl Hosts {
         loop {
             let real = total(&self.truth());
             let c = self.containers_of(ask);
-            let running = c.iter().filter(|x| x["state"] == "running").count();
-            if real == n && running == n {
+            let running = c
+                .as_ref()
+                .map(|c| c.iter().filter(|x| x["state"] == "running").count());
+            if real == n && running == Ok(n) {
                 return t0.elapsed();
             }
             assert!(
                 t0.elapsed() < timeout,
-                "{what}: not back to {n} within {timeout:?} (really {real}, cluster says {running})\n{:#?}\n{}",
+                "{what}: not back to {n} within {timeout:?} (really {real}, cluster says {running:?})\n{:#?}\n{}",
                 c,
                 self.logs_tail()
             );

@@ -415,3 +415,10 @@ pub fn long_sleeper() -> String {
     );
     long
 }
+
+/// The state digest a `cluster status --json` shows, only when it is one (64 hex
+/// digits): a missing or empty digest never compares equal to another.
+pub fn state_digest(status: &serde_json::Value) -> Option<String> {
+    let d = status["state_digest"].as_str()?;
+    (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())).then(|| d.to_string())
+}
