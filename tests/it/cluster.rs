@@ -1,6 +1,7 @@
 //! The supervisor cluster with real processes on 127.x.y.N and real containers.
 
 use crate::common::cluster::Cluster;
+use crate::common::procs;
 use crate::common::{state_digest, stdout};
 use serde_json::Value;
 use std::time::Duration;
@@ -138,18 +139,29 @@ fn a_restarted_node_keeps_its_state_and_readopts_its_containers() {
     let id = spawn(&cl, &def, &["--node", "3"]);
     let c = cl.wait_containers(T, "running", |c| running_on(c, &id).is_some());
     let (_, pid) = running_on(&c, &id).unwrap();
+    let started = procs::start_ticks(pid).expect("the container's process");
+    let cgroups = cl.cgroups();
+    assert!(cgroups[&3][&id].contains(&(pid as i32)), "{cgroups:?}");
+    let applied = applied_index(&cl, 3);
     cl.stop(3);
     // Its container keeps running without its supervisor.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(pid_alive(pid));
+    assert_eq!(procs::start_ticks(pid), Some(started));
     cl.start(3);
     cl.wait(T, "node 3 back", |_| {
         cl.status_of(3)
             .is_some_and(|s| s["leader"].as_u64().unwrap_or(0) != 0)
     });
-    // Re-adopted: same pid, still running, no second copy.
+    // Re-adopted: the same process (same pid, same start time), no second copy, in the
+    // cluster's view, node 3's own and the hosts' cgroups.
     let c = cl.wait_containers(T, "still running", |c| running_on(c, &id).is_some());
     assert_eq!(running_on(&c, &id), Some((3, pid)));
+    assert_eq!(
+        procs::start_ticks(pid),
+        Some(started),
+        "pid {pid} was reused"
+    );
+    assert_eq!(cl.cgroups(), cgroups, "the hosts' cgroups changed");
     let local: Vec<Value> = cl
         .local_ps(3)
         .into_iter()
@@ -157,6 +169,22 @@ fn a_restarted_node_keeps_its_state_and_readopts_its_containers() {
         .collect();
     assert_eq!(local.len(), 1, "{local:#?}");
     assert!(cl.log(3).contains("node 3 serving"));
+    // And it follows the log again: a write made now is applied on node 3.
+    spawn(&cl, &def, &["--node", "1"]);
+    let target = applied_index(&cl, cl.wait_leader(T) as usize);
+    cl.wait(T, "node 3 applies the new write", |_| {
+        cl.status_of(3)
+            .is_some_and(|s| s["last_applied"].as_u64() >= Some(target))
+    });
+    assert!(target > applied, "the applied index stayed at {applied}");
+}
+
+/// The index `slot` has applied, as it says.
+fn applied_index(cl: &Cluster, slot: usize) -> u64 {
+    let s = cl.status_of(slot).expect("status");
+    s["last_applied"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no last_applied: {s:#}"))
 }
 
 #[test]
@@ -173,10 +201,13 @@ fn all_three_stopped_and_restarted_come_back_with_the_same_state() {
         ids.iter().all(|id| running_on(c, id).is_some())
     });
     let before = cl.status().unwrap();
+    let applied: Vec<u64> = (1..=3).map(|n| applied_index(&cl, n)).collect();
     let pids: Vec<(u64, i64)> = ids
         .iter()
         .map(|id| running_on(&cl.containers(), id).unwrap())
         .collect();
+    let started: Vec<Option<u64>> = pids.iter().map(|(_, p)| procs::start_ticks(*p)).collect();
+    let cgroups = cl.cgroups();
     for i in 1..=3 {
         cl.stop(i);
     }
@@ -194,6 +225,10 @@ fn all_three_stopped_and_restarted_come_back_with_the_same_state() {
         assert_eq!(running_on(&c, id), Some(*p), "{id} changed: {c:#?}");
     }
     assert_eq!(c.len(), 3, "duplicates: {c:#?}");
+    // The same processes (start times as /proc has them) in the same cgroups.
+    let now: Vec<Option<u64>> = pids.iter().map(|(_, p)| procs::start_ticks(*p)).collect();
+    assert_eq!(now, started, "a pid was reused: {pids:?}");
+    assert_eq!(cl.cgroups(), cgroups, "the hosts' cgroups changed");
     for n in 1..=3 {
         let running = cl
             .local_ps(n)
@@ -201,6 +236,20 @@ fn all_three_stopped_and_restarted_come_back_with_the_same_state() {
             .filter(|x| x["status"] == "running")
             .count();
         assert_eq!(running, 1, "node {n} runs {running} containers");
+    }
+    // And all follow the log again: a write made now is applied everywhere. (A leader
+    // restarted with its committed vote leads again without a new entry.)
+    spawn(&cl, &def, &["--node", "1"]);
+    let target = applied_index(&cl, cl.wait_leader(T) as usize);
+    assert!(
+        applied.iter().all(|a| target > *a),
+        "the applied index stayed at {applied:?}"
+    );
+    for n in 1..=3 {
+        cl.wait(T, "every member applies the new write", |_| {
+            cl.status_of(n)
+                .is_some_and(|s| s["last_applied"].as_u64() >= Some(target))
+        });
     }
 }
 

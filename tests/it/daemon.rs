@@ -2,6 +2,7 @@
 //! code path on a cgroup2 mount of the test's own.
 
 use crate::common::images::digest;
+use crate::common::procs;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
@@ -18,13 +19,6 @@ fn wait_log(host: &Host, name: &str, needle: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
-fn proc_start_time(pid: i64) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name.split(' ').nth(19).unwrap().parse().unwrap()
 }
 
 /// Pretty JSON made compact (whitespace outside strings dropped): serde's compact form.
@@ -64,7 +58,7 @@ fn ps_and_logs_follow_a_detached_container() {
     // has it, so not a reused pid), in the container's cgroup; the digest is the spec's.
     let pid = st["pid"].as_i64().unwrap();
     assert!(pid > 1);
-    assert_eq!(st["start_time"].as_u64(), Some(proc_start_time(pid)));
+    assert_eq!(st["start_time"].as_u64(), procs::start_ticks(pid));
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(
         cgroups

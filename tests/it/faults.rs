@@ -10,9 +10,10 @@
 //! `HACONIWA_FAULT_REPORT` names a file that gets one JSON line of figures per run.
 
 use crate::common::hosts::{first_pids, total, Hosts, TruthSampler};
+use crate::common::procs::{self, DeathWatch};
 use crate::common::state_digest;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,51 @@ fn settle(h: &Hosts, host: u64) {
     }
 }
 
+/// The processes of a victim's containers, watched until they die, and every container
+/// that ran before the fault: to prove each replacement started after the last of them
+/// died, as the kernel timed both.
+struct Fencing {
+    deaths: DeathWatch,
+    old: BTreeSet<String>,
+    victims: usize,
+}
+
+impl Fencing {
+    /// Starts watching `victim`'s containers (call before the fault).
+    fn watch(h: &Hosts, victim: u64) -> Fencing {
+        let before = h.truth();
+        let on_victim = before.get(&victim).cloned().unwrap_or_default();
+        // A member back from an earlier fault may run nothing yet: nothing to replace.
+        let pids: Vec<i32> = on_victim.values().flatten().copied().collect();
+        Fencing {
+            deaths: DeathWatch::start(&pids, BACK),
+            old: before.values().flat_map(|m| m.keys().cloned()).collect(),
+            victims: on_victim.len(),
+        }
+    }
+
+    /// Once back to N: every new container started after the last old process on the
+    /// victim died. The gap, in ms (None when the victim ran nothing: nothing replaced).
+    fn replaced_after(self, h: &Hosts, what: &str) -> Option<i64> {
+        let deaths = self
+            .deaths
+            .deaths(&format!("{what}: the victim's containers"));
+        let starts: BTreeMap<String, Duration> = h
+            .truth()
+            .into_values()
+            .flatten()
+            .filter(|(c, _)| !self.old.contains(c))
+            .filter_map(|(c, pids)| procs::started(&pids).map(|at| (c, at)))
+            .collect();
+        assert_eq!(
+            starts.len(),
+            self.victims,
+            "{what}: replacements: {starts:?}"
+        );
+        (self.victims > 0).then(|| procs::assert_started_after(what, &deaths, &starts))
+    }
+}
+
 /// The checks every fault run ends with; returns the most containers that really ran
 /// at once, for the report.
 fn assert_held(
@@ -125,15 +171,17 @@ fn kill_9_of_the_leader_never_runs_more_than_n() {
         let leader = h.leader();
         let survivors = others(&h, leader);
         let before = first_pids(&h.truth(), &survivors);
+        let fencing = Fencing::watch(&h, leader);
         let sampler = TruthSampler::start(&h);
         let t0 = Instant::now();
         h.script(&["kill", &leader.to_string()]);
         let fenced = h.wait_none_on(leader, BACK, "the dead leader's containers");
         h.wait_n(N, BACK, "after the leader's kill -9", survivors[0]);
         let back = t0.elapsed();
+        let gap = fencing.replaced_after(&h, "leader kill -9");
         let max = assert_held("leader kill -9", sampler, &h, &before);
         report(
-            json!({"fault": "leader_kill9", "round": round, "back_to_n_ms": back.as_millis() as u64, "fenced_ms": fenced.as_millis() as u64, "max_real": max}),
+            json!({"fault": "leader_kill9", "round": round, "back_to_n_ms": back.as_millis() as u64, "fenced_ms": fenced.as_millis() as u64, "started_after_death_ms": gap, "max_real": max}),
         );
         h.script(&["start", &leader.to_string()]);
         settle(&h, leader);
@@ -165,18 +213,20 @@ fn a_follower_restarted_after_its_lease_is_replaced_without_overlap() {
     let follower = others(&h, leader)[0];
     let survivors = others(&h, follower);
     let before = first_pids(&h.truth(), &survivors);
+    let fencing = Fencing::watch(&h, follower);
     let sampler = TruthSampler::start(&h);
     let t0 = Instant::now();
     h.script(&["kill", &follower.to_string()]);
     h.wait_none_on(follower, BACK, "the dead follower's containers");
     h.wait_n(N, BACK, "after the follower's kill -9", survivors[0]);
     let back = t0.elapsed();
+    let gap = fencing.replaced_after(&h, "follower kill -9");
     std::thread::sleep(Duration::from_secs(2));
     h.script(&["start", &follower.to_string()]);
     settle(&h, follower);
     let max = assert_held("follower restarted after the lease", sampler, &h, &before);
     report(
-        json!({"fault": "follower_kill9", "back_to_n_ms": back.as_millis() as u64, "max_real": max}),
+        json!({"fault": "follower_kill9", "back_to_n_ms": back.as_millis() as u64, "started_after_death_ms": gap, "max_real": max}),
     );
 }
 
@@ -186,6 +236,7 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
     let was_leader = h.leader() == victim;
     let survivors = others(h, victim);
     let before = first_pids(&h.truth(), &survivors);
+    let fencing = Fencing::watch(h, victim);
     let sampler = TruthSampler::start(h);
     let cut = Instant::now();
     h.script(&["cut", &victim.to_string()]);
@@ -216,6 +267,7 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
         survivors[0],
     );
     let back = cut.elapsed();
+    let gap = fencing.replaced_after(h, label);
     // A cut-off leader says its view may be stale.
     if was_leader {
         let v = h
@@ -296,7 +348,7 @@ fn partition(h: &Hosts, victim: u64, secs: u64, label: &str) {
     );
     let max = assert_held(label, sampler, h, &before);
     report(
-        json!({"fault": label, "seconds": secs, "back_to_n_ms": back.as_millis() as u64, "rejoin_ms": rejoin.as_millis() as u64, "refuse_ms": refuse_ms, "refused_after_cut_ms": refused_after_cut, "max_real": max, "leader_changes": elections}),
+        json!({"fault": label, "seconds": secs, "back_to_n_ms": back.as_millis() as u64, "rejoin_ms": rejoin.as_millis() as u64, "refuse_ms": refuse_ms, "refused_after_cut_ms": refused_after_cut, "started_after_death_ms": gap, "max_real": max, "leader_changes": elections}),
     );
 }
 
@@ -316,6 +368,7 @@ fn partitions_of_a_follower_and_of_the_leader_15_and_60_seconds() {
 fn freeze(h: &Hosts, victim: u64, secs: u64, label: &str) {
     let survivors = others(h, victim);
     let before = first_pids(&h.truth(), &survivors);
+    let fencing = Fencing::watch(h, victim);
     let sampler = TruthSampler::start(h);
     let t0 = Instant::now();
     h.script(&["freeze", &victim.to_string()]);
@@ -326,11 +379,14 @@ fn freeze(h: &Hosts, victim: u64, secs: u64, label: &str) {
     );
     h.wait_n(N, BACK, &format!("{label}: back to N"), survivors[0]);
     let back = t0.elapsed();
+    let gap = fencing.replaced_after(h, label);
     std::thread::sleep(Duration::from_secs(secs).saturating_sub(t0.elapsed()));
     h.script(&["thaw", &victim.to_string()]);
     settle(h, victim);
     let max = assert_held(label, sampler, h, &before);
-    report(json!({"fault": label, "back_to_n_ms": back.as_millis() as u64, "max_real": max}));
+    report(
+        json!({"fault": label, "back_to_n_ms": back.as_millis() as u64, "started_after_death_ms": gap, "max_real": max}),
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! and sleeper.haco, unchanged.
 
 use crate::common::cluster::Cluster;
+use crate::common::procs::{self, DeathWatch};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -217,27 +219,43 @@ fn kill_9_of_the_leader_keeps_5_and_never_more() {
 fn a_dead_supervisor_s_containers_stop_before_their_replacements_start() {
     let mut cl = Cluster::three("ru-nodedown", &[]);
     apply_keep5_long(&cl);
-    let c = five_running(&cl);
+    five_running(&cl);
     let leader = cl.wait_leader(T);
     let victim = (1..=3u64).find(|n| *n != leader).unwrap();
-    let stale: Vec<i64> = running(&c)
-        .iter()
-        .filter(|x| x["node"] == victim)
-        .map(|x| x["pid"].as_i64().unwrap())
-        .collect();
-    assert!(!stale.is_empty());
-    let alive = |p: &i64| std::path::Path::new(&format!("/proc/{p}")).exists();
+    let before = cl.cgroups();
+    let stale: Vec<i32> = before
+        .get(&victim)
+        .map(|m| m.values().flatten().copied().collect())
+        .unwrap_or_default();
+    assert!(
+        !stale.is_empty(),
+        "nothing runs on node {victim}: {before:?}"
+    );
+    let old: BTreeSet<String> = before.values().flat_map(|m| m.keys().cloned()).collect();
+    let deaths = DeathWatch::start(&stale, T);
     let sampler = Sampler::start(&cl);
     cl.kill9(victim as usize);
     // Hour-long sleepers: only their monitors, fencing on the lease, can end them now.
-    let deadline = Instant::now() + T;
-    while stale.iter().any(alive) {
-        assert!(Instant::now() < deadline, "stale containers still run");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let deaths = deaths.deaths("the dead supervisor's containers");
     cl.wait_containers(T, "replacements elsewhere", |c| {
         running(c).len() == 5 && running(c).iter().all(|x| x["node"] != victim)
     });
+    // Every replacement's first process started after the last stale process died, as
+    // the kernel timed both.
+    let starts: BTreeMap<String, Duration> = cl
+        .cgroups()
+        .into_values()
+        .flatten()
+        .filter(|(c, _)| !old.contains(c))
+        .map(|(c, pids)| {
+            let at = procs::started(&pids).unwrap_or_else(|| panic!("{c} has no process"));
+            (c, at)
+        })
+        .collect();
+    let replaced = before.get(&victim).map_or(0, |m| m.len());
+    assert_eq!(starts.len(), replaced, "new containers: {starts:?}");
+    let gap = procs::assert_started_after("node down", &deaths, &starts);
+    eprintln!("the first replacement started {gap} ms after the last stale process died");
     sampler.assert_never_above(5);
     cl.start(victim as usize);
     cl.wait(T, "the node back up", |s| {

@@ -370,6 +370,11 @@ impl Cluster {
         self.probe().real_running()
     }
 
+    /// Every process in every container cgroup, by node and container (the truth).
+    pub fn cgroups(&self) -> super::hosts::Truth {
+        super::hosts::truth(&self.cgroup_parent)
+    }
+
     /// A handle that counts the truth from another thread.
     pub fn probe(&self) -> Truth {
         Truth {

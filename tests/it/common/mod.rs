@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod hosts;
 pub mod images;
+pub mod procs;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
