@@ -468,7 +468,13 @@ fn a_new_leader_takes_the_writer_role_and_the_old_term_is_fenced() {
 
     // The old leader comes back as a follower and never writes again.
     cl.start(old_leader as usize);
-    std::thread::sleep(Duration::from_secs(3));
+    // Back as a follower that has caught up with the leader's log.
+    wait_for(&cl, "the old leader caught up", T, || {
+        let (Some(old), Some(now)) = (cl.status_of(old_leader as usize), cl.status()) else {
+            return false;
+        };
+        old["leader"] == new_leader && old["last_applied"].as_u64() >= now["commit_index"].as_u64()
+    });
     let w = etcd.json(&key("meta/writer")).unwrap();
     assert_eq!(w["node"], new_leader, "{w}");
     wait_for(

@@ -308,13 +308,23 @@ fn mutual_tls_between_members_and_clients_refuses_strangers_and_hides_the_token(
         haconiwa::api::certs::write_private(&c1, &issued.cert_pem, true).unwrap();
     };
     let hup = |cl: &Cluster| {
+        let said = cl.log(1).matches("SIGHUP:").count();
         let pid = cl.nodes[0].child.as_ref().unwrap().id() as i32;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGHUP,
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // Done when the supervisor says what the reload did (reloaded or not).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cl.log(1).matches("SIGHUP:").count() <= said {
+            assert!(
+                Instant::now() < deadline,
+                "SIGHUP went unanswered: {}",
+                cl.log(1)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     replace(&expired);
     hup(&cl);
@@ -383,20 +393,20 @@ for _ in range(n):
     except OSError:
         failed += 1; s.close()
 print(len(socks), failed, flush=True)
-sys.stdin.readline()
-still = 0
-for s in socks:
-    s.setblocking(False)
-    try:
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-    except BlockingIOError:
-        still += 1
-    except OSError:
-        pass
-print(still, flush=True)
+for _ in sys.stdin:
+    still = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+        except BlockingIOError:
+            still += 1
+        except OSError:
+            pass
+    print(still, flush=True)
 "#;
 
 struct Holder {
@@ -455,33 +465,41 @@ fn twenty_thousand_idle_connections_neither_starve_a_client_nor_stay_open() {
         connected >= 19_000,
         "only {connected} of 20,000 idle connections made"
     );
-    // An authenticated call still answers at once.
+    // An authenticated call still answers (a user's promise: not starved; the figure
+    // is reported, the bound generous for a busy machine).
     let t = Instant::now();
     let o = cl.run_on(1, &["cluster", "status", "--json"]);
     let took = t.elapsed();
     assert!(o.status.success(), "{}", text(&o));
+    eprintln!("cluster status beside {connected} idle connections: {took:?}");
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(3),
         "cluster status took {took:?} beside {connected} idle connections"
     );
     // The supervisor holds at most max_connections (4096) of them, plus its own files.
     let fds = open_fds(pid);
     assert!(fds < 4096 + 256, "the supervisor holds {fds} descriptors");
-    // After the authentication deadline (10 s) every idle connection is closed.
-    std::thread::sleep(Duration::from_secs(12));
-    for h in &mut holders {
-        use std::io::Write;
-        h.child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"check\n")
-            .unwrap();
-        let still: usize = h.line().parse().unwrap_or(usize::MAX);
-        assert_eq!(
-            still, 0,
-            "{still} idle connections still open after the deadline"
+    // After the authentication deadline (10 s) every idle connection is closed: asked
+    // every second, for at most 25 s.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut still = usize::MAX;
+    while still > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{still} idle connections still open 25 s after they were made"
         );
+        std::thread::sleep(Duration::from_secs(1));
+        still = 0;
+        for h in &mut holders {
+            use std::io::Write;
+            h.child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(b"check\n")
+                .unwrap();
+            still += h.line().parse().unwrap_or(usize::MAX / 2);
+        }
     }
     let o = cl.run_on(1, &["cluster", "status"]);
     assert!(o.status.success(), "{}", text(&o));
