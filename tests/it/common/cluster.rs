@@ -409,21 +409,14 @@ impl Cluster {
     /// Cuts slot `slot` off the network (both directions) with iptables.
     pub fn cut_off(&mut self, slot: usize) {
         require_program("iptables", "iptables");
-        let chain = format!(
-            "HCT{}{}",
-            std::process::id() % 100000,
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
         let ip = self.nodes[slot - 1]
             .addr
             .rsplit_once(':')
             .unwrap()
             .0
             .to_string();
-        super::add_input_chain(
-            &chain,
-            &[&["-s", &ip, "-j", "DROP"], &["-d", &ip, "-j", "DROP"]],
-        );
+        let chain =
+            super::add_input_chain(&[&["-s", &ip, "-j", "DROP"], &["-d", &ip, "-j", "DROP"]]);
         self.chain = Some(chain);
     }
 

@@ -114,22 +114,18 @@ impl Etcd {
 
     /// Refuses the cluster's port (the operator's stays open) until `reconnect`.
     pub fn cut_cluster_port(&mut self) {
-        let chain = format!("HCE{}", std::process::id() % 1_000_000);
-        super::add_input_chain(
-            &chain,
-            &[&[
-                "-d",
-                &self.ip,
-                "-p",
-                "tcp",
-                "--dport",
-                "2379",
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ]],
-        );
+        let chain = super::add_input_chain(&[&[
+            "-d",
+            &self.ip,
+            "-p",
+            "tcp",
+            "--dport",
+            "2379",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]]);
         self.chain = Some(chain);
     }
 

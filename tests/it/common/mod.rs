@@ -378,21 +378,35 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// Every iptables chain the tests make is named `hct-<pid of the test binary>-<n>`, so
+/// a later run can tell the chains of a killed run from those of a running one.
+const CHAIN_PREFIX: &str = "hct-";
+
+static CHAINS: AtomicUsize = AtomicUsize::new(0);
+
 /// An iptables chain of this test's own, jumped to from INPUT, holding `rules` (each the
-/// arguments after `-A CHAIN`); removed with [`remove_input_chain`].
-pub fn add_input_chain(chain: &str, rules: &[&[&str]]) {
+/// arguments after `-A CHAIN`); its name, for [`remove_input_chain`].
+pub fn add_input_chain(rules: &[&[&str]]) -> String {
     require_program("iptables", "iptables");
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(sweep_stale_chains);
+    let chain = format!(
+        "{CHAIN_PREFIX}{}-{}",
+        std::process::id(),
+        CHAINS.fetch_add(1, Ordering::SeqCst)
+    );
     let ipt = |args: &[&str]| {
         let st = Command::new("iptables").args(args).status().unwrap();
         assert!(st.success(), "iptables {args:?}");
     };
-    ipt(&["-N", chain]);
+    ipt(&["-N", &chain]);
     for r in rules {
-        let mut args = vec!["-A", chain];
+        let mut args = vec!["-A", &chain];
         args.extend_from_slice(r);
         ipt(&args);
     }
-    ipt(&["-I", "INPUT", "-j", chain]);
+    ipt(&["-I", "INPUT", "-j", &chain]);
+    chain
 }
 
 /// Undoes [`add_input_chain`] (also after a failure: errors are ignored).
@@ -402,6 +416,32 @@ pub fn remove_input_chain(chain: &str) {
         .status();
     let _ = Command::new("iptables").args(["-F", chain]).status();
     let _ = Command::new("iptables").args(["-X", chain]).status();
+}
+
+/// Removes the chains of test processes that are gone: a test binary killed mid-cut
+/// never ran its Drop, and its DROP rules would cut the next run's addresses.
+fn sweep_stale_chains() {
+    let Ok(out) = Command::new("iptables").arg("-S").output() else {
+        return;
+    };
+    let me = std::env::current_exe().ok();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(chain) = line.strip_prefix("-N ") else {
+            continue;
+        };
+        let Some(pid) = chain
+            .strip_prefix(CHAIN_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let running = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if running.is_none() || running != me {
+            eprintln!("removing iptables chain {chain} left by a test run that is gone");
+            remove_input_chain(chain);
+        }
+    }
 }
 
 /// The example sleeper (`examples/sleeper.haco`) made to sleep an hour: every exit a
