@@ -18,6 +18,7 @@ mod isolation;
 mod launch_errors;
 mod mirror;
 mod privileges;
+mod rule_events;
 mod rules;
 mod scale;
 mod security;

@@ -94,13 +94,18 @@ impl Cluster {
 
     /// Starts 3 supervisors on an empty description and waits for 3 voters.
     pub fn start_three(&mut self) {
-        self.add_node(&[]);
+        self.start_three_with([&[], &[], &[]]);
+    }
+
+    /// [`Cluster::start_three`] with flags of each node's own (labels).
+    pub fn start_three_with(&mut self, flags: [&[&str]; 3]) {
+        self.add_node(flags[0]);
         self.wait_leader(Duration::from_secs(20));
-        self.add_node(&[]);
+        self.add_node(flags[1]);
         self.wait(Duration::from_secs(30), "node 2 joined", |s| {
             s["members"].as_array().unwrap().len() == 2
         });
-        self.add_node(&[]);
+        self.add_node(flags[2]);
         self.wait(
             Duration::from_secs(30),
             "3 voters up, membership settled",
