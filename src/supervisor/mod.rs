@@ -198,6 +198,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         config.listen,
         config.advertise
     );
+    log_settings(&config);
     if config.join.is_empty() {
         initialize_once(&raft, id, &config.advertise).await?;
     }
@@ -360,5 +361,48 @@ fn raise_fd_limit() {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
+    }
+}
+
+/// Says at start what the settings resolved to (file, flags and defaults merged), so an
+/// operator can tell which timings and paths a node really runs with.
+fn log_settings(c: &Config) {
+    tracing::info!(
+        "settings: cluster {}, voters {}, raft heartbeat {} ms, election timeout {}..{} ms, snapshot after {} entries, agent heartbeat {} ms, lease {} ms + margin {} ms, node ttl {} ms, voter replaced after {} ms, max connections {}, labels {:?}, state {}, cgroups {}, images {}",
+        c.cluster_name,
+        c.voters,
+        c.raft_heartbeat_ms,
+        c.election_timeout_min_ms,
+        c.election_timeout_max_ms,
+        c.snapshot_after,
+        c.heartbeat_ms,
+        c.lease_ms,
+        c.lease_margin_ms,
+        c.node_ttl_ms,
+        c.replace_voter_after_ms,
+        c.limits.max_connections,
+        c.labels,
+        c.state_dir.display(),
+        c.cgroup_parent,
+        c.image_store.display(),
+    );
+    let r = &c.registry;
+    tracing::info!(
+        "settings: registries: insecure {:?}, mirrors {:?}, CAs {:?}, auth file {:?}",
+        r.insecure_registries,
+        r.mirrors,
+        r.registry_ca,
+        r.auth_file
+    );
+    if let Some(e) = &c.etcd {
+        tracing::info!(
+            "settings: etcd mirror {:?} under {}, CA {:?}, client certificate {:?}, user {:?}, resync every {} s",
+            e.endpoints,
+            e.prefix,
+            e.tls.as_ref().map(|t| &t.ca_file),
+            e.tls.as_ref().and_then(|t| t.identity.as_ref().map(|i| &i.0)),
+            e.user.as_ref().map(|u| &u.0),
+            e.resync.as_secs()
+        );
     }
 }

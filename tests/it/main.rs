@@ -17,6 +17,7 @@ mod images;
 mod isolation;
 mod launch_errors;
 mod mirror;
+mod node_config;
 mod privileges;
 mod rule_events;
 mod rules;
