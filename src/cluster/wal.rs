@@ -3,7 +3,9 @@
 //! truncations and purges are records of their own, fsynced before they return. The
 //! entries not yet purged are also kept in memory (a snapshot every 1,000 entries keeps
 //! them few), so reads never touch the disk. On open the file is read through; a torn
-//! last record (a crash in the middle of a write) is cut off. When the file has grown
+//! last record (a crash in the middle of a write) is cut off, while a record that fails
+//! its checksum with a whole record after it is damage, not a crash: the open refuses,
+//! naming both offsets, and cuts nothing (acknowledged entries follow). When the file has grown
 //! past [`COMPACT_AT`] a purge rewrites it with only what is left.
 //!
 //! The file is allocated ahead in [`PREALLOCATE`] steps (`fallocate`) and records are
@@ -80,6 +82,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Whether a whole record (length, checksum and payload that decodes) starts at `at`.
+fn whole_record_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let head = bytes.get(at..at.checked_add(12)?)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let sum = u64::from_le_bytes(head[4..12].try_into().ok()?);
+    let payload = bytes.get(at + 12..(at + 12).checked_add(len)?)?;
+    let decodes =
+        bincode::serde::decode_from_slice::<Record, _>(payload, bincode::config::standard())
+            .is_ok();
+    (len > 0 && fnv1a(payload) == sum && decodes).then_some(at)
+}
+
 fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
@@ -114,6 +128,15 @@ impl Wal {
                 break;
             };
             if fnv1a(payload) != sum {
+                // A crash tears only the last write; a whole record after this one means
+                // the file was damaged in place, and cutting here would drop entries
+                // that were acknowledged.
+                if let Some(next) = whole_record_at(&bytes, at + 12 + len) {
+                    return Err(io::Error::other(format!(
+                        "{}: the record at byte {at} fails its checksum but a whole record follows at byte {next}: the log is damaged, not torn by a crash; nothing was cut (restore this node's data directory, or remove the node and let it join afresh)",
+                        path.display()
+                    )));
+                }
                 break;
             }
             let Ok((record, _)) = bincode::serde::decode_from_slice::<Record, _>(
@@ -359,6 +382,83 @@ mod tests {
         assert_eq!(indexes(&w), vec![3, 4, 5]);
         assert_eq!(w.last_purged().map(|l| l.index), Some(2));
         assert_eq!(w.committed().map(|l| l.index), Some(3));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("haconiwa-wal-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Three records, each one entry, synced; their offsets.
+    fn three_records(path: &Path) -> Vec<usize> {
+        let mut w = Wal::open(path).unwrap();
+        let mut at = vec![0usize];
+        for i in 1..=3 {
+            w.append(vec![entry(i)]).unwrap();
+            at.push(w.size as usize);
+        }
+        w.syncer().unwrap().sync_data().unwrap();
+        at
+    }
+
+    #[test]
+    fn a_torn_record_inside_the_space_allocated_ahead_is_cut_and_the_space_kept() {
+        let dir = scratch("torn-inside");
+        let path = dir.join("raft.log");
+        let at = three_records(&path);
+        let allocated = std::fs::metadata(&path).unwrap().len();
+        assert!(allocated > at[3] as u64 + 64, "no space allocated ahead");
+        // The crash: a fourth record half written where the log ends, zeros after it.
+        let torn = encode(&Record::Append(vec![entry(4)])).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&torn[..torn.len() / 2], at[3] as u64)
+            .unwrap();
+        drop(f);
+        let mut w = Wal::open(&path).unwrap();
+        assert_eq!(indexes(&w), vec![1, 2, 3]);
+        assert_eq!(w.size as usize, at[3]);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            bytes.len() as u64,
+            allocated,
+            "the allocated space was lost"
+        );
+        assert!(bytes[at[3]..].iter().all(|b| *b == 0), "torn bytes left");
+        // The next append takes the torn record's place and reads back.
+        w.append(vec![entry(4)]).unwrap();
+        w.syncer().unwrap().sync_data().unwrap();
+        drop(w);
+        assert_eq!(indexes(&Wal::open(&path).unwrap()), vec![1, 2, 3, 4]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_checksum_mismatch_mid_file_refuses_to_open_and_cuts_nothing() {
+        let dir = scratch("damaged");
+        let path = dir.join("raft.log");
+        let at = three_records(&path);
+        // A byte of the second record's payload flipped on the disk.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at[1] + 12 + 1] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = match Wal::open(&path) {
+            Ok(w) => panic!("a damaged log opened with entries {:?}", indexes(&w)),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&format!("the record at byte {} fails its checksum", at[1]))
+                && err.contains(&format!("a whole record follows at byte {}", at[2])),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was changed");
+        // The same flip in the last record is a torn tail: cut, the others kept.
+        bytes[at[1] + 12 + 1] ^= 0x40;
+        bytes[at[2] + 12 + 1] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(indexes(&Wal::open(&path).unwrap()), vec![1, 2]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
