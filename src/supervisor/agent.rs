@@ -13,7 +13,7 @@
 
 use super::error::OpResult;
 use super::images::{Images, PullFailed, Pulled};
-use super::shared::{lock, Supervisor};
+use super::shared::{lock, Route, Supervisor};
 use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
 use crate::runtime::bootstrap::BootstrapError;
@@ -621,20 +621,21 @@ fn local_view(l: &LocalState) -> Local {
 
 /// Reports an observation to the leader (proposing directly when this node leads).
 pub async fn send_report(core: &Supervisor, id: &str, observed: &Observed) -> OpResult<()> {
-    if core.is_leader() {
-        return core
+    match core.route()? {
+        Route::Here => core
             .propose(Command::Observe {
                 id: id.to_string(),
                 node: core.id,
                 observed: observed.clone(),
             })
             .await
-            .map(|_| ());
+            .map(|_| ()),
+        Route::Leader { addr, .. } => {
+            core.peers
+                .report(&addr, core.id, id, observed, RPC_TIMEOUT)
+                .await
+        }
     }
-    let (_, leader) = core.leader_elsewhere()?;
-    core.peers
-        .report(&leader, core.id, id, observed, RPC_TIMEOUT)
-        .await
 }
 
 /// Heartbeats the leader forever, and renews this node's lease on each acknowledgement:
@@ -652,19 +653,20 @@ pub async fn heartbeat_loop(core: Arc<Supervisor>, runtime: Runtime) {
         tick.tick().await;
         let sent = lease::now_ms();
         let applied_index = core.applied_index();
-        let acked = if core.is_leader() {
+        let acked = match core.route() {
             // The leader's own record: registered (and marked up again after a time
             // down) by the leader's loop; it is acknowledged by its quorum, not by itself.
-            core.acting_leader()
-                && core
-                    .state()
-                    .nodes()
-                    .get(&core.id)
-                    .is_some_and(|n| n.status != NodeStatus::Left)
-        } else if let Ok((_, leader)) = core.leader_elsewhere() {
-            match core
+            Ok(Route::Here) => {
+                core.acting_leader()
+                    && core
+                        .state()
+                        .nodes()
+                        .get(&core.id)
+                        .is_some_and(|n| n.status != NodeStatus::Left)
+            }
+            Ok(Route::Leader { addr, .. }) => match core
                 .peers
-                .heartbeat(&leader, core.id, applied_index, rpc_timeout)
+                .heartbeat(&addr, core.id, applied_index, rpc_timeout)
                 .await
             {
                 Ok(()) => true,
@@ -672,9 +674,8 @@ pub async fn heartbeat_loop(core: Arc<Supervisor>, runtime: Runtime) {
                     tracing::debug!("heartbeat: {e}");
                     false
                 }
-            }
-        } else {
-            false
+            },
+            Err(_) => false,
         };
         if acked {
             if let Err(e) = lease::renew(&lease_file, sent + core.config.lease_ms) {

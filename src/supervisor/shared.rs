@@ -51,6 +51,20 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where [`Supervisor::route`] sends a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This member leads: do it here.
+    Here,
+    /// Another member leads: send it there.
+    Leader {
+        /// Its id.
+        id: NodeId,
+        /// Its address.
+        addr: String,
+    },
+}
+
 impl Supervisor {
     /// Builds the shared state (inside the runtime: it starts the proposer's task).
     pub fn new(
@@ -176,9 +190,19 @@ impl Supervisor {
         Some((id, addr))
     }
 
-    /// The leader's id and address when it is another member: the calls of a follower
-    /// go there.
-    pub fn leader_elsewhere(&self) -> OpResult<(NodeId, String)> {
+    /// Where a write or a report from this member goes: here when it leads, else to the
+    /// leader it knows. The one decision behind the client calls a follower forwards,
+    /// the agent's reports and its heartbeats.
+    pub fn route(&self) -> OpResult<Route> {
+        if self.is_leader() {
+            return Ok(Route::Here);
+        }
+        self.leader_elsewhere()
+            .map(|(id, addr)| Route::Leader { id, addr })
+    }
+
+    /// The leader's id and address when it is another member.
+    fn leader_elsewhere(&self) -> OpResult<(NodeId, String)> {
         let (id, addr) = self
             .leader()
             .ok_or_else(|| OpError::Unavailable("no leader elected yet; retry shortly".into()))?;

@@ -38,11 +38,14 @@ pub struct ClusterService {
 /// Runs the call on the leader: returns its reply when this node is a follower.
 macro_rules! on_leader {
     ($self:ident, $req:ident, $method:ident) => {
-        if $self.core.is_leader() && !$self.core.await_quorum().await {
-            return Err($self.core.cut_off().into());
-        }
-        if !$self.core.is_leader() {
-            if $req.metadata().get(FORWARDED_HEADER).is_some() {
+        match $self.core.route() {
+            Ok($crate::supervisor::shared::Route::Here) => {
+                if !$self.core.await_quorum().await {
+                    return Err($self.core.cut_off().into());
+                }
+            }
+            // Forwarded once at most: a member that is not the leader either says so.
+            _ if $req.metadata().get(FORWARDED_HEADER).is_some() => {
                 return Err(Status::unavailable(format!(
                     "node {} is not the leader (leader: {})",
                     $self.core.id,
@@ -53,17 +56,19 @@ macro_rules! on_leader {
                         .unwrap_or_else(|| "unknown".into())
                 )));
             }
-            let (id, addr) = $self.core.leader_elsewhere()?;
-            let hint = format!("{id}@{addr}");
-            let mut client = $self.peers.client_to(&addr)?;
-            let mut fwd = Request::new($req.into_inner());
-            fwd.metadata_mut()
-                .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
-            let mut reply = client.$method(fwd).await?;
-            if let Ok(v) = MetadataValue::try_from(hint.as_str()) {
-                reply.metadata_mut().insert(LEADER_HEADER, v);
+            Err(e) => return Err(e.into()),
+            Ok($crate::supervisor::shared::Route::Leader { id, addr }) => {
+                let hint = format!("{id}@{addr}");
+                let mut client = $self.peers.client_to(&addr)?;
+                let mut fwd = Request::new($req.into_inner());
+                fwd.metadata_mut()
+                    .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+                let mut reply = client.$method(fwd).await?;
+                if let Ok(v) = MetadataValue::try_from(hint.as_str()) {
+                    reply.metadata_mut().insert(LEADER_HEADER, v);
+                }
+                return Ok(reply);
             }
-            return Ok(reply);
         }
     };
 }
