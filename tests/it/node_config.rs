@@ -5,6 +5,7 @@
 //! — or, for timings and paths nothing outside shows, in the settings the node logs.
 //! Runs in a network namespace of its own, with addresses on a veth inside it.
 
+use crate::common::output_text as text;
 use crate::common::{busybox_rootfs, cgroup_dirs, require_program, require_root, Scratch, BIN};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -95,14 +96,6 @@ impl Drop for Site {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_supervisor_runs_from_node_toml_with_every_key_set() {
     require_root();
@@ -119,33 +112,18 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
         assert!(o.status.success(), "{args:?}: {}", text(&o));
     };
     let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
-    tool(&["tls", "ca", "create", "--dir", &p("")]);
-    for (node, ip) in [("7", "10.77.0.1"), ("8", "10.77.0.2")] {
-        tool(&[
-            "tls",
-            "cert",
-            "create",
-            "--ca-dir",
-            &p(""),
-            "--dir",
-            &p(""),
-            "--node",
-            node,
-            "--ip",
-            ip,
-        ]);
-    }
-    tool(&[
-        "tls",
-        "cert",
-        "create",
-        "--ca-dir",
-        &p(""),
-        "--dir",
-        &p(""),
-        "--client",
-        "admin",
-    ]);
+    let pki_dir = p("");
+    tool(&["tls", "ca", "create", "--dir", &pki_dir]);
+    let cert = |what: &[&str]| {
+        let mut args = vec![
+            "tls", "cert", "create", "--ca-dir", &pki_dir, "--dir", &pki_dir,
+        ];
+        args.extend_from_slice(what);
+        tool(&args);
+    };
+    cert(&["--node", "7", "--ip", "10.77.0.1"]);
+    cert(&["--node", "8", "--ip", "10.77.0.2"]);
+    cert(&["--client", "admin"]);
     std::fs::write(dir.join("auth.json"), "{\"auths\": {}}").unwrap();
 
     let mut site = Site {

@@ -4,6 +4,7 @@
 //! the port's bounds under 20,000 idle connections.
 
 use crate::common::cluster::Cluster;
+use crate::common::output_text as text;
 use crate::common::{Scratch, BIN};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -50,14 +51,6 @@ fn tls(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A CA in `dir`, node certificates for `ips` (node K gets ips[K-1] and `extra_ip`) and a

@@ -2,6 +2,7 @@
 //! `vagrant validate --ignore-provider` for 3 and 5 VMs with the binary the VMs get, and
 //! the clear refusals of a bad VM count and a missing binary.
 
+use crate::common::output_text as text;
 use crate::common::{require_program, Scratch, BIN};
 use std::process::{Command, Output};
 
@@ -18,14 +19,6 @@ fn validate(scratch: &Scratch, nodes: &str, bin: &str) -> Output {
         .env("VAGRANT_HOME", scratch.path.join("home"))
         .output()
         .expect("run vagrant")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -378,6 +378,11 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// Stdout then stderr of a command, for failure messages and searches.
+pub fn output_text(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
 /// Every iptables chain the tests make is named `hct-<pid of the test binary>-<n>`, so
 /// a later run can tell the chains of a killed run from those of a running one.
 const CHAIN_PREFIX: &str = "hct-";
