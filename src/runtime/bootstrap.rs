@@ -73,17 +73,40 @@ impl Ctx<'_> {
     fn run(&self, what: &str, cmd: &mut Command) -> Result<(), BootstrapError> {
         let out = cmd.output().map_err(|e| self.err(what, e))?;
         if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(self.err(
-                what,
-                if msg.is_empty() {
-                    out.status.to_string()
-                } else {
-                    msg
-                },
-            ));
+            return Err(self.err(what, failure_reason(&out)));
         }
         Ok(())
+    }
+}
+
+/// Why a tool failed, in a line or a few: its stderr, else its stdout (debootstrap says
+/// why there), the `E:` lines when it marks its errors so, else the last lines; the exit
+/// status when it said nothing.
+fn failure_reason(out: &std::process::Output) -> String {
+    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+        String::from_utf8_lossy(&out.stderr)
+    } else {
+        String::from_utf8_lossy(&out.stdout)
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let marked: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("E:"))
+        .collect();
+    let said = if marked.is_empty() {
+        lines[lines.len().saturating_sub(3)..].join("; ")
+    } else {
+        marked.join("; ")
+    };
+    if said.is_empty() {
+        out.status.to_string()
+    } else {
+        format!("{said} ({})", out.status)
     }
 }
 

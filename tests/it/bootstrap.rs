@@ -260,3 +260,81 @@ fn directory_root_and_an_edited_step_runs_again() {
     assert!(!source.join("srv").exists(), "the source was written");
     host.assert_clean();
 }
+
+/// The local Debian mirror scripts/test makes (scripts/debian-mirror); the test never
+/// reaches the archive itself.
+fn debian_mirror() -> std::path::PathBuf {
+    let dir = std::env::var_os("HACONIWA_DEBIAN_MIRROR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/haconiwa/debian-mirror".into());
+    assert!(
+        dir.join("complete").is_file(),
+        "no local Debian mirror in {} (scripts/test makes it: scripts/debian-mirror)",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn debootstrap_root_from_a_local_mirror_and_a_failed_one_leaves_nothing() {
+    require_program("debootstrap", "debootstrap");
+    let mirror = debian_mirror();
+    let host = Host::new("bs-debootstrap");
+    let root = host.scratch.path.join("deb");
+    let recipe = format!(
+        "#{{ strategy: \"debootstrap\", suite: \"bookworm\", variant: \"minbase\", mirror: \"file://{}\" }}",
+        mirror.display()
+    );
+    let t0 = std::time::Instant::now();
+    let out = create_and_run(
+        &host,
+        "deb",
+        &root,
+        &recipe,
+        "[\"/bin/sh\", \"-c\", \"cat /etc/debian_version; dpkg-query -W -f='${Status}' dpkg\"]",
+    );
+    eprintln!(
+        "debootstrap minbase from the local mirror: {:?}",
+        t0.elapsed()
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("12."), "not Debian 12: {out}");
+    assert_eq!(lines.get(1).copied(), Some("install ok installed"), "{out}");
+    // A suite the mirror does not have: the step and debootstrap's reason, nothing left.
+    let bad_root = host.scratch.path.join("nosuch");
+    let def = host.haco_raw(
+        "nosuch",
+        &format!(
+            "haconiwa.define(|c| {{\n  c.name = \"nosuch\";\n  c.chroot_to(\"{}\");\n  c.bootstrap(#{{ strategy: \"debootstrap\", suite: \"no-such-suite\", variant: \"minbase\", mirror: \"file://{}\" }});\n  c.init_command = [\"/bin/true\"];\n}});\n",
+            bad_root.display(),
+            mirror.display()
+        ),
+    );
+    let o = host.run(&["create", def.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let reason = err
+        .lines()
+        .find(|l| l.contains("bootstrap of"))
+        .unwrap_or_else(|| panic!("no bootstrap error: {err}"));
+    eprintln!("{reason}");
+    assert!(
+        reason.contains("(debootstrap)")
+            && reason.contains("E: No such script")
+            && reason.contains("no-such-suite"),
+        "{reason}"
+    );
+    assert!(
+        !bad_root.exists(),
+        "a failed bootstrap left {}",
+        bad_root.display()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&host.scratch.path)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("nosuch") && n != "nosuch.haco")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    host.assert_clean();
+}
