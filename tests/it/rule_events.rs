@@ -70,6 +70,20 @@ fn event_seen(cl: &Cluster, matches: impl Fn(&Value) -> bool) -> bool {
     seen
 }
 
+/// Waits until the hosts' cgroups run exactly `want` (node → count) of `definition`.
+fn wait_really(cl: &Cluster, definition: &str, want: &[(u64, usize)]) {
+    let want: BTreeMap<u64, usize> = want.iter().copied().collect();
+    let deadline = Instant::now() + T;
+    while really_of(cl, definition) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the hosts run {:?} of {definition}, not {want:?}",
+            really_of(cl, definition)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Writes a rule file beside the definitions and applies it.
 fn apply(cl: &Cluster, name: &str, text: &str) {
     let p = cl.scratch.path.join(name);
@@ -151,6 +165,7 @@ fn rule_events_and_actions_run_on_a_real_leader() {
         tickers.keys().all(|n| *n == 2 || *n == 3),
         "a ticker outside zone b: {tickers:?}"
     );
+    wait_really(&cl, "ticker", &tickers.into_iter().collect::<Vec<_>>());
     // container_exit + node: the short one ends, an `after` starts on its node.
     cl.ok(&[
         "spawn",
@@ -162,6 +177,7 @@ fn rule_events_and_actions_run_on_a_real_leader() {
         !running_of(c, "after").is_empty()
     });
     assert_eq!(running_of(&c, "after"), BTreeMap::from([(3, 1)]), "{c:#?}");
+    wait_really(&cl, "after", &[(3, 1)]);
 
     // kill(id): a doomed container is stopped by the rule as soon as it is placed.
     let doomed = cl.scratch.path.join("doomed.haco");
@@ -190,18 +206,9 @@ fn rule_events_and_actions_run_on_a_real_leader() {
         .filter(|x| x["definition"] == "extra" && x["desired"] == "running")
         .count();
     assert_eq!(wanted, 2, "{c:#?}");
-    let deadline = Instant::now() + T;
-    while really_of(&cl, "extra").values().sum::<usize>() != 2
-        || !really_of(&cl, "doomed").is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the hosts run {:?} extras and {:?} doomed",
-            really_of(&cl, "extra"),
-            really_of(&cl, "doomed")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let extras: Vec<(u64, usize)> = running_of(&c, "extra").into_iter().collect();
+    wait_really(&cl, "extra", &extras);
+    wait_really(&cl, "doomed", &[]);
 
     // node_down and node_up: a zone-b follower dies; the rule marks it on zone a, the
     // timer's tickers come back to 3 on the other zone-b node, and when it returns an
@@ -214,6 +221,8 @@ fn rule_events_and_actions_run_on_a_real_leader() {
         !running_of(c, "downmark").is_empty() && running_of(c, "ticker").get(&other_b) == Some(&3)
     });
     assert_eq!(running_of(&c, "downmark"), BTreeMap::from([(1, 1)]));
+    wait_really(&cl, "downmark", &[(1, 1)]);
+    wait_really(&cl, "ticker", &[(other_b, 3)]);
     assert!(
         cl.log(leader as usize)
             .contains(&format!("saw node {victim} down")),
@@ -224,6 +233,7 @@ fn rule_events_and_actions_run_on_a_real_leader() {
         !running_of(c, "upmark").is_empty()
     });
     assert_eq!(running_of(&c, "upmark"), BTreeMap::from([(victim, 1)]));
+    wait_really(&cl, "upmark", &[(victim, 1)]);
 
     // An impossible placement: rule_failed with the reason, and a back-off of about a
     // second while the cluster keeps changing (an evaluation per change would spin).
