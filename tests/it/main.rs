@@ -5,6 +5,7 @@ mod common;
 
 mod architecture;
 mod bootstrap;
+mod cgroup_v2_guest;
 mod cluster;
 mod daemon;
 mod demo;
