@@ -19,6 +19,7 @@ pub fn container(c: &pb::Container) -> Value {
         "error": c.error,
         "labels": c.labels,
         "image": if c.image.is_empty() { Value::Null } else { json!(c.image) },
+        "health": if c.health.is_empty() { Value::Null } else { json!(c.health) },
         "pull": if c.state == "pulling" {
             json!({"done": c.pull_done, "total": c.pull_total})
         } else {

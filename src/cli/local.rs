@@ -183,7 +183,10 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             for c in list {
                 let s = &c.state;
                 let status = match s.status {
-                    Status::Running => "running".to_string(),
+                    Status::Running => match &c.health {
+                        Some(h) => h.status.clone(),
+                        None => "running".to_string(),
+                    },
                     Status::Creating => "creating".to_string(),
                     Status::Exited if s.oom_killed => "oom-killed".to_string(),
                     Status::Exited if s.lost => "lost".into(),
@@ -249,7 +252,9 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),
         // The helpers: the request on stdin, the reply on stdout (runtime::helper).
-        Command::ProvisionStep | Command::Monitor => Ok(crate::runtime::helper::serve()),
+        Command::ProvisionStep | Command::Monitor | Command::Probe => {
+            Ok(crate::runtime::helper::serve())
+        }
     }
 }
 

@@ -219,6 +219,9 @@ pub enum Command {
     /// Internal: run one provision step (JSON job on stdin) in its sandbox.
     #[command(name = "__provision", hide = true)]
     ProvisionStep,
+    /// Internal: probe a running container's health once (JSON request on stdin).
+    #[command(name = "__probe", hide = true)]
+    Probe,
 }
 
 /// `haconiwa watch ...`

@@ -253,17 +253,18 @@ async fn containers(
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  RULE",
-            "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "PID", "EXIT"
+            "{:<28} {:<14} {:>4} {:<8} {:<9} {:<9} {:>6} {:>4}  RULE",
+            "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "HEALTH", "PID", "EXIT"
         );
         for x in &r.containers {
             println!(
-                "{:<28} {:<14} {:>4} {:<8} {:<9} {:>6} {:>4}  {}",
+                "{:<28} {:<14} {:>4} {:<8} {:<9} {:<9} {:>6} {:>4}  {}",
                 x.id,
                 x.definition,
                 x.node,
                 x.desired,
                 x.state,
+                if x.health.is_empty() { "-" } else { &x.health },
                 if x.pid > 0 {
                     x.pid.to_string()
                 } else {

@@ -3,7 +3,7 @@
 //! level-triggered: the same inputs give the same actions, so a lost report is simply
 //! decided again on the next pass. The agent carries the actions out.
 
-use crate::cluster::state::{ContainerRecord, Desired, NodeId, Observed};
+use crate::cluster::state::{ContainerRecord, Desired, Health, NodeId, Observed};
 use std::collections::{HashMap, HashSet};
 
 /// A local container as the agent sees it (from its state record).
@@ -21,6 +21,10 @@ pub struct Local {
     pub reason: Option<String>,
     /// Its end was concluded (processes and monitor gone), not recorded.
     pub lost: bool,
+    /// What its health checks say (running containers with a check).
+    pub health: Option<Health>,
+    /// Why this node stopped it, when it did on its own (it turned unhealthy).
+    pub stopped_for: Option<String>,
 }
 
 /// Lifecycle of a local container.
@@ -80,7 +84,17 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
         match i.local.get(&c.id) {
             Some(l) if l.status == LocalStatus::Running => {
                 if wanted {
-                    report(c, Observed::Running { pid: l.pid });
+                    report(
+                        c,
+                        match l.health {
+                            None => Observed::Running { pid: l.pid },
+                            Some(health) => Observed::Checked { pid: l.pid, health },
+                        },
+                    );
+                    // Unhealthy: stopped here; the rule replaces it once it ended.
+                    if l.health == Some(Health::Unhealthy) {
+                        kill.push(c.id.clone());
+                    }
                 } else {
                     kill.push(c.id.clone());
                 }
@@ -92,7 +106,11 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
                         Observed::Exited {
                             code: l.exit_code,
                             oom_killed: l.oom_killed,
-                            error: l.reason.clone().filter(|_| l.lost),
+                            error: l
+                                .reason
+                                .clone()
+                                .filter(|_| l.lost)
+                                .or_else(|| l.stopped_for.clone()),
                         },
                     );
                 } else {
@@ -168,6 +186,8 @@ mod tests {
             oom_killed: false,
             reason: None,
             lost: false,
+            health: None,
+            stopped_for: None,
         }
     }
 
@@ -255,6 +275,47 @@ mod tests {
         let acts = run(&running, &[("a", lost)], false, &[], &[]);
         assert!(
             matches!(&acts[..], [Action::Report(_, Observed::Exited { error: Some(e), .. })] if e.starts_with("lost")),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn health_is_reported_and_an_unhealthy_container_stopped_with_its_reason() {
+        let c = [rec("a", RUN, Observed::Running { pid: 4 })];
+        let mut l = local(LocalStatus::Running, 4);
+        l.health = Some(Health::Healthy);
+        let healthy = Observed::Checked {
+            pid: 4,
+            health: Health::Healthy,
+        };
+        assert_eq!(
+            run(&c, &[("a", l.clone())], false, &[], &[]),
+            [Action::Report("a".into(), healthy)]
+        );
+        l.health = Some(Health::Unhealthy);
+        let unhealthy = Observed::Checked {
+            pid: 4,
+            health: Health::Unhealthy,
+        };
+        assert_eq!(
+            run(&c, &[("a", l.clone())], false, &[], &[]),
+            [
+                Action::Report("a".into(), unhealthy.clone()),
+                Action::Kill("a".into())
+            ]
+        );
+        // Reported already: still killed until it ended (level-triggered).
+        assert_eq!(
+            run(&c, &[("a", l)], false, &[], &[("a", unhealthy)]),
+            [Action::Kill("a".into())]
+        );
+        // Ended: reported with why this node stopped it.
+        let mut ended = local(LocalStatus::Exited, 4);
+        ended.exit_code = Some(137);
+        ended.stopped_for = Some("unhealthy: tcp 80 failed 3 times in a row".into());
+        let acts = run(&c, &[("a", ended)], false, &[], &[]);
+        assert!(
+            matches!(&acts[..], [Action::Report(_, Observed::Exited { code: Some(137), error: Some(e), .. })] if e.starts_with("unhealthy: tcp 80")),
             "{acts:?}"
         );
     }

@@ -1,16 +1,18 @@
 //! The one protocol between a caller that must not launch in its own process (the
 //! supervisor is multi-threaded: the multi-thread rule of docs/architecture.md) and the
-//! single-threaded helper, `haconiwa __monitor` or `haconiwa __provision`, that does.
+//! single-threaded helper, `haconiwa __monitor`, `__provision` or `__probe`, that does.
 //!
 //! The caller writes one typed [`Request`] (JSON) on the helper's stdin and reads one
 //! typed [`Reply`] from its stdout; nothing travels in arguments or environment
 //! variables. A provision step's output goes to the helper's stderr (the caller shows
 //! it and keeps its end for the error); a monitor's goes to the container's log.
 
+use super::probe::Finding;
 use super::provision::Job;
 use super::state::State;
 use super::{Runtime, RuntimeError};
 use crate::launcher::LaunchError;
+use crate::spec::health::Probe;
 use crate::spec::ContainerSpec;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -65,6 +67,17 @@ pub enum Request {
         /// The step and its sandbox.
         job: Box<Job>,
     },
+    /// Probe a running container's health once.
+    Probe {
+        /// Its runtime.
+        place: Place,
+        /// The container.
+        name: String,
+        /// What to probe.
+        probe: Probe,
+        /// How long a network wait may take, ms.
+        timeout_ms: u64,
+    },
 }
 
 impl Request {
@@ -73,6 +86,7 @@ impl Request {
         match self {
             Request::Monitor { .. } => "__monitor",
             Request::Provision { .. } => "__provision",
+            Request::Probe { .. } => "__probe",
         }
     }
 }
@@ -84,6 +98,8 @@ pub enum Reply {
     Started(Box<State>),
     /// The step's container ran and exited with this code.
     Ran(i32),
+    /// The probe ran: what it found.
+    Probed(Finding),
     /// It could not start.
     Failed(Failure),
 }
@@ -94,6 +110,9 @@ pub enum Failure {
     /// The launch failed: the container, the step and the OS error.
     #[error(transparent)]
     Launch(LaunchError),
+    /// The container is not there or not running (any more).
+    #[error("container '{0}' is not running")]
+    Gone(String),
     /// Anything else of the runtime (a state file, a name).
     #[error("{0}")]
     Runtime(String),
@@ -103,6 +122,7 @@ impl From<RuntimeError> for Failure {
     fn from(e: RuntimeError) -> Failure {
         match e {
             RuntimeError::Launch(l) => Failure::Launch(l),
+            RuntimeError::NotRunning(n) | RuntimeError::NotFound(n) => Failure::Gone(n),
             other => Failure::Runtime(other.to_string()),
         }
     }
@@ -192,6 +212,64 @@ pub async fn call_async(request: &Request) -> Result<(Reply, Vec<u8>), HelperErr
     decode(verb, out)
 }
 
+/// [`call_async`] bounded by `limit`: past it the helper's whole process group (a
+/// probe's attached command included) is killed and `None` returned.
+pub async fn call_bounded(
+    request: &Request,
+    limit: std::time::Duration,
+) -> Option<Result<(Reply, Vec<u8>), HelperError>> {
+    use tokio::io::AsyncWriteExt;
+    let verb = request.verb();
+    let start = |source| HelperError::Start { verb, source };
+    let body = match serde_json::to_vec(request) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(start(e.into()))),
+    };
+    let mut cmd = command(verb);
+    cmd.process_group(0);
+    let mut child = match tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Some(Err(start(e))),
+    };
+    let group = child.id();
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = stdin.write_all(&body).await {
+            return Some(Err(start(e)));
+        }
+    }
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => Some(decode(verb, out)),
+        Ok(Err(e)) => Some(Err(start(e))),
+        Err(_) => {
+            // The helper is killed when its future is dropped; its group goes first.
+            if let Some(pgid) = group.and_then(|g| i32::try_from(g).ok()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Points stdout at stderr and returns a copy of the old stdout: what a step or a
+/// probe's command prints would mix with the reply otherwise.
+fn reply_channel() -> Option<std::os::fd::OwnedFd> {
+    match nix::unistd::dup(std::io::stdout())
+        .and_then(|fd| nix::unistd::dup2_stdout(std::io::stderr()).map(|()| fd))
+    {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("haconiwa: keep the reply channel: {e}");
+            None
+        }
+    }
+}
+
 /// The helper's side: reads the request, does it, writes the reply; returns the process
 /// exit code. Single-threaded processes only (it launches).
 pub fn serve() -> i32 {
@@ -214,17 +292,27 @@ pub fn serve() -> i32 {
         // A step's output would mix with the reply: stdout keeps only the reply, what
         // the step prints goes to stderr.
         Ok(Request::Provision { place, job }) => {
-            let channel = match nix::unistd::dup(std::io::stdout())
-                .and_then(|fd| nix::unistd::dup2_stdout(std::io::stderr()).map(|()| fd))
-            {
-                Ok(fd) => fd,
-                Err(e) => {
-                    eprintln!("haconiwa: keep the reply channel: {e}");
-                    return 1;
-                }
+            let Some(channel) = reply_channel() else {
+                return 1;
             };
             let reply = match super::provision::run_job(&place.runtime(), *job) {
                 Ok(code) => Reply::Ran(code),
+                Err(e) => Reply::Failed(e.into()),
+            };
+            (reply, Some(channel))
+        }
+        Ok(Request::Probe {
+            place,
+            name,
+            probe,
+            timeout_ms,
+        }) => {
+            let Some(channel) = reply_channel() else {
+                return 1;
+            };
+            let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+            let reply = match super::probe::run(&place.runtime(), &name, &probe, timeout) {
+                Ok(found) => Reply::Probed(found),
                 Err(e) => Reply::Failed(e.into()),
             };
             (reply, Some(channel))

@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod helper;
 pub mod lease;
+pub mod probe;
 pub mod provision;
 pub mod state;
 
@@ -199,6 +200,9 @@ pub struct Listed {
     pub state: State,
     /// The command line.
     pub command: Vec<String>,
+    /// What its health checks found last (containers with a check, under a supervisor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<state::HealthRecord>,
 }
 
 impl Runtime {
@@ -575,7 +579,12 @@ impl Runtime {
                     .read_spec()
                     .map(|s| s.init_command)
                     .unwrap_or_default();
-                Listed { state, command }
+                let health = self.dir(&state.name).read_health();
+                Listed {
+                    state,
+                    command,
+                    health,
+                }
             })
             .collect()
     }

@@ -62,6 +62,20 @@ pub struct State {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// What a container's health checks found last (`health.json`, written by the node's
+/// agent, shown by `ps`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// starting | healthy | unhealthy.
+    pub status: String,
+    /// Failed probes in a row.
+    pub failures: u32,
+    /// What the last probe said.
+    pub detail: String,
+    /// When the last probe ended, seconds since the epoch.
+    pub checked_at: u64,
+}
+
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -93,6 +107,25 @@ impl ContainerDir {
     /// The container's writable layer of its root filesystem.
     pub fn layer_dir(&self) -> PathBuf {
         self.path.join("layer")
+    }
+
+    /// `health.json`: what the node's agent last found with its health checks.
+    pub fn health_file(&self) -> PathBuf {
+        self.path.join("health.json")
+    }
+
+    /// Reads `health.json` (none: no check has run).
+    pub fn read_health(&self) -> Option<HealthRecord> {
+        let text = std::fs::read_to_string(self.health_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Replaces `health.json`.
+    pub fn write_health(&self, h: &HealthRecord) -> io::Result<()> {
+        write_atomic(
+            &self.health_file(),
+            &serde_json::to_vec_pretty(h).map_err(io::Error::other)?,
+        )
     }
 
     /// Reads `state.json`.

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod haco;
+pub mod health;
 pub mod image_ref;
 mod model;
 pub mod names;

@@ -89,6 +89,10 @@ pub struct ContainerSpec {
     /// out): stop (the default: never two copies) or keep running (availability first).
     #[serde(default)]
     pub on_disconnect: OnDisconnect,
+    /// Its health check (`c.health(...)`), run by its node's agent; none: a running
+    /// container counts as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::HealthCheck>,
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -143,6 +147,7 @@ impl ContainerSpec {
             seccomp: Seccomp::default(),
             devices: Vec::new(),
             on_disconnect: OnDisconnect::Stop,
+            health: None,
         }
     }
 

@@ -113,6 +113,7 @@ impl<'de> Visitor<'de> for Stored {
             seccomp: next!(),
             devices: next!(),
             on_disconnect: next!(),
+            health: None,
         })
     }
 }

@@ -11,10 +11,11 @@
 //! compares that picture with the state in memory, so it costs no I/O; it stays
 //! level-triggered: a lost report is simply decided and sent again.
 
-use super::error::OpResult;
 use super::images::{Images, PullFailed, Pulled};
-use super::shared::{lock, Route, Supervisor};
-use crate::cluster::state::{Command, ContainerRecord, Desired, NodeStatus, Observed};
+use super::probes::Probes;
+use super::reports::send_report;
+use super::shared::{lock, Supervisor};
+use crate::cluster::state::{ContainerRecord, Desired, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
 use crate::runtime::bootstrap::BootstrapError;
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
@@ -25,9 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
-
-/// RPC deadline for reports and heartbeats.
-const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the agent re-reads every local state file anyway: re-adoption after a
 /// restart, a monitor killed before it could send its notice.
@@ -42,6 +40,13 @@ const PULL_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// Kills under way at once (each holds a blocking thread while it waits on pidfds).
 const KILL_SLOTS: usize = 16;
+
+/// Time a container gets to end after its stop signal, before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The same for a container stopped because it turned unhealthy (it is likely hung: a
+/// stopped process cannot even take its stop signal).
+const UNHEALTHY_GRACE: Duration = Duration::from_secs(2);
 
 /// Reports in flight at once (the leader batches concurrent proposals).
 const REPORT_SLOTS: usize = 64;
@@ -95,7 +100,9 @@ pub struct Agent {
     killing: Mutex<HashSet<String>>,
     launch_slots: Semaphore,
     kill_slots: Semaphore,
-    wake: Notify,
+    wake: Arc<Notify>,
+    /// The health checks of the containers here.
+    probes: Arc<Probes>,
 }
 
 /// What the agent last reported per container, so it does not repeat itself.
@@ -111,6 +118,8 @@ impl Agent {
                 (None, Some(e.to_string()))
             }
         };
+        let wake = Arc::new(Notify::new());
+        let probes = Probes::new(runtime.clone(), wake.clone());
         Arc::new(Agent {
             core,
             runtime,
@@ -121,7 +130,8 @@ impl Agent {
             killing: Mutex::new(HashSet::new()),
             launch_slots: Semaphore::new(LAUNCH_SLOTS),
             kill_slots: Semaphore::new(KILL_SLOTS),
-            wake: Notify::new(),
+            wake,
+            probes,
         })
     }
 
@@ -233,8 +243,21 @@ impl Agent {
         let me = self.core.id;
         // Launches first, the picture second (see `launch`).
         let launching = lock(&self.launching).clone();
-        let local = lock(&self.local).current();
+        let mut local = lock(&self.local).current();
         let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
+        // Health checks start with a running container and join the picture.
+        for c in &mine {
+            let running = local
+                .get(&c.id)
+                .is_some_and(|l| l.status == LocalStatus::Running);
+            if let Some(check) = state
+                .health_check_of(c)
+                .filter(|_| running && c.is_active())
+            {
+                self.probes.ensure(&c.id, check);
+            }
+        }
+        self.probes.overlay(&mut local);
         let ids: HashSet<&str> = mine.iter().map(|c| c.id.as_str()).collect();
         reported.retain(|id, _| ids.contains(id.as_str()));
         let actions = reconcile::decide(&reconcile::Inputs {
@@ -309,6 +332,7 @@ impl Agent {
 
     /// Drops the records of finished containers.
     async fn forget(&self, names: Vec<String>) {
+        self.probes.forget(&names);
         let rt = self.runtime.clone();
         let gone = tokio::task::spawn_blocking(move || {
             names
@@ -505,9 +529,15 @@ impl Agent {
             if let Ok(_slot) = self.kill_slots.acquire().await {
                 let rt = self.runtime.clone();
                 let n = name.clone();
+                // An unhealthy container is likely hung: it gets less time.
+                let grace = if self.probes.stopped(&name) {
+                    UNHEALTHY_GRACE
+                } else {
+                    STOP_GRACE
+                };
                 let res = tokio::task::spawn_blocking(move || {
                     let sig = rt.stop_signal(&n);
-                    rt.kill(&n, sig, Duration::from_secs(10))
+                    rt.kill(&n, sig, grace)
                 })
                 .await;
                 if let Ok(Err(e)) = res {
@@ -616,71 +646,7 @@ fn local_view(l: &LocalState) -> Local {
         oom_killed: l.oom_killed,
         reason: l.reason.clone(),
         lost: l.lost,
-    }
-}
-
-/// Reports an observation to the leader (proposing directly when this node leads).
-pub async fn send_report(core: &Supervisor, id: &str, observed: &Observed) -> OpResult<()> {
-    match core.route()? {
-        Route::Here => core
-            .propose(Command::Observe {
-                id: id.to_string(),
-                node: core.id,
-                observed: observed.clone(),
-            })
-            .await
-            .map(|_| ()),
-        Route::Leader { addr, .. } => {
-            core.peers
-                .report(&addr, core.id, id, observed, RPC_TIMEOUT)
-                .await
-        }
-    }
-}
-
-/// Heartbeats the leader forever, and renews this node's lease on each acknowledgement:
-/// the lease runs `lease_ms` from when the heartbeat was *sent*, so it always ends
-/// before the leader (which counts from when it *received* it, plus a margin) may
-/// replace this node's containers. The leader renews its own only while a quorum
-/// acknowledges it.
-pub async fn heartbeat_loop(core: Arc<Supervisor>, runtime: Runtime) {
-    let lease_file = runtime.lease_file();
-    // An answer later than this cannot help the lease much; the next beat is due anyway.
-    let rpc_timeout = Duration::from_millis((core.config.lease_ms / 4).max(100));
-    let mut tick = tokio::time::interval(Duration::from_millis(core.config.heartbeat_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let sent = lease::now_ms();
-        let applied_index = core.applied_index();
-        let acked = match core.route() {
-            // The leader's own record: registered (and marked up again after a time
-            // down) by the leader's loop; it is acknowledged by its quorum, not by itself.
-            Ok(Route::Here) => {
-                core.acting_leader()
-                    && core
-                        .state()
-                        .nodes()
-                        .get(&core.id)
-                        .is_some_and(|n| n.status != NodeStatus::Left)
-            }
-            Ok(Route::Leader { addr, .. }) => match core
-                .peers
-                .heartbeat(&addr, core.id, applied_index, rpc_timeout)
-                .await
-            {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!("heartbeat: {e}");
-                    false
-                }
-            },
-            Err(_) => false,
-        };
-        if acked {
-            if let Err(e) = lease::renew(&lease_file, sent + core.config.lease_ms) {
-                tracing::warn!("renew the lease in {}: {e}", lease_file.display());
-            }
-        }
+        health: None,
+        stopped_for: None,
     }
 }

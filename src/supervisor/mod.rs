@@ -16,7 +16,9 @@ pub mod images;
 pub mod leader;
 pub mod mirror_report;
 pub mod peers;
+pub mod probes;
 pub mod quorum;
+pub mod reports;
 pub mod requests;
 pub mod shared;
 pub mod stats;
@@ -217,7 +219,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     tasks.extend([
         tokio::spawn(leader::run(core.clone())),
         tokio::spawn(agent::Agent::new(core.clone(), runtime.clone()).run()),
-        tokio::spawn(agent::heartbeat_loop(core.clone(), runtime)),
+        tokio::spawn(reports::heartbeat_loop(core.clone(), runtime)),
         tokio::spawn(quorum::gate_elections(core.clone())),
     ]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

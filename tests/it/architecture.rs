@@ -21,7 +21,7 @@ const LAYERS: [&str; 10] = [
 ];
 
 /// Inside `supervisor`, bottom up (`mod` wires them all together).
-const SUPERVISOR: [(&str, u8); 14] = [
+const SUPERVISOR: [(&str, u8); 16] = [
     ("error", 0),
     ("config", 0),
     ("stats", 0),
@@ -31,6 +31,8 @@ const SUPERVISOR: [(&str, u8); 14] = [
     ("shared", 2),
     ("definitions", 3),
     ("images", 3),
+    ("probes", 3),
+    ("reports", 3),
     ("quorum", 3),
     ("leader", 4),
     ("agent", 4),

@@ -547,3 +547,77 @@ fn a_file_over_the_size_cap_is_refused_before_it_is_read() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("over the 4194304"), "{err}");
 }
+
+#[test]
+fn health_checks_load_with_their_defaults_and_bad_ones_are_refused_in_place() {
+    use haconiwa::spec::health::{HealthCheck, Probe};
+    let web = load(include_str!("../../examples/web.haco")).unwrap();
+    assert_eq!(
+        web.health,
+        Some(HealthCheck {
+            probe: Probe::Http {
+                path: "/healthz".into(),
+                port: 8080,
+                status: 200
+            },
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            retries: 3,
+            start_period_ms: 5_000,
+        })
+    );
+    let with = |h: &str| {
+        format!(
+            "haconiwa.define(|c| {{\n    c.name = \"h\";\n    c.init_command = \"/bin/true\";\n    c.chroot_to(\"/r\");\n    c.health(#{{ {h} }});\n}});\n"
+        )
+    };
+    let exec = load(&with("exec: [\"/bin/check\", \"-q\"]")).unwrap();
+    assert_eq!(
+        exec.health,
+        Some(HealthCheck::new(Probe::Exec(vec![
+            "/bin/check".into(),
+            "-q".into()
+        ])))
+    );
+    let tcp = load(&with(
+        "tcp: 5432, interval: 3, retries: 5, status_ignored_by_none: 1",
+    ));
+    assert!(tcp
+        .unwrap_err()
+        .contains("unknown option 'status_ignored_by_none'"));
+    let tcp = load(&with(
+        "tcp: 5432, interval: 3, retries: 5, timeout: \"250ms\"",
+    ))
+    .unwrap();
+    let h = tcp.health.unwrap();
+    assert_eq!(
+        (h.probe, h.interval_ms, h.retries, h.timeout_ms),
+        (Probe::Tcp(5432), 3_000, 5, 250)
+    );
+    for (bad, says) in [
+        ("tcp: 1, http: \"/\"", "give exactly one of exec"),
+        ("interval: \"1s\"", "give exactly one of exec"),
+        ("tcp: 70000", "health tcp: 70000 is not a port"),
+        ("http: \"healthz\", port: 80", "is not a path such as"),
+        ("http: \"/h\"", "health http: needs port:"),
+        (
+            "http: \"/h\", port: 80, status: 999",
+            "health status: 999 is not an HTTP status",
+        ),
+        ("tcp: 80, status: 200", "only an http check has a status"),
+        ("exec: []", "health exec: the command is empty"),
+        (
+            "tcp: 80, interval: \"10ms\"",
+            "health interval: at least 100ms",
+        ),
+        ("tcp: 80, interval: \"soon\"", "'soon' is not a duration"),
+        (
+            "tcp: 80, retries: 0",
+            "health retries: 0; expected 1 to 100",
+        ),
+    ] {
+        let e = err(&with(bad));
+        assert!(e.contains(says), "{bad}: {e}");
+        assert!(e.starts_with("t.haco:5:"), "{bad}: no position in {e}");
+    }
+}

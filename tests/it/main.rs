@@ -12,6 +12,7 @@ mod demo;
 mod dsl_keys;
 mod faults;
 mod haco_loader;
+mod health;
 mod image_cluster;
 mod image_pull;
 mod images;

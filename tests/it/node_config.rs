@@ -285,10 +285,11 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
     start(&mut site, &a_toml, "a.log");
     wait(&site, "node 7 leading", &|s| s["leader"] == 7);
     start(&mut site, &b_toml, "b.log");
+    // Up in the state and a member of Raft's configuration (the record comes first).
     let s = wait(&site, "node 8 in", &|s| {
-        s["members"]
-            .as_array()
-            .is_some_and(|m| m.len() == 2 && m.iter().all(|x| x["state"] == "up"))
+        s["members"].as_array().is_some_and(|m| {
+            m.len() == 2 && m.iter().all(|x| x["state"] == "up" && x["role"] != "none")
+        })
     });
     let members = s["members"].as_array().unwrap();
     let m7 = members.iter().find(|m| m["id"] == 7).unwrap();

@@ -38,38 +38,6 @@ fn really_of(cl: &Cluster, definition: &str) -> BTreeMap<u64, usize> {
         .collect()
 }
 
-/// Whether `haconiwa events --json --since 0` (which replays, then follows) prints an
-/// event that `matches` within 20 s.
-fn event_seen(cl: &Cluster, matches: impl Fn(&Value) -> bool) -> bool {
-    use std::io::BufRead;
-    let mut follow = cl
-        .cli()
-        .args(["events", "--json", "--since", "0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = std::io::BufReader::new(follow.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = false;
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if serde_json::from_str::<Value>(&line).is_ok_and(|e| matches(&e)) {
-            seen = true;
-            break;
-        }
-    }
-    let _ = follow.kill();
-    let _ = follow.wait();
-    seen
-}
-
 /// Waits until the hosts' cgroups run exactly `want` (node → count) of `definition`.
 fn wait_really(cl: &Cluster, definition: &str, want: &[(u64, usize)]) {
     let want: BTreeMap<u64, usize> = want.iter().copied().collect();
@@ -263,7 +231,7 @@ fn rule_events_and_actions_run_on_a_real_leader() {
     let err = failed["last_error"].as_str().unwrap();
     assert!(err.contains("zone"), "{err}");
     assert!(
-        event_seen(&cl, |e| {
+        cl.event_seen(|e| {
             e["kind"] == "rule_failed"
                 && e["message"]
                     .as_str()

@@ -43,34 +43,6 @@ fn cluster_with_http(tag: &str) -> Cluster {
     cl
 }
 
-/// Scrapes `url` and parses it with prometheus_client's OpenMetrics parser (an
-/// independent implementation of the format); returns `{"name{labels}": value}`.
-fn scrape(url: &str) -> serde_json::Map<String, Value> {
-    require_program("python3", "python3");
-    let script = r#"
-import json, sys, urllib.request
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
-out = {}
-for fam in text_string_to_metric_families(text):
-    for s in fam.samples:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
-print(json.dumps(out))
-"#;
-    let o = Command::new("python3")
-        .args(["-c", script, url])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "scrape {url} (python3 prometheus_client; scripts/install-deps installs it): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v.as_object().unwrap().clone()
-}
-
 /// The environment variable that marks the processes a browser test starts.
 const BROWSER_MARK: &str = "HACONIWA_TEST_BROWSER";
 
@@ -97,7 +69,7 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
     let base = format!("http://{}.1:7780", cl.net);
 
     // Metrics, parsed by a real parser, against what `cluster status` says.
-    let m = scrape(&format!("{base}/metrics"));
+    let m = crate::common::scrape(&format!("{base}/metrics"));
     let get = |k: &str| {
         m.get(k)
             .and_then(Value::as_f64)
@@ -128,7 +100,7 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         "no log append timed on node 1"
     );
     let leader = status["leader"].as_u64().unwrap() as usize;
-    let lm = scrape(&format!("http://{}.{leader}:7780/metrics", cl.net));
+    let lm = crate::common::scrape(&format!("http://{}.{leader}:7780/metrics", cl.net));
     assert_eq!(
         lm.get("haconiwa_raft_is_leader").and_then(Value::as_f64),
         Some(1.0)

@@ -248,7 +248,7 @@ impl ClusterState {
         if c.node != node
             || c.observed.is_final()
             || c.observed == *observed
-            || (preparing && matches!(c.observed, Observed::Running { .. }))
+            || (preparing && c.observed.running_pid().is_some())
         {
             return Response::Ok;
         }

@@ -2,7 +2,7 @@
 //! loop turns them into triggers. One enum for both, so a renamed kind is a compile
 //! error everywhere it is used, never a rule that silently stops firing.
 
-use super::{ContainerRecord, NodeRecord, NodeStatus, Observed};
+use super::{ContainerRecord, Health, NodeRecord, NodeStatus, Observed};
 use serde::{Deserialize, Serialize};
 
 /// Every kind of change.
@@ -49,6 +49,10 @@ pub enum EventKind {
     RuleFailed,
     /// This member replaced its state with a snapshot from the leader.
     SnapshotInstalled,
+    /// A running container passed its health check (after starting or failing).
+    ContainerHealthy,
+    /// A running container failed its health check `retries` times in a row.
+    ContainerUnhealthy,
 }
 
 impl EventKind {
@@ -72,6 +76,11 @@ impl EventKind {
             Observed::Lost => EventKind::ContainerLost,
             Observed::Pulling { .. } => EventKind::ContainerPulling,
             Observed::PullFailed { .. } => EventKind::ContainerPullFailed,
+            Observed::Checked { health, .. } => match health {
+                Health::Starting => EventKind::ContainerRunning,
+                Health::Healthy => EventKind::ContainerHealthy,
+                Health::Unhealthy => EventKind::ContainerUnhealthy,
+            },
         }
     }
 
@@ -98,6 +107,8 @@ impl EventKind {
             EventKind::RuleEvaluated => "rule_evaluated",
             EventKind::RuleFailed => "rule_failed",
             EventKind::SnapshotInstalled => "snapshot_installed",
+            EventKind::ContainerHealthy => "container_healthy",
+            EventKind::ContainerUnhealthy => "container_unhealthy",
         }
     }
 }

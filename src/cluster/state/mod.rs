@@ -134,6 +134,37 @@ pub enum Observed {
         /// Why.
         reason: String,
     },
+    /// Running with a health check, in this health state (added last: older entries
+    /// read as before).
+    Checked {
+        /// Host pid of its first process.
+        pid: i32,
+        /// What its checks say.
+        health: Health,
+    },
+}
+
+/// What a container's health checks say (`spec::health`, `decide::checks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not yet passed a check (failures within the start period do not count).
+    Starting,
+    /// Its last check passed.
+    Healthy,
+    /// `retries` checks in a row failed: its node stops it and the rule replaces it.
+    Unhealthy,
+}
+
+impl Health {
+    /// The name used in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 impl Observed {
@@ -147,6 +178,23 @@ impl Observed {
             Observed::Lost => "lost",
             Observed::Pulling { .. } => "pulling",
             Observed::PullFailed { .. } => "pull_failed",
+            Observed::Checked { .. } => "running",
+        }
+    }
+
+    /// The host pid of a running container.
+    pub fn running_pid(&self) -> Option<i32> {
+        match self {
+            Observed::Running { pid } | Observed::Checked { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// What its health checks say (running containers with a check).
+    pub fn health(&self) -> Option<Health> {
+        match self {
+            Observed::Checked { health, .. } => Some(*health),
+            _ => None,
         }
     }
 
@@ -497,6 +545,14 @@ impl ClusterState {
         spec.name = c.id.clone();
         spec.daemonize = true;
         Some(spec)
+    }
+
+    /// A container's health check (its definition's).
+    pub fn health_check_of(
+        &self,
+        c: &ContainerRecord,
+    ) -> Option<&crate::spec::health::HealthCheck> {
+        self.definitions.get(&c.digest)?.spec.health.as_ref()
     }
 
     /// A container's labels (its definition's).

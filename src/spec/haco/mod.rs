@@ -2,6 +2,7 @@
 //! into a validated [`ContainerSpec`]. The vocabulary follows the original Ruby DSL.
 
 mod cgroups;
+mod health;
 mod keys;
 mod mounts;
 mod namespaces;
@@ -314,4 +315,5 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     cgroups::register(engine);
     privileges::register(engine);
     network::register(engine);
+    health::register(engine);
 }

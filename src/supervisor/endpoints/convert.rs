@@ -4,7 +4,7 @@
 
 use crate::api::pb;
 use crate::cluster::state::{
-    ClusterState, ContainerRecord, Desired, Event, NodeId, NodeRecord, Observed, RuleRecord,
+    ClusterState, ContainerRecord, Desired, Event, Health, NodeId, NodeRecord, Observed, RuleRecord,
 };
 use crate::supervisor::mirror_report::{MirrorReport, RuleSource};
 use crate::supervisor::requests::{
@@ -22,7 +22,9 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             0,
             error.clone().unwrap_or_default(),
         ),
-        Observed::Running { pid } => (0, false, *pid, String::new()),
+        Observed::Running { pid } | Observed::Checked { pid, .. } => {
+            (0, false, *pid, String::new())
+        }
         Observed::PullFailed { reason } => (0, false, 0, reason.clone()),
         _ => (0, false, 0, String::new()),
     };
@@ -57,6 +59,11 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             .definitions()
             .get(&c.digest)
             .and_then(|d| d.spec.image.clone())
+            .unwrap_or_default(),
+        health: c
+            .observed
+            .health()
+            .map(|h| h.name().to_string())
             .unwrap_or_default(),
     }
 }
@@ -157,11 +164,26 @@ pub fn observed_from_report(r: &pb::ReportRequest) -> Option<Observed> {
         "pull_failed" => Observed::PullFailed {
             reason: r.error.clone(),
         },
-        "running" => Observed::Running { pid: r.pid },
+        "running" => match r.health.as_str() {
+            "" => Observed::Running { pid: r.pid },
+            "starting" => Observed::Checked {
+                pid: r.pid,
+                health: Health::Starting,
+            },
+            "healthy" => Observed::Checked {
+                pid: r.pid,
+                health: Health::Healthy,
+            },
+            "unhealthy" => Observed::Checked {
+                pid: r.pid,
+                health: Health::Unhealthy,
+            },
+            _ => return None,
+        },
         "exited" => Observed::Exited {
             code: Some(r.exit_code),
             oom_killed: r.oom_killed,
-            error: None,
+            error: (!r.error.is_empty()).then(|| r.error.clone()),
         },
         "failed" => Observed::Exited {
             code: None,
@@ -182,6 +204,10 @@ pub fn report_pb(node: NodeId, id: &str, observed: &Observed) -> pb::ReportReque
     };
     match observed {
         Observed::Running { pid } => req.pid = *pid,
+        Observed::Checked { pid, health } => {
+            req.pid = *pid;
+            req.health = health.name().into();
+        }
         Observed::Pulling { done, total } => {
             req.pull_done = *done;
             req.pull_total = *total;
@@ -194,9 +220,9 @@ pub fn report_pb(node: NodeId, id: &str, observed: &Observed) -> pb::ReportReque
         } => {
             req.exit_code = code.unwrap_or(0);
             req.oom_killed = *oom_killed;
+            req.error = error.clone().unwrap_or_default();
             if code.is_none() {
                 req.state = "failed".into();
-                req.error = error.clone().unwrap_or_default();
             }
         }
         _ => {}

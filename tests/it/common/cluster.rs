@@ -447,6 +447,38 @@ impl Cluster {
         s
     }
 
+    /// Whether `haconiwa events --json --since 0` (which replays, then follows) prints an
+    /// event that `matches` within 20 s.
+    pub fn event_seen(&self, matches: impl Fn(&Value) -> bool) -> bool {
+        use std::io::BufRead;
+        let mut follow = self
+            .cli()
+            .args(["events", "--json", "--since", "0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(follow.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = false;
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if serde_json::from_str::<Value>(&line).is_ok_and(|e| matches(&e)) {
+                seen = true;
+                break;
+            }
+        }
+        let _ = follow.kill();
+        let _ = follow.wait();
+        seen
+    }
+
     /// Log text of one slot.
     pub fn log(&self, slot: usize) -> String {
         std::fs::read_to_string(&self.nodes[slot - 1].log).unwrap_or_default()

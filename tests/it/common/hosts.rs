@@ -384,7 +384,11 @@ pub struct TruthSampler {
 impl TruthSampler {
     /// Starts sampling.
     pub fn start(hosts: &Hosts) -> TruthSampler {
-        let parent = hosts.truth_probe();
+        TruthSampler::start_for(hosts.truth_probe())
+    }
+
+    /// Starts sampling the containers under a cgroup parent (a test cluster's).
+    pub fn start_for(parent: String) -> TruthSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new((0usize, Vec::new(), 0usize)));
         let (s, m) = (stop.clone(), seen.clone());

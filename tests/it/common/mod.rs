@@ -468,3 +468,31 @@ pub fn state_digest(status: &serde_json::Value) -> Option<String> {
     let d = status["state_digest"].as_str()?;
     (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())).then(|| d.to_string())
 }
+
+/// Scrapes `url` and parses it with prometheus_client's OpenMetrics parser (an
+/// independent implementation of the format); returns `{"name{labels}": value}`.
+pub fn scrape(url: &str) -> serde_json::Map<String, serde_json::Value> {
+    require_program("python3", "python3");
+    let script = r#"
+import json, sys, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+out = {}
+for fam in text_string_to_metric_families(text):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, url])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "scrape {url} (python3 prometheus_client; scripts/install-deps installs it): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_object().unwrap().clone()
+}

@@ -2,7 +2,6 @@
 //! scrape time; what the supervisor counted as it worked comes from `Stats`; the process
 //! from `/proc/self`.
 
-use crate::cluster::state::Observed;
 use crate::supervisor::shared::Supervisor;
 use crate::supervisor::stats::{label, Labels};
 use prometheus_client::encoding::text::encode;
@@ -120,6 +119,28 @@ fn cluster(core: &Supervisor, reg: &mut Registry) {
         "Containers in the replicated state, by definition and state",
         containers,
     );
+    let mut by_health: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+    for c in state.containers().values() {
+        if let Some(h) = c.observed.health() {
+            *by_health
+                .entry((c.definition.clone(), h.name()))
+                .or_default() += 1;
+        }
+    }
+    let health = Family::<Labels, Gauge>::default();
+    for ((definition, h), n) in by_health {
+        health
+            .get_or_create(&vec![
+                ("definition".to_string(), definition),
+                ("health".to_string(), h.to_string()),
+            ])
+            .set(n);
+    }
+    r.register(
+        "containers_health",
+        "Running containers with a health check, by definition and what the checks say",
+        health,
+    );
     r.register(
         "rules",
         "Registered rules",
@@ -171,7 +192,7 @@ fn node(core: &Supervisor, reg: &mut Registry) {
     let r = reg.sub_registry_with_prefix("node");
     let running = state
         .containers_on(core.id)
-        .filter(|c| matches!(c.observed, Observed::Running { .. }))
+        .filter(|c| c.observed.running_pid().is_some())
         .count();
     r.register("id", "This member's node id", gauge(core.id as i64));
     r.register(

@@ -1,0 +1,125 @@
+//! `c.health(#{ exec: [...] | tcp: PORT | http: "/path", port, status, interval,
+//! timeout, retries, start_period })`: the container's health check.
+
+use super::*;
+use crate::spec::health::{parse_duration_ms, HealthCheck, Probe};
+use crate::spec::script::{as_string, check_keys, dsl_error, int_of, string_list, RhaiResult};
+use rhai::{Dynamic, Engine, Map};
+
+/// Registers `health(...)`.
+pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("health", |c: &mut Container, o: Map| -> RhaiResult<()> {
+        let check = health_check(&o)?;
+        c.d.borrow_mut().spec.health = Some(check);
+        Ok(())
+    });
+}
+
+fn health_check(o: &Map) -> RhaiResult<HealthCheck> {
+    check_keys(
+        o,
+        "health",
+        &[
+            "exec",
+            "tcp",
+            "http",
+            "port",
+            "status",
+            "interval",
+            "timeout",
+            "retries",
+            "start_period",
+        ],
+    )?;
+    let kinds = ["exec", "tcp", "http"]
+        .iter()
+        .filter(|k| o.contains_key(**k))
+        .count();
+    if kinds != 1 {
+        return Err(dsl_error(
+            "health: give exactly one of exec: [\"cmd\", ...], tcp: PORT or http: \"/path\" (with port:)",
+        ));
+    }
+    let port = |v: &Dynamic, what: &str| -> RhaiResult<u16> {
+        let n = int_of(v, what)?;
+        u16::try_from(n)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| dsl_error(format!("{what}: {n} is not a port (1-65535)")))
+    };
+    if o.contains_key("status") && !o.contains_key("http") {
+        return Err(dsl_error("health status: only an http check has a status"));
+    }
+    if o.contains_key("port") && !o.contains_key("http") {
+        return Err(dsl_error(
+            "health port: only an http check takes port: (a tcp check is tcp: PORT)",
+        ));
+    }
+    let probe = if let Some(v) = o.get("exec") {
+        let cmd = string_list(v, "health exec")?;
+        if cmd.is_empty() || cmd[0].is_empty() {
+            return Err(dsl_error("health exec: the command is empty"));
+        }
+        Probe::Exec(cmd)
+    } else if let Some(v) = o.get("tcp") {
+        Probe::Tcp(port(v, "health tcp")?)
+    } else {
+        let path = o
+            .get("http")
+            .map(|v| as_string(v, "health http"))
+            .transpose()?
+            .unwrap_or_default();
+        if !path.starts_with('/') || path.contains([' ', '\r', '\n']) {
+            return Err(dsl_error(format!(
+                "health http: '{path}' is not a path such as \"/healthz\""
+            )));
+        }
+        let port = match o.get("port") {
+            Some(v) => port(v, "health port")?,
+            None => return Err(dsl_error("health http: needs port: (the container's port)")),
+        };
+        let status = match o.get("status") {
+            Some(v) => {
+                let n = int_of(v, "health status")?;
+                u16::try_from(n)
+                    .ok()
+                    .filter(|s| (100..600).contains(s))
+                    .ok_or_else(|| dsl_error(format!("health status: {n} is not an HTTP status")))?
+            }
+            None => 200,
+        };
+        Probe::Http { path, port, status }
+    };
+    let mut check = HealthCheck::new(probe);
+    let duration = |k: &str| -> RhaiResult<Option<u64>> {
+        o.get(k)
+            .map(|v| {
+                let text = as_string(v, &format!("health {k}"))?;
+                parse_duration_ms(&text).map_err(|e| dsl_error(format!("health {k}: {e}")))
+            })
+            .transpose()
+    };
+    if let Some(ms) = duration("interval")? {
+        if ms < 100 {
+            return Err(dsl_error("health interval: at least 100ms"));
+        }
+        check.interval_ms = ms;
+    }
+    if let Some(ms) = duration("timeout")? {
+        if ms < 10 {
+            return Err(dsl_error("health timeout: at least 10ms"));
+        }
+        check.timeout_ms = ms;
+    }
+    if let Some(ms) = duration("start_period")? {
+        check.start_period_ms = ms;
+    }
+    if let Some(v) = o.get("retries") {
+        let n = int_of(v, "health retries")?;
+        check.retries = u32::try_from(n)
+            .ok()
+            .filter(|r| (1..=100).contains(r))
+            .ok_or_else(|| dsl_error(format!("health retries: {n}; expected 1 to 100")))?;
+    }
+    Ok(check)
+}

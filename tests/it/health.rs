@@ -1,0 +1,258 @@
+//! Health checks on a real 3-node cluster: examples/web.haco (busybox httpd with an
+//! HTTP check) kept at 3 by examples/web.watch; a copy hung with SIGSTOP is found
+//! unhealthy by its node, stopped and replaced, never more than 3 running by the hosts'
+//! cgroups; exec and TCP checks, the start period, and the states in `containers`,
+//! `ps`, events and `/metrics`.
+
+use crate::common::cluster::Cluster;
+use crate::common::hosts::{total, TruthSampler};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(40);
+
+/// examples/web.haco with the test's root and a quicker check (every 300 ms, 3 retries,
+/// a 1 s start period).
+fn web_haco(cl: &Cluster) -> String {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let text = std::fs::read_to_string(format!("{examples}/web.haco")).unwrap();
+    assert!(
+        text.contains("interval: \"2s\"") && text.contains("start_period: \"5s\""),
+        "the example web.haco changed: update this helper"
+    );
+    let quick = text
+        .replace(
+            "\"/var/lib/haconiwa/rootfs/busybox\"",
+            &format!("\"{}\"", crate::common::busybox_rootfs().display()),
+        )
+        .replace("interval: \"2s\"", "interval: \"300ms\"")
+        .replace("start_period: \"5s\"", "start_period: \"1s\"");
+    let _ = cl;
+    quick
+}
+
+fn of<'a>(c: &'a [Value], definition: &str) -> Vec<&'a Value> {
+    c.iter().filter(|x| x["definition"] == definition).collect()
+}
+
+fn healthy(c: &[Value], definition: &str) -> usize {
+    of(c, definition)
+        .iter()
+        .filter(|x| x["state"] == "running" && x["health"] == "healthy")
+        .count()
+}
+
+/// The pids in a container's cgroup on its node.
+fn pids_of(cl: &Cluster, node: u64, id: &str) -> Vec<i32> {
+    cl.cgroups()
+        .get(&node)
+        .and_then(|m| m.get(id))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_hung_copy_is_found_unhealthy_stopped_and_replaced() {
+    let mut cl = Cluster::new("health", &[]);
+    for k in 1..=3 {
+        let http = format!("{}.{k}:7780", cl.net);
+        cl.add_node(&["--http-listen", &http]);
+        if k == 1 {
+            cl.wait_leader(T);
+        }
+    }
+    cl.wait(T, "3 voters up", |s| {
+        let m = s["members"].as_array().unwrap();
+        m.len() == 3 && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
+    });
+    let dir = cl.scratch.path.join("web");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("web.haco"), web_haco(&cl)).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/web.watch"),
+        dir.join("web.watch"),
+    )
+    .unwrap();
+    cl.ok(&["watch", "apply", dir.join("web.watch").to_str().unwrap()]);
+
+    // Three copies answer their check: healthy in `containers`, `ps`, events, metrics.
+    let c = cl.wait_containers(T, "3 healthy web copies", |c| healthy(c, "web") == 3);
+    assert_eq!(of(&c, "web").len(), 3, "{c:#?}");
+    assert!(
+        cl.event_seen(|e| e["kind"] == "container_healthy"),
+        "no container_healthy event"
+    );
+    let first = of(&c, "web")[0].clone();
+    let node = first["node"].as_u64().unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    let ps = cl.local_ps(node);
+    let mine = ps.iter().find(|p| p["name"] == id.as_str()).expect("in ps");
+    assert_eq!(mine["health"]["status"], "healthy", "{mine:#}");
+    assert_eq!(mine["health"]["failures"], 0, "{mine:#}");
+    let m = crate::common::scrape(&format!("http://{}.1:7780/metrics", cl.net));
+    assert_eq!(
+        m.get("haconiwa_cluster_containers_health{definition=web,health=healthy}")
+            .and_then(Value::as_f64),
+        Some(3.0),
+        "{m:#?}"
+    );
+
+    // Hang one: its httpd stops (SIGSTOP), its process lives, it answers nothing.
+    let pids = pids_of(&cl, node, &id);
+    let httpd: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| comm(*p) == "httpd")
+        .collect();
+    assert_eq!(httpd.len(), 1, "no single httpd in {id}: {pids:?}");
+    let sampler = TruthSampler::start_for(cl.cgroup_parent.clone());
+    let hung_at = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(httpd[0]),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let c = cl.wait_containers(T, "the hung copy stopped as unhealthy", |c| {
+        c.iter()
+            .any(|x| x["id"] == id.as_str() && x["state"] == "exited")
+    });
+    let stopped_after = hung_at.elapsed();
+    let hung = c.iter().find(|x| x["id"] == id.as_str()).unwrap();
+    let error = hung["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("unhealthy: http :8080/healthz failed 3 times in a row"),
+        "{hung:#}"
+    );
+    // Its processes are gone from its node, the SIGSTOPped one included.
+    assert!(pids_of(&cl, node, &id).is_empty());
+    assert!(!std::path::Path::new(&format!("/proc/{}", httpd[0])).exists());
+    let c = cl.wait_containers(T, "3 healthy copies again", |c| healthy(c, "web") == 3);
+    let replaced_after = hung_at.elapsed();
+    let (most, twice, samples) = sampler.finish();
+    assert!(samples > 10, "only {samples} samples of the truth");
+    assert!(
+        most <= 3,
+        "{most} copies ran at once (a replacement before the stop)"
+    );
+    assert!(twice.is_empty(), "{twice:?}");
+    assert_eq!(total(&cl.cgroups()), 3, "{c:#?}");
+    // 3 failed probes 300 ms apart (each up to 1 s) plus the stop (2 s grace at most):
+    // stopped well within 10 s; a healthy replacement within T.
+    eprintln!(
+        "hung copy stopped after {stopped_after:?}, 3 healthy again after {replaced_after:?}"
+    );
+    assert!(stopped_after < Duration::from_secs(10), "{stopped_after:?}");
+    assert!(
+        cl.event_seen(|e| e["kind"] == "container_unhealthy" && e["container"]["id"] == id.as_str()),
+        "no container_unhealthy event of {id}"
+    );
+}
+
+#[test]
+fn exec_and_tcp_checks_and_the_start_period() {
+    let cl = Cluster::three("health-kinds", &[]);
+    let root = crate::common::busybox_rootfs();
+    let def = |name: &str, cmd: &str, health: &str| {
+        let p = cl.scratch.path.join(format!("{name}.haco"));
+        std::fs::write(
+            &p,
+            format!(
+                "haconiwa.define(|c| {{\n  c.name = `{name}-${{uuid_short()}}`;\n  c.init_command = [\"/bin/sh\", \"-c\", {cmd:?}];\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n  c.health(#{{ {health} }});\n}});\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let spawn = |p: &std::path::Path| -> String {
+        let out = cl.ok(&["spawn", p.to_str().unwrap(), "--json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let find = |c: &[Value], id: &str| -> Value {
+        c.iter()
+            .find(|x| x["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // exec: healthy while /tmp/sick is missing; the command makes it 4 s in. A spawned
+    // container (no rule) that turns unhealthy is stopped and stays stopped.
+    let sick = spawn(&def(
+        "sick",
+        "sleep 4; touch /tmp/sick; exec sleep 3600",
+        "exec: [\"/bin/sh\", \"-c\", \"test ! -e /tmp/sick\"], interval: \"300ms\", retries: 2",
+    ));
+    // tcp: a port something listens on, and one nothing listens on (with a start period
+    // of 4 s: starting until then, then unhealthy).
+    let open = spawn(&def(
+        "open",
+        "exec httpd -f -p 7000 -h /",
+        "tcp: 7000, interval: \"300ms\"",
+    ));
+    let closed_def = def(
+        "closed",
+        "exec sleep 3600",
+        "tcp: 7001, interval: \"300ms\", retries: 2, start_period: \"4s\"",
+    );
+    let closed = spawn(&closed_def);
+    let spawned = Instant::now();
+    let c = cl.wait_containers(T, "sick and open healthy, closed starting", |c| {
+        find(c, &sick)["health"] == "healthy"
+            && find(c, &open)["health"] == "healthy"
+            && find(c, &closed)["health"] == "starting"
+    });
+    assert_eq!(find(&c, &closed)["state"], "running");
+    let c = cl.wait_containers(T, "closed stopped as unhealthy", |c| {
+        find(c, &closed)["state"] == "exited"
+    });
+    let closed_after = spawned.elapsed();
+    assert!(
+        closed_after >= Duration::from_secs(4),
+        "stopped after {closed_after:?}, within its 4 s start period"
+    );
+    let e = find(&c, &closed)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "unhealthy: tcp 7001 failed 2 times in a row (last: port 7001: Connection refused"
+        ),
+        "{e}"
+    );
+    let c = cl.wait_containers(T, "sick stopped as unhealthy", |c| {
+        find(c, &sick)["state"] == "exited"
+    });
+    let e = find(&c, &sick)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        e.starts_with("unhealthy: exec [\"/bin/sh\", \"-c\", \"test ! -e /tmp/sick\"] failed 2 times in a row (last: exit status 1"),
+        "{e}"
+    );
+    assert_eq!(
+        find(&c, &sick)["desired"],
+        "running",
+        "no rule stopped it: its node did"
+    );
+    // Nothing replaced them (no rule), and the healthy one runs on.
+    let c = cl.containers();
+    assert_eq!(c.len(), 3, "{c:#?}");
+    assert_eq!(find(&c, &open)["health"], "healthy");
+    let really: Vec<String> = cl
+        .cgroups()
+        .values()
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    assert_eq!(really, vec![open.clone()], "the hosts run {really:?}");
+}
