@@ -20,6 +20,11 @@ pub fn container(c: &pb::Container) -> Value {
         "labels": c.labels,
         "image": if c.image.is_empty() { Value::Null } else { json!(c.image) },
         "health": if c.health.is_empty() { Value::Null } else { json!(c.health) },
+        "restart": if c.state == "restarting" {
+            json!({"attempt": c.restart_attempt})
+        } else {
+            Value::Null
+        },
         "pull": if c.state == "pulling" {
             json!({"done": c.pull_done, "total": c.pull_total})
         } else {

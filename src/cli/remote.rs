@@ -498,6 +498,12 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
                     "evaluations": x.evaluations,
                     "last_error": x.last_error,
                     "definitions": x.definitions,
+                    "containers": {
+                        "active": x.active,
+                        "running": x.running,
+                        "healthy": x.healthy,
+                        "restarting": x.restarting,
+                    },
                 })
             })
             .collect();
@@ -514,16 +520,20 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         }
     } else {
         println!(
-            "{:<20} {:<14} {:>10} {:>6}  LAST ERROR",
-            "NAME", "DIGEST", "LAST EVAL", "EVALS"
+            "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10}  LAST ERROR",
+            "NAME", "DIGEST", "LAST EVAL", "EVALS", "ACTIVE", "RUNNING", "HEALTHY", "RESTARTING"
         );
         for x in &r.rules {
             println!(
-                "{:<20} {:<14} {:>10} {:>6}  {}",
+                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10}  {}",
                 x.name,
                 &x.digest[..12.min(x.digest.len())],
                 x.last_evaluation_index,
                 x.evaluations,
+                x.active,
+                x.running,
+                x.healthy,
+                x.restarting,
                 if x.last_error.is_empty() {
                     "-"
                 } else {
@@ -533,8 +543,8 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         }
         for x in sources.iter().filter(|x| !x.ok) {
             println!(
-                "{:<20} {:<14} {:>10} {:>6}  refused from etcd: {}",
-                x.name, "-", "-", "-", x.error
+                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10}  refused from etcd: {}",
+                x.name, "-", "-", "-", "-", "-", "-", "-", x.error
             );
         }
     }

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod health;
 pub mod placement;
 pub mod reconcile;
+pub mod restart;
 pub mod schedule;
 pub mod victims;
 pub mod view;

@@ -25,6 +25,8 @@ pub struct Local {
     pub health: Option<Health>,
     /// Why this node stopped it, when it did on its own (it turned unhealthy).
     pub stopped_for: Option<String>,
+    /// Ended, and its node starts it again (its restart policy): which attempt.
+    pub restart: Option<u32>,
 }
 
 /// Lifecycle of a local container.
@@ -100,7 +102,18 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
                 }
             }
             Some(l) if l.status == LocalStatus::Exited => {
-                if !c.observed.is_final() {
+                if let Some(attempt) = l.restart.filter(|_| wanted) {
+                    // Started again here once its back-off is over (the agent drops
+                    // the local record; then it is launched as if new).
+                    report(
+                        c,
+                        Observed::Restarting {
+                            attempt,
+                            code: l.exit_code,
+                            reason: l.stopped_for.clone().or_else(|| l.reason.clone()),
+                        },
+                    );
+                } else if !c.observed.is_final() {
                     report(
                         c,
                         Observed::Exited {
@@ -188,6 +201,7 @@ mod tests {
             lost: false,
             health: None,
             stopped_for: None,
+            restart: None,
         }
     }
 

@@ -93,6 +93,10 @@ pub struct ContainerSpec {
     /// container counts as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<super::health::HealthCheck>,
+    /// Its restart policy (`c.restart(...)`): none, a cluster container that ends or
+    /// turns unhealthy is not started again on its node (a rule replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<super::restart::RestartPolicy>,
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -148,6 +152,7 @@ impl ContainerSpec {
             devices: Vec::new(),
             on_disconnect: OnDisconnect::Stop,
             health: None,
+            restart: None,
         }
     }
 

@@ -114,6 +114,7 @@ impl<'de> Visitor<'de> for Stored {
             devices: next!(),
             on_disconnect: next!(),
             health: None,
+            restart: None,
         })
     }
 }

@@ -14,6 +14,7 @@
 use super::images::{Images, PullFailed, Pulled};
 use super::probes::Probes;
 use super::reports::send_report;
+use super::restarts::Restarter;
 use super::shared::{lock, Supervisor};
 use crate::cluster::state::{ContainerRecord, Desired, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
@@ -103,6 +104,10 @@ pub struct Agent {
     wake: Arc<Notify>,
     /// The health checks of the containers here.
     probes: Arc<Probes>,
+    /// The restart policies of the containers here.
+    restarts: Restarter,
+    /// Containers whose restart back-off is over (from `restarts`).
+    restart_due: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 /// What the agent last reported per container, so it does not repeat itself.
@@ -120,6 +125,7 @@ impl Agent {
         };
         let wake = Arc::new(Notify::new());
         let probes = Probes::new(runtime.clone(), wake.clone());
+        let (due_tx, due_rx) = mpsc::unbounded_channel();
         Arc::new(Agent {
             core,
             runtime,
@@ -132,6 +138,8 @@ impl Agent {
             kill_slots: Semaphore::new(KILL_SLOTS),
             wake,
             probes,
+            restarts: Restarter::new(due_tx),
+            restart_due: Mutex::new(Some(due_rx)),
         })
     }
 
@@ -156,8 +164,12 @@ impl Agent {
         self.full_scan().await;
         let mut scanned = Instant::now();
         let mut last_revision = None;
+        let Some(mut restart_due) = lock(&self.restart_due).take() else {
+            return;
+        };
         loop {
             tokio::select! {
+                Some(name) = restart_due.recv() => self.relaunch(name).await,
                 r = state_rx.changed() => {
                     if r.is_err() {
                         return;
@@ -245,29 +257,36 @@ impl Agent {
         let launching = lock(&self.launching).clone();
         let mut local = lock(&self.local).current();
         let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
-        // Health checks start with a running container and join the picture.
-        for c in &mine {
-            let running = local
-                .get(&c.id)
-                .is_some_and(|l| l.status == LocalStatus::Running);
-            if let Some(check) = state
-                .health_check_of(c)
-                .filter(|_| running && c.is_active())
-            {
-                self.probes.ensure(&c.id, check);
+        // Health checks start with a running container, restart decisions with an
+        // ended one that is still wanted; both join the picture.
+        let held_down = state
+            .nodes()
+            .get(&me)
+            .is_some_and(|n| n.status == NodeStatus::Down);
+        for c in mine.iter().filter(|c| c.is_active() && !held_down) {
+            let Some(l) = local.get(&c.id) else { continue };
+            let Some(spec) = state.definition_spec(c) else {
+                continue;
+            };
+            match (l.status, &spec.health, &spec.restart) {
+                (LocalStatus::Running, Some(check), _) => self.probes.ensure(&c.id, check),
+                (LocalStatus::Exited, _, Some(policy)) => {
+                    let mut ended = l.clone();
+                    self.probes.overlay_one(&c.id, &mut ended);
+                    self.restarts.ended(&c.id, &ended, policy);
+                }
+                _ => {}
             }
         }
         self.probes.overlay(&mut local);
+        self.restarts.overlay(&mut local);
         let ids: HashSet<&str> = mine.iter().map(|c| c.id.as_str()).collect();
         reported.retain(|id, _| ids.contains(id.as_str()));
         let actions = reconcile::decide(&reconcile::Inputs {
             me,
             // While the cluster holds this node down its containers were replaced:
             // nothing is wanted here until the leader sees us again.
-            node_down: state
-                .nodes()
-                .get(&me)
-                .is_some_and(|n| n.status == NodeStatus::Down),
+            node_down: held_down,
             mine,
             local: &local,
             launching: &launching,
@@ -333,6 +352,7 @@ impl Agent {
     /// Drops the records of finished containers.
     async fn forget(&self, names: Vec<String>) {
         self.probes.forget(&names);
+        self.restarts.forget(&names);
         let rt = self.runtime.clone();
         let gone = tokio::task::spawn_blocking(move || {
             names
@@ -347,6 +367,19 @@ impl Agent {
         for name in gone {
             local.put(name, None, at);
         }
+    }
+
+    /// Ends the back-off of a restart: the old run's record goes, its checks start
+    /// afresh, and the next pass launches it again under the same id.
+    async fn relaunch(&self, name: String) {
+        let rt = self.runtime.clone();
+        let n = name.clone();
+        let _ = tokio::task::spawn_blocking(move || rt.remove(&n)).await;
+        self.probes.forget(std::slice::from_ref(&name));
+        self.restarts.relaunching(&name);
+        let mut local = lock(&self.local);
+        let at = local.begin();
+        local.put(name, None, at);
     }
 
     fn launch(self: Arc<Self>, c: ContainerRecord, spec: ContainerSpec) {
@@ -648,5 +681,6 @@ fn local_view(l: &LocalState) -> Local {
         lost: l.lost,
         health: None,
         stopped_for: None,
+        restart: None,
     }
 }

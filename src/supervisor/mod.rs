@@ -20,6 +20,7 @@ pub mod probes;
 pub mod quorum;
 pub mod reports;
 pub mod requests;
+pub mod restarts;
 pub mod shared;
 pub mod stats;
 

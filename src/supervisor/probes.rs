@@ -76,13 +76,13 @@ impl Probes {
     pub fn overlay(&self, local: &mut HashMap<String, Local>) {
         let found = lock(&self.found);
         for (name, l) in local.iter_mut() {
-            if let Some(f) = found.get(name) {
-                if l.status == LocalStatus::Running {
-                    l.health = Some(f.health);
-                }
-                l.stopped_for = f.stopped_for.clone();
-            }
+            overlay_found(found.get(name), l);
         }
+    }
+
+    /// [`Probes::overlay`] for one container.
+    pub fn overlay_one(&self, name: &str, l: &mut Local) {
+        overlay_found(lock(&self.found).get(name), l);
     }
 
     /// Forgets the containers that are gone from this node.
@@ -189,5 +189,14 @@ impl Probes {
             Some(Err(HelperError::Failed(Failure::Gone(_)))) => return None,
             Some(Err(e)) => Outcome::Failed(e.to_string()),
         })
+    }
+}
+
+fn overlay_found(f: Option<&Found>, l: &mut Local) {
+    if let Some(f) = f {
+        if l.status == LocalStatus::Running {
+            l.health = Some(f.health);
+        }
+        l.stopped_for = f.stopped_for.clone();
     }
 }

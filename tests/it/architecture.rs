@@ -21,7 +21,7 @@ const LAYERS: [&str; 10] = [
 ];
 
 /// Inside `supervisor`, bottom up (`mod` wires them all together).
-const SUPERVISOR: [(&str, u8); 16] = [
+const SUPERVISOR: [(&str, u8); 17] = [
     ("error", 0),
     ("config", 0),
     ("stats", 0),
@@ -33,6 +33,7 @@ const SUPERVISOR: [(&str, u8); 16] = [
     ("images", 3),
     ("probes", 3),
     ("reports", 3),
+    ("restarts", 3),
     ("quorum", 3),
     ("leader", 4),
     ("agent", 4),

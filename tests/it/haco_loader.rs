@@ -621,3 +621,62 @@ fn health_checks_load_with_their_defaults_and_bad_ones_are_refused_in_place() {
         assert!(e.starts_with("t.haco:5:"), "{bad}: no position in {e}");
     }
 }
+
+#[test]
+fn restart_policies_load_with_nomads_defaults_and_bad_ones_are_refused_in_place() {
+    use haconiwa::spec::restart::{RestartMode, RestartPolicy};
+    let with = |r: &str| {
+        format!(
+            "haconiwa.define(|c| {{\n    c.name = \"r\";\n    c.init_command = \"/bin/true\";\n    c.chroot_to(\"/r\");\n    c.restart(#{{ {r} }});\n}});\n"
+        )
+    };
+    assert_eq!(
+        load(&with("")).unwrap().restart,
+        Some(RestartPolicy::default())
+    );
+    assert_eq!(
+        load(&with(
+            "attempts: 5, interval: \"10m\", delay: \"2s\", max_delay: \"1m\", mode: \"delay\""
+        ))
+        .unwrap()
+        .restart,
+        Some(RestartPolicy {
+            attempts: 5,
+            interval_ms: 600_000,
+            delay_ms: 2_000,
+            max_delay_ms: 60_000,
+            mode: RestartMode::Delay,
+        })
+    );
+    // A delay above the default cap raises the cap.
+    let long = load(&with("delay: \"10m\", interval: \"1h\""))
+        .unwrap()
+        .restart
+        .unwrap();
+    assert_eq!((long.delay_ms, long.max_delay_ms), (600_000, 600_000));
+    assert_eq!(
+        load(&with("")).unwrap().restart.unwrap().mode,
+        RestartMode::Fail
+    );
+    for (bad, says) in [
+        (
+            "mode: \"always\"",
+            "restart mode: 'always'; expected \"fail\"",
+        ),
+        ("attempts: -1", "restart attempts: -1; expected 0 to 1000"),
+        ("delay: \"10ms\"", "restart delay: at least 100ms"),
+        (
+            "delay: \"5s\", max_delay: \"1s\"",
+            "restart max_delay: shorter than the delay",
+        ),
+        (
+            "interval: \"1s\", delay: \"5s\"",
+            "restart interval: shorter than the delay",
+        ),
+        ("tries: 3", "unknown option 'tries'"),
+    ] {
+        let e = err(&with(bad));
+        assert!(e.contains(says), "{bad}: {e}");
+        assert!(e.starts_with("t.haco:5:"), "{bad}: no position in {e}");
+    }
+}

@@ -89,6 +89,17 @@ fn a_hung_copy_is_found_unhealthy_stopped_and_replaced() {
         cl.event_seen(|e| e["kind"] == "container_healthy"),
         "no container_healthy event"
     );
+    let ls: Value = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
+    let rule = ls
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "web"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no rule web in {ls:#}"));
+    assert_eq!(
+        rule["containers"],
+        serde_json::json!({"active": 3, "running": 3, "healthy": 3, "restarting": 0}),
+        "{rule:#}"
+    );
     let first = of(&c, "web")[0].clone();
     let node = first["node"].as_u64().unwrap();
     let id = first["id"].as_str().unwrap().to_string();
@@ -255,4 +266,138 @@ fn exec_and_tcp_checks_and_the_start_period() {
         .flat_map(|m| m.keys().cloned())
         .collect();
     assert_eq!(really, vec![open.clone()], "the hosts run {really:?}");
+}
+
+/// When each run of container `id` began and ended, sampled from its cgroup on `node`
+/// every 20 ms until `done` says the cluster is finished with it (bounded by T).
+fn runs_of(
+    cl: &Cluster,
+    node: u64,
+    id: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<(Instant, Instant)> {
+    let deadline = Instant::now() + T * 2;
+    let mut runs: Vec<(Instant, Instant)> = Vec::new();
+    let mut current: Option<(i32, Instant)> = None;
+    let mut last_ask = Instant::now();
+    loop {
+        let first = pids_of(cl, node, id).into_iter().min();
+        let now = Instant::now();
+        match (current, first) {
+            (None, Some(p)) => current = Some((p, now)),
+            (Some((p, began)), Some(q)) if p != q => {
+                runs.push((began, now));
+                current = Some((q, now));
+            }
+            (Some((_, began)), None) => {
+                runs.push((began, now));
+                current = None;
+            }
+            _ => {}
+        }
+        if current.is_none() && last_ask.elapsed() > Duration::from_millis(300) {
+            last_ask = Instant::now();
+            if cl.try_containers().is_ok_and(|c| done(&c)) {
+                return runs;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} still going after {:?}: {runs:?}",
+            T * 2
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_crash_loop_backs_off_on_its_node_then_gives_up() {
+    let cl = Cluster::three("restarts", &[]);
+    let root = crate::common::busybox_rootfs();
+    let def = |name: &str, cmd: &str, extra: &str| {
+        let p = cl.scratch.path.join(format!("{name}.haco"));
+        std::fs::write(
+            &p,
+            format!(
+                "haconiwa.define(|c| {{\n  c.name = `{name}-${{uuid_short()}}`;\n  c.init_command = [\"/bin/sh\", \"-c\", {cmd:?}];\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n{extra}\n}});\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let find = |c: &[Value], id: &str| -> Value {
+        c.iter()
+            .find(|x| x["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // Runs 1 s and fails; restarted twice in place, 0.5 s then 1 s later; then it ends.
+    let crash = def(
+        "crash",
+        "sleep 1; exit 3",
+        "  c.restart(#{ attempts: 2, interval: \"1m\", delay: \"500ms\", max_delay: \"5s\", mode: \"fail\" });",
+    );
+    let out = cl.ok(&["spawn", crash.to_str().unwrap(), "--json"]);
+    let spawned: Value = serde_json::from_str(&out).unwrap();
+    let id = spawned["id"].as_str().unwrap().to_string();
+    let c = cl.wait_containers(T, "crash running", |c| find(c, &id)["state"] == "running");
+    let node = find(&c, &id)["node"].as_u64().unwrap();
+    let runs = runs_of(&cl, node, &id, |c| find(c, &id)["state"] == "exited");
+    assert_eq!(runs.len(), 3, "runs: {runs:?}");
+    let gaps: Vec<Duration> = runs.windows(2).map(|w| w[1].0 - w[0].1).collect();
+    eprintln!(
+        "crash loop: runs {:?}, gaps {gaps:?}",
+        runs.iter().map(|r| r.1 - r.0).collect::<Vec<_>>()
+    );
+    // The configured back-off (jitter adds at most a quarter; sampling and the launch
+    // add a little): 0.5 s, then 1 s, never sooner.
+    assert!(gaps[0] >= Duration::from_millis(500), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(1000), "{gaps:?}");
+    assert!(gaps[1] > gaps[0], "the delay did not grow: {gaps:?}");
+    let c = cl.containers();
+    let x = find(&c, &id);
+    assert_eq!(x["node"].as_u64(), Some(node), "restarted in place: {x:#}");
+    assert_eq!(x["exit_code"], 3, "{x:#}");
+    assert_eq!(
+        x["error"], "exit code 3; restarted 2 times within 60 s, gave up",
+        "{x:#}"
+    );
+    assert!(
+        cl.event_seen(|e| e["kind"] == "container_restarting"
+            && e["container"]["id"] == id.as_str()
+            && e["container"]["restart"]["attempt"] == 2),
+        "no container_restarting event for attempt 2"
+    );
+
+    // An unhealthy container is restarted in place too, its checks afresh.
+    let sick = def(
+        "sickly",
+        "sleep 1; touch /tmp/sick; exec sleep 3600",
+        "  c.health(#{ exec: [\"/bin/sh\", \"-c\", \"test ! -e /tmp/sick\"], interval: \"200ms\", retries: 2 });\n  c.restart(#{ attempts: 1, delay: \"200ms\" });",
+    );
+    let out = cl.ok(&["spawn", sick.to_str().unwrap(), "--json"]);
+    let sid = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = cl.wait_containers(T, "sickly healthy", |c| {
+        find(c, &sid)["health"] == "healthy"
+    });
+    let snode = find(&c, &sid)["node"].as_u64().unwrap();
+    let runs = runs_of(&cl, snode, &sid, |c| find(c, &sid)["state"] == "exited");
+    assert_eq!(runs.len(), 2, "runs: {runs:?}");
+    let x = find(&cl.containers(), &sid);
+    let e = x["error"].as_str().unwrap_or_default();
+    assert!(
+        e.starts_with("unhealthy: exec")
+            && e.ends_with("; restarted 1 times within 1800 s, gave up"),
+        "{x:#}"
+    );
+    assert!(
+        cl.event_seen(|e| e["kind"] == "container_healthy" && e["container"]["id"] == sid.as_str()),
+        "no container_healthy event"
+    );
+    // Nothing of either runs any more.
+    assert_eq!(total(&cl.cgroups()), 0);
 }

@@ -53,6 +53,8 @@ pub enum EventKind {
     ContainerHealthy,
     /// A running container failed its health check `retries` times in a row.
     ContainerUnhealthy,
+    /// A container that ended is started again on its node after a back-off.
+    ContainerRestarting,
 }
 
 impl EventKind {
@@ -81,6 +83,7 @@ impl EventKind {
                 Health::Healthy => EventKind::ContainerHealthy,
                 Health::Unhealthy => EventKind::ContainerUnhealthy,
             },
+            Observed::Restarting { .. } => EventKind::ContainerRestarting,
         }
     }
 
@@ -109,6 +112,7 @@ impl EventKind {
             EventKind::SnapshotInstalled => "snapshot_installed",
             EventKind::ContainerHealthy => "container_healthy",
             EventKind::ContainerUnhealthy => "container_unhealthy",
+            EventKind::ContainerRestarting => "container_restarting",
         }
     }
 }

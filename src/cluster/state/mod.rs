@@ -142,6 +142,16 @@ pub enum Observed {
         /// What its checks say.
         health: Health,
     },
+    /// It ended (or turned unhealthy) and its node starts it again after a back-off
+    /// (its restart policy); it still counts as there.
+    Restarting {
+        /// Which restart of the policy's interval this is (from 1).
+        attempt: u32,
+        /// How the run before ended (128+n for signal n).
+        code: Option<i32>,
+        /// Why its node stopped it, when it did (it turned unhealthy).
+        reason: Option<String>,
+    },
 }
 
 /// What a container's health checks say (`spec::health`, `decide::checks`).
@@ -179,6 +189,7 @@ impl Observed {
             Observed::Pulling { .. } => "pulling",
             Observed::PullFailed { .. } => "pull_failed",
             Observed::Checked { .. } => "running",
+            Observed::Restarting { .. } => "restarting",
         }
     }
 
@@ -547,12 +558,10 @@ impl ClusterState {
         Some(spec)
     }
 
-    /// A container's health check (its definition's).
-    pub fn health_check_of(
-        &self,
-        c: &ContainerRecord,
-    ) -> Option<&crate::spec::health::HealthCheck> {
-        self.definitions.get(&c.digest)?.spec.health.as_ref()
+    /// The spec of a container's definition as stored (its health check, its restart
+    /// policy; `spec_of` gives the one it runs).
+    pub fn definition_spec(&self, c: &ContainerRecord) -> Option<&ContainerSpec> {
+        self.definitions.get(&c.digest).map(|d| &d.spec)
     }
 
     /// A container's labels (its definition's).

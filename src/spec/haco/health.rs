@@ -1,18 +1,88 @@
 //! `c.health(#{ exec: [...] | tcp: PORT | http: "/path", port, status, interval,
-//! timeout, retries, start_period })`: the container's health check.
+//! timeout, retries, start_period })`: the container's health check; `c.restart(#{
+//! attempts, interval, delay, max_delay, mode })`: what its node does when it ends or
+//! turns unhealthy.
 
 use super::*;
 use crate::spec::health::{parse_duration_ms, HealthCheck, Probe};
+use crate::spec::restart::{RestartMode, RestartPolicy};
 use crate::spec::script::{as_string, check_keys, dsl_error, int_of, string_list, RhaiResult};
 use rhai::{Dynamic, Engine, Map};
 
-/// Registers `health(...)`.
+/// Registers `health(...)` and `restart(...)`.
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("health", |c: &mut Container, o: Map| -> RhaiResult<()> {
         let check = health_check(&o)?;
         c.d.borrow_mut().spec.health = Some(check);
         Ok(())
     });
+    engine.register_fn("restart", |c: &mut Container, o: Map| -> RhaiResult<()> {
+        let policy = restart_policy(&o)?;
+        c.d.borrow_mut().spec.restart = Some(policy);
+        Ok(())
+    });
+}
+
+/// A duration option of `what`, in ms.
+fn duration_of(o: &Map, what: &str, k: &str) -> RhaiResult<Option<u64>> {
+    o.get(k)
+        .map(|v| {
+            let text = as_string(v, &format!("{what} {k}"))?;
+            parse_duration_ms(&text).map_err(|e| dsl_error(format!("{what} {k}: {e}")))
+        })
+        .transpose()
+}
+
+fn restart_policy(o: &Map) -> RhaiResult<RestartPolicy> {
+    check_keys(
+        o,
+        "restart",
+        &["attempts", "interval", "delay", "max_delay", "mode"],
+    )?;
+    let mut p = RestartPolicy::default();
+    if let Some(v) = o.get("attempts") {
+        let n = int_of(v, "restart attempts")?;
+        p.attempts = u32::try_from(n)
+            .ok()
+            .filter(|a| *a <= 1000)
+            .ok_or_else(|| dsl_error(format!("restart attempts: {n}; expected 0 to 1000")))?;
+    }
+    if let Some(ms) = duration_of(o, "restart", "interval")? {
+        p.interval_ms = ms;
+    }
+    if let Some(ms) = duration_of(o, "restart", "delay")? {
+        if ms < 100 {
+            return Err(dsl_error("restart delay: at least 100ms"));
+        }
+        p.delay_ms = ms;
+        p.max_delay_ms = p.max_delay_ms.max(ms);
+    }
+    if let Some(ms) = duration_of(o, "restart", "max_delay")? {
+        if ms < p.delay_ms {
+            return Err(dsl_error(format!(
+                "restart max_delay: shorter than the delay ({} ms)",
+                p.delay_ms
+            )));
+        }
+        p.max_delay_ms = ms;
+    }
+    if p.interval_ms < p.delay_ms {
+        return Err(dsl_error(
+            "restart interval: shorter than the delay (no attempt would ever count)",
+        ));
+    }
+    if let Some(v) = o.get("mode") {
+        p.mode = match as_string(v, "restart mode")?.as_str() {
+            "fail" => RestartMode::Fail,
+            "delay" => RestartMode::Delay,
+            other => {
+                return Err(dsl_error(format!(
+                    "restart mode: '{other}'; expected \"fail\" (give up after the attempts: a rule places it elsewhere) or \"delay\" (keep trying on its node at max_delay)"
+                )))
+            }
+        };
+    }
+    Ok(p)
 }
 
 fn health_check(o: &Map) -> RhaiResult<HealthCheck> {
@@ -91,14 +161,7 @@ fn health_check(o: &Map) -> RhaiResult<HealthCheck> {
         Probe::Http { path, port, status }
     };
     let mut check = HealthCheck::new(probe);
-    let duration = |k: &str| -> RhaiResult<Option<u64>> {
-        o.get(k)
-            .map(|v| {
-                let text = as_string(v, &format!("health {k}"))?;
-                parse_duration_ms(&text).map_err(|e| dsl_error(format!("health {k}: {e}")))
-            })
-            .transpose()
-    };
+    let duration = |k: &str| duration_of(o, "health", k);
     if let Some(ms) = duration("interval")? {
         if ms < 100 {
             return Err(dsl_error("health interval: at least 100ms"));

@@ -26,6 +26,12 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             (0, false, *pid, String::new())
         }
         Observed::PullFailed { reason } => (0, false, 0, reason.clone()),
+        Observed::Restarting { code, reason, .. } => (
+            code.unwrap_or(0),
+            code.is_some(),
+            0,
+            reason.clone().unwrap_or_default(),
+        ),
         _ => (0, false, 0, String::new()),
     };
     let (pull_done, pull_total) = match &c.observed {
@@ -65,6 +71,10 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             .health()
             .map(|h| h.name().to_string())
             .unwrap_or_default(),
+        restart_attempt: match &c.observed {
+            Observed::Restarting { attempt, .. } => *attempt,
+            _ => 0,
+        },
     }
 }
 
@@ -142,8 +152,23 @@ pub fn event_pb(e: Event, sub: u32, state: &ClusterState) -> pb::Event {
 }
 
 /// API form of a rule.
-pub fn rule_pb(r: &RuleRecord) -> pb::Rule {
+pub fn rule_pb(r: &RuleRecord, state: &ClusterState) -> pb::Rule {
+    let (mut active, mut running, mut healthy, mut restarting) = (0, 0, 0, 0);
+    for c in state
+        .containers()
+        .values()
+        .filter(|c| c.is_active() && c.rule.as_deref() == Some(r.name.as_str()))
+    {
+        active += 1;
+        running += u32::from(c.observed.running_pid().is_some());
+        healthy += u32::from(c.observed.health() == Some(Health::Healthy));
+        restarting += u32::from(matches!(c.observed, Observed::Restarting { .. }));
+    }
     pb::Rule {
+        active,
+        running,
+        healthy,
+        restarting,
         name: r.name.clone(),
         digest: r.digest.clone(),
         last_evaluation_index: r.last_evaluation_index,
@@ -180,6 +205,11 @@ pub fn observed_from_report(r: &pb::ReportRequest) -> Option<Observed> {
             },
             _ => return None,
         },
+        "restarting" => Observed::Restarting {
+            attempt: r.restart_attempt,
+            code: r.has_exit_code.then_some(r.exit_code),
+            reason: (!r.error.is_empty()).then(|| r.error.clone()),
+        },
         "exited" => Observed::Exited {
             code: Some(r.exit_code),
             oom_killed: r.oom_killed,
@@ -207,6 +237,16 @@ pub fn report_pb(node: NodeId, id: &str, observed: &Observed) -> pb::ReportReque
         Observed::Checked { pid, health } => {
             req.pid = *pid;
             req.health = health.name().into();
+        }
+        Observed::Restarting {
+            attempt,
+            code,
+            reason,
+        } => {
+            req.restart_attempt = *attempt;
+            req.exit_code = code.unwrap_or(0);
+            req.has_exit_code = code.is_some();
+            req.error = reason.clone().unwrap_or_default();
         }
         Observed::Pulling { done, total } => {
             req.pull_done = *done;
@@ -345,5 +385,63 @@ mod tests {
         assert_eq!(join_request(pb::JoinRequest::default()).id, None);
         let r = rule_request(pb::ApplyRuleRequest::default());
         assert_eq!((r.name, r.file.as_str()), (None, "rule.watch"));
+    }
+
+    #[test]
+    fn every_report_survives_the_wire() {
+        let reports = [
+            Observed::Starting,
+            Observed::Pulling { done: 1, total: 2 },
+            Observed::PullFailed {
+                reason: "gone".into(),
+            },
+            Observed::Running { pid: 7 },
+            Observed::Checked {
+                pid: 7,
+                health: Health::Starting,
+            },
+            Observed::Checked {
+                pid: 7,
+                health: Health::Healthy,
+            },
+            Observed::Checked {
+                pid: 7,
+                health: Health::Unhealthy,
+            },
+            Observed::Restarting {
+                attempt: 2,
+                code: Some(3),
+                reason: None,
+            },
+            Observed::Restarting {
+                attempt: 1,
+                code: Some(0),
+                reason: Some("unhealthy: tcp 80".into()),
+            },
+            Observed::Restarting {
+                attempt: 1,
+                code: None,
+                reason: None,
+            },
+            Observed::Exited {
+                code: Some(137),
+                oom_killed: true,
+                error: Some("unhealthy: tcp 80".into()),
+            },
+            Observed::Exited {
+                code: Some(0),
+                oom_killed: false,
+                error: None,
+            },
+            Observed::Exited {
+                code: None,
+                oom_killed: false,
+                error: Some("no root".into()),
+            },
+        ];
+        for o in reports {
+            let wire = report_pb(4, "c-1", &o);
+            assert_eq!(observed_from_report(&wire), Some(o.clone()), "{wire:?}");
+        }
     }
 }

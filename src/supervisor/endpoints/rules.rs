@@ -10,13 +10,16 @@ use crate::supervisor::shared::Supervisor;
 pub(super) async fn apply(core: &Supervisor, r: ApplyRuleRequest) -> OpResult<ApplyRuleReply> {
     let rule = ops::apply_rule(core, rule_request(r)).await?;
     Ok(ApplyRuleReply {
-        rule: Some(rule_pb(&rule)),
+        rule: Some(rule_pb(&rule, &core.state())),
     })
 }
 
 pub(super) fn list(core: &Supervisor) -> ListRulesReply {
     ListRulesReply {
-        rules: core.state().rules().values().map(rule_pb).collect(),
+        rules: {
+            let state = core.state();
+            state.rules().values().map(|r| rule_pb(r, &state)).collect()
+        },
     }
 }
 

@@ -32,9 +32,13 @@ pub fn json(core: &Supervisor) -> Value {
         .rules()
         .values()
         .map(|r| {
-            let p = rule_pb(r);
+            let p = rule_pb(r, &state);
             json!({
                 "name": p.name,
+                "active": p.active,
+                "running": p.running,
+                "healthy": p.healthy,
+                "restarting": p.restarting,
                 "last_evaluation_index": p.last_evaluation_index,
                 "evaluations": p.evaluations,
                 "last_error": p.last_error,
