@@ -12,7 +12,6 @@ use crate::cluster::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// This supervisor, shared by all its parts (one per process; not to be confused with
 /// a cluster member's record, `cluster::state::NodeRecord`).
@@ -227,19 +226,6 @@ impl Supervisor {
             "node {} leads but no quorum has acknowledged it for {ms}: it is probably cut off from the cluster; ask another member",
             self.id
         ))
-    }
-
-    /// Nodes the leader has not heard from lately (or not at all since it leads): no new
-    /// containers go there until they heartbeat, even before their TTL runs out.
-    pub fn suspects(&self) -> Vec<NodeId> {
-        let window = std::time::Duration::from_millis(self.config.heartbeat_ms * 3);
-        let state = self.state();
-        lock(&self.liveness).suspects(
-            state.nodes().keys().copied(),
-            self.id,
-            Instant::now(),
-            window,
-        )
     }
 
     /// Proposes a command on this node, which must lead. Returns the entry's index and the

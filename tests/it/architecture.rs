@@ -359,3 +359,32 @@ fn no_file_of_src_holds_more_than_700_lines_before_its_tests() {
     long.sort();
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
 }
+
+/// The leader's bookkeeping (`Liveness`: heartbeats heard, applied indexes, leading
+/// since) is the leader's own: outside `supervisor::leader` only its declaration in
+/// `shared.rs` names it.
+#[test]
+fn only_the_leader_touches_its_liveness_bookkeeping() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut outside = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(src()).unwrap().to_string_lossy().to_string();
+        if rel.starts_with("supervisor/leader/") || rel == "decide/health.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let decl = rel == "supervisor/shared.rs"
+                && (line.trim_start().starts_with("pub liveness:")
+                    || line.trim_start().starts_with("liveness: Mutex::new"));
+            if line.contains("liveness") && !decl && !line.trim_start().starts_with("//") {
+                outside.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "the leader's Liveness used outside supervisor::leader: {outside:#?}"
+    );
+}

@@ -58,20 +58,24 @@ fn comm(pid: i32) -> String {
         .to_string()
 }
 
+/// Writes `NAME.haco`: `sh -c CMD` on the test's busybox root in its own namespaces,
+/// plus the `extra` lines.
+fn definition(cl: &Cluster, name: &str, cmd: &str, extra: &str) -> std::path::PathBuf {
+    let p = cl.scratch.path.join(format!("{name}.haco"));
+    std::fs::write(
+        &p,
+        format!(
+            "haconiwa.define(|c| {{\n  c.name = `{name}-${{uuid_short()}}`;\n  c.init_command = [\"/bin/sh\", \"-c\", {cmd:?}];\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n{extra}\n}});\n",
+            crate::common::busybox_rootfs().display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
 #[test]
 fn a_hung_copy_is_found_unhealthy_stopped_and_replaced() {
-    let mut cl = Cluster::new("health", &[]);
-    for k in 1..=3 {
-        let http = format!("{}.{k}:7780", cl.net);
-        cl.add_node(&["--http-listen", &http]);
-        if k == 1 {
-            cl.wait_leader(T);
-        }
-    }
-    cl.wait(T, "3 voters up", |s| {
-        let m = s["members"].as_array().unwrap();
-        m.len() == 3 && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
-    });
+    let cl = Cluster::three_with_http("health");
     let dir = cl.scratch.path.join("web");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("web.haco"), web_haco(&cl)).unwrap();
@@ -206,18 +210,8 @@ fn hang_one(cl: &Cluster, c: &[Value]) -> (Duration, Duration) {
 #[test]
 fn exec_and_tcp_checks_and_the_start_period() {
     let cl = Cluster::three("health-kinds", &[]);
-    let root = crate::common::busybox_rootfs();
     let def = |name: &str, cmd: &str, health: &str| {
-        let p = cl.scratch.path.join(format!("{name}.haco"));
-        std::fs::write(
-            &p,
-            format!(
-                "haconiwa.define(|c| {{\n  c.name = `{name}-${{uuid_short()}}`;\n  c.init_command = [\"/bin/sh\", \"-c\", {cmd:?}];\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n  c.health(#{{ {health} }});\n}});\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        p
+        definition(&cl, name, cmd, &format!("  c.health(#{{ {health} }});"))
     };
     let spawn = |p: &std::path::Path| -> String {
         let out = cl.ok(&["spawn", p.to_str().unwrap(), "--json"]);
@@ -350,19 +344,7 @@ fn runs_of(
 #[test]
 fn a_crash_loop_backs_off_on_its_node_then_gives_up() {
     let cl = Cluster::three("restarts", &[]);
-    let root = crate::common::busybox_rootfs();
-    let def = |name: &str, cmd: &str, extra: &str| {
-        let p = cl.scratch.path.join(format!("{name}.haco"));
-        std::fs::write(
-            &p,
-            format!(
-                "haconiwa.define(|c| {{\n  c.name = `{name}-${{uuid_short()}}`;\n  c.init_command = [\"/bin/sh\", \"-c\", {cmd:?}];\n  c.chroot_to(\"{}\");\n  c.namespace.unshare([\"uts\", \"ipc\", \"pid\", \"mount\", \"net\"]);\n{extra}\n}});\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let def = |name: &str, cmd: &str, extra: &str| definition(&cl, name, cmd, extra);
     let find = |c: &[Value], id: &str| -> Value {
         c.iter()
             .find(|x| x["id"] == id)

@@ -16,18 +16,7 @@ const T: Duration = Duration::from_secs(40);
 /// A 3-node cluster, each member with its HTTP listener on its own address, keeping 5
 /// sleepers that sleep an hour.
 fn cluster_with_http(tag: &str) -> Cluster {
-    let mut cl = Cluster::new(tag, &[]);
-    for k in 1..=3 {
-        let http = format!("{}.{k}:7780", cl.net);
-        cl.add_node(&["--http-listen", &http]);
-        if k == 1 {
-            cl.wait_leader(T);
-        }
-    }
-    cl.wait(T, "3 voters up", |s| {
-        let m = s["members"].as_array().unwrap();
-        m.len() == 3 && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
-    });
+    let cl = Cluster::three_with_http(tag);
     let dir = cl.scratch.path.join("rule");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("sleeper.haco"), crate::common::long_sleeper()).unwrap();

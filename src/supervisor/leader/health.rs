@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 /// Finished containers kept for `containers --all`.
 const KEEP_FINISHED: usize = 100;
 
+/// Nodes the leader has not heard from lately (or not at all since it leads): no new
+/// containers go there until they heartbeat, even before their TTL runs out.
+pub fn suspects(core: &Supervisor) -> Vec<NodeId> {
+    let window = Duration::from_millis(core.config.heartbeat_ms * 3);
+    let state = core.state();
+    lock(&core.liveness).suspects(
+        state.nodes().keys().copied(),
+        core.id,
+        Instant::now(),
+        window,
+    )
+}
+
 /// Commits down the members silent past their TTL; keeps since when each member down is
 /// down (for the voter replacement).
 pub async fn detect_failures(

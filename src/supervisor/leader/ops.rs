@@ -35,7 +35,7 @@ pub async fn spawn(core: &Supervisor, r: SpawnRequest) -> OpResult<ContainerReco
         labels: r.target.labels,
         exclude: match r.target.node {
             Some(_) => Vec::new(),
-            None => core.suspects(),
+            None => super::health::suspects(core),
         },
     };
     let node = placement::place(&state, &req)?;
@@ -183,7 +183,7 @@ pub async fn move_off(core: &Supervisor, node: NodeId) -> OpResult<u32> {
             failed.push(format!("{}: its definition is gone", c.id));
             continue;
         };
-        let mut exclude = core.suspects();
+        let mut exclude = super::health::suspects(core);
         exclude.push(node);
         let req = placement::Request {
             definition: &c.definition,

@@ -206,7 +206,7 @@ impl RuleLoop {
                     exclude: if node.is_some() {
                         Vec::new()
                     } else {
-                        core.suspects()
+                        super::health::suspects(core)
                     },
                 };
                 let count = usize::try_from(count).unwrap_or(usize::MAX);

@@ -92,6 +92,24 @@ impl Cluster {
         c
     }
 
+    /// A 3-node cluster whose members also listen for HTTP (`/metrics`, the dashboard)
+    /// on port 7780 of their own address.
+    pub fn three_with_http(tag: &str) -> Cluster {
+        let mut cl = Cluster::new(tag, &[]);
+        for k in 1..=3 {
+            let http = format!("{}.{k}:7780", cl.net);
+            cl.add_node(&["--http-listen", &http]);
+            if k == 1 {
+                cl.wait_leader(Duration::from_secs(40));
+            }
+        }
+        cl.wait(Duration::from_secs(40), "3 voters up", |s| {
+            let m = s["members"].as_array().unwrap();
+            m.len() == 3 && m.iter().all(|x| x["role"] == "voter" && x["state"] == "up")
+        });
+        cl
+    }
+
     /// Starts 3 supervisors on an empty description and waits for 3 voters.
     pub fn start_three(&mut self) {
         self.start_three_with([&[], &[], &[]]);

@@ -2,6 +2,7 @@
 //! scrape time; what the supervisor counted as it worked comes from `Stats`; the process
 //! from `/proc/self`.
 
+use crate::cluster::state::{ClusterState, ContainerRecord};
 use crate::supervisor::shared::Supervisor;
 use crate::supervisor::stats::{label, Labels};
 use prometheus_client::encoding::text::encode;
@@ -100,42 +101,13 @@ fn cluster(core: &Supervisor, reg: &mut Registry) {
         nodes.get_or_create(&label("state", n.status.name())).inc();
     }
     r.register("nodes", "Members by state", nodes);
-    let mut by: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
-    for c in state.containers().values() {
-        *by.entry((c.definition.clone(), c.observed.name()))
-            .or_default() += 1;
-    }
-    let containers = Family::<Labels, Gauge>::default();
-    for ((definition, st), n) in by {
-        containers
-            .get_or_create(&vec![
-                ("definition".to_string(), definition),
-                ("state".to_string(), st.to_string()),
-            ])
-            .set(n);
-    }
+    let containers = by_definition(&state, "state", |c| Some(c.observed.name()));
     r.register(
         "containers",
         "Containers in the replicated state, by definition and state",
         containers,
     );
-    let mut by_health: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
-    for c in state.containers().values() {
-        if let Some(h) = c.observed.health() {
-            *by_health
-                .entry((c.definition.clone(), h.name()))
-                .or_default() += 1;
-        }
-    }
-    let health = Family::<Labels, Gauge>::default();
-    for ((definition, h), n) in by_health {
-        health
-            .get_or_create(&vec![
-                ("definition".to_string(), definition),
-                ("health".to_string(), h.to_string()),
-            ])
-            .set(n);
-    }
+    let health = by_definition(&state, "health", |c| c.observed.health().map(|h| h.name()));
     r.register(
         "containers_health",
         "Running containers with a health check, by definition and what the checks say",
@@ -185,6 +157,31 @@ fn cluster(core: &Supervisor, reg: &mut Registry) {
         Unit::Seconds,
         core.stats.rule_evaluation_seconds.clone(),
     );
+}
+
+/// A gauge of the containers by definition and one more label (`what` of each
+/// container; none: not counted).
+fn by_definition(
+    state: &ClusterState,
+    label: &str,
+    what: impl Fn(&ContainerRecord) -> Option<&'static str>,
+) -> Family<Labels, Gauge> {
+    let mut by: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+    for c in state.containers().values() {
+        if let Some(v) = what(c) {
+            *by.entry((c.definition.clone(), v)).or_default() += 1;
+        }
+    }
+    let family = Family::<Labels, Gauge>::default();
+    for ((definition, v), n) in by {
+        family
+            .get_or_create(&vec![
+                ("definition".to_string(), definition),
+                (label.to_string(), v.to_string()),
+            ])
+            .set(n);
+    }
+    family
 }
 
 fn node(core: &Supervisor, reg: &mut Registry) {
