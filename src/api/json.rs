@@ -10,6 +10,7 @@ pub fn container(c: &pb::Container) -> Value {
         "id": c.id,
         "name": c.name,
         "definition": c.definition,
+        "digest": c.definition_digest,
         "node": c.node,
         "desired": c.desired,
         "state": c.state,

@@ -503,6 +503,7 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
                         "running": x.running,
                         "healthy": x.healthy,
                         "restarting": x.restarting,
+                        "outdated": x.outdated,
                     },
                 })
             })
@@ -520,12 +521,20 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         }
     } else {
         println!(
-            "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10}  LAST ERROR",
-            "NAME", "DIGEST", "LAST EVAL", "EVALS", "ACTIVE", "RUNNING", "HEALTHY", "RESTARTING"
+            "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  LAST ERROR",
+            "NAME",
+            "DIGEST",
+            "LAST EVAL",
+            "EVALS",
+            "ACTIVE",
+            "RUNNING",
+            "HEALTHY",
+            "RESTARTING",
+            "OUTDATED"
         );
         for x in &r.rules {
             println!(
-                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10}  {}",
+                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  {}",
                 x.name,
                 &x.digest[..12.min(x.digest.len())],
                 x.last_evaluation_index,
@@ -534,6 +543,7 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
                 x.running,
                 x.healthy,
                 x.restarting,
+                x.outdated,
                 if x.last_error.is_empty() {
                     "-"
                 } else {
@@ -543,8 +553,8 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         }
         for x in sources.iter().filter(|x| !x.ok) {
             println!(
-                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10}  refused from etcd: {}",
-                x.name, "-", "-", "-", "-", "-", "-", "-", x.error
+                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  refused from etcd: {}",
+                x.name, "-", "-", "-", "-", "-", "-", "-", "-", x.error
             );
         }
     }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod placement;
 pub mod reconcile;
 pub mod restart;
+pub mod rollout;
 pub mod schedule;
 pub mod victims;
 pub mod view;

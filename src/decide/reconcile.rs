@@ -67,6 +67,9 @@ pub struct Inputs<'a> {
     pub launching: &'a HashSet<String>,
     /// What was last reported per container (so nothing is said twice).
     pub reported: &'a HashMap<String, Observed>,
+    /// Containers queued behind one that has not ended yet (a rollout's replacements):
+    /// not started until it has.
+    pub waiting: &'a HashSet<String>,
 }
 
 /// The actions of one pass.
@@ -133,7 +136,7 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
             Some(_) => {}
             None => {
                 let in_flight = i.launching.contains(&c.id);
-                if wanted && !in_flight {
+                if wanted && !in_flight && !i.waiting.contains(&c.id) {
                     launch.push(c.id.clone());
                 } else if !wanted
                     && !in_flight
@@ -228,6 +231,7 @@ mod tests {
             local: &local,
             launching: &launching,
             reported: &reported,
+            waiting: &HashSet::from(["queued".to_string()]),
         })
     }
 
@@ -331,6 +335,20 @@ mod tests {
         assert!(
             matches!(&acts[..], [Action::Report(_, Observed::Exited { code: Some(137), error: Some(e), .. })] if e.starts_with("unhealthy: tcp 80")),
             "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn a_queued_replacement_starts_only_once_its_predecessor_ended() {
+        let queued = Observed::Queued {
+            after: "old".into(),
+        };
+        let c = [rec("queued", RUN, queued.clone())];
+        assert!(run(&c, &[], false, &[], &[]).is_empty(), "started too soon");
+        let c = [rec("free", RUN, queued)];
+        assert_eq!(
+            run(&c, &[], false, &[], &[]),
+            [Action::Launch("free".into())]
         );
     }
 

@@ -11,6 +11,7 @@ pub mod restart;
 pub mod script;
 pub mod signal;
 pub mod stored;
+pub mod update;
 pub mod watch;
 
 pub use haco::{load_file, load_str, HacoError};

@@ -282,6 +282,18 @@ impl Agent {
         self.restarts.overlay(&mut local);
         let ids: HashSet<&str> = mine.iter().map(|c| c.id.as_str()).collect();
         reported.retain(|id, _| ids.contains(id.as_str()));
+        // A rollout's replacement waits until the container it replaces has ended.
+        let waiting: HashSet<String> = mine
+            .iter()
+            .filter(|c| match &c.observed {
+                Observed::Queued { after } => state
+                    .containers()
+                    .get(after)
+                    .is_some_and(|old| !old.observed.is_final()),
+                _ => false,
+            })
+            .map(|c| c.id.clone())
+            .collect();
         let actions = reconcile::decide(&reconcile::Inputs {
             me,
             // While the cluster holds this node down its containers were replaced:
@@ -291,6 +303,7 @@ impl Agent {
             local: &local,
             launching: &launching,
             reported,
+            waiting: &waiting,
         });
         // Without a lease a monitor would stop its container at once: launch only with
         // one.

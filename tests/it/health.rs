@@ -101,7 +101,7 @@ fn a_hung_copy_is_found_unhealthy_stopped_and_replaced() {
         .unwrap_or_else(|| panic!("no rule web in {ls:#}"));
     assert_eq!(
         rule["containers"],
-        serde_json::json!({"active": 3, "running": 3, "healthy": 3, "restarting": 0}),
+        serde_json::json!({"active": 3, "running": 3, "healthy": 3, "restarting": 0, "outdated": 0}),
         "{rule:#}"
     );
     let first = of(&c, "web")[0].clone();

@@ -21,6 +21,7 @@ mod launch_errors;
 mod mirror;
 mod node_config;
 mod privileges;
+mod rollout;
 mod rule_events;
 mod rules;
 mod scale;

@@ -71,6 +71,7 @@ impl ClusterState {
             Command::RemoveRule { name } => self.remove_rule(ev, name),
             Command::RuleEvaluated { name, error } => self.rule_evaluated(ev, name, error),
             Command::Batch(_) => refused("a batch inside a batch".into()),
+            Command::Replace { old, digest, node } => self.replace(ev, old, digest, *node),
         }
     }
 
@@ -209,6 +210,50 @@ impl ClusterState {
             ids.push(id);
         }
         Response::Spawned(ids)
+    }
+
+    fn replace(&mut self, ev: &mut Events, old: &str, digest: &str, node: NodeId) -> Response {
+        let Some(c) = self.index.record(old) else {
+            return refused(format!("no container {old}"));
+        };
+        if !c.is_active() {
+            return refused(format!(
+                "container {old} is not running: nothing to replace"
+            ));
+        }
+        let rule = c.rule.clone();
+        match self.nodes.get(&node) {
+            Some(n) if n.status == NodeStatus::Up => {}
+            Some(n) => return refused(format!("node {node} is {}", n.status.name())),
+            None => return refused(format!("no node {node}")),
+        }
+        let Some(def) = self.definitions.get(digest) else {
+            return refused(format!("no definition with digest {digest}"));
+        };
+        let (name, preferred) = (def.name.clone(), def.spec.name.clone());
+        self.stop(ev, old);
+        self.next_seq += 1;
+        let id = format!("{preferred}-{}", self.next_seq);
+        let rec = ContainerRecord {
+            id: id.clone(),
+            definition: name,
+            digest: digest.to_string(),
+            node,
+            desired: Desired::Running,
+            observed: Observed::Queued {
+                after: old.to_string(),
+            },
+            rule,
+            created_index: ev.index,
+        };
+        ev.push(
+            EventKind::ContainerSpawned,
+            Some(&rec),
+            None,
+            format!("replaces {old}"),
+        );
+        self.put_container(rec);
+        Response::Spawned(vec![id])
     }
 
     fn stop(&mut self, ev: &mut Events, id: &str) -> Response {

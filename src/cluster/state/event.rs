@@ -84,6 +84,7 @@ impl EventKind {
                 Health::Unhealthy => EventKind::ContainerUnhealthy,
             },
             Observed::Restarting { .. } => EventKind::ContainerRestarting,
+            Observed::Queued { .. } => EventKind::ContainerSpawned,
         }
     }
 

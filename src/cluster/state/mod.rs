@@ -152,6 +152,12 @@ pub enum Observed {
         /// Why its node stopped it, when it did (it turned unhealthy).
         reason: Option<String>,
     },
+    /// Placed to replace another container (a rollout): its node starts it only once
+    /// that one has ended, so the two never run at once.
+    Queued {
+        /// The container it replaces.
+        after: String,
+    },
 }
 
 /// What a container's health checks say (`spec::health`, `decide::checks`).
@@ -190,6 +196,7 @@ impl Observed {
             Observed::PullFailed { .. } => "pull_failed",
             Observed::Checked { .. } => "running",
             Observed::Restarting { .. } => "restarting",
+            Observed::Queued { .. } => "queued",
         }
     }
 
@@ -416,6 +423,17 @@ pub enum Command {
     /// order, each on its own: one refused changes nothing of the others. A batch inside
     /// a batch is refused.
     Batch(Vec<Command>),
+    /// Replace a container by a new one of a definition (a rollout step): the old one
+    /// is wanted stopped, the new one placed on `node` and `queued` behind it (added
+    /// last: older entries read as before).
+    Replace {
+        /// The container replaced; it must be wanted running and not ended.
+        old: String,
+        /// The definition of the new one (registered).
+        digest: String,
+        /// Where the new one goes.
+        node: NodeId,
+    },
 }
 
 impl Command {

@@ -30,6 +30,7 @@ struct Shared {
     handlers: Vec<Registered>,
     intents: Vec<Intent>,
     defined: bool,
+    update: Option<crate::spec::update::UpdatePolicy>,
 }
 
 /// The `haconiwa` constant of a `.watch` script.
@@ -199,6 +200,15 @@ fn engine_for(shared: Rc<RefCell<Shared>>) -> Engine {
             register_kind(&w.0, kind, every, f, ctx.call_position())
         },
     );
+    engine.register_fn("update", |w: &mut Registrar, o: Map| -> RhaiResult<()> {
+        let policy = crate::spec::update::from_map(&o)?;
+        let mut s = w.0.borrow_mut();
+        if s.update.is_some() {
+            return Err(dsl_error("a rule calls w.update once"));
+        }
+        s.update = Some(policy);
+        Ok(())
+    });
     engine.register_fn(
         "every",
         |ctx: NativeCallContext, w: &mut Registrar, ms: i64, f: FnPtr| -> RhaiResult<()> {
@@ -390,6 +400,7 @@ pub fn check(text: &str, file: &str) -> Result<RuleInfo, ScriptError> {
             .map(|h| (h.kind.clone(), h.every))
             .collect(),
         hacos: haco_refs(text),
+        update: s.update.clone().unwrap_or_default(),
     })
 }
 
@@ -641,6 +652,60 @@ mod tests {
         assert!(e.to_string().starts_with("r.watch:2:"), "{e}");
         let e = check("let x = 1;", "r.watch").unwrap_err();
         assert!(e.to_string().contains("no rule defined"), "{e}");
+    }
+
+    #[test]
+    fn update_policies_read_with_nomads_defaults_and_bad_ones_have_positions() {
+        use crate::spec::update::UpdatePolicy;
+        let rule = |u: &str| {
+            format!("haconiwa.watch(|w| {{\n  {u}\n  w.watch(\"cluster\", |e| {{}});\n}});")
+        };
+        assert_eq!(
+            check(&rule(""), "r.watch").unwrap().update,
+            UpdatePolicy::default()
+        );
+        let info = check(
+            &rule("w.update(#{ max_parallel: 3, min_healthy_time: \"2s\", healthy_deadline: \"1m\", auto_revert: true });"),
+            "r.watch",
+        )
+        .unwrap();
+        assert_eq!(
+            info.update,
+            UpdatePolicy {
+                max_parallel: 3,
+                min_healthy_ms: 2_000,
+                healthy_deadline_ms: 60_000,
+                auto_revert: true,
+            }
+        );
+        for (bad, says) in [
+            (
+                "w.update(#{ max_parallel: 0 });",
+                "update max_parallel: 0; expected 1 to 1000",
+            ),
+            (
+                "w.update(#{ canary: 1 });",
+                "update: unknown option 'canary'",
+            ),
+            (
+                "w.update(#{ min_healthy_time: \"5m\" });",
+                "is not longer than min_healthy_time",
+            ),
+            (
+                "w.update(#{ auto_revert: \"yes\" });",
+                "update auto_revert: expected true or false",
+            ),
+            (
+                "w.update(#{}); w.update(#{});",
+                "a rule calls w.update once",
+            ),
+        ] {
+            let e = check(&rule(bad), "r.watch").unwrap_err().to_string();
+            assert!(
+                e.starts_with("r.watch:2:") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

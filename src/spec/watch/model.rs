@@ -214,4 +214,6 @@ pub struct RuleInfo {
     pub handlers: Vec<(String, Option<u64>)>,
     /// `.haco` files the rule names (string literals ending in `.haco`).
     pub hacos: Vec<HacoRef>,
+    /// How it rolls out a changed definition (`w.update(...)`; Nomad's defaults).
+    pub update: crate::spec::update::UpdatePolicy,
 }

@@ -153,7 +153,7 @@ pub fn event_pb(e: Event, sub: u32, state: &ClusterState) -> pb::Event {
 
 /// API form of a rule.
 pub fn rule_pb(r: &RuleRecord, state: &ClusterState) -> pb::Rule {
-    let (mut active, mut running, mut healthy, mut restarting) = (0, 0, 0, 0);
+    let (mut active, mut running, mut healthy, mut restarting, mut outdated) = (0, 0, 0, 0, 0);
     for c in state
         .containers()
         .values()
@@ -163,8 +163,10 @@ pub fn rule_pb(r: &RuleRecord, state: &ClusterState) -> pb::Rule {
         running += u32::from(c.observed.running_pid().is_some());
         healthy += u32::from(c.observed.health() == Some(Health::Healthy));
         restarting += u32::from(matches!(c.observed, Observed::Restarting { .. }));
+        outdated += u32::from(!r.definitions.values().any(|d| *d == c.digest));
     }
     pb::Rule {
+        outdated,
         active,
         running,
         healthy,

@@ -5,6 +5,7 @@
 
 mod health;
 pub mod ops;
+mod rollouts;
 mod rules;
 
 use super::shared::{lock, Supervisor};

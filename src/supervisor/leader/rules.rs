@@ -32,6 +32,7 @@ pub struct RuleLoop {
     infos: HashMap<String, (String, RuleInfo)>,
     schedule: Scheduler,
     recorded: HashMap<String, (Option<String>, Instant)>,
+    rollouts: super::rollouts::Rollouts,
 }
 
 impl RuleLoop {
@@ -44,6 +45,7 @@ impl RuleLoop {
             infos: HashMap::new(),
             schedule: Scheduler::new(),
             recorded: HashMap::new(),
+            rollouts: Default::default(),
         }
     }
 
@@ -51,6 +53,7 @@ impl RuleLoop {
     pub fn stand_down(&mut self) {
         self.schedule.reset();
         self.recorded.clear();
+        self.rollouts.reset();
         while self.events.try_recv().is_ok() {}
     }
 
@@ -98,6 +101,8 @@ impl RuleLoop {
             }
             let started = Instant::now();
             let error = self.run_rule(rule, state, wanted).await;
+            // A halted rollout stays the rule's error until the rule changes.
+            let error = error.or_else(|| self.rollouts.failure(&rule.name));
             let stats = &self.core.stats;
             stats
                 .rule_evaluation_seconds
@@ -113,6 +118,18 @@ impl RuleLoop {
             self.record(rule, error).await;
         }
         self.schedule.done(index);
+        // Rollouts: old copies replaced by new ones, at each rule's pace.
+        let policies = self
+            .infos
+            .iter()
+            .map(|(name, (_, info))| (name.clone(), info.update.clone()))
+            .collect();
+        let fresh = self.core.state();
+        for failed in self.rollouts.step(&self.core, &fresh, &policies).await {
+            if let Some(rule) = fresh.rules().get(&failed.rule).cloned() {
+                self.record(&rule, Some(failed.message)).await;
+            }
+        }
     }
 
     /// Image pulls of the rules' containers: a failure holds the rule back (longer each

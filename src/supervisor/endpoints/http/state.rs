@@ -39,6 +39,7 @@ pub fn json(core: &Supervisor) -> Value {
                 "running": p.running,
                 "healthy": p.healthy,
                 "restarting": p.restarting,
+                "outdated": p.outdated,
                 "last_evaluation_index": p.last_evaluation_index,
                 "evaluations": p.evaluations,
                 "last_error": p.last_error,

@@ -1,0 +1,82 @@
+//! How a rule rolls out a changed definition (`w.update(#{ max_parallel,
+//! min_healthy_time, healthy_deadline, auto_revert })` in its `.watch` file): old copies
+//! are replaced a few at a time, each new copy starting only once the old one it
+//! replaces has ended (never more than N), the next ones only once the new ones are
+//! healthy for a while; a new copy that is not healthy in time fails the rollout, and
+//! `auto_revert` brings the last version back. Plain data: `decide::rollout` decides.
+
+use super::health::parse_duration_ms;
+use super::script::{as_string, bool_of, check_keys, dsl_error, int_of, RhaiResult};
+use rhai::Map;
+use serde::{Deserialize, Serialize};
+
+/// A rule's update policy (Nomad's `update` block, its defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatePolicy {
+    /// Old copies replaced at once.
+    pub max_parallel: u32,
+    /// How long a new copy must be healthy (running, without a check) before it counts
+    /// as done, ms.
+    pub min_healthy_ms: u64,
+    /// A new copy not healthy this long after it was placed fails the rollout, ms.
+    pub healthy_deadline_ms: u64,
+    /// On failure, roll back to the version the old copies run.
+    pub auto_revert: bool,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> UpdatePolicy {
+        UpdatePolicy {
+            max_parallel: 1,
+            min_healthy_ms: 10_000,
+            healthy_deadline_ms: 5 * 60_000,
+            auto_revert: false,
+        }
+    }
+}
+
+/// `w.update(#{ max_parallel, min_healthy_time, healthy_deadline, auto_revert })`.
+pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
+    check_keys(
+        o,
+        "update",
+        &[
+            "max_parallel",
+            "min_healthy_time",
+            "healthy_deadline",
+            "auto_revert",
+        ],
+    )?;
+    let mut p = UpdatePolicy::default();
+    let duration = |k: &str| -> RhaiResult<Option<u64>> {
+        o.get(k)
+            .map(|v| {
+                let text = as_string(v, &format!("update {k}"))?;
+                parse_duration_ms(&text).map_err(|e| dsl_error(format!("update {k}: {e}")))
+            })
+            .transpose()
+    };
+    if let Some(v) = o.get("max_parallel") {
+        let n = int_of(v, "update max_parallel")?;
+        p.max_parallel = u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| dsl_error(format!("update max_parallel: {n}; expected 1 to 1000")))?;
+    }
+    if let Some(ms) = duration("min_healthy_time")? {
+        p.min_healthy_ms = ms;
+    }
+    if let Some(ms) = duration("healthy_deadline")? {
+        p.healthy_deadline_ms = ms;
+    }
+    if p.healthy_deadline_ms <= p.min_healthy_ms {
+        return Err(dsl_error(format!(
+            "update healthy_deadline: {} ms is not longer than min_healthy_time ({} ms): no copy could ever make it",
+            p.healthy_deadline_ms, p.min_healthy_ms
+        )));
+    }
+    if let Some(v) = o.get("auto_revert") {
+        p.auto_revert = bool_of(v, "update auto_revert")?;
+    }
+    Ok(p)
+}
