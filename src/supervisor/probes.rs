@@ -28,6 +28,9 @@ struct Found {
     health: Health,
     /// Why this node stopped it (it turned unhealthy).
     stopped_for: Option<String>,
+    /// Which run of the container the checks are for: a container restarted in place
+    /// keeps its name, and the task of its old run must not go on with the new one.
+    run: u64,
 }
 
 /// The health checks of this node's containers.
@@ -37,6 +40,8 @@ pub struct Probes {
     slots: Semaphore,
     /// The agent's wake-up.
     wake: Arc<Notify>,
+    /// The next run number.
+    runs: std::sync::atomic::AtomicU64,
 }
 
 impl Probes {
@@ -47,11 +52,13 @@ impl Probes {
             found: Mutex::new(HashMap::new()),
             slots: Semaphore::new(PROBE_SLOTS),
             wake,
+            runs: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Starts checking the running container `name` (once: later calls do nothing).
     pub fn ensure(self: &Arc<Self>, name: &str, check: &HealthCheck) {
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut found = lock(&self.found);
             if found.contains_key(name) {
@@ -62,13 +69,14 @@ impl Probes {
                 Found {
                     health: Health::Starting,
                     stopped_for: None,
+                    run,
                 },
             );
         }
         let me = self.clone();
         let name = name.to_string();
         let check = check.clone();
-        tokio::spawn(async move { me.watch(name, check).await });
+        tokio::spawn(async move { me.watch(name, check, run).await });
     }
 
     /// Adds what the checks say to the agent's picture: the health of running
@@ -100,18 +108,19 @@ impl Probes {
             .is_some_and(|f| f.stopped_for.is_some())
     }
 
-    /// Whether `name` is still checked (it is forgotten once its record goes).
-    fn checked(&self, name: &str) -> bool {
-        lock(&self.found).contains_key(name)
+    /// Whether run `run` of `name` is still checked (it is forgotten once its record
+    /// goes or the container is restarted in place).
+    fn checked(&self, name: &str, run: u64) -> bool {
+        lock(&self.found).get(name).is_some_and(|f| f.run == run)
     }
 
     /// Probes one container until it ends, turns unhealthy or is forgotten.
-    async fn watch(self: Arc<Self>, name: String, check: HealthCheck) {
+    async fn watch(self: Arc<Self>, name: String, check: HealthCheck, run: u64) {
         let mut checks = Checks::new(&check, Instant::now());
         let timeout = Duration::from_millis(check.timeout_ms);
         loop {
             tokio::time::sleep_until(checks.due().into()).await;
-            if !self.checked(&name) {
+            if !self.checked(&name, run) {
                 return;
             }
             let outcome = {
@@ -128,6 +137,9 @@ impl Probes {
                 Outcome::Passed => String::new(),
                 Outcome::Failed(why) => why.clone(),
             };
+            if !self.checked(&name, run) {
+                return;
+            }
             let changed = checks.record(outcome, Instant::now());
             let record = HealthRecord {
                 status: checks.health().name().to_string(),
@@ -147,7 +159,7 @@ impl Probes {
             tracing::info!("container {name}: {} ({})", health.name(), check.describe());
             {
                 let mut found = lock(&self.found);
-                let Some(f) = found.get_mut(&name) else {
+                let Some(f) = found.get_mut(&name).filter(|f| f.run == run) else {
                     return;
                 };
                 f.health = health;
