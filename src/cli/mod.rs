@@ -169,7 +169,8 @@ pub enum Command {
         /// Container id.
         id: String,
     },
-    /// List the cluster's containers.
+    /// List the cluster's containers: id, definition, node, desired, state, health (of
+    /// those with a check), pid, exit code, rule.
     Containers {
         /// Include exited and lost ones.
         #[arg(long)]
@@ -236,7 +237,8 @@ pub enum WatchCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// List rules: name, digest, last evaluation, last error.
+    /// List rules: name, digest, last evaluation, their containers (active, running,
+    /// healthy, restarting, outdated: a rollout under way or halted), last error.
     Ls {
         /// JSON output.
         #[arg(long)]
