@@ -64,11 +64,6 @@ impl Restarts {
             after: after + jitter,
         }
     }
-
-    /// Restarts within the window so far.
-    pub fn count(&self) -> usize {
-        self.at.len()
-    }
 }
 
 /// A seed for the jitter of a container: a hash of its id.

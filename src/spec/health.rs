@@ -3,6 +3,7 @@
 //! namespace) and how often, how long, how many failures make it unhealthy. Plain data:
 //! the node's agent runs the probes, `decide::checks` turns their results into states.
 
+use super::script::{as_string, dsl_error, RhaiResult};
 use serde::{Deserialize, Serialize};
 
 /// What one probe does.
@@ -61,6 +62,17 @@ impl HealthCheck {
             Probe::Http { path, port, .. } => format!("http :{port}{path}"),
         }
     }
+}
+
+/// A duration option `key` of a DSL call's map (`what` names the call in errors), in
+/// ms; none when it is not given.
+pub fn duration_of(o: &rhai::Map, what: &str, key: &str) -> RhaiResult<Option<u64>> {
+    o.get(key)
+        .map(|v| {
+            let text = as_string(v, &format!("{what} {key}"))?;
+            parse_duration_ms(&text).map_err(|e| dsl_error(format!("{what} {key}: {e}")))
+        })
+        .transpose()
 }
 
 /// Parses a duration of the DSL: "500ms", "10s", "2m", or a number of seconds.

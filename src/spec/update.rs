@@ -5,8 +5,8 @@
 //! healthy for a while; a new copy that is not healthy in time fails the rollout, and
 //! `auto_revert` brings the last version back. Plain data: `decide::rollout` decides.
 
-use super::health::parse_duration_ms;
-use super::script::{as_string, bool_of, check_keys, dsl_error, int_of, RhaiResult};
+use super::health::duration_of;
+use super::script::{bool_of, check_keys, dsl_error, int_of, RhaiResult};
 use rhai::Map;
 use serde::{Deserialize, Serialize};
 
@@ -48,14 +48,7 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
         ],
     )?;
     let mut p = UpdatePolicy::default();
-    let duration = |k: &str| -> RhaiResult<Option<u64>> {
-        o.get(k)
-            .map(|v| {
-                let text = as_string(v, &format!("update {k}"))?;
-                parse_duration_ms(&text).map_err(|e| dsl_error(format!("update {k}: {e}")))
-            })
-            .transpose()
-    };
+    let duration = |k: &str| duration_of(o, "update", k);
     if let Some(v) = o.get("max_parallel") {
         let n = int_of(v, "update max_parallel")?;
         p.max_parallel = u32::try_from(n)

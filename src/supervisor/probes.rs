@@ -133,21 +133,19 @@ impl Probes {
                     None => return,
                 }
             };
-            let detail = match &outcome {
-                Outcome::Passed => String::new(),
-                Outcome::Failed(why) => why.clone(),
-            };
             if !self.checked(&name, run) {
                 return;
             }
+            let passed = outcome == Outcome::Passed;
             let changed = checks.record(outcome, Instant::now());
+            let last = checks.last_failure().unwrap_or_default().to_string();
             let record = HealthRecord {
                 status: checks.health().name().to_string(),
                 failures: checks.failures(),
-                detail: if detail.is_empty() {
+                detail: if passed {
                     "passed".to_string()
                 } else {
-                    detail.clone()
+                    last.clone()
                 },
                 checked_at: now_secs(),
             };
@@ -165,7 +163,7 @@ impl Probes {
                 f.health = health;
                 if health == Health::Unhealthy {
                     f.stopped_for = Some(format!(
-                        "unhealthy: {} failed {} times in a row (last: {detail})",
+                        "unhealthy: {} failed {} times in a row (last: {last})",
                         check.describe(),
                         checks.failures()
                     ));

@@ -37,6 +37,16 @@ fn refused(why: String) -> Response {
     Response::Refused(why)
 }
 
+/// What a new container record is made of.
+struct NewContainer<'a> {
+    definition: &'a str,
+    /// The definition's container name: the id's stem.
+    preferred: &'a str,
+    digest: &'a str,
+    node: NodeId,
+    rule: Option<String>,
+}
+
 impl ClusterState {
     /// Applies one command at log `index`; returns the response and the events.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> (Response, Vec<Event>) {
@@ -166,12 +176,8 @@ impl ClusterState {
         nodes: &[NodeId],
         rule: &Option<String>,
     ) -> Response {
-        for node in nodes {
-            match self.nodes.get(node) {
-                Some(n) if n.status == NodeStatus::Up => {}
-                Some(n) => return refused(format!("node {node} is {}", n.status.name())),
-                None => return refused(format!("no node {node}")),
-            }
+        if let Some(no) = nodes.iter().find_map(|n| self.refuses_containers(*n)) {
+            return no;
         }
         if let Some(d) = definition {
             if d.digest != digest {
@@ -188,28 +194,57 @@ impl ClusterState {
             return refused(format!("no definition with digest {digest}"));
         };
         let (name, preferred) = (def.name.clone(), def.spec.name.clone());
-        let mut ids = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            // The definition's name and the cluster-wide sequence: an id is never given
-            // twice, also after its record was forgotten (a node that still holds the
-            // old one locally would mistake the two).
-            self.next_seq += 1;
-            let id = format!("{preferred}-{}", self.next_seq);
-            let rec = ContainerRecord {
-                id: id.clone(),
-                definition: name.clone(),
-                digest: digest.to_string(),
-                node: *node,
-                desired: Desired::Running,
-                observed: Observed::Pending,
-                rule: rule.clone(),
-                created_index: ev.index,
-            };
-            ev.push(EventKind::ContainerSpawned, Some(&rec), None, String::new());
-            self.put_container(rec);
-            ids.push(id);
-        }
+        let ids = nodes
+            .iter()
+            .map(|node| {
+                let new = NewContainer {
+                    definition: &name,
+                    preferred: &preferred,
+                    digest,
+                    node: *node,
+                    rule: rule.clone(),
+                };
+                self.add_container(ev, new, Observed::Pending, String::new())
+            })
+            .collect();
         Response::Spawned(ids)
+    }
+
+    /// Why `node` takes no container now, if it does not.
+    fn refuses_containers(&self, node: NodeId) -> Option<Response> {
+        match self.nodes.get(&node) {
+            Some(n) if n.status == NodeStatus::Up => None,
+            Some(n) => Some(refused(format!("node {node} is {}", n.status.name()))),
+            None => Some(refused(format!("no node {node}"))),
+        }
+    }
+
+    /// Records a new container and its `container_spawned` event; returns its id: the
+    /// definition's name and the cluster-wide sequence, so an id is never given twice,
+    /// also after its record was forgotten (a node that still holds the old one locally
+    /// would mistake the two).
+    fn add_container(
+        &mut self,
+        ev: &mut Events,
+        new: NewContainer,
+        observed: Observed,
+        message: String,
+    ) -> String {
+        self.next_seq += 1;
+        let id = format!("{}-{}", new.preferred, self.next_seq);
+        let rec = ContainerRecord {
+            id: id.clone(),
+            definition: new.definition.to_string(),
+            digest: new.digest.to_string(),
+            node: new.node,
+            desired: Desired::Running,
+            observed,
+            rule: new.rule,
+            created_index: ev.index,
+        };
+        ev.push(EventKind::ContainerSpawned, Some(&rec), None, message);
+        self.put_container(rec);
+        id
     }
 
     fn replace(&mut self, ev: &mut Events, old: &str, digest: &str, node: NodeId) -> Response {
@@ -222,37 +257,25 @@ impl ClusterState {
             ));
         }
         let rule = c.rule.clone();
-        match self.nodes.get(&node) {
-            Some(n) if n.status == NodeStatus::Up => {}
-            Some(n) => return refused(format!("node {node} is {}", n.status.name())),
-            None => return refused(format!("no node {node}")),
+        if let Some(no) = self.refuses_containers(node) {
+            return no;
         }
         let Some(def) = self.definitions.get(digest) else {
             return refused(format!("no definition with digest {digest}"));
         };
         let (name, preferred) = (def.name.clone(), def.spec.name.clone());
         self.stop(ev, old);
-        self.next_seq += 1;
-        let id = format!("{preferred}-{}", self.next_seq);
-        let rec = ContainerRecord {
-            id: id.clone(),
-            definition: name,
-            digest: digest.to_string(),
+        let new = NewContainer {
+            definition: &name,
+            preferred: &preferred,
+            digest,
             node,
-            desired: Desired::Running,
-            observed: Observed::Queued {
-                after: old.to_string(),
-            },
             rule,
-            created_index: ev.index,
         };
-        ev.push(
-            EventKind::ContainerSpawned,
-            Some(&rec),
-            None,
-            format!("replaces {old}"),
-        );
-        self.put_container(rec);
+        let queued = Observed::Queued {
+            after: old.to_string(),
+        };
+        let id = self.add_container(ev, new, queued, format!("replaces {old}"));
         Response::Spawned(vec![id])
     }
 

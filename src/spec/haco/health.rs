@@ -4,7 +4,7 @@
 //! turns unhealthy.
 
 use super::*;
-use crate::spec::health::{parse_duration_ms, HealthCheck, Probe};
+use crate::spec::health::{duration_of, HealthCheck, Probe};
 use crate::spec::restart::{RestartMode, RestartPolicy};
 use crate::spec::script::{as_string, check_keys, dsl_error, int_of, string_list, RhaiResult};
 use rhai::{Dynamic, Engine, Map};
@@ -21,16 +21,6 @@ pub(super) fn register(engine: &mut Engine) {
         c.d.borrow_mut().spec.restart = Some(policy);
         Ok(())
     });
-}
-
-/// A duration option of `what`, in ms.
-fn duration_of(o: &Map, what: &str, k: &str) -> RhaiResult<Option<u64>> {
-    o.get(k)
-        .map(|v| {
-            let text = as_string(v, &format!("{what} {k}"))?;
-            parse_duration_ms(&text).map_err(|e| dsl_error(format!("{what} {k}: {e}")))
-        })
-        .transpose()
 }
 
 fn restart_policy(o: &Map) -> RhaiResult<RestartPolicy> {
