@@ -1,6 +1,7 @@
 //! The command line: clap commands, human tables and `--json`. No logic the libraries
 //! or the API lack; errors become one line on stderr.
 
+mod history;
 mod image;
 mod local;
 mod remote;
@@ -237,12 +238,32 @@ pub enum WatchCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// List rules: name, digest, last evaluation, their containers (active, running,
-    /// healthy, restarting, outdated: a rollout under way or halted), last error.
+    /// List rules: name, version and how its rollout stands (deploying, stable,
+    /// failed), digest, last evaluation, their containers (active, running, healthy,
+    /// restarting, outdated: a rollout under way or halted), last error.
     Ls {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// A rule's versions (the last 10, the newest stable one always kept): number,
+    /// time applied, status (deploying, stable, failed, superseded), digests, and what
+    /// changed from one to the next (a line diff of the rule and its definitions).
+    History {
+        /// Rule name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back a version of a rule as a new version, rolled out by the rule's update
+    /// policy. Without VERSION: the newest stable version before the current one.
+    /// Refused when that version is the same as the one the rule runs.
+    Rollback {
+        /// Rule name.
+        name: String,
+        /// The version to bring back (see `watch history`).
+        version: Option<u64>,
     },
     /// Remove a rule.
     Rm {
@@ -358,6 +379,7 @@ fn prints_for_a_reader(c: &Command) -> bool {
             | Command::Cluster(_)
             | Command::Mirror(_)
             | Command::Watch(WatchCommand::Ls { .. })
+            | Command::Watch(WatchCommand::History { .. })
             | Command::Image(image::ImageCommand::Ls { .. })
             | Command::Image(image::ImageCommand::Inspect { .. })
     )

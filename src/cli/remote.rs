@@ -13,7 +13,7 @@ static MEMBER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// (the cluster may use TLS), or a --ca without a certificate (it may verify clients).
 static TRANSPORT_HINT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
-fn status_error(s: tonic::Status) -> CliError {
+pub(super) fn status_error(s: tonic::Status) -> CliError {
     let code = match s.code() {
         tonic::Code::NotFound => "not found",
         tonic::Code::InvalidArgument => "invalid argument",
@@ -199,6 +199,12 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Watch(WatchCommand::Rm { name }) => {
             watch_rm(&mut client(&cli).await?, name.clone()).await?
+        }
+        Command::Watch(WatchCommand::History { name, json }) => {
+            super::history::history(&mut client(&cli).await?, name, *json).await?
+        }
+        Command::Watch(WatchCommand::Rollback { name, version }) => {
+            super::history::rollback(&mut client(&cli).await?, name, *version).await?
         }
         _ => return Err("not a cluster command".into()),
     }
@@ -464,8 +470,9 @@ async fn watch_apply(
     let r = c.apply_rule(req).await.map_err(status_error)?.into_inner();
     let rule = r.rule.unwrap_or_default();
     println!(
-        "rule {} applied ({} definition(s): {})",
+        "rule {} applied, version {} ({} definition(s): {})",
         rule.name,
+        rule.version,
         rule.definitions.len(),
         rule.definitions.join(", ")
     );
@@ -493,6 +500,8 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
             .map(|x| {
                 serde_json::json!({
                     "name": x.name,
+                    "version": x.version,
+                    "rollout": x.rollout,
                     "digest": x.digest,
                     "last_evaluation_index": x.last_evaluation_index,
                     "evaluations": x.evaluations,
@@ -521,8 +530,10 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         }
     } else {
         println!(
-            "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  LAST ERROR",
+            "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  LAST ERROR",
             "NAME",
+            "VERSION",
+            "ROLLOUT",
             "DIGEST",
             "LAST EVAL",
             "EVALS",
@@ -534,8 +545,10 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         );
         for x in &r.rules {
             println!(
-                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  {}",
+                "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  {}",
                 x.name,
+                x.version,
+                x.rollout,
                 &x.digest[..12.min(x.digest.len())],
                 x.last_evaluation_index,
                 x.evaluations,
@@ -553,8 +566,8 @@ async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
         }
         for x in sources.iter().filter(|x| !x.ok) {
             println!(
-                "{:<20} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  refused from etcd: {}",
-                x.name, "-", "-", "-", "-", "-", "-", "-", "-", x.error
+                "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  refused from etcd: {}",
+                x.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", x.error
             );
         }
     }

@@ -13,8 +13,8 @@
 //! the rows they touched: the cost of a commit follows the change, not the state's size.
 
 use super::state::{
-    ClusterState, ContainerRecord, Definition, Event, EventKind, NodeRecord, Response, RuleRecord,
-    Table, Touched,
+    ClusterState, ContainerRecord, Definition, Event, EventKind, NodeRecord, Response, RuleHistory,
+    RuleRecord, Table, Touched,
 };
 use super::wal::Wal;
 use super::TypeConfig;
@@ -42,6 +42,7 @@ const SM_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_nodes");
 const SM_DEFINITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_definitions");
 const SM_CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_containers");
 const SM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_rules");
+const SM_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_history");
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| AnyError::new(&e))
@@ -69,6 +70,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
     tx.open_table(SM_DEFINITIONS).map_err(|e| b(e.into()))?;
     tx.open_table(SM_CONTAINERS).map_err(|e| b(e.into()))?;
     tx.open_table(SM_RULES).map_err(|e| b(e.into()))?;
+    tx.open_table(SM_HISTORY).map_err(|e| b(e.into()))?;
     tx.commit().map_err(|e| b(e.into()))?;
     Ok(Arc::new(db))
 }
@@ -298,12 +300,14 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
     let mut defs = tx.open_table(SM_DEFINITIONS).map_err(any)?;
     let mut containers = tx.open_table(SM_CONTAINERS).map_err(any)?;
     let mut rules = tx.open_table(SM_RULES).map_err(any)?;
+    let mut history = tx.open_table(SM_HISTORY).map_err(any)?;
     match rows {
         Rows::All => {
             nodes.retain(|_, _| false).map_err(any)?;
             defs.retain(|_, _| false).map_err(any)?;
             containers.retain(|_, _| false).map_err(any)?;
             rules.retain(|_, _| false).map_err(any)?;
+            history.retain(|_, _| false).map_err(any)?;
             for (k, v) in st.nodes().iter() {
                 nodes.insert(*k, enc(v)?.as_slice()).map_err(any)?;
             }
@@ -318,6 +322,11 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
             for (k, v) in st.rules().iter() {
                 rules.insert(k.as_str(), enc(v)?.as_slice()).map_err(any)?;
             }
+            for (k, v) in st.history().iter() {
+                history
+                    .insert(k.as_str(), enc(v)?.as_slice())
+                    .map_err(any)?;
+            }
         }
         Rows::Touched(t) => {
             for k in &t.nodes {
@@ -330,6 +339,7 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
             write_rows(&mut defs, &t.definitions, st.definitions())?;
             write_rows(&mut containers, &t.containers, st.containers())?;
             write_rows(&mut rules, &t.rules, st.rules())?;
+            write_rows(&mut history, &t.history, st.history())?;
         }
     }
     Ok(())
@@ -388,6 +398,7 @@ fn read_applied(db: &Database) -> Result<Applied, AnyError> {
     let definitions = read_rows::<Definition>(&tx, SM_DEFINITIONS)?;
     let containers = read_rows::<ContainerRecord>(&tx, SM_CONTAINERS)?;
     let rules = read_rows::<RuleRecord>(&tx, SM_RULES)?;
+    let history = read_rows::<RuleHistory>(&tx, SM_HISTORY)?;
     Ok(Applied {
         last_applied: meta.last_applied,
         last_membership: meta.last_membership,
@@ -398,6 +409,7 @@ fn read_applied(db: &Database) -> Result<Applied, AnyError> {
             rules,
             meta.max_node_id,
             meta.next_seq,
+            history,
         ),
     })
 }

@@ -1,20 +1,23 @@
 //! One step of a rule's rollout (pure: time is an argument). The rule names a
 //! definition by its current digest; its copies of another digest are old. Old copies
-//! are replaced `max_parallel` at a time, each by a new copy queued behind it (it starts
-//! only once the old one ended: never more than N); the next ones only once every new
-//! copy has been healthy (running, without a check) for `min_healthy_time`. A new copy
-//! that is not there by `healthy_deadline` after it was placed, or that ended, fails
-//! the rollout: it stops, and with `auto_revert` the digest the old copies run comes
-//! back, which makes the failed copies the old ones (replaced first: not healthy ones
-//! before healthy ones).
+//! are replaced `max_parallel` at a time (and `stagger` apart), each by a new copy
+//! queued behind it (it starts only once the old one ended: never more than N); the
+//! next ones only once every new copy has been healthy (running, without a check) for
+//! `min_healthy_time`. A new copy that is not healthy by `healthy_deadline` after it
+//! was placed, or that ended, fails the version; so does a rollout that made no
+//! progress (no copy settled, no old copy gone) for `progress_deadline`. With every
+//! copy new and settled the version is stable. What happens to a failed version
+//! (`auto_revert`: the last stable version comes back, whose copies are then the
+//! current ones, so the failed copies are the old ones and go first) is the state's
+//! business (`Command::RolloutEnded`).
 
 use crate::cluster::state::{ContainerRecord, Desired, Health, Observed};
 use crate::spec::update::UpdatePolicy;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// What the leader remembers of the new copies (from when it first saw them; a new
-/// leader starts counting afresh, which only makes it wait longer).
+/// What the leader remembers of one version's rollout (from when it first looked; a
+/// new leader starts counting afresh, which only makes it wait longer).
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
     /// When each copy was first seen placed.
@@ -23,7 +26,11 @@ pub struct Seen {
     pub healthy_since: HashMap<String, Instant>,
     /// Copies already there at the first look (a revert's target version): healthy,
     /// they count as settled at once.
-    pub veterans: std::collections::HashSet<String>,
+    pub veterans: HashSet<String>,
+    /// The last progress seen, and when it was first seen.
+    progress: Option<(Progress, Instant)>,
+    /// When old copies were last replaced (`stagger`).
+    last_replace: Option<Instant>,
     looked: bool,
 }
 
@@ -44,6 +51,11 @@ impl Seen {
             }
         }
     }
+
+    /// Notes that old copies were replaced at `now`.
+    pub fn replaced(&mut self, now: Instant) {
+        self.last_replace = Some(now);
+    }
 }
 
 /// Running and, with a check, passing it.
@@ -55,19 +67,47 @@ fn counts_as_healthy(o: &Observed) -> bool {
     }
 }
 
-/// What to do now.
+/// Where a rollout stands: its copies by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Active copies of another version.
+    pub old: u32,
+    /// Active copies of the version not yet settled.
+    pub unsettled: u32,
+    /// Copies of the version healthy for `min_healthy_time`.
+    pub settled: u32,
+}
+
+impl Progress {
+    /// Both together (the files of a rule).
+    pub fn plus(self, o: Progress) -> Progress {
+        Progress {
+            old: self.old + o.old,
+            unsettled: self.unsettled + o.unsettled,
+            settled: self.settled + o.settled,
+        }
+    }
+
+    /// Moved forward since `before`: a copy settled or an old one went.
+    fn beyond(self, before: Progress) -> bool {
+        self.settled > before.settled || self.old < before.old
+    }
+}
+
+/// What to do now, for one definition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// No old copy left: nothing to do.
-    Done,
     /// Replace these old copies now (maybe none: waiting for the new ones).
-    Replace(Vec<String>),
-    /// The new version failed: stop replacing; with `revert_to`, roll back to it.
+    Go {
+        /// Old copies to replace.
+        replace: Vec<String>,
+        /// Where the definition's rollout stands.
+        progress: Progress,
+    },
+    /// The version failed.
     Failed {
         /// What failed.
         reason: String,
-        /// The digest to go back to (`auto_revert`).
-        revert_to: Option<String>,
     },
 }
 
@@ -84,12 +124,12 @@ pub fn step(
         .iter()
         .filter(|c| c.digest != current && c.is_active())
         .collect();
-    if old.is_empty() {
-        return Step::Done;
-    }
     let deadline = Duration::from_millis(policy.healthy_deadline_ms);
     let settle = Duration::from_millis(policy.min_healthy_ms);
-    let mut unsettled = 0u32;
+    let mut progress = Progress {
+        old: old.len() as u32,
+        ..Progress::default()
+    };
     for c in copies.iter().filter(|c| c.digest == current) {
         // A new copy placed in this rollout that ended on its own: the version fails (a
         // copy lost with its node says nothing of the version; the rule replaces it).
@@ -98,11 +138,9 @@ pub fn step(
             Observed::Exited { .. } | Observed::PullFailed { .. }
         );
         if ended_itself && c.desired == Desired::Running && seen.placed.contains_key(&c.id) {
-            return failed(
-                policy,
-                &old,
-                format!("{} ended ({})", c.id, ended(&c.observed)),
-            );
+            return Step::Failed {
+                reason: format!("{} ended ({})", c.id, ended(&c.observed)),
+            };
         }
         if !c.is_active() {
             continue;
@@ -111,21 +149,20 @@ pub fn step(
             seen.veterans.contains(&c.id) || now.saturating_duration_since(*t) >= settle
         });
         if settled {
+            progress.settled += 1;
             continue;
         }
-        unsettled += 1;
+        progress.unsettled += 1;
         let placed = seen.placed.get(&c.id).copied().unwrap_or(now);
         if now.saturating_duration_since(placed) >= deadline && !counts_as_healthy(&c.observed) {
-            return failed(
-                policy,
-                &old,
-                format!(
+            return Step::Failed {
+                reason: format!(
                     "{} not healthy within {} s ({})",
                     c.id,
                     deadline.as_secs(),
                     c.observed.name()
                 ),
-            );
+            };
         }
     }
     // Old copies being replaced (stopped, not ended yet) are in flight too.
@@ -133,7 +170,16 @@ pub fn step(
         .iter()
         .filter(|c| c.digest != current && c.desired == Desired::Stopped && !c.observed.is_final())
         .count() as u32;
-    let room = policy.max_parallel.saturating_sub(unsettled + stopping) as usize;
+    let staggered = seen.last_replace.is_some_and(|t| {
+        now.saturating_duration_since(t) < Duration::from_millis(policy.stagger_ms)
+    });
+    let room = if staggered {
+        0
+    } else {
+        policy
+            .max_parallel
+            .saturating_sub(progress.unsettled + stopping) as usize
+    };
     let mut pick: Vec<&&ContainerRecord> = old;
     // Not healthy ones first (a revert replaces failed copies before healthy ones), then
     // the oldest.
@@ -144,7 +190,53 @@ pub fn step(
             c.id.clone(),
         )
     });
-    Step::Replace(pick.into_iter().take(room).map(|c| c.id.clone()).collect())
+    Step::Go {
+        replace: pick.into_iter().take(room).map(|c| c.id.clone()).collect(),
+        progress,
+    }
+}
+
+/// How a version's rollout stands, from its definitions' steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Under way.
+    Going,
+    /// Every copy runs the version and is settled.
+    Stable,
+    /// It failed (a copy, or no progress for `progress_deadline`).
+    Failed(String),
+}
+
+/// The verdict on a version from the steps of its definitions; notes the progress in
+/// `seen` (the clock of `progress_deadline` restarts when a copy settles or an old one
+/// goes).
+pub fn verdict(policy: &UpdatePolicy, steps: &[Step], seen: &mut Seen, now: Instant) -> Verdict {
+    let mut total = Progress::default();
+    for s in steps {
+        match s {
+            Step::Failed { reason } => return Verdict::Failed(reason.clone()),
+            Step::Go { progress, .. } => total = total.plus(*progress),
+        }
+    }
+    if total.old == 0 && total.unsettled == 0 && total.settled > 0 {
+        return Verdict::Stable;
+    }
+    let since = match seen.progress {
+        Some((before, at)) if !total.beyond(before) => at,
+        _ => now,
+    };
+    seen.progress = Some((total, since));
+    let limit = Duration::from_millis(policy.progress_deadline_ms);
+    if policy.progress_deadline_ms > 0 && now.saturating_duration_since(since) >= limit {
+        return Verdict::Failed(format!(
+            "no progress for {} s ({} old, {} new not yet healthy, {} healthy)",
+            limit.as_secs(),
+            total.old,
+            total.unsettled,
+            total.settled
+        ));
+    }
+    Verdict::Going
 }
 
 fn ended(o: &Observed) -> String {
@@ -153,23 +245,6 @@ fn ended(o: &Observed) -> String {
         Observed::Exited { code: Some(c), .. } => format!("exit code {c}"),
         other => other.name().to_string(),
     }
-}
-
-fn failed(policy: &UpdatePolicy, old: &[&&ContainerRecord], reason: String) -> Step {
-    // The version most old copies run.
-    let mut by: HashMap<&str, usize> = HashMap::new();
-    for c in old {
-        *by.entry(c.digest.as_str()).or_default() += 1;
-    }
-    let revert_to = policy
-        .auto_revert
-        .then(|| {
-            by.into_iter()
-                .max_by_key(|(d, n)| (*n, *d))
-                .map(|(d, _)| d.to_string())
-        })
-        .flatten();
-    Step::Failed { reason, revert_to }
 }
 
 #[cfg(test)]
@@ -196,19 +271,29 @@ mod tests {
         }
     }
 
-    fn policy(max_parallel: u32, auto_revert: bool) -> UpdatePolicy {
+    fn policy(max_parallel: u32) -> UpdatePolicy {
         UpdatePolicy {
             max_parallel,
             min_healthy_ms: 1_000,
             healthy_deadline_ms: 10_000,
-            auto_revert,
+            progress_deadline_ms: 30_000,
+            stagger_ms: 0,
+            auto_revert: false,
+        }
+    }
+
+    /// The copies a step replaces (it must not fail).
+    fn replaced(s: Step) -> Vec<String> {
+        match s {
+            Step::Go { replace, .. } => replace,
+            other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn old_copies_go_max_parallel_at_a_time_once_the_new_ones_settled() {
         let t0 = Instant::now();
-        let p = policy(2, false);
+        let p = policy(2);
         let old: Vec<ContainerRecord> = (0..5)
             .map(|i| copy(&format!("o{i}"), "v1", healthy(i), i as u64))
             .collect();
@@ -216,10 +301,7 @@ mod tests {
         // The leader looks before each step (no new copy at the first).
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
-        assert_eq!(
-            step(&p, "v2", &refs, &seen, t0),
-            Step::Replace(vec!["o0".into(), "o1".into()])
-        );
+        assert_eq!(replaced(step(&p, "v2", &refs, &seen, t0)), ["o0", "o1"]);
         // Two queued new copies and two stopping old ones: no room.
         let mut all = old.clone();
         all[0].desired = Desired::Stopped;
@@ -238,7 +320,7 @@ mod tests {
         ));
         let refs: Vec<&ContainerRecord> = all.iter().collect();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
-        assert_eq!(step(&p, "v2", &refs, &seen, t0), Step::Replace(vec![]));
+        assert!(replaced(step(&p, "v2", &refs, &seen, t0)).is_empty());
         // Old ones ended, new ones healthy but not yet for min_healthy_time.
         all[0].observed = Observed::Exited {
             code: Some(143),
@@ -251,16 +333,31 @@ mod tests {
         let refs: Vec<&ContainerRecord> = all.iter().collect();
         let t1 = t0 + Duration::from_secs(2);
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t1);
-        assert_eq!(step(&p, "v2", &refs, &seen, t1), Step::Replace(vec![]));
+        assert!(replaced(step(&p, "v2", &refs, &seen, t1)).is_empty());
         let t2 = t1 + Duration::from_millis(1_000);
+        let s = step(&p, "v2", &refs, &seen, t2);
         assert_eq!(
-            step(&p, "v2", &refs, &seen, t2),
-            Step::Replace(vec!["o2".into(), "o3".into()])
+            s,
+            Step::Go {
+                replace: vec!["o2".into(), "o3".into()],
+                progress: Progress {
+                    old: 3,
+                    unsettled: 0,
+                    settled: 2
+                }
+            }
         );
+        // With a stagger, the next ones wait for it after a replacement.
+        let mut staggered = p.clone();
+        staggered.stagger_ms = 5_000;
+        seen.replaced(t2);
+        assert!(replaced(step(&staggered, "v2", &refs, &seen, t2)).is_empty());
+        let t3 = t2 + Duration::from_secs(5);
+        assert_eq!(replaced(step(&staggered, "v2", &refs, &seen, t3)).len(), 2);
     }
 
     #[test]
-    fn a_new_copy_not_healthy_in_time_fails_and_reverts_to_what_the_old_ones_run() {
+    fn a_new_copy_not_healthy_in_time_fails_and_after_a_revert_the_failed_ones_go_first() {
         let t0 = Instant::now();
         let mut all: Vec<ContainerRecord> = (0..3)
             .map(|i| copy(&format!("o{i}"), "v1", healthy(i), i as u64))
@@ -277,38 +374,25 @@ mod tests {
         let refs: Vec<&ContainerRecord> = all.iter().collect();
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
-        assert_eq!(
-            step(&policy(1, true), "v2", &refs, &seen, t0),
-            Step::Replace(vec![])
-        );
+        assert!(replaced(step(&policy(1), "v2", &refs, &seen, t0)).is_empty());
         let late = t0 + Duration::from_secs(10);
-        match step(&policy(1, true), "v2", &refs, &seen, late) {
-            Step::Failed { reason, revert_to } => {
-                assert_eq!(reason, "n1 not healthy within 10 s (running)");
-                assert_eq!(revert_to.as_deref(), Some("v1"));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            step(&policy(1, false), "v2", &refs, &seen, late),
+        assert_eq!(
+            step(&policy(1), "v2", &refs, &seen, late),
             Step::Failed {
-                revert_to: None,
-                ..
+                reason: "n1 not healthy within 10 s (running)".into()
             }
-        ));
+        );
         // Reverted: v1 is current (the leader looks afresh), its healthy copies are
         // settled at once, and the not-healthy v2 copy is replaced first.
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v1"), late);
-        assert_eq!(
-            step(&policy(1, true), "v1", &refs, &seen, late),
-            Step::Replace(vec!["n1".into()])
-        );
+        assert_eq!(replaced(step(&policy(1), "v1", &refs, &seen, late)), ["n1"]);
     }
 
     #[test]
-    fn a_new_copy_that_ended_fails_the_rollout_and_done_when_no_old_copy_is_left() {
+    fn a_new_copy_that_ended_fails_and_all_copies_settled_is_stable() {
         let t0 = Instant::now();
+        let p = policy(1);
         let mut all = [
             copy("o1", "v1", healthy(1), 1),
             copy("n1", "v2", Observed::Running { pid: 2 }, 2),
@@ -322,16 +406,71 @@ mod tests {
             error: None,
         };
         let refs: Vec<&ContainerRecord> = all.iter().collect();
+        let s = step(&p, "v2", &refs, &seen, t0);
         assert_eq!(
-            step(&policy(1, false), "v2", &refs, &seen, t0),
+            s,
             Step::Failed {
                 reason: "n1 ended (exit code 3)".into(),
-                revert_to: None
             }
         );
+        assert_eq!(
+            verdict(&p, &[s], &mut seen, t0),
+            Verdict::Failed("n1 ended (exit code 3)".into())
+        );
+        // Only new copies, healthy: stable once they have been for min_healthy_time.
         let only_new = [copy("n2", "v2", healthy(3), 3)];
         let refs: Vec<&ContainerRecord> = only_new.iter().collect();
-        assert_eq!(step(&policy(1, false), "v2", &refs, &seen, t0), Step::Done);
+        let mut seen = Seen::default();
+        seen.observe(refs.iter().copied(), t0);
+        seen.veterans.clear();
+        let s = step(&p, "v2", &refs, &seen, t0);
+        assert_eq!(verdict(&p, &[s], &mut seen, t0), Verdict::Going);
+        let t1 = t0 + Duration::from_secs(1);
+        let s = step(&p, "v2", &refs, &seen, t1);
+        assert_eq!(verdict(&p, &[s], &mut seen, t1), Verdict::Stable);
+        // No copy at all is not stable (a first version waits for its copies).
+        let s = step(&p, "v2", &[], &seen, t1);
+        assert_eq!(verdict(&p, &[s], &mut seen, t1), Verdict::Going);
+    }
+
+    #[test]
+    fn a_rollout_that_stops_moving_fails_at_its_progress_deadline() {
+        let t0 = Instant::now();
+        let p = policy(1);
+        // One old copy that never goes (its node does not stop it), one settled new one.
+        let mut all = [
+            copy("o1", "v1", healthy(1), 1),
+            copy("n1", "v2", healthy(2), 2),
+        ];
+        all[0].desired = Desired::Running;
+        let refs: Vec<&ContainerRecord> = all.iter().collect();
+        let mut seen = Seen::default();
+        seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
+        let at = |secs: u64, seen: &mut Seen| {
+            let now = t0 + Duration::from_secs(secs);
+            let mut s = step(&p, "v2", &refs, seen, now);
+            // The leader replaced nothing (say, placement failed): no progress.
+            if let Step::Go { replace, .. } = &mut s {
+                replace.clear();
+            }
+            verdict(&p, &[s], seen, now)
+        };
+        assert_eq!(at(0, &mut seen), Verdict::Going);
+        assert_eq!(at(29, &mut seen), Verdict::Going);
+        assert_eq!(
+            at(30, &mut seen),
+            Verdict::Failed(
+                "no progress for 30 s (1 old, 0 new not yet healthy, 1 healthy)".into()
+            )
+        );
+        // With no deadline, never.
+        let mut none = p.clone();
+        none.progress_deadline_ms = 0;
+        let s = step(&none, "v2", &refs, &seen, t0 + Duration::from_secs(3600));
+        assert_eq!(
+            verdict(&none, &[s], &mut seen, t0 + Duration::from_secs(3600)),
+            Verdict::Going
+        );
     }
 
     /// A model of the cluster under a rollout: the hosts run an old copy until it ends,
@@ -376,6 +515,8 @@ mod tests {
                     max_parallel,
                     min_healthy_ms: 500,
                     healthy_deadline_ms: 60_000,
+                    progress_deadline_ms: 0,
+                    stagger_ms: 0,
                     auto_revert: false,
                 };
                 let mut copies: Vec<ContainerRecord> = (0..n)
@@ -413,7 +554,7 @@ mod tests {
                         Event::Step => {
                             let refs: Vec<&ContainerRecord> = copies.iter().collect();
                             seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), now);
-                            if let Step::Replace(ids) = step(&policy, "v2", &refs, &seen, now) {
+                            if let Step::Go { replace: ids, .. } = step(&policy, "v2", &refs, &seen, now) {
                                 prop_assert!(ids.len() <= max_parallel as usize);
                                 for id in ids {
                                     // As `apply` does: only an active copy is replaced.

@@ -6,6 +6,7 @@
 //! <prefix>/v1/definitions/<digest>    Definition as JSON
 //! <prefix>/v1/containers/<id>         ContainerRecord as JSON
 //! <prefix>/v1/rules/<name>            RuleRecord as JSON
+//! <prefix>/v1/history/<name>          the rule's versions (RuleHistory) as JSON
 //! <prefix>/v1/meta/applied            {index, term, state_digest}
 //! <prefix>/v1/meta/writer             {node, term, since_unix_ms}, under the writer's lease
 //! <prefix>/v1/meta/writer-term        the fence: the writer's term, 20 digits
@@ -33,7 +34,13 @@ pub struct Layout {
 }
 
 /// The directories of the replicated state (each a key prefix ending in `/`).
-pub const STATE_DIRS: [&str; 4] = ["nodes/", "definitions/", "containers/", "rules/"];
+pub const STATE_DIRS: [&str; 5] = [
+    "nodes/",
+    "definitions/",
+    "containers/",
+    "rules/",
+    "history/",
+];
 
 impl Layout {
     /// The layout under `prefix` (no trailing slash).
@@ -66,6 +73,11 @@ impl Layout {
     /// The key of a rule.
     pub fn rule(&self, name: &str) -> String {
         self.key(&format!("rules/{name}"))
+    }
+
+    /// The key of a rule's versions.
+    pub fn history(&self, name: &str) -> String {
+        self.key(&format!("history/{name}"))
     }
 
     /// `meta/applied`.
@@ -170,6 +182,9 @@ pub fn full(
     for (name, r) in s.rules().iter() {
         out.insert(layout.rule(name), json(r)?);
     }
+    for (name, h) in s.history().iter() {
+        out.insert(layout.history(name), json(h)?);
+    }
     Ok(out)
 }
 
@@ -211,6 +226,12 @@ pub fn diff(
         &mut ops,
     )?;
     diff_table(old.rules(), new.rules(), |n| layout.rule(n), &mut ops)?;
+    diff_table(
+        old.history(),
+        new.history(),
+        |n| layout.history(n),
+        &mut ops,
+    )?;
     Ok(ops)
 }
 

@@ -297,7 +297,11 @@ async fn resync(
 
 /// State keys of a state (what `layout::full` would write), counted, not built.
 fn keys_of(s: &ClusterState) -> u64 {
-    (s.nodes().len() + s.definitions().len() + s.containers().len() + s.rules().len()) as u64
+    (s.nodes().len()
+        + s.definitions().len()
+        + s.containers().len()
+        + s.rules().len()
+        + s.history().len()) as u64
 }
 
 /// Publishes the rules' outcomes and revision.

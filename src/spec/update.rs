@@ -1,9 +1,10 @@
 //! How a rule rolls out a changed definition (`w.update(#{ max_parallel,
-//! min_healthy_time, healthy_deadline, auto_revert })` in its `.watch` file): old copies
-//! are replaced a few at a time, each new copy starting only once the old one it
-//! replaces has ended (never more than N), the next ones only once the new ones are
-//! healthy for a while; a new copy that is not healthy in time fails the rollout, and
-//! `auto_revert` brings the last version back. Plain data: `decide::rollout` decides.
+//! min_healthy_time, healthy_deadline, progress_deadline, stagger, auto_revert })` in
+//! its `.watch` file): old copies are replaced a few at a time, each new copy starting
+//! only once the old one it replaces has ended (never more than N), the next ones only
+//! once the new ones are healthy for a while; a new copy that is not healthy in time,
+//! or a rollout that stops moving, fails the version, and `auto_revert` brings the last
+//! stable version back. Plain data: `decide::rollout` decides.
 
 use super::health::duration_of;
 use super::script::{bool_of, check_keys, dsl_error, int_of, RhaiResult};
@@ -20,6 +21,11 @@ pub struct UpdatePolicy {
     pub min_healthy_ms: u64,
     /// A new copy not healthy this long after it was placed fails the rollout, ms.
     pub healthy_deadline_ms: u64,
+    /// A rollout in which no copy settled and no old copy went for this long fails, ms
+    /// (0: never).
+    pub progress_deadline_ms: u64,
+    /// The least time between two replacements, ms.
+    pub stagger_ms: u64,
     /// On failure, roll back to the version the old copies run.
     pub auto_revert: bool,
 }
@@ -30,12 +36,15 @@ impl Default for UpdatePolicy {
             max_parallel: 1,
             min_healthy_ms: 10_000,
             healthy_deadline_ms: 5 * 60_000,
+            progress_deadline_ms: 10 * 60_000,
+            stagger_ms: 0,
             auto_revert: false,
         }
     }
 }
 
-/// `w.update(#{ max_parallel, min_healthy_time, healthy_deadline, auto_revert })`.
+/// `w.update(#{ max_parallel, min_healthy_time, healthy_deadline, progress_deadline,
+/// stagger, auto_revert })`.
 pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
     check_keys(
         o,
@@ -44,6 +53,8 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
             "max_parallel",
             "min_healthy_time",
             "healthy_deadline",
+            "progress_deadline",
+            "stagger",
             "auto_revert",
         ],
     )?;
@@ -67,6 +78,18 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
             "update healthy_deadline: {} ms is not longer than min_healthy_time ({} ms): no copy could ever make it",
             p.healthy_deadline_ms, p.min_healthy_ms
         )));
+    }
+    if let Some(ms) = duration("progress_deadline")? {
+        p.progress_deadline_ms = ms;
+    }
+    if p.progress_deadline_ms != 0 && p.progress_deadline_ms < p.healthy_deadline_ms {
+        return Err(dsl_error(format!(
+            "update progress_deadline: {} ms is shorter than healthy_deadline ({} ms); make it at least as long, or 0 for none",
+            p.progress_deadline_ms, p.healthy_deadline_ms
+        )));
+    }
+    if let Some(ms) = duration("stagger")? {
+        p.stagger_ms = ms;
     }
     if let Some(v) = o.get("auto_revert") {
         p.auto_revert = bool_of(v, "update auto_revert")?;

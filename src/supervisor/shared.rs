@@ -318,3 +318,12 @@ pub fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 
         .unwrap_or(applied)
         .max(applied)
 }
+
+/// The wall clock in ms since the epoch: stamped on commands that record when a user
+/// did something (a rule's versions), never read by `apply`.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

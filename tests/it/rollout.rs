@@ -1,8 +1,10 @@
 //! Rolling updates on a real 3-node cluster: a rule keeps 5 web servers with an HTTP
 //! check; a new version rolls out 2 at a time (each new copy queued until the old one
 //! it replaces has ended), the leader killed mid-way; a version that never turns
-//! healthy fails within its deadline and is reverted. Never more than 5 really run, by
-//! the hosts' cgroups.
+//! healthy fails within its deadline and is reverted to the last stable version; the
+//! versions are in `watch history` (with what changed), `watch rollback` brings an
+//! older one back and refuses one the same as what runs. Never more than 5 really run,
+//! by the hosts' cgroups.
 
 use crate::common::cluster::Cluster;
 use crate::common::hosts::TruthSampler;
@@ -55,6 +57,22 @@ fn rule_of(cl: &Cluster) -> Value {
         .unwrap_or_else(|| panic!("no rule web in {ls:#}"))
 }
 
+/// Waits until the rule runs `version` and its rollout is `status`.
+fn wait_rollout(cl: &Cluster, version: u64, status: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = rule_of(cl);
+        if r["version"] == version && r["rollout"] == status {
+            return r;
+        }
+        assert!(
+            start.elapsed() < T,
+            "rule web not at version {version} {status}: {r:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the 5 copies all run one digest, healthy; returns it.
 fn five_healthy_of_one_version(cl: &Cluster, what: &str) -> String {
     let c = cl.wait_containers(T, what, |c| {
@@ -71,6 +89,7 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
     let mut cl = Cluster::three("rollout", &[]);
     apply(&cl, 1, "/healthz");
     let v1 = five_healthy_of_one_version(&cl, "5 healthy copies of v1");
+    wait_rollout(&cl, 1, "stable");
 
     // v2: replaced 2 at a time, the leader killed once the first replacements are placed.
     let sampler = TruthSampler::start_for(cl.cgroup_parent.clone());
@@ -106,7 +125,7 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
         most_queued <= 2,
         "{most_queued} replacements queued at once (max_parallel 2)"
     );
-    let rule = rule_of(&cl);
+    let rule = wait_rollout(&cl, 2, "stable");
     assert_eq!(rule["containers"]["outdated"], 0, "{rule:#}");
     eprintln!("v2 rolled out over 5 copies in {rolled:?} (leader {killed:?} killed mid-way)");
 
@@ -129,14 +148,81 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
         started.elapsed()
     );
     assert_eq!(back, v2, "reverted to another version than v2");
-    let rule = rule_of(&cl);
+    let rule = wait_rollout(&cl, 4, "stable");
     let e = rule["last_error"].as_str().unwrap_or_default();
     assert!(
-        e.starts_with(&format!("rollout of web.haco to {} failed: ", &v3[..12]))
+        e.starts_with("version 3 failed: ")
             && e.contains("ended (unhealthy: http :8080/nope failed 2 times in a row")
-            && e.ends_with(&format!("reverted to {}", &v2[..12])),
+            && e.ends_with("reverted: version 4 brings back version 2"),
         "{rule:#}"
     );
+
+    // The history: what each version was, how it went, what changed.
+    let h: Value = serde_json::from_str(&cl.ok(&["watch", "history", "web", "--json"])).unwrap();
+    let h = h.as_array().unwrap();
+    let got: Vec<(u64, &str, Option<u64>)> = h
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["status"].as_str().unwrap(),
+                v["rollback_of"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "stable", None),
+            (2, "stable", None),
+            (3, "failed", None),
+            (4, "stable", Some(2))
+        ],
+        "{h:#?}"
+    );
+    assert_eq!(h[2]["definitions"]["web.haco"], v3.as_str());
+    assert!(h[2]["reason"].as_str().unwrap().contains("unhealthy"));
+    let changes: Vec<&str> = h[1]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        changes[0].starts_with("--- web.haco: ")
+            && changes
+                .iter()
+                .any(|l| l.starts_with('-') && l.contains("echo 1 >"))
+            && changes
+                .iter()
+                .any(|l| l.starts_with('+') && l.contains("echo 2 >")),
+        "{changes:#?}"
+    );
+    let text = cl.ok(&["watch", "history", "web"]);
+    eprintln!("{text}");
+    assert!(
+        text.contains("version 3 (from version 2):") && text.contains("/nope"),
+        "{text}"
+    );
+
+    // Back to v1 by hand (the newest stable version that differs from the current
+    // one); then rolling back to what runs says so and changes nothing.
+    let out = cl.ok(&["watch", "rollback", "web"]);
+    assert!(out.contains("version 5 brings back version 1"), "{out}");
+    cl.wait_containers(T, "5 healthy copies of v1 after the rollback", |c| {
+        let a = active(c);
+        a.len() == 5
+            && a.iter()
+                .all(|x| x["health"] == "healthy" && x["digest"] == v1.as_str())
+    });
+    wait_rollout(&cl, 5, "stable");
+    let same = cl.run(&["watch", "rollback", "web", "1"]);
+    let err = String::from_utf8_lossy(&same.stderr);
+    assert!(
+        !same.status.success() && err.contains("nothing to roll back"),
+        "{err}"
+    );
+    assert_eq!(rule_of(&cl)["version"], 5);
     let (most, twice, samples) = sampler.finish();
     assert!(samples > 10);
     assert!(

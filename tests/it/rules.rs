@@ -39,7 +39,7 @@ fn apply_keep5(cl: &Cluster) {
     std::fs::write(dir.join("sleeper.haco"), crate::common::long_sleeper()).unwrap();
     let out = cl.ok(&["watch", "apply", dir.join("keep5.watch").to_str().unwrap()]);
     assert!(
-        out.contains("rule keep5 applied (1 definition(s): sleeper.haco)"),
+        out.contains("rule keep5 applied, version 1 (1 definition(s): sleeper.haco)"),
         "{out}"
     );
 }

@@ -55,6 +55,12 @@ pub enum EventKind {
     ContainerUnhealthy,
     /// A container that ended is started again on its node after a back-off.
     ContainerRestarting,
+    /// A rule's version finished its rollout: every copy healthy for a while.
+    RolloutStable,
+    /// A rule's version failed its rollout (the message says why).
+    RolloutFailed,
+    /// A rule went back to an earlier version (`watch rollback`, `auto_revert`).
+    RuleRolledBack,
 }
 
 impl EventKind {
@@ -114,6 +120,9 @@ impl EventKind {
             EventKind::ContainerHealthy => "container_healthy",
             EventKind::ContainerUnhealthy => "container_unhealthy",
             EventKind::ContainerRestarting => "container_restarting",
+            EventKind::RolloutStable => "rollout_stable",
+            EventKind::RolloutFailed => "rollout_failed",
+            EventKind::RuleRolledBack => "rule_rolled_back",
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct Touched {
     pub containers: BTreeSet<String>,
     /// Rule names.
     pub rules: BTreeSet<String>,
+    /// Rule names whose versions changed.
+    pub history: BTreeSet<String>,
 }
 
 impl Touched {
@@ -162,5 +164,6 @@ impl Touched {
             && self.definitions.is_empty()
             && self.containers.is_empty()
             && self.rules.is_empty()
+            && self.history.is_empty()
     }
 }

@@ -11,10 +11,12 @@
 
 mod apply;
 mod event;
+mod history;
 mod index;
 mod table;
 
 pub use event::{Event, EventKind};
+pub use history::{RuleHistory, RuleVersion, VersionStatus, MAX_VERSIONS};
 pub use index::Touched;
 pub use table::Table;
 
@@ -284,6 +286,8 @@ pub struct ClusterState {
     rules: Table<String, RuleRecord>,
     max_node_id: NodeId,
     next_seq: u64,
+    /// Every rule's versions, by rule name.
+    history: Table<String, RuleHistory>,
     /// Counts kept as records change (derived: rebuilt when a state is decoded).
     index: Index,
     /// Keys changed since the store last took them (not part of the state).
@@ -303,6 +307,7 @@ struct StateData {
     rules: Table<String, RuleRecord>,
     max_node_id: NodeId,
     next_seq: u64,
+    history: Table<String, RuleHistory>,
 }
 
 impl Serialize for ClusterState {
@@ -315,6 +320,7 @@ impl Serialize for ClusterState {
             rules: self.rules.clone(),
             max_node_id: self.max_node_id,
             next_seq: self.next_seq,
+            history: self.history.clone(),
         }
         .serialize(s)
     }
@@ -330,6 +336,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             data.rules,
             data.max_node_id,
             data.next_seq,
+            data.history,
         ))
     }
 }
@@ -342,6 +349,7 @@ impl PartialEq for ClusterState {
             && self.rules == o.rules
             && self.max_node_id == o.max_node_id
             && self.next_seq == o.next_seq
+            && self.history == o.history
     }
 }
 
@@ -434,6 +442,42 @@ pub enum Command {
         /// Where the new one goes.
         node: NodeId,
     },
+    /// Register or replace a rule, as a new version of it when its text or definitions
+    /// changed (re-applying a failed version unchanged tries it again). `PutRule` of
+    /// older entries does the same with no time stamp.
+    ApplyRule {
+        /// The rule.
+        rule: RuleRecord,
+        /// Definitions it names.
+        definitions: Vec<Definition>,
+        /// The proposer's wall time, ms since the epoch (recorded, never read).
+        applied_at_ms: u64,
+    },
+    /// The leader's verdict on a rule's current version: stable, or failed (with
+    /// `revert`, the newest stable version before it comes back as a new version). A
+    /// verdict on another version than the current deploying one changes nothing.
+    RolloutEnded {
+        /// Rule name.
+        rule: String,
+        /// The version judged.
+        version: u64,
+        /// Why it failed; None: stable.
+        failure: Option<String>,
+        /// Bring the last stable version back.
+        revert: bool,
+        /// The proposer's wall time, ms since the epoch.
+        at_ms: u64,
+    },
+    /// Bring back a version of a rule (the newest stable one before the current one
+    /// when None) as a new version; refused when it is the same as the current one.
+    RollbackRule {
+        /// Rule name.
+        rule: String,
+        /// The version to bring back.
+        version: Option<u64>,
+        /// The proposer's wall time, ms since the epoch.
+        applied_at_ms: u64,
+    },
 }
 
 impl Command {
@@ -442,7 +486,10 @@ impl Command {
     pub fn batchable(&self) -> bool {
         !matches!(
             self,
-            Command::Spawn { .. } | Command::PutRule { .. } | Command::Batch(_)
+            Command::Spawn { .. }
+                | Command::PutRule { .. }
+                | Command::ApplyRule { .. }
+                | Command::Batch(_)
         )
     }
 }
@@ -463,6 +510,8 @@ pub enum Response {
     Refused(String),
     /// One response per command of a `Batch`, in order.
     Batch(Vec<Response>),
+    /// The version a rule runs now (ApplyRule, RollbackRule).
+    Version(u64),
 }
 
 impl ClusterState {
@@ -474,6 +523,7 @@ impl ClusterState {
         rules: Table<String, RuleRecord>,
         max_node_id: NodeId,
         next_seq: u64,
+        history: Table<String, RuleHistory>,
     ) -> ClusterState {
         let index = Index::of(containers.values());
         ClusterState {
@@ -483,6 +533,7 @@ impl ClusterState {
             rules,
             max_node_id,
             next_seq,
+            history,
             index,
             touched: Touched::default(),
             revision: 0,
@@ -513,6 +564,34 @@ impl ClusterState {
     /// Rules, by name.
     pub fn rules(&self) -> &Table<String, RuleRecord> {
         &self.rules
+    }
+
+    /// A rule's versions, by rule name (`rule_history` also answers for a rule
+    /// registered before versions were kept).
+    pub fn history(&self) -> &Table<String, RuleHistory> {
+        &self.history
+    }
+
+    /// A rule's versions; a rule registered before versions were kept has one, made of
+    /// its record (numbered 1, deploying).
+    pub fn rule_history(&self, rule: &str) -> Option<RuleHistory> {
+        if let Some(h) = self.history.get(rule) {
+            return Some(h.clone());
+        }
+        let r = self.rules.get(rule)?;
+        let mut h = RuleHistory::default();
+        h.push(RuleVersion {
+            version: 0,
+            digest: r.digest.clone(),
+            text: r.text.clone(),
+            file: r.file.clone(),
+            definitions: r.definitions.clone(),
+            applied_index: 0,
+            applied_at_ms: 0,
+            status: VersionStatus::Deploying,
+            rollback_of: None,
+        });
+        Some(h)
     }
 
     /// Highest node id ever allocated.

@@ -665,7 +665,7 @@ mod tests {
             UpdatePolicy::default()
         );
         let info = check(
-            &rule("w.update(#{ max_parallel: 3, min_healthy_time: \"2s\", healthy_deadline: \"1m\", auto_revert: true });"),
+            &rule("w.update(#{ max_parallel: 3, min_healthy_time: \"2s\", healthy_deadline: \"1m\", progress_deadline: \"3m\", stagger: \"500ms\", auto_revert: true });"),
             "r.watch",
         )
         .unwrap();
@@ -675,6 +675,8 @@ mod tests {
                 max_parallel: 3,
                 min_healthy_ms: 2_000,
                 healthy_deadline_ms: 60_000,
+                progress_deadline_ms: 180_000,
+                stagger_ms: 500,
                 auto_revert: true,
             }
         );
@@ -690,6 +692,10 @@ mod tests {
             (
                 "w.update(#{ min_healthy_time: \"5m\" });",
                 "is not longer than min_healthy_time",
+            ),
+            (
+                "w.update(#{ healthy_deadline: \"5m\", progress_deadline: \"1m\" });",
+                "update progress_deadline: 60000 ms is shorter than healthy_deadline",
             ),
             (
                 "w.update(#{ auto_revert: \"yes\" });",

@@ -4,7 +4,8 @@
 
 use crate::api::pb;
 use crate::cluster::state::{
-    ClusterState, ContainerRecord, Desired, Event, Health, NodeId, NodeRecord, Observed, RuleRecord,
+    ClusterState, ContainerRecord, Desired, Event, Health, NodeId, NodeRecord, Observed,
+    RuleHistory, RuleRecord, VersionStatus,
 };
 use crate::supervisor::mirror_report::{MirrorReport, RuleSource};
 use crate::supervisor::requests::{
@@ -165,7 +166,15 @@ pub fn rule_pb(r: &RuleRecord, state: &ClusterState) -> pb::Rule {
         restarting += u32::from(matches!(c.observed, Observed::Restarting { .. }));
         outdated += u32::from(!r.definitions.values().any(|d| *d == c.digest));
     }
+    let current = state
+        .rule_history(&r.name)
+        .and_then(|h| h.current().cloned());
     pb::Rule {
+        version: current.as_ref().map_or(0, |v| v.version),
+        rollout: current
+            .as_ref()
+            .map(|v| v.status.name().to_string())
+            .unwrap_or_default(),
         outdated,
         active,
         running,
@@ -177,6 +186,46 @@ pub fn rule_pb(r: &RuleRecord, state: &ClusterState) -> pb::Rule {
         last_error: r.last_error.clone().unwrap_or_default(),
         evaluations: r.evaluations,
         definitions: r.definitions.keys().cloned().collect(),
+    }
+}
+
+/// API form of a rule's versions, with the texts of their definitions the cluster
+/// still holds.
+pub fn history_pb(h: &RuleHistory, state: &ClusterState) -> pb::RuleHistoryReply {
+    let last = h.current().map(|v| v.version);
+    pb::RuleHistoryReply {
+        versions: h
+            .versions
+            .iter()
+            .map(|v| pb::RuleVersion {
+                version: v.version,
+                digest: v.digest.clone(),
+                file: v.file.clone(),
+                text: v.text.clone(),
+                definitions: v
+                    .definitions
+                    .iter()
+                    .map(|(file, digest)| pb::RuleDefinitionVersion {
+                        file: file.clone(),
+                        digest: digest.clone(),
+                        text: state
+                            .definitions()
+                            .get(digest)
+                            .map(|d| d.text.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+                applied_index: v.applied_index,
+                applied_at_ms: v.applied_at_ms,
+                status: v.status.name().to_string(),
+                reason: match &v.status {
+                    VersionStatus::Failed { reason } => reason.clone(),
+                    _ => String::new(),
+                },
+                rollback_of: v.rollback_of.unwrap_or(0),
+                current: Some(v.version) == last,
+            })
+            .collect(),
     }
 }
 

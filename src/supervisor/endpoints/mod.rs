@@ -262,4 +262,15 @@ impl Cluster for ClusterService {
             rules::remove(&self.core, req.into_inner()).await?,
         ))
     }
+
+    async fn rule_history(&self, req: Request<RuleHistoryRequest>) -> Reply<RuleHistoryReply> {
+        Ok(Response::new(rules::history(&self.core, req.into_inner())?))
+    }
+
+    async fn rollback_rule(&self, req: Request<RollbackRuleRequest>) -> Reply<RollbackRuleReply> {
+        on_leader!(self, req, rollback_rule);
+        Ok(Response::new(
+            rules::rollback(&self.core, req.into_inner()).await?,
+        ))
+    }
 }

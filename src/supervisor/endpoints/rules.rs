@@ -1,10 +1,11 @@
-//! Rule endpoints: apply, list, remove.
+//! Rule endpoints: apply, list, remove, history, rollback.
 
-use super::convert::{rule_pb, rule_request};
+use super::convert::{history_pb, rule_pb, rule_request};
 use crate::api::pb::*;
-use crate::cluster::state::Command;
+use crate::cluster::state::{Command, Response};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::leader::ops;
+use crate::supervisor::shared::wall_ms;
 use crate::supervisor::shared::Supervisor;
 
 pub(super) async fn apply(core: &Supervisor, r: ApplyRuleRequest) -> OpResult<ApplyRuleReply> {
@@ -34,4 +35,39 @@ pub(super) async fn remove(core: &Supervisor, r: RemoveRuleRequest) -> OpResult<
         Err(OpError::Refused(_)) => Err(OpError::NotFound(format!("no rule '{}'", r.name))),
         Err(e) => Err(e),
     }
+}
+
+pub(super) fn history(core: &Supervisor, r: RuleHistoryRequest) -> OpResult<RuleHistoryReply> {
+    let state = core.state();
+    let h = state
+        .rule_history(&r.name)
+        .ok_or_else(|| OpError::NotFound(format!("no rule '{}'", r.name)))?;
+    Ok(history_pb(&h, &state))
+}
+
+pub(super) async fn rollback(
+    core: &Supervisor,
+    r: RollbackRuleRequest,
+) -> OpResult<RollbackRuleReply> {
+    if !core.state().rules().contains_key(&r.name) {
+        return Err(OpError::NotFound(format!("no rule '{}'", r.name)));
+    }
+    let cmd = Command::RollbackRule {
+        rule: r.name.clone(),
+        version: (r.version != 0).then_some(r.version),
+        applied_at_ms: wall_ms(),
+    };
+    let version = match core.propose(cmd).await?.1 {
+        Response::Version(n) => n,
+        other => return Err(OpError::Internal(format!("rollback answered {other:?}"))),
+    };
+    let rollback_of = core
+        .state()
+        .rule_history(&r.name)
+        .and_then(|h| h.get(version).and_then(|v| v.rollback_of))
+        .unwrap_or(0);
+    Ok(RollbackRuleReply {
+        version,
+        rollback_of,
+    })
 }

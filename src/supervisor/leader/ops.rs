@@ -334,7 +334,12 @@ pub async fn apply_rule(core: &Supervisor, r: RuleRequest) -> OpResult<RuleRecor
         last_error: None,
         evaluations: 0,
     };
-    core.propose(Command::PutRule { rule, definitions }).await?;
+    core.propose(Command::ApplyRule {
+        rule,
+        definitions,
+        applied_at_ms: crate::supervisor::shared::wall_ms(),
+    })
+    .await?;
     core.state()
         .rules()
         .get(&name)

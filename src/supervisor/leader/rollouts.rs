@@ -1,41 +1,32 @@
-//! Rollouts on the leader: for every definition a rule names whose copies run another
-//! digest than the rule's, `decide::rollout::step` says which old copies to replace
-//! now; each is replaced by `Command::Replace` (the new copy placed and queued behind
-//! the old one, which its node stops). A failed version halts its rollout (the rule
-//! says why in `watch ls`) and, with `auto_revert`, the rule goes back to the digest
-//! the old copies run. Everything it needs is in the replicated state but the times it
-//! saw the new copies placed and healthy: a new leader resumes the rollout, counting
-//! the copies of the new version it finds healthy as settled.
+//! Rollouts on the leader: a rule's current version (`ClusterState::rule_history`) is
+//! rolled out while it is `deploying`: for every definition it names,
+//! `decide::rollout::step` says which old copies to replace now, each replaced by
+//! `Command::Replace` (the new copy placed and queued behind the old one, which its node
+//! stops); `decide::rollout::verdict` says when the version is stable or failed, which
+//! the leader commits (`Command::RolloutEnded`, with `auto_revert` the last stable
+//! version coming back as a new version). A failed version stays failed in the
+//! replicated state: no leader resumes it until the rule is applied again or rolled
+//! back. Everything is in the replicated state but the times the leader saw the new
+//! copies placed and healthy: a new leader resumes a rollout, counting the copies of
+//! the version it finds healthy as settled.
 
 use super::health::suspects;
-use crate::cluster::state::{ClusterState, Command, ContainerRecord, RuleRecord};
+use crate::cluster::state::{ClusterState, Command, ContainerRecord, RuleRecord, VersionStatus};
 use crate::decide::placement;
-use crate::decide::rollout::{self, Seen, Step};
+use crate::decide::rollout::{self, Seen, Step, Verdict};
 use crate::spec::update::UpdatePolicy;
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::shared::Supervisor;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// (rule, `.haco` file): one rollout.
-type Key = (String, String);
+/// (rule, version): one rollout.
+type Key = (String, u64);
 
 /// The leader's memory of the rollouts under way.
 #[derive(Default)]
 pub struct Rollouts {
     seen: HashMap<Key, Seen>,
-    /// Rollouts that failed: why, until the rule is applied again.
-    halted: HashMap<Key, Halted>,
-}
-
-/// A failed rollout.
-struct Halted {
-    /// The digest that failed (nothing more is replaced while the rule names it).
-    failed: String,
-    /// The digest it went back to (`auto_revert`).
-    reverted_to: Option<String>,
-    /// Why, for `watch ls`.
-    message: String,
 }
 
 /// What a rollout step did that the rule should tell (`watch ls`).
@@ -52,16 +43,7 @@ impl Rollouts {
         *self = Rollouts::default();
     }
 
-    /// Why a rollout of `rule` failed, while it stays halted (shown as the rule's
-    /// error).
-    pub fn failure(&self, rule: &str) -> Option<String> {
-        self.halted
-            .iter()
-            .find(|((r, _), _)| r == rule)
-            .map(|(_, h)| h.message.clone())
-    }
-
-    /// One step of every rollout; returns what failed (for the rule's record).
+    /// One step of every rollout; returns what went wrong (for the rule's record).
     pub async fn step(
         &mut self,
         core: &Supervisor,
@@ -75,100 +57,110 @@ impl Rollouts {
             let Some(policy) = policies.get(&rule.name) else {
                 continue;
             };
-            for (file, digest) in &rule.definitions {
-                let key = (rule.name.clone(), file.clone());
-                live.push(key.clone());
-                if let Some(msg) = self.one(core, state, rule, file, digest, policy, now).await {
-                    out.push(Outcome {
-                        rule: rule.name.clone(),
-                        message: msg,
-                    });
-                }
+            let Some(version) = state.rule_history(&rule.name).and_then(|h| {
+                h.current()
+                    .filter(|v| v.status == VersionStatus::Deploying)
+                    .map(|v| v.version)
+            }) else {
+                continue;
+            };
+            let key = (rule.name.clone(), version);
+            live.push(key.clone());
+            if let Some(message) = self.one(core, state, rule, version, policy, now).await {
+                out.push(Outcome {
+                    rule: rule.name.clone(),
+                    message,
+                });
             }
         }
         self.seen.retain(|k, _| live.contains(k));
-        self.halted.retain(|k, _| live.contains(k));
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn one(
         &mut self,
         core: &Supervisor,
         state: &ClusterState,
         rule: &RuleRecord,
-        file: &str,
-        digest: &str,
+        version: u64,
         policy: &UpdatePolicy,
         now: Instant,
     ) -> Option<String> {
-        let key = (rule.name.clone(), file.to_string());
-        match self.halted.get(&key) {
-            Some(h) if h.failed == digest => return None,
-            // Reverted: the failed copies are the outdated ones now; the reason stays.
-            Some(h) if h.reverted_to.as_deref() == Some(digest) => {}
-            _ => {
-                self.halted.remove(&key);
-            }
-        }
-        let def = state.definitions().get(digest)?;
-        let copies: Vec<&ContainerRecord> = state
-            .containers()
-            .values()
-            .filter(|c| c.rule.as_deref() == Some(rule.name.as_str()) && c.definition == def.name)
-            .collect();
-        let seen = self.seen.entry(key.clone()).or_default();
-        seen.observe(copies.iter().copied().filter(|c| c.digest == digest), now);
-        match rollout::step(policy, digest, &copies, seen, now) {
-            Step::Done => {
-                self.seen.remove(&key);
-                None
-            }
-            Step::Replace(ids) => {
+        let seen = self.seen.entry((rule.name.clone(), version)).or_default();
+        let mut steps = Vec::new();
+        for (file, digest) in &rule.definitions {
+            let def = state.definitions().get(digest)?;
+            let copies: Vec<&ContainerRecord> = state
+                .containers()
+                .values()
+                .filter(|c| {
+                    c.rule.as_deref() == Some(rule.name.as_str()) && c.definition == def.name
+                })
+                .collect();
+            seen.observe(copies.iter().copied().filter(|c| c.digest == *digest), now);
+            let step = rollout::step(policy, digest, &copies, seen, now);
+            if let Step::Go { replace: ids, .. } = &step {
+                if !ids.is_empty() {
+                    seen.replaced(now);
+                }
                 for old in ids {
-                    if let Err(e) = replace(core, state, &def.name, digest, &old).await {
+                    if let Err(e) = replace(core, state, &def.name, digest, old).await {
                         tracing::warn!("rule {}: replace {old}: {e}", rule.name);
                         return Some(format!("rollout of {file}: replace {old}: {e}"));
                     }
                     tracing::info!("rule {}: rollout of {file}: replacing {old}", rule.name);
                 }
-                None
             }
-            Step::Failed { reason, revert_to } => {
-                self.seen.remove(&key);
-                let short = |d: &str| d.chars().take(12).collect::<String>();
-                let mut msg = format!("rollout of {file} to {} failed: {reason}", short(digest));
-                let mut reverted_to = None;
-                if let Some(back) = revert_to {
-                    let mut reverted = rule.clone();
-                    reverted.definitions.insert(file.to_string(), back.clone());
-                    let cmd = Command::PutRule {
-                        rule: reverted,
-                        definitions: Vec::new(),
-                    };
-                    match core.propose(cmd).await {
-                        Ok(_) => {
-                            msg.push_str(&format!("; reverted to {}", short(&back)));
-                            reverted_to = Some(back);
-                        }
-                        Err(e) => msg.push_str(&format!("; revert failed: {e}")),
-                    }
-                } else {
-                    msg.push_str("; halted (apply the rule again to go on or back)");
-                }
-                tracing::warn!("rule {}: {msg}", rule.name);
-                self.halted.insert(
-                    key,
-                    Halted {
-                        failed: digest.to_string(),
-                        reverted_to,
-                        message: msg.clone(),
-                    },
-                );
-                Some(msg)
-            }
+            steps.push(step);
         }
+        let failure = match rollout::verdict(policy, &steps, seen, now) {
+            Verdict::Going => return None,
+            Verdict::Stable => None,
+            Verdict::Failed(reason) => Some(reason),
+        };
+        let cmd = Command::RolloutEnded {
+            rule: rule.name.clone(),
+            version,
+            failure: failure.clone(),
+            revert: policy.auto_revert,
+            at_ms: crate::supervisor::shared::wall_ms(),
+        };
+        let committed = core.propose(cmd).await;
+        let reason = failure?;
+        let msg = match committed {
+            Ok(_) => standing_failure(&core.state(), &rule.name)
+                .unwrap_or_else(|| format!("version {version} failed: {reason}")),
+            Err(e) => format!("version {version} failed: {reason}; not recorded: {e}"),
+        };
+        tracing::warn!("rule {}: {msg}", rule.name);
+        Some(msg)
     }
+}
+
+/// Why the rule's rollout stands failed, from its versions: its current version
+/// failed (halted), or it is a rollback of one that did (shown as the rule's error
+/// until the rule changes).
+pub fn standing_failure(state: &ClusterState, rule: &str) -> Option<String> {
+    let h = state.rule_history(rule)?;
+    let n = h.versions.len();
+    let cur = h.current()?;
+    let failed = |v: &crate::cluster::state::RuleVersion| match &v.status {
+        VersionStatus::Failed { reason } => Some(format!("version {} failed: {reason}", v.version)),
+        _ => None,
+    };
+    if let Some(msg) = failed(cur) {
+        return Some(format!(
+            "{msg}; halted (apply the rule again, or `watch rollback`, to go on or back)"
+        ));
+    }
+    let back = cur.rollback_of?;
+    let before = h.versions.get(n.checked_sub(2)?)?;
+    failed(before).map(|msg| {
+        format!(
+            "{msg}; reverted: version {} brings back version {back}",
+            cur.version
+        )
+    })
 }
 
 /// Places the new copy of `digest` that replaces `old` and commits the replacement.

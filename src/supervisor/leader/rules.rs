@@ -102,7 +102,7 @@ impl RuleLoop {
             let started = Instant::now();
             let error = self.run_rule(rule, state, wanted).await;
             // A halted rollout stays the rule's error until the rule changes.
-            let error = error.or_else(|| self.rollouts.failure(&rule.name));
+            let error = error.or_else(|| super::rollouts::standing_failure(state, &rule.name));
             let stats = &self.core.stats;
             stats
                 .rule_evaluation_seconds

@@ -35,6 +35,8 @@ pub fn json(core: &Supervisor) -> Value {
             let p = rule_pb(r, &state);
             json!({
                 "name": p.name,
+                "version": p.version,
+                "rollout": p.rollout,
                 "active": p.active,
                 "running": p.running,
                 "healthy": p.healthy,
