@@ -1,6 +1,7 @@
 //! Which rules run now and with what triggers: a change was committed, events arrived,
 //! a timer is due; a rule that could not place its containers backs off for a while
-//! (unless a node comes up). Pure: the clock is an argument.
+//! (unless a node comes up), so does one whose images cannot be had and one whose
+//! copies crash in a loop. Pure: the clock is an argument.
 
 use crate::spec::watch::Trigger;
 use std::collections::HashMap;
@@ -17,6 +18,20 @@ pub const PULL_BACKOFF_FIRST: Duration = Duration::from_secs(2);
 /// The longest wait after image pull failures.
 pub const PULL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// Copies of a rule that end on their own this soon after they began to run (or that
+/// never ran) count towards a crash loop.
+pub const CRASH_QUICK: Duration = Duration::from_secs(1);
+/// A copy of the rule running this long ends the count (the definition works).
+pub const CRASH_RESET: Duration = Duration::from_secs(10);
+/// Quick ends in a row before the rule is held back (a container killed by hand now and
+/// then is replaced at once).
+pub const CRASH_LOOP_AFTER: u32 = 3;
+/// The first hold of a crash loop; it doubles with each further quick end, up to
+/// [`CRASH_BACKOFF_MAX`] (as Kubernetes' CrashLoopBackOff and Nomad's reschedule delay).
+pub const CRASH_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest hold of a crash loop.
+pub const CRASH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// What one rule handles: `(event kind, timer period in ms)` per handler.
 pub type Handlers = [(String, Option<u64>)];
 
@@ -27,6 +42,9 @@ pub struct Scheduler {
     backoff: HashMap<String, Instant>,
     /// Per rule: rounds of image pull failures in a row, and until when it waits.
     pull_failures: HashMap<String, (u32, Instant)>,
+    /// Per rule: quick ends of its copies in a row, until when it waits, and whether it
+    /// is evaluated when the wait ends (nothing else may change meanwhile).
+    crashes: HashMap<String, (u32, Instant, bool)>,
     /// Rules to evaluate once their pull back-off ends (nothing else may change).
     retry: std::collections::HashSet<String>,
     last_index: u64,
@@ -84,11 +102,16 @@ impl Scheduler {
             }
         }
         triggers.retain(|t| handlers.iter().any(|(k, _)| k == kind_of(t)));
-        if self.pull_backoff(rule, now).is_some() {
-            // Nothing a node does helps an image that cannot be had.
+        if self.pull_backoff(rule, now).is_some() || self.crash_backoff(rule, now).is_some() {
+            // Nothing a node does helps an image that cannot be had or a program that
+            // crashes.
             return Vec::new();
         }
-        if self.retry.remove(rule) && !triggers.contains(&Trigger::Cluster) {
+        let woken = self
+            .crashes
+            .get_mut(rule)
+            .is_some_and(|e| std::mem::take(&mut e.2));
+        if (self.retry.remove(rule) || woken) && !triggers.contains(&Trigger::Cluster) {
             triggers.push(Trigger::Cluster);
         }
         let backing_off = self.backoff.get(rule).is_some_and(|until| now < *until);
@@ -136,6 +159,54 @@ impl Scheduler {
         self.pull_failures
             .get(rule)
             .and_then(|(_, until)| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// A copy of the rule ended on its own soon after it began (`weight` 1), or after
+    /// its node's restart attempts were used up (`weight` [`CRASH_LOOP_AFTER`]: its
+    /// node already tried it again): from [`CRASH_LOOP_AFTER`] in a row the rule waits
+    /// before it places again, doubling, then is evaluated. Copies ending while the rule
+    /// waits count once with the ones before (they were placed in the same round).
+    /// Returns the wait, if any.
+    pub fn copy_crashed(&mut self, rule: &str, weight: u32, now: Instant) -> Option<Duration> {
+        let e = self
+            .crashes
+            .entry(rule.to_string())
+            .or_insert((0, now, false));
+        if let Some(left) = e.1.checked_duration_since(now).filter(|d| !d.is_zero()) {
+            return Some(left);
+        }
+        e.0 = e.0.saturating_add(weight);
+        let over = e.0.checked_sub(CRASH_LOOP_AFTER)?;
+        let wait = CRASH_BACKOFF_FIRST
+            .checked_mul(1u32 << over.min(16))
+            .unwrap_or(CRASH_BACKOFF_MAX)
+            .min(CRASH_BACKOFF_MAX);
+        e.1 = e.1.max(now + wait);
+        e.2 = true;
+        Some(wait)
+    }
+
+    /// A copy of the rule ran for [`CRASH_RESET`], or the rule changed: the count of
+    /// quick ends starts again (a hold under way ends as planned).
+    pub fn copy_ran_well(&mut self, rule: &str) {
+        if let Some(e) = self.crashes.get_mut(rule) {
+            e.0 = 0;
+        }
+    }
+
+    /// Whether the rule's copies crash in a loop (enough quick ends in a row).
+    pub fn crash_looping(&self, rule: &str) -> bool {
+        self.crashes
+            .get(rule)
+            .is_some_and(|(n, _, _)| *n >= CRASH_LOOP_AFTER)
+    }
+
+    /// How much longer the rule waits after its copies crashed in a row, if it does.
+    pub fn crash_backoff(&self, rule: &str, now: Instant) -> Option<Duration> {
+        self.crashes
+            .get(rule)
+            .and_then(|(_, until, _)| until.checked_duration_since(now))
             .filter(|d| !d.is_zero())
     }
 
@@ -243,6 +314,51 @@ mod tests {
         s.pull_succeeded("r");
         assert_eq!(s.pull_backoff("r", t), None);
         assert_eq!(s.plan(t, 5, "r", &hs, &[]), vec![Trigger::Cluster]);
+    }
+
+    #[test]
+    fn copies_crashing_in_a_row_hold_a_rule_longer_each_time_until_one_runs_well() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new();
+        let handlers = h(&[("cluster", None)]);
+        // Two quick ends: replaced at once.
+        assert_eq!(s.copy_crashed("r", 1, t0), None);
+        assert_eq!(s.copy_crashed("r", 1, t0), None);
+        // The third: held for a second, then evaluated (nothing else need change).
+        assert_eq!(s.copy_crashed("r", 1, t0), Some(CRASH_BACKOFF_FIRST));
+        s.done(1);
+        assert!(s.plan(t0, 1, "r", &handlers, &[node_up()]).is_empty());
+        let after = t0 + CRASH_BACKOFF_FIRST;
+        // A copy that ran a moment (its image was had) does not cancel the wake-up.
+        s.pull_succeeded("r");
+        assert_eq!(s.plan(after, 1, "r", &handlers, &[]), [Trigger::Cluster]);
+        assert_eq!(s.copy_crashed("r", 1, after), Some(CRASH_BACKOFF_FIRST * 2));
+        // Others of the same round, ending during the hold, do not lengthen it.
+        assert_eq!(
+            s.copy_crashed("r", 1, after + CRASH_BACKOFF_FIRST),
+            Some(CRASH_BACKOFF_FIRST)
+        );
+        let mut t = after;
+        for _ in 0..20 {
+            t += CRASH_BACKOFF_MAX;
+            s.copy_crashed("r", 1, t);
+        }
+        assert_eq!(s.crash_backoff("r", t), Some(CRASH_BACKOFF_MAX), "capped");
+        // A copy that ran well: the count starts again (the hold under way stays).
+        assert!(s.crash_looping("r"));
+        s.copy_ran_well("r");
+        assert!(!s.crash_looping("r"));
+        assert!(s.crash_backoff("r", t).is_some());
+        let after = t + CRASH_BACKOFF_MAX;
+        assert_eq!(s.copy_crashed("r", 1, after), None);
+        // A copy that used up its node's restarts holds the rule at once.
+        s.copy_ran_well("r");
+        let later = after + CRASH_BACKOFF_MAX;
+        assert_eq!(
+            s.copy_crashed("r", CRASH_LOOP_AFTER, later),
+            Some(CRASH_BACKOFF_FIRST)
+        );
+        assert_eq!(s.crash_backoff("other", later), None);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Stats {
     pub rule_evaluations: Family<Labels, Counter>,
     /// Their duration.
     pub rule_evaluation_seconds: Histogram,
+    /// Times a rule was held back because its copies crashed in a row, by rule.
+    pub rule_crash_backoffs: Family<Labels, Counter>,
     /// Committed events applied here, by kind.
     pub events: Family<Labels, Counter>,
     /// OOM kills of containers on this node (from the committed exits).
@@ -37,6 +39,7 @@ impl Default for Stats {
             launch_failures: Counter::default(),
             rule_evaluations: Family::default(),
             rule_evaluation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            rule_crash_backoffs: Family::default(),
             events: Family::default(),
             oom_kills: Counter::default(),
             elections: Counter::default(),

@@ -2,7 +2,8 @@
 //! HTTP check) kept at 3 by examples/web.watch; a copy hung with SIGSTOP is found
 //! unhealthy by its node, stopped and replaced, never more than 3 running by the hosts'
 //! cgroups; exec and TCP checks, the start period, and the states in `containers`,
-//! `ps`, events and `/metrics`.
+//! `ps`, events and `/metrics`; a crash loop restarted in place with a growing delay,
+//! and a rule whose copies all crash at once held back longer each time.
 
 use crate::common::cluster::Cluster;
 use crate::common::hosts::{total, TruthSampler};
@@ -419,4 +420,80 @@ fn a_crash_loop_backs_off_on_its_node_then_gives_up() {
     );
     // Nothing of either runs any more.
     assert_eq!(total(&cl.cgroups()), 0);
+}
+
+#[test]
+fn a_crash_looping_rule_is_held_back_longer_each_time() {
+    use std::io::BufRead;
+    let cl = Cluster::three("crash-loop", &[]);
+    definition(&cl, "boom", "exit 1", "");
+    let rule = cl.scratch.path.join("boom.watch");
+    std::fs::write(
+        &rule,
+        "haconiwa.watch(|w| {\n  w.watch(\"cluster\", |e| {\n    let n = e.cluster.count(\"boom\");\n    if n < 3 { haconiwa.spawn(#{ haco: \"boom.haco\", count: 3 - n }); }\n  });\n});\n",
+    )
+    .unwrap();
+    let mut follow = cl
+        .cli()
+        .args(["events", "--json", "--since", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    cl.ok(&["watch", "apply", rule.to_str().unwrap()]);
+    // Every copy exits at once. Without a hold the rule would place a copy per exit,
+    // tens a second; held 1, 2, 4, 8 s after the third quick end in a row, it places
+    // a few rounds in 12 s.
+    let window = Duration::from_secs(12);
+    let start = Instant::now();
+    let mut spawned: Vec<Duration> = Vec::new();
+    while let Ok(line) = rx.recv_timeout(window.saturating_sub(start.elapsed())) {
+        let Ok(e) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if e["kind"] == "container_spawned" && e["container"]["definition"] == "boom" {
+            spawned.push(start.elapsed());
+        }
+        if start.elapsed() >= window {
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    eprintln!(
+        "crash loop: {} copies placed in 12 s at {spawned:?}",
+        spawned.len()
+    );
+    assert!(
+        (6..=30).contains(&spawned.len()),
+        "{} copies placed in 12 s: {spawned:?}\n{}",
+        spawned.len(),
+        cl.logs_tail()
+    );
+    // Placed in rounds with growing gaps between them.
+    let gaps: Vec<Duration> = spawned
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|g| *g >= Duration::from_millis(900))
+        .collect();
+    assert!(
+        gaps.len() >= 2 && gaps.windows(2).all(|g| g[1] > g[0]),
+        "{spawned:?}"
+    );
+    let ls: Value = serde_json::from_str(&cl.ok(&["watch", "ls", "--json"])).unwrap();
+    let e = ls[0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        e.starts_with("crash loop: its copies end as soon as they begin (boom-")
+            && e.contains("next placement in"),
+        "{ls:#}"
+    );
+    cl.ok(&["watch", "rm", "boom"]);
 }

@@ -6,14 +6,14 @@
 
 use super::ops::commit_spawn;
 use crate::cluster::state::{
-    ClusterState, Command, Event, EventKind, NodeId, Observed, RuleRecord,
+    ClusterState, Command, Desired, Event, EventKind, NodeId, Observed, RuleRecord,
 };
-use crate::decide::schedule::Scheduler;
+use crate::decide::schedule::{Scheduler, CRASH_LOOP_AFTER, CRASH_QUICK, CRASH_RESET};
 use crate::decide::{placement, victims};
 use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::shared::Supervisor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -22,6 +22,15 @@ use tokio::sync::broadcast;
 const EVAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// The most containers one Raft entry places.
 const SPAWN_BATCH: usize = 1000;
+/// How a copy that ended quickly ended, for the rule's error.
+fn ended_how(o: &Observed) -> String {
+    match o {
+        Observed::Exited { error: Some(e), .. } => format!("({e})"),
+        Observed::Exited { code: Some(c), .. } => format!("(exit code {c}) within a second"),
+        _ => "within a second".into(),
+    }
+}
+
 /// An unchanged evaluation result is committed at most this often.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
 
@@ -33,6 +42,15 @@ pub struct RuleLoop {
     schedule: Scheduler,
     recorded: HashMap<String, (Option<String>, Instant)>,
     rollouts: super::rollouts::Rollouts,
+    /// When this leader saw each copy of a rule placed, then begin to run (those
+    /// running when it took over count as running for long).
+    running_since: HashMap<String, Instant>,
+    /// Whether `running_since` holds the copies found running at the takeover.
+    seeded: bool,
+    /// Copies of rules this leader saw waiting to restart on their node.
+    restarted: HashSet<String>,
+    /// Why a rule is held back for crashing copies (its error while the loop lasts).
+    crash_notes: HashMap<String, String>,
 }
 
 impl RuleLoop {
@@ -46,6 +64,10 @@ impl RuleLoop {
             schedule: Scheduler::new(),
             recorded: HashMap::new(),
             rollouts: Default::default(),
+            running_since: HashMap::new(),
+            seeded: false,
+            restarted: HashSet::new(),
+            crash_notes: HashMap::new(),
         }
     }
 
@@ -54,6 +76,10 @@ impl RuleLoop {
         self.schedule.reset();
         self.recorded.clear();
         self.rollouts.reset();
+        self.running_since.clear();
+        self.seeded = false;
+        self.restarted.clear();
+        self.crash_notes.clear();
         while self.events.try_recv().is_ok() {}
     }
 
@@ -86,6 +112,7 @@ impl RuleLoop {
         }
         let now = Instant::now();
         self.note_pulls(&events, state, now).await;
+        self.note_crashes(&events, state, now).await;
         let event_triggers = crate::decide::view::triggers(&events, state);
         self.infos
             .retain(|name, _| state.rules().contains_key(name));
@@ -102,7 +129,16 @@ impl RuleLoop {
             let started = Instant::now();
             let error = self.run_rule(rule, state, wanted).await;
             // A halted rollout stays the rule's error until the rule changes.
-            let error = error.or_else(|| super::rollouts::standing_failure(state, &rule.name));
+            // Else a crash loop while it lasts, else a halted rollout until the rule
+            // changes.
+            let error = error
+                .or_else(|| {
+                    self.schedule
+                        .crash_looping(&rule.name)
+                        .then(|| self.crash_notes.get(&rule.name).cloned())
+                        .flatten()
+                })
+                .or_else(|| super::rollouts::standing_failure(state, &rule.name));
             let stats = &self.core.stats;
             stats
                 .rule_evaluation_seconds
@@ -158,8 +194,111 @@ impl RuleLoop {
                 wait.as_secs()
             );
             tracing::warn!("rule {rule}: {msg}");
+            self.crash_notes.insert(rule.clone(), msg.clone());
             self.record(&record, Some(msg)).await;
         }
+        self.crash_notes
+            .retain(|rule, _| self.schedule.crash_looping(rule));
+    }
+
+    /// Copies of the rules that end on their own soon after they began (or never ran),
+    /// or after their node's restarts were used up: in a row, they hold the rule back
+    /// (`decide::schedule`, longer each time) and say so in `watch ls`, so a definition
+    /// that cannot run does not spin the leader and the log; a copy that runs well
+    /// ends the count.
+    async fn note_crashes(&mut self, events: &[Event], state: &Arc<ClusterState>, now: Instant) {
+        if !self.seeded {
+            self.seeded = true;
+            let long_ago = now.checked_sub(CRASH_RESET).unwrap_or(now);
+            for c in state.containers().values() {
+                if c.rule.is_some() && c.observed.running_pid().is_some() {
+                    self.running_since.insert(c.id.clone(), long_ago);
+                }
+            }
+        }
+        let mut held: HashMap<String, (Duration, String)> = HashMap::new();
+        for e in events {
+            let Some(c) = &e.container else { continue };
+            let Some(rule) = &c.rule else { continue };
+            match (&e.kind, &c.observed) {
+                (EventKind::ContainerSpawned, _) => {
+                    self.running_since.insert(c.id.clone(), now);
+                }
+                (EventKind::ContainerRunning, _) if c.observed.running_pid().is_some() => {
+                    self.running_since.insert(c.id.clone(), now);
+                }
+                (EventKind::ContainerRestarting, _) => {
+                    self.restarted.insert(c.id.clone());
+                }
+                (EventKind::ContainerExited, Observed::Exited { code, error, .. })
+                    if c.desired == Desired::Running =>
+                {
+                    let began = self.running_since.remove(&c.id);
+                    let gave_up = self.restarted.remove(&c.id);
+                    // Never started (no exit code, the launch's error), or ended soon
+                    // after it was placed or began to run.
+                    let never_ran = code.is_none() && error.is_some();
+                    let quick = never_ran
+                        || began.is_some_and(|t| now.saturating_duration_since(t) < CRASH_QUICK);
+                    if !quick && !gave_up {
+                        self.schedule.copy_ran_well(rule);
+                        continue;
+                    }
+                    // A copy of the rule that has run well says the definition works.
+                    let works = state.containers().values().any(|o| {
+                        o.rule.as_deref() == Some(rule.as_str())
+                            && o.observed.running_pid().is_some()
+                            && self
+                                .running_since
+                                .get(&o.id)
+                                .is_some_and(|t| now.saturating_duration_since(*t) >= CRASH_RESET)
+                    });
+                    if works {
+                        self.schedule.copy_ran_well(rule);
+                        continue;
+                    }
+                    let weight = if gave_up { CRASH_LOOP_AFTER } else { 1 };
+                    if let Some(wait) = self.schedule.copy_crashed(rule, weight, now) {
+                        let why = if gave_up {
+                            format!("{} used up its restarts on node {}", c.id, c.node)
+                        } else {
+                            format!("{} ended {} after it began", c.id, ended_how(&c.observed))
+                        };
+                        held.insert(rule.clone(), (wait, why));
+                    }
+                }
+                (EventKind::ContainerForgotten | EventKind::ContainerExited, _) => {
+                    self.running_since.remove(&c.id);
+                    self.restarted.remove(&c.id);
+                }
+                _ => {}
+            }
+        }
+        for e in events.iter().filter(|e| e.kind == EventKind::RuleApplied) {
+            // "NAME version N": a new version starts the count again.
+            if let Some(name) = e.message.split(' ').next() {
+                self.schedule.copy_ran_well(name);
+            }
+        }
+        for (rule, (wait, why)) in held {
+            self.core
+                .stats
+                .rule_crash_backoffs
+                .get_or_create(&crate::supervisor::stats::label("rule", &rule))
+                .inc();
+            let Some(record) = state.rules().get(&rule).cloned() else {
+                continue;
+            };
+            let msg = format!(
+                "crash loop: its copies end as soon as they begin ({why}); next placement in {:.1} s",
+                wait.as_secs_f64()
+            );
+            tracing::warn!("rule {rule}: {msg}");
+            self.crash_notes.insert(rule.clone(), msg.clone());
+            self.record(&record, Some(msg)).await;
+        }
+        self.crash_notes
+            .retain(|rule, _| self.schedule.crash_looping(rule));
     }
 
     /// One evaluation and its intents; returns the error to report, if any.

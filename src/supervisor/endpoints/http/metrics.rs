@@ -118,6 +118,25 @@ fn cluster(core: &Supervisor, reg: &mut Registry) {
         "Registered rules",
         gauge(state.rules().len() as i64),
     );
+    let versions = Family::<Vec<(String, String)>, Gauge>::default();
+    for rule in state.rules().values() {
+        if let Some(v) = state
+            .rule_history(&rule.name)
+            .and_then(|h| h.current().cloned())
+        {
+            versions
+                .get_or_create(&vec![
+                    ("rule".to_string(), rule.name.clone()),
+                    ("rollout".to_string(), v.status.name().to_string()),
+                ])
+                .set(v.version as i64);
+        }
+    }
+    r.register(
+        "rule_version",
+        "The version each rule runs, labelled with how its rollout stands (deploying, stable, failed)",
+        versions,
+    );
     let evals = Family::<Labels, Gauge>::default();
     for rule in state.rules().values() {
         evals
@@ -150,6 +169,11 @@ fn cluster(core: &Supervisor, reg: &mut Registry) {
         "rule_evaluations",
         "Rule evaluations run by this member while it led, by rule and outcome",
         core.stats.rule_evaluations.clone(),
+    );
+    r.register(
+        "rule_crash_backoffs",
+        "Times this member, while it led, held a rule back because its copies crashed in a row",
+        core.stats.rule_crash_backoffs.clone(),
     );
     r.register_with_unit(
         "rule_evaluation_duration",
