@@ -85,7 +85,9 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
     let mut launch = Vec::new();
     for c in &i.mine {
         debug_assert_eq!(c.node, i.me);
-        let wanted = c.desired == Desired::Running && !c.observed.is_final() && !i.node_down;
+        // A retiring copy runs on until its replacement is healthy (never restarted).
+        let wanted = c.desired.keeps_running() && !c.observed.is_final() && !i.node_down;
+        let restarts = wanted && c.desired == Desired::Running;
         match i.local.get(&c.id) {
             Some(l) if l.status == LocalStatus::Running => {
                 if wanted {
@@ -105,7 +107,7 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
                 }
             }
             Some(l) if l.status == LocalStatus::Exited => {
-                if let Some(attempt) = l.restart.filter(|_| wanted) {
+                if let Some(attempt) = l.restart.filter(|_| restarts) {
                     // Started again here once its back-off is over (the agent drops
                     // the local record; then it is launched as if new).
                     report(

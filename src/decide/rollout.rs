@@ -1,9 +1,11 @@
 //! One step of a rule's rollout (pure: time is an argument). The rule names a
 //! definition by its current digest; its copies of another digest are old. Old copies
 //! are replaced `max_parallel` at a time (and `stagger` apart), each by a new copy
-//! queued behind it (it starts only once the old one ended: never more than N); the
-//! next ones only once every new copy has been healthy (running, without a check) for
-//! `min_healthy_time`. A new copy that is not healthy by `healthy_deadline` after it
+//! queued behind it (it starts only once the old one ended: never more than N), or,
+//! with `max_surge`, start-first: the new copy runs at once and the old one retires
+//! (runs on, uncounted) until the new one has settled, then stops (never more than
+//! N + `max_surge`); the next ones only once every new copy has been healthy (running,
+//! without a check) for `min_healthy_time`. A new copy that is not healthy by `healthy_deadline` after it
 //! was placed, or that ended, fails the version; so does a rollout that made no
 //! progress (no copy settled, no old copy gone) for `progress_deadline`. With every
 //! copy new and settled the version is stable. What happens to a failed version
@@ -99,8 +101,10 @@ impl Progress {
 pub enum Step {
     /// Replace these old copies now (maybe none: waiting for the new ones).
     Go {
-        /// Old copies to replace.
+        /// Old copies to replace (start-first with `max_surge`, else stop-first).
         replace: Vec<String>,
+        /// Retiring copies whose start-first replacement has settled: stop them now.
+        stop: Vec<String>,
         /// Where the definition's rollout stands.
         progress: Progress,
     },
@@ -165,20 +169,39 @@ pub fn step(
             };
         }
     }
-    // Old copies being replaced (stopped, not ended yet) are in flight too.
+    // Old copies being replaced (stopped, not ended yet) are in flight too; so are the
+    // retiring ones (start-first: they run until their replacement settles).
     let stopping = copies
         .iter()
         .filter(|c| c.digest != current && c.desired == Desired::Stopped && !c.observed.is_final())
         .count() as u32;
+    let mut stop = Vec::new();
+    let mut retiring = 0u32;
+    for c in copies.iter().filter(|c| !c.observed.is_final()) {
+        if let Desired::Retiring { by } = &c.desired {
+            retiring += 1;
+            let settled = seen.healthy_since.get(by).is_some_and(|t| {
+                seen.veterans.contains(by) || now.saturating_duration_since(*t) >= settle
+            });
+            if settled {
+                stop.push(c.id.clone());
+            }
+        }
+    }
+    progress.old += retiring;
     let staggered = seen.last_replace.is_some_and(|t| {
         now.saturating_duration_since(t) < Duration::from_millis(policy.stagger_ms)
     });
+    let parallel = policy
+        .max_parallel
+        .saturating_sub(progress.unsettled + stopping);
     let room = if staggered {
         0
+    } else if policy.max_surge > 0 {
+        // Start-first: never more than N + max_surge running.
+        parallel.min(policy.max_surge.saturating_sub(retiring + stopping)) as usize
     } else {
-        policy
-            .max_parallel
-            .saturating_sub(progress.unsettled + stopping) as usize
+        parallel as usize
     };
     let mut pick: Vec<&&ContainerRecord> = old;
     // Not healthy ones first (a revert replaces failed copies before healthy ones), then
@@ -192,6 +215,7 @@ pub fn step(
     });
     Step::Go {
         replace: pick.into_iter().take(room).map(|c| c.id.clone()).collect(),
+        stop,
         progress,
     }
 }
@@ -274,6 +298,7 @@ mod tests {
     fn policy(max_parallel: u32) -> UpdatePolicy {
         UpdatePolicy {
             max_parallel,
+            max_surge: 0,
             min_healthy_ms: 1_000,
             healthy_deadline_ms: 10_000,
             progress_deadline_ms: 30_000,
@@ -340,6 +365,7 @@ mod tests {
             s,
             Step::Go {
                 replace: vec!["o2".into(), "o3".into()],
+                stop: vec![],
                 progress: Progress {
                     old: 3,
                     unsettled: 0,
@@ -474,8 +500,9 @@ mod tests {
     }
 
     /// A model of the cluster under a rollout: the hosts run an old copy until it ends,
-    /// a new one from when its node starts it (only once its predecessor ended) until it
-    /// ends; events come in any order.
+    /// a new one from when its node starts it (stop-first: only once its predecessor
+    /// ended; start-first: at once, its predecessor retiring) until it ends; a new copy
+    /// may also fail; events come in any order.
     mod model {
         use super::*;
         use proptest::prelude::*;
@@ -484,10 +511,12 @@ mod tests {
         enum Event {
             /// A stopping old copy (the i-th of them) ends.
             OldEnds(usize),
-            /// A queued new copy (the i-th) is started by its node.
+            /// A queued or pending new copy (the i-th) is started by its node.
             NewStarts(usize),
             /// A started new copy (the i-th) passes its check.
             NewHealthy(usize),
+            /// A started new copy (the i-th) ends by itself.
+            NewEnds(usize),
             /// Time passes (ms).
             Tick(u64),
             /// The leader takes a step.
@@ -499,20 +528,34 @@ mod tests {
                 (0..8usize).prop_map(Event::OldEnds),
                 (0..8usize).prop_map(Event::NewStarts),
                 (0..8usize).prop_map(Event::NewHealthy),
+                (0..40usize).prop_map(Event::NewEnds),
                 (0..3_000u64).prop_map(Event::Tick),
                 Just(Event::Step),
             ]
         }
 
+        /// What `apply` does when `id` ends or stops: a copy retiring for it is wanted
+        /// running again.
+        fn unretire_for(copies: &mut [ContainerRecord], id: &str) {
+            for c in copies.iter_mut() {
+                if c.desired == (Desired::Retiring { by: id.to_string() }) && !c.observed.is_final()
+                {
+                    c.desired = Desired::Running;
+                }
+            }
+        }
+
         proptest! {
             #[test]
-            fn a_rollout_never_runs_more_than_n(
+            fn a_rollout_never_runs_more_than_n_or_n_plus_surge(
                 n in 1..7usize,
                 max_parallel in 1..4u32,
+                max_surge in 0..3u32,
                 events in proptest::collection::vec(event(), 0..200),
             ) {
                 let policy = UpdatePolicy {
                     max_parallel,
+                    max_surge,
                     min_healthy_ms: 500,
                     healthy_deadline_ms: 60_000,
                     progress_deadline_ms: 0,
@@ -525,6 +568,7 @@ mod tests {
                 let mut seen = Seen::default();
                 let mut now = Instant::now();
                 let mut next = 100u64;
+                let mut failed = false;
                 for e in events {
                     match e {
                         Event::OldEnds(i) => {
@@ -537,9 +581,11 @@ mod tests {
                         Event::NewStarts(i) => {
                             let ended: Vec<String> = copies.iter()
                                 .filter(|c| c.observed.is_final()).map(|c| c.id.clone()).collect();
-                            if let Some(c) = copies.iter_mut().filter(|c| matches!(
-                                &c.observed, Observed::Queued { after } if ended.contains(after)
-                            )).nth(i) {
+                            if let Some(c) = copies.iter_mut().filter(|c| c.desired == Desired::Running && match &c.observed {
+                                Observed::Queued { after } => ended.contains(after),
+                                Observed::Pending => true,
+                                _ => false,
+                            }).nth(i) {
                                 c.observed = Observed::Checked { pid: 1, health: Health::Starting };
                             }
                         }
@@ -550,30 +596,81 @@ mod tests {
                                 c.observed = healthy(2);
                             }
                         }
+                        Event::NewEnds(i) => {
+                            let id = copies.iter_mut().filter(|c| {
+                                c.digest == "v2" && c.observed.running_pid().is_some()
+                            }).nth(i).map(|c| {
+                                c.observed = Observed::Exited { code: Some(1), oom_killed: false, error: None };
+                                c.id.clone()
+                            });
+                            if let Some(id) = id {
+                                unretire_for(&mut copies, &id);
+                            }
+                        }
                         Event::Tick(ms) => now += Duration::from_millis(ms),
+                        Event::Step if failed => {}
                         Event::Step => {
                             let refs: Vec<&ContainerRecord> = copies.iter().collect();
                             seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), now);
-                            if let Step::Go { replace: ids, .. } = step(&policy, "v2", &refs, &seen, now) {
-                                prop_assert!(ids.len() <= max_parallel as usize);
-                                for id in ids {
-                                    // As `apply` does: only an active copy is replaced.
-                                    let old = copies.iter_mut().find(|c| c.id == id).unwrap();
-                                    prop_assert!(old.is_active(), "{id} replaced twice");
-                                    old.desired = Desired::Stopped;
-                                    next += 1;
-                                    copies.push(copy(&format!("n{next}"), "v2", Observed::Queued { after: id }, next));
+                            match step(&policy, "v2", &refs, &seen, now) {
+                                Step::Go { replace: ids, stop, .. } => {
+                                    prop_assert!(ids.len() <= max_parallel as usize);
+                                    for id in stop {
+                                        let old = copies.iter_mut().find(|c| c.id == id).unwrap();
+                                        let retiring = matches!(old.desired, Desired::Retiring { .. });
+                                        prop_assert!(retiring, "{id} stopped but not retiring");
+                                        old.desired = Desired::Stopped;
+                                    }
+                                    for id in ids {
+                                        // As `apply` does: only an active copy is replaced.
+                                        let old = copies.iter_mut().find(|c| c.id == id).unwrap();
+                                        prop_assert!(old.is_active(), "{id} replaced twice");
+                                        next += 1;
+                                        let new_id = format!("n{next}");
+                                        if max_surge > 0 {
+                                            old.desired = Desired::Retiring { by: new_id.clone() };
+                                            copies.push(copy(&new_id, "v2", Observed::Pending, next));
+                                        } else {
+                                            old.desired = Desired::Stopped;
+                                            copies.push(copy(&new_id, "v2", Observed::Queued { after: id }, next));
+                                        }
+                                    }
+                                }
+                                Step::Failed { .. } => {
+                                    // As `apply` does for a failed version: replacements
+                                    // under way stop, what they replace runs on.
+                                    failed = true;
+                                    let surging: Vec<String> = copies.iter()
+                                        .filter(|c| !c.observed.is_final())
+                                        .filter_map(|c| match &c.desired {
+                                            Desired::Retiring { by } => Some(by.clone()),
+                                            _ => None,
+                                        })
+                                        .collect();
+                                    for by in surging {
+                                        if let Some(c) = copies.iter_mut().find(|c| c.id == by) {
+                                            c.desired = Desired::Stopped;
+                                        }
+                                        unretire_for(&mut copies, &by);
+                                    }
                                 }
                             }
                         }
                     }
                     // The truth: what runs on the hosts.
                     let running = copies.iter().filter(|c| {
-                        !c.observed.is_final() && !matches!(c.observed, Observed::Queued { .. })
+                        !c.observed.is_final()
+                            && !matches!(c.observed, Observed::Queued { .. } | Observed::Pending)
                     }).count();
-                    prop_assert!(running <= n, "{running} running of {n}: {copies:#?}");
-                    // And the rule always counts N (so it places nothing more).
-                    prop_assert_eq!(copies.iter().filter(|c| c.is_active()).count(), n);
+                    let limit = n + max_surge as usize;
+                    prop_assert!(running <= limit, "{running} running of {n} + {max_surge}: {copies:#?}");
+                    // And the rule counts N: it places a copy only for one that ended.
+                    let active = copies.iter().filter(|c| c.is_active()).count();
+                    prop_assert!(active <= n, "the rule counts {active} of {n}");
+                    for _ in active..n {
+                        next += 1;
+                        copies.push(copy(&format!("r{next}"), "v2", Observed::Pending, next));
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! triggers of committed events. Pure.
 
 use crate::cluster::state::{
-    ClusterState, ContainerRecord, Desired, Event, EventKind, NodeRecord, Observed,
+    ClusterState, ContainerRecord, Event, EventKind, NodeRecord, Observed,
 };
 use crate::spec::watch::{ClusterView, CountFilter, Trigger, ViewContainer, ViewNode};
 use std::sync::Arc;
@@ -13,10 +13,7 @@ fn container(c: &ContainerRecord, state: &ClusterState) -> ViewContainer {
         definition: c.definition.clone(),
         node: c.node,
         state: c.observed.name().to_string(),
-        desired: match c.desired {
-            Desired::Running => "running".into(),
-            Desired::Stopped => "stopped".into(),
-        },
+        desired: c.desired.name().into(),
         active: c.is_active(),
         exit_code: match &c.observed {
             Observed::Exited { code, .. } => *code,

@@ -1,7 +1,8 @@
-//! How a rule rolls out a changed definition (`w.update(#{ max_parallel,
+//! How a rule rolls out a changed definition (`w.update(#{ max_parallel, max_surge,
 //! min_healthy_time, healthy_deadline, progress_deadline, stagger, auto_revert })` in
 //! its `.watch` file): old copies are replaced a few at a time, each new copy starting
-//! only once the old one it replaces has ended (never more than N), the next ones only
+//! only once the old one it replaces has ended (never more than N) or, with
+//! `max_surge`, beside it until it is healthy (never more than N + surge), the next ones only
 //! once the new ones are healthy for a while; a new copy that is not healthy in time,
 //! or a rollout that stops moving, fails the version, and `auto_revert` brings the last
 //! stable version back. Plain data: `decide::rollout` decides.
@@ -16,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub struct UpdatePolicy {
     /// Old copies replaced at once.
     pub max_parallel: u32,
+    /// Start-first: new copies that may run beside the N while their old ones retire (0:
+    /// stop-first, never more than N).
+    pub max_surge: u32,
     /// How long a new copy must be healthy (running, without a check) before it counts
     /// as done, ms.
     pub min_healthy_ms: u64,
@@ -34,6 +38,7 @@ impl Default for UpdatePolicy {
     fn default() -> UpdatePolicy {
         UpdatePolicy {
             max_parallel: 1,
+            max_surge: 0,
             min_healthy_ms: 10_000,
             healthy_deadline_ms: 5 * 60_000,
             progress_deadline_ms: 10 * 60_000,
@@ -43,14 +48,15 @@ impl Default for UpdatePolicy {
     }
 }
 
-/// `w.update(#{ max_parallel, min_healthy_time, healthy_deadline, progress_deadline,
-/// stagger, auto_revert })`.
+/// `w.update(#{ max_parallel, max_surge, min_healthy_time, healthy_deadline,
+/// progress_deadline, stagger, auto_revert })`.
 pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
     check_keys(
         o,
         "update",
         &[
             "max_parallel",
+            "max_surge",
             "min_healthy_time",
             "healthy_deadline",
             "progress_deadline",
@@ -66,6 +72,13 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
             .ok()
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| dsl_error(format!("update max_parallel: {n}; expected 1 to 1000")))?;
+    }
+    if let Some(v) = o.get("max_surge") {
+        let n = int_of(v, "update max_surge")?;
+        p.max_surge = u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= 1000)
+            .ok_or_else(|| dsl_error(format!("update max_surge: {n}; expected 0 to 1000")))?;
     }
     if let Some(ms) = duration("min_healthy_time")? {
         p.min_healthy_ms = ms;

@@ -16,7 +16,7 @@ use super::probes::Probes;
 use super::reports::send_report;
 use super::restarts::Restarter;
 use super::shared::{lock, Supervisor};
-use crate::cluster::state::{ContainerRecord, Desired, NodeStatus, Observed};
+use crate::cluster::state::{ContainerRecord, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
 use crate::runtime::bootstrap::BootstrapError;
 use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
@@ -513,13 +513,14 @@ impl Agent {
             .map_err(Failure::Launch)?;
         let state = self.core.state();
         let me = self.core.id;
-        let wanted = state.containers().get(&c.id).is_some_and(|r| {
-            r.node == me && r.desired == Desired::Running && !r.observed.is_final()
-        }) && !state
-            .nodes()
-            .get(&me)
-            .is_some_and(|n| n.status == NodeStatus::Down)
-            && lease::remaining_ms(&self.runtime.lease_file()).is_some();
+        let wanted =
+            state.containers().get(&c.id).is_some_and(|r| {
+                r.node == me && r.desired.keeps_running() && !r.observed.is_final()
+            }) && !state
+                .nodes()
+                .get(&me)
+                .is_some_and(|n| n.status == NodeStatus::Down)
+                && lease::remaining_ms(&self.runtime.lease_file()).is_some();
         if !wanted {
             tracing::info!(
                 "container {}: its image is here, but it is no longer wanted here",

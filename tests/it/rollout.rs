@@ -4,7 +4,8 @@
 //! healthy fails within its deadline and is reverted to the last stable version; the
 //! versions are in `watch history` (with what changed), `watch rollback` brings an
 //! older one back and refuses one the same as what runs. Never more than 5 really run,
-//! by the hosts' cgroups.
+//! by the hosts' cgroups. Start-first (`max_surge`): never more than 5 + 2, and a node
+//! cut off mid-way fences its copies while the rollout goes on.
 
 use crate::common::cluster::Cluster;
 use crate::common::hosts::TruthSampler;
@@ -33,10 +34,14 @@ fn web(v: u32, path: &str) -> String {
 }
 
 fn apply(cl: &Cluster, v: u32, path: &str) {
+    apply_rule(cl, v, path, RULE)
+}
+
+fn apply_rule(cl: &Cluster, v: u32, path: &str, rule: &str) {
     let dir = cl.scratch.path.join("rule");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("web.haco"), web(v, path)).unwrap();
-    std::fs::write(dir.join("web.watch"), RULE).unwrap();
+    std::fs::write(dir.join("web.watch"), rule).unwrap();
     cl.ok(&["watch", "apply", dir.join("web.watch").to_str().unwrap()]);
 }
 
@@ -228,6 +233,91 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
     assert!(
         most <= 5,
         "{most} copies really ran at once during the rollouts"
+    );
+    assert!(twice.is_empty(), "{twice:?}");
+}
+
+/// Start-first: new copies run beside the old ones, at most 2 more than 5.
+const SURGE_RULE: &str = r#"haconiwa.watch(|w| {
+    w.update(#{ max_parallel: 2, max_surge: 2, min_healthy_time: "500ms", healthy_deadline: "4s", auto_revert: true });
+    w.watch("cluster", |event| {
+        let n = event.cluster.count("web");
+        if n < 5 {
+            haconiwa.spawn(#{ haco: "web.haco", count: 5 - n });
+        }
+    });
+});
+"#;
+
+#[test]
+fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
+    let mut cl = Cluster::three("rollout-surge", &[]);
+    apply_rule(&cl, 1, "/healthz", SURGE_RULE);
+    let v1 = five_healthy_of_one_version(&cl, "5 healthy copies of v1");
+    wait_rollout(&cl, 1, "stable");
+
+    // v2 start-first; once the first new copies are placed, a follower holding copies
+    // is cut off: its copies are fenced and replaced, the rollout goes on.
+    let sampler = TruthSampler::start_for(cl.cgroup_parent.clone());
+    apply_rule(&cl, 2, "/healthz", SURGE_RULE);
+    let started = Instant::now();
+    let mut most_retiring = 0;
+    let mut cut = None;
+    loop {
+        let c = cl.try_containers().unwrap_or_default();
+        most_retiring = most_retiring.max(c.iter().filter(|x| x["desired"] == "retiring").count());
+        let a = active(&c);
+        let new = a.iter().filter(|x| x["digest"] != v1.as_str()).count();
+        if cut.is_none() && new >= 1 {
+            let leader = cl.wait_leader(T);
+            let victim = (1..=3u64)
+                .filter(|n| *n != leader)
+                .max_by_key(|n| a.iter().filter(|x| x["node"] == *n).count())
+                .unwrap();
+            cl.cut_off(victim as usize);
+            cut = Some(victim);
+        }
+        if a.len() == 5
+            && new == 5
+            && a.iter()
+                .all(|x| x["health"] == "healthy" && x["node"] != cut.unwrap_or(0))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < T * 2,
+            "v2 not rolled out: {c:#?}\n{}",
+            cl.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rule = wait_rollout(&cl, 2, "stable");
+    assert_eq!(rule["containers"]["outdated"], 0, "{rule:#}");
+    eprintln!(
+        "v2 rolled out start-first in {:?} (node {cut:?} cut off mid-way; at most {most_retiring} retiring at once)",
+        started.elapsed()
+    );
+    assert!(
+        most_retiring >= 1,
+        "no old copy ever retired: not start-first"
+    );
+    assert!(
+        most_retiring <= 2,
+        "{most_retiring} retiring at once (max_surge 2)"
+    );
+    // The cut-off node fenced its own copies (its lease ran out).
+    let victim = cut.unwrap();
+    assert_eq!(
+        cl.real_running().get(&victim).copied().unwrap_or(0),
+        0,
+        "copies still run on the cut-off node {victim}"
+    );
+    cl.heal();
+    let (most, twice, samples) = sampler.finish();
+    assert!(samples > 10);
+    assert!(
+        (6..=7).contains(&most),
+        "{most} copies really ran at once (5 + max_surge 2, start-first)"
     );
     assert!(twice.is_empty(), "{twice:?}");
 }

@@ -99,7 +99,8 @@ impl ClusterState {
             Command::RemoveRule { name } => self.remove_rule(ev, name),
             Command::RuleEvaluated { name, error } => self.rule_evaluated(ev, name, error),
             Command::Batch(_) => refused("a batch inside a batch".into()),
-            Command::Replace { old, digest, node } => self.replace(ev, old, digest, *node),
+            Command::Replace { old, digest, node } => self.replace(ev, old, digest, *node, false),
+            Command::Surge { old, digest, node } => self.replace(ev, old, digest, *node, true),
         }
     }
 
@@ -180,7 +181,9 @@ impl ClusterState {
                     None,
                     format!("node {id} is {}", status.name()),
                 );
+                let lost_id = c.id.clone();
                 self.put_container(c);
+                self.unretire_for(ev, &lost_id);
             }
         }
         Response::Ok
@@ -265,7 +268,16 @@ impl ClusterState {
         id
     }
 
-    fn replace(&mut self, ev: &mut Events, old: &str, digest: &str, node: NodeId) -> Response {
+    /// A rollout's replacement of `old`: stop-first (the new one queued behind it) or
+    /// start-first (`surge`: the new one placed at once, the old one retiring).
+    fn replace(
+        &mut self,
+        ev: &mut Events,
+        old: &str,
+        digest: &str,
+        node: NodeId,
+        surge: bool,
+    ) -> Response {
         let Some(c) = self.index.record(old) else {
             return refused(format!("no container {old}"));
         };
@@ -274,7 +286,7 @@ impl ClusterState {
                 "container {old} is not running: nothing to replace"
             ));
         }
-        let rule = c.rule.clone();
+        let old_record = c.clone();
         if let Some(no) = self.refuses_containers(node) {
             return no;
         }
@@ -282,19 +294,52 @@ impl ClusterState {
             return refused(format!("no definition with digest {digest}"));
         };
         let (name, preferred) = (def.name.clone(), def.spec.name.clone());
-        self.stop(ev, old);
         let new = NewContainer {
             definition: &name,
             preferred: &preferred,
             digest,
             node,
-            rule,
+            rule: old_record.rule.clone(),
         };
-        let queued = Observed::Queued {
-            after: old.to_string(),
+        let id = if surge {
+            let id = self.add_container(ev, new, Observed::Pending, format!("replaces {old}"));
+            let mut retiring = old_record;
+            retiring.desired = Desired::Retiring { by: id.clone() };
+            ev.push(
+                EventKind::ContainerStopping,
+                Some(&retiring),
+                None,
+                format!("retiring: {id} replaces it"),
+            );
+            self.put_container(retiring);
+            id
+        } else {
+            self.stop(ev, old);
+            let queued = Observed::Queued {
+                after: old.to_string(),
+            };
+            self.add_container(ev, new, queued, format!("replaces {old}"))
         };
-        let id = self.add_container(ev, new, queued, format!("replaces {old}"));
         Response::Spawned(vec![id])
+    }
+
+    /// `id` has ended (or was lost, or stopped): a container retiring for it is wanted
+    /// running again (it still serves; the rule counts it again instead).
+    fn unretire_for(&mut self, ev: &mut Events, id: &str) {
+        let Some(old) = self.index.retiring_for(id).cloned() else {
+            return;
+        };
+        if let Some(c) = self.index.record(&old) {
+            let mut c = c.clone();
+            c.desired = Desired::Running;
+            ev.push(
+                EventKind::ContainerRunning,
+                Some(&c),
+                None,
+                format!("kept: its replacement {id} ended"),
+            );
+            self.put_container(c);
+        }
     }
 
     fn stop(&mut self, ev: &mut Events, id: &str) -> Response {
@@ -314,6 +359,7 @@ impl ClusterState {
             }
             ev.push(EventKind::ContainerStopping, Some(&c), None, String::new());
             self.put_container(c);
+            self.unretire_for(ev, id);
         }
         Response::Container(id.to_string())
     }
@@ -346,7 +392,11 @@ impl ClusterState {
             None,
             String::new(),
         );
+        let ended = observed.is_final();
         self.put_container(c);
+        if ended {
+            self.unretire_for(ev, id);
+        }
         Response::Ok
     }
 
@@ -466,6 +516,20 @@ impl ClusterState {
         cur.status = VersionStatus::Failed {
             reason: reason.clone(),
         };
+        // Start-first replacements under way stop; the copies they replace are wanted
+        // running again.
+        let surging: Vec<String> = self
+            .containers
+            .values()
+            .filter(|c| c.rule.as_deref() == Some(rule) && !c.observed.is_final())
+            .filter_map(|c| match &c.desired {
+                Desired::Retiring { by } => Some(by.clone()),
+                _ => None,
+            })
+            .collect();
+        for by in surging {
+            self.stop(ev, &by);
+        }
         let back = history
             .last_stable_before_current()
             .filter(|_| revert)
@@ -1123,6 +1187,72 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn a_surge_keeps_the_old_copy_running_uncounted_until_its_replacement_is_done() {
+        let mut s = with_nodes(2);
+        let ids = |r: Response| match r {
+            Response::Spawned(ids) => ids,
+            other => panic!("{other:?}"),
+        };
+        let old = ids(s.apply(10, &spawn("web", &[1], Some("keep"))).0).remove(0);
+        s.apply(11, &spawn("web2", &[2], None));
+        let surge = |old: &str| Command::Surge {
+            old: old.to_string(),
+            digest: "d-web2".into(),
+            node: 2,
+        };
+        let new = ids(s.apply(12, &surge(&old)).0).remove(0);
+        let retiring = Desired::Retiring { by: new.clone() };
+        assert_eq!(s.containers()[&old].desired, retiring);
+        assert_eq!(s.containers()[&new].observed, Observed::Pending);
+        assert_eq!(s.containers()[&new].rule.as_deref(), Some("keep"));
+        // The rule counts one copy: the new one.
+        assert_eq!(s.active_of("web") + s.active_of("web2"), 2);
+        assert!(!s.containers()[&old].is_active());
+        // A retiring copy is not replaced twice.
+        assert!(matches!(s.apply(13, &surge(&old)).0, Response::Refused(_)));
+        // Its replacement ends by itself: the old copy is wanted running again.
+        let (_, ev) = s.apply(
+            14,
+            &Command::Observe {
+                id: new.clone(),
+                node: 2,
+                observed: Observed::Exited {
+                    code: Some(1),
+                    oom_killed: false,
+                    error: None,
+                },
+            },
+        );
+        assert_eq!(s.containers()[&old].desired, Desired::Running);
+        assert!(ev
+            .iter()
+            .any(|e| e.message.starts_with("kept: its replacement")));
+        // Again, and this time its replacement's node goes down: kept again.
+        let new = ids(s.apply(15, &surge(&old)).0).remove(0);
+        s.apply(
+            16,
+            &Command::SetNodeStatus {
+                id: 2,
+                status: NodeStatus::Down,
+            },
+        );
+        assert_eq!(s.containers()[&old].desired, Desired::Running);
+        assert_eq!(s.containers()[&new].observed, Observed::Lost);
+        // Once stopped by the leader (its replacement done) it is just stopping.
+        s.apply(
+            17,
+            &Command::SetNodeStatus {
+                id: 2,
+                status: NodeStatus::Up,
+            },
+        );
+        let new = ids(s.apply(18, &surge(&old)).0).remove(0);
+        s.apply(19, &Command::Stop { id: old.clone() });
+        assert_eq!(s.containers()[&old].desired, Desired::Stopped);
+        assert_eq!(s.containers()[&new].desired, Desired::Running);
     }
 
     #[test]

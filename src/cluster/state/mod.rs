@@ -90,13 +90,36 @@ pub struct Definition {
 }
 
 /// What should happen to a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Desired {
     /// Keep it running on its node.
     Running,
     /// Kill it.
     Stopped,
+    /// Keep it running on its node until `by`, its start-first replacement (a rollout
+    /// with `max_surge`), is healthy; it no longer counts for its rule (`by` does).
+    /// Added last: older entries read as before.
+    Retiring {
+        /// The container that replaces it.
+        by: String,
+    },
+}
+
+impl Desired {
+    /// Its node keeps it running (wanted, or retiring).
+    pub fn keeps_running(&self) -> bool {
+        matches!(self, Desired::Running | Desired::Retiring { .. })
+    }
+
+    /// The name used in the API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Retiring { .. } => "retiring",
+        }
+    }
 }
 
 /// What the node last reported (or the leader concluded) about a container.
@@ -435,6 +458,18 @@ pub enum Command {
     /// is wanted stopped, the new one placed on `node` and `queued` behind it (added
     /// last: older entries read as before).
     Replace {
+        /// The container replaced; it must be wanted running and not ended.
+        old: String,
+        /// The definition of the new one (registered).
+        digest: String,
+        /// Where the new one goes.
+        node: NodeId,
+    },
+    /// Replace a container start-first (a rollout with `max_surge`): a new one of the
+    /// definition placed on `node` at once, the old one `Retiring` (kept running, no
+    /// longer counted) until the new one is healthy and the leader stops it. If the new
+    /// one ends or is lost first, the old one is wanted running again.
+    Surge {
         /// The container replaced; it must be wanted running and not ended.
         old: String,
         /// The definition of the new one (registered).

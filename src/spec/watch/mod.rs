@@ -665,7 +665,7 @@ mod tests {
             UpdatePolicy::default()
         );
         let info = check(
-            &rule("w.update(#{ max_parallel: 3, min_healthy_time: \"2s\", healthy_deadline: \"1m\", progress_deadline: \"3m\", stagger: \"500ms\", auto_revert: true });"),
+            &rule("w.update(#{ max_parallel: 3, max_surge: 1, min_healthy_time: \"2s\", healthy_deadline: \"1m\", progress_deadline: \"3m\", stagger: \"500ms\", auto_revert: true });"),
             "r.watch",
         )
         .unwrap();
@@ -673,6 +673,7 @@ mod tests {
             info.update,
             UpdatePolicy {
                 max_parallel: 3,
+                max_surge: 1,
                 min_healthy_ms: 2_000,
                 healthy_deadline_ms: 60_000,
                 progress_deadline_ms: 180_000,

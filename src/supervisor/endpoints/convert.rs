@@ -4,8 +4,8 @@
 
 use crate::api::pb;
 use crate::cluster::state::{
-    ClusterState, ContainerRecord, Desired, Event, Health, NodeId, NodeRecord, Observed,
-    RuleHistory, RuleRecord, VersionStatus,
+    ClusterState, ContainerRecord, Event, Health, NodeId, NodeRecord, Observed, RuleHistory,
+    RuleRecord, VersionStatus,
 };
 use crate::supervisor::mirror_report::{MirrorReport, RuleSource};
 use crate::supervisor::requests::{
@@ -45,10 +45,7 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
         definition: c.definition.clone(),
         definition_digest: c.digest.clone(),
         node: c.node,
-        desired: match c.desired {
-            Desired::Running => "running".into(),
-            Desired::Stopped => "stopped".into(),
-        },
+        desired: c.desired.name().into(),
         state: c.observed.name().into(),
         exit_code,
         has_exit_code,

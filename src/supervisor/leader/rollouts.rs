@@ -99,12 +99,23 @@ impl Rollouts {
                 .collect();
             seen.observe(copies.iter().copied().filter(|c| c.digest == *digest), now);
             let step = rollout::step(policy, digest, &copies, seen, now);
-            if let Step::Go { replace: ids, .. } = &step {
+            if let Step::Go {
+                replace: ids, stop, ..
+            } = &step
+            {
+                for old in stop {
+                    let cmd = Command::Stop { id: old.clone() };
+                    if let Err(e) = core.propose(cmd).await {
+                        return Some(format!("rollout of {file}: stop retiring {old}: {e}"));
+                    }
+                    tracing::info!("rule {}: rollout of {file}: {old} retired", rule.name);
+                }
                 if !ids.is_empty() {
                     seen.replaced(now);
                 }
+                let surge = policy.max_surge > 0;
                 for old in ids {
-                    if let Err(e) = replace(core, state, &def.name, digest, old).await {
+                    if let Err(e) = replace(core, state, &def.name, digest, old, surge).await {
                         tracing::warn!("rule {}: replace {old}: {e}", rule.name);
                         return Some(format!("rollout of {file}: replace {old}: {e}"));
                     }
@@ -163,13 +174,15 @@ pub fn standing_failure(state: &ClusterState, rule: &str) -> Option<String> {
     })
 }
 
-/// Places the new copy of `digest` that replaces `old` and commits the replacement.
+/// Places the new copy of `digest` that replaces `old` and commits the replacement:
+/// stop-first (`Replace`) or start-first (`Surge`).
 async fn replace(
     core: &Supervisor,
     state: &ClusterState,
     definition: &str,
     digest: &str,
     old: &str,
+    surge: bool,
 ) -> OpResult<()> {
     let req = placement::Request {
         definition,
@@ -181,11 +194,11 @@ async fn replace(
         .into_iter()
         .next()
         .ok_or_else(|| OpError::Internal("placement chose no node".into()))?;
-    core.propose(Command::Replace {
-        old: old.to_string(),
-        digest: digest.to_string(),
-        node,
-    })
-    .await
-    .map(|_| ())
+    let (old, digest) = (old.to_string(), digest.to_string());
+    let cmd = if surge {
+        Command::Surge { old, digest, node }
+    } else {
+        Command::Replace { old, digest, node }
+    };
+    core.propose(cmd).await.map(|_| ())
 }

@@ -44,7 +44,8 @@ pub struct RuleLoop {
     rollouts: super::rollouts::Rollouts,
     /// When this leader saw each copy of a rule placed, then begin to run (those
     /// running when it took over count as running for long).
-    running_since: HashMap<String, Instant>,
+    /// With whether it was seen running since (its run began then).
+    running_since: HashMap<String, (Instant, bool)>,
     /// Whether `running_since` holds the copies found running at the takeover.
     seeded: bool,
     /// Copies of rules this leader saw waiting to restart on their node.
@@ -212,7 +213,7 @@ impl RuleLoop {
             let long_ago = now.checked_sub(CRASH_RESET).unwrap_or(now);
             for c in state.containers().values() {
                 if c.rule.is_some() && c.observed.running_pid().is_some() {
-                    self.running_since.insert(c.id.clone(), long_ago);
+                    self.running_since.insert(c.id.clone(), (long_ago, true));
                 }
             }
         }
@@ -222,13 +223,23 @@ impl RuleLoop {
             let Some(rule) = &c.rule else { continue };
             match (&e.kind, &c.observed) {
                 (EventKind::ContainerSpawned, _) => {
-                    self.running_since.insert(c.id.clone(), now);
+                    self.running_since.insert(c.id.clone(), (now, false));
                 }
                 (EventKind::ContainerRunning, _) if c.observed.running_pid().is_some() => {
-                    self.running_since.insert(c.id.clone(), now);
+                    // The first report of a run (not a retiring copy kept running).
+                    let e = self
+                        .running_since
+                        .entry(c.id.clone())
+                        .or_insert((now, false));
+                    if !e.1 {
+                        *e = (now, true);
+                    }
                 }
                 (EventKind::ContainerRestarting, _) => {
                     self.restarted.insert(c.id.clone());
+                    if let Some(e) = self.running_since.get_mut(&c.id) {
+                        e.1 = false;
+                    }
                 }
                 (EventKind::ContainerExited, Observed::Exited { code, error, .. })
                     if c.desired == Desired::Running =>
@@ -239,7 +250,8 @@ impl RuleLoop {
                     // after it was placed or began to run.
                     let never_ran = code.is_none() && error.is_some();
                     let quick = never_ran
-                        || began.is_some_and(|t| now.saturating_duration_since(t) < CRASH_QUICK);
+                        || began
+                            .is_some_and(|(t, _)| now.saturating_duration_since(t) < CRASH_QUICK);
                     if !quick && !gave_up {
                         self.schedule.copy_ran_well(rule);
                         continue;
@@ -248,10 +260,9 @@ impl RuleLoop {
                     let works = state.containers().values().any(|o| {
                         o.rule.as_deref() == Some(rule.as_str())
                             && o.observed.running_pid().is_some()
-                            && self
-                                .running_since
-                                .get(&o.id)
-                                .is_some_and(|t| now.saturating_duration_since(*t) >= CRASH_RESET)
+                            && self.running_since.get(&o.id).is_some_and(|(t, ran)| {
+                                *ran && now.saturating_duration_since(*t) >= CRASH_RESET
+                            })
                     });
                     if works {
                         self.schedule.copy_ran_well(rule);
