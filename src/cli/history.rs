@@ -1,7 +1,7 @@
 //! `haconiwa watch history NAME` and `watch rollback NAME [VERSION]`: a rule's versions
 //! as the cluster keeps them (number, time, status, digests) with what changed from one
-//! to the next (a line diff of the rule and of each definition), and the way back to
-//! one of them.
+//! to the next (a line diff of the rule and of each definition), the way back to one
+//! of them, and the promotion of a version's canaries.
 
 use super::CliError;
 use crate::api::pb;
@@ -37,6 +37,7 @@ pub async fn history(
                     "applied_index": v.applied_index,
                     "applied_at_ms": v.applied_at_ms,
                     "rollback_of": (v.rollback_of != 0).then_some(v.rollback_of),
+                    "promoted": v.promoted,
                     "definitions": v.definitions.iter()
                         .map(|d| (d.file.clone(), d.digest.clone()))
                         .collect::<BTreeMap<String, String>>(),
@@ -60,6 +61,9 @@ pub async fn history(
         let mut note = Vec::new();
         if v.rollback_of != 0 {
             note.push(format!("brings back version {}", v.rollback_of));
+        }
+        if v.promoted {
+            note.push("promoted".into());
         }
         if !v.reason.is_empty() {
             note.push(v.reason.clone());
@@ -113,6 +117,24 @@ pub async fn rollback(
         "rule {name} rolled back: version {} brings back version {}",
         r.version, r.rollback_of
     );
+    Ok(())
+}
+
+/// `watch promote NAME [VERSION]`.
+pub async fn promote(
+    c: &mut ClusterClient<AuthChannel>,
+    name: &str,
+    version: Option<u64>,
+) -> Result<(), CliError> {
+    let r = c
+        .promote_rule(pb::PromoteRuleRequest {
+            name: name.into(),
+            version: version.unwrap_or(0),
+        })
+        .await
+        .map_err(super::remote::status_error)?
+        .into_inner();
+    println!("rule {name}: version {} promoted", r.version);
     Ok(())
 }
 

@@ -256,8 +256,17 @@ pub enum WatchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Promote the canaries of a rule's current version (`w.update(#{ canary })`): the
+    /// rest of its rollout goes on.
+    Promote {
+        /// Rule name.
+        name: String,
+        /// The version (default: the current one).
+        version: Option<u64>,
+    },
     /// Bring back a version of a rule as a new version, rolled out by the rule's update
-    /// policy. Without VERSION: the newest stable version before the current one.
+    /// policy. Without VERSION: the newest stable version before the current one that
+    /// differs from it.
     /// Refused when that version is the same as the one the rule runs.
     Rollback {
         /// Rule name.

@@ -206,6 +206,9 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
         Command::Watch(WatchCommand::Rollback { name, version }) => {
             super::history::rollback(&mut client(&cli).await?, name, *version).await?
         }
+        Command::Watch(WatchCommand::Promote { name, version }) => {
+            super::history::promote(&mut client(&cli).await?, name, *version).await?
+        }
         _ => return Err("not a cluster command".into()),
     }
     Ok(0)

@@ -78,6 +78,8 @@ pub struct Progress {
     pub unsettled: u32,
     /// Copies of the version healthy for `min_healthy_time`.
     pub settled: u32,
+    /// Its canaries are all placed and settled: it waits for a promotion.
+    pub awaiting_promotion: bool,
 }
 
 impl Progress {
@@ -87,6 +89,7 @@ impl Progress {
             old: self.old + o.old,
             unsettled: self.unsettled + o.unsettled,
             settled: self.settled + o.settled,
+            awaiting_promotion: self.awaiting_promotion || o.awaiting_promotion,
         }
     }
 
@@ -103,6 +106,8 @@ pub enum Step {
     Go {
         /// Old copies to replace (start-first with `max_surge`, else stop-first).
         replace: Vec<String>,
+        /// Whether they are replaced start-first (`max_surge`, canaries).
+        start_first: bool,
         /// Retiring copies whose start-first replacement has settled: stop them now.
         stop: Vec<String>,
         /// Where the definition's rollout stands.
@@ -117,11 +122,16 @@ pub enum Step {
 
 /// The step for the copies (`copies`: every container of the rule and definition,
 /// finished ones included) of a definition whose current digest is `current`.
+///
+/// With `canary` copies in the policy and the version not `promoted`, the first step
+/// of an update places that many new copies start-first beside the old ones (which
+/// keep running: N + canary), then waits, once they have settled, for a promotion.
 pub fn step(
     policy: &UpdatePolicy,
     current: &str,
     copies: &[&ContainerRecord],
     seen: &Seen,
+    promoted: bool,
     now: Instant,
 ) -> Step {
     let old: Vec<&&ContainerRecord> = copies
@@ -188,6 +198,11 @@ pub fn step(
             }
         }
     }
+    let canaries = policy.canary > 0 && !promoted && (!old.is_empty() || retiring > 0);
+    if canaries {
+        // The old copies the canaries replace run on until the promotion.
+        stop.clear();
+    }
     progress.old += retiring;
     let staggered = seen.last_replace.is_some_and(|t| {
         now.saturating_duration_since(t) < Duration::from_millis(policy.stagger_ms)
@@ -197,12 +212,18 @@ pub fn step(
         .saturating_sub(progress.unsettled + stopping);
     let room = if staggered {
         0
+    } else if canaries {
+        policy.canary.saturating_sub(retiring) as usize
     } else if policy.max_surge > 0 {
         // Start-first: never more than N + max_surge running.
         parallel.min(policy.max_surge.saturating_sub(retiring + stopping)) as usize
     } else {
         parallel as usize
     };
+    let room = room.min(old.len());
+    // Every canary placed and settled: the version waits for its promotion.
+    progress.awaiting_promotion =
+        canaries && room == 0 && progress.unsettled == 0 && retiring > 0 && !staggered;
     let mut pick: Vec<&&ContainerRecord> = old;
     // Not healthy ones first (a revert replaces failed copies before healthy ones), then
     // the oldest.
@@ -215,6 +236,7 @@ pub fn step(
     });
     Step::Go {
         replace: pick.into_iter().take(room).map(|c| c.id.clone()).collect(),
+        start_first: canaries || policy.max_surge > 0,
         stop,
         progress,
     }
@@ -225,6 +247,8 @@ pub fn step(
 pub enum Verdict {
     /// Under way.
     Going,
+    /// Its canaries are healthy; it waits for a promotion (no deadline runs meanwhile).
+    AwaitingPromotion,
     /// Every copy runs the version and is settled.
     Stable,
     /// It failed (a copy, or no progress for `progress_deadline`).
@@ -244,6 +268,10 @@ pub fn verdict(policy: &UpdatePolicy, steps: &[Step], seen: &mut Seen, now: Inst
     }
     if total.old == 0 && total.unsettled == 0 && total.settled > 0 {
         return Verdict::Stable;
+    }
+    if total.awaiting_promotion {
+        seen.progress = None;
+        return Verdict::AwaitingPromotion;
     }
     let since = match seen.progress {
         Some((before, at)) if !total.beyond(before) => at,
@@ -299,6 +327,8 @@ mod tests {
         UpdatePolicy {
             max_parallel,
             max_surge: 0,
+            canary: 0,
+            auto_promote: false,
             min_healthy_ms: 1_000,
             healthy_deadline_ms: 10_000,
             progress_deadline_ms: 30_000,
@@ -326,7 +356,10 @@ mod tests {
         // The leader looks before each step (no new copy at the first).
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
-        assert_eq!(replaced(step(&p, "v2", &refs, &seen, t0)), ["o0", "o1"]);
+        assert_eq!(
+            replaced(step(&p, "v2", &refs, &seen, false, t0)),
+            ["o0", "o1"]
+        );
         // Two queued new copies and two stopping old ones: no room.
         let mut all = old.clone();
         all[0].desired = Desired::Stopped;
@@ -345,7 +378,7 @@ mod tests {
         ));
         let refs: Vec<&ContainerRecord> = all.iter().collect();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
-        assert!(replaced(step(&p, "v2", &refs, &seen, t0)).is_empty());
+        assert!(replaced(step(&p, "v2", &refs, &seen, false, t0)).is_empty());
         // Old ones ended, new ones healthy but not yet for min_healthy_time.
         all[0].observed = Observed::Exited {
             code: Some(143),
@@ -358,18 +391,20 @@ mod tests {
         let refs: Vec<&ContainerRecord> = all.iter().collect();
         let t1 = t0 + Duration::from_secs(2);
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t1);
-        assert!(replaced(step(&p, "v2", &refs, &seen, t1)).is_empty());
+        assert!(replaced(step(&p, "v2", &refs, &seen, false, t1)).is_empty());
         let t2 = t1 + Duration::from_millis(1_000);
-        let s = step(&p, "v2", &refs, &seen, t2);
+        let s = step(&p, "v2", &refs, &seen, false, t2);
         assert_eq!(
             s,
             Step::Go {
                 replace: vec!["o2".into(), "o3".into()],
+                start_first: false,
                 stop: vec![],
                 progress: Progress {
                     old: 3,
                     unsettled: 0,
-                    settled: 2
+                    settled: 2,
+                    awaiting_promotion: false,
                 }
             }
         );
@@ -377,9 +412,55 @@ mod tests {
         let mut staggered = p.clone();
         staggered.stagger_ms = 5_000;
         seen.replaced(t2);
-        assert!(replaced(step(&staggered, "v2", &refs, &seen, t2)).is_empty());
+        assert!(replaced(step(&staggered, "v2", &refs, &seen, false, t2)).is_empty());
         let t3 = t2 + Duration::from_secs(5);
-        assert_eq!(replaced(step(&staggered, "v2", &refs, &seen, t3)).len(), 2);
+        assert_eq!(
+            replaced(step(&staggered, "v2", &refs, &seen, false, t3)).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn canaries_go_first_beside_the_old_copies_and_wait_for_a_promotion() {
+        let t0 = Instant::now();
+        let mut p = policy(2);
+        p.canary = 1;
+        let mut all: Vec<ContainerRecord> = (0..3)
+            .map(|i| copy(&format!("o{i}"), "v1", healthy(i), i as u64))
+            .collect();
+        let mut seen = Seen::default();
+        let refs: Vec<&ContainerRecord> = all.iter().collect();
+        seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
+        let s = step(&p, "v2", &refs, &seen, false, t0);
+        assert!(matches!(&s, Step::Go { replace, start_first: true, .. } if replace == &["o0"]));
+        // The canary placed start-first: o0 retires; nothing more until promoted.
+        all[0].desired = Desired::Retiring { by: "n1".into() };
+        all.push(copy("n1", "v2", healthy(9), 10));
+        let refs: Vec<&ContainerRecord> = all.iter().collect();
+        seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
+        let t1 = t0 + Duration::from_secs(60);
+        let s = step(&p, "v2", &refs, &seen, false, t1);
+        match &s {
+            Step::Go {
+                replace,
+                stop,
+                progress,
+                ..
+            } => {
+                assert!(replace.is_empty() && stop.is_empty(), "{s:?}");
+                assert!(progress.awaiting_promotion);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Waiting for the user is not a stall: no progress deadline runs.
+        assert_eq!(verdict(&p, &[s], &mut seen, t1), Verdict::AwaitingPromotion);
+        // Promoted: the canary's old copy stops, the rest go by the policy.
+        let s = step(&p, "v2", &refs, &seen, true, t1);
+        assert!(
+            matches!(&s, Step::Go { replace, stop, start_first: false, .. }
+                if stop == &["o0"] && replace == &["o1", "o2"]),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -400,10 +481,10 @@ mod tests {
         let refs: Vec<&ContainerRecord> = all.iter().collect();
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
-        assert!(replaced(step(&policy(1), "v2", &refs, &seen, t0)).is_empty());
+        assert!(replaced(step(&policy(1), "v2", &refs, &seen, false, t0)).is_empty());
         let late = t0 + Duration::from_secs(10);
         assert_eq!(
-            step(&policy(1), "v2", &refs, &seen, late),
+            step(&policy(1), "v2", &refs, &seen, false, late),
             Step::Failed {
                 reason: "n1 not healthy within 10 s (running)".into()
             }
@@ -412,7 +493,10 @@ mod tests {
         // settled at once, and the not-healthy v2 copy is replaced first.
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v1"), late);
-        assert_eq!(replaced(step(&policy(1), "v1", &refs, &seen, late)), ["n1"]);
+        assert_eq!(
+            replaced(step(&policy(1), "v1", &refs, &seen, false, late)),
+            ["n1"]
+        );
     }
 
     #[test]
@@ -432,7 +516,7 @@ mod tests {
             error: None,
         };
         let refs: Vec<&ContainerRecord> = all.iter().collect();
-        let s = step(&p, "v2", &refs, &seen, t0);
+        let s = step(&p, "v2", &refs, &seen, false, t0);
         assert_eq!(
             s,
             Step::Failed {
@@ -449,13 +533,13 @@ mod tests {
         let mut seen = Seen::default();
         seen.observe(refs.iter().copied(), t0);
         seen.veterans.clear();
-        let s = step(&p, "v2", &refs, &seen, t0);
+        let s = step(&p, "v2", &refs, &seen, false, t0);
         assert_eq!(verdict(&p, &[s], &mut seen, t0), Verdict::Going);
         let t1 = t0 + Duration::from_secs(1);
-        let s = step(&p, "v2", &refs, &seen, t1);
+        let s = step(&p, "v2", &refs, &seen, false, t1);
         assert_eq!(verdict(&p, &[s], &mut seen, t1), Verdict::Stable);
         // No copy at all is not stable (a first version waits for its copies).
-        let s = step(&p, "v2", &[], &seen, t1);
+        let s = step(&p, "v2", &[], &seen, false, t1);
         assert_eq!(verdict(&p, &[s], &mut seen, t1), Verdict::Going);
     }
 
@@ -474,7 +558,7 @@ mod tests {
         seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
         let at = |secs: u64, seen: &mut Seen| {
             let now = t0 + Duration::from_secs(secs);
-            let mut s = step(&p, "v2", &refs, seen, now);
+            let mut s = step(&p, "v2", &refs, seen, false, now);
             // The leader replaced nothing (say, placement failed): no progress.
             if let Step::Go { replace, .. } = &mut s {
                 replace.clear();
@@ -492,7 +576,14 @@ mod tests {
         // With no deadline, never.
         let mut none = p.clone();
         none.progress_deadline_ms = 0;
-        let s = step(&none, "v2", &refs, &seen, t0 + Duration::from_secs(3600));
+        let s = step(
+            &none,
+            "v2",
+            &refs,
+            &seen,
+            false,
+            t0 + Duration::from_secs(3600),
+        );
         assert_eq!(
             verdict(&none, &[s], &mut seen, t0 + Duration::from_secs(3600)),
             Verdict::Going
@@ -519,6 +610,8 @@ mod tests {
             NewEnds(usize),
             /// Time passes (ms).
             Tick(u64),
+            /// The user promotes the version.
+            Promote,
             /// The leader takes a step.
             Step,
         }
@@ -530,6 +623,7 @@ mod tests {
                 (0..8usize).prop_map(Event::NewHealthy),
                 (0..40usize).prop_map(Event::NewEnds),
                 (0..3_000u64).prop_map(Event::Tick),
+                Just(Event::Promote),
                 Just(Event::Step),
             ]
         }
@@ -547,15 +641,18 @@ mod tests {
 
         proptest! {
             #[test]
-            fn a_rollout_never_runs_more_than_n_or_n_plus_surge(
+            fn a_rollout_never_runs_more_than_n_or_n_plus_surge_or_canaries(
                 n in 1..7usize,
                 max_parallel in 1..4u32,
                 max_surge in 0..3u32,
+                canary in 0..3u32,
                 events in proptest::collection::vec(event(), 0..200),
             ) {
                 let policy = UpdatePolicy {
                     max_parallel,
                     max_surge,
+                    canary,
+                    auto_promote: false,
                     min_healthy_ms: 500,
                     healthy_deadline_ms: 60_000,
                     progress_deadline_ms: 0,
@@ -569,6 +666,7 @@ mod tests {
                 let mut now = Instant::now();
                 let mut next = 100u64;
                 let mut failed = false;
+                let mut promoted = false;
                 for e in events {
                     match e {
                         Event::OldEnds(i) => {
@@ -608,13 +706,14 @@ mod tests {
                             }
                         }
                         Event::Tick(ms) => now += Duration::from_millis(ms),
+                        Event::Promote => promoted = true,
                         Event::Step if failed => {}
                         Event::Step => {
                             let refs: Vec<&ContainerRecord> = copies.iter().collect();
                             seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), now);
-                            match step(&policy, "v2", &refs, &seen, now) {
-                                Step::Go { replace: ids, stop, .. } => {
-                                    prop_assert!(ids.len() <= max_parallel as usize);
+                            match step(&policy, "v2", &refs, &seen, promoted, now) {
+                                Step::Go { replace: ids, stop, start_first, .. } => {
+                                    prop_assert!(ids.len() <= max_parallel.max(canary) as usize);
                                     for id in stop {
                                         let old = copies.iter_mut().find(|c| c.id == id).unwrap();
                                         let retiring = matches!(old.desired, Desired::Retiring { .. });
@@ -627,7 +726,7 @@ mod tests {
                                         prop_assert!(old.is_active(), "{id} replaced twice");
                                         next += 1;
                                         let new_id = format!("n{next}");
-                                        if max_surge > 0 {
+                                        if start_first {
                                             old.desired = Desired::Retiring { by: new_id.clone() };
                                             copies.push(copy(&new_id, "v2", Observed::Pending, next));
                                         } else {
@@ -662,8 +761,8 @@ mod tests {
                         !c.observed.is_final()
                             && !matches!(c.observed, Observed::Queued { .. } | Observed::Pending)
                     }).count();
-                    let limit = n + max_surge as usize;
-                    prop_assert!(running <= limit, "{running} running of {n} + {max_surge}: {copies:#?}");
+                    let limit = n + max_surge.max(canary) as usize;
+                    prop_assert!(running <= limit, "{running} running of {n} + {max_surge} / {canary}: {copies:#?}");
                     // And the rule counts N: it places a copy only for one that ended.
                     let active = copies.iter().filter(|c| c.is_active()).count();
                     prop_assert!(active <= n, "the rule counts {active} of {n}");

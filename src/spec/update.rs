@@ -2,7 +2,8 @@
 //! min_healthy_time, healthy_deadline, progress_deadline, stagger, auto_revert })` in
 //! its `.watch` file): old copies are replaced a few at a time, each new copy starting
 //! only once the old one it replaces has ended (never more than N) or, with
-//! `max_surge`, beside it until it is healthy (never more than N + surge), the next ones only
+//! `max_surge`, beside it until it is healthy (never more than N + surge); `canary`
+//! new copies first, beside the old ones, held until the version is promoted; the next ones only
 //! once the new ones are healthy for a while; a new copy that is not healthy in time,
 //! or a rollout that stops moving, fails the version, and `auto_revert` brings the last
 //! stable version back. Plain data: `decide::rollout` decides.
@@ -20,6 +21,11 @@ pub struct UpdatePolicy {
     /// Start-first: new copies that may run beside the N while their old ones retire (0:
     /// stop-first, never more than N).
     pub max_surge: u32,
+    /// New copies placed first beside the old ones (N + canary), then held until the
+    /// version is promoted (0: none).
+    pub canary: u32,
+    /// Promote the version once its canaries are healthy.
+    pub auto_promote: bool,
     /// How long a new copy must be healthy (running, without a check) before it counts
     /// as done, ms.
     pub min_healthy_ms: u64,
@@ -39,6 +45,8 @@ impl Default for UpdatePolicy {
         UpdatePolicy {
             max_parallel: 1,
             max_surge: 0,
+            canary: 0,
+            auto_promote: false,
             min_healthy_ms: 10_000,
             healthy_deadline_ms: 5 * 60_000,
             progress_deadline_ms: 10 * 60_000,
@@ -48,8 +56,8 @@ impl Default for UpdatePolicy {
     }
 }
 
-/// `w.update(#{ max_parallel, max_surge, min_healthy_time, healthy_deadline,
-/// progress_deadline, stagger, auto_revert })`.
+/// `w.update(#{ max_parallel, max_surge, canary, auto_promote, min_healthy_time,
+/// healthy_deadline, progress_deadline, stagger, auto_revert })`.
 pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
     check_keys(
         o,
@@ -57,6 +65,8 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
         &[
             "max_parallel",
             "max_surge",
+            "canary",
+            "auto_promote",
             "min_healthy_time",
             "healthy_deadline",
             "progress_deadline",
@@ -79,6 +89,21 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
             .ok()
             .filter(|n| *n <= 1000)
             .ok_or_else(|| dsl_error(format!("update max_surge: {n}; expected 0 to 1000")))?;
+    }
+    if let Some(v) = o.get("canary") {
+        let n = int_of(v, "update canary")?;
+        p.canary = u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= 1000)
+            .ok_or_else(|| dsl_error(format!("update canary: {n}; expected 0 to 1000")))?;
+    }
+    if let Some(v) = o.get("auto_promote") {
+        p.auto_promote = bool_of(v, "update auto_promote")?;
+        if p.auto_promote && p.canary == 0 {
+            return Err(dsl_error(
+                "update auto_promote: there is nothing to promote without canary".to_string(),
+            ));
+        }
     }
     if let Some(ms) = duration("min_healthy_time")? {
         p.min_healthy_ms = ms;

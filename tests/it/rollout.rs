@@ -321,3 +321,73 @@ fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
     );
     assert!(twice.is_empty(), "{twice:?}");
 }
+
+/// One canary beside the 5, held until promoted; then the rest, stop-first.
+const CANARY_RULE: &str = r#"haconiwa.watch(|w| {
+    w.update(#{ max_parallel: 2, canary: 1, min_healthy_time: "500ms", healthy_deadline: "4s" });
+    w.watch("cluster", |event| {
+        let n = event.cluster.count("web");
+        if n < 5 {
+            haconiwa.spawn(#{ haco: "web.haco", count: 5 - n });
+        }
+    });
+});
+"#;
+
+#[test]
+fn a_canary_runs_beside_the_old_copies_until_promoted() {
+    let cl = Cluster::three("rollout-canary", &[]);
+    apply_rule(&cl, 1, "/healthz", CANARY_RULE);
+    let v1 = five_healthy_of_one_version(&cl, "5 healthy copies of v1");
+    wait_rollout(&cl, 1, "stable");
+    let sampler = TruthSampler::start_for(cl.cgroup_parent.clone());
+    apply_rule(&cl, 2, "/healthz", CANARY_RULE);
+    // One healthy canary of v2; the 5 copies of v1 all still run.
+    let c = cl.wait_containers(T, "a healthy canary beside 5 of v1", |c| {
+        let canaries: Vec<&Value> = active(c)
+            .into_iter()
+            .filter(|x| x["digest"] != v1.as_str())
+            .collect();
+        let old_running = c
+            .iter()
+            .filter(|x| x["digest"] == v1.as_str() && x["state"] == "running")
+            .count();
+        canaries.len() == 1 && canaries[0]["health"] == "healthy" && old_running == 5
+    });
+    let retiring = c.iter().filter(|x| x["desired"] == "retiring").count();
+    assert_eq!(retiring, 1, "{c:#?}");
+    // It waits (no deadline: 4 s healthy_deadline passes), and says so.
+    std::thread::sleep(Duration::from_secs(5));
+    let rule = rule_of(&cl);
+    assert_eq!(rule["rollout"], "deploying", "{rule:#}");
+    assert!(
+        rule["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("awaiting promotion (haconiwa watch promote web)"),
+        "{rule:#}"
+    );
+    assert_eq!(
+        active(&cl.containers())
+            .iter()
+            .filter(|x| x["digest"] != v1.as_str())
+            .count(),
+        1,
+        "more than the canary placed before the promotion"
+    );
+    let out = cl.ok(&["watch", "promote", "web"]);
+    assert!(out.contains("version 2 promoted"), "{out}");
+    cl.wait_containers(T, "5 healthy copies of v2 after the promotion", |c| {
+        let a = active(c);
+        a.len() == 5
+            && a.iter()
+                .all(|x| x["health"] == "healthy" && x["digest"] != v1.as_str())
+    });
+    let rule = wait_rollout(&cl, 2, "stable");
+    assert_eq!(rule["last_error"], "", "{rule:#}");
+    let again = cl.run(&["watch", "promote", "web"]);
+    assert!(!again.status.success());
+    let (most, twice, _) = sampler.finish();
+    assert!(most <= 6, "{most} copies really ran at once (5 + 1 canary)");
+    assert!(twice.is_empty(), "{twice:?}");
+}

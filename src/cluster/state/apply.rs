@@ -96,6 +96,7 @@ impl ClusterState {
                 version,
                 applied_at_ms,
             } => self.rollback_rule(ev, rule, *version, *applied_at_ms),
+            Command::PromoteRule { rule, version } => self.promote_rule(ev, rule, *version),
             Command::RemoveRule { name } => self.remove_rule(ev, name),
             Command::RuleEvaluated { name, error } => self.rule_evaluated(ev, name, error),
             Command::Batch(_) => refused("a batch inside a batch".into()),
@@ -454,12 +455,14 @@ impl ClusterState {
             applied_at_ms,
             status: VersionStatus::Deploying,
             rollback_of: None,
+            promoted: false,
         };
         let n = match history.versions.last_mut() {
             // Unchanged: a failed version is tried again, another stays as it is.
             Some(cur) if cur.same_content(&version) => {
                 if matches!(cur.status, VersionStatus::Failed { .. }) {
                     cur.status = VersionStatus::Deploying;
+                    cur.promoted = false;
                 }
                 cur.version
             }
@@ -601,6 +604,45 @@ impl ClusterState {
         self.bring_back(ev, rule, history, &target, at_ms)
     }
 
+    fn promote_rule(&mut self, ev: &mut Events, rule: &str, version: Option<u64>) -> Response {
+        let Some(mut history) = self.rule_history(rule) else {
+            return refused(format!("no rule {rule}"));
+        };
+        let Some(cur) = history.versions.last_mut() else {
+            return refused(format!("rule {rule} has no versions"));
+        };
+        if version.is_some_and(|v| v != cur.version) {
+            return refused(format!(
+                "rule {rule} runs version {}, not {}: only the current version's canaries can be promoted",
+                cur.version,
+                version.unwrap_or_default()
+            ));
+        }
+        if cur.status != VersionStatus::Deploying {
+            return refused(format!(
+                "rule {rule}: version {} is {}, not deploying: nothing to promote",
+                cur.version,
+                cur.status.name()
+            ));
+        }
+        if cur.promoted {
+            return refused(format!(
+                "rule {rule}: version {} is promoted already",
+                cur.version
+            ));
+        }
+        cur.promoted = true;
+        let n = cur.version;
+        ev.push(
+            EventKind::RulePromoted,
+            None,
+            None,
+            format!("{rule} version {n}"),
+        );
+        self.put_history(rule, history);
+        Response::Version(n)
+    }
+
     /// Makes `target`'s content the rule's new current version (a rollback).
     fn bring_back(
         &mut self,
@@ -618,6 +660,7 @@ impl ClusterState {
             applied_at_ms: at_ms,
             status: VersionStatus::Deploying,
             rollback_of: Some(target.version),
+            promoted: false,
             ..target.clone()
         });
         self.put_history(rule, history);
@@ -1153,6 +1196,25 @@ mod tests {
             statuses(&s)[3..],
             [(4, "superseded", Some(2)), (5, "deploying", Some(3))]
         );
+        // Promotion: of the current deploying version, once.
+        let promote = |v| Command::PromoteRule {
+            rule: "keep".into(),
+            version: v,
+        };
+        match s.apply(10, &promote(Some(4))).0 {
+            Response::Refused(why) => assert!(why.contains("runs version 5, not 4"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let (r, ev) = s.apply(10, &promote(None));
+        assert_eq!(
+            (r, kinds(&ev)),
+            (Response::Version(5), vec![EventKind::RulePromoted])
+        );
+        assert!(s.history()["keep"].versions[4].promoted);
+        assert!(matches!(
+            s.apply(10, &promote(None)).0,
+            Response::Refused(_)
+        ));
         // Re-applying a failed version unchanged tries it again.
         s.apply(11, &versioned("c"));
         s.apply(12, &ended(6, Some("bad"), false));
@@ -1398,7 +1460,7 @@ mod tests {
     /// versions (`history.rs`): an old log replays into the same records, and each
     /// `PutRule` also into a version of its rule (no time stamp), so the state holds one
     /// more table.
-    const HISTORY_DIGEST: &str = "019725a88fe58b031f169a5fea818a07562b47effb84b5be0845d87c383d8dfd";
+    const HISTORY_DIGEST: &str = "c582366acc51e8f46d09920d6238184cf66652a9dfa43d5e8b9d3ed4d45bca6c";
 
     #[test]
     fn replay_gives_the_same_state_and_the_golden_digest() {

@@ -61,6 +61,8 @@ pub enum EventKind {
     RolloutFailed,
     /// A rule went back to an earlier version (`watch rollback`, `auto_revert`).
     RuleRolledBack,
+    /// A rule's version had its canaries promoted (`watch promote`, `auto_promote`).
+    RulePromoted,
 }
 
 impl EventKind {
@@ -123,6 +125,7 @@ impl EventKind {
             EventKind::RolloutStable => "rollout_stable",
             EventKind::RolloutFailed => "rollout_failed",
             EventKind::RuleRolledBack => "rule_rolled_back",
+            EventKind::RulePromoted => "rule_promoted",
         }
     }
 }

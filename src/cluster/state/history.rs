@@ -62,6 +62,9 @@ pub struct RuleVersion {
     pub status: VersionStatus,
     /// The version it brings back, when it is a rollback (manual or `auto_revert`).
     pub rollback_of: Option<u64>,
+    /// Its canaries were promoted (`watch promote`, `auto_promote`): the rest of its
+    /// rollout goes on.
+    pub promoted: bool,
 }
 
 impl RuleVersion {
@@ -157,6 +160,7 @@ mod tests {
             applied_at_ms: 0,
             status,
             rollback_of: None,
+            promoted: false,
         }
     }
 

@@ -503,6 +503,14 @@ pub enum Command {
         /// The proposer's wall time, ms since the epoch.
         at_ms: u64,
     },
+    /// Promote the canaries of a rule's current version: the rest of its rollout goes
+    /// on. Refused for another version than the current deploying one.
+    PromoteRule {
+        /// Rule name.
+        rule: String,
+        /// The version promoted (the current one when None).
+        version: Option<u64>,
+    },
     /// Bring back a version of a rule (the newest stable one before the current one
     /// when None) as a new version; refused when it is the same as the current one.
     RollbackRule {
@@ -625,6 +633,7 @@ impl ClusterState {
             applied_at_ms: 0,
             status: VersionStatus::Deploying,
             rollback_of: None,
+            promoted: false,
         });
         Some(h)
     }

@@ -674,6 +674,8 @@ mod tests {
             UpdatePolicy {
                 max_parallel: 3,
                 max_surge: 1,
+                canary: 0,
+                auto_promote: false,
                 min_healthy_ms: 2_000,
                 healthy_deadline_ms: 60_000,
                 progress_deadline_ms: 180_000,
@@ -687,8 +689,12 @@ mod tests {
                 "update max_parallel: 0; expected 1 to 1000",
             ),
             (
-                "w.update(#{ canary: 1 });",
-                "update: unknown option 'canary'",
+                "w.update(#{ canaries: 1 });",
+                "update: unknown option 'canaries'",
+            ),
+            (
+                "w.update(#{ auto_promote: true });",
+                "nothing to promote without canary",
             ),
             (
                 "w.update(#{ min_healthy_time: \"5m\" });",

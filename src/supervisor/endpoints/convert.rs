@@ -221,6 +221,7 @@ pub fn history_pb(h: &RuleHistory, state: &ClusterState) -> pb::RuleHistoryReply
                 },
                 rollback_of: v.rollback_of.unwrap_or(0),
                 current: Some(v.version) == last,
+                promoted: v.promoted,
             })
             .collect(),
     }

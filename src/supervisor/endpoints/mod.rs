@@ -267,6 +267,13 @@ impl Cluster for ClusterService {
         Ok(Response::new(rules::history(&self.core, req.into_inner())?))
     }
 
+    async fn promote_rule(&self, req: Request<PromoteRuleRequest>) -> Reply<PromoteRuleReply> {
+        on_leader!(self, req, promote_rule);
+        Ok(Response::new(
+            rules::promote(&self.core, req.into_inner()).await?,
+        ))
+    }
+
     async fn rollback_rule(&self, req: Request<RollbackRuleRequest>) -> Reply<RollbackRuleReply> {
         on_leader!(self, req, rollback_rule);
         Ok(Response::new(

@@ -1,4 +1,4 @@
-//! Rule endpoints: apply, list, remove, history, rollback.
+//! Rule endpoints: apply, list, remove, history, rollback, promote.
 
 use super::convert::{history_pb, rule_pb, rule_request};
 use crate::api::pb::*;
@@ -70,4 +70,21 @@ pub(super) async fn rollback(
         version,
         rollback_of,
     })
+}
+
+pub(super) async fn promote(
+    core: &Supervisor,
+    r: PromoteRuleRequest,
+) -> OpResult<PromoteRuleReply> {
+    if !core.state().rules().contains_key(&r.name) {
+        return Err(OpError::NotFound(format!("no rule '{}'", r.name)));
+    }
+    let cmd = Command::PromoteRule {
+        rule: r.name.clone(),
+        version: (r.version != 0).then_some(r.version),
+    };
+    match core.propose(cmd).await?.1 {
+        Response::Version(version) => Ok(PromoteRuleReply { version }),
+        other => Err(OpError::Internal(format!("promote answered {other:?}"))),
+    }
 }

@@ -27,6 +27,8 @@ type Key = (String, u64);
 #[derive(Default)]
 pub struct Rollouts {
     seen: HashMap<Key, Seen>,
+    /// Rules whose version waits for its canaries to be promoted: what to tell.
+    awaiting: HashMap<String, String>,
 }
 
 /// What a rollout step did that the rule should tell (`watch ls`).
@@ -43,6 +45,12 @@ impl Rollouts {
         *self = Rollouts::default();
     }
 
+    /// What a rule's rollout waits for, while it does (its canaries' promotion; shown as
+    /// the rule's error, the same at every evaluation until it changes).
+    pub fn waiting_for(&self, rule: &str) -> Option<&String> {
+        self.awaiting.get(rule)
+    }
+
     /// One step of every rollout; returns what went wrong (for the rule's record).
     pub async fn step(
         &mut self,
@@ -53,20 +61,22 @@ impl Rollouts {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut live = Vec::new();
+        let before = std::mem::take(&mut self.awaiting);
         for rule in state.rules().values() {
             let Some(policy) = policies.get(&rule.name) else {
                 continue;
             };
-            let Some(version) = state.rule_history(&rule.name).and_then(|h| {
+            let Some((version, promoted)) = state.rule_history(&rule.name).and_then(|h| {
                 h.current()
                     .filter(|v| v.status == VersionStatus::Deploying)
-                    .map(|v| v.version)
+                    .map(|v| (v.version, v.promoted))
             }) else {
                 continue;
             };
             let key = (rule.name.clone(), version);
             live.push(key.clone());
-            if let Some(message) = self.one(core, state, rule, version, policy, now).await {
+            let at = (version, promoted);
+            if let Some(message) = self.one(core, state, rule, at, policy, now).await {
                 out.push(Outcome {
                     rule: rule.name.clone(),
                     message,
@@ -74,6 +84,15 @@ impl Rollouts {
             }
         }
         self.seen.retain(|k, _| live.contains(k));
+        // Newly waiting: told now (then at every evaluation, by `waiting_for`).
+        for (rule, msg) in &self.awaiting {
+            if before.get(rule) != Some(msg) {
+                out.push(Outcome {
+                    rule: rule.clone(),
+                    message: msg.clone(),
+                });
+            }
+        }
         out
     }
 
@@ -82,7 +101,7 @@ impl Rollouts {
         core: &Supervisor,
         state: &ClusterState,
         rule: &RuleRecord,
-        version: u64,
+        (version, promoted): (u64, bool),
         policy: &UpdatePolicy,
         now: Instant,
     ) -> Option<String> {
@@ -98,9 +117,12 @@ impl Rollouts {
                 })
                 .collect();
             seen.observe(copies.iter().copied().filter(|c| c.digest == *digest), now);
-            let step = rollout::step(policy, digest, &copies, seen, now);
+            let step = rollout::step(policy, digest, &copies, seen, promoted, now);
             if let Step::Go {
-                replace: ids, stop, ..
+                replace: ids,
+                stop,
+                start_first,
+                ..
             } = &step
             {
                 for old in stop {
@@ -113,9 +135,9 @@ impl Rollouts {
                 if !ids.is_empty() {
                     seen.replaced(now);
                 }
-                let surge = policy.max_surge > 0;
                 for old in ids {
-                    if let Err(e) = replace(core, state, &def.name, digest, old, surge).await {
+                    if let Err(e) = replace(core, state, &def.name, digest, old, *start_first).await
+                    {
                         tracing::warn!("rule {}: replace {old}: {e}", rule.name);
                         return Some(format!("rollout of {file}: replace {old}: {e}"));
                     }
@@ -126,6 +148,27 @@ impl Rollouts {
         }
         let failure = match rollout::verdict(policy, &steps, seen, now) {
             Verdict::Going => return None,
+            Verdict::AwaitingPromotion if policy.auto_promote => {
+                let cmd = Command::PromoteRule {
+                    rule: rule.name.clone(),
+                    version: Some(version),
+                };
+                return match core.propose(cmd).await {
+                    Ok(_) => {
+                        tracing::info!("rule {}: version {version} promoted", rule.name);
+                        None
+                    }
+                    Err(e) => Some(format!("version {version}: promote: {e}")),
+                };
+            }
+            Verdict::AwaitingPromotion => {
+                let msg = format!(
+                    "version {version}: {} canary copies healthy beside the old ones; awaiting promotion (haconiwa watch promote {})",
+                    policy.canary, rule.name
+                );
+                self.awaiting.insert(rule.name.clone(), msg);
+                return None;
+            }
             Verdict::Stable => None,
             Verdict::Failed(reason) => Some(reason),
         };

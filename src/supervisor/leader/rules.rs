@@ -131,7 +131,7 @@ impl RuleLoop {
             let error = self.run_rule(rule, state, wanted).await;
             // A halted rollout stays the rule's error until the rule changes.
             // Else a crash loop while it lasts, else a halted rollout until the rule
-            // changes.
+            // changes, else canaries awaiting their promotion.
             let error = error
                 .or_else(|| {
                     self.schedule
@@ -139,7 +139,8 @@ impl RuleLoop {
                         .then(|| self.crash_notes.get(&rule.name).cloned())
                         .flatten()
                 })
-                .or_else(|| super::rollouts::standing_failure(state, &rule.name));
+                .or_else(|| super::rollouts::standing_failure(state, &rule.name))
+                .or_else(|| self.rollouts.waiting_for(&rule.name).cloned());
             let stats = &self.core.stats;
             stats
                 .rule_evaluation_seconds
