@@ -1,10 +1,10 @@
 //! The command line: clap commands, human tables and `--json`. No logic the libraries
 //! or the API lack; errors become one line on stderr.
 
-mod history;
 mod image;
 mod local;
 mod remote;
+mod rules;
 mod supervise;
 mod template;
 mod tls;

@@ -192,22 +192,22 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Watch(WatchCommand::Apply { file, name }) => {
             let req = rule_request(file, name.clone())?;
-            watch_apply(&mut client(&cli).await?, req).await?
+            super::rules::apply(&mut client(&cli).await?, req).await?
         }
         Command::Watch(WatchCommand::Ls { json }) => {
-            watch_ls(&mut client(&cli).await?, *json).await?
+            super::rules::ls(&mut client(&cli).await?, *json).await?
         }
         Command::Watch(WatchCommand::Rm { name }) => {
-            watch_rm(&mut client(&cli).await?, name.clone()).await?
+            super::rules::rm(&mut client(&cli).await?, name.clone()).await?
         }
         Command::Watch(WatchCommand::History { name, json }) => {
-            super::history::history(&mut client(&cli).await?, name, *json).await?
+            super::rules::history(&mut client(&cli).await?, name, *json).await?
         }
         Command::Watch(WatchCommand::Rollback { name, version }) => {
-            super::history::rollback(&mut client(&cli).await?, name, *version).await?
+            super::rules::rollback(&mut client(&cli).await?, name, *version).await?
         }
         Command::Watch(WatchCommand::Promote { name, version }) => {
-            super::history::promote(&mut client(&cli).await?, name, *version).await?
+            super::rules::promote(&mut client(&cli).await?, name, *version).await?
         }
         _ => return Err("not a cluster command".into()),
     }
@@ -465,127 +465,6 @@ async fn drain(c: &mut ClusterClient<AuthChannel>, id: u64) -> Result<(), CliErr
     Ok(())
 }
 
-/// `haconiwa watch apply`: sends the checked rule and the definitions it names.
-async fn watch_apply(
-    c: &mut ClusterClient<AuthChannel>,
-    req: pb::ApplyRuleRequest,
-) -> Result<(), CliError> {
-    let r = c.apply_rule(req).await.map_err(status_error)?.into_inner();
-    let rule = r.rule.unwrap_or_default();
-    println!(
-        "rule {} applied, version {} ({} definition(s): {})",
-        rule.name,
-        rule.version,
-        rule.definitions.len(),
-        rule.definitions.join(", ")
-    );
-    Ok(())
-}
-
-/// `haconiwa watch ls`: the rules, and those etcd offered that were refused.
-async fn watch_ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
-    let r = c
-        .list_rules(pb::ListRulesRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    // Rules registered through etcd that were refused never reach the state:
-    // the leader's mirror tells what became of them.
-    let sources = c
-        .mirror_status(pb::MirrorStatusRequest {})
-        .await
-        .map(|m| m.into_inner().rules_in)
-        .unwrap_or_default();
-    if json {
-        let v: Vec<serde_json::Value> = r
-            .rules
-            .iter()
-            .map(|x| {
-                serde_json::json!({
-                    "name": x.name,
-                    "version": x.version,
-                    "rollout": x.rollout,
-                    "digest": x.digest,
-                    "last_evaluation_index": x.last_evaluation_index,
-                    "evaluations": x.evaluations,
-                    "last_error": x.last_error,
-                    "definitions": x.definitions,
-                    "containers": {
-                        "active": x.active,
-                        "running": x.running,
-                        "healthy": x.healthy,
-                        "restarting": x.restarting,
-                        "outdated": x.outdated,
-                    },
-                })
-            })
-            .collect();
-        let refused: Vec<serde_json::Value> = sources
-            .iter()
-            .filter(|x| !x.ok)
-            .map(rule_source_json)
-            .collect();
-        if refused.is_empty() {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else {
-            let all = serde_json::json!({ "rules": v, "refused_from_etcd": refused });
-            println!("{}", serde_json::to_string_pretty(&all)?);
-        }
-    } else {
-        println!(
-            "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  LAST ERROR",
-            "NAME",
-            "VERSION",
-            "ROLLOUT",
-            "DIGEST",
-            "LAST EVAL",
-            "EVALS",
-            "ACTIVE",
-            "RUNNING",
-            "HEALTHY",
-            "RESTARTING",
-            "OUTDATED"
-        );
-        for x in &r.rules {
-            println!(
-                "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  {}",
-                x.name,
-                x.version,
-                x.rollout,
-                &x.digest[..12.min(x.digest.len())],
-                x.last_evaluation_index,
-                x.evaluations,
-                x.active,
-                x.running,
-                x.healthy,
-                x.restarting,
-                x.outdated,
-                if x.last_error.is_empty() {
-                    "-"
-                } else {
-                    &x.last_error
-                }
-            );
-        }
-        for x in sources.iter().filter(|x| !x.ok) {
-            println!(
-                "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  refused from etcd: {}",
-                x.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", x.error
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `haconiwa watch rm NAME`.
-async fn watch_rm(c: &mut ClusterClient<AuthChannel>, name: String) -> Result<(), CliError> {
-    c.remove_rule(pb::RemoveRuleRequest { name: name.clone() })
-        .await
-        .map_err(status_error)?;
-    println!("rule {name} removed");
-    Ok(())
-}
-
 /// Reads a .watch file and the .haco files it names (relative to it), checking both
 /// here so errors name the user's files and positions.
 pub fn rule_request(
@@ -683,7 +562,7 @@ fn mirror_json(m: &pb::MirrorStatusReply) -> serde_json::Value {
     })
 }
 
-fn rule_source_json(x: &pb::RuleSource) -> serde_json::Value {
+pub(super) fn rule_source_json(x: &pb::RuleSource) -> serde_json::Value {
     serde_json::json!({
         "name": x.name,
         "key": x.key,

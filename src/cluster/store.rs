@@ -9,8 +9,9 @@
 //! the disk with the next durable commit, at the latest every [`DURABLE_EVERY`] entries.
 //!
 //! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
-//! `sm_containers`, `sm_rules`, plus a small `sm_meta` row), and applying entries writes
-//! the rows they touched: the cost of a commit follows the change, not the state's size.
+//! `sm_containers`, `sm_rules`, `sm_history`, plus a small `sm_meta` row), and applying
+//! entries writes the rows they touched: the cost of a commit follows the change, not
+//! the state's size.
 
 use super::state::{
     ClusterState, ContainerRecord, Definition, Event, EventKind, NodeRecord, Response, RuleHistory,
@@ -64,13 +65,17 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
     let db = Database::create(path).map_err(|e| b(e.into()))?;
     let tx = db.begin_write().map_err(|e| b(e.into()))?;
     tx.open_table(LOG).map_err(|e| b(e.into()))?;
-    tx.open_table(META).map_err(|e| b(e.into()))?;
-    tx.open_table(SM).map_err(|e| b(e.into()))?;
     tx.open_table(SM_NODES).map_err(|e| b(e.into()))?;
-    tx.open_table(SM_DEFINITIONS).map_err(|e| b(e.into()))?;
-    tx.open_table(SM_CONTAINERS).map_err(|e| b(e.into()))?;
-    tx.open_table(SM_RULES).map_err(|e| b(e.into()))?;
-    tx.open_table(SM_HISTORY).map_err(|e| b(e.into()))?;
+    for t in [
+        META,
+        SM,
+        SM_DEFINITIONS,
+        SM_CONTAINERS,
+        SM_RULES,
+        SM_HISTORY,
+    ] {
+        tx.open_table(t).map_err(|e| b(e.into()))?;
+    }
     tx.commit().map_err(|e| b(e.into()))?;
     Ok(Arc::new(db))
 }
@@ -311,22 +316,10 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
             for (k, v) in st.nodes().iter() {
                 nodes.insert(*k, enc(v)?.as_slice()).map_err(any)?;
             }
-            for (k, v) in st.definitions().iter() {
-                defs.insert(k.as_str(), enc(v)?.as_slice()).map_err(any)?;
-            }
-            for (k, v) in st.containers().iter() {
-                containers
-                    .insert(k.as_str(), enc(v)?.as_slice())
-                    .map_err(any)?;
-            }
-            for (k, v) in st.rules().iter() {
-                rules.insert(k.as_str(), enc(v)?.as_slice()).map_err(any)?;
-            }
-            for (k, v) in st.history().iter() {
-                history
-                    .insert(k.as_str(), enc(v)?.as_slice())
-                    .map_err(any)?;
-            }
+            write_rows(&mut defs, st.definitions().keys(), st.definitions())?;
+            write_rows(&mut containers, st.containers().keys(), st.containers())?;
+            write_rows(&mut rules, st.rules().keys(), st.rules())?;
+            write_rows(&mut history, st.history().keys(), st.history())?;
         }
         Rows::Touched(t) => {
             for k in &t.nodes {
@@ -345,7 +338,6 @@ fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result
     Ok(())
 }
 
-/// Loads the applied state from its rows (empty on a fresh database).
 /// Writes the rows of `keys` of a table keyed by name: the record's encoding, or no row
 /// when the state no longer holds it.
 fn write_rows<'k, V: Serialize + Clone>(
@@ -376,6 +368,7 @@ fn read_rows<V: for<'de> Deserialize<'de> + Clone>(
     Ok(rows)
 }
 
+/// Loads the applied state from its rows (empty on a fresh database).
 fn read_applied(db: &Database) -> Result<Applied, AnyError> {
     let tx = db.begin_read().map_err(any)?;
     let sm = tx.open_table(SM).map_err(any)?;

@@ -144,14 +144,25 @@ pub fn step(
         old: old.len() as u32,
         ..Progress::default()
     };
+    // Old copies still run (wanted, stopping or retiring): the version replaces them.
+    let updating = copies
+        .iter()
+        .any(|c| c.digest != current && !c.observed.is_final());
     for c in copies.iter().filter(|c| c.digest == current) {
-        // A new copy placed in this rollout that ended on its own: the version fails (a
-        // copy lost with its node says nothing of the version; the rule replaces it).
+        // A new copy placed in this rollout that ended on its own while old ones still
+        // run: the version fails (a copy lost with its node says nothing of the version;
+        // the rule replaces it). Once no old copy is left (or for a first version) a
+        // copy that ends is churn the rule and the restart policy handle; the deadlines
+        // still judge the version.
         let ended_itself = matches!(
             c.observed,
             Observed::Exited { .. } | Observed::PullFailed { .. }
         );
-        if ended_itself && c.desired == Desired::Running && seen.placed.contains_key(&c.id) {
+        if updating
+            && ended_itself
+            && c.desired == Desired::Running
+            && seen.placed.contains_key(&c.id)
+        {
             return Step::Failed {
                 reason: format!("{} ended ({})", c.id, ended(&c.observed)),
             };
@@ -527,6 +538,11 @@ mod tests {
             verdict(&p, &[s], &mut seen, t0),
             Verdict::Failed("n1 ended (exit code 3)".into())
         );
+        // With no old copy left (or a first version), a copy that ends is churn: the
+        // rule replaces it, the version goes on.
+        let churn = [all[1].clone(), copy("n3", "v2", healthy(4), 4)];
+        let refs: Vec<&ContainerRecord> = churn.iter().collect();
+        assert!(replaced(step(&p, "v2", &refs, &seen, false, t0)).is_empty());
         // Only new copies, healthy: stable once they have been for min_healthy_time.
         let only_new = [copy("n2", "v2", healthy(3), 3)];
         let refs: Vec<&ContainerRecord> = only_new.iter().collect();

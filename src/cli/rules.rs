@@ -1,13 +1,138 @@
-//! `haconiwa watch history NAME` and `watch rollback NAME [VERSION]`: a rule's versions
-//! as the cluster keeps them (number, time, status, digests) with what changed from one
-//! to the next (a line diff of the rule and of each definition), the way back to one
-//! of them, and the promotion of a version's canaries.
+//! `haconiwa watch ...`: apply, ls and rm a rule; `watch history NAME`, a rule's
+//! versions as the cluster keeps them (number, time, status, digests) with what changed
+//! from one to the next (a line diff of the rule and of each definition); `watch
+//! rollback`, the way back to one of them; `watch promote`, a version's canaries.
 
 use super::CliError;
 use crate::api::pb;
 use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::AuthChannel;
 use std::collections::BTreeMap;
+
+/// `haconiwa watch apply`: sends the checked rule and the definitions it names.
+pub async fn apply(
+    c: &mut ClusterClient<AuthChannel>,
+    req: pb::ApplyRuleRequest,
+) -> Result<(), CliError> {
+    let r = c
+        .apply_rule(req)
+        .await
+        .map_err(super::remote::status_error)?
+        .into_inner();
+    let rule = r.rule.unwrap_or_default();
+    println!(
+        "rule {} applied, version {} ({} definition(s): {})",
+        rule.name,
+        rule.version,
+        rule.definitions.len(),
+        rule.definitions.join(", ")
+    );
+    Ok(())
+}
+
+/// `haconiwa watch ls`: the rules, and those etcd offered that were refused.
+pub async fn ls(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
+    let r = c
+        .list_rules(pb::ListRulesRequest {})
+        .await
+        .map_err(super::remote::status_error)?
+        .into_inner();
+    // Rules registered through etcd that were refused never reach the state:
+    // the leader's mirror tells what became of them.
+    let sources = c
+        .mirror_status(pb::MirrorStatusRequest {})
+        .await
+        .map(|m| m.into_inner().rules_in)
+        .unwrap_or_default();
+    if json {
+        let v: Vec<serde_json::Value> = r
+            .rules
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "name": x.name,
+                    "version": x.version,
+                    "rollout": x.rollout,
+                    "digest": x.digest,
+                    "last_evaluation_index": x.last_evaluation_index,
+                    "evaluations": x.evaluations,
+                    "last_error": x.last_error,
+                    "definitions": x.definitions,
+                    "containers": {
+                        "active": x.active,
+                        "running": x.running,
+                        "healthy": x.healthy,
+                        "restarting": x.restarting,
+                        "outdated": x.outdated,
+                    },
+                })
+            })
+            .collect();
+        let refused: Vec<serde_json::Value> = sources
+            .iter()
+            .filter(|x| !x.ok)
+            .map(super::remote::rule_source_json)
+            .collect();
+        if refused.is_empty() {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let all = serde_json::json!({ "rules": v, "refused_from_etcd": refused });
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+    } else {
+        println!(
+            "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  LAST ERROR",
+            "NAME",
+            "VERSION",
+            "ROLLOUT",
+            "DIGEST",
+            "LAST EVAL",
+            "EVALS",
+            "ACTIVE",
+            "RUNNING",
+            "HEALTHY",
+            "RESTARTING",
+            "OUTDATED"
+        );
+        for x in &r.rules {
+            println!(
+                "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  {}",
+                x.name,
+                x.version,
+                x.rollout,
+                &x.digest[..12.min(x.digest.len())],
+                x.last_evaluation_index,
+                x.evaluations,
+                x.active,
+                x.running,
+                x.healthy,
+                x.restarting,
+                x.outdated,
+                if x.last_error.is_empty() {
+                    "-"
+                } else {
+                    &x.last_error
+                }
+            );
+        }
+        for x in sources.iter().filter(|x| !x.ok) {
+            println!(
+                "{:<20} {:>7} {:<10} {:<14} {:>10} {:>6} {:>6} {:>7} {:>7} {:>10} {:>8}  refused from etcd: {}",
+                x.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", x.error
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `haconiwa watch rm NAME`.
+pub async fn rm(c: &mut ClusterClient<AuthChannel>, name: String) -> Result<(), CliError> {
+    c.remove_rule(pb::RemoveRuleRequest { name: name.clone() })
+        .await
+        .map_err(super::remote::status_error)?;
+    println!("rule {name} removed");
+    Ok(())
+}
 
 /// `watch history NAME [--json]`.
 pub async fn history(
