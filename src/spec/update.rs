@@ -76,26 +76,24 @@ pub fn from_map(o: &Map) -> RhaiResult<UpdatePolicy> {
     )?;
     let mut p = UpdatePolicy::default();
     let duration = |k: &str| duration_of(o, "update", k);
-    if let Some(v) = o.get("max_parallel") {
-        let n = int_of(v, "update max_parallel")?;
-        p.max_parallel = u32::try_from(n)
+    // A count of copies from `least` to 1000.
+    let count = |k: &str, least: u32| -> RhaiResult<Option<u32>> {
+        let Some(v) = o.get(k) else { return Ok(None) };
+        let n = int_of(v, &format!("update {k}"))?;
+        u32::try_from(n)
             .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| dsl_error(format!("update max_parallel: {n}; expected 1 to 1000")))?;
+            .filter(|n| (least..=1000).contains(n))
+            .map(Some)
+            .ok_or_else(|| dsl_error(format!("update {k}: {n}; expected {least} to 1000")))
+    };
+    if let Some(n) = count("max_parallel", 1)? {
+        p.max_parallel = n;
     }
-    if let Some(v) = o.get("max_surge") {
-        let n = int_of(v, "update max_surge")?;
-        p.max_surge = u32::try_from(n)
-            .ok()
-            .filter(|n| *n <= 1000)
-            .ok_or_else(|| dsl_error(format!("update max_surge: {n}; expected 0 to 1000")))?;
+    if let Some(n) = count("max_surge", 0)? {
+        p.max_surge = n;
     }
-    if let Some(v) = o.get("canary") {
-        let n = int_of(v, "update canary")?;
-        p.canary = u32::try_from(n)
-            .ok()
-            .filter(|n| *n <= 1000)
-            .ok_or_else(|| dsl_error(format!("update canary: {n}; expected 0 to 1000")))?;
+    if let Some(n) = count("canary", 0)? {
+        p.canary = n;
     }
     if let Some(v) = o.get("auto_promote") {
         p.auto_promote = bool_of(v, "update auto_promote")?;

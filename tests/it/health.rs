@@ -424,7 +424,6 @@ fn a_crash_loop_backs_off_on_its_node_then_gives_up() {
 
 #[test]
 fn a_crash_looping_rule_is_held_back_longer_each_time() {
-    use std::io::BufRead;
     let cl = Cluster::three("crash-loop", &[]);
     definition(&cl, "boom", "exit 1", "");
     let rule = cl.scratch.path.join("boom.watch");
@@ -433,21 +432,7 @@ fn a_crash_looping_rule_is_held_back_longer_each_time() {
         "haconiwa.watch(|w| {\n  w.watch(\"cluster\", |e| {\n    let n = e.cluster.count(\"boom\");\n    if n < 3 { haconiwa.spawn(#{ haco: \"boom.haco\", count: 3 - n }); }\n  });\n});\n",
     )
     .unwrap();
-    let mut follow = cl
-        .cli()
-        .args(["events", "--json", "--since", "0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = std::io::BufReader::new(follow.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = cl.follow_events();
     cl.ok(&["watch", "apply", rule.to_str().unwrap()]);
     // Every copy exits at once. Without a hold the rule would place a copy per exit,
     // tens a second; held 1, 2, 4, 8 s after the third quick end in a row, it places

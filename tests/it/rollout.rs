@@ -14,16 +14,21 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 
-const RULE: &str = r#"haconiwa.watch(|w| {
-    w.update(#{ max_parallel: 2, min_healthy_time: "500ms", healthy_deadline: "4s", auto_revert: true });
-    w.watch("cluster", |event| {
-        let n = event.cluster.count("web");
-        if n < 5 {
-            haconiwa.spawn(#{ haco: "web.haco", count: 5 - n });
-        }
-    });
-});
-"#;
+/// A rule keeping 5 copies of web.haco with this update policy.
+fn rule(update: &str) -> String {
+    format!(
+        "haconiwa.watch(|w| {{\n    w.update({update});\n    w.watch(\"cluster\", |event| {{\n        let n = event.cluster.count(\"web\");\n        if n < 5 {{\n            haconiwa.spawn(#{{ haco: \"web.haco\", count: 5 - n }});\n        }}\n    }});\n}});\n"
+    )
+}
+
+/// Stop-first, 2 at a time, reverted on failure.
+const STOP_FIRST: &str =
+    r#"#{ max_parallel: 2, min_healthy_time: "500ms", healthy_deadline: "4s", auto_revert: true }"#;
+/// Start-first: new copies run beside the old ones, at most 2 more than 5.
+const SURGE: &str = r#"#{ max_parallel: 2, max_surge: 2, min_healthy_time: "500ms", healthy_deadline: "4s", auto_revert: true }"#;
+/// One canary beside the 5, held until promoted; then the rest, stop-first.
+const CANARY: &str =
+    r#"#{ max_parallel: 2, canary: 1, min_healthy_time: "500ms", healthy_deadline: "4s" }"#;
 
 /// The web server, version `v`, answering its check at `path`.
 fn web(v: u32, path: &str) -> String {
@@ -34,7 +39,7 @@ fn web(v: u32, path: &str) -> String {
 }
 
 fn apply(cl: &Cluster, v: u32, path: &str) {
-    apply_rule(cl, v, path, RULE)
+    apply_rule(cl, v, path, &rule(STOP_FIRST))
 }
 
 fn apply_rule(cl: &Cluster, v: u32, path: &str, rule: &str) {
@@ -76,6 +81,17 @@ fn wait_rollout(cl: &Cluster, version: u64, status: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits until 5 copies run, healthy, each of a digest `which` takes.
+fn five_healthy_where(cl: &Cluster, what: &str, which: impl Fn(&str) -> bool) {
+    cl.wait_containers(T, what, |c| {
+        let a = active(c);
+        a.len() == 5
+            && a.iter().all(|x| {
+                x["health"] == "healthy" && which(x["digest"].as_str().unwrap_or_default())
+            })
+    });
 }
 
 /// Waits until the 5 copies all run one digest, healthy; returns it.
@@ -214,11 +230,8 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
     // one); then rolling back to what runs says so and changes nothing.
     let out = cl.ok(&["watch", "rollback", "web"]);
     assert!(out.contains("version 5 brings back version 1"), "{out}");
-    cl.wait_containers(T, "5 healthy copies of v1 after the rollback", |c| {
-        let a = active(c);
-        a.len() == 5
-            && a.iter()
-                .all(|x| x["health"] == "healthy" && x["digest"] == v1.as_str())
+    five_healthy_where(&cl, "5 healthy copies of v1 after the rollback", |d| {
+        d == v1
     });
     wait_rollout(&cl, 5, "stable");
     let same = cl.run(&["watch", "rollback", "web", "1"]);
@@ -237,29 +250,17 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
     assert!(twice.is_empty(), "{twice:?}");
 }
 
-/// Start-first: new copies run beside the old ones, at most 2 more than 5.
-const SURGE_RULE: &str = r#"haconiwa.watch(|w| {
-    w.update(#{ max_parallel: 2, max_surge: 2, min_healthy_time: "500ms", healthy_deadline: "4s", auto_revert: true });
-    w.watch("cluster", |event| {
-        let n = event.cluster.count("web");
-        if n < 5 {
-            haconiwa.spawn(#{ haco: "web.haco", count: 5 - n });
-        }
-    });
-});
-"#;
-
 #[test]
 fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
     let mut cl = Cluster::three("rollout-surge", &[]);
-    apply_rule(&cl, 1, "/healthz", SURGE_RULE);
+    apply_rule(&cl, 1, "/healthz", &rule(SURGE));
     let v1 = five_healthy_of_one_version(&cl, "5 healthy copies of v1");
     wait_rollout(&cl, 1, "stable");
 
     // v2 start-first; once the first new copies are placed, a follower holding copies
     // is cut off: its copies are fenced and replaced, the rollout goes on.
     let sampler = TruthSampler::start_for(cl.cgroup_parent.clone());
-    apply_rule(&cl, 2, "/healthz", SURGE_RULE);
+    apply_rule(&cl, 2, "/healthz", &rule(SURGE));
     let started = Instant::now();
     let mut most_retiring = 0;
     let mut cut = None;
@@ -322,26 +323,14 @@ fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
     assert!(twice.is_empty(), "{twice:?}");
 }
 
-/// One canary beside the 5, held until promoted; then the rest, stop-first.
-const CANARY_RULE: &str = r#"haconiwa.watch(|w| {
-    w.update(#{ max_parallel: 2, canary: 1, min_healthy_time: "500ms", healthy_deadline: "4s" });
-    w.watch("cluster", |event| {
-        let n = event.cluster.count("web");
-        if n < 5 {
-            haconiwa.spawn(#{ haco: "web.haco", count: 5 - n });
-        }
-    });
-});
-"#;
-
 #[test]
 fn a_canary_runs_beside_the_old_copies_until_promoted() {
     let cl = Cluster::three("rollout-canary", &[]);
-    apply_rule(&cl, 1, "/healthz", CANARY_RULE);
+    apply_rule(&cl, 1, "/healthz", &rule(CANARY));
     let v1 = five_healthy_of_one_version(&cl, "5 healthy copies of v1");
     wait_rollout(&cl, 1, "stable");
     let sampler = TruthSampler::start_for(cl.cgroup_parent.clone());
-    apply_rule(&cl, 2, "/healthz", CANARY_RULE);
+    apply_rule(&cl, 2, "/healthz", &rule(CANARY));
     // One healthy canary of v2; the 5 copies of v1 all still run.
     let c = cl.wait_containers(T, "a healthy canary beside 5 of v1", |c| {
         let canaries: Vec<&Value> = active(c)
@@ -377,11 +366,8 @@ fn a_canary_runs_beside_the_old_copies_until_promoted() {
     );
     let out = cl.ok(&["watch", "promote", "web"]);
     assert!(out.contains("version 2 promoted"), "{out}");
-    cl.wait_containers(T, "5 healthy copies of v2 after the promotion", |c| {
-        let a = active(c);
-        a.len() == 5
-            && a.iter()
-                .all(|x| x["health"] == "healthy" && x["digest"] != v1.as_str())
+    five_healthy_where(&cl, "5 healthy copies of v2 after the promotion", |d| {
+        d != v1
     });
     let rule = wait_rollout(&cl, 2, "stable");
     assert_eq!(rule["last_error"], "", "{rule:#}");

@@ -49,18 +49,12 @@ pub(super) async fn rollback(
     core: &Supervisor,
     r: RollbackRuleRequest,
 ) -> OpResult<RollbackRuleReply> {
-    if !core.state().rules().contains_key(&r.name) {
-        return Err(OpError::NotFound(format!("no rule '{}'", r.name)));
-    }
     let cmd = Command::RollbackRule {
         rule: r.name.clone(),
         version: (r.version != 0).then_some(r.version),
         applied_at_ms: wall_ms(),
     };
-    let version = match core.propose(cmd).await?.1 {
-        Response::Version(n) => n,
-        other => return Err(OpError::Internal(format!("rollback answered {other:?}"))),
-    };
+    let version = version_after(core, &r.name, cmd).await?;
     let rollback_of = core
         .state()
         .rule_history(&r.name)
@@ -76,15 +70,21 @@ pub(super) async fn promote(
     core: &Supervisor,
     r: PromoteRuleRequest,
 ) -> OpResult<PromoteRuleReply> {
-    if !core.state().rules().contains_key(&r.name) {
-        return Err(OpError::NotFound(format!("no rule '{}'", r.name)));
-    }
     let cmd = Command::PromoteRule {
         rule: r.name.clone(),
         version: (r.version != 0).then_some(r.version),
     };
+    let version = version_after(core, &r.name, cmd).await?;
+    Ok(PromoteRuleReply { version })
+}
+
+/// Commits a command on rule `name`'s versions; the version it answers.
+async fn version_after(core: &Supervisor, name: &str, cmd: Command) -> OpResult<u64> {
+    if !core.state().rules().contains_key(name) {
+        return Err(OpError::NotFound(format!("no rule '{name}'")));
+    }
     match core.propose(cmd).await?.1 {
-        Response::Version(version) => Ok(PromoteRuleReply { version }),
-        other => Err(OpError::Internal(format!("promote answered {other:?}"))),
+        Response::Version(n) => Ok(n),
+        other => Err(OpError::Internal(format!("{name}: answered {other:?}"))),
     }
 }

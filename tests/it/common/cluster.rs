@@ -468,6 +468,23 @@ impl Cluster {
     /// Whether `haconiwa events --json --since 0` (which replays, then follows) prints an
     /// event that `matches` within 20 s.
     pub fn event_seen(&self, matches: impl Fn(&Value) -> bool) -> bool {
+        let (mut follow, rx) = self.follow_events();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = false;
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if serde_json::from_str::<Value>(&line).is_ok_and(|e| matches(&e)) {
+                seen = true;
+                break;
+            }
+        }
+        let _ = follow.kill();
+        let _ = follow.wait();
+        seen
+    }
+
+    /// `haconiwa events --json --since 0` running (end it by its pid: kill, then wait),
+    /// and its lines as they come.
+    pub fn follow_events(&self) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
         use std::io::BufRead;
         let mut follow = self
             .cli()
@@ -484,17 +501,7 @@ impl Cluster {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = false;
-        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if serde_json::from_str::<Value>(&line).is_ok_and(|e| matches(&e)) {
-                seen = true;
-                break;
-            }
-        }
-        let _ = follow.kill();
-        let _ = follow.wait();
-        seen
+        (follow, rx)
     }
 
     /// Log text of one slot.
