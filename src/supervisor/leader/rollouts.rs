@@ -2,9 +2,11 @@
 //! rolled out while it is `deploying`: for every definition it names,
 //! `decide::rollout::step` says which old copies to replace now, each replaced by
 //! `Command::Replace` (the new copy placed and queued behind the old one, which its node
-//! stops); `decide::rollout::verdict` says when the version is stable or failed, which
+//! stops) or, start-first (`max_surge`, canaries), by `Command::Surge` (the old one
+//! retiring until the new one settles, then stopped here); `decide::rollout::verdict`
+//! says when the version is stable, failed or awaiting its canaries' promotion, which
 //! the leader commits (`Command::RolloutEnded`, with `auto_revert` the last stable
-//! version coming back as a new version). A failed version stays failed in the
+//! version coming back as a new version; `Command::PromoteRule` for `auto_promote`). A failed version stays failed in the
 //! replicated state: no leader resumes it until the rule is applied again or rolled
 //! back. Everything is in the replicated state but the times the leader saw the new
 //! copies placed and healthy: a new leader resumes a rollout, counting the copies of
@@ -163,7 +165,7 @@ impl Rollouts {
             }
             Verdict::AwaitingPromotion => {
                 let msg = format!(
-                    "version {version}: {} canary copies healthy beside the old ones; awaiting promotion (haconiwa watch promote {})",
+                    "version {version}: its canaries ({}) are healthy beside the old copies; awaiting promotion (haconiwa watch promote {})",
                     policy.canary, rule.name
                 );
                 self.awaiting.insert(rule.name.clone(), msg);

@@ -22,15 +22,6 @@ use tokio::sync::broadcast;
 const EVAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// The most containers one Raft entry places.
 const SPAWN_BATCH: usize = 1000;
-/// How a copy that ended quickly ended, for the rule's error.
-fn ended_how(o: &Observed) -> String {
-    match o {
-        Observed::Exited { error: Some(e), .. } => format!("({e})"),
-        Observed::Exited { code: Some(c), .. } => format!("(exit code {c}) within a second"),
-        _ => "within a second".into(),
-    }
-}
-
 /// An unchanged evaluation result is committed at most this often.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
 
@@ -42,9 +33,8 @@ pub struct RuleLoop {
     schedule: Scheduler,
     recorded: HashMap<String, (Option<String>, Instant)>,
     rollouts: super::rollouts::Rollouts,
-    /// When this leader saw each copy of a rule placed, then begin to run (those
-    /// running when it took over count as running for long).
-    /// With whether it was seen running since (its run began then).
+    /// When this leader saw each copy of a rule placed, or its run begin (then with
+    /// `true`); those running when it took over count as running for long.
     running_since: HashMap<String, (Instant, bool)>,
     /// Whether `running_since` holds the copies found running at the takeover.
     seeded: bool,
@@ -129,9 +119,8 @@ impl RuleLoop {
             }
             let started = Instant::now();
             let error = self.run_rule(rule, state, wanted).await;
-            // A halted rollout stays the rule's error until the rule changes.
-            // Else a crash loop while it lasts, else a halted rollout until the rule
-            // changes, else canaries awaiting their promotion.
+            // Without an error of its own: a crash loop while it lasts, else a halted
+            // rollout until the rule changes, else canaries awaiting their promotion.
             let error = error
                 .or_else(|| {
                     self.schedule
@@ -274,7 +263,7 @@ impl RuleLoop {
                         let why = if gave_up {
                             format!("{} used up its restarts on node {}", c.id, c.node)
                         } else {
-                            format!("{} ended {} after it began", c.id, ended_how(&c.observed))
+                            ended_how(&c.id, &c.observed)
                         };
                         held.insert(rule.clone(), (wait, why));
                     }
@@ -422,5 +411,20 @@ impl RuleLoop {
         if self.core.propose(cmd).await.is_ok() {
             self.recorded.insert(rule.name.clone(), (error, now));
         }
+    }
+}
+
+/// How a copy that ended quickly ended, for the rule's error.
+fn ended_how(id: &str, o: &Observed) -> String {
+    match o {
+        Observed::Exited {
+            code: None,
+            error: Some(e),
+            ..
+        } => format!("{id} never started: {e}"),
+        Observed::Exited { code: Some(c), .. } => {
+            format!("{id} ended with exit code {c} within a second of starting")
+        }
+        _ => format!("{id} ended within a second of starting"),
     }
 }
