@@ -1,9 +1,10 @@
 //! Network set-up for a new network namespace: loopback up (inside), and the optional
-//! veth pair to a host bridge (from the parent, with iproute2).
+//! veth pair to a host bridge (from the parent, by rtnetlink: `netlink.rs`).
 
-use super::error::{Step, StepError, StepResult};
+use super::error::{StepError, StepResult};
+use super::netlink::Rtnl;
 use crate::spec::BridgeNetwork;
-use std::process::Command;
+use std::net::IpAddr;
 
 /// Brings `lo` up in the current network namespace.
 pub fn loopback_up() -> StepResult<()> {
@@ -36,73 +37,101 @@ pub fn loopback_up() -> StepResult<()> {
     Ok(())
 }
 
-fn ip(args: &[&str]) -> StepResult<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .step(|| format!("run ip {}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(StepError::msg(
-            format!("ip {}", args.join(" ")),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(())
-}
-
 /// Host-side name of a container's veth (interface names are at most 15 bytes).
-pub fn host_veth_name(pid: i32) -> String {
+fn host_veth_name(pid: i32) -> String {
     format!("hcn{pid}")
 }
 
-/// Creates the bridge when missing, a veth pair with one end in the container's network
-/// namespace (as `eth0`), addresses it and sets the default route.
+/// `ADDRESS/PREFIX` of the definition (a plain address: a host address).
+fn cidr(text: &str) -> StepResult<(IpAddr, u8)> {
+    let (addr, len) = text.split_once('/').unwrap_or((text, ""));
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| StepError::msg("network address", format!("'{text}' is not an IP address")))?;
+    let most = if addr.is_ipv4() { 32 } else { 128 };
+    let len = if len.is_empty() {
+        most
+    } else {
+        len.parse::<u8>()
+            .ok()
+            .filter(|l| *l <= most)
+            .ok_or_else(|| {
+                StepError::msg("network address", format!("'{text}': bad prefix length"))
+            })?
+    };
+    Ok((addr, len))
+}
+
+/// Creates the bridge when missing (with the gateway's address on it), a veth pair with
+/// one end in the container's network namespace (as `eth0`) and the other on the
+/// bridge, addresses the container's end and sets its default route; all by rtnetlink.
 pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
+    let (address, len) = cidr(&net.address)?;
+    let gateway = net
+        .gateway
+        .as_deref()
+        .map(|g| {
+            g.parse::<IpAddr>().map_err(|_| {
+                StepError::msg("network gateway", format!("'{g}' is not an IP address"))
+            })
+        })
+        .transpose()?;
     let br = net.bridge.as_str();
-    let exists = Command::new("ip")
-        .args(["link", "show", br])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !exists {
-        ip(&["link", "add", br, "type", "bridge"])?;
-        if let Some(gw) = &net.gateway {
-            let len = net.address.split_once('/').map(|(_, l)| l).unwrap_or("24");
-            ip(&["addr", "add", &format!("{gw}/{len}"), "dev", br])?;
+    let os = |what: String| move |e: std::io::Error| StepError::os(what, e);
+    let mut host = Rtnl::open().map_err(os("open rtnetlink".into()))?;
+    if host
+        .add_bridge(br)
+        .map_err(os(format!("create bridge {br}")))?
+    {
+        if let Some(gw) = gateway {
+            let index = bridge_index(&mut host, br)?;
+            host.add_address(index, gw, len)
+                .map_err(os(format!("address {gw}/{len} on bridge {br}")))?;
         }
     }
-    ip(&["link", "set", br, "up"])?;
-    let host = host_veth_name(pid);
-    let pid_s = pid.to_string();
-    ip(&[
-        "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
-    ])?;
-    ip(&["link", "set", &host, "master", br, "up"])?;
-    let ns = format!("/proc/{pid}/ns/net");
-    let inside = |args: &[&str]| -> StepResult<()> {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={ns}"))
-            .arg("ip")
-            .args(args)
-            .output()
-            .step(|| format!("run nsenter ip {}", args.join(" ")))?;
-        if !out.status.success() {
-            return Err(StepError::msg(
-                format!("ip {} (in the container)", args.join(" ")),
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
+    let bridge = bridge_index(&mut host, br)?;
+    host.set_up(bridge, None)
+        .map_err(os(format!("set bridge {br} up")))?;
+    let veth = host_veth_name(pid);
+    let made = match host.add_veth(&veth, "eth0", pid) {
+        // Left by an earlier container of this pid whose namespace the kernel is still
+        // tearing down (it removes a veth with its namespace, asynchronously).
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            if let Ok(Some(stale)) = host.link_index(&veth) {
+                let _ = host.delete_link(stale);
+            }
+            host.add_veth(&veth, "eth0", pid)
         }
-        Ok(())
+        other => other,
     };
-    inside(&["addr", "add", &net.address, "dev", "eth0"])?;
-    inside(&["link", "set", "eth0", "up"])?;
-    if let Some(gw) = &net.gateway {
-        inside(&["route", "add", "default", "via", gw])?;
+    made.map_err(os(format!("create veth {veth} (eth0 in the container)")))?;
+    let index = host
+        .link_index(&veth)
+        .map_err(os(format!("find {veth}")))?
+        .ok_or_else(|| StepError::msg(format!("find {veth}"), "gone after its creation"))?;
+    host.set_up(index, Some(bridge))
+        .map_err(os(format!("put {veth} on bridge {br}")))?;
+    let mut inside = Rtnl::open_in(pid).map_err(os("open rtnetlink in the container".into()))?;
+    let eth0 = inside
+        .link_index("eth0")
+        .map_err(os("find eth0 in the container".into()))?
+        .ok_or_else(|| StepError::msg("find eth0 in the container", "not there"))?;
+    inside.add_address(eth0, address, len).map_err(os(format!(
+        "address {address}/{len} on eth0 (in the container)"
+    )))?;
+    inside
+        .set_up(eth0, None)
+        .map_err(os("set eth0 up (in the container)".into()))?;
+    if let Some(gw) = gateway {
+        inside
+            .add_default_route(gw)
+            .map_err(os(format!("default route via {gw} (in the container)")))?;
     }
     Ok(())
 }
 
-/// Deletes a host interface (best effort).
-pub fn remove_link(name: &str) {
-    let _ = Command::new("ip").args(["link", "del", name]).output();
+fn bridge_index(rtnl: &mut Rtnl, br: &str) -> StepResult<u32> {
+    rtnl.link_index(br)
+        .map_err(|e| StepError::os(format!("find bridge {br}"), e))?
+        .ok_or_else(|| StepError::msg(format!("find bridge {br}"), "not there"))
 }

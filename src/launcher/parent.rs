@@ -42,10 +42,9 @@ impl Default for LaunchOptions {
 pub struct Started {
     /// Host pid of the container's first process (its PID 1 when it has a PID namespace).
     pub pid: i32,
-    /// The container's cgroup, removed by [`Started::cleanup`].
+    /// The container's cgroup, removed by [`Started::cleanup`]. (The host end of its
+    /// veth, if any, goes with its network namespace: the kernel removes both ends.)
     pub cgroup: Cgroup,
-    /// Host end of the container's veth, when it has a bridge network.
-    pub host_veth: Option<String>,
 }
 
 /// How a container ended.
@@ -62,10 +61,6 @@ impl Started {
     /// OOM-killed. Call after its first process was reaped.
     pub fn cleanup(&self) -> StepResult<bool> {
         let oom = self.cgroup.oom_killed();
-        if let Some(veth) = &self.host_veth {
-            // The kernel drops it with the namespace, but asynchronously; do it now.
-            network::remove_link(veth);
-        }
         self.cgroup.remove()?;
         Ok(oom)
     }
@@ -133,15 +128,7 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         filter: filter.as_ref(),
     };
     match start_in(&child, cgroup.clone(), enter_fds) {
-        Ok(pid) => Ok(Started {
-            pid,
-            cgroup,
-            host_veth: spec
-                .network
-                .bridge
-                .as_ref()
-                .map(|_| network::host_veth_name(pid)),
-        }),
+        Ok(pid) => Ok(Started { pid, cgroup }),
         Err(e) => {
             let _ = cgroup.remove();
             Err(fail(e))

@@ -361,15 +361,23 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
     assert!(text.contains("inet 10.213.7.2/24"), "{text}");
     assert!(text.contains("default via 10.213.7.1"), "{text}");
     assert!(text.contains("gw-reachable"), "{text}");
-    // The host end of the veth went away with the container's namespace.
-    let links = std::process::Command::new("ip")
-        .args(["-o", "link", "show", "master", &br])
-        .output()
-        .unwrap();
-    assert!(
-        stdout(&links).trim().is_empty(),
-        "veth left on the bridge: {}",
-        stdout(&links)
-    );
+    // The host end of the veth goes away with the container's namespace (the kernel
+    // tears it down after the container ends, within moments).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let links = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &br])
+            .output()
+            .unwrap();
+        if stdout(&links).trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth left on the bridge: {}",
+            stdout(&links)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     host.assert_clean();
 }
