@@ -4,8 +4,9 @@
 //! healthy fails within its deadline and is reverted to the last stable version; the
 //! versions are in `watch history` (with what changed), `watch rollback` brings an
 //! older one back and refuses one the same as what runs. Never more than 5 really run,
-//! by the hosts' cgroups. Start-first (`max_surge`): never more than 5 + 2, and a node
-//! cut off mid-way fences its copies while the rollout goes on.
+//! by the hosts' cgroups. Start-first (`max_surge`): never more than 5 + 2, a node cut
+//! off mid-way fences its copies while the rollout goes on, and one with the leader
+//! killed mid-way goes on under the next leader.
 
 use crate::common::cluster::Cluster;
 use crate::common::hosts::TruthSampler;
@@ -251,7 +252,7 @@ fn a_rollout_replaces_two_at_a_time_survives_a_leader_kill_and_a_bad_version_is_
 }
 
 #[test]
-fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
+fn a_surge_rollout_runs_at_most_n_plus_surge_past_a_cut_off_node_and_a_leader_kill() {
     let mut cl = Cluster::three("rollout-surge", &[]);
     apply_rule(&cl, 1, "/healthz", &rule(SURGE));
     let v1 = five_healthy_of_one_version(&cl, "5 healthy copies of v1");
@@ -292,8 +293,8 @@ fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let rule = wait_rollout(&cl, 2, "stable");
-    assert_eq!(rule["containers"]["outdated"], 0, "{rule:#}");
+    let ls = wait_rollout(&cl, 2, "stable");
+    assert_eq!(ls["containers"]["outdated"], 0, "{ls:#}");
     eprintln!(
         "v2 rolled out start-first in {:?} (node {cut:?} cut off mid-way; at most {most_retiring} retiring at once)",
         started.elapsed()
@@ -314,6 +315,48 @@ fn a_surge_rollout_runs_at_most_n_plus_surge_and_goes_on_past_a_cut_off_node() {
         "copies still run on the cut-off node {victim}"
     );
     cl.heal();
+    cl.wait(T, "the cut-off node up again", |s| {
+        s["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|x| x["state"] == "up"))
+    });
+
+    // v3 start-first, the leader killed once its first new copies exist: the new leader
+    // goes on from the replicated state (the retiring copies and their replacements).
+    apply_rule(&cl, 3, "/healthz", &rule(SURGE));
+    let v2 = active(&cl.containers())[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let mut killed = None;
+    loop {
+        let c = cl.try_containers().unwrap_or_default();
+        let a = active(&c);
+        let new = a
+            .iter()
+            .filter(|x| x["digest"] != v2.as_str() && x["digest"] != v1.as_str())
+            .count();
+        if killed.is_none() && new >= 1 {
+            let leader = cl.wait_leader(T) as usize;
+            cl.kill9(leader);
+            killed = Some(leader);
+        }
+        if a.len() == 5 && new == 5 && a.iter().all(|x| x["health"] == "healthy") {
+            break;
+        }
+        assert!(
+            started.elapsed() < T * 2,
+            "v3 not rolled out: {c:#?}\n{}",
+            cl.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_rollout(&cl, 3, "stable");
+    eprintln!(
+        "v3 rolled out start-first in {:?} (leader {killed:?} killed mid-way)",
+        started.elapsed()
+    );
     let (most, twice, samples) = sampler.finish();
     assert!(samples > 10);
     assert!(
