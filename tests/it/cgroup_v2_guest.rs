@@ -42,9 +42,16 @@ wait_log() { i=0; while [ $i -lt 100 ]; do haconiwa logs $1 2>/dev/null | grep -
 
 haconiwa run --create /limits.haco > /tmp/limits.out 2>&1; say limits.run $?
 for f in pids.max memory.max cpu.max; do say limits.$f "$(cat $cg/limits/$f)"; done
-for p in $(cat $cg/limits/cgroup.procs); do
-  [ "$(tr '\0' ' ' < /proc/$p/cmdline)" = "/bin/sleep 600 " ] && say limits.init_cgroup "$(cat /proc/$p/cgroup)"
+# The container's command may still be on its way to exec (an emulated CPU, a busy
+# host): look for it a while (bounded).
+i=0; found=
+while [ -z "$found" ] && [ $i -lt 100 ]; do
+  for p in $(cat $cg/limits/cgroup.procs); do
+    [ "$(tr '\0' ' ' < /proc/$p/cmdline)" = "/bin/sleep 600 " ] && found=$p
+  done
+  [ -z "$found" ] && sleep 0.1; i=$((i+1))
 done
+[ -n "$found" ] && say limits.init_cgroup "$(cat /proc/$found/cgroup)"
 
 haconiwa run /forks.haco > /tmp/forks.out 2>&1; say forks.run $?
 wait_log forks 'Resource temporarily unavailable'; say forks.refused $?

@@ -344,18 +344,41 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
     let host = Host::new("bridge");
     require_program("ip", "iproute2");
     require_program("nsenter", "util-linux");
-    let br = format!("hcbr{}", std::process::id() % 100000);
-    struct Bridge(String);
-    impl Drop for Bridge {
+    // The "host" is a network namespace of the test's own: the bridge and its addresses
+    // exist only there, and go with it.
+    let ns = format!("hct-br-{}", std::process::id());
+    struct Netns(String);
+    impl Drop for Netns {
         fn drop(&mut self) {
             let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.0])
+                .args(["netns", "del", &self.0])
                 .status();
         }
     }
-    let _guard = Bridge(br.clone());
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap();
+    assert!(made.success(), "ip netns add {ns}");
+    let _guard = Netns(ns.clone());
+    let br = "hcbr0";
     let extra = format!("    c.network(#{{ bridge: \"{br}\", address: \"10.213.7.2/24\", gateway: \"10.213.7.1\" }});");
-    let out = host.sh( "br", &extra, "ip -4 addr show eth0 | grep inet; ip route | grep default; ping -c 1 -W 2 10.213.7.1 >/dev/null && echo gw-reachable");
+    let def = host.haco(
+        "br",
+        &format!(
+            "    c.init_command = [\"/bin/sh\", \"-c\", {:?}];\n{extra}",
+            "ip -4 addr show eth0 | grep inet; ip route | grep default; ping -c 1 -W 2 10.213.7.1 >/dev/null && echo gw-reachable"
+        ),
+    );
+    // nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts).
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(crate::common::BIN)
+        .args(["run", def.to_str().unwrap()])
+        .env("HACONIWA_STATE_DIR", &host.state_dir)
+        .env("HACONIWA_CGROUP_PARENT", &host.cgroup_parent)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("inet 10.213.7.2/24"), "{text}");
@@ -366,7 +389,7 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let links = std::process::Command::new("ip")
-            .args(["-o", "link", "show", "master", &br])
+            .args(["-n", &ns, "-o", "link", "show", "master", br])
             .output()
             .unwrap();
         if stdout(&links).trim().is_empty() {
