@@ -194,6 +194,8 @@ impl RuleLoop {
 
     /// Copies of the rules that end on their own soon after they began (or never ran),
     /// or after their node's restarts were used up: in a row, they hold the rule back
+    /// (a copy killed from outside, SIGKILL or SIGTERM without the OOM killer, is not the
+    /// program's doing: a copy killed by hand, however soon, is replaced at once)
     /// (`decide::schedule`, longer each time) and say so in `watch ls`, so a definition
     /// that cannot run does not spin the leader and the log; a copy that runs well
     /// ends the count.
@@ -230,6 +232,18 @@ impl RuleLoop {
                     if let Some(e) = self.running_since.get_mut(&c.id) {
                         e.1 = false;
                     }
+                }
+                // Killed by a signal from outside (kill -9, kill; not the OOM killer):
+                // nothing the program did, it neither counts nor resets.
+                (
+                    EventKind::ContainerExited,
+                    Observed::Exited {
+                        code: Some(137 | 143),
+                        oom_killed: false,
+                        ..
+                    },
+                ) if !self.restarted.contains(&c.id) => {
+                    self.running_since.remove(&c.id);
                 }
                 (EventKind::ContainerExited, Observed::Exited { code, error, .. })
                     if c.desired == Desired::Running =>
