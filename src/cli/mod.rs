@@ -117,7 +117,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Signal a container and wait for it to end; SIGKILL after the timeout.
+    /// Signal a container (then SIGCONT to its processes, so a stopped one takes it) and
+    /// wait for it to end; SIGKILL after the timeout.
     Kill {
         /// Container name.
         name: String,

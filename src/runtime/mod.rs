@@ -617,6 +617,12 @@ impl Runtime {
             .map_err(what("open the monitor"))?;
         if let Some(init) = &init {
             init.signal(sig).map_err(what("signal the first process"))?;
+            use Signal::{SIGKILL, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU};
+            if ![SIGKILL, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU].contains(&sig) {
+                // A stopped process (SIGSTOP, a debugger) cannot take its stop signal:
+                // every process of the container is continued, as systemd does.
+                self.continue_all(&st);
+            }
             if !init
                 .wait(timeout)
                 .map_err(what("wait for the first process"))?
@@ -633,6 +639,20 @@ impl Runtime {
         }
         self.refresh(&self.dir(name))
             .map_err(|_| RuntimeError::NotFound(name.to_string()))
+    }
+
+    /// Sends SIGCONT to every process in the container's cgroup (best effort).
+    fn continue_all(&self, st: &State) {
+        let Ok(spec) = self.dir(&st.name).read_spec() else {
+            return;
+        };
+        let Ok(layout) = Layout::detect() else { return };
+        let Ok(cg) = Cgroup::handle(&layout, &st.cgroup_parent, &st.name, &spec.cgroup) else {
+            return;
+        };
+        for pid in cg.pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+        }
     }
 
     /// The signal that asks a container to stop: its definition's (or its image's)

@@ -45,10 +45,6 @@ const KILL_SLOTS: usize = 16;
 /// Time a container gets to end after its stop signal, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The same for a container stopped because it turned unhealthy (it is likely hung: a
-/// stopped process cannot even take its stop signal).
-const UNHEALTHY_GRACE: Duration = Duration::from_secs(2);
-
 /// Reports in flight at once (the leader batches concurrent proposals).
 const REPORT_SLOTS: usize = 64;
 
@@ -576,15 +572,9 @@ impl Agent {
             if let Ok(_slot) = self.kill_slots.acquire().await {
                 let rt = self.runtime.clone();
                 let n = name.clone();
-                // An unhealthy container is likely hung: it gets less time.
-                let grace = if self.probes.stopped(&name) {
-                    UNHEALTHY_GRACE
-                } else {
-                    STOP_GRACE
-                };
                 let res = tokio::task::spawn_blocking(move || {
                     let sig = rt.stop_signal(&n);
-                    rt.kill(&n, sig, grace)
+                    rt.kill(&n, sig, STOP_GRACE)
                 })
                 .await;
                 if let Ok(Err(e)) = res {

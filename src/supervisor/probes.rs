@@ -101,13 +101,6 @@ impl Probes {
         }
     }
 
-    /// Whether this node stopped `name` because it turned unhealthy.
-    pub fn stopped(&self, name: &str) -> bool {
-        lock(&self.found)
-            .get(name)
-            .is_some_and(|f| f.stopped_for.is_some())
-    }
-
     /// Whether run `run` of `name` is still checked (it is forgotten once its record
     /// goes or the container is restarted in place).
     fn checked(&self, name: &str, run: u64) -> bool {

@@ -195,8 +195,9 @@ fn hang_one(cl: &Cluster, c: &[Value]) -> (Duration, Duration) {
     );
     assert!(twice.is_empty(), "{twice:?}");
     assert_eq!(total(&cl.cgroups()), 3, "{c:#?}");
-    // 3 failed probes 300 ms apart (each up to 1 s) plus the stop (2 s grace at most):
-    // stopped well within 10 s; a healthy replacement within T.
+    // 3 failed probes 300 ms apart (each up to 1 s) plus the stop (its stop signal,
+    // taken at once: the stopped httpd is continued): stopped well within 10 s, which
+    // the stop's own grace alone would take; a healthy replacement within T.
     eprintln!(
         "hung copy stopped after {stopped_after:?}, 3 healthy again after {replaced_after:?}"
     );

@@ -7,6 +7,7 @@ use super::{
     ClusterState, Definition, Desired, EventKind, Response, RuleHistory, RuleRecord, RuleVersion,
     VersionStatus,
 };
+use std::borrow::Cow;
 
 impl ClusterState {
     pub(super) fn put_rule(
@@ -21,7 +22,10 @@ impl ClusterState {
                 self.put_definition(d.clone(), ev.index);
             }
         }
-        let mut history = self.rule_history(&rule.name).unwrap_or_default();
+        let mut history = self
+            .rule_history(&rule.name)
+            .map(Cow::into_owned)
+            .unwrap_or_default();
         let version = RuleVersion {
             version: 0,
             digest: rule.digest.clone(),
@@ -73,7 +77,7 @@ impl ClusterState {
         revert: bool,
         at_ms: u64,
     ) -> Response {
-        let Some(mut history) = self.rule_history(rule) else {
+        let Some(mut history) = self.rule_history(rule).map(Cow::into_owned) else {
             return Response::Ok;
         };
         let Some(cur) = history.versions.last_mut() else {
@@ -136,7 +140,7 @@ impl ClusterState {
         version: Option<u64>,
         at_ms: u64,
     ) -> Response {
-        let Some(history) = self.rule_history(rule) else {
+        let Some(history) = self.rule_history(rule).map(Cow::into_owned) else {
             return refused(format!("no rule {rule}"));
         };
         let Some(cur) = history.current() else {
@@ -187,7 +191,7 @@ impl ClusterState {
         rule: &str,
         version: Option<u64>,
     ) -> Response {
-        let Some(mut history) = self.rule_history(rule) else {
+        let Some(mut history) = self.rule_history(rule).map(Cow::into_owned) else {
             return refused(format!("no rule {rule}"));
         };
         let Some(cur) = history.versions.last_mut() else {

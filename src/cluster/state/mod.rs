@@ -26,6 +26,7 @@ pub use table::Table;
 use crate::spec::ContainerSpec;
 use index::Index;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// A supervisor's id: allocated by the cluster, never reused.
@@ -439,11 +440,12 @@ impl ClusterState {
         &self.history
     }
 
-    /// A rule's versions; a rule registered before versions were kept has one, made of
-    /// its record (numbered 1, deploying).
-    pub fn rule_history(&self, rule: &str) -> Option<RuleHistory> {
+    /// A rule's versions (borrowed: the rule loop, `watch ls` and `/metrics` ask at
+    /// every turn); a rule registered before versions were kept has one, made of its
+    /// record (numbered 1, deploying).
+    pub fn rule_history(&self, rule: &str) -> Option<Cow<'_, RuleHistory>> {
         if let Some(h) = self.history.get(rule) {
-            return Some(h.clone());
+            return Some(Cow::Borrowed(h));
         }
         let r = self.rules.get(rule)?;
         let mut h = RuleHistory::default();
@@ -459,7 +461,7 @@ impl ClusterState {
             rollback_of: None,
             promoted: false,
         });
-        Some(h)
+        Some(Cow::Owned(h))
     }
 
     /// Highest node id ever allocated.
