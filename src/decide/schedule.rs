@@ -3,6 +3,7 @@
 //! (unless a node comes up), so does one whose images cannot be had and one whose
 //! copies crash in a loop. Pure: the clock is an argument.
 
+use crate::cluster::state::Observed;
 use crate::spec::watch::Trigger;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,6 +32,46 @@ pub const CRASH_LOOP_AFTER: u32 = 3;
 pub const CRASH_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest hold of a crash loop.
 pub const CRASH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What the end of one copy of a rule says of a crash loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyEnd {
+    /// Killed from outside (SIGKILL or SIGTERM, not the OOM killer): nothing the program
+    /// did; it neither counts nor resets.
+    Killed,
+    /// It ran a while: the count starts again.
+    RanWell,
+    /// It crashed: count it this much ([`Scheduler::copy_crashed`]).
+    Crashed(u32),
+}
+
+/// Judges the end of a copy: how it ended, how long since it was placed or began to
+/// run (`None`: unknown, as to a new leader), whether its node had restarted it until
+/// it gave up.
+pub fn copy_end(observed: &Observed, ran_for: Option<Duration>, gave_up: bool) -> CopyEnd {
+    let Observed::Exited {
+        code,
+        oom_killed,
+        error,
+    } = observed
+    else {
+        return CopyEnd::RanWell;
+    };
+    if gave_up {
+        return CopyEnd::Crashed(CRASH_LOOP_AFTER);
+    }
+    if matches!(code, Some(137 | 143)) && !oom_killed {
+        return CopyEnd::Killed;
+    }
+    // Never started (no exit code, the launch's error), or ended soon after it was
+    // placed or began to run.
+    let never_ran = code.is_none() && error.is_some();
+    if never_ran || ran_for.is_some_and(|d| d < CRASH_QUICK) {
+        CopyEnd::Crashed(1)
+    } else {
+        CopyEnd::RanWell
+    }
+}
 
 /// What one rule handles: `(event kind, timer period in ms)` per handler.
 pub type Handlers = [(String, Option<u64>)];
@@ -314,6 +355,51 @@ mod tests {
         s.pull_succeeded("r");
         assert_eq!(s.pull_backoff("r", t), None);
         assert_eq!(s.plan(t, 5, "r", &hs, &[]), vec![Trigger::Cluster]);
+    }
+
+    #[test]
+    fn a_copy_killed_from_outside_is_no_crash_and_one_that_gave_up_counts_full() {
+        let exited = |code, oom_killed, error: Option<&str>| Observed::Exited {
+            code,
+            oom_killed,
+            error: error.map(String::from),
+        };
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            copy_end(&exited(Some(1), false, None), ms(50), false),
+            CopyEnd::Crashed(1)
+        );
+        assert_eq!(
+            copy_end(&exited(Some(1), false, None), ms(5_000), false),
+            CopyEnd::RanWell
+        );
+        assert_eq!(
+            copy_end(&exited(Some(1), false, None), None, false),
+            CopyEnd::RanWell
+        );
+        // kill -9 / kill by hand, however soon: not the program's doing.
+        assert_eq!(
+            copy_end(&exited(Some(137), false, None), ms(50), false),
+            CopyEnd::Killed
+        );
+        assert_eq!(
+            copy_end(&exited(Some(143), false, None), ms(50), false),
+            CopyEnd::Killed
+        );
+        // The OOM killer's SIGKILL is the program's doing.
+        assert_eq!(
+            copy_end(&exited(Some(137), true, None), ms(50), false),
+            CopyEnd::Crashed(1)
+        );
+        // A launch that failed never ran.
+        assert_eq!(
+            copy_end(&exited(None, false, Some("exec: not found")), None, false),
+            CopyEnd::Crashed(1)
+        );
+        assert_eq!(
+            copy_end(&exited(Some(3), false, None), ms(60_000), true),
+            CopyEnd::Crashed(CRASH_LOOP_AFTER)
+        );
     }
 
     #[test]

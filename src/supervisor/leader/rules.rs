@@ -8,7 +8,7 @@ use super::ops::commit_spawn;
 use crate::cluster::state::{
     ClusterState, Command, Desired, Event, EventKind, NodeId, Observed, RuleRecord,
 };
-use crate::decide::schedule::{Scheduler, CRASH_LOOP_AFTER, CRASH_QUICK, CRASH_RESET};
+use crate::decide::schedule::{copy_end, CopyEnd, Scheduler, CRASH_RESET};
 use crate::decide::{placement, victims};
 use crate::spec::watch::{self, Intent, RuleInfo, Trigger};
 use crate::supervisor::error::{OpError, OpResult};
@@ -233,33 +233,22 @@ impl RuleLoop {
                         e.1 = false;
                     }
                 }
-                // Killed by a signal from outside (kill -9, kill; not the OOM killer):
-                // nothing the program did, it neither counts nor resets.
-                (
-                    EventKind::ContainerExited,
-                    Observed::Exited {
-                        code: Some(137 | 143),
-                        oom_killed: false,
-                        ..
-                    },
-                ) if !self.restarted.contains(&c.id) => {
-                    self.running_since.remove(&c.id);
-                }
-                (EventKind::ContainerExited, Observed::Exited { code, error, .. })
+                (EventKind::ContainerExited, Observed::Exited { .. })
                     if c.desired == Desired::Running =>
                 {
-                    let began = self.running_since.remove(&c.id);
+                    let ran_for = self
+                        .running_since
+                        .remove(&c.id)
+                        .map(|(t, _)| now.saturating_duration_since(t));
                     let gave_up = self.restarted.remove(&c.id);
-                    // Never started (no exit code, the launch's error), or ended soon
-                    // after it was placed or began to run.
-                    let never_ran = code.is_none() && error.is_some();
-                    let quick = never_ran
-                        || began
-                            .is_some_and(|(t, _)| now.saturating_duration_since(t) < CRASH_QUICK);
-                    if !quick && !gave_up {
-                        self.schedule.copy_ran_well(rule);
-                        continue;
-                    }
+                    let weight = match copy_end(&c.observed, ran_for, gave_up) {
+                        CopyEnd::Killed => continue,
+                        CopyEnd::RanWell => {
+                            self.schedule.copy_ran_well(rule);
+                            continue;
+                        }
+                        CopyEnd::Crashed(weight) => weight,
+                    };
                     // A copy of the rule that has run well says the definition works.
                     let works = state.containers().values().any(|o| {
                         o.rule.as_deref() == Some(rule.as_str())
@@ -272,7 +261,6 @@ impl RuleLoop {
                         self.schedule.copy_ran_well(rule);
                         continue;
                     }
-                    let weight = if gave_up { CRASH_LOOP_AFTER } else { 1 };
                     if let Some(wait) = self.schedule.copy_crashed(rule, weight, now) {
                         let why = if gave_up {
                             format!("{} used up its restarts on node {}", c.id, c.node)
