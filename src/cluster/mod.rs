@@ -1,6 +1,7 @@
 //! The cluster: openraft's type configuration, the deterministic replicated state, its
 //! durable redb storage (its transport over gRPC is the supervisor's: `endpoints::raft`).
 
+mod applied;
 pub mod event_log;
 pub mod proposer;
 pub mod state;

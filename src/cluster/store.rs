@@ -8,15 +8,15 @@
 //! without an fsync of their own (the log already holds them; see `persist`) and reach
 //! the disk with the next durable commit, at the latest every [`DURABLE_EVERY`] entries.
 //!
-//! The applied state is kept one record per row (tables `sm_nodes`, `sm_definitions`,
-//! `sm_containers`, `sm_rules`, `sm_history`, plus a small `sm_meta` row), and applying
-//! entries writes the rows they touched: the cost of a commit follows the change, not
-//! the state's size.
+//! The applied state is kept one record per row (`applied.rs`), and applying entries
+//! writes the rows they touched: the cost of a commit follows the change, not the
+//! state's size.
 
-use super::state::{
-    ClusterState, ContainerRecord, Definition, Event, EventKind, NodeRecord, Response, RuleHistory,
-    RuleRecord, Table, Touched,
+use super::applied::{
+    any, dec, enc, read_applied, write_applied, Applied, Rows, SM, SM_CONTAINERS, SM_DEFINITIONS,
+    SM_HISTORY, SM_NETWORK, SM_NODES, SM_RULES,
 };
+use super::state::{ClusterState, Event, EventKind, Response, Touched};
 use super::wal::Wal;
 use super::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -38,27 +38,6 @@ type SResult<T> = Result<T, StorageError<NodeId>>;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const SM: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine");
-const SM_NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_nodes");
-const SM_DEFINITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_definitions");
-const SM_CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_containers");
-const SM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_rules");
-const SM_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_history");
-
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| AnyError::new(&e))
-}
-
-fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, AnyError> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| AnyError::new(&e))
-}
-
-fn any<E: std::error::Error + 'static>(e: E) -> AnyError {
-    AnyError::new(&e)
-}
-
 /// Opens (or creates) the database with all tables.
 pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
     let b = |e: redb::Error| Box::new(e);
@@ -73,6 +52,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
         SM_CONTAINERS,
         SM_RULES,
         SM_HISTORY,
+        SM_NETWORK,
     ] {
         tx.open_table(t).map_err(|e| b(e.into()))?;
     }
@@ -255,157 +235,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// The applied state (and a snapshot's data).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Applied {
-    last_applied: Option<LogId<NodeId>>,
-    last_membership: StoredMembership<NodeId, BasicNode>,
-    state: ClusterState,
-}
-
-/// The `sm_meta` row: everything of the applied state that is not a record.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AppliedMeta {
-    last_applied: Option<LogId<NodeId>>,
-    last_membership: StoredMembership<NodeId, BasicNode>,
-    max_node_id: u64,
-    next_seq: u64,
-}
-
-impl AppliedMeta {
-    fn of(a: &Applied) -> AppliedMeta {
-        AppliedMeta {
-            last_applied: a.last_applied,
-            last_membership: a.last_membership.clone(),
-            max_node_id: a.state.max_node_id(),
-            next_seq: a.state.next_seq(),
-        }
-    }
-}
-
 /// The snapshot last built or installed, in memory: its meta and the state it shows (a
 /// persistent structure, so keeping it costs only what changed since). Its bytes are
 /// made when a follower needs them, not when it is built.
 type CurrentSnapshot = Option<(SnapshotMeta<NodeId, BasicNode>, Applied)>;
-
-/// Which records to write: the touched ones, or all (a snapshot replaced the state).
-enum Rows<'a> {
-    Touched(&'a Touched),
-    All,
-}
-
-/// Writes the applied state's meta row and the record rows `rows` names (a record no
-/// longer in the state is deleted) in the open transaction.
-fn write_applied(tx: &redb::WriteTransaction, a: &Applied, rows: Rows) -> Result<(), AnyError> {
-    let st = &a.state;
-    let mut sm = tx.open_table(SM).map_err(any)?;
-    sm.insert("meta", enc(&AppliedMeta::of(a))?.as_slice())
-        .map_err(any)?;
-    let mut nodes = tx.open_table(SM_NODES).map_err(any)?;
-    let mut defs = tx.open_table(SM_DEFINITIONS).map_err(any)?;
-    let mut containers = tx.open_table(SM_CONTAINERS).map_err(any)?;
-    let mut rules = tx.open_table(SM_RULES).map_err(any)?;
-    let mut history = tx.open_table(SM_HISTORY).map_err(any)?;
-    match rows {
-        Rows::All => {
-            nodes.retain(|_, _| false).map_err(any)?;
-            defs.retain(|_, _| false).map_err(any)?;
-            containers.retain(|_, _| false).map_err(any)?;
-            rules.retain(|_, _| false).map_err(any)?;
-            history.retain(|_, _| false).map_err(any)?;
-            for (k, v) in st.nodes().iter() {
-                nodes.insert(*k, enc(v)?.as_slice()).map_err(any)?;
-            }
-            write_rows(&mut defs, st.definitions().keys(), st.definitions())?;
-            write_rows(&mut containers, st.containers().keys(), st.containers())?;
-            write_rows(&mut rules, st.rules().keys(), st.rules())?;
-            write_rows(&mut history, st.history().keys(), st.history())?;
-        }
-        Rows::Touched(t) => {
-            for k in &t.nodes {
-                match st.nodes().get(k) {
-                    Some(v) => nodes.insert(*k, enc(v)?.as_slice()).map(drop),
-                    None => nodes.remove(*k).map(drop),
-                }
-                .map_err(any)?;
-            }
-            write_rows(&mut defs, &t.definitions, st.definitions())?;
-            write_rows(&mut containers, &t.containers, st.containers())?;
-            write_rows(&mut rules, &t.rules, st.rules())?;
-            write_rows(&mut history, &t.history, st.history())?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes the rows of `keys` of a table keyed by name: the record's encoding, or no row
-/// when the state no longer holds it.
-fn write_rows<'k, V: Serialize + Clone>(
-    table: &mut redb::Table<&str, &[u8]>,
-    keys: impl IntoIterator<Item = &'k String>,
-    records: &Table<String, V>,
-) -> Result<(), AnyError> {
-    for k in keys {
-        match records.get(k) {
-            Some(v) => table.insert(k.as_str(), enc(v)?.as_slice()).map(drop),
-            None => table.remove(k.as_str()).map(drop),
-        }
-        .map_err(any)?;
-    }
-    Ok(())
-}
-
-/// Every row of a table keyed by name.
-fn read_rows<V: for<'de> Deserialize<'de> + Clone>(
-    tx: &redb::ReadTransaction,
-    table: TableDefinition<&str, &[u8]>,
-) -> Result<Table<String, V>, AnyError> {
-    let mut rows = Table::new();
-    for item in tx.open_table(table).map_err(any)?.iter().map_err(any)? {
-        let (k, v) = item.map_err(any)?;
-        rows.insert(k.value().to_string(), dec::<V>(v.value())?);
-    }
-    Ok(rows)
-}
-
-/// Loads the applied state from its rows (empty on a fresh database).
-fn read_applied(db: &Database) -> Result<Applied, AnyError> {
-    let tx = db.begin_read().map_err(any)?;
-    let sm = tx.open_table(SM).map_err(any)?;
-    if sm.get("applied").map_err(any)?.is_some() {
-        return Err(AnyError::error(
-            "this data directory holds the state in the layout of an older haconiwa \
-             (one `applied` row); start the member with a fresh data directory and let \
-             it join again",
-        ));
-    }
-    let meta: AppliedMeta = match sm.get("meta").map_err(any)? {
-        Some(v) => dec(v.value())?,
-        None => AppliedMeta::default(),
-    };
-    let mut nodes = Table::new();
-    for item in tx.open_table(SM_NODES).map_err(any)?.iter().map_err(any)? {
-        let (k, v) = item.map_err(any)?;
-        nodes.insert(k.value(), dec::<NodeRecord>(v.value())?);
-    }
-    let definitions = read_rows::<Definition>(&tx, SM_DEFINITIONS)?;
-    let containers = read_rows::<ContainerRecord>(&tx, SM_CONTAINERS)?;
-    let rules = read_rows::<RuleRecord>(&tx, SM_RULES)?;
-    let history = read_rows::<RuleHistory>(&tx, SM_HISTORY)?;
-    Ok(Applied {
-        last_applied: meta.last_applied,
-        last_membership: meta.last_membership,
-        state: ClusterState::from_records(
-            nodes,
-            definitions,
-            containers,
-            rules,
-            meta.max_node_id,
-            meta.next_seq,
-            history,
-        ),
-    })
-}
 
 /// What the rest of the supervisor sees of the state machine: the state after each
 /// apply, and the events of each applied entry.
@@ -697,6 +530,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 mod tests {
     use super::*;
     use openraft::testing::{StoreBuilder, Suite};
+    use crate::cluster::state::Definition;
 
     /// Removes the test database directory when the suite is done with a store.
     struct Dir(std::path::PathBuf);

@@ -588,6 +588,15 @@ pub struct Network {
     /// A veth pair whose host end joins a bridge, as the original's `network.bridge_name`.
     #[serde(default)]
     pub bridge: Option<BridgeNetwork>,
+    /// In a cluster with a network (`[network]` of the supervisors), a container gets an
+    /// address of it, a name in its DNS and routes to the others (default on; off:
+    /// loopback only). Ignored by `run` and when `bridge` is set.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub cluster: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for Network {
@@ -595,6 +604,7 @@ impl Default for Network {
         Network {
             loopback: true,
             bridge: None,
+            cluster: true,
         }
     }
 }

@@ -49,6 +49,13 @@ struct OldRootfs {
     readonly: bool,
 }
 
+/// The network as the older form kept it (before the cluster network).
+#[derive(Deserialize)]
+struct OldNetwork {
+    loopback: bool,
+    bridge: Option<BridgeNetwork>,
+}
+
 struct Stored;
 
 impl<'de> Visitor<'de> for Stored {
@@ -77,6 +84,11 @@ impl<'de> Visitor<'de> for Stored {
         let daemonize: bool = next!();
         let rootfs: OldRootfs = next!();
         let bootstrap_text: Option<String> = next!();
+        let network = |n: OldNetwork| Network {
+            loopback: n.loopback,
+            bridge: n.bridge,
+            cluster: true,
+        };
         let bootstrap = bootstrap_text
             .map(|t| serde_json::from_str::<Bootstrap>(&t))
             .transpose()
@@ -109,7 +121,7 @@ impl<'de> Visitor<'de> for Stored {
             groups: next!(),
             labels: next!(),
             no_new_privs: next!(),
-            network: next!(),
+            network: network(next!()),
             seccomp: next!(),
             devices: next!(),
             on_disconnect: next!(),

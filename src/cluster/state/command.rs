@@ -148,6 +148,14 @@ pub enum Command {
         /// The proposer's wall time, ms since the epoch.
         applied_at_ms: u64,
     },
+    /// Set the cluster network's range (once; the same again is fine, another is
+    /// refused) and lease a subnet to every member (`state::network`).
+    SetNetwork {
+        /// The range, `10.88.0.0/16`.
+        cidr: String,
+        /// Prefix length of each member's subnet.
+        subnet_prefix: u8,
+    },
 }
 
 impl Command {

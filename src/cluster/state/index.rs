@@ -169,6 +169,8 @@ pub struct Touched {
     pub rules: BTreeSet<String>,
     /// Rule names whose versions changed.
     pub history: BTreeSet<String>,
+    /// Keys of network records (`state::network`).
+    pub network: BTreeSet<String>,
 }
 
 impl Touched {
@@ -179,5 +181,6 @@ impl Touched {
             && self.containers.is_empty()
             && self.rules.is_empty()
             && self.history.is_empty()
+            && self.network.is_empty()
     }
 }

@@ -15,12 +15,14 @@ mod command;
 mod event;
 mod history;
 mod index;
+mod network;
 mod table;
 
 pub use command::{Command, Response};
 pub use event::{Event, EventKind};
 pub use history::{RuleHistory, RuleVersion, VersionStatus, MAX_VERSIONS};
 pub use index::Touched;
+pub use network::{Allocation, Ipv4Net, Lease, NetRange, NetRecord, CLUSTER_BRIDGE};
 pub use table::Table;
 
 use crate::spec::ContainerSpec;
@@ -315,6 +317,8 @@ pub struct ClusterState {
     next_seq: u64,
     /// Every rule's versions, by rule name.
     history: Table<String, RuleHistory>,
+    /// The cluster network's range, leases and addresses (network.rs).
+    network: Table<String, NetRecord>,
     /// Counts kept as records change (derived: rebuilt when a state is decoded).
     index: Index,
     /// Keys changed since the store last took them (not part of the state).
@@ -335,6 +339,7 @@ struct StateData {
     max_node_id: NodeId,
     next_seq: u64,
     history: Table<String, RuleHistory>,
+    network: Table<String, NetRecord>,
 }
 
 impl Serialize for ClusterState {
@@ -348,6 +353,7 @@ impl Serialize for ClusterState {
             max_node_id: self.max_node_id,
             next_seq: self.next_seq,
             history: self.history.clone(),
+            network: self.network.clone(),
         }
         .serialize(s)
     }
@@ -364,7 +370,8 @@ impl<'de> Deserialize<'de> for ClusterState {
             data.max_node_id,
             data.next_seq,
             data.history,
-        ))
+        )
+        .with_network(data.network))
     }
 }
 
@@ -377,6 +384,7 @@ impl PartialEq for ClusterState {
             && self.max_node_id == o.max_node_id
             && self.next_seq == o.next_seq
             && self.history == o.history
+            && self.network == o.network
     }
 }
 
@@ -402,10 +410,17 @@ impl ClusterState {
             max_node_id,
             next_seq,
             history,
+            network: Table::new(),
             index,
             touched: Touched::default(),
             revision: 0,
         }
+    }
+
+    /// The same state with these network records (network.rs).
+    pub fn with_network(mut self, network: Table<String, NetRecord>) -> ClusterState {
+        self.network = network;
+        self
     }
 
     /// SHA-256 over the whole state in a canonical encoding: equal on every member that
@@ -517,11 +532,19 @@ impl ClusterState {
             .filter_map(move |id| self.containers.get(id))
     }
 
-    /// The spec a container runs: its definition's, named after it, daemonized.
+    /// The spec a container runs: its definition's, named after it, daemonized, on its
+    /// node's bridge with its address when it has one on the cluster network.
     pub fn spec_of(&self, c: &ContainerRecord) -> Option<ContainerSpec> {
         let mut spec = self.definitions.get(&c.digest)?.spec.clone();
         spec.name = c.id.clone();
         spec.daemonize = true;
+        if let (Some(ip), Some(lease)) = (self.address_of(&c.id), self.lease_of(c.node)) {
+            spec.network.bridge = Some(crate::spec::BridgeNetwork {
+                bridge: CLUSTER_BRIDGE.to_string(),
+                address: format!("{ip}/{}", lease.subnet.prefix),
+                gateway: Some(lease.subnet.gateway().to_string()),
+            });
+        }
         Some(spec)
     }
 

@@ -7,10 +7,17 @@ use rhai::{Engine, Map};
 /// Registers `network(...)`.
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("network", |c: &mut Container, o: Map| -> RhaiResult<()> {
-        check_keys(&o, "network", &["loopback", "bridge", "address", "gateway"])?;
+        check_keys(
+            &o,
+            "network",
+            &["loopback", "bridge", "address", "gateway", "cluster"],
+        )?;
         let mut net = Network::default();
         if let Some(v) = o.get("loopback") {
             net.loopback = bool_of(v, "network loopback")?;
+        }
+        if let Some(v) = o.get("cluster") {
+            net.cluster = bool_of(v, "network cluster")?;
         }
         let s = |k: &str| {
             o.get(k)

@@ -1,0 +1,523 @@
+//! The cluster network's allocations, kept in the replicated state so the leader and
+//! every member agree on them and `apply` reconciles them like containers (docs/
+//! networking.md): the cluster range (set once), one subnet leased to each member while
+//! it is a member (as flannel does), and one address per container of the cluster
+//! network, taken when the container is recorded and given back when it is final
+//! (exited, lost, forgotten) — a crash, a fencing or a lost node leaks nothing, and an
+//! address is never held twice at once. A lost node's addresses come back only when the
+//! leader commits it down, after its lease: by then the node itself has stopped them.
+//!
+//! All records live in one table keyed by kind: `range`, `lease/<node>`, `addr/<id>`
+//! (a container's allocation) and `ip/<address>` (who holds an address).
+
+use super::{ClusterState, ContainerRecord, NodeId, NodeStatus};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// The name of the bridge each member's cluster containers join (its gateway address
+/// is the first of the member's subnet).
+pub const CLUSTER_BRIDGE: &str = "haconiwa0";
+
+/// An IPv4 network: its first address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv4Net {
+    /// The network address (host bits zero).
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    /// Parses `a.b.c.d/n` (host bits must be zero).
+    pub fn parse(text: &str) -> Result<Ipv4Net, String> {
+        let bad = || format!("'{text}' is not an IPv4 network such as 10.88.0.0/16");
+        let (a, p) = text.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        let net = Ipv4Net { addr, prefix };
+        if u32::from(addr) & !net.mask() != 0 {
+            return Err(format!(
+                "'{text}' has host bits set (the network is {}/{prefix})",
+                Ipv4Addr::from(u32::from(addr) & net.mask())
+            ));
+        }
+        Ok(net)
+    }
+
+    /// The netmask as a number.
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+
+    /// Number of addresses in it.
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - self.prefix)
+    }
+
+    /// The `i`th address of it.
+    pub fn nth(&self, i: u64) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr).wrapping_add(i as u32))
+    }
+
+    /// Whether `ip` is in it.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    /// The gateway of a member's subnet: its first host address (on the member's
+    /// bridge; also where the member answers DNS).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.nth(1)
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The cluster range and the size of the members' subnets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetRange {
+    /// The whole range (`[network] cidr`).
+    pub cidr: Ipv4Net,
+    /// Prefix length of each member's subnet (`[network] subnet_prefix`).
+    pub subnet_prefix: u8,
+}
+
+impl NetRange {
+    /// Checks a range: a subnet holds at least a gateway and two containers, and the
+    /// range at least one subnet.
+    pub fn new(cidr: &str, subnet_prefix: u8) -> Result<NetRange, String> {
+        let cidr = Ipv4Net::parse(cidr)?;
+        if subnet_prefix < cidr.prefix || subnet_prefix > 29 {
+            return Err(format!(
+                "subnet prefix /{subnet_prefix} must lie between the range's /{} and /29",
+                cidr.prefix
+            ));
+        }
+        Ok(NetRange {
+            cidr,
+            subnet_prefix,
+        })
+    }
+
+    /// How many subnets the range holds.
+    pub fn subnets(&self) -> u64 {
+        1u64 << (self.subnet_prefix - self.cidr.prefix)
+    }
+
+    /// The `i`th subnet.
+    pub fn subnet(&self, i: u64) -> Ipv4Net {
+        Ipv4Net {
+            addr: self.cidr.nth(i << (32 - self.subnet_prefix)),
+            prefix: self.subnet_prefix,
+        }
+    }
+}
+
+/// A member's subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The member.
+    pub node: NodeId,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+    /// Where the next address search starts (addresses go round the subnet, so one just
+    /// given back is not the next one taken).
+    pub next: u64,
+}
+
+/// A container's place on the cluster network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The container.
+    pub container: String,
+    /// Its node.
+    pub node: NodeId,
+    /// Its address.
+    pub ip: Ipv4Addr,
+}
+
+/// One record of the network table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetRecord {
+    /// The cluster range (key `range`).
+    Range(NetRange),
+    /// A member's subnet (key `lease/<node>`).
+    Lease(Lease),
+    /// A container's allocation (key `addr/<id>`).
+    Allocation(Allocation),
+    /// Who holds an address (key `ip/<address>`).
+    Holder(String),
+}
+
+fn lease_key(node: NodeId) -> String {
+    format!("lease/{node:020}")
+}
+
+fn addr_key(id: &str) -> String {
+    format!("addr/{id}")
+}
+
+fn ip_key(ip: Ipv4Addr) -> String {
+    format!("ip/{ip}")
+}
+
+impl ClusterState {
+    /// The cluster range, once set.
+    pub fn net_range(&self) -> Option<NetRange> {
+        match self.network.get("range") {
+            Some(NetRecord::Range(r)) => Some(*r),
+            _ => None,
+        }
+    }
+
+    /// A member's subnet.
+    pub fn lease_of(&self, node: NodeId) -> Option<Lease> {
+        match self.network.get(&lease_key(node)) {
+            Some(NetRecord::Lease(l)) => Some(*l),
+            _ => None,
+        }
+    }
+
+    /// Every member's subnet, by node id.
+    pub fn leases(&self) -> impl Iterator<Item = Lease> + '_ {
+        self.network.values().filter_map(|r| match r {
+            NetRecord::Lease(l) => Some(*l),
+            _ => None,
+        })
+    }
+
+    /// A container's address on the cluster network.
+    pub fn address_of(&self, id: &str) -> Option<Ipv4Addr> {
+        match self.network.get(&addr_key(id)) {
+            Some(NetRecord::Allocation(a)) => Some(a.ip),
+            _ => None,
+        }
+    }
+
+    /// Every allocation, by container id.
+    pub fn allocations(&self) -> impl Iterator<Item = &Allocation> + '_ {
+        self.network.values().filter_map(|r| match r {
+            NetRecord::Allocation(a) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// The network records (the store writes them, the digest covers them).
+    pub fn network(&self) -> &super::Table<String, NetRecord> {
+        &self.network
+    }
+
+    /// Sets the cluster range once and leases a subnet to every member; the same range
+    /// again is fine, another is refused (a live range cannot move).
+    pub(super) fn set_network(&mut self, cidr: &str, subnet_prefix: u8) -> Result<(), String> {
+        let range = NetRange::new(cidr, subnet_prefix)?;
+        match self.net_range() {
+            Some(r) if r == range => return Ok(()),
+            Some(r) => {
+                return Err(format!(
+                    "the cluster network is {} with /{} subnets; it cannot change to {} /{}",
+                    r.cidr, r.subnet_prefix, range.cidr, range.subnet_prefix
+                ))
+            }
+            None => {}
+        }
+        self.put_net("range".into(), Some(NetRecord::Range(range)));
+        let members: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Left)
+            .map(|n| n.id)
+            .collect();
+        for node in members {
+            self.lease_subnet(node);
+        }
+        Ok(())
+    }
+
+    /// Leases the lowest free subnet to `node` (nothing when the range is not set, the
+    /// node has one, or the range is full: its containers then run without an address).
+    pub(super) fn lease_subnet(&mut self, node: NodeId) {
+        let Some(range) = self.net_range() else {
+            return;
+        };
+        if self.lease_of(node).is_some() {
+            return;
+        }
+        let taken: std::collections::BTreeSet<Ipv4Addr> =
+            self.leases().map(|l| l.subnet.addr).collect();
+        let free = (0..range.subnets())
+            .map(|i| range.subnet(i))
+            .find(|s| !taken.contains(&s.addr));
+        if let Some(subnet) = free {
+            let lease = Lease {
+                node,
+                subnet,
+                next: 2,
+            };
+            self.put_net(lease_key(node), Some(NetRecord::Lease(lease)));
+        }
+    }
+
+    /// A member that left gives its subnet back (its containers are lost by then).
+    pub(super) fn release_subnet(&mut self, node: NodeId) {
+        if self.lease_of(node).is_some() {
+            self.put_net(lease_key(node), None);
+        }
+    }
+
+    /// Gives `c` an address of its node's subnet when it belongs on the cluster network
+    /// (its definition unshares the network and asks for no bridge of its own, and did
+    /// not opt out) and the node has a subnet with a free address.
+    pub(super) fn allocate_address(&mut self, c: &ContainerRecord) {
+        let wants = self.definition_spec(c).is_some_and(|s| {
+            s.namespaces.unshare.contains(&crate::spec::NsKind::Net)
+                && s.network.cluster
+                && s.network.bridge.is_none()
+        });
+        let Some(mut lease) = self.lease_of(c.node).filter(|_| wants) else {
+            return;
+        };
+        if self.address_of(&c.id).is_some() {
+            return;
+        }
+        // Hosts 2 .. size-2: 0 is the network (and the VXLAN endpoint), 1 the gateway,
+        // the last the broadcast address.
+        let hosts = lease.subnet.size() - 3;
+        let start = lease.next.clamp(2, hosts + 1) - 2;
+        let free = (0..hosts)
+            .map(|k| 2 + (start + k) % hosts)
+            .find(|i| !self.network.contains_key(&ip_key(lease.subnet.nth(*i))));
+        let Some(i) = free else {
+            return;
+        };
+        let ip = lease.subnet.nth(i);
+        lease.next = i + 1;
+        self.put_net(lease_key(c.node), Some(NetRecord::Lease(lease)));
+        self.put_net(ip_key(ip), Some(NetRecord::Holder(c.id.clone())));
+        let alloc = Allocation {
+            container: c.id.clone(),
+            node: c.node,
+            ip,
+        };
+        self.put_net(addr_key(&c.id), Some(NetRecord::Allocation(alloc)));
+    }
+
+    /// Gives a container's address back (it is final or forgotten).
+    pub(super) fn release_address(&mut self, id: &str) {
+        if let Some(ip) = self.address_of(id) {
+            self.put_net(addr_key(id), None);
+            self.put_net(ip_key(ip), None);
+        }
+    }
+
+    /// The only writer of network records.
+    fn put_net(&mut self, key: String, record: Option<NetRecord>) {
+        self.touched.network.insert(key.clone());
+        self.revision += 1;
+        match record {
+            Some(r) => self.network.insert(key, r),
+            None => {
+                self.network.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Command, Definition, Observed, Response};
+    use crate::spec::{ContainerSpec, NsKind};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn def(name: &str, net: bool) -> Definition {
+        let mut spec = ContainerSpec::new(name, vec!["/bin/true".into()], "/r".into());
+        if net {
+            spec.namespaces.unshare.push(NsKind::Net);
+        }
+        Definition {
+            name: name.into(),
+            digest: format!("d-{name}"),
+            text: String::new(),
+            base_dir: String::new(),
+            spec,
+            registered_index: 0,
+        }
+    }
+
+    /// A state of `nodes` members on 10.88.0.0/16 with /29 subnets (5 container
+    /// addresses each: the round trip of a subnet shows quickly).
+    fn cluster(nodes: u64) -> (ClusterState, u64) {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        for n in 1..=nodes {
+            i += 1;
+            let add = Command::AddNode {
+                id: None,
+                addr: format!("10.0.0.{n}:7700"),
+                labels: BTreeMap::new(),
+            };
+            s.apply(i, &add);
+        }
+        i += 1;
+        let set = Command::SetNetwork {
+            cidr: "10.88.0.0/16".into(),
+            subnet_prefix: 29,
+        };
+        assert_eq!(s.apply(i, &set).0, Response::Ok);
+        (s, i)
+    }
+
+    fn spawn(s: &mut ClusterState, i: &mut u64, name: &str, net: bool, node: NodeId) -> String {
+        *i += 1;
+        let cmd = Command::Spawn {
+            digest: format!("d-{name}"),
+            definition: Some(def(name, net)),
+            nodes: vec![node],
+            rule: None,
+        };
+        match s.apply(*i, &cmd).0 {
+            Response::Spawned(ids) => ids[0].clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn exited(s: &mut ClusterState, i: &mut u64, id: &str, node: NodeId) {
+        *i += 1;
+        let observed = Observed::Exited {
+            code: Some(0),
+            oom_killed: false,
+            error: None,
+        };
+        let cmd = Command::Observe {
+            id: id.into(),
+            node,
+            observed,
+        };
+        s.apply(*i, &cmd);
+    }
+
+    #[test]
+    fn members_get_subnets_and_containers_addresses_of_their_node() {
+        let (mut s, mut i) = cluster(2);
+        let subnets: Vec<String> = s.leases().map(|l| l.subnet.to_string()).collect();
+        assert_eq!(subnets, ["10.88.0.0/29", "10.88.0.8/29"]);
+        let a = spawn(&mut s, &mut i, "web", true, 2);
+        assert_eq!(s.address_of(&a), Some(Ipv4Addr::new(10, 88, 0, 10)));
+        let run = s.spec_of(&s.containers()[&a]).unwrap();
+        let bridge = run.network.bridge.unwrap();
+        assert_eq!(
+            (bridge.address.as_str(), bridge.gateway.as_deref()),
+            ("10.88.0.10/29", Some("10.88.0.9"))
+        );
+        // No network namespace of its own, or opted out: no address.
+        let host = spawn(&mut s, &mut i, "host", false, 1);
+        assert_eq!(s.address_of(&host), None);
+        // A later member gets the next subnet at once.
+        i += 1;
+        let add = Command::AddNode {
+            id: None,
+            addr: "10.0.0.3:7700".into(),
+            labels: BTreeMap::new(),
+        };
+        s.apply(i, &add);
+        assert_eq!(s.lease_of(3).unwrap().subnet.to_string(), "10.88.0.16/29");
+        // The range cannot move under a running cluster; the same again is fine.
+        let moved = Command::SetNetwork {
+            cidr: "10.99.0.0/16".into(),
+            subnet_prefix: 24,
+        };
+        assert!(matches!(s.apply(i + 1, &moved).0, Response::Refused(_)));
+        let same = Command::SetNetwork {
+            cidr: "10.88.0.0/16".into(),
+            subnet_prefix: 29,
+        };
+        assert_eq!(s.apply(i + 2, &same).0, Response::Ok);
+    }
+
+    #[test]
+    fn addresses_come_back_when_containers_end_and_go_round_the_subnet() {
+        let (mut s, mut i) = cluster(1);
+        let ids: Vec<String> = (0..5)
+            .map(|_| spawn(&mut s, &mut i, "web", true, 1))
+            .collect();
+        let held: BTreeSet<Ipv4Addr> = ids.iter().filter_map(|c| s.address_of(c)).collect();
+        assert_eq!(held.len(), 5, "five distinct addresses");
+        // The subnet is full: a sixth runs without one rather than share.
+        let sixth = spawn(&mut s, &mut i, "web", true, 1);
+        assert_eq!(s.address_of(&sixth), None);
+        exited(&mut s, &mut i, &ids[1], 1);
+        assert_eq!(s.address_of(&ids[1]), None);
+        let next = spawn(&mut s, &mut i, "web", true, 1);
+        assert_eq!(s.address_of(&next), Some(Ipv4Addr::new(10, 88, 0, 3)));
+        // Stopped before it started, forgotten: given back too; nothing is left.
+        i += 1;
+        s.apply(i, &Command::Stop { id: next.clone() });
+        for id in ids.iter().chain([&sixth]) {
+            exited(&mut s, &mut i, id, 1);
+        }
+        let all: Vec<String> = s.containers().keys().cloned().collect();
+        i += 1;
+        s.apply(i, &Command::Forget { ids: all });
+        assert_eq!(s.allocations().count(), 0);
+        assert_eq!(s.network().len(), 2, "the range and the lease");
+    }
+
+    #[test]
+    fn a_lost_nodes_addresses_come_back_when_it_is_down_and_its_subnet_when_it_leaves() {
+        let (mut s, mut i) = cluster(2);
+        let a = spawn(&mut s, &mut i, "web", true, 2);
+        assert!(s.address_of(&a).is_some());
+        i += 1;
+        let down = Command::SetNodeStatus {
+            id: 2,
+            status: NodeStatus::Down,
+        };
+        s.apply(i, &down);
+        assert_eq!(s.address_of(&a), None);
+        assert!(s.lease_of(2).is_some(), "a down node keeps its subnet");
+        i += 1;
+        let left = Command::SetNodeStatus {
+            id: 2,
+            status: NodeStatus::Left,
+        };
+        s.apply(i, &left);
+        assert!(s.lease_of(2).is_none());
+        // The subnet serves the next member.
+        i += 1;
+        let add = Command::AddNode {
+            id: None,
+            addr: "10.0.0.9:7700".into(),
+            labels: BTreeMap::new(),
+        };
+        s.apply(i, &add);
+        assert_eq!(s.lease_of(3).unwrap().subnet.to_string(), "10.88.0.8/29");
+    }
+
+    #[test]
+    fn networks_parse_and_refuse_host_bits_and_odd_sizes() {
+        let n = Ipv4Net::parse("10.88.0.0/16").unwrap();
+        assert_eq!((n.size(), n.nth(257)), (65536, Ipv4Addr::new(10, 88, 1, 1)));
+        assert!(n.contains(Ipv4Addr::new(10, 88, 200, 3)));
+        assert!(!n.contains(Ipv4Addr::new(10, 89, 0, 1)));
+        assert!(Ipv4Net::parse("10.88.0.1/16")
+            .unwrap_err()
+            .contains("host bits"));
+        assert!(Ipv4Net::parse("10.88.0.0").is_err());
+        assert!(Ipv4Net::parse("10.88.0.0/33").is_err());
+        let r = NetRange::new("10.88.0.0/16", 24).unwrap();
+        assert_eq!(r.subnets(), 256);
+        assert_eq!(r.subnet(3).to_string(), "10.88.3.0/24");
+        assert_eq!(r.subnet(3).gateway(), Ipv4Addr::new(10, 88, 3, 1));
+        assert!(NetRange::new("10.88.0.0/16", 15).is_err());
+        assert!(NetRange::new("10.88.0.0/16", 30).is_err());
+    }
+}
