@@ -21,6 +21,7 @@ pub fn container(c: &pb::Container) -> Value {
         "labels": c.labels,
         "image": if c.image.is_empty() { Value::Null } else { json!(c.image) },
         "health": if c.health.is_empty() { Value::Null } else { json!(c.health) },
+        "address": if c.address.is_empty() { Value::Null } else { json!(c.address) },
         "restart": if c.state == "restarting" {
             json!({"attempt": c.restart_attempt})
         } else {
@@ -31,6 +32,17 @@ pub fn container(c: &pb::Container) -> Value {
         } else {
             Value::Null
         },
+    })
+}
+
+/// A service of the cluster network.
+pub fn service(s: &pb::Service) -> Value {
+    json!({
+        "name": s.name,
+        "dns_name": s.dns_name,
+        "addresses": s.addresses,
+        "serving": s.serving,
+        "copies": s.copies,
     })
 }
 

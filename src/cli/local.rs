@@ -243,6 +243,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Spawn { .. }
         | Command::Stop { .. }
         | Command::Containers { .. }
+        | Command::Services { .. }
         | Command::Events { .. }
         | Command::Watch(_)
         | Command::Up(_)

@@ -181,6 +181,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the services of the cluster network: each rule (or definition run outside
+    /// one), its DNS name and the addresses that name answers with (the copies that run
+    /// and are healthy), and each member's subnet.
+    Services {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream the cluster's committed changes.
     Events {
         /// One JSON object per line.
@@ -385,6 +393,7 @@ fn prints_for_a_reader(c: &Command) -> bool {
             | Command::Ps { .. }
             | Command::Logs { .. }
             | Command::Containers { .. }
+            | Command::Services { .. }
             | Command::Events { .. }
             | Command::Cluster(_)
             | Command::Mirror(_)
@@ -400,6 +409,7 @@ fn talks_to_the_cluster(c: &Command) -> bool {
     matches!(
         c,
         Command::Containers { .. }
+            | Command::Services { .. }
             | Command::Events { .. }
             | Command::Cluster(_)
             | Command::Mirror(_)
@@ -436,6 +446,7 @@ pub fn main() -> i32 {
         Command::Spawn { .. }
         | Command::Stop { .. }
         | Command::Containers { .. }
+        | Command::Services { .. }
         | Command::Events { .. }
         | Command::Watch(_)
         | Command::Mirror(_)

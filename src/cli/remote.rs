@@ -170,6 +170,7 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
         Command::Containers { all, json } => {
             containers(&mut client(&cli).await?, *all, *json).await?
         }
+        Command::Services { json } => services(&mut client(&cli).await?, *json).await?,
         Command::Events {
             json,
             since,
@@ -262,18 +263,19 @@ async fn containers(
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<28} {:<14} {:>4} {:<8} {:<9} {:<9} {:>6} {:>4}  RULE",
-            "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "HEALTH", "PID", "EXIT"
+            "{:<28} {:<14} {:>4} {:<8} {:<9} {:<9} {:<15} {:>6} {:>4}  RULE",
+            "ID", "DEFINITION", "NODE", "DESIRED", "STATE", "HEALTH", "ADDRESS", "PID", "EXIT"
         );
         for x in &r.containers {
             println!(
-                "{:<28} {:<14} {:>4} {:<8} {:<9} {:<9} {:>6} {:>4}  {}",
+                "{:<28} {:<14} {:>4} {:<8} {:<9} {:<9} {:<15} {:>6} {:>4}  {}",
                 x.id,
                 x.definition,
                 x.node,
                 x.desired,
                 x.state,
                 if x.health.is_empty() { "-" } else { &x.health },
+                if x.address.is_empty() { "-" } else { &x.address },
                 if x.pid > 0 {
                     x.pid.to_string()
                 } else {
@@ -287,6 +289,45 @@ async fn containers(
                 x.rule
             );
         }
+    }
+    Ok(())
+}
+
+/// `haconiwa services`: the services of the cluster network and their addresses.
+async fn services(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), CliError> {
+    let r = c
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if json {
+        let v = serde_json::json!({
+            "cidr": if r.cidr.is_empty() { serde_json::Value::Null } else { r.cidr.clone().into() },
+            "subnet_prefix": r.subnet_prefix,
+            "subnets": r.subnets,
+            "services": r.services.iter().map(crate::api::json::service).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if r.cidr.is_empty() {
+        println!("the cluster has no network (supervisors' [network] cidr)");
+    } else {
+        println!("network {}: {}", r.cidr, r.subnets.join(" "));
+    }
+    println!("{:<20} {:<36} {:>7}  ADDRESSES", "SERVICE", "DNS NAME", "SERVING");
+    for s in &r.services {
+        println!(
+            "{:<20} {:<36} {:>7}  {}",
+            s.name,
+            s.dns_name,
+            format!("{}/{}", s.serving.len(), s.copies),
+            if s.addresses.is_empty() {
+                "-".to_string()
+            } else {
+                s.addresses.join(" ")
+            }
+        );
     }
     Ok(())
 }

@@ -109,6 +109,13 @@ pub struct SupervisorArgs {
     /// default; beyond loopback every route needs the cluster token).
     #[arg(long)]
     http_listen: Option<String>,
+    /// The cluster network's range, e.g. 10.88.0.0/16: every member leases a subnet of
+    /// it and every container an address (off by default; `[network]` of --config).
+    #[arg(long)]
+    network_cidr: Option<String>,
+    /// How members' subnets reach each other: host-gw (a shared link) or vxlan.
+    #[arg(long)]
+    network_mode: Option<String>,
     #[command(flatten)]
     registry: super::image::RegistryArgs,
 }
@@ -202,6 +209,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         max_connections: a.max_connections,
         images: Some(a.registry.supervisor_config(cli.image_store.clone())?),
         http_listen: a.http_listen,
+        network: (a.network_cidr.is_some() || a.network_mode.is_some()).then_some(
+            crate::supervisor::network::NetworkSettings {
+                cidr: a.network_cidr,
+                mode: a.network_mode,
+                ..Default::default()
+            },
+        ),
         etcd: etcd_flags(
             a.etcd_endpoints,
             a.etcd_prefix,

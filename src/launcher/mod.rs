@@ -11,7 +11,7 @@ pub mod devices;
 mod error;
 pub mod init;
 mod mounts;
-mod netlink;
+pub mod netlink;
 pub mod network;
 mod parent;
 pub mod pidfd;

@@ -2,7 +2,9 @@
 //! has no runtime): a bridge, a veth pair with one end in the container's network
 //! namespace, addresses, links up, a default route. One request, one acknowledgement;
 //! a refusal is the kernel's errno. This replaced seven `ip`/`nsenter` processes (about
-//! 33 ms of a container's start, docs/benchmarks.md).
+//! 33 ms of a container's start, docs/benchmarks.md). The node's plumbing of the cluster
+//! network (routes to the other members' subnets, the VXLAN device and its neighbours,
+//! `runtime::network`) uses the same socket.
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
@@ -10,7 +12,10 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -19,6 +24,23 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::io;
 use std::net::IpAddr;
+
+/// What a VXLAN device is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vxlan {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// The node's own underlay address.
+    pub local: std::net::Ipv4Addr,
+    /// The underlay link's index.
+    pub underlay: u32,
+    /// UDP port.
+    pub port: u16,
+    /// The device's MTU (the underlay's less the 50 bytes of encapsulation).
+    pub mtu: u32,
+    /// The device's MAC address.
+    pub mac: [u8; 6],
+}
 
 /// A route netlink socket of one network namespace.
 pub struct Rtnl {
@@ -98,11 +120,22 @@ impl Rtnl {
 
     /// The index of the link `name`, if there is one.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.link(name)?.map(|(index, _)| index))
+    }
+
+    /// The index and MTU of the link `name`, if there is one.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<(u32, u32)>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                RouteNetlinkMessage::NewLink(l) => {
+                    let mtu = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Mtu(m) => Some(*m),
+                        _ => None,
+                    });
+                    Some((l.header.index, mtu.unwrap_or(1500)))
+                }
                 _ => None,
             })),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
@@ -125,15 +158,18 @@ impl Rtnl {
         }
     }
 
-    /// Creates a veth pair: `host` here, `peer` in the network namespace of `pid`.
-    pub fn add_veth(&mut self, host: &str, peer: &str, pid: i32) -> io::Result<()> {
+    /// Creates a veth pair: `host` here, `peer` in the network namespace of `pid`, both
+    /// ends with `mtu`.
+    pub fn add_veth(&mut self, host: &str, peer: &str, pid: i32, mtu: u32) -> io::Result<()> {
         let mut other = LinkMessage::default();
         other
             .attributes
             .push(LinkAttribute::IfName(peer.to_string()));
         other.attributes.push(LinkAttribute::NetNsPid(pid as u32));
+        other.attributes.push(LinkAttribute::Mtu(mtu));
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(host.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(other))),
@@ -190,6 +226,178 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// The routes of the main table that `protocol` marks (the ones this program put
+    /// there): their destination, prefix length and gateway.
+    pub fn routes(&mut self, protocol: u8) -> io::Result<Vec<RouteMessage>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        let answers = self.request(
+            RouteNetlinkMessage::GetRoute(msg),
+            netlink_packet_core::NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r)
+                    if r.header.protocol == RouteProtocol::Other(protocol)
+                        && r.header.table == RouteHeader::RT_TABLE_MAIN =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds (or replaces) the route to `dst/prefix` via `gateway`, marked `protocol`;
+    /// with `dev`, out of that link and `onlink` (the gateway needs no route of its own:
+    /// a VXLAN endpoint).
+    pub fn put_route(
+        &mut self,
+        (dst, prefix): (std::net::Ipv4Addr, u8),
+        gateway: std::net::Ipv4Addr,
+        dev: Option<u32>,
+        protocol: u8,
+    ) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Other(protocol);
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        if let Some(index) = dev {
+            msg.attributes.push(RouteAttribute::Oif(index));
+            msg.header.flags = netlink_packet_route::route::RouteFlags::Onlink;
+        }
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    /// Deletes a route as `routes` listed it.
+    pub fn delete_route(&mut self, route: RouteMessage) -> io::Result<()> {
+        self.request(RouteNetlinkMessage::DelRoute(route), 0)
+            .map(drop)
+    }
+
+    /// Creates the VXLAN device `name` (no learning: the neighbours and forwarding
+    /// entries are written by the node, one per member), sending from `local` over link
+    /// `underlay`, with `mac` and `mtu`; one already there is deleted first (its
+    /// settings may be stale).
+    pub fn add_vxlan(&mut self, name: &str, vxlan: &Vxlan) -> io::Result<u32> {
+        if let Some(old) = self.link_index(name)? {
+            self.delete_link(old)?;
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(vxlan.mtu));
+        msg.attributes
+            .push(LinkAttribute::Address(vxlan.mac.to_vec()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(vxlan.vni),
+                InfoVxlan::Local(vxlan.local),
+                InfoVxlan::Link(vxlan.underlay),
+                InfoVxlan::Port(vxlan.port),
+                InfoVxlan::Learning(false),
+            ])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        self.link_index(name)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "vxlan device gone"))
+    }
+
+    /// A permanent neighbour entry: `ip` is at `mac` on link `index`.
+    pub fn put_neighbour(
+        &mut self,
+        index: u32,
+        ip: std::net::Ipv4Addr,
+        mac: [u8; 6],
+    ) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.request(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    /// A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dst`.
+    pub fn put_fdb(&mut self, index: u32, mac: [u8; 6], dst: std::net::Ipv4Addr) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        self.request(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    /// The link that holds address `ip`, and its MTU.
+    pub fn link_with_address(&mut self, ip: IpAddr) -> io::Result<Option<(u32, u32)>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family(ip);
+        let answers = self.request(
+            RouteNetlinkMessage::GetAddress(msg),
+            netlink_packet_core::NLM_F_DUMP,
+        )?;
+        let index = answers.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a)
+                if a.attributes.contains(&AddressAttribute::Address(ip)) =>
+            {
+                Some(a.header.index)
+            }
+            _ => None,
+        });
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let mtu = self
+            .request(RouteNetlinkMessage::GetLink(msg), 0)?
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::Mtu(m) => Some(m),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap_or(1500);
+        Ok(Some((index, mtu)))
+    }
+
+    /// Sets the MTU of link `index`.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
 
     /// Deletes link `index`.

@@ -89,18 +89,22 @@ pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
                 .map_err(os(format!("address {gw}/{len} on bridge {br}")))?;
         }
     }
-    let bridge = bridge_index(&mut host, br)?;
+    let (bridge, mtu) = host
+        .link(br)
+        .map_err(os(format!("find bridge {br}")))?
+        .ok_or_else(|| StepError::msg(format!("find bridge {br}"), "not there"))?;
     host.set_up(bridge, None)
         .map_err(os(format!("set bridge {br} up")))?;
     let veth = host_veth_name(pid);
-    let made = match host.add_veth(&veth, "eth0", pid) {
+    // The bridge's MTU: a cluster network over VXLAN has a smaller one.
+    let made = match host.add_veth(&veth, "eth0", pid, mtu) {
         // Left by an earlier container of this pid whose namespace the kernel is still
         // tearing down (it removes a veth with its namespace, asynchronously).
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             if let Ok(Some(stale)) = host.link_index(&veth) {
                 let _ = host.delete_link(stale);
             }
-            host.add_veth(&veth, "eth0", pid)
+            host.add_veth(&veth, "eth0", pid, mtu)
         }
         other => other,
     };

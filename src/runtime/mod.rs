@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod helper;
 pub mod lease;
+pub mod network;
 pub mod probe;
 pub mod provision;
 pub mod state;

@@ -311,7 +311,8 @@ impl Agent {
             match action {
                 Action::Launch(id) if leased => {
                     let found = state.containers().get(&id);
-                    if let Some((c, spec)) = found.and_then(|c| Some((c, state.spec_of(c)?))) {
+                    let spec = |c| super::network::container_spec(&self.core, &state, c);
+                    if let Some((c, spec)) = found.and_then(|c| Some((c, spec(c)?))) {
                         self.clone().launch(c.clone(), spec);
                     }
                 }

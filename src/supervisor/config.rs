@@ -88,6 +88,8 @@ pub struct Settings {
     pub http_listen: Option<String>,
     /// `[images]`: where this host's images live and how registries are reached.
     pub images: Option<crate::image::registry::ImagesConfig>,
+    /// `[network]`: the cluster network (off without a `cidr`).
+    pub network: Option<super::network::NetworkSettings>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -208,6 +210,10 @@ impl Settings {
             (Some(f), Some(b)) => Some(f.over(b)),
             (f, b) => f.or(b),
         };
+        let network = match (self.network.clone(), base.network.clone()) {
+            (Some(f), Some(b)) => Some(f.over(b)),
+            (f, b) => f.or(b),
+        };
         macro_rules! pick {
             ($($f:ident),*) => { Settings { $($f: self.$f.or(base.$f),)* } };
         }
@@ -237,11 +243,19 @@ impl Settings {
             tls,
             max_connections,
             http_listen,
-            images
+            images,
+            network
         )
         .with_etcd_merged(self_etcd, base_etcd)
         .with_tls_merged(self_tls, base_tls)
         .with_images(images)
+        .with_network(network)
+    }
+
+    /// `[network]` merged field by field.
+    fn with_network(mut self, network: Option<super::network::NetworkSettings>) -> Settings {
+        self.network = network;
+        self
     }
 
     /// `[images]` as merged by [`ImagesConfig::over`](crate::image::registry::ImagesConfig::over).
@@ -328,6 +342,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Bounds of the port.
     pub limits: crate::api::listener::Limits,
+    /// The cluster network, when on.
+    pub network: Option<super::network::NetworkConfig>,
     /// The HTTP listener (metrics, dashboard), when on.
     pub http_listen: Option<SocketAddr>,
     /// The image store.
@@ -493,7 +509,12 @@ impl Config {
             },
         };
         let images = s.images.clone().unwrap_or_default();
+        let network = match s.network.clone().map(|n| n.resolve()).transpose() {
+            Ok(n) => n.flatten(),
+            Err(e) => return bad(e),
+        };
         Ok(Config {
+            network,
             image_store: images
                 .store
                 .clone()

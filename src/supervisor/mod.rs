@@ -15,6 +15,7 @@ pub mod error;
 pub mod images;
 pub mod leader;
 pub mod mirror_report;
+pub mod network;
 pub mod peers;
 pub mod probes;
 pub mod quorum;
@@ -222,6 +223,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         tokio::spawn(agent::Agent::new(core.clone(), runtime.clone()).run()),
         tokio::spawn(reports::heartbeat_loop(core.clone(), runtime)),
         tokio::spawn(quorum::gate_elections(core.clone())),
+        tokio::spawn(network::run(core.clone())),
     ]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io("install the SIGTERM handler"))?;

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 pub const CLUSTER_BRIDGE: &str = "haconiwa0";
 
 /// An IPv4 network: its first address and prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Ipv4Net {
     /// The network address (host bits zero).
     pub addr: Ipv4Addr,

@@ -94,3 +94,55 @@ pub(super) fn events(
     });
     Ok(Box::pin(replay.chain(live)))
 }
+
+/// The services of the cluster network, as the DNS responder answers them: one per
+/// rule, and per definition with copies outside a rule.
+pub fn services(state: &ClusterState) -> ListServicesReply {
+    use crate::supervisor::network::dns;
+    let mut names = std::collections::BTreeSet::new();
+    for c in state.containers().values() {
+        if state.address_of(&c.id).is_some() || c.desired.keeps_running() {
+            names.insert(c.rule.clone().unwrap_or_else(|| c.definition.clone()));
+        }
+    }
+    let services = names
+        .into_iter()
+        .map(|name| {
+            let of = |c: &&ContainerRecord| {
+                c.rule.as_deref() == Some(name.as_str()) || c.definition == name
+            };
+            let serving: Vec<String> = state
+                .containers()
+                .values()
+                .filter(of)
+                .filter(|c| dns::serves(c) && state.address_of(&c.id).is_some())
+                .map(|c| c.id.clone())
+                .collect();
+            Service {
+                dns_name: format!("{name}.{}", dns::SERVICE_DOMAIN),
+                addresses: dns::service_addresses(state, &name)
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+                serving,
+                copies: state
+                    .containers()
+                    .values()
+                    .filter(of)
+                    .filter(|c| c.is_active())
+                    .count() as u32,
+                name,
+            }
+        })
+        .collect();
+    let range = state.net_range();
+    ListServicesReply {
+        services,
+        cidr: range.map(|r| r.cidr.to_string()).unwrap_or_default(),
+        subnet_prefix: range.map_or(0, |r| r.subnet_prefix as u32),
+        subnets: state
+            .leases()
+            .map(|l| format!("{}={}", l.node, l.subnet))
+            .collect(),
+    }
+}

@@ -73,6 +73,10 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             Observed::Restarting { attempt, .. } => *attempt,
             _ => 0,
         },
+        address: state
+            .address_of(&c.id)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     }
 }
 

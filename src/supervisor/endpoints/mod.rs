@@ -154,6 +154,14 @@ impl Cluster for ClusterService {
         )))
     }
 
+    async fn list_services(
+        &self,
+        _req: Request<ListServicesRequest>,
+    ) -> Reply<ListServicesReply> {
+        let state = self.core.feed.state.borrow().1.clone();
+        Ok(Response::new(containers::services(&state)))
+    }
+
     async fn get_container(&self, req: Request<GetContainerRequest>) -> Reply<Container> {
         Ok(Response::new(containers::get(
             &self.core,

@@ -78,6 +78,10 @@ pub async fn run(core: Arc<Supervisor>) {
             }
             continue;
         }
+        if state.net_range().is_none() && core.config.network.is_some() {
+            super::network::set_range(&core, &state).await;
+            continue;
+        }
         // The health checks look at time as much as at the state: every tick. The rules
         // on every change and every tick (their timers).
         if ticked {

@@ -1,0 +1,183 @@
+//! The DNS responder every member runs on its bridge address (port 53, UDP): the
+//! cluster's names answered from this member's copy of the replicated state, every
+//! other name forwarded to the host's resolvers (docs/networking.md).
+//!
+//! - `NAME.service.haconiwa`: A records of the copies of rule or definition NAME that
+//!   run and are healthy (all running copies when the definition has no health check);
+//!   a copy that ends, is lost or turns unhealthy leaves the answer as soon as that is
+//!   applied here (TTL 1 s).
+//! - `ID.container.haconiwa`: the container's address while it holds one.
+//!
+//! The messages are hickory-proto's (the codec under hickory-server): the answers are a
+//! function of the state, with no zone store, so a socket loop is all the server needed.
+
+use super::super::shared::Supervisor;
+use crate::cluster::state::{ClusterState, ContainerRecord, Health, Observed};
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+/// Services' domain.
+pub const SERVICE_DOMAIN: &str = "service.haconiwa";
+/// Containers' domain.
+pub const CONTAINER_DOMAIN: &str = "container.haconiwa";
+/// TTL of the cluster's answers, s.
+const TTL: u32 = 1;
+/// How long a forwarded query may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether a copy serves: wanted running (or retiring: it still serves until its
+/// replacement does), running, and healthy when it has a check.
+pub fn serves(c: &ContainerRecord) -> bool {
+    c.desired.keeps_running()
+        && match &c.observed {
+            Observed::Running { .. } => true,
+            Observed::Checked { health, .. } => *health == Health::Healthy,
+            _ => false,
+        }
+}
+
+/// The addresses of the copies of service `name` (a rule's or a definition's name)
+/// that serve, in address order.
+pub fn service_addresses(state: &ClusterState, name: &str) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = state
+        .containers()
+        .values()
+        .filter(|c| c.rule.as_deref() == Some(name) || c.definition == name)
+        .filter(|c| serves(c))
+        .filter_map(|c| state.address_of(&c.id))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// What the cluster answers for `name` (lower case, no trailing dot): None when the
+/// name is not the cluster's.
+pub fn lookup(state: &ClusterState, name: &str) -> Option<Vec<Ipv4Addr>> {
+    if let Some(service) = name.strip_suffix(&format!(".{SERVICE_DOMAIN}")) {
+        return Some(service_addresses(state, service));
+    }
+    if let Some(id) = name.strip_suffix(&format!(".{CONTAINER_DOMAIN}")) {
+        return Some(state.address_of(id).into_iter().collect());
+    }
+    (name == "haconiwa" || name.ends_with(".haconiwa")).then(Vec::new)
+}
+
+/// The answer to one query, or None when it goes to the host's resolvers.
+fn answer(state: &ClusterState, query: &Message) -> Option<Message> {
+    let mut reply = Message::response(query.metadata.id, OpCode::Query);
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    let Some(q) = query.queries.first() else {
+        reply.metadata.response_code = ResponseCode::FormErr;
+        return Some(reply);
+    };
+    let name = q.name().to_ascii().to_ascii_lowercase();
+    let ips = lookup(state, name.trim_end_matches('.'))?;
+    reply.metadata.authoritative = true;
+    reply.add_query(q.clone());
+    if ips.is_empty() {
+        reply.metadata.response_code = ResponseCode::NXDomain;
+        return Some(reply);
+    }
+    if matches!(q.query_type(), RecordType::A | RecordType::ANY) {
+        let owner: Name = q.name().clone();
+        for ip in ips {
+            reply.add_answer(Record::from_rdata(owner.clone(), TTL, RData::A(ip.into())));
+        }
+    }
+    Some(reply)
+}
+
+/// The host's resolvers (from `/etc/resolv.conf`), to forward other names to.
+fn upstreams() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// Sends a query to the host's resolvers, the first that answers in time.
+async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let bind: SocketAddr = if up.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let Ok(sock) = UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if sock.send_to(query, up).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok((n, _))) = tokio::time::timeout(FORWARD_TIMEOUT, sock.recv_from(&mut buf)).await
+        {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
+    None
+}
+
+/// Answers DNS on `address`:53 until the process ends (binding is retried: the
+/// address may still be settling on the bridge).
+pub async fn serve(core: Arc<Supervisor>, address: Ipv4Addr) {
+    let sock = loop {
+        match UdpSocket::bind((address, 53)).await {
+            Ok(s) => break Arc::new(s),
+            Err(e) => {
+                tracing::warn!("DNS on {address}:53: {e}; trying again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    tracing::info!("DNS: answering {SERVICE_DOMAIN} and {CONTAINER_DOMAIN} on {address}:53");
+    let upstreams: Arc<[SocketAddr]> = upstreams().into();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Ok(query) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        if query.metadata.message_type != MessageType::Query {
+            continue;
+        }
+        let state = core.feed.state.borrow().1.clone();
+        match answer(&state, &query) {
+            Some(reply) => {
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = sock.send_to(&bytes, from).await;
+                }
+            }
+            None => {
+                let (sock, ups, raw) = (sock.clone(), upstreams.clone(), buf[..n].to_vec());
+                tokio::spawn(async move {
+                    let bytes = match forward(&raw, &ups).await {
+                        Some(b) => b,
+                        None => {
+                            let fail = Message::error_msg(
+                                query.metadata.id,
+                                OpCode::Query,
+                                ResponseCode::ServFail,
+                            );
+                            let Ok(b) = fail.to_vec() else { return };
+                            b
+                        }
+                    };
+                    let _ = sock.send_to(&bytes, from).await;
+                });
+            }
+        }
+    }
+}

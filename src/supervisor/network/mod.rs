@@ -1,0 +1,263 @@
+//! The cluster network on this member (docs/networking.md): its settings (`[network]`),
+//! the leader setting the range in the replicated state, the node's plumbing kept in
+//! step with the members' subnets (`runtime::network`, by netlink), what a container of
+//! the cluster network gets besides its address (a `resolv.conf` naming this member's
+//! DNS responder), and the responder itself (`dns.rs`).
+
+pub mod dns;
+
+use super::shared::Supervisor;
+use crate::cluster::state::{ClusterState, Command, ContainerRecord, NetRange, NodeStatus};
+use crate::runtime::network::{self as plumbing, Mode, NodeNetwork, Peer};
+use crate::spec::{ContainerSpec, MountPoint};
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[network]` as the file (or the `--network-*` flags) spell it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// The cluster range, `10.88.0.0/16`; the network is off without one.
+    pub cidr: Option<String>,
+    /// Prefix length of each member's subnet (default 24).
+    pub subnet_prefix: Option<u8>,
+    /// `host-gw` (default: the members share a link) or `vxlan`.
+    pub mode: Option<String>,
+    /// Containers' MTU (default: the underlay's, less 50 with VXLAN).
+    pub mtu: Option<u32>,
+    /// VXLAN network identifier (default 1).
+    pub vxlan_id: Option<u32>,
+    /// VXLAN UDP port (default 4789).
+    pub vxlan_port: Option<u16>,
+    /// Answer DNS on the bridge address (default true).
+    pub dns: Option<bool>,
+}
+
+impl NetworkSettings {
+    /// Fills every unset field of `self` from `base`.
+    pub fn over(self, base: NetworkSettings) -> NetworkSettings {
+        NetworkSettings {
+            cidr: self.cidr.or(base.cidr),
+            subnet_prefix: self.subnet_prefix.or(base.subnet_prefix),
+            mode: self.mode.or(base.mode),
+            mtu: self.mtu.or(base.mtu),
+            vxlan_id: self.vxlan_id.or(base.vxlan_id),
+            vxlan_port: self.vxlan_port.or(base.vxlan_port),
+            dns: self.dns.or(base.dns),
+        }
+    }
+
+    /// Checks the settings; None when the network is off (no range).
+    pub fn resolve(self) -> Result<Option<NetworkConfig>, String> {
+        let Some(cidr) = self.cidr else {
+            return Ok(None);
+        };
+        let range = NetRange::new(&cidr, self.subnet_prefix.unwrap_or(24))
+            .map_err(|e| format!("[network] cidr/subnet_prefix: {e}"))?;
+        let mode = match self.mode.as_deref().unwrap_or("host-gw") {
+            "host-gw" => Mode::HostGw,
+            "vxlan" => Mode::Vxlan {
+                vni: self.vxlan_id.unwrap_or(1),
+                port: self.vxlan_port.unwrap_or(4789),
+            },
+            other => return Err(format!("[network] mode: host-gw or vxlan, not '{other}'")),
+        };
+        if let Some(m) = self.mtu.filter(|m| !(576..=9000).contains(m)) {
+            return Err(format!("[network] mtu: {m} is not between 576 and 9000"));
+        }
+        Ok(Some(NetworkConfig {
+            range,
+            mode,
+            mtu: self.mtu,
+            dns: self.dns.unwrap_or(true),
+        }))
+    }
+}
+
+/// The resolved `[network]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The cluster range and subnet size.
+    pub range: NetRange,
+    /// How members' subnets are reached.
+    pub mode: Mode,
+    /// Containers' MTU, when set.
+    pub mtu: Option<u32>,
+    /// Answer DNS on the bridge address.
+    pub dns: bool,
+}
+
+/// The leader's part: the range of its settings into the state when it has none (a
+/// member whose settings differ keeps the state's, with a warning at its start).
+pub async fn set_range(core: &Supervisor, state: &ClusterState) {
+    let Some(net) = core.config.network else {
+        return;
+    };
+    if state.net_range().is_some() {
+        return;
+    }
+    let cmd = Command::SetNetwork {
+        cidr: net.range.cidr.to_string(),
+        subnet_prefix: net.range.subnet_prefix,
+    };
+    if let Err(e) = core.propose(cmd).await {
+        tracing::warn!("set the cluster network's range: {e}");
+    }
+}
+
+/// The members' subnets and where they are (every member but those that left).
+fn peers(state: &ClusterState) -> Vec<Peer> {
+    let mut peers: Vec<Peer> = state
+        .leases()
+        .filter_map(|l| {
+            let n = state.nodes().get(&l.node)?;
+            if n.status == NodeStatus::Left {
+                return None;
+            }
+            let host = n.addr.rsplit_once(':').map_or(n.addr.as_str(), |(h, _)| h);
+            Some(Peer {
+                subnet: l.subnet,
+                address: host.trim_matches(['[', ']']).parse().ok()?,
+            })
+        })
+        .collect();
+    peers.sort();
+    peers
+}
+
+/// Keeps this host's end of the network in step with the state: set up once the
+/// member has its subnet, routes redone whenever the members' subnets change (retried
+/// every few seconds after a failure). Runs forever when the network is on.
+pub async fn run(core: Arc<Supervisor>) {
+    let Some(net) = core.config.network else {
+        return;
+    };
+    let Some(local) = core.config.local_ip().and_then(|ip| match ip {
+        std::net::IpAddr::V4(a) => Some(a),
+        _ => None,
+    }) else {
+        tracing::error!(
+            "the cluster network needs this node's IPv4 address (advertise), not {}",
+            core.config.advertise
+        );
+        return;
+    };
+    let mut rx = core.feed.state.clone();
+    let mut node: Option<NodeNetwork> = None;
+    let mut routed: Option<Vec<Peer>> = None;
+    let mut dns_started = false;
+    loop {
+        let state = rx.borrow_and_update().1.clone();
+        if let Some(range) = state.net_range().filter(|r| *r != net.range) {
+            tracing::warn!(
+                "the cluster network is {} (/{} subnets), not {} as configured here: using the cluster's",
+                range.cidr, range.subnet_prefix, net.range.cidr
+            );
+        }
+        let lease = state.lease_of(core.id);
+        if let Some(lease) = lease.filter(|l| node.is_none_or(|n| n.subnet != l.subnet)) {
+            let mtu = net.mtu;
+            let made = tokio::task::spawn_blocking(move || {
+                plumbing::set_up(lease.subnet, net.mode, local, mtu)
+            })
+            .await;
+            match made {
+                Ok(Ok(n)) => {
+                    tracing::info!(
+                        "cluster network: subnet {} on {}, MTU {}",
+                        n.subnet,
+                        crate::cluster::state::CLUSTER_BRIDGE,
+                        n.mtu
+                    );
+                    node = Some(n);
+                    routed = None;
+                    if net.dns && !dns_started {
+                        dns_started = true;
+                        tokio::spawn(dns::serve(core.clone(), lease.subnet.gateway()));
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("cluster network set-up: {e}"),
+                Err(e) => tracing::error!("cluster network set-up: {e}"),
+            }
+        }
+        let mut retry = false;
+        if let Some(n) = node {
+            let want = peers(&state);
+            if routed.as_ref() != Some(&want) {
+                let w = want.clone();
+                match tokio::task::spawn_blocking(move || plumbing::sync_peers(&n, &w)).await {
+                    Ok(Ok(())) => routed = Some(want),
+                    Ok(Err(e)) => {
+                        tracing::warn!("cluster network routes: {e}");
+                        retry = true;
+                    }
+                    Err(e) => tracing::warn!("cluster network routes: {e}"),
+                }
+            }
+        } else if lease.is_some() {
+            retry = true;
+        }
+        let wait = if retry {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return; },
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The `resolv.conf` containers of this member get: its DNS responder, the cluster's
+/// search domains.
+fn resolv_conf(core: &Supervisor, gateway: Ipv4Addr) -> std::io::Result<PathBuf> {
+    let dir = core.config.state_dir.join(format!("node-{}", core.id));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("resolv.conf");
+    let text = format!(
+        "# written by haconiwa: this node answers the cluster's names\nnameserver {gateway}\nsearch {} {}\noptions ndots:1\n",
+        dns::SERVICE_DOMAIN, dns::CONTAINER_DOMAIN
+    );
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = dir.join("resolv.conf.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+/// The spec a container of this member runs (`ClusterState::spec_of`), and on the
+/// cluster network a `resolv.conf` naming this member's DNS responder.
+pub fn container_spec(
+    core: &Supervisor,
+    state: &ClusterState,
+    c: &ContainerRecord,
+) -> Option<ContainerSpec> {
+    let mut spec = state.spec_of(c)?;
+    let gateway = spec
+        .network
+        .bridge
+        .as_ref()
+        .filter(|b| b.bridge == crate::cluster::state::CLUSTER_BRIDGE)
+        .and_then(|b| b.gateway.as_deref()?.parse::<Ipv4Addr>().ok());
+    let dns = core.config.network.is_some_and(|n| n.dns);
+    if let Some(gw) = gateway.filter(|_| dns) {
+        let taken = spec.mounts.iter().any(|m| m.target == "/etc/resolv.conf");
+        match resolv_conf(core, gw) {
+            Ok(path) if !taken => spec.mounts.push(MountPoint {
+                source: path.display().to_string(),
+                target: "/etc/resolv.conf".into(),
+                fstype: None,
+                options: None,
+                readonly: true,
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("resolv.conf for {}: {e}", c.id),
+        }
+    }
+    Some(spec)
+}
