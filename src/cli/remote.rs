@@ -275,7 +275,11 @@ async fn containers(
                 x.desired,
                 x.state,
                 if x.health.is_empty() { "-" } else { &x.health },
-                if x.address.is_empty() { "-" } else { &x.address },
+                if x.address.is_empty() {
+                    "-"
+                } else {
+                    &x.address
+                },
                 if x.pid > 0 {
                     x.pid.to_string()
                 } else {
@@ -315,7 +319,10 @@ async fn services(c: &mut ClusterClient<AuthChannel>, json: bool) -> Result<(), 
     } else {
         println!("network {}: {}", r.cidr, r.subnets.join(" "));
     }
-    println!("{:<20} {:<36} {:>7}  ADDRESSES", "SERVICE", "DNS NAME", "SERVING");
+    println!(
+        "{:<20} {:<36} {:>7}  ADDRESSES",
+        "SERVICE", "DNS NAME", "SERVING"
+    );
     for s in &r.services {
         println!(
             "{:<20} {:<36} {:>7}  {}",

@@ -529,8 +529,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::testing::{StoreBuilder, Suite};
     use crate::cluster::state::Definition;
+    use openraft::testing::{StoreBuilder, Suite};
 
     /// Removes the test database directory when the suite is done with a store.
     struct Dir(std::path::PathBuf);

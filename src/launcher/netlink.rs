@@ -339,8 +339,28 @@ impl Rtnl {
         .map(drop)
     }
 
-    /// A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dst`.
-    pub fn put_fdb(&mut self, index: u32, mac: [u8; 6], dst: std::net::Ipv4Addr) -> io::Result<()> {
+    /// Removes the neighbour entry of `ip` on link `index` (none there is fine).
+    pub fn delete_neighbour(&mut self, index: u32, ip: std::net::Ipv4Addr) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        match self.request(RouteNetlinkMessage::DelNeighbour(msg), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// A permanent forwarding entry of a VXLAN device: frames for `mac` go to `dst`
+    /// (`remove`: the entry goes; none there is fine).
+    pub fn put_fdb(
+        &mut self,
+        index: u32,
+        mac: [u8; 6],
+        dst: std::net::Ipv4Addr,
+        remove: bool,
+    ) -> io::Result<()> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Bridge;
         msg.header.ifindex = index;
@@ -350,6 +370,12 @@ impl Rtnl {
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
         msg.attributes
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        if remove {
+            return match self.request(RouteNetlinkMessage::DelNeighbour(msg), 0) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                other => other.map(drop),
+            };
+        }
         self.request(
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,

@@ -86,17 +86,18 @@ pub fn set_up(
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "bridge gone"))?;
     let gw = subnet.gateway();
     rtnl.add_address(bridge, IpAddr::V4(gw), subnet.prefix)
-        .map_err(os(format!("address {gw}/{} on {CLUSTER_BRIDGE}", subnet.prefix)))?;
+        .map_err(os(format!(
+            "address {gw}/{} on {CLUSTER_BRIDGE}",
+            subnet.prefix
+        )))?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(os("turn IPv4 forwarding on".into()))?;
-    let (underlay, underlay_mtu) = rtnl
-        .link_with_address(IpAddr::V4(local))?
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface holds this node's address {local}"),
-            )
-        })?;
+    let (underlay, underlay_mtu) = rtnl.link_with_address(IpAddr::V4(local))?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface holds this node's address {local}"),
+        )
+    })?;
     let (vxlan, mtu) = match mode {
         Mode::HostGw => (None, mtu.unwrap_or(underlay_mtu)),
         Mode::Vxlan { vni, port } => {
@@ -131,9 +132,19 @@ pub fn set_up(
 
 /// Makes the routes to the other members' subnets what `peers` says: adds or replaces
 /// theirs (and, in VXLAN mode, their neighbour and forwarding entries), removes the
-/// routes this program put there for anyone else.
-pub fn sync_peers(node: &NodeNetwork, peers: &[Peer]) -> io::Result<()> {
+/// routes this program put there for anyone else (and the VXLAN entries of `before`'s
+/// members no longer there).
+pub fn sync_peers(node: &NodeNetwork, peers: &[Peer], before: &[Peer]) -> io::Result<()> {
     let mut rtnl = Rtnl::open()?;
+    if let Some(dev) = node.vxlan {
+        for p in before.iter().filter(|p| !peers.contains(p)) {
+            let mac = vtep_mac(p.subnet);
+            rtnl.put_fdb(dev, mac, p.address, true)
+                .map_err(os(format!("remove VXLAN forwarding entry {}", p.address)))?;
+            rtnl.delete_neighbour(dev, p.subnet.addr)
+                .map_err(os(format!("remove VXLAN neighbour {}", p.subnet.addr)))?;
+        }
+    }
     let wanted: BTreeMap<(Ipv4Addr, u8), &Peer> = peers
         .iter()
         .filter(|p| p.subnet != node.subnet)
@@ -146,9 +157,8 @@ pub fn sync_peers(node: &NodeNetwork, peers: &[Peer]) -> io::Result<()> {
             ) => Some(*d),
             _ => None,
         });
-        let keep = dst.is_some_and(|d| {
-            wanted.contains_key(&(d, route.header.destination_prefix_length))
-        });
+        let keep =
+            dst.is_some_and(|d| wanted.contains_key(&(d, route.header.destination_prefix_length)));
         if !keep {
             rtnl.delete_route(route)
                 .map_err(os("remove a route of a member gone".into()))?;
@@ -159,7 +169,7 @@ pub fn sync_peers(node: &NodeNetwork, peers: &[Peer]) -> io::Result<()> {
         match (node.mode, node.vxlan) {
             (Mode::Vxlan { .. }, Some(dev)) => {
                 let mac = vtep_mac(p.subnet);
-                rtnl.put_fdb(dev, mac, p.address)
+                rtnl.put_fdb(dev, mac, p.address, false)
                     .map_err(os(format!("VXLAN forwarding entry for {}", p.address)))?;
                 rtnl.put_neighbour(dev, p.subnet.addr, mac)
                     .map_err(os(format!("VXLAN neighbour {}", p.subnet.addr)))?;
@@ -168,6 +178,20 @@ pub fn sync_peers(node: &NodeNetwork, peers: &[Peer]) -> io::Result<()> {
             _ => rtnl.put_route(dst, p.address, None, ROUTE_PROTOCOL),
         }
         .map_err(os(format!("route to {} via {}", p.subnet, p.address)))?;
+    }
+    Ok(())
+}
+
+/// Forgets the bridge's neighbour entries of addresses given back (the containers
+/// that held them are gone): the next holder of an address is looked up afresh.
+pub fn forget_neighbours(gone: &[Ipv4Addr]) -> io::Result<()> {
+    let mut rtnl = Rtnl::open()?;
+    let Some(bridge) = rtnl.link_index(CLUSTER_BRIDGE)? else {
+        return Ok(());
+    };
+    for ip in gone {
+        rtnl.delete_neighbour(bridge, *ip)
+            .map_err(os(format!("forget neighbour {ip}")))?;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod images;
 mod isolation;
 mod launch_errors;
 mod mirror;
+mod network;
 mod node_config;
 mod privileges;
 mod rollout;

@@ -154,10 +154,7 @@ impl Cluster for ClusterService {
         )))
     }
 
-    async fn list_services(
-        &self,
-        _req: Request<ListServicesRequest>,
-    ) -> Reply<ListServicesReply> {
+    async fn list_services(&self, _req: Request<ListServicesRequest>) -> Reply<ListServicesReply> {
         let state = self.core.feed.state.borrow().1.clone();
         Ok(Response::new(containers::services(&state)))
     }

@@ -86,6 +86,11 @@ fn answer(state: &ClusterState, query: &Message) -> Option<Message> {
     }
     if matches!(q.query_type(), RecordType::A | RecordType::ANY) {
         let owner: Name = q.name().clone();
+        // Rotated by the query's id: clients that take the first address spread over
+        // the copies.
+        let mut ips = ips;
+        let turn = query.metadata.id as usize % ips.len();
+        ips.rotate_left(turn);
         for ip in ips {
             reply.add_answer(Record::from_rdata(owner.clone(), TTL, RData::A(ip.into())));
         }
@@ -119,7 +124,8 @@ async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
             continue;
         }
         let mut buf = vec![0u8; 4096];
-        if let Ok(Ok((n, _))) = tokio::time::timeout(FORWARD_TIMEOUT, sock.recv_from(&mut buf)).await
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(FORWARD_TIMEOUT, sock.recv_from(&mut buf)).await
         {
             buf.truncate(n);
             return Some(buf);

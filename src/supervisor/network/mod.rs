@@ -149,8 +149,23 @@ pub async fn run(core: Arc<Supervisor>) {
     let mut node: Option<NodeNetwork> = None;
     let mut routed: Option<Vec<Peer>> = None;
     let mut dns_started = false;
+    let mut held: std::collections::BTreeSet<Ipv4Addr> = Default::default();
     loop {
         let state = rx.borrow_and_update().1.clone();
+        let now: std::collections::BTreeSet<Ipv4Addr> = state
+            .allocations()
+            .filter(|a| a.node == core.id)
+            .map(|a| a.ip)
+            .collect();
+        let gone: Vec<Ipv4Addr> = held.difference(&now).copied().collect();
+        held = now;
+        if !gone.is_empty() && node.is_some() {
+            let forgot =
+                tokio::task::spawn_blocking(move || plumbing::forget_neighbours(&gone)).await;
+            if let Ok(Err(e)) = forgot {
+                tracing::debug!("cluster network: {e}");
+            }
+        }
         if let Some(range) = state.net_range().filter(|r| *r != net.range) {
             tracing::warn!(
                 "the cluster network is {} (/{} subnets), not {} as configured here: using the cluster's",
@@ -187,8 +202,9 @@ pub async fn run(core: Arc<Supervisor>) {
         if let Some(n) = node {
             let want = peers(&state);
             if routed.as_ref() != Some(&want) {
-                let w = want.clone();
-                match tokio::task::spawn_blocking(move || plumbing::sync_peers(&n, &w)).await {
+                let (w, before) = (want.clone(), routed.clone().unwrap_or_default());
+                let sync = move || plumbing::sync_peers(&n, &w, &before);
+                match tokio::task::spawn_blocking(sync).await {
                     Ok(Ok(())) => routed = Some(want),
                     Ok(Err(e)) => {
                         tracing::warn!("cluster network routes: {e}");

@@ -1,0 +1,396 @@
+//! The cluster network on hosts as network namespaces (`scripts/hosts`): a container on
+//! one host reaches one on another by name (busybox `wget` through the node's DNS
+//! responder), over host-gw and over VXLAN; a name follows a copy replaced after its
+//! leader's host is killed; spawn/stop churn leaves no address, veth, route or
+//! neighbour entry behind, and no two containers ever share an address (read from the
+//! containers' interfaces, not from the state).
+
+use crate::common::hosts::Hosts;
+use crate::common::{busybox_rootfs, output_text};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The cluster range of these tests (the hosts' own addresses are 10.100-199.x.x).
+const CIDR: &str = "10.250.0.0/16";
+
+/// A web server copy that answers its own name, with a 1 MiB file (a transfer larger
+/// than a few packets: an MTU too large for the path hangs it).
+fn web_haco() -> String {
+    format!(
+        r#"haconiwa.define(|c| {{
+    c.name = "web";
+    c.init_command = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && dd if=/dev/zero of=/www/big bs=1024 count=1024 2>/dev/null && exec httpd -f -p 80 -h /www"];
+    c.chroot_to("{}");
+    c.namespace.unshare(["uts", "ipc", "pid", "mount", "net"]);
+    c.daemonize();
+}});
+"#,
+        busybox_rootfs().display()
+    )
+}
+
+/// A client to look from (it asks the node's DNS once at its start, so the node's
+/// bridge learns its address: churn leaves that entry to clean up).
+fn probe_haco() -> String {
+    format!(
+        r#"haconiwa.define(|c| {{
+    c.name = "probe";
+    c.init_command = ["/bin/sh", "-c", "nslookup web.service.haconiwa >/dev/null 2>&1; exec sleep 3600"];
+    c.chroot_to("{}");
+    c.namespace.unshare(["uts", "ipc", "pid", "mount", "net"]);
+    c.daemonize();
+}});
+"#,
+        busybox_rootfs().display()
+    )
+}
+
+fn keep_rule(n: usize) -> String {
+    format!("haconiwa.watch(|w| {{\n  w.watch(\"cluster\", |event| {{\n    if event.cluster.count(\"web\") < {n} {{ haconiwa.spawn(\"web.haco\"); }}\n  }});\n}});\n")
+}
+
+/// Hosts with the cluster network on, in `mode`.
+fn hosts(tag: &str, mode: &str) -> Hosts {
+    let h = Hosts::up(tag, 3, &["--network-cidr", CIDR, "--network-mode", mode]);
+    std::fs::write(h.scratch.path.join("web.haco"), web_haco()).unwrap();
+    std::fs::write(h.scratch.path.join("probe.haco"), probe_haco()).unwrap();
+    h
+}
+
+/// Runs a shell command inside a running container (all its namespaces and its root),
+/// bounded by `timeout` (busybox wget's own -T crashes in this build).
+fn in_container(pid: i64, script: &str) -> std::process::Output {
+    Command::new("timeout")
+        .args(["20", "nsenter", "-t", &pid.to_string()])
+        .args([
+            "-m", "-n", "-u", "-i", "-p", "-r", "-w", "/bin/sh", "-c", script,
+        ])
+        .output()
+        .expect("nsenter")
+}
+
+/// The A records `name` answers with, asked from inside the container `pid`.
+fn resolve(pid: i64, name: &str) -> BTreeSet<String> {
+    let o = in_container(pid, &format!("nslookup -type=a {name}"));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    text.lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .collect()
+}
+
+fn containers(h: &Hosts) -> Vec<Value> {
+    let o = h.cli(&["containers", "--json"]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn running(h: &Hosts, definition: &str) -> Vec<Value> {
+    containers(h)
+        .into_iter()
+        .filter(|c| c["definition"] == definition && c["state"] == "running")
+        .collect()
+}
+
+/// Waits (bounded) for `n` running copies of `definition` with addresses.
+fn wait_running(h: &Hosts, definition: &str, n: usize, what: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = running(h, definition);
+        if r.len() == n && r.iter().all(|c| c["address"].is_string()) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {n} running {definition} with addresses: {r:#?}\n{}",
+            h.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_on(h: &Hosts, file: &str, node: u64) {
+    let path = h.scratch.path.join(file);
+    let o = h.cli(&["spawn", path.to_str().unwrap(), "--node", &node.to_string()]);
+    assert!(o.status.success(), "spawn {file}: {}", output_text(&o));
+}
+
+/// Every running container's eth0 addresses, read from its interface.
+fn interface_addresses(h: &Hosts) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for c in containers(h).iter().filter(|c| c["state"] == "running") {
+        let pid = c["pid"].as_i64().unwrap();
+        let o = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            if let Some(a) = l.split_whitespace().skip_while(|w| *w != "inet").nth(1) {
+                out.push((c["id"].as_str().unwrap().to_string(), a.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// A probe on `from` reaches the web copy on `to` by its container name and by the
+/// service name, and fetches 1 MiB from it.
+fn reaches_across(h: &Hosts, probe_pid: i64, web: &Value) {
+    let id = web["id"].as_str().unwrap();
+    let o = in_container(
+        probe_pid,
+        &format!("wget -qO- http://{id}.container.haconiwa/ && wget -qO- http://{id}.container.haconiwa/big | wc -c"),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success() && text.contains(id) && text.contains("1048576"),
+        "the probe reaches {id} by name and fetches 1 MiB: {}\n{}",
+        output_text(&o),
+        h.logs_tail()
+    );
+}
+
+fn the_network_carries_names_and_replacements(mode: &str) {
+    let h = hosts(&format!("net-{mode}"), mode);
+    let leader = h.leader();
+    // The probe on a member that is not the leader: it outlives the leader's host.
+    let probe_node = (1..=3).find(|k| *k != leader).unwrap();
+    spawn_on(&h, "probe.haco", probe_node);
+    let rule = h.scratch.path.join("web.watch");
+    std::fs::write(&rule, keep_rule(3)).unwrap();
+    let o = h.cli(&["watch", "apply", rule.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let webs = wait_running(&h, "web", 3, "three copies");
+    let probe = wait_running(&h, "probe", 1, "the probe")[0].clone();
+    let probe_pid = probe["pid"].as_i64().unwrap();
+
+    // Addresses of each host's subnet, distinct, read from the interfaces.
+    let ifs = interface_addresses(&h);
+    let addrs: BTreeSet<&String> = ifs.iter().map(|(_, a)| a).collect();
+    assert_eq!(addrs.len(), ifs.len(), "no address twice: {ifs:?}");
+    assert_eq!(ifs.len(), 4, "every container has its address: {ifs:?}");
+
+    // VXLAN: the containers' MTU leaves room for the encapsulation.
+    if mode == "vxlan" {
+        let o = in_container(probe_pid, "cat /sys/class/net/eth0/mtu");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1450");
+    }
+
+    // Across hosts by name, a copy on every other host.
+    for web in webs.iter().filter(|w| w["node"] != probe["node"]) {
+        reaches_across(&h, probe_pid, web);
+    }
+    let served: BTreeSet<String> = webs
+        .iter()
+        .map(|w| w["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(resolve(probe_pid, "web.service.haconiwa"), served);
+    // Other names of the cluster's domain: no such name.
+    assert!(resolve(probe_pid, "nothing.service.haconiwa").is_empty());
+
+    // The leader's host dies; its copy is replaced elsewhere; the name follows.
+    let on_leader: Vec<String> = webs
+        .iter()
+        .filter(|w| w["node"] == leader)
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !on_leader.is_empty(),
+        "placement spreads: a copy on the leader"
+    );
+    h.script(&["kill", &leader.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replaced = loop {
+        let r = running(&h, "web");
+        let fresh: Vec<&Value> = r
+            .iter()
+            .filter(|c| !webs.iter().any(|w| w["id"] == c["id"]))
+            .collect();
+        if r.len() == 3 && !fresh.is_empty() && !r.iter().any(|c| c["node"] == leader) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader's copy replaced: {r:#?}\n{}",
+            h.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let t0 = Instant::now();
+    let want: BTreeSet<String> = replaced
+        .iter()
+        .map(|w| w["address"].as_str().unwrap().to_string())
+        .collect();
+    let mut seen = BTreeSet::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        seen = resolve(probe_pid, "web.service.haconiwa");
+        if seen == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t0.elapsed();
+    assert_eq!(seen, want, "the name answers with the copies that run now");
+    assert!(
+        took < Duration::from_secs(1),
+        "the name followed the replacement in {took:?} (promise: within a second)"
+    );
+    let fresh = replaced
+        .iter()
+        .find(|c| !webs.iter().any(|w| w["id"] == c["id"]))
+        .unwrap();
+    if fresh["node"] != probe["node"] {
+        reaches_across(&h, probe_pid, fresh);
+    }
+    eprintln!("{mode}: the name followed the replacement {took:?} after it ran");
+}
+
+#[test]
+fn host_gw_reaches_across_hosts_by_name_and_the_name_follows_a_replacement() {
+    the_network_carries_names_and_replacements("host-gw");
+}
+
+#[test]
+fn vxlan_reaches_across_hosts_by_name_and_the_name_follows_a_replacement() {
+    the_network_carries_names_and_replacements("vxlan");
+}
+
+/// Per host: veths on the bridge, routes marked by haconiwa, neighbour entries on the
+/// bridge that name no live container.
+fn kernel_leftovers(
+    h: &Hosts,
+    live: &BTreeSet<String>,
+) -> BTreeMap<usize, (usize, usize, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for k in 1..=h.n {
+        let ns = format!("/run/netns/{}-h{k}", h.hub().trim_end_matches("-hub"));
+        let ip = |args: &[&str]| {
+            let o = Command::new("nsenter")
+                .arg(format!("--net={ns}"))
+                .arg("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string()
+        };
+        let veths = ip(&["-o", "link", "show", "master", "haconiwa0"])
+            .lines()
+            .count();
+        let routes = ip(&["route", "show", "proto", "104"]).lines().count();
+        let stray: Vec<String> = ip(&["neigh", "show", "dev", "haconiwa0"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .filter(|a| !live.contains(a))
+            .collect();
+        out.insert(k, (veths, routes, stray));
+    }
+    out
+}
+
+#[test]
+fn spawn_stop_churn_leaves_no_address_interface_route_or_neighbour_behind() {
+    let h = hosts("net-churn", "host-gw");
+    let cycles: usize = std::env::var("HACONIWA_NET_CHURN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    // One web copy stays on every host: the bridges stay up (a bridge without ports
+    // drops its neighbour entries by itself; with one it keeps them).
+    for k in 1..=3 {
+        spawn_on(&h, "web.haco", k);
+    }
+    let anchors = wait_running(&h, "web", 3, "the web copies");
+    let live: BTreeSet<String> = anchors
+        .iter()
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    let probe = h.scratch.path.join("probe.haco");
+    let probe = probe.to_str().unwrap();
+    // Batches of 20 spawned at once, checked for distinct addresses on their
+    // interfaces, then stopped at once.
+    let mut done = 0;
+    let mut max_seen = 0;
+    while done < cycles {
+        let batch = 20.min(cycles - done);
+        let spawns: Vec<_> = (0..batch)
+            .map(|_| {
+                let mut c = h.in_hub(crate::common::BIN);
+                c.args(["spawn", probe]).envs(hub_env(&h));
+                c.stdout(Stdio::piped()).stderr(Stdio::piped());
+                c.spawn().unwrap()
+            })
+            .collect();
+        for s in spawns {
+            let o = s.wait_with_output().unwrap();
+            assert!(o.status.success(), "spawn: {}", output_text(&o));
+        }
+        let r = wait_running(&h, "probe", batch, "a batch running");
+        let ifs = interface_addresses(&h);
+        let distinct: BTreeSet<&String> = ifs.iter().map(|(_, a)| a).collect();
+        assert_eq!(distinct.len(), ifs.len(), "no address twice: {ifs:?}");
+        max_seen = max_seen.max(ifs.len() - anchors.len());
+        let stops: Vec<_> = r
+            .iter()
+            .map(|c| {
+                let mut s = h.in_hub(crate::common::BIN);
+                s.args(["stop", c["id"].as_str().unwrap()])
+                    .envs(hub_env(&h));
+                s.stdout(Stdio::piped()).stderr(Stdio::piped());
+                s.spawn().unwrap()
+            })
+            .collect();
+        for s in stops {
+            let o = s.wait_with_output().unwrap();
+            assert!(o.status.success(), "stop: {}", output_text(&o));
+        }
+        done += batch;
+    }
+    // Every probe ended: the state holds the web copies' addresses only, the hosts
+    // their veths, no stray neighbour, and only the routes to the other members.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = containers(&h)
+            .iter()
+            .filter(|c| c["address"].is_string())
+            .count();
+        let left = kernel_leftovers(&h, &live);
+        let clean = left
+            .values()
+            .all(|(v, r, s)| *v == 1 && *r == 2 && s.is_empty());
+        if held == anchors.len() && clean {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {cycles} cycles: {held} addresses held, kernel (veths, routes, stray neighbours) {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(max_seen, 20);
+    let o = h.cli(&["services", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["cidr"], CIDR);
+}
+
+/// The CLI's environment for commands run in the hub directly (server list, token).
+fn hub_env(h: &Hosts) -> Vec<(String, String)> {
+    let env = std::fs::read_to_string(h.scratch.path.join("hosts/env")).unwrap();
+    env.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
