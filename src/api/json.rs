@@ -22,6 +22,7 @@ pub fn container(c: &pb::Container) -> Value {
         "image": if c.image.is_empty() { Value::Null } else { json!(c.image) },
         "health": if c.health.is_empty() { Value::Null } else { json!(c.health) },
         "address": if c.address.is_empty() { Value::Null } else { json!(c.address) },
+        "ports": c.ports,
         "restart": if c.state == "restarting" {
             json!({"attempt": c.restart_attempt})
         } else {

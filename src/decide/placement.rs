@@ -17,6 +17,16 @@ pub struct Request<'a> {
     pub labels: BTreeMap<String, String>,
     /// Nodes to avoid (the one being drained).
     pub exclude: Vec<NodeId>,
+    /// Host ports the container publishes: a node where one is held does not qualify,
+    /// and a node takes one copy of a batch.
+    pub host_ports: Vec<u16>,
+}
+
+impl Request<'_> {
+    /// The host ports a definition publishes (its fixed ones).
+    pub fn ports_of(spec: &crate::spec::ContainerSpec) -> Vec<u16> {
+        spec.ports.iter().filter_map(|p| p.host).collect()
+    }
 }
 
 /// Why nothing fits.
@@ -31,6 +41,9 @@ pub enum PlacementError {
     /// No node qualifies.
     #[error("no up node{}", labels_text(.0))]
     NoCandidate(BTreeMap<String, String>),
+    /// A host port it publishes is held on the node asked for, or on every node.
+    #[error("host port {0} is held on {1}")]
+    PortHeld(u16, String),
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
@@ -64,6 +77,13 @@ pub fn place_many(
         if n.status != NodeStatus::Up {
             return Err(PlacementError::NodeUnavailable(id, n.status.name()));
         }
+        if let Some(p) = req
+            .host_ports
+            .iter()
+            .find(|p| !ports_free(state, id, &[**p]))
+        {
+            return Err(PlacementError::PortHeld(*p, format!("node {id}")));
+        }
         return Ok(vec![id; count]);
     }
     // Smallest (same definition, all, id) first.
@@ -72,6 +92,7 @@ pub fn place_many(
         .values()
         .filter(|n| n.status == NodeStatus::Up && !req.exclude.contains(&n.id))
         .filter(|n| req.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+        .filter(|n| ports_free(state, n.id, &req.host_ports))
         .map(|n| {
             Reverse((
                 state.active_of_on(req.definition, n.id),
@@ -83,12 +104,27 @@ pub fn place_many(
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let Some(Reverse((same, all, id))) = heap.pop() else {
+            if let Some(p) = req.host_ports.first() {
+                return Err(PlacementError::PortHeld(
+                    *p,
+                    "every node that qualifies".into(),
+                ));
+            }
             return Err(PlacementError::NoCandidate(req.labels.clone()));
         };
         out.push(id);
-        heap.push(Reverse((same + 1, all + 1, id)));
+        // A node publishes a fixed host port once.
+        if req.host_ports.is_empty() {
+            heap.push(Reverse((same + 1, all + 1, id)));
+        }
     }
     Ok(out)
+}
+
+/// Whether `ports` are all free on `node` (a node without the cluster network
+/// forwards none: nothing is held there).
+fn ports_free(state: &ClusterState, node: NodeId, ports: &[u16]) -> bool {
+    state.lease_of(node).is_none() || ports.iter().all(|p| state.port_free(node, *p))
 }
 
 #[cfg(test)]

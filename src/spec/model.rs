@@ -97,6 +97,10 @@ pub struct ContainerSpec {
     /// turns unhealthy is not started again on its node (a rule replaces it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<super::restart::RestartPolicy>,
+    /// Ports published on its node (`c.publish(...)`): a port of the node forwards to
+    /// the container's port on the cluster network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -153,6 +157,7 @@ impl ContainerSpec {
             on_disconnect: OnDisconnect::Stop,
             health: None,
             restart: None,
+            ports: Vec::new(),
         }
     }
 
@@ -607,6 +612,17 @@ impl Default for Network {
             cluster: true,
         }
     }
+}
+
+/// A port of the node that forwards to a port of the container (TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedPort {
+    /// The container's port.
+    pub container: u16,
+    /// The node's port; None: one the cluster allocates (shown by `containers`).
+    #[serde(default)]
+    pub host: Option<u16>,
 }
 
 /// A veth pair from the container to a host bridge.

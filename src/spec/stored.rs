@@ -127,6 +127,7 @@ impl<'de> Visitor<'de> for Stored {
             on_disconnect: next!(),
             health: None,
             restart: None,
+            ports: Vec::new(),
         })
     }
 }

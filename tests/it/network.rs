@@ -394,3 +394,101 @@ fn hub_env(h: &Hosts) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// A web server publishing its port 80 on port 8080 of its node, and again on a port
+/// the cluster picks.
+fn site_haco() -> String {
+    web_haco()
+        .replace("c.name = \"web\";", "c.name = \"site\";")
+        .replace(
+            "c.daemonize();",
+            "c.publish(#{ container: 80, host: 8080 });\n    c.publish(#{ container: 80 });\n    c.daemonize();",
+        )
+}
+
+#[test]
+fn a_published_port_answers_from_the_host_namespace_and_is_never_held_twice() {
+    let h = hosts("net-ports", "host-gw");
+    std::fs::write(h.scratch.path.join("site.haco"), site_haco()).unwrap();
+    spawn_on(&h, "site.haco", 1);
+    let site = wait_running(&h, "site", 1, "the site")[0].clone();
+    let id = site["id"].as_str().unwrap().to_string();
+    let ports: Vec<String> = site["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ports.len(), 2, "{site:#}");
+    assert_eq!(ports[0], "8080->80/tcp");
+    let dynamic = ports[1].split("->").next().unwrap().to_string();
+    let net = h.net();
+    let ns = format!("/run/netns/{}-h1", h.hub().trim_end_matches("-hub"));
+    // From host 1's own namespace, on loopback, and from the hub, on its address.
+    let fetch = |in_ns: &str, url: &str| {
+        let o = Command::new("timeout")
+            .args([
+                "10",
+                "nsenter",
+                &format!("--net={in_ns}"),
+                "busybox",
+                "wget",
+                "-qO-",
+                url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let hub = format!("/run/netns/{}", h.hub());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetch(&ns, "http://127.0.0.1:8080/") != id {
+        assert!(
+            Instant::now() < deadline,
+            "port 8080 of host 1 answers\n{}",
+            h.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fetch(&hub, &format!("http://{net}.1:8080/")), id);
+    assert_eq!(fetch(&hub, &format!("http://{net}.1:{dynamic}/")), id);
+    // The same fixed port on the same node: refused, with the reason.
+    let path = h.scratch.path.join("site.haco");
+    let o = h.cli(&["spawn", path.to_str().unwrap(), "--node", "1"]);
+    assert!(!o.status.success());
+    assert!(output_text(&o).contains("8080"), "{}", output_text(&o));
+    // Placement goes where the port is free: the two other nodes, then nowhere.
+    for _ in 0..2 {
+        let o = h.cli(&["spawn", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", output_text(&o));
+    }
+    let all = wait_running(&h, "site", 3, "three sites");
+    let nodes: BTreeSet<u64> = all.iter().map(|c| c["node"].as_u64().unwrap()).collect();
+    assert_eq!(nodes.len(), 3, "one per node: {all:#?}");
+    let o = h.cli(&["spawn", path.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "a fourth copy has no node with port 8080 free"
+    );
+    assert!(output_text(&o).contains("8080"), "{}", output_text(&o));
+    // SRV records name the nodes and ports.
+    let o = in_container(
+        site["pid"].as_i64().unwrap(),
+        "nslookup -type=srv site.service.haconiwa",
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    for k in 1..=3 {
+        assert!(
+            text.contains(&format!("8080 node-{k}.node.haconiwa")),
+            "SRV of every copy's port 8080: {text}"
+        );
+    }
+    // Stopped: the port is closed and given back.
+    let o = h.cli(&["stop", &id]);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fetch(&ns, "http://127.0.0.1:8080/").is_empty() {
+        assert!(Instant::now() < deadline, "port 8080 closed after the stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -226,6 +226,9 @@ impl ClusterState {
         let Some(def) = self.definitions.get(digest) else {
             return refused(format!("no definition with digest {digest}"));
         };
+        if let Some(why) = self.ports_refused(&def.spec, nodes, None) {
+            return refused(why);
+        }
         let (name, preferred) = (def.name.clone(), def.spec.name.clone());
         let ids = nodes
             .iter()
@@ -306,6 +309,10 @@ impl ClusterState {
         let Some(def) = self.definitions.get(digest) else {
             return refused(format!("no definition with digest {digest}"));
         };
+        let leaving = (!surge).then_some(old);
+        if let Some(why) = self.ports_refused(&def.spec, &[node], leaving) {
+            return refused(why);
+        }
         let (name, preferred) = (def.name.clone(), def.spec.name.clone());
         let new = NewContainer {
             definition: &name,

@@ -131,6 +131,8 @@ pub struct Lease {
     /// Where the next address search starts (addresses go round the subnet, so one just
     /// given back is not the next one taken).
     pub next: u64,
+    /// Where the next dynamic host port search starts (0: the range's start).
+    pub next_port: u16,
 }
 
 /// A container's place on the cluster network.
@@ -142,7 +144,22 @@ pub struct Allocation {
     pub node: NodeId,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// Its published ports: the node's port → the container's.
+    pub ports: Vec<PortBinding>,
 }
+
+/// A port of a node forwarding to a container's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// The node's port.
+    pub host: u16,
+    /// The container's port.
+    pub container: u16,
+}
+
+/// Where the cluster allocates host ports a definition leaves open (as Kubernetes'
+/// NodePorts and Nomad's dynamic ports, a range no well-known service uses).
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 20000..=32767;
 
 /// One record of the network table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +170,8 @@ pub enum NetRecord {
     Lease(Lease),
     /// A container's allocation (key `addr/<id>`).
     Allocation(Allocation),
-    /// Who holds an address (key `ip/<address>`).
+    /// Who holds an address (key `ip/<address>`) or a node's port (key
+    /// `port/<node>/<port>`).
     Holder(String),
 }
 
@@ -167,6 +185,10 @@ fn addr_key(id: &str) -> String {
 
 fn ip_key(ip: Ipv4Addr) -> String {
     format!("ip/{ip}")
+}
+
+fn port_key(node: NodeId, port: u16) -> String {
+    format!("port/{node:020}/{port:05}")
 }
 
 impl ClusterState {
@@ -199,6 +221,33 @@ impl ClusterState {
         match self.network.get(&addr_key(id)) {
             Some(NetRecord::Allocation(a)) => Some(a.ip),
             _ => None,
+        }
+    }
+
+    /// The container holding `port` of `node`.
+    pub fn port_holder(&self, node: NodeId, port: u16) -> Option<&str> {
+        match self.network.get(&port_key(node, port)) {
+            Some(NetRecord::Holder(id)) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Whether `port` of `node` is free for a new container: nobody holds it, or its
+    /// holder is on its way out (wanted stopped: a stop-first replacement takes its
+    /// port over; the node forwards only to containers wanted running).
+    pub fn port_free(&self, node: NodeId, port: u16) -> bool {
+        self.port_holder(node, port).is_none_or(|id| {
+            self.containers
+                .get(id)
+                .is_none_or(|c| !c.desired.keeps_running() || c.observed.is_final())
+        })
+    }
+
+    /// A container's published ports.
+    pub fn ports_of(&self, id: &str) -> &[PortBinding] {
+        match self.network.get(&addr_key(id)) {
+            Some(NetRecord::Allocation(a)) => &a.ports,
+            _ => &[],
         }
     }
 
@@ -261,6 +310,7 @@ impl ClusterState {
                 node,
                 subnet,
                 next: 2,
+                next_port: 0,
             };
             self.put_net(lease_key(node), Some(NetRecord::Lease(lease)));
         }
@@ -300,21 +350,88 @@ impl ClusterState {
         };
         let ip = lease.subnet.nth(i);
         lease.next = i + 1;
+        let wanted = self
+            .definition_spec(c)
+            .map(|s| s.ports.clone())
+            .unwrap_or_default();
+        let mut ports = Vec::new();
+        for p in wanted {
+            let host = match p.host {
+                // Checked free before the container was recorded (`ports_refused`).
+                Some(h) => h,
+                None => {
+                    let Some(h) = self.free_dynamic_port(c.node, &mut lease.next_port) else {
+                        continue;
+                    };
+                    h
+                }
+            };
+            self.put_net(
+                port_key(c.node, host),
+                Some(NetRecord::Holder(c.id.clone())),
+            );
+            ports.push(PortBinding {
+                host,
+                container: p.container,
+            });
+        }
         self.put_net(lease_key(c.node), Some(NetRecord::Lease(lease)));
         self.put_net(ip_key(ip), Some(NetRecord::Holder(c.id.clone())));
         let alloc = Allocation {
             container: c.id.clone(),
             node: c.node,
             ip,
+            ports,
         };
         self.put_net(addr_key(&c.id), Some(NetRecord::Allocation(alloc)));
     }
 
-    /// Gives a container's address back (it is final or forgotten).
+    /// The next free port of the dynamic range on `node`, round the range from `next`.
+    fn free_dynamic_port(&self, node: NodeId, next: &mut u16) -> Option<u16> {
+        let (lo, hi) = (*DYNAMIC_PORTS.start(), *DYNAMIC_PORTS.end());
+        let span = u32::from(hi - lo) + 1;
+        let start = u32::from((*next).clamp(lo, hi) - lo);
+        let port = (0..span)
+            .map(|k| lo + ((start + k) % span) as u16)
+            .find(|p| self.port_free(node, *p))?;
+        *next = if port == hi { lo } else { port + 1 };
+        Some(port)
+    }
+
+    /// Why `nodes` cannot take a container of `spec` now: a host port it publishes is
+    /// held there (also by an earlier node of the same list; `leaving`, a container a
+    /// stop-first replacement takes the place of, holds nothing).
+    pub(super) fn ports_refused(
+        &self,
+        spec: &crate::spec::ContainerSpec,
+        nodes: &[NodeId],
+        leaving: Option<&str>,
+    ) -> Option<String> {
+        let mut taken = std::collections::BTreeSet::new();
+        for node in nodes.iter().filter(|n| self.lease_of(**n).is_some()) {
+            for h in spec.ports.iter().filter_map(|p| p.host) {
+                let free = self.port_free(*node, h) || self.port_holder(*node, h) == leaving;
+                if !free || !taken.insert((*node, h)) {
+                    let by = self.port_holder(*node, h).unwrap_or("another copy");
+                    return Some(format!("host port {h} of node {node} is held by {by}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Gives a container's address and ports back (it is final or forgotten).
     pub(super) fn release_address(&mut self, id: &str) {
-        if let Some(ip) = self.address_of(id) {
-            self.put_net(addr_key(id), None);
-            self.put_net(ip_key(ip), None);
+        let Some(NetRecord::Allocation(a)) = self.network.get(&addr_key(id)).cloned() else {
+            return;
+        };
+        self.put_net(addr_key(id), None);
+        self.put_net(ip_key(a.ip), None);
+        for p in a.ports {
+            // Taken over by a replacement meanwhile: that one keeps it.
+            if self.port_holder(a.node, p.host) == Some(id) {
+                self.put_net(port_key(a.node, p.host), None);
+            }
         }
     }
 
@@ -377,10 +494,15 @@ mod tests {
     }
 
     fn spawn(s: &mut ClusterState, i: &mut u64, name: &str, net: bool, node: NodeId) -> String {
+        spawn_def(s, i, def(name, net), node)
+    }
+
+    fn spawn_def(s: &mut ClusterState, i: &mut u64, d: Definition, node: NodeId) -> String {
         *i += 1;
+        let name = d.name.clone();
         let cmd = Command::Spawn {
             digest: format!("d-{name}"),
-            definition: Some(def(name, net)),
+            definition: Some(d),
             nodes: vec![node],
             rule: None,
         };
@@ -519,5 +641,79 @@ mod tests {
         assert_eq!(r.subnet(3).gateway(), Ipv4Addr::new(10, 88, 3, 1));
         assert!(NetRange::new("10.88.0.0/16", 15).is_err());
         assert!(NetRange::new("10.88.0.0/16", 30).is_err());
+    }
+
+    fn publishing(name: &str, ports: &[(u16, Option<u16>)]) -> Definition {
+        let mut d = def(name, true);
+        d.spec.ports = ports
+            .iter()
+            .map(|(c, h)| crate::spec::PublishedPort {
+                container: *c,
+                host: *h,
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn host_ports_are_held_once_per_node_and_handed_over_by_a_stop_first_replacement() {
+        let (mut s, mut i) = cluster(2);
+        let web = publishing("web", &[(80, Some(8080)), (9000, None)]);
+        let a = spawn_def(&mut s, &mut i, web.clone(), 1);
+        let ports = s.ports_of(&a).to_vec();
+        assert_eq!(
+            ports[0],
+            PortBinding {
+                host: 8080,
+                container: 80
+            }
+        );
+        assert_eq!(ports[1].host, *DYNAMIC_PORTS.start());
+        // The same fixed port on the same node: refused, nothing recorded.
+        let before = s.containers().len();
+        i += 1;
+        let again = Command::Spawn {
+            digest: "d-web".into(),
+            definition: None,
+            nodes: vec![1],
+            rule: None,
+        };
+        match s.apply(i, &again).0 {
+            Response::Refused(why) => assert!(why.contains("8080") && why.contains(&a), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.containers().len(), before);
+        // Twice in one batch on one node: refused too; on another node: fine.
+        i += 1;
+        let batch = Command::Spawn {
+            digest: "d-web".into(),
+            definition: None,
+            nodes: vec![2, 2],
+            rule: None,
+        };
+        assert!(matches!(s.apply(i, &batch).0, Response::Refused(_)));
+        let b = spawn_def(&mut s, &mut i, web.clone(), 2);
+        assert_eq!(s.ports_of(&b)[0].host, 8080);
+        // Dynamic ports differ on one node.
+        let dynamic = publishing("api", &[(80, None)]);
+        let c = spawn_def(&mut s, &mut i, dynamic.clone(), 1);
+        let d = spawn_def(&mut s, &mut i, dynamic, 1);
+        assert_ne!(s.ports_of(&c)[0].host, s.ports_of(&d)[0].host);
+        // A stop-first replacement takes the port over; the old one's end leaves it.
+        i += 1;
+        let replace = Command::Replace {
+            old: a.clone(),
+            digest: "d-web".into(),
+            node: 1,
+        };
+        let new = match s.apply(i, &replace).0 {
+            Response::Spawned(ids) => ids[0].clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(s.port_holder(1, 8080), Some(new.as_str()));
+        exited(&mut s, &mut i, &a, 1);
+        assert_eq!(s.port_holder(1, 8080), Some(new.as_str()));
+        exited(&mut s, &mut i, &new, 1);
+        assert_eq!(s.port_holder(1, 8080), None);
     }
 }

@@ -315,5 +315,6 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     cgroups::register(engine);
     privileges::register(engine);
     network::register(engine);
+    network::register_publish(engine);
     health::register(engine);
 }

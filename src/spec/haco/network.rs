@@ -55,6 +55,39 @@ pub(super) fn register(engine: &mut Engine) {
     });
 }
 
+/// Registers `publish(#{ container, host })`.
+pub(super) fn register_publish(engine: &mut Engine) {
+    engine.register_fn("publish", |c: &mut Container, o: Map| -> RhaiResult<()> {
+        check_keys(&o, "publish", &["container", "host"])?;
+        let port = |k: &str| -> RhaiResult<Option<u16>> {
+            let Some(v) = o.get(k) else {
+                return Ok(None);
+            };
+            let n = v
+                .as_int()
+                .map_err(|_| dsl_error(format!("publish {k}: a port number, not {v}")))?;
+            u16::try_from(n)
+                .ok()
+                .filter(|p| *p > 0)
+                .map(Some)
+                .ok_or_else(|| dsl_error(format!("publish {k}: {n} is not a port (1-65535)")))
+        };
+        let container = port("container")?
+            .ok_or_else(|| dsl_error("publish: 'container' (the container's port) is required"))?;
+        let host = port("host")?;
+        let mut d = c.d.borrow_mut();
+        if let Some(h) = host {
+            if d.spec.ports.iter().any(|p| p.host == Some(h)) {
+                return Err(dsl_error(format!(
+                    "publish: host port {h} is published twice"
+                )));
+            }
+        }
+        d.spec.ports.push(PublishedPort { container, host });
+        Ok(())
+    });
+}
+
 fn validate_cidr(s: &str) -> RhaiResult<()> {
     let ok = s
         .split_once('/')

@@ -77,6 +77,11 @@ pub fn container_pb(c: &ContainerRecord, state: &ClusterState) -> pb::Container 
             .address_of(&c.id)
             .map(|a| a.to_string())
             .unwrap_or_default(),
+        ports: state
+            .ports_of(&c.id)
+            .iter()
+            .map(|p| format!("{}->{}/tcp", p.host, p.container))
+            .collect(),
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn spawn(core: &Supervisor, r: SpawnRequest) -> OpResult<ContainerReco
             Some(_) => Vec::new(),
             None => super::health::suspects(core),
         },
+        host_ports: placement::Request::ports_of(&definition.spec),
     };
     let node = placement::place(&state, &req)?;
     let ids = commit_spawn(core, &definition, vec![node], None).await?;
@@ -190,6 +191,7 @@ pub async fn move_off(core: &Supervisor, node: NodeId) -> OpResult<u32> {
             node: None,
             labels: BTreeMap::new(),
             exclude,
+            host_ports: placement::Request::ports_of(&def.spec),
         };
         let target = match placement::place(&core.state(), &req) {
             Ok(t) => t,

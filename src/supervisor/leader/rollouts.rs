@@ -229,11 +229,27 @@ async fn replace(
     old: &str,
     surge: bool,
 ) -> OpResult<()> {
+    let ports = state
+        .definitions()
+        .get(digest)
+        .map(|d| placement::Request::ports_of(&d.spec))
+        .unwrap_or_default();
+    // Fixed host ports: a stop-first copy takes the old one's place (and ports) on its
+    // node; a start-first one goes where they are free.
+    let (node, host_ports) = match state.containers().get(old) {
+        Some(c) if !ports.is_empty() && !surge => (Some(c.node), Vec::new()),
+        _ => (None, ports),
+    };
     let req = placement::Request {
         definition,
-        node: None,
+        node,
         labels: Default::default(),
-        exclude: suspects(core),
+        exclude: if node.is_some() {
+            Vec::new()
+        } else {
+            suspects(core)
+        },
+        host_ports,
     };
     let node = placement::place_many(state, &req, 1)?
         .into_iter()

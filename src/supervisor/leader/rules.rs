@@ -367,6 +367,7 @@ impl RuleLoop {
                     } else {
                         super::health::suspects(core)
                     },
+                    host_ports: placement::Request::ports_of(&def.spec),
                 };
                 let count = usize::try_from(count).unwrap_or(usize::MAX);
                 let targets: Vec<NodeId> = placement::place_many(&state, &req, count)?;

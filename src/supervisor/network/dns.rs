@@ -7,6 +7,8 @@
 //!   a copy that ends, is lost or turns unhealthy leaves the answer as soon as that is
 //!   applied here (TTL 1 s).
 //! - `ID.container.haconiwa`: the container's address while it holds one.
+//! - SRV of `NAME.service.haconiwa`: one record per published port of each serving
+//!   copy, its target `node-K.node.haconiwa` (the member's address) and its host port.
 //!
 //! The messages are hickory-proto's (the codec under hickory-server): the answers are a
 //! function of the state, with no zone store, so a socket loop is all the server needed.
@@ -24,6 +26,8 @@ use tokio::net::UdpSocket;
 pub const SERVICE_DOMAIN: &str = "service.haconiwa";
 /// Containers' domain.
 pub const CONTAINER_DOMAIN: &str = "container.haconiwa";
+/// Members' domain (`node-K.node.haconiwa`: SRV targets).
+pub const NODE_DOMAIN: &str = "node.haconiwa";
 /// TTL of the cluster's answers, s.
 const TTL: u32 = 1;
 /// How long a forwarded query may take.
@@ -64,7 +68,43 @@ pub fn lookup(state: &ClusterState, name: &str) -> Option<Vec<Ipv4Addr>> {
     if let Some(id) = name.strip_suffix(&format!(".{CONTAINER_DOMAIN}")) {
         return Some(state.address_of(id).into_iter().collect());
     }
+    if let Some(node) = name.strip_suffix(&format!(".{NODE_DOMAIN}")) {
+        return Some(node_address(state, node).into_iter().collect());
+    }
     (name == "haconiwa" || name.ends_with(".haconiwa")).then(Vec::new)
+}
+
+/// The address of member `node-K`.
+fn node_address(state: &ClusterState, name: &str) -> Option<Ipv4Addr> {
+    let id: u64 = name.strip_prefix("node-")?.parse().ok()?;
+    let addr = &state.nodes().get(&id)?.addr;
+    addr.rsplit_once(':')?.0.parse().ok()
+}
+
+/// SRV records of service `name`: each published port of each serving copy, at its
+/// node; with the nodes' A records as additionals.
+fn srv_records(state: &ClusterState, owner: &Name, name: &str) -> (Vec<Record>, Vec<Record>) {
+    use hickory_proto::rr::rdata::SRV;
+    let (mut answers, mut extra) = (Vec::new(), Vec::new());
+    let mut nodes = std::collections::BTreeSet::new();
+    for c in state.containers().values() {
+        if !(c.rule.as_deref() == Some(name) || c.definition == name) || !serves(c) {
+            continue;
+        }
+        let Ok(target) = Name::from_ascii(format!("node-{}.{NODE_DOMAIN}.", c.node)) else {
+            continue;
+        };
+        for p in state.ports_of(&c.id) {
+            let srv = SRV::new(0, 10, p.host, target.clone());
+            answers.push(Record::from_rdata(owner.clone(), TTL, RData::SRV(srv)));
+        }
+        if !state.ports_of(&c.id).is_empty() && nodes.insert(c.node) {
+            if let Some(ip) = node_address(state, &format!("node-{}", c.node)) {
+                extra.push(Record::from_rdata(target, TTL, RData::A(ip.into())));
+            }
+        }
+    }
+    (answers, extra)
 }
 
 /// The answer to one query, or None when it goes to the host's resolvers.
@@ -80,6 +120,15 @@ fn answer(state: &ClusterState, query: &Message) -> Option<Message> {
     let ips = lookup(state, name.trim_end_matches('.'))?;
     reply.metadata.authoritative = true;
     reply.add_query(q.clone());
+    if q.query_type() == RecordType::SRV {
+        let service = name.trim_end_matches('.');
+        if let Some(service) = service.strip_suffix(&format!(".{SERVICE_DOMAIN}")) {
+            let (answers, extra) = srv_records(state, q.name(), service);
+            reply.add_answers(answers);
+            reply.additionals.extend(extra);
+            return Some(reply);
+        }
+    }
     if ips.is_empty() {
         reply.metadata.response_code = ResponseCode::NXDomain;
         return Some(reply);

@@ -5,6 +5,7 @@
 //! DNS responder), and the responder itself (`dns.rs`).
 
 pub mod dns;
+pub mod ports;
 
 use super::shared::Supervisor;
 use crate::cluster::state::{ClusterState, Command, ContainerRecord, NetRange, NodeStatus};
@@ -145,6 +146,7 @@ pub async fn run(core: Arc<Supervisor>) {
         );
         return;
     };
+    tokio::spawn(ports::run(core.clone()));
     let mut rx = core.feed.state.clone();
     let mut node: Option<NodeNetwork> = None;
     let mut routed: Option<Vec<Peer>> = None;
