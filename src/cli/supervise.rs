@@ -210,7 +210,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         images: Some(a.registry.supervisor_config(cli.image_store.clone())?),
         http_listen: a.http_listen,
         network: (a.network_cidr.is_some() || a.network_mode.is_some()).then_some(
-            crate::supervisor::network::NetworkSettings {
+            crate::runtime::network::NetworkSettings {
                 cidr: a.network_cidr,
                 mode: a.network_mode,
                 ..Default::default()

@@ -7,6 +7,9 @@
 //! <prefix>/v1/containers/<id>         ContainerRecord as JSON
 //! <prefix>/v1/rules/<name>            RuleRecord as JSON
 //! <prefix>/v1/history/<name>          the rule's versions (RuleHistory) as JSON
+//! <prefix>/v1/network/<key>           the cluster network (NetRecord as JSON): range,
+//!                                     lease/<node>, addr/<container>, ip/<address>,
+//!                                     port/<node>/<port>
 //! <prefix>/v1/meta/applied            {index, term, state_digest}
 //! <prefix>/v1/meta/writer             {node, term, since_unix_ms}, under the writer's lease
 //! <prefix>/v1/meta/writer-term        the fence: the writer's term, 20 digits
@@ -34,12 +37,13 @@ pub struct Layout {
 }
 
 /// The directories of the replicated state (each a key prefix ending in `/`).
-pub const STATE_DIRS: [&str; 5] = [
+pub const STATE_DIRS: [&str; 6] = [
     "nodes/",
     "definitions/",
     "containers/",
     "rules/",
     "history/",
+    "network/",
 ];
 
 impl Layout {
@@ -78,6 +82,11 @@ impl Layout {
     /// The key of a rule's versions.
     pub fn history(&self, name: &str) -> String {
         self.key(&format!("history/{name}"))
+    }
+
+    /// The key of a record of the cluster network.
+    pub fn network(&self, key: &str) -> String {
+        self.key(&format!("network/{key}"))
     }
 
     /// `meta/applied`.
@@ -185,6 +194,9 @@ pub fn full(
     for (name, h) in s.history().iter() {
         out.insert(layout.history(name), json(h)?);
     }
+    for (k, r) in s.network().iter() {
+        out.insert(layout.network(k), json(r)?);
+    }
     Ok(out)
 }
 
@@ -230,6 +242,12 @@ pub fn diff(
         old.history(),
         new.history(),
         |n| layout.history(n),
+        &mut ops,
+    )?;
+    diff_table(
+        old.network(),
+        new.network(),
+        |k| layout.network(k),
         &mut ops,
     )?;
     Ok(ops)

@@ -6,8 +6,9 @@
 //! underlay's less 50). The routes carry [`ROUTE_PROTOCOL`], so the node finds and
 //! removes the ones it put there when a member leaves or after a restart.
 
-use crate::cluster::state::{Ipv4Net, CLUSTER_BRIDGE};
 use crate::launcher::netlink::{Rtnl, Vxlan};
+use crate::spec::net::{Ipv4Net, NetRange, CLUSTER_BRIDGE};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -34,6 +35,80 @@ pub enum Mode {
         /// UDP port.
         port: u16,
     },
+}
+
+/// `[network]` as the file (or the `--network-*` flags) spell it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// The cluster range, `10.88.0.0/16`; the network is off without one.
+    pub cidr: Option<String>,
+    /// Prefix length of each member's subnet (default 24).
+    pub subnet_prefix: Option<u8>,
+    /// `host-gw` (default: the members share a link) or `vxlan`.
+    pub mode: Option<String>,
+    /// Containers' MTU (default: the underlay's, less 50 with VXLAN).
+    pub mtu: Option<u32>,
+    /// VXLAN network identifier (default 1).
+    pub vxlan_id: Option<u32>,
+    /// VXLAN UDP port (default 4789).
+    pub vxlan_port: Option<u16>,
+    /// Answer DNS on the bridge address (default true).
+    pub dns: Option<bool>,
+}
+
+impl NetworkSettings {
+    /// Fills every unset field of `self` from `base`.
+    pub fn over(self, base: NetworkSettings) -> NetworkSettings {
+        NetworkSettings {
+            cidr: self.cidr.or(base.cidr),
+            subnet_prefix: self.subnet_prefix.or(base.subnet_prefix),
+            mode: self.mode.or(base.mode),
+            mtu: self.mtu.or(base.mtu),
+            vxlan_id: self.vxlan_id.or(base.vxlan_id),
+            vxlan_port: self.vxlan_port.or(base.vxlan_port),
+            dns: self.dns.or(base.dns),
+        }
+    }
+
+    /// Checks the settings; None when the network is off (no range).
+    pub fn resolve(self) -> Result<Option<NetworkConfig>, String> {
+        let Some(cidr) = self.cidr else {
+            return Ok(None);
+        };
+        let range = NetRange::new(&cidr, self.subnet_prefix.unwrap_or(24))
+            .map_err(|e| format!("[network] cidr/subnet_prefix: {e}"))?;
+        let mode = match self.mode.as_deref().unwrap_or("host-gw") {
+            "host-gw" => Mode::HostGw,
+            "vxlan" => Mode::Vxlan {
+                vni: self.vxlan_id.unwrap_or(1),
+                port: self.vxlan_port.unwrap_or(4789),
+            },
+            other => return Err(format!("[network] mode: host-gw or vxlan, not '{other}'")),
+        };
+        if let Some(m) = self.mtu.filter(|m| !(576..=9000).contains(m)) {
+            return Err(format!("[network] mtu: {m} is not between 576 and 9000"));
+        }
+        Ok(Some(NetworkConfig {
+            range,
+            mode,
+            mtu: self.mtu,
+            dns: self.dns.unwrap_or(true),
+        }))
+    }
+}
+
+/// The resolved `[network]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The cluster range and subnet size.
+    pub range: NetRange,
+    /// How members' subnets are reached.
+    pub mode: Mode,
+    /// Containers' MTU, when set.
+    pub mtu: Option<u32>,
+    /// Answer DNS on the bridge address.
+    pub dns: bool,
 }
 
 /// Another member's subnet and where it is.

@@ -7,6 +7,7 @@ pub mod health;
 pub mod image_ref;
 mod model;
 pub mod names;
+pub mod net;
 pub mod restart;
 pub mod script;
 pub mod signal;

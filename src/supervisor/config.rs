@@ -89,7 +89,7 @@ pub struct Settings {
     /// `[images]`: where this host's images live and how registries are reached.
     pub images: Option<crate::image::registry::ImagesConfig>,
     /// `[network]`: the cluster network (off without a `cidr`).
-    pub network: Option<super::network::NetworkSettings>,
+    pub network: Option<crate::runtime::network::NetworkSettings>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -253,7 +253,10 @@ impl Settings {
     }
 
     /// `[network]` merged field by field.
-    fn with_network(mut self, network: Option<super::network::NetworkSettings>) -> Settings {
+    fn with_network(
+        mut self,
+        network: Option<crate::runtime::network::NetworkSettings>,
+    ) -> Settings {
         self.network = network;
         self
     }
@@ -343,7 +346,7 @@ pub struct Config {
     /// Bounds of the port.
     pub limits: crate::api::listener::Limits,
     /// The cluster network, when on.
-    pub network: Option<super::network::NetworkConfig>,
+    pub network: Option<crate::runtime::network::NetworkConfig>,
     /// The HTTP listener (metrics, dashboard), when on.
     pub http_listen: Option<SocketAddr>,
     /// The image store.
@@ -581,6 +584,52 @@ mod tests {
             c.local_ip().map(|i| i.to_string()).as_deref(),
             Some("10.0.0.11")
         );
+    }
+
+    #[test]
+    fn the_network_example_resolves_and_bad_settings_are_refused() {
+        let text = include_str!("../../cluster-configs/node.toml");
+        let net: String = text
+            .lines()
+            .skip_while(|l| *l != "# [network]")
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: Settings = toml::from_str(&net).expect("the [network] example");
+        let flags = Settings {
+            token: Some("t".into()),
+            network: Some(crate::runtime::network::NetworkSettings {
+                mode: Some("vxlan".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = Config::resolve(flags.over(file)).unwrap();
+        let n = c.network.expect("the network is on");
+        assert_eq!(n.range.cidr.to_string(), "10.88.0.0/16");
+        assert_eq!(n.range.subnet_prefix, 24);
+        assert_eq!(n.mtu, Some(1450));
+        assert!(matches!(
+            n.mode,
+            crate::runtime::network::Mode::Vxlan { vni: 1, port: 4789 }
+        ));
+        for (bad, why) in [
+            ("cidr = \"10.88.0.1/16\"", "host bits"),
+            (
+                "cidr = \"10.88.0.0/16\"\nmode = \"flat\"",
+                "host-gw or vxlan",
+            ),
+            (
+                "cidr = \"10.88.0.0/16\"\nsubnet_prefix = 8",
+                "subnet prefix",
+            ),
+        ] {
+            let file: Settings =
+                toml::from_str(&format!("token = \"t\"\n[network]\n{bad}")).unwrap();
+            let e = Config::resolve(file).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ const LAYERS: [&str; 10] = [
 ];
 
 /// Inside `supervisor`, bottom up (`mod` wires them all together).
-const SUPERVISOR: [(&str, u8); 17] = [
+const SUPERVISOR: [(&str, u8); 18] = [
     ("error", 0),
     ("config", 0),
     ("stats", 0),
@@ -35,6 +35,7 @@ const SUPERVISOR: [(&str, u8); 17] = [
     ("reports", 3),
     ("restarts", 3),
     ("quorum", 3),
+    ("network", 3),
     ("leader", 4),
     ("agent", 4),
     ("endpoints", 5),

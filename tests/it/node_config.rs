@@ -188,6 +188,13 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
         ("tls.cert_file", s(&p("node-7.pem"))),
         ("tls.key_file", s(&p("node-7-key.pem"))),
         ("tls.verify_clients", toml::Value::Boolean(true)),
+        ("network.cidr", s("10.66.0.0/16")),
+        ("network.subnet_prefix", i(24)),
+        ("network.mode", s("host-gw")),
+        ("network.mtu", i(1400)),
+        ("network.vxlan_id", i(7)),
+        ("network.vxlan_port", i(4790)),
+        ("network.dns", toml::Value::Boolean(false)),
         ("images.store", s(&d("images"))),
         ("images.auth_file", s(&d("auth.json"))),
         (
@@ -375,6 +382,26 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
         .join(&id)
         .join("state.json");
     assert!(record.exists(), "{record:?} (cgroup {cgroup:?})");
+    // [network]: the range in the state, a subnet per member, the MTU on the bridge.
+    let o = cli(&site, &["services", "--json"], true);
+    let net: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(net["cidr"], "10.66.0.0/16", "{}", text(&o));
+    assert_eq!(net["subnets"][0], "7=10.66.0.0/24", "{net:#}");
+    let deadline = Instant::now() + T;
+    loop {
+        let o = site
+            .exec("ip")
+            .args(["-o", "link", "show", "haconiwa0"])
+            .output();
+        if o.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("mtu 1400")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge, with the MTU of [network]"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // http_listen beyond loopback: the token is required.
     let curl = |auth: Option<&str>| -> String {
         let mut c = site.exec("curl");
