@@ -125,6 +125,11 @@ impl Rtnl {
 
     /// The index and MTU of the link `name`, if there is one.
     pub fn link(&mut self, name: &str) -> io::Result<Option<(u32, u32)>> {
+        Ok(self.link_state(name)?.map(|(index, mtu, _)| (index, mtu)))
+    }
+
+    /// The index, MTU and whether it is up of the link `name`, if there is one.
+    pub fn link_state(&mut self, name: &str) -> io::Result<Option<(u32, u32, bool)>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
@@ -134,7 +139,8 @@ impl Rtnl {
                         LinkAttribute::Mtu(m) => Some(*m),
                         _ => None,
                     });
-                    Some((l.header.index, mtu.unwrap_or(1500)))
+                    let up = l.header.flags.contains(LinkFlags::Up);
+                    Some((l.header.index, mtu.unwrap_or(1500), up))
                 }
                 _ => None,
             })),
@@ -158,9 +164,19 @@ impl Rtnl {
         }
     }
 
-    /// Creates a veth pair: `host` here, `peer` in the network namespace of `pid`, both
-    /// ends with `mtu`.
-    pub fn add_veth(&mut self, host: &str, peer: &str, pid: i32, mtu: u32) -> io::Result<()> {
+    /// Creates a veth pair with `mtu`: `host` here, up and a port of bridge `master`
+    /// (one request: the kernel applies both as it creates the link), and `peer` (down)
+    /// in the network namespace of `pid`.
+    pub fn add_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        pid: i32,
+        mtu: u32,
+        master: u32,
+    ) -> io::Result<()> {
+        // The peer cannot be set up in the same request (the kernel opens it before
+        // the pair is linked: ENOTCONN); its namespace's socket does that.
         let mut other = LinkMessage::default();
         other
             .attributes
@@ -168,8 +184,11 @@ impl Rtnl {
         other.attributes.push(LinkAttribute::NetNsPid(pid as u32));
         other.attributes.push(LinkAttribute::Mtu(mtu));
         let mut msg = LinkMessage::default();
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(host.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::Controller(master));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(other))),

@@ -79,42 +79,49 @@ pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
     let br = net.bridge.as_str();
     let os = |what: String| move |e: std::io::Error| StepError::os(what, e);
     let mut host = Rtnl::open().map_err(os("open rtnetlink".into()))?;
-    if host
-        .add_bridge(br)
-        .map_err(os(format!("create bridge {br}")))?
-    {
-        if let Some(gw) = gateway {
-            let index = bridge_index(&mut host, br)?;
-            host.add_address(index, gw, len)
-                .map_err(os(format!("address {gw}/{len} on bridge {br}")))?;
-        }
-    }
-    let (bridge, mtu) = host
-        .link(br)
+    // The bridge is there but for a node's first container: one look, no request more.
+    let (bridge, mtu) = match host
+        .link_state(br)
         .map_err(os(format!("find bridge {br}")))?
-        .ok_or_else(|| StepError::msg(format!("find bridge {br}"), "not there"))?;
-    host.set_up(bridge, None)
-        .map_err(os(format!("set bridge {br} up")))?;
+    {
+        Some((index, mtu, true)) => (index, mtu),
+        found => {
+            if found.is_none()
+                && host
+                    .add_bridge(br)
+                    .map_err(os(format!("create bridge {br}")))?
+            {
+                if let Some(gw) = gateway {
+                    let index = bridge_index(&mut host, br)?;
+                    host.add_address(index, gw, len)
+                        .map_err(os(format!("address {gw}/{len} on bridge {br}")))?;
+                }
+            }
+            let (index, mtu) = host
+                .link(br)
+                .map_err(os(format!("find bridge {br}")))?
+                .ok_or_else(|| StepError::msg(format!("find bridge {br}"), "not there"))?;
+            host.set_up(index, None)
+                .map_err(os(format!("set bridge {br} up")))?;
+            (index, mtu)
+        }
+    };
     let veth = host_veth_name(pid);
     // The bridge's MTU: a cluster network over VXLAN has a smaller one.
-    let made = match host.add_veth(&veth, "eth0", pid, mtu) {
+    let made = match host.add_veth(&veth, "eth0", pid, mtu, bridge) {
         // Left by an earlier container of this pid whose namespace the kernel is still
         // tearing down (it removes a veth with its namespace, asynchronously).
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             if let Ok(Some(stale)) = host.link_index(&veth) {
                 let _ = host.delete_link(stale);
             }
-            host.add_veth(&veth, "eth0", pid, mtu)
+            host.add_veth(&veth, "eth0", pid, mtu, bridge)
         }
         other => other,
     };
-    made.map_err(os(format!("create veth {veth} (eth0 in the container)")))?;
-    let index = host
-        .link_index(&veth)
-        .map_err(os(format!("find {veth}")))?
-        .ok_or_else(|| StepError::msg(format!("find {veth}"), "gone after its creation"))?;
-    host.set_up(index, Some(bridge))
-        .map_err(os(format!("put {veth} on bridge {br}")))?;
+    made.map_err(os(format!(
+        "create veth {veth} on bridge {br} (eth0 in the container)"
+    )))?;
     let mut inside = Rtnl::open_in(pid).map_err(os("open rtnetlink in the container".into()))?;
     let eth0 = inside
         .link_index("eth0")

@@ -256,6 +256,44 @@ fn the_network_carries_names_and_replacements(mode: &str) {
         reaches_across(&h, probe_pid, fresh);
     }
     eprintln!("{mode}: the name followed the replacement {took:?} after it ran");
+
+    // The dead host leaves the cluster: its subnet's routes (and VXLAN entries) go on
+    // every other host.
+    let o = h.cli(&["cluster", "leave", &leader.to_string()]);
+    assert!(o.status.success(), "leave: {}", output_text(&o));
+    let others: Vec<usize> = (1..=3).filter(|k| *k as u64 != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<(usize, usize, usize)> = others
+            .iter()
+            .map(|k| {
+                let ns = format!("/run/netns/{}-h{k}", h.hub().trim_end_matches("-hub"));
+                let ip = |args: &[&str]| {
+                    let o = Command::new("nsenter")
+                        .arg(format!("--net={ns}"))
+                        .arg("ip")
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&o.stdout).lines().count()
+                };
+                let vx = if mode == "vxlan" {
+                    ip(&["neigh", "show", "dev", "haconiwa-vx"])
+                } else {
+                    1
+                };
+                (*k, ip(&["route", "show", "proto", "104"]), vx)
+            })
+            .collect();
+        if left.iter().all(|(_, routes, vx)| *routes == 1 && *vx == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "routes (and VXLAN neighbours) to the member that left, per host: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

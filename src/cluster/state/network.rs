@@ -437,6 +437,16 @@ mod tests {
         // No network namespace of its own, or opted out: no address.
         let host = spawn(&mut s, &mut i, "host", false, 1);
         assert_eq!(s.address_of(&host), None);
+        let mut alone = def("alone", true);
+        alone.spec.network.cluster = false;
+        let alone = spawn_def(&mut s, &mut i, alone, 1);
+        assert_eq!(s.address_of(&alone), None);
+        assert!(s
+            .spec_of(&s.containers()[&alone])
+            .unwrap()
+            .network
+            .bridge
+            .is_none());
         // A later member gets the next subnet at once.
         i += 1;
         let add = Command::AddNode {

@@ -236,3 +236,131 @@ pub async fn serve(core: Arc<Supervisor>, address: Ipv4Addr) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Command, Definition, Response};
+    use crate::spec::{ContainerSpec, NsKind};
+    use std::collections::BTreeMap;
+
+    /// Three members on 10.88.0.0/16; a copy of `web` (rule `front`, port 8080
+    /// published) on each, in the given states.
+    fn state(observed: &[Observed]) -> (ClusterState, Vec<String>) {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            i
+        };
+        for n in 1..=3 {
+            let add = Command::AddNode {
+                id: None,
+                addr: format!("10.0.0.{n}:7700"),
+                labels: BTreeMap::new(),
+            };
+            s.apply(next(), &add);
+        }
+        let set = Command::SetNetwork {
+            cidr: "10.88.0.0/16".into(),
+            subnet_prefix: 24,
+        };
+        s.apply(next(), &set);
+        let mut spec = ContainerSpec::new("web", vec!["/bin/true".into()], "/r".into());
+        spec.namespaces.unshare.push(NsKind::Net);
+        spec.ports.push(crate::spec::PublishedPort {
+            container: 80,
+            host: Some(8080),
+        });
+        let def = Definition {
+            name: "web".into(),
+            digest: "d-web".into(),
+            text: String::new(),
+            base_dir: String::new(),
+            spec,
+            registered_index: 0,
+        };
+        let mut ids = Vec::new();
+        for (k, o) in observed.iter().enumerate() {
+            let node = k as u64 + 1;
+            let spawn = Command::Spawn {
+                digest: "d-web".into(),
+                definition: Some(def.clone()),
+                nodes: vec![node],
+                rule: Some("front".into()),
+            };
+            let Response::Spawned(new) = s.apply(next(), &spawn).0 else {
+                panic!("spawn refused");
+            };
+            let report = Command::Observe {
+                id: new[0].clone(),
+                node,
+                observed: o.clone(),
+            };
+            s.apply(next(), &report);
+            ids.push(new[0].clone());
+        }
+        (s, ids)
+    }
+
+    fn checked(health: Health) -> Observed {
+        Observed::Checked { pid: 7, health }
+    }
+
+    #[test]
+    fn a_service_answers_with_its_serving_copies_only() {
+        let (s, ids) = state(&[
+            checked(Health::Healthy),
+            checked(Health::Starting),
+            checked(Health::Unhealthy),
+        ]);
+        let ip = |id: &String| s.address_of(id).unwrap();
+        // By the rule's name and by the definition's: the healthy copy alone.
+        assert_eq!(
+            lookup(&s, "front.service.haconiwa"),
+            Some(vec![ip(&ids[0])])
+        );
+        assert_eq!(lookup(&s, "web.service.haconiwa"), Some(vec![ip(&ids[0])]));
+        // A container by its id, whatever its health; a member by its name.
+        assert_eq!(
+            lookup(&s, &format!("{}.container.haconiwa", ids[2])),
+            Some(vec![ip(&ids[2])])
+        );
+        assert_eq!(
+            lookup(&s, "node-2.node.haconiwa"),
+            Some(vec![Ipv4Addr::new(10, 0, 0, 2)])
+        );
+        // The cluster's domain knows no other name; other names are not its to answer.
+        assert_eq!(lookup(&s, "nope.service.haconiwa"), Some(vec![]));
+        assert_eq!(lookup(&s, "x.haconiwa"), Some(vec![]));
+        assert_eq!(lookup(&s, "example.com"), None);
+    }
+
+    #[test]
+    fn copies_without_a_check_serve_while_running_and_srv_names_their_ports() {
+        let exited = Observed::Exited {
+            code: Some(0),
+            oom_killed: false,
+            error: None,
+        };
+        let (s, ids) = state(&[Observed::Running { pid: 7 }, exited, Observed::Starting]);
+        let ip = s.address_of(&ids[0]).unwrap();
+        assert_eq!(lookup(&s, "front.service.haconiwa"), Some(vec![ip]));
+        assert_eq!(
+            s.address_of(&ids[1]),
+            None,
+            "an exited copy gave its address back"
+        );
+        let owner = Name::from_ascii("front.service.haconiwa.").unwrap();
+        let (answers, extra) = srv_records(&s, &owner, "front");
+        assert_eq!(answers.len(), 1);
+        assert!(
+            answers[0]
+                .to_string()
+                .contains("8080 node-1.node.haconiwa."),
+            "{}",
+            answers[0]
+        );
+        assert_eq!(extra.len(), 1);
+    }
+}
