@@ -358,6 +358,28 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// The IPv4 neighbour entries of link `index`: their addresses.
+    pub fn neighbours(&mut self, index: u32) -> io::Result<Vec<std::net::Ipv4Addr>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let answers = self.request(
+            RouteNetlinkMessage::GetNeighbour(msg),
+            netlink_packet_core::NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => {
+                    n.attributes.into_iter().find_map(|a| match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(ip),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Removes the neighbour entry of `ip` on link `index` (none there is fine).
     pub fn delete_neighbour(&mut self, index: u32, ip: std::net::Ipv4Addr) -> io::Result<()> {
         let mut msg = NeighbourMessage::default();

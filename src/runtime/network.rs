@@ -257,18 +257,32 @@ pub fn sync_peers(node: &NodeNetwork, peers: &[Peer], before: &[Peer]) -> io::Re
     Ok(())
 }
 
-/// Forgets the bridge's neighbour entries of addresses given back (the containers
-/// that held them are gone): the next holder of an address is looked up afresh.
-pub fn forget_neighbours(gone: &[Ipv4Addr]) -> io::Result<()> {
+/// Forgets the bridge's neighbour entries of every address but `live` (this member's
+/// containers' addresses): the next holder of an address given back is looked up
+/// afresh, and no entry outlives its container. Reads the kernel's table, so an entry
+/// made after an earlier sweep (a late packet to a container gone) goes at the next.
+pub fn sweep_neighbours(live: &std::collections::BTreeSet<Ipv4Addr>) -> io::Result<usize> {
     let mut rtnl = Rtnl::open()?;
     let Some(bridge) = rtnl.link_index(CLUSTER_BRIDGE)? else {
-        return Ok(());
+        return Ok(0);
     };
-    for ip in gone {
-        rtnl.delete_neighbour(bridge, *ip)
-            .map_err(os(format!("forget neighbour {ip}")))?;
+    let mut first_error = None;
+    let mut removed = 0;
+    for ip in rtnl.neighbours(bridge)? {
+        if live.contains(&ip) {
+            continue;
+        }
+        match rtnl.delete_neighbour(bridge, ip) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                first_error.get_or_insert(io::Error::new(
+                    e.kind(),
+                    format!("forget neighbour {ip}: {e}"),
+                ));
+            }
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(removed), Err)
 }
 
 #[cfg(test)]

@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 /// The cluster range of these tests (the hosts' own addresses are 10.100-199.x.x).
 const CIDR: &str = "10.250.0.0/16";
 
-/// A web server copy that answers its own name, with a 1 MiB file (a transfer larger
-/// than a few packets: an MTU too large for the path hangs it).
-fn web_haco() -> String {
+/// A busybox definition `name` running `script` (sh -c), in its own namespaces.
+fn shell_haco(name: &str, script: &str) -> String {
     format!(
         r#"haconiwa.define(|c| {{
-    c.name = "web";
-    c.init_command = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && dd if=/dev/zero of=/www/big bs=1024 count=1024 2>/dev/null && exec httpd -f -p 80 -h /www"];
+    c.name = "{name}";
+    c.init_command = ["/bin/sh", "-c", "{script}"];
     c.chroot_to("{}");
     c.namespace.unshare(["uts", "ipc", "pid", "mount", "net"]);
     c.daemonize();
@@ -31,19 +30,21 @@ fn web_haco() -> String {
     )
 }
 
+/// A web server copy that answers its own name, with a 1 MiB file (a transfer larger
+/// than a few packets: an MTU too large for the path hangs it).
+fn web_haco() -> String {
+    shell_haco(
+        "web",
+        "mkdir -p /www && hostname > /www/index.html && dd if=/dev/zero of=/www/big bs=1024 count=1024 2>/dev/null && exec httpd -f -p 80 -h /www",
+    )
+}
+
 /// A client to look from (it asks the node's DNS once at its start, so the node's
 /// bridge learns its address: churn leaves that entry to clean up).
 fn probe_haco() -> String {
-    format!(
-        r#"haconiwa.define(|c| {{
-    c.name = "probe";
-    c.init_command = ["/bin/sh", "-c", "nslookup web.service.haconiwa >/dev/null 2>&1; exec sleep 3600"];
-    c.chroot_to("{}");
-    c.namespace.unshare(["uts", "ipc", "pid", "mount", "net"]);
-    c.daemonize();
-}});
-"#,
-        busybox_rootfs().display()
+    shell_haco(
+        "probe",
+        "nslookup web.service.haconiwa >/dev/null 2>&1; exec sleep 3600",
     )
 }
 
