@@ -83,6 +83,62 @@ fn resolve(pid: i64, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The A records of `name`, asked over TCP of host `host`'s responder (its bridge
+/// address), from a thread inside that host's network namespace.
+fn addresses_over_tcp(h: &Hosts, host: usize, name: &str) -> BTreeSet<String> {
+    use std::io::{Read, Write};
+    let ns = format!("/run/netns/{}-h{host}", h.hub().trim_end_matches("-hub"));
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for part in name.split('.') {
+        query.push(part.len() as u8);
+        query.extend_from_slice(part.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let reply = std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&ns).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // The bridge's address: the gateway of the host's subnet.
+            let o = Command::new("ip")
+                .args(["-4", "-o", "addr", "show", "haconiwa0"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let gw = text
+                .split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .and_then(|a| a.split('/').next())
+                .unwrap()
+                .to_string();
+            let mut c = std::net::TcpStream::connect((gw.as_str(), 53)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(&(query.len() as u16).to_be_bytes()).unwrap();
+            c.write_all(&query).unwrap();
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut reply).unwrap();
+            reply
+        })
+        .join()
+        .unwrap()
+    });
+    // Answers: after the header and the question, each A record ends in its 4 bytes.
+    let answers = u16::from_be_bytes([reply[6], reply[7]]) as usize;
+    let mut at = query.len();
+    let mut out = BTreeSet::new();
+    for _ in 0..answers {
+        at += 2 + 2 + 2 + 4; // name pointer, type, class, ttl
+        let rdlen = u16::from_be_bytes([reply[at], reply[at + 1]]) as usize;
+        at += 2;
+        let ip = &reply[at..at + rdlen];
+        out.insert(format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3]));
+        at += rdlen;
+    }
+    out
+}
+
 fn containers(h: &Hosts) -> Vec<Value> {
     let o = h.cli(&["containers", "--json"]);
     assert!(o.status.success(), "{}", output_text(&o));
@@ -201,6 +257,10 @@ fn the_network_carries_names_and_replacements(mode: &str) {
     assert_eq!(resolve(probe_pid, "web.service.haconiwa"), served);
     // Other names of the cluster's domain: no such name.
     assert!(resolve(probe_pid, "nothing.service.haconiwa").is_empty());
+    // The same over TCP, from the probe's host.
+    let probe_host = probe["node"].as_u64().unwrap() as usize;
+    let gateway = addresses_over_tcp(&h, probe_host, "web.service.haconiwa");
+    assert_eq!(gateway, served, "DNS over TCP answers as UDP does");
 
     // The leader's host dies; its copy is replaced elsewhere; the name follows.
     let on_leader: Vec<String> = webs

@@ -1,4 +1,4 @@
-//! The DNS responder every member runs on its bridge address (port 53, UDP): the
+//! The DNS responder every member runs on its bridge address (port 53, UDP and TCP): the
 //! cluster's names answered from this member's copy of the replicated state, every
 //! other name forwarded to the host's resolvers (docs/networking.md).
 //!
@@ -183,57 +183,137 @@ async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
-/// Answers DNS on `address`:53 until the process ends (binding is retried: the
-/// address may still be settling on the bridge).
-pub async fn serve(core: Arc<Supervisor>, address: Ipv4Addr) {
-    let sock = loop {
-        match UdpSocket::bind((address, 53)).await {
-            Ok(s) => break Arc::new(s),
+/// A reply's bytes within `limit` (a UDP client's buffer): answers dropped from the end
+/// and the truncation flag set when they do not fit, so the client asks again over
+/// TCP, where there is no limit.
+fn fit(mut reply: Message, limit: Option<usize>) -> Option<Vec<u8>> {
+    loop {
+        let bytes = reply.to_vec().ok()?;
+        let full = limit.is_some_and(|l| bytes.len() > l);
+        if !full || (reply.answers.is_empty() && reply.additionals.is_empty()) {
+            return Some(bytes);
+        }
+        reply.metadata.truncation = true;
+        if reply.additionals.pop().is_none() {
+            reply.answers.pop();
+        }
+    }
+}
+
+/// The reply to one message: the cluster's answer, or the host's resolvers' (SERVFAIL
+/// when none answers); None for what is not a query. `udp`: the reply must fit the
+/// client's UDP buffer (512 bytes, or what its EDNS record offers).
+async fn respond(
+    core: &Supervisor,
+    raw: &[u8],
+    upstreams: &[SocketAddr],
+    udp: bool,
+) -> Option<Vec<u8>> {
+    let query = Message::from_vec(raw).ok()?;
+    if query.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let limit = udp.then(|| {
+        let edns = query.edns.as_ref().map_or(512, |e| e.max_payload());
+        usize::from(edns.max(512))
+    });
+    let reply = {
+        let state = core.feed.state.borrow().1.clone();
+        answer(&state, &query)
+    };
+    if let Some(reply) = reply {
+        return fit(reply, limit);
+    }
+    match forward(raw, upstreams).await {
+        Some(bytes) => Some(bytes),
+        None => fit(
+            Message::error_msg(query.metadata.id, OpCode::Query, ResponseCode::ServFail),
+            limit,
+        ),
+    }
+}
+
+/// Binds `address`:53 (retried: the address may still be settling on the bridge).
+async fn bind<T>(
+    address: Ipv4Addr,
+    what: &str,
+    bind: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<T>> + Send>>,
+) -> T {
+    loop {
+        match bind().await {
+            Ok(s) => return s,
             Err(e) => {
-                tracing::warn!("DNS on {address}:53: {e}; trying again in 2 s");
+                tracing::warn!("DNS on {address}:53 ({what}): {e}; trying again in 2 s");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
-    };
+    }
+}
+
+/// Answers DNS on `address`:53, UDP and TCP, until the process ends.
+pub async fn serve(core: Arc<Supervisor>, address: Ipv4Addr) {
+    let udp = bind(address, "udp", || Box::pin(UdpSocket::bind((address, 53)))).await;
+    let tcp = bind(address, "tcp", || {
+        Box::pin(tokio::net::TcpListener::bind((address, 53)))
+    })
+    .await;
     tracing::info!("DNS: answering {SERVICE_DOMAIN} and {CONTAINER_DOMAIN} on {address}:53");
     let upstreams: Arc<[SocketAddr]> = upstreams().into();
+    tokio::spawn(serve_tcp(core.clone(), tcp, upstreams.clone()));
+    let sock = Arc::new(udp);
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
-        let Ok(query) = Message::from_vec(&buf[..n]) else {
+        let (core, sock, ups, raw) = (
+            core.clone(),
+            sock.clone(),
+            upstreams.clone(),
+            buf[..n].to_vec(),
+        );
+        tokio::spawn(async move {
+            if let Some(bytes) = respond(&core, &raw, &ups, true).await {
+                let _ = sock.send_to(&bytes, from).await;
+            }
+        });
+    }
+}
+
+/// DNS over TCP: length-prefixed messages, several per connection, each connection
+/// closed after 10 s without a query.
+async fn serve_tcp(
+    core: Arc<Supervisor>,
+    listener: tokio::net::TcpListener,
+    upstreams: Arc<[SocketAddr]>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
-        if query.metadata.message_type != MessageType::Query {
-            continue;
-        }
-        let state = core.feed.state.borrow().1.clone();
-        match answer(&state, &query) {
-            Some(reply) => {
-                if let Ok(bytes) = reply.to_vec() {
-                    let _ = sock.send_to(&bytes, from).await;
+        let (core, ups) = (core.clone(), upstreams.clone());
+        tokio::spawn(async move {
+            loop {
+                let idle = Duration::from_secs(10);
+                let Ok(Ok(len)) = tokio::time::timeout(idle, conn.read_u16()).await else {
+                    return;
+                };
+                let mut raw = vec![0u8; usize::from(len)];
+                if conn.read_exact(&mut raw).await.is_err() {
+                    return;
+                }
+                let Some(bytes) = respond(&core, &raw, &ups, false).await else {
+                    return;
+                };
+                let Ok(n) = u16::try_from(bytes.len()) else {
+                    return;
+                };
+                if conn.write_u16(n).await.is_err() || conn.write_all(&bytes).await.is_err() {
+                    return;
                 }
             }
-            None => {
-                let (sock, ups, raw) = (sock.clone(), upstreams.clone(), buf[..n].to_vec());
-                tokio::spawn(async move {
-                    let bytes = match forward(&raw, &ups).await {
-                        Some(b) => b,
-                        None => {
-                            let fail = Message::error_msg(
-                                query.metadata.id,
-                                OpCode::Query,
-                                ResponseCode::ServFail,
-                            );
-                            let Ok(b) = fail.to_vec() else { return };
-                            b
-                        }
-                    };
-                    let _ = sock.send_to(&bytes, from).await;
-                });
-            }
-        }
+        });
     }
 }
 
@@ -362,5 +442,25 @@ mod tests {
             answers[0]
         );
         assert_eq!(extra.len(), 1);
+    }
+
+    #[test]
+    fn a_udp_reply_too_large_is_cut_and_marked_truncated() {
+        let owner = Name::from_ascii("big.service.haconiwa.").unwrap();
+        let mut reply = Message::response(7, OpCode::Query);
+        for i in 0..100u8 {
+            let rdata = RData::A(Ipv4Addr::new(10, 88, 1, i).into());
+            reply.add_answer(Record::from_rdata(owner.clone(), TTL, rdata));
+        }
+        let cut = fit(reply.clone(), Some(512)).unwrap();
+        assert!(cut.len() <= 512);
+        let read = Message::from_vec(&cut).unwrap();
+        assert!(read.metadata.truncation);
+        assert!(!read.answers.is_empty() && read.answers.len() < 100);
+        let whole = Message::from_vec(&fit(reply, None).unwrap()).unwrap();
+        assert_eq!(
+            (whole.answers.len(), whole.metadata.truncation),
+            (100, false)
+        );
     }
 }
