@@ -55,6 +55,9 @@ pub struct NetworkSettings {
     pub vxlan_port: Option<u16>,
     /// Answer DNS on the bridge address (default true).
     pub dns: Option<bool>,
+    /// Masquerade containers' traffic to addresses beyond the range behind the member's
+    /// own address (default true).
+    pub masquerade: Option<bool>,
 }
 
 impl NetworkSettings {
@@ -68,6 +71,7 @@ impl NetworkSettings {
             vxlan_id: self.vxlan_id.or(base.vxlan_id),
             vxlan_port: self.vxlan_port.or(base.vxlan_port),
             dns: self.dns.or(base.dns),
+            masquerade: self.masquerade.or(base.masquerade),
         }
     }
 
@@ -94,6 +98,7 @@ impl NetworkSettings {
             mode,
             mtu: self.mtu,
             dns: self.dns.unwrap_or(true),
+            masquerade: self.masquerade.unwrap_or(true),
         }))
     }
 }
@@ -109,6 +114,48 @@ pub struct NetworkConfig {
     pub mtu: Option<u32>,
     /// Answer DNS on the bridge address.
     pub dns: bool,
+    /// Masquerade traffic leaving the range.
+    pub masquerade: bool,
+}
+
+/// Masquerades traffic from the cluster range to anywhere beyond it behind the
+/// member's own address (an iptables rule in the nat table, added once, found again by
+/// its comment): containers reach what their host reaches, as Docker's and Kubernetes'
+/// do. Traffic between containers, across hosts too, keeps its addresses.
+pub fn masquerade(range: Ipv4Net) -> io::Result<()> {
+    let rule = |op: &str| {
+        let cidr = range.to_string();
+        std::process::Command::new("iptables")
+            .args([
+                "-w",
+                "5",
+                "-t",
+                "nat",
+                op,
+                "POSTROUTING",
+                "-s",
+                &cidr,
+                "!",
+                "-d",
+                &cidr,
+            ])
+            .args(["-m", "comment", "--comment", "haconiwa cluster network"])
+            .args(["-j", "MASQUERADE"])
+            .output()
+    };
+    let present = rule("-C")?;
+    if present.status.success() {
+        return Ok(());
+    }
+    let added = rule("-A")?;
+    if added.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "iptables -t nat -A POSTROUTING -s {range} -j MASQUERADE: {}",
+            String::from_utf8_lossy(&added.stderr).trim()
+        )))
+    }
 }
 
 /// Another member's subnet and where it is.

@@ -257,6 +257,15 @@ fn the_network_carries_names_and_replacements(mode: &str) {
     assert_eq!(resolve(probe_pid, "web.service.haconiwa"), served);
     // Other names of the cluster's domain: no such name.
     assert!(resolve(probe_pid, "nothing.service.haconiwa").is_empty());
+    // Beyond the range: the hub is no member and has no route back to the range; the
+    // probe's traffic leaves masqueraded behind its host's address.
+    let hub = format!("{}.254", h.net());
+    let o = in_container(probe_pid, &format!("ping -c 1 -W 3 {hub}"));
+    assert!(
+        o.status.success(),
+        "the probe reaches {hub}: {}",
+        output_text(&o)
+    );
     // The same over TCP, from the probe's host.
     let probe_host = probe["node"].as_u64().unwrap() as usize;
     let gateway = addresses_over_tcp(&h, probe_host, "web.service.haconiwa");

@@ -195,6 +195,7 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
         ("network.vxlan_id", i(7)),
         ("network.vxlan_port", i(4790)),
         ("network.dns", toml::Value::Boolean(false)),
+        ("network.masquerade", toml::Value::Boolean(false)),
         ("images.store", s(&d("images"))),
         ("images.auth_file", s(&d("auth.json"))),
         (

@@ -111,9 +111,13 @@ pub async fn run(core: Arc<Supervisor>) {
         }
         let lease = state.lease_of(core.id);
         if let Some(lease) = lease.filter(|l| node.is_none_or(|n| n.subnet != l.subnet)) {
-            let mtu = net.mtu;
+            let (mtu, range) = (net.mtu, state.net_range().map(|r| r.cidr));
             let made = tokio::task::spawn_blocking(move || {
-                plumbing::set_up(lease.subnet, net.mode, local, mtu)
+                let made = plumbing::set_up(lease.subnet, net.mode, local, mtu)?;
+                if let Some(range) = range.filter(|_| net.masquerade) {
+                    plumbing::masquerade(range)?;
+                }
+                Ok::<_, std::io::Error>(made)
             })
             .await;
             match made {
