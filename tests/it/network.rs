@@ -152,21 +152,38 @@ fn running(h: &Hosts, definition: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Waits (bounded) for `n` running copies of `definition` with addresses.
-fn wait_running(h: &Hosts, definition: &str, n: usize, what: &str) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Polls `probe` every 50 ms until it gives a value; after `timeout` fails with `what`,
+/// the probe's last word and the hosts' logs.
+fn wait_for<T>(
+    h: &Hosts,
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
     loop {
-        let r = running(h, definition);
-        if r.len() == n && r.iter().all(|c| c["address"].is_string()) {
-            return r;
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: {last}\n{}",
+                h.logs_tail()
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {n} running {definition} with addresses: {r:#?}\n{}",
-            h.logs_tail()
-        );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (bounded) for `n` running copies of `definition` with addresses.
+fn wait_running(h: &Hosts, definition: &str, n: usize, what: &str) -> Vec<Value> {
+    wait_for(h, Duration::from_secs(60), what, || {
+        let r = running(h, definition);
+        if r.len() == n && r.iter().all(|c| c["address"].is_string()) {
+            Ok(r)
+        } else {
+            Err(format!("{n} running {definition} with addresses: {r:#?}"))
+        }
+    })
 }
 
 fn spawn_on(h: &Hosts, file: &str, node: u64) {
@@ -282,23 +299,20 @@ fn the_network_carries_names_and_replacements(mode: &str) {
         "placement spreads: a copy on the leader"
     );
     h.script(&["kill", &leader.to_string()]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let replaced = loop {
-        let r = running(&h, "web");
-        let fresh: Vec<&Value> = r
-            .iter()
-            .filter(|c| !webs.iter().any(|w| w["id"] == c["id"]))
-            .collect();
-        if r.len() == 3 && !fresh.is_empty() && !r.iter().any(|c| c["node"] == leader) {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the leader's copy replaced: {r:#?}\n{}",
-            h.logs_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let replaced = wait_for(
+        &h,
+        Duration::from_secs(60),
+        "the leader's copy replaced",
+        || {
+            let r = running(&h, "web");
+            let fresh = r.iter().any(|c| !webs.iter().any(|w| w["id"] == c["id"]));
+            if r.len() == 3 && fresh && !r.iter().any(|c| c["node"] == leader) {
+                Ok(r)
+            } else {
+                Err(format!("{r:#?}"))
+            }
+        },
+    );
     let t0 = Instant::now();
     let want: BTreeSet<String> = replaced
         .iter()
