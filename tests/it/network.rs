@@ -351,16 +351,7 @@ fn the_network_carries_names_and_replacements(mode: &str) {
         let left: Vec<(usize, usize, usize)> = others
             .iter()
             .map(|k| {
-                let ns = format!("/run/netns/{}-h{k}", h.hub().trim_end_matches("-hub"));
-                let ip = |args: &[&str]| {
-                    let o = Command::new("nsenter")
-                        .arg(format!("--net={ns}"))
-                        .arg("ip")
-                        .args(args)
-                        .output()
-                        .unwrap();
-                    String::from_utf8_lossy(&o.stdout).lines().count()
-                };
+                let ip = |args: &[&str]| ip_on(&h, *k, args).lines().count();
                 let vx = if mode == "vxlan" {
                     ip(&["neigh", "show", "dev", "haconiwa-vx"])
                 } else {
@@ -390,6 +381,18 @@ fn vxlan_reaches_across_hosts_by_name_and_the_name_follows_a_replacement() {
     the_network_carries_names_and_replacements("vxlan");
 }
 
+/// `ip ARGS` in host `host`'s network namespace: its output.
+fn ip_on(h: &Hosts, host: usize, args: &[&str]) -> String {
+    let ns = format!("/run/netns/{}-h{host}", h.hub().trim_end_matches("-hub"));
+    let o = Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .arg("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
 /// Per host: veths on the bridge, routes marked by haconiwa, neighbour entries on the
 /// bridge that name no live container.
 fn kernel_leftovers(
@@ -398,16 +401,7 @@ fn kernel_leftovers(
 ) -> BTreeMap<usize, (usize, usize, Vec<String>)> {
     let mut out = BTreeMap::new();
     for k in 1..=h.n {
-        let ns = format!("/run/netns/{}-h{k}", h.hub().trim_end_matches("-hub"));
-        let ip = |args: &[&str]| {
-            let o = Command::new("nsenter")
-                .arg(format!("--net={ns}"))
-                .arg("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).to_string()
-        };
+        let ip = |args: &[&str]| ip_on(h, k, args);
         let veths = ip(&["-o", "link", "show", "master", "haconiwa0"])
             .lines()
             .count();
