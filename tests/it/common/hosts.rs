@@ -378,7 +378,28 @@ pub fn first_pids(t: &Truth, nodes: &[u64]) -> BTreeMap<String, i32> {
 pub struct TruthSampler {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<(usize, Vec<String>, usize)>>,
+    /// What ran at the sample with the most: per container, its node and processes.
+    worst: Arc<Mutex<Vec<String>>>,
     handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Each container of a truth and its processes' names, for a failure's message.
+fn explain(t: &Truth) -> Vec<String> {
+    let mut out = Vec::new();
+    for (node, containers) in t {
+        for (name, pids) in containers {
+            let procs: Vec<String> = pids
+                .iter()
+                .map(|p| {
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                    format!("{p} {}", comm.trim())
+                })
+                .collect();
+            out.push(format!("node {node}: {name} [{}]", procs.join(", ")));
+        }
+    }
+    out
 }
 
 impl TruthSampler {
@@ -391,7 +412,8 @@ impl TruthSampler {
     pub fn start_for(parent: String) -> TruthSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new((0usize, Vec::new(), 0usize)));
-        let (s, m) = (stop.clone(), seen.clone());
+        let worst = Arc::new(Mutex::new(Vec::new()));
+        let (s, m, w) = (stop.clone(), seen.clone(), worst.clone());
         let handle = std::thread::spawn(move || {
             // On until asked to stop, and in any case until enough samples exist to mean
             // something.
@@ -406,6 +428,9 @@ impl TruthSampler {
                     .map(|w| w[0].clone())
                     .collect();
                 let mut g = m.lock().unwrap();
+                if count > g.0 {
+                    *w.lock().unwrap() = explain(&t);
+                }
                 g.0 = g.0.max(count);
                 g.1.extend(dups);
                 g.2 += 1;
@@ -416,8 +441,17 @@ impl TruthSampler {
         TruthSampler {
             stop,
             seen,
+            worst,
             handle: Some(handle),
         }
+    }
+
+    /// Stops, as `finish`, and tells what ran at the sample with the most.
+    pub fn finish_explained(self) -> ((usize, Vec<String>, usize), Vec<String>) {
+        let worst = self.worst.clone();
+        let seen = self.finish();
+        let w = worst.lock().unwrap().clone();
+        (seen, w)
     }
 
     /// Stops; (most running at once, ids seen twice at once, samples).
