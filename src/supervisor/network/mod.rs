@@ -130,6 +130,11 @@ pub async fn run(core: Arc<Supervisor>) {
                     );
                     node = Some(n);
                     routed = None;
+                    if net.dns {
+                        if let Err(e) = write_resolv_conf(&core, lease.subnet.gateway()) {
+                            tracing::warn!("cluster network: resolv.conf: {e}");
+                        }
+                    }
                     if net.dns && !dns_started {
                         dns_started = true;
                         tokio::spawn(dns::serve(core.clone(), lease.subnet.gateway()));
@@ -165,21 +170,26 @@ pub async fn run(core: Arc<Supervisor>) {
     }
 }
 
-/// The `resolv.conf` containers of this member get: its DNS responder, the cluster's
-/// search domains.
-fn resolv_conf(core: &Supervisor, gateway: Ipv4Addr) -> std::io::Result<PathBuf> {
-    let dir = core.config.state_dir.join(format!("node-{}", core.id));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("resolv.conf");
+/// Where the `resolv.conf` this member's cluster containers get is kept.
+fn resolv_conf_path(core: &Supervisor) -> PathBuf {
+    core.config
+        .state_dir
+        .join(format!("node-{}", core.id))
+        .join("resolv.conf")
+}
+
+/// Writes the `resolv.conf` containers of this member get: its DNS responder, the
+/// cluster's search domains. Once per set-up of the member's network, not per launch.
+fn write_resolv_conf(core: &Supervisor, gateway: Ipv4Addr) -> std::io::Result<PathBuf> {
+    let path = resolv_conf_path(core);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let text = format!(
         "# written by haconiwa: this node answers the cluster's names\nnameserver {gateway}\nsearch {} {}\noptions ndots:1\n",
         dns::SERVICE_DOMAIN, dns::CONTAINER_DOMAIN
     );
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        let tmp = dir.join("resolv.conf.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &path)?;
-    }
+    crate::runtime::state::write_atomic(&path, text.as_bytes())?;
     Ok(path)
 }
 
@@ -200,7 +210,14 @@ pub fn container_spec(
     let dns = core.config.network.is_some_and(|n| n.dns);
     if let Some(gw) = gateway.filter(|_| dns) {
         let taken = spec.mounts.iter().any(|m| m.target == "/etc/resolv.conf");
-        match resolv_conf(core, gw) {
+        // Written at the member's set-up; a launch that comes first writes it.
+        let path = resolv_conf_path(core);
+        let ready = if path.exists() {
+            Ok(path)
+        } else {
+            write_resolv_conf(core, gw)
+        };
+        match ready {
             Ok(path) if !taken => spec.mounts.push(MountPoint {
                 source: path.display().to_string(),
                 target: "/etc/resolv.conf".into(),
