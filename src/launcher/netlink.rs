@@ -183,12 +183,19 @@ impl Rtnl {
             .push(LinkAttribute::IfName(peer.to_string()));
         other.attributes.push(LinkAttribute::NetNsPid(pid as u32));
         other.attributes.push(LinkAttribute::Mtu(mtu));
+        // One queue per end, asked for: otherwise the kernel makes one per CPU, then
+        // cuts them to one on a registered device, waiting for an RCU grace period per
+        // end under the rtnl lock (`veth_init_queues`; docs/benchmarks.md).
+        other.attributes.push(LinkAttribute::NumTxQueues(1));
+        other.attributes.push(LinkAttribute::NumRxQueues(1));
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(host.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
         msg.attributes.push(LinkAttribute::Controller(master));
+        msg.attributes.push(LinkAttribute::NumTxQueues(1));
+        msg.attributes.push(LinkAttribute::NumRxQueues(1));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(other))),

@@ -6,34 +6,81 @@ use super::netlink::Rtnl;
 use crate::spec::BridgeNetwork;
 use std::net::IpAddr;
 
+/// An `AF_INET` socket for the interface ioctls (`SIOCGIF*`): they read a link under
+/// RCU, without the rtnl lock a netlink request waits for, and without a message to
+/// build and parse (a link's netlink dump is ~2 KB of attributes and statistics).
+struct IfSocket(std::os::fd::OwnedFd);
+
+impl IfSocket {
+    fn open() -> StepResult<IfSocket> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket creation.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(StepError::last("socket for the interface ioctls"));
+        }
+        // SAFETY: fd was just created and is owned by nothing else.
+        Ok(IfSocket(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Runs ioctl `op` on the request for link `name`; returns the request as the
+    /// kernel left it.
+    fn ioctl(
+        &self,
+        name: &str,
+        op: libc::Ioctl,
+        mut req: libc::ifreq,
+    ) -> std::io::Result<libc::ifreq> {
+        use std::os::fd::AsRawFd;
+        if name.len() >= req.ifr_name.len() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        for (i, b) in name.bytes().enumerate() {
+            req.ifr_name[i] = b as libc::c_char;
+        }
+        // SAFETY: the SIOCGIF*/SIOCSIFFLAGS requests read and write the ifreq we own.
+        if unsafe { libc::ioctl(self.0.as_raw_fd(), op, &mut req) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(req)
+    }
+
+    /// The flags of link `name`.
+    fn flags(&self, name: &str) -> std::io::Result<libc::c_short> {
+        let req = self.ioctl(name, libc::SIOCGIFFLAGS, zeroed_ifreq())?;
+        // SAFETY: ifru_flags is the member SIOCGIFFLAGS fills.
+        Ok(unsafe { req.ifr_ifru.ifru_flags })
+    }
+
+    /// The index, MTU and whether it is up of link `name`, if there is one.
+    fn link_state(&self, name: &str) -> std::io::Result<Option<(u32, u32, bool)>> {
+        let index = match self.ioctl(name, libc::SIOCGIFINDEX, zeroed_ifreq()) {
+            // SAFETY: ifru_ifindex is the member SIOCGIFINDEX fills.
+            Ok(req) => unsafe { req.ifr_ifru.ifru_ifindex },
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let req = self.ioctl(name, libc::SIOCGIFMTU, zeroed_ifreq())?;
+        // SAFETY: ifru_mtu is the member SIOCGIFMTU fills.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        let up = self.flags(name)? & libc::IFF_UP as libc::c_short != 0;
+        Ok(Some((index as u32, mtu as u32, up)))
+    }
+}
+
+fn zeroed_ifreq() -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// Brings `lo` up in the current network namespace.
 pub fn loopback_up() -> StepResult<()> {
-    // SAFETY: plain socket creation; the fd is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(StepError::last("socket for loopback set-up"));
-    }
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in b"lo".iter().enumerate() {
-        req.ifr_name[i] = *b as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
-    let mut rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
-    if rc == 0 {
-        // SAFETY: ifru_flags is the active union member after SIOCGIFFLAGS.
-        unsafe {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        }
-        // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
-        rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
-    }
-    let err = std::io::Error::last_os_error();
-    // SAFETY: fd is ours and open.
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        return Err(StepError::os("bring loopback up", err));
-    }
+    let os = |e| StepError::os("bring loopback up", e);
+    let sock = IfSocket::open()?;
+    let mut req = zeroed_ifreq();
+    req.ifr_ifru.ifru_flags =
+        sock.flags("lo").map_err(os)? | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    sock.ioctl("lo", libc::SIOCSIFFLAGS, req).map_err(os)?;
     Ok(())
 }
 
@@ -79,8 +126,9 @@ pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
     let br = net.bridge.as_str();
     let os = |what: String| move |e: std::io::Error| StepError::os(what, e);
     let mut host = Rtnl::open().map_err(os("open rtnetlink".into()))?;
+    let ifs = IfSocket::open()?;
     // The bridge is there but for a node's first container: one look, no request more.
-    let (bridge, mtu) = match host
+    let (bridge, mtu) = match ifs
         .link_state(br)
         .map_err(os(format!("find bridge {br}")))?
     {
