@@ -324,9 +324,32 @@ pub enum ClusterCommand {
     },
     /// Move every container off a node; nothing new goes there.
     Drain {
-        /// Node id.
-        id: u64,
+        /// Node id, or `self`: the member the CLI talks to (the systemd unit drains its
+        /// own node this way when the machine shuts down).
+        id: NodeRef,
     },
+}
+
+/// A node named on the command line: its id, or `self` (the member answering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    /// A node id.
+    Id(u64),
+    /// The member the CLI is connected to.
+    This,
+}
+
+impl std::str::FromStr for NodeRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NodeRef, String> {
+        if s == "self" {
+            return Ok(NodeRef::This);
+        }
+        s.parse()
+            .map(NodeRef::Id)
+            .map_err(|_| format!("'{s}' is neither a node id nor `self`"))
+    }
 }
 
 impl Cli {

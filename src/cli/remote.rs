@@ -189,7 +189,12 @@ async fn run_async(cli: Cli) -> Result<i32, CliError> {
             leave(&mut client(&cli).await?, *id).await?
         }
         Command::Cluster(ClusterCommand::Drain { id }) => {
-            drain(&mut client(&cli).await?, *id).await?
+            let mut c = client(&cli).await?;
+            let id = match id {
+                super::NodeRef::Id(id) => *id,
+                super::NodeRef::This => status(&mut c).await?.node,
+            };
+            drain(&mut c, id).await?
         }
         Command::Watch(WatchCommand::Apply { file, name }) => {
             let req = rule_request(file, name.clone())?;

@@ -124,6 +124,14 @@ pub fn ensure(spec: &ContainerSpec, progress: bool) -> Result<Outcome, Bootstrap
     Ok(Outcome::Built)
 }
 
+/// Writes the new tree's data to the disk before it is renamed into place: a root that
+/// is there must be whole after a power cut too (a VM powered off within the page
+/// cache's 30 s came back with an empty `/bin/sleep`: "Exec format error").
+fn flush_to_disk(ctx: &Ctx, tree: &Path) -> Result<(), BootstrapError> {
+    let dir = fs::File::open(tree).map_err(|e| ctx.err(format!("open {}", tree.display()), e))?;
+    nix::unistd::syncfs(&dir).map_err(|e| ctx.err(format!("flush {} to disk", tree.display()), e))
+}
+
 /// Builds `root` from `recipe` (temporary directory, then rename).
 pub fn build(root: &Path, recipe: &Bootstrap, progress: bool) -> Result<(), BootstrapError> {
     let ctx = Ctx {
@@ -202,7 +210,8 @@ pub fn build(root: &Path, recipe: &Bootstrap, progress: bool) -> Result<(), Boot
             }
         }
     }
-    .and_then(|()| base_dirs(&ctx, &tmp));
+    .and_then(|()| base_dirs(&ctx, &tmp))
+    .and_then(|()| flush_to_disk(&ctx, &tmp));
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);

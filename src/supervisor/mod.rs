@@ -130,7 +130,7 @@ async fn node_identity(config: &Config) -> Result<u64, SupervisorError> {
     };
     let id_file = config.data_dir.join("node_id");
     if !id_file.exists() {
-        crate::runtime::state::write_atomic(&id_file, format!("{id}\n").as_bytes())
+        crate::runtime::state::write_durable(&id_file, format!("{id}\n").as_bytes())
             .map_err(io(format!("write {}", id_file.display())))?;
     }
     Ok(id)

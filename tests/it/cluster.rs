@@ -388,6 +388,12 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         String::from_utf8_lossy(&o.stderr).contains("not found: no node 9"),
         "{o:?}"
     );
+    let o = cl.run(&["cluster", "drain", "n9"]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("'n9' is neither a node id nor `self`"),
+        "{o:?}"
+    );
     // An invalid definition sent straight to the API (no local check) is refused with
     // its position.
     // Bytes that are no protobuf: the caller's fault, INVALID_ARGUMENT (not INTERNAL).
@@ -545,8 +551,14 @@ fn drain_moves_containers_and_leave_removes_the_node_with_events_streamed() {
     cl.ok(&["watch", "apply", probe.to_str().unwrap()]);
     stream.wait_for("rule_applied");
     cl.ok(&["watch", "rm", "probe"]);
-    let out = cl.ok(&["cluster", "drain", &victim.to_string()]);
-    assert!(out.contains("2 container(s) moved"), "{out}");
+    // `self`: the member asked drains itself (what the systemd unit does at shutdown).
+    let o = cl.run_on(victim as usize, &["cluster", "drain", "self"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.contains(&format!("node {victim} drained; 2 container(s) moved")),
+        "{out}"
+    );
     let c = cl.wait_containers(T, "copies running elsewhere, originals stopped", |c| {
         let elsewhere = c
             .iter()
