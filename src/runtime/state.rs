@@ -160,18 +160,7 @@ impl ContainerDir {
 /// Writes a file (mode 0600) through a temporary name and a rename, so readers never
 /// see half.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    write_renamed(path, data, false)
 }
 
 /// [`write_atomic`] that also survives a power cut: the data is flushed before the
@@ -179,6 +168,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 /// crash of the machine (its node id: ext4 leaves a new file empty when the power goes
 /// before its delayed allocation is written, which a `virsh destroy` of a VM showed).
 pub fn write_durable(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_renamed(path, data, true)
+}
+
+/// A 0600 temporary file beside `path` with `data`, renamed over `path`; `durable`:
+/// flushed first, and the directory after.
+fn write_renamed(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -189,11 +184,16 @@ pub fn write_durable(path: &Path, data: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     drop(f);
     std::fs::rename(&tmp, path)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+    if durable {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Mode of state directories: only root lists or reads them; others may pass through,
