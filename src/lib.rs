@@ -14,6 +14,8 @@
 //! - [`decide`]: every decision that can be pure (placement, schedules, reconcile).
 //! - [`supervisor`]: the daemon that wires it all and carries the decisions out.
 //! - [`mirror`]: the optional copy of the state to etcd, and rules registered there.
+//! - [`oci`]: the launcher behind runc's command line (OCI bundles, runtime-spec's
+//!   lifecycle).
 //! - [`cli`]: the commands.
 
 // `unsafe` lives only in the launcher (each block with a `SAFETY:` comment); anywhere
@@ -28,6 +30,7 @@ pub mod image;
 #[allow(unsafe_code)]
 pub mod launcher;
 pub mod mirror;
+pub mod oci;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;

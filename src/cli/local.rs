@@ -248,6 +248,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Watch(_)
         | Command::Up(_)
         | Command::Tls(_)
+        | Command::Oci(_)
         | Command::Image(_)
         | Command::Down(_)
         | Command::Mirror(_)

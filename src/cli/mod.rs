@@ -3,6 +3,7 @@
 
 mod image;
 mod local;
+pub mod oci;
 mod remote;
 mod rules;
 mod supervise;
@@ -215,6 +216,9 @@ pub enum Command {
     /// Certificates for the cluster's TLS: a cluster CA, node and client certificates.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
+    /// The launcher as an OCI runtime, with runc's command line (also reached as the
+    /// binary named `haconiwa-runc`; docs/oci.md).
+    Oci(oci::OciArgs),
     /// The optional etcd mirror of the cluster state (docs/etcd.md).
     #[command(subcommand)]
     Mirror(MirrorCommand),
@@ -442,6 +446,13 @@ fn talks_to_the_cluster(c: &Command) -> bool {
 
 /// Entry point: parses, dispatches, and turns errors into one line and an exit code.
 pub fn main() -> i32 {
+    let called_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if called_as.as_deref() == Some(oci::RUNC_NAME) {
+        return oci::main_as_runc();
+    }
     let cli = Cli::parse();
     if prints_for_a_reader(&cli.command) {
         if talks_to_the_cluster(&cli.command) {
@@ -476,6 +487,7 @@ pub fn main() -> i32 {
         | Command::Cluster(_) => remote::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
         Command::Tls(t) => tls::run(t),
+        Command::Oci(o) => return oci::run(o),
         Command::Image(ref i) => image::run(&cli, i),
         _ => local::dispatch(cli),
     };
@@ -517,5 +529,6 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+        super::oci::RuncCli::command().debug_assert();
     }
 }

@@ -76,7 +76,7 @@ fn attach_inner(
     // SAFETY: single-threaded process (the launcher's rule).
     match unsafe { nix::unistd::fork() }.step(|| "fork the attached command".into())? {
         ForkResult::Child => {
-            let e = match child::exec_command(&spec, filter.as_ref()) {
+            let e = match child::exec_command(&spec, filter.as_ref(), None) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };

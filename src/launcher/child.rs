@@ -40,6 +40,23 @@ pub(super) struct Child<'a> {
     pub root: &'a RootAccess,
     /// Its seccomp filter, compiled.
     pub filter: Option<&'a Filter>,
+    /// An OCI launch's start gate: the directory of its `exec.fifo` (opened `O_PATH`
+    /// before the clone, so the container reaches it after pivot_root, and only until
+    /// its exec: the descriptor is close-on-exec). `None`: a supervised launch.
+    pub gate_dir: Option<RawFd>,
+    /// Descriptors 3.. kept open into the command (an OCI launch's `--preserve-fds`).
+    pub preserve_fds: u32,
+}
+
+/// Where an OCI launch waits before its exec, and whom it tells that it does.
+#[derive(Clone, Copy)]
+pub(crate) struct Gate {
+    /// The directory holding `exec.fifo`.
+    pub dir: RawFd,
+    /// The error pipe: one byte on it says "ready at the gate".
+    pub report: RawFd,
+    /// Descriptors 3.. that stay open across the exec.
+    pub preserve: u32,
 }
 
 /// Stack of the command process between clone and exec.
@@ -57,10 +74,19 @@ pub(super) fn child_main(
     // container, not even into PID 1, which never execs.
     let mut keep: Vec<RawFd> = vec![go_r.as_raw_fd(), err_w.as_raw_fd()];
     keep.extend(enter_fds.iter().map(|(_, f)| f.as_raw_fd()));
+    keep.extend(c.gate_dir);
+    keep.extend((0..c.preserve_fds).map(|i| 3 + i as RawFd));
     close_other_fds(&keep);
-    // Die with the launcher rather than run unsupervised.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .step(|| "set the parent-death signal".into())?;
+    let gate = c.gate_dir.map(|dir| Gate {
+        dir,
+        report: err_w.as_raw_fd(),
+        preserve: c.preserve_fds,
+    });
+    if gate.is_none() {
+        // Die with the launcher rather than run unsupervised.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .step(|| "set the parent-death signal".into())?;
+    }
     // The parent places us in our cgroups (a slow operation on cgroup v1: it waits for
     // an RCU grace period) while we build our mounts; we wait for its word only before
     // anything runs in the container, or at once when the id maps must come first.
@@ -109,7 +135,7 @@ pub(super) fn child_main(
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .step(|| "unshare the cgroup namespace".into())?;
     }
-    if spec.unshares(NsKind::Pid) {
+    if spec.unshares(NsKind::Pid) && gate.is_none() {
         // The command runs as our child; we stay as its PID 1. It is started vfork-style
         // (shared memory, own stack, we pause until its exec): no page tables to copy.
         let err_fd = err_w.as_raw_fd();
@@ -120,7 +146,7 @@ pub(super) fn child_main(
         let command = Box::new(|| -> isize {
             let e = match nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .step(|| "set the parent-death signal".into())
-                .and_then(|()| exec_command(spec, c.filter))
+                .and_then(|()| exec_command(spec, c.filter, None))
             {
                 Err(e) => e,
                 Ok(never) => match never {},
@@ -154,7 +180,7 @@ pub(super) fn child_main(
         unsafe { libc::close(err_fd) };
         init::run(child);
     }
-    exec_command(spec, c.filter)
+    exec_command(spec, c.filter, gate)
 }
 
 fn cstr(s: &str, what: &str) -> StepResult<CString> {
@@ -163,10 +189,13 @@ fn cstr(s: &str, what: &str) -> StepResult<CString> {
 }
 
 /// Identity, privileges, environment, working directory, the seccomp filter (the last
-/// step), then exec.
+/// step), then exec. With a `gate` (an OCI launch) it first says it is ready and waits
+/// for `start`; a failure after that is printed on the container's stderr (nobody reads
+/// the error pipe any more) and ends the process with 127 (no such command) or 126.
 pub(crate) fn exec_command(
     spec: &ContainerSpec,
     filter: Option<&Filter>,
+    gate: Option<Gate>,
 ) -> StepResult<Infallible> {
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
@@ -193,6 +222,77 @@ pub(crate) fn exec_command(
     let Some(cmd) = spec.init_command.first() else {
         return Err(StepError::msg("exec", "empty command"));
     };
+    let candidates: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
+    };
+    if let Some(g) = gate {
+        // As runc does: a command that is not there fails `create`, not `start`.
+        let found = candidates
+            .iter()
+            .any(|c| nix::unistd::access(c.as_str(), nix::unistd::AccessFlags::X_OK).is_ok());
+        if !found {
+            return Err(StepError::os(
+                format!("exec {cmd}"),
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        }
+        wait_at_gate(g)?;
+        let e = match finish_exec(spec, filter, &candidates, &argv, &envp, g.preserve) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        let code = if e.errno == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        };
+        eprintln!("haconiwa: {}", e.in_container(&spec.name));
+        // SAFETY: _exit ends the process without running destructors of a state
+        // shared with nobody (this process never returns to its caller's code).
+        unsafe { libc::_exit(code) }
+    }
+    finish_exec(spec, filter, &candidates, &argv, &envp, 0)
+}
+
+/// Says "ready" on the error pipe, then waits until `start` opens `exec.fifo` for
+/// reading, and hands it one byte.
+fn wait_at_gate(g: Gate) -> StepResult<()> {
+    // SAFETY: writes one byte from a local to the error pipe this process holds open.
+    if unsafe { libc::write(g.report, [super::parent::READY_AT_GATE].as_ptr().cast(), 1) } != 1 {
+        return Err(StepError::last("tell the runtime the container is created"));
+    }
+    // SAFETY: closes our copy of the error pipe: from now on the caller is gone.
+    unsafe { libc::close(g.report) };
+    // SAFETY: the gate directory's descriptor stays open in this process until its exec
+    // (it is on the kept list and close-on-exec).
+    let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(g.dir) };
+    let fifo = nix::fcntl::openat(
+        dir,
+        "exec.fifo",
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .step(|| "wait for start at exec.fifo".into())?;
+    let mut f = File::from(fifo);
+    std::io::Write::write_all(&mut f, b"0").step(|| "answer start at exec.fifo".into())
+}
+
+/// The end of [`exec_command`]: identity, privileges, working directory, filter, exec.
+fn finish_exec(
+    spec: &ContainerSpec,
+    filter: Option<&Filter>,
+    candidates: &[String],
+    argv: &[CString],
+    envp: &[CString],
+    preserve_fds: u32,
+) -> StepResult<Infallible> {
+    let cmd = spec.init_command.first().map(String::as_str).unwrap_or("");
     // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: with no_new_privs off it
     // goes in while root still holds its capabilities (the filter allows the few calls
     // that follow).
@@ -203,12 +303,13 @@ pub(crate) fn exec_command(
     privileges::apply(spec)?;
     let workdir = spec.workdir.as_deref().unwrap_or("/");
     nix::unistd::chdir(workdir).step(|| format!("chdir to workdir {workdir}"))?;
-    // Every descriptor but 0-2 closes at exec (the error pipe among them).
+    // Every descriptor but 0-2 (and the preserved ones) closes at exec (the error pipe
+    // among them).
     // SAFETY: close_range only changes flags of our own descriptors.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3u32,
+            3u32.saturating_add(preserve_fds),
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         );
@@ -217,19 +318,10 @@ pub(crate) fn exec_command(
     if spec.no_new_privs {
         install(filter)?;
     }
-    let candidates: Vec<String> = if cmd.contains('/') {
-        vec![cmd.clone()]
-    } else {
-        let path = env.get("PATH").cloned().unwrap_or_default();
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{cmd}"))
-            .collect()
-    };
     let mut last = nix::errno::Errno::ENOENT;
-    for c in &candidates {
+    for c in candidates {
         let p = cstr(c, "command")?;
-        let Err(e) = nix::unistd::execve(&p, &argv, &envp);
+        let Err(e) = nix::unistd::execve(&p, argv, envp);
         if last == nix::errno::Errno::ENOENT || e != nix::errno::Errno::ENOENT {
             last = e;
         }

@@ -22,6 +22,6 @@ pub mod signals;
 pub use child::{RootAccess, DEFAULT_PATH};
 pub use error::{LaunchError, StepError};
 pub use parent::{
-    fork_single_threaded, redirect_stdio, start, start_time, wait, wait_watching, Exit,
+    fork_single_threaded, redirect_stdio, start, start_time, wait, wait_watching, Exit, Hold,
     LaunchOptions, Started, Watch,
 };

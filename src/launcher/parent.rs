@@ -26,6 +26,9 @@ pub struct LaunchOptions {
     pub cgroup_parent: String,
     /// The root filesystem's access mode.
     pub root: RootAccess,
+    /// How the container's processes are held: by haconiwa (its PID 1 and its death
+    /// with the launcher) or as an OCI runtime's caller expects.
+    pub hold: Hold,
 }
 
 impl Default for LaunchOptions {
@@ -33,8 +36,28 @@ impl Default for LaunchOptions {
         LaunchOptions {
             cgroup_parent: "haconiwa".into(),
             root: RootAccess::ReadOnly,
+            hold: Hold::Supervised,
         }
     }
+}
+
+/// Who holds a container's processes once it is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// haconiwa's own: a PID 1 of ours reaps and forwards (with a PID namespace), and
+    /// the container dies with the process that launched it (its monitor).
+    Supervised,
+    /// An OCI runtime's (runtime-spec, runc): the command itself is PID 1, the
+    /// container outlives the `create` that made it, and it waits before its exec at
+    /// `DIR/exec.fifo` (a FIFO the caller made; `DIR` is opened before the container
+    /// exists) until `start` opens the FIFO and reads its one byte.
+    Oci {
+        /// The runtime's directory of this container, where `exec.fifo` is.
+        gate_dir: std::path::PathBuf,
+        /// How many descriptors from 3 on the process keeps (`--preserve-fds`, as
+        /// `LISTEN_FDS` users need).
+        preserve_fds: u32,
+    },
 }
 
 /// A container whose command has been exec'd.
@@ -122,10 +145,27 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         &device_rules,
     )
     .map_err(fail)?;
+    let gate_dir = match &opts.hold {
+        Hold::Supervised => None,
+        Hold::Oci { gate_dir, .. } => Some(
+            nix::fcntl::open(
+                gate_dir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .step(|| format!("open the start gate's directory {}", gate_dir.display()))
+            .map_err(fail)?,
+        ),
+    };
     let child = Child {
         spec,
         root: &opts.root,
         filter: filter.as_ref(),
+        gate_dir: gate_dir.as_ref().map(|f| f.as_raw_fd()),
+        preserve_fds: match opts.hold {
+            Hold::Supervised => 0,
+            Hold::Oci { preserve_fds, .. } => preserve_fds,
+        },
     };
     match start_in(&child, cgroup.clone(), enter_fds) {
         Ok(pid) => Ok(Started { pid, cgroup }),
@@ -230,6 +270,17 @@ fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> Ste
         });
     }
     let mut msg = Vec::new();
+    if c.gate_dir.is_some() {
+        // Ready at the gate: one byte, then nothing (its errors from now on go to the
+        // container's stderr: `create` is gone by then).
+        let mut first = [0u8; 1];
+        if r.read(&mut first).unwrap_or(0) == 1 {
+            if first[0] == READY_AT_GATE {
+                return Ok(child.as_raw());
+            }
+            msg.push(first[0]);
+        }
+    }
     let _ = r.read_to_end(&mut msg);
     if !msg.is_empty() {
         let _ = waitpid(child, None);
@@ -237,6 +288,10 @@ fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> Ste
     }
     Ok(child.as_raw())
 }
+
+/// What the child writes on the error pipe when it waits at an OCI start gate (an
+/// error report is JSON: it never starts with this byte).
+pub(super) const READY_AT_GATE: u8 = 0;
 
 /// Waits for the container's first process, forwarding signals sent to this process
 /// (not the terminal's: those reached the container's group already).

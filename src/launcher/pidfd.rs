@@ -45,14 +45,22 @@ impl ProcessHandle {
 
     /// Sends `sig` to exactly this process (not to a later owner of its pid).
     pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        self.signal_number(sig as i32)
+    }
+
+    /// [`ProcessHandle::signal`] by number, real-time signals included (`1..=64`).
+    pub fn signal_number(&self, sig: i32) -> io::Result<()> {
         use std::os::fd::AsRawFd;
+        if !(1..=64).contains(&sig) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         // SAFETY: pidfd_send_signal with a descriptor we own, a valid signal number, a
         // null siginfo (the kernel fills it in) and no flags.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.fd.as_raw_fd(),
-                sig as i32,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )

@@ -90,3 +90,20 @@ pub fn default_sigpipe() {
         let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
 }
+
+/// Sends signal number `sig` (real-time ones included) to `pid`: for a process known
+/// only by its pid, such as a member of a container's cgroup.
+pub fn send(pid: i32, sig: i32) -> std::io::Result<()> {
+    if pid <= 0 || !(1..=64).contains(&sig) {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: kill(2) with a positive pid and a valid signal number touches no memory.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}

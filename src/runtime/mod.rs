@@ -243,6 +243,7 @@ impl Runtime {
         LaunchOptions {
             cgroup_parent: self.cgroup_parent.clone(),
             root: root_access(spec, dir),
+            hold: launcher::Hold::Supervised,
         }
     }
 
@@ -331,6 +332,7 @@ impl Runtime {
         let opts = LaunchOptions {
             cgroup_parent: self.cgroup_parent.clone(),
             root,
+            hold: launcher::Hold::Supervised,
         };
         let started = match launcher::start(spec, &opts) {
             Ok(s) => s,

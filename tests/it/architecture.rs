@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The crate's layers, bottom up: a module uses only the ones before it.
-const LAYERS: [&str; 10] = [
+const LAYERS: [&str; 11] = [
     "api",
     "spec",
     "launcher",
     "image",
     "runtime",
+    "oci",
     "cluster",
     "decide",
     "supervisor",

@@ -1,0 +1,323 @@
+//! runc's command line in front of the launcher (`haconiwa oci …`, or the binary
+//! called as `haconiwa-runc`): what podman, conmon and containerd's shim call. Errors
+//! go to stderr as one line and, with `--log`, to that file as runc writes them
+//! (`--log-format json`: one JSON object per line, which containerd reads back).
+
+use crate::oci::lifecycle::{self, CreateOptions, OciError};
+use crate::oci::state::{Root, DEFAULT_ROOT};
+use crate::oci::{defaults, state::StateReport};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The name that makes the binary speak runc's command line.
+pub const RUNC_NAME: &str = "haconiwa-runc";
+
+/// runc's command line, as `haconiwa-runc`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "haconiwa-runc",
+    version,
+    about = "haconiwa's launcher as an OCI runtime, with runc's command line (docs/oci.md)"
+)]
+pub struct RuncCli {
+    #[command(flatten)]
+    pub args: OciArgs,
+}
+
+/// The global flags and the command.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = false)]
+pub struct OciArgs {
+    /// Where the runtime keeps its containers' records.
+    #[arg(long, default_value = DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Also write errors to this file (as containerd and conmon read them).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// The form of --log's lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Manage cgroups through systemd (not supported: refused with an error).
+    #[arg(long)]
+    pub systemd_cgroup: bool,
+    /// More output (accepted; errors are always printed).
+    #[arg(long)]
+    pub debug: bool,
+    /// Rootless mode (only `false`/`auto` as root are accepted).
+    #[arg(long)]
+    pub rootless: Option<String>,
+    #[command(subcommand)]
+    pub command: OciCommand,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `time="…" level=error msg="…"`.
+    Text,
+    /// `{"level":"error","msg":"…","time":"…"}`.
+    Json,
+}
+
+/// `create`'s and `run`'s flags.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The container's id.
+    pub id: String,
+    /// The bundle directory (config.json and the root filesystem).
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket to receive the terminal's master end (not supported yet).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Write the container process's pid here.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Accepted for runc's callers: pivot_root is always used (never a plain chroot,
+    /// which root inside escapes).
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc's callers (no session keyring is made).
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass this many descriptors from 3 on to the process.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum OciCommand {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(CreateArgs),
+    /// Run the process of a created container.
+    Start {
+        /// The container's id.
+        id: String,
+    },
+    /// Print the container's state (runtime-spec's JSON).
+    State {
+        /// The container's id.
+        id: String,
+    },
+    /// Send a signal (default SIGTERM; a name with or without SIG, or a number).
+    Kill {
+        /// The container's id.
+        id: String,
+        /// The signal.
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Remove a stopped container (or a running one with --force).
+    Delete {
+        /// The container's id.
+        id: String,
+        /// Kill it first if it runs; no error if it does not exist.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Create and start a container, and wait for it (unless --detach).
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once it runs.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container's record after it exits (accepted; it is deleted).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// List the containers.
+    List {
+        /// table or json.
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Only the ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Write a default config.json into the bundle directory.
+    Spec {
+        /// The bundle directory.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Accepted (a rootless config is not generated).
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Print what this runtime supports (runtime-spec's features JSON).
+    Features,
+}
+
+/// Runs `args`; returns the exit code.
+pub fn run(args: OciArgs) -> i32 {
+    let log = Log {
+        file: args.log.clone(),
+        format: args.log_format,
+    };
+    match dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            log.error(&e.to_string());
+            1
+        }
+    }
+}
+
+/// The entry point of the binary called as `haconiwa-runc`.
+pub fn main_as_runc() -> i32 {
+    run(RuncCli::parse().args)
+}
+
+struct Log {
+    file: Option<PathBuf>,
+    format: LogFormat,
+}
+
+impl Log {
+    fn error(&self, msg: &str) {
+        eprintln!(
+            "haconiwa-runc: {}",
+            crate::spec::names::escape_controls(msg)
+        );
+        self.write("error", msg);
+    }
+
+    fn warn(&self, msg: &str) {
+        eprintln!("haconiwa-runc: warning: {msg}");
+        self.write("warning", msg);
+    }
+
+    fn write(&self, level: &str, msg: &str) {
+        let Some(path) = &self.file else { return };
+        let time = crate::oci::state::rfc3339_now();
+        let line = match self.format {
+            LogFormat::Json => {
+                serde_json::json!({ "level": level, "msg": msg, "time": time }).to_string()
+            }
+            LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}"),
+        };
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut f) = opened {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+fn create_options(c: &CreateArgs) -> CreateOptions {
+    CreateOptions {
+        pid_file: c.pid_file.clone(),
+        console_socket: c.console_socket.clone(),
+        preserve_fds: c.preserve_fds,
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), OciError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| OciError::Unsupported(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn dispatch(args: OciArgs) -> Result<i32, OciError> {
+    if args.systemd_cgroup {
+        return Err(OciError::Unsupported(
+            "--systemd-cgroup: cgroups through systemd are not supported; use the cgroupfs manager (cgroup_manager = \"cgroupfs\" in containers.conf)".into(),
+        ));
+    }
+    if args.rootless.as_deref() == Some("true") {
+        return Err(OciError::Unsupported(
+            "--rootless true: rootless containers are not supported".into(),
+        ));
+    }
+    let root = Root::new(&args.root);
+    let log = Log {
+        file: args.log.clone(),
+        format: args.log_format,
+    };
+    let mut warn = |w: &str| log.warn(w);
+    match args.command {
+        OciCommand::Create(c) => {
+            lifecycle::create(&root, &c.id, &c.bundle, &create_options(&c), &mut warn)?;
+        }
+        OciCommand::Start { id } => lifecycle::start(&root, &id)?,
+        OciCommand::State { id } => print_json(&lifecycle::state(&root, &id)?)?,
+        OciCommand::Kill { id, signal, all } => {
+            let n = crate::spec::signal::number(&signal)
+                .ok_or_else(|| OciError::Unsupported(format!("unknown signal {signal}")))?;
+            lifecycle::kill(&root, &id, n, all)?;
+        }
+        OciCommand::Delete { id, force } => lifecycle::delete(&root, &id, force)?,
+        OciCommand::Run { create, detach, .. } => {
+            return lifecycle::run(
+                &root,
+                &create.id,
+                &create.bundle,
+                &create_options(&create),
+                detach,
+                &mut warn,
+            );
+        }
+        OciCommand::List { format, quiet } => list(&root, &format, quiet)?,
+        OciCommand::Spec { bundle, .. } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                return Err(OciError::Unsupported(format!(
+                    "{}: already exists; remove it first",
+                    path.display()
+                )));
+            }
+            let text = serde_json::to_string_pretty(&defaults::config("rootfs"))
+                .map_err(|e| OciError::Unsupported(e.to_string()))?;
+            std::fs::write(&path, text + "\n")
+                .map_err(|e| OciError::Unsupported(format!("{}: {e}", path.display())))?;
+        }
+        OciCommand::Features => print_json(&defaults::features())?,
+    }
+    Ok(0)
+}
+
+fn list(root: &Root, format: &str, quiet: bool) -> Result<(), OciError> {
+    let ids = root
+        .ids()
+        .map_err(|e| OciError::Unsupported(format!("--root: {e}")))?;
+    let reports: Vec<StateReport> = ids
+        .iter()
+        .filter_map(|id| lifecycle::state(root, id).ok())
+        .collect();
+    if quiet {
+        for r in &reports {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => print_json(&reports),
+        "table" => {
+            println!(
+                "{:<24} {:<8} {:<10} {:<40} {:<31} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for r in &reports {
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} {:<31} root",
+                    r.id,
+                    r.pid,
+                    r.status,
+                    r.bundle.display(),
+                    r.created
+                );
+            }
+            Ok(())
+        }
+        other => Err(OciError::Unsupported(format!(
+            "--format {other}: use table or json"
+        ))),
+    }
+}

@@ -1,0 +1,351 @@
+//! The operations of runtime-spec's lifecycle on one container: `create` (everything of
+//! the config applied, the process waiting at its start gate), `start`, `state`,
+//! `kill`, `delete`, and `run` (create, start and wait). Each checks the status it
+//! needs first and fails with the status it found; a failed `create` leaves nothing.
+
+use super::config::{self, Bundle, ConfigError};
+use super::state::{remove_dir, rfc3339_now, Record, Root, StateReport, Status};
+use crate::launcher::{self, Exit, Hold, LaunchError, LaunchOptions, RootAccess, Started};
+use crate::spec::names::{self, NameError};
+use crate::spec::{NsKind, Seccomp};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why an operation failed: one line each, naming the container.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// The id breaks the name rule (it becomes a directory and a cgroup).
+    #[error(transparent)]
+    BadId(#[from] NameError),
+    /// No container of that id.
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    /// The id is taken.
+    #[error("container {0} already exists")]
+    Exists(String),
+    /// The operation does not apply to the container's status.
+    #[error("container {id} is {status}: cannot {action} it{hint}")]
+    Status {
+        /// The container.
+        id: String,
+        /// What it is.
+        status: Status,
+        /// What was asked.
+        action: &'static str,
+        /// What to do instead, if anything.
+        hint: &'static str,
+    },
+    /// The bundle's config.
+    #[error("bundle {bundle}: {source}")]
+    Config {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// What is wrong with its config.
+        source: ConfigError,
+    },
+    /// The launch itself.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// A file of the runtime's own, or a process it signals.
+    #[error("container {id}: {what}: {source}")]
+    Io {
+        /// The container.
+        id: String,
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A flag or a request this runtime does not carry out (yet).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn io_err(id: &str, what: impl Into<String>) -> impl FnOnce(io::Error) -> OciError {
+    let (id, what) = (id.to_string(), what.into());
+    move |source| OciError::Io { id, what, source }
+}
+
+/// `create`'s flags.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Where to write the container's pid.
+    pub pid_file: Option<PathBuf>,
+    /// Where to send the pty master (`process.terminal`).
+    pub console_socket: Option<PathBuf>,
+    /// Descriptors from 3 on passed to the process besides the stdio.
+    pub preserve_fds: u32,
+}
+
+/// Loads the record of `id`.
+pub fn load(root: &Root, id: &str) -> Result<Record, OciError> {
+    names::check("container", id)?;
+    root.load(id).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => OciError::NotFound(id.to_string()),
+        _ => io_err(id, "read its state.json")(e),
+    })
+}
+
+/// `create`: the container is built and waits at its gate; returns its record and the
+/// launcher's handle (for `run`, which waits on it).
+pub fn create(
+    root: &Root,
+    id: &str,
+    bundle: &Path,
+    opts: &CreateOptions,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(Record, Started), OciError> {
+    names::check("container", id)?;
+    let bundle = std::fs::canonicalize(bundle)
+        .map_err(io_err(id, format!("bundle {}", bundle.display())))?;
+    let cfg_err = |source| OciError::Config {
+        bundle: bundle.clone(),
+        source,
+    };
+    let cfg = config::read(&bundle).map_err(cfg_err)?;
+    let mut b = config::translate(&cfg, &bundle, id).map_err(cfg_err)?;
+    for w in &b.warnings {
+        warn(w);
+    }
+    if b.terminal || opts.console_socket.is_some() {
+        return Err(OciError::Unsupported(format!(
+            "container {id}: a terminal (process.terminal, --console-socket) is not supported yet; set process.terminal to false"
+        )));
+    }
+    if root.exists(id) {
+        return Err(OciError::Exists(id.to_string()));
+    }
+    let dir = root.make_dir(id).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => OciError::Exists(id.to_string()),
+        _ => io_err(id, "make its state directory")(e),
+    })?;
+    match create_in(root, &dir, id, &bundle, &mut b, opts) {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            let _ = remove_dir(&dir);
+            Err(e)
+        }
+    }
+}
+
+fn create_in(
+    root: &Root,
+    dir: &Path,
+    id: &str,
+    bundle: &Path,
+    b: &mut Bundle,
+    opts: &CreateOptions,
+) -> Result<(Record, Started), OciError> {
+    nix::unistd::mkfifo(
+        &dir.join("exec.fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| io_err(id, "make exec.fifo")(e.into()))?;
+    if let Some(profile) = &b.seccomp {
+        let p = dir.join("seccomp.json");
+        std::fs::write(&p, profile).map_err(io_err(id, "write seccomp.json"))?;
+        b.spec.seccomp = Seccomp::Profile(p);
+    }
+    // The cgroup's leaf is the launcher's name of the container.
+    b.spec.name = b.cgroup.1.clone();
+    if b.spec.hostname.is_none() && b.spec.unshares(NsKind::Uts) {
+        // runtime-spec: without `hostname` the new UTS namespace keeps the host's.
+        let host =
+            nix::unistd::gethostname().map_err(|e| io_err(id, "read the hostname")(e.into()))?;
+        b.spec.hostname = Some(host.to_string_lossy().into_owned());
+    }
+    let launch = LaunchOptions {
+        cgroup_parent: b.cgroup.0.clone(),
+        root: if b.spec.rootfs.readonly {
+            RootAccess::ReadOnly
+        } else {
+            RootAccess::Writable
+        },
+        hold: Hold::Oci {
+            gate_dir: dir.to_path_buf(),
+            preserve_fds: opts.preserve_fds,
+        },
+    };
+    let started = launcher::start(&b.spec, &launch)?;
+    let record = Record {
+        id: id.to_string(),
+        pid: started.pid,
+        start_time: launcher::start_time(started.pid).unwrap_or(0),
+        bundle: bundle.to_path_buf(),
+        rootfs: b.spec.rootfs.path.clone(),
+        created: rfc3339_now(),
+        cgroup: b.cgroup.clone(),
+        cgroup_settings: b.spec.cgroup.clone(),
+        annotations: b.annotations.clone(),
+    };
+    let saved = root
+        .save(&record)
+        .map_err(io_err(id, "write state.json"))
+        .and_then(|()| match &opts.pid_file {
+            Some(p) => crate::runtime::state::write_atomic(p, started.pid.to_string().as_bytes())
+                .map_err(io_err(id, format!("write the pid file {}", p.display()))),
+            None => Ok(()),
+        });
+    if let Err(e) = saved {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(started.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(started.pid), None);
+        let _ = started.cleanup();
+        return Err(e);
+    }
+    Ok((record, started))
+}
+
+/// `start`: opens the gate of a created container.
+pub fn start(root: &Root, id: &str) -> Result<(), OciError> {
+    let r = load(root, id)?;
+    let status = r.status(root);
+    if status != Status::Created {
+        return Err(OciError::Status {
+            id: id.into(),
+            status,
+            action: "start",
+            hint: "",
+        });
+    }
+    let fifo = root.dir_of(id).join("exec.fifo");
+    // Non-blocking: if the container died at the gate, nobody would ever write.
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(io_err(id, "open exec.fifo"))?;
+    loop {
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {
+                if r.process().is_none() {
+                    return Err(OciError::Status {
+                        id: id.into(),
+                        status: Status::Stopped,
+                        action: "start",
+                        hint: " (it ended at its start gate)",
+                    });
+                }
+            }
+            Ok(_) => break,
+            Err(e) => return Err(io_err(id, "wait on exec.fifo")(e.into())),
+        }
+    }
+    let mut byte = [0u8; 1];
+    match f.read(&mut byte) {
+        Ok(1) => {}
+        Ok(_) => {
+            return Err(OciError::Status {
+                id: id.into(),
+                status: Status::Stopped,
+                action: "start",
+                hint: " (it ended at its start gate)",
+            })
+        }
+        Err(e) => return Err(io_err(id, "read exec.fifo")(e)),
+    }
+    std::fs::remove_file(&fifo).map_err(io_err(id, "remove exec.fifo"))
+}
+
+/// `state`: runtime-spec's state of `id`.
+pub fn state(root: &Root, id: &str) -> Result<StateReport, OciError> {
+    Ok(load(root, id)?.report(root))
+}
+
+/// `kill`: `signal` (a number) to the container's process, or with `all` to every
+/// process of its cgroup.
+pub fn kill(root: &Root, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+    let r = load(root, id)?;
+    let status = r.status(root);
+    let Some(process) = r.process().filter(|_| status != Status::Stopped) else {
+        return Err(OciError::Status {
+            id: id.into(),
+            status: Status::Stopped,
+            action: "kill",
+            hint: "",
+        });
+    };
+    if all {
+        let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+        for pid in cg.pids() {
+            launcher::signals::send(pid, signal)
+                .map_err(io_err(id, format!("signal pid {pid}")))?;
+        }
+        return Ok(());
+    }
+    process
+        .signal_number(signal)
+        .map_err(io_err(id, format!("send signal {signal}")))
+}
+
+/// `delete`: removes a stopped (or created) container; `force` kills a running one
+/// first. With `force`, a container that does not exist is not an error.
+pub fn delete(root: &Root, id: &str, force: bool) -> Result<(), OciError> {
+    let r = match load(root, id) {
+        Ok(r) => r,
+        Err(OciError::NotFound(_)) if force => {
+            return remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))
+        }
+        Err(e) => return Err(e),
+    };
+    let status = r.status(root);
+    if status == Status::Running && !force {
+        return Err(OciError::Status {
+            id: id.into(),
+            status,
+            action: "delete",
+            hint: " (stop it first, or delete --force)",
+        });
+    }
+    let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+    if let Some(p) = r.process() {
+        let _ = p.signal_number(libc::SIGKILL);
+        let _ = p.wait(Duration::from_secs(10));
+    }
+    // Whatever else its cgroup holds goes too; then the cgroup can go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = cg.pids();
+        if pids.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        for pid in pids {
+            let _ = launcher::signals::send(pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cg.remove()
+        .map_err(|e| io_err(id, "remove its cgroup")(io::Error::other(e.to_string())))?;
+    remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))
+}
+
+/// `run`: create, start, and (unless detached) wait for the process, forwarding
+/// signals, then delete; returns its exit code.
+pub fn run(
+    root: &Root,
+    id: &str,
+    bundle: &Path,
+    opts: &CreateOptions,
+    detach: bool,
+    warn: &mut dyn FnMut(&str),
+) -> Result<i32, OciError> {
+    let (_, started) = create(root, id, bundle, opts, warn)?;
+    if let Err(e) = start(root, id) {
+        let _ = delete(root, id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    let Exit { code, .. } = launcher::wait(&started);
+    delete(root, id, true)?;
+    Ok(code)
+}

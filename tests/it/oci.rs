@@ -1,0 +1,414 @@
+//! The OCI front door (issue 25): runc's command line on bundles made with `spec`,
+//! checked against what the host really has (the process, its executable, its cgroup,
+//! the runtime's directory), through the multi-call name `haconiwa-runc`.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A runtime root, a cgroup parent and bundles of one test; everything removed on drop.
+struct Oci {
+    scratch: Scratch,
+    root: PathBuf,
+    runc: PathBuf,
+    cgroup_parent: String,
+}
+
+impl Oci {
+    fn new(tag: &str) -> Oci {
+        require_root();
+        let scratch = Scratch::new(tag);
+        let runc = scratch.path.join("haconiwa-runc");
+        std::os::unix::fs::symlink(BIN, &runc).expect("link haconiwa-runc");
+        Oci {
+            root: scratch.path.join("root"),
+            cgroup_parent: format!("hc-oci-{tag}-{}", std::process::id()),
+            scratch,
+            runc,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.runc);
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
+    /// Runs a command to its end. Its stdout and stderr are files, not pipes: a
+    /// container created by it inherits them (as runtime-spec asks) and would hold a
+    /// pipe open.
+    fn run(&self, args: &[&str]) -> Output {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (o, e) = (
+            self.scratch.path.join(format!("stdout-{n}")),
+            self.scratch.path.join(format!("stderr-{n}")),
+        );
+        let status = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&o).expect("stdout file"))
+            .stderr(std::fs::File::create(&e).expect("stderr file"))
+            .status()
+            .expect("run haconiwa-runc");
+        Output {
+            status,
+            stdout: std::fs::read(&o).unwrap_or_default(),
+            stderr: std::fs::read(&e).unwrap_or_default(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
+        stdout(&out)
+    }
+
+    /// A bundle whose process runs `args` in the busybox root (read-only), its cgroup
+    /// under this test's parent; `edit` changes the config further.
+    fn bundle(&self, id: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let dir = self.scratch.path.join(format!("bundle-{id}"));
+        std::fs::create_dir_all(&dir).expect("bundle dir");
+        let out = Command::new(BIN)
+            .args(["oci", "spec", "--bundle"])
+            .arg(&dir)
+            .output()
+            .expect("spec");
+        assert!(out.status.success(), "spec: {}", output_text(&out));
+        let path = dir.join("config.json");
+        let mut cfg: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read config")).expect("json");
+        cfg["root"]["path"] = json!(busybox_rootfs());
+        cfg["process"]["args"] = json!(args);
+        cfg["linux"]["cgroupsPath"] = json!(format!("/{}/{id}", self.cgroup_parent));
+        edit(&mut cfg);
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("write");
+        dir
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state json")
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.state(id);
+            if s["status"] == want || Instant::now() > deadline {
+                assert_eq!(s["status"], want, "{s}");
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The container's cgroup directories that exist on the host.
+    fn cgroups_of(&self, id: &str) -> Vec<PathBuf> {
+        cgroup_dirs(&format!("{}/{id}", self.cgroup_parent))
+    }
+}
+
+impl Drop for Oci {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = self.run(&["delete", "--force", &id]);
+            }
+        }
+        for d in cgroup_dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn wait_for_file(path: &Path, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(want) || Instant::now() > deadline {
+            assert!(
+                text.contains(want),
+                "{} has {text:?}, not {want:?}",
+                path.display()
+            );
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn create_waits_at_the_gate_start_runs_and_each_state_refuses_the_wrong_step() {
+    let _g = shared();
+    let oci = Oci::new("life");
+    let bundle = oci.bundle(
+        "life",
+        &["sh", "-c", "echo pid=$$ host=$(hostname); exec sleep 600"],
+        |_| {},
+    );
+    let out_file = oci.scratch.path.join("out");
+    let pid_file = oci.scratch.path.join("pid");
+    // The stdio of create passes to the process untouched: its stdout is this file.
+    let status = oci
+        .cmd(&["create", "--bundle", bundle.to_str().unwrap(), "--pid-file"])
+        .arg(&pid_file)
+        .arg("life")
+        .stdout(std::fs::File::create(&out_file).expect("out"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("create");
+    assert!(status.success());
+    let s = oci.state("life");
+    assert_eq!(s["status"], "created", "{s}");
+    assert_eq!(s["ociVersion"], "1.0.2");
+    assert_eq!(s["bundle"], json!(bundle));
+    let pid = s["pid"].as_i64().expect("pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("pid file"),
+        pid.to_string()
+    );
+    // The truth: the process exists, it is still haconiwa's (not exec'd yet), it sits in
+    // the cgroup of cgroupsPath, and nothing of the command ran.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    assert!(!exe.ends_with("busybox"), "exec'd before start: {exe:?}");
+    let cgroups = oci.cgroups_of("life");
+    assert!(!cgroups.is_empty(), "no cgroup under {}", oci.cgroup_parent);
+    for d in &cgroups {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).expect("procs");
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{d:?}: {procs}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&out_file).expect("out"), "");
+    // Refused steps name the status.
+    let del = oci.run(&["delete", "life"]);
+    assert!(
+        del.status.success(),
+        "a created container is deleted: {}",
+        output_text(&del)
+    );
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err() || {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            st.contains(") Z ")
+        }
+    );
+    assert!(oci.cgroups_of("life").is_empty(), "cgroup left");
+    let gone = oci.run(&["state", "life"]);
+    assert!(!gone.status.success());
+    assert!(
+        stderr(&gone).contains("container life does not exist"),
+        "{}",
+        stderr(&gone)
+    );
+
+    // Again, through start this time.
+    let status = oci
+        .cmd(&["create", "-b", bundle.to_str().unwrap(), "life"])
+        .stdout(std::fs::File::create(&out_file).expect("out"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("create");
+    assert!(status.success());
+    oci.ok(&["start", "life"]);
+    let s = oci.wait_status("life", "running");
+    let pid = s["pid"].as_i64().expect("pid");
+    // Its own PID namespace (the command is PID 1 there, as runc does) and the host's
+    // name in its new UTS namespace... as the config says: `spec` writes "haconiwa".
+    wait_for_file(&out_file, "pid=1 host=haconiwa");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    assert!(exe.ends_with("busybox"), "{exe:?}");
+    let again = oci.run(&["start", "life"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("container life is running: cannot start it"),
+        "{}",
+        stderr(&again)
+    );
+    let del = oci.run(&["delete", "life"]);
+    assert!(!del.status.success());
+    assert!(
+        stderr(&del).contains("is running: cannot delete it"),
+        "{}",
+        stderr(&del)
+    );
+    let list: Value = serde_json::from_str(&oci.ok(&["list", "--format", "json"])).expect("list");
+    assert_eq!(list[0]["id"], "life", "{list}");
+    assert_eq!(list[0]["status"], "running", "{list}");
+    // kill: a name without SIG, stopped once it ends; then kill is refused.
+    oci.ok(&["kill", "life", "KILL"]);
+    oci.wait_status("life", "stopped");
+    let k = oci.run(&["kill", "life", "TERM"]);
+    assert!(!k.status.success());
+    assert!(
+        stderr(&k).contains("is stopped: cannot kill it"),
+        "{}",
+        stderr(&k)
+    );
+    oci.ok(&["delete", "life"]);
+    assert!(oci.cgroups_of("life").is_empty(), "cgroup left");
+    assert!(!oci.root.join("life").exists(), "state directory left");
+}
+
+#[test]
+fn signals_by_name_number_and_to_all_processes() {
+    let _g = shared();
+    let oci = Oci::new("sig");
+    let out = oci.scratch.path.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let script = "trap 'echo usr1 >> /run/log' USR1; trap 'echo usr2 >> /run/log' USR2; \
+                  sleep 600 & echo ready >> /run/log; while :; do wait; done";
+    let bundle = oci.bundle("sig", &["sh", "-c", script], |c| {
+        c["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/run", "type": "bind", "source": out, "options": ["rbind", "rw"]
+        }));
+    });
+    oci.ok(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "sig",
+    ]);
+    let log = out.join("log");
+    wait_for_file(&log, "ready");
+    oci.ok(&["kill", "sig", "USR1"]);
+    wait_for_file(&log, "usr1");
+    oci.ok(&["kill", "sig", "SIGUSR2"]);
+    wait_for_file(&log, "usr2");
+    let before = std::fs::read_to_string(&log)
+        .expect("log")
+        .matches("usr1")
+        .count();
+    oci.ok(&["kill", "sig", "10"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log)
+        .expect("log")
+        .matches("usr1")
+        .count()
+        == before
+    {
+        assert!(Instant::now() < deadline, "signal 10 never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bad = oci.run(&["kill", "sig", "NOSUCH"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("unknown signal NOSUCH"),
+        "{}",
+        stderr(&bad)
+    );
+    // --all reaches the background sleep too: the cgroup empties.
+    let cgroups = oci.cgroups_of("sig");
+    let procs = |d: &PathBuf| std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+    assert!(
+        procs(&cgroups[0]).lines().count() >= 2,
+        "{}",
+        procs(&cgroups[0])
+    );
+    oci.ok(&["kill", "--all", "sig", "KILL"]);
+    oci.wait_status("sig", "stopped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !procs(&cgroups[0]).trim().is_empty() {
+        assert!(Instant::now() < deadline, "left: {}", procs(&cgroups[0]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    oci.ok(&["delete", "sig"]);
+}
+
+#[test]
+fn run_returns_the_exit_code_and_leaves_nothing() {
+    let _g = shared();
+    let oci = Oci::new("run");
+    let bundle = oci.bundle("run", &["sh", "-c", "exit 7"], |_| {});
+    let out = oci.run(&["run", "--bundle", bundle.to_str().unwrap(), "run"]);
+    assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
+    assert_eq!(oci.ok(&["list", "-q"]), "");
+    assert!(oci.cgroups_of("run").is_empty(), "cgroup left");
+}
+
+#[test]
+fn a_refused_create_names_the_cause_and_leaves_nothing() {
+    let _g = shared();
+    let oci = Oci::new("bad");
+    let check = |id: &str, bundle: &Path, want: &str| {
+        let out = oci.run(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+        assert!(!out.status.success(), "{id}: {}", output_text(&out));
+        assert!(stderr(&out).contains(want), "{id}: {}", stderr(&out));
+        assert!(!oci.root.join(id).exists(), "{id}: state directory left");
+        assert!(oci.cgroups_of(id).is_empty(), "{id}: cgroup left");
+    };
+    // A command that is not there fails create (as runc), not start.
+    let b = oci.bundle("nocmd", &["/bin/no-such-program"], |_| {});
+    check(
+        "nocmd",
+        &b,
+        "exec /bin/no-such-program: No such file or directory",
+    );
+    // The config's own mistakes: where in the file; what is not supported, by name.
+    let b = oci.bundle("syntax", &["true"], |_| {});
+    std::fs::write(
+        b.join("config.json"),
+        "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": 5\n}",
+    )
+    .expect("write");
+    check("syntax", &b, "config.json:3:");
+    let b = oci.bundle("hooks", &["true"], |c| {
+        c["hooks"] = json!({ "poststart": [{ "path": "/bin/true" }] });
+    });
+    check("hooks", &b, "hooks: not supported yet");
+    let b = oci.bundle("tty", &["true"], |c| c["process"]["terminal"] = json!(true));
+    check(
+        "tty",
+        &b,
+        "a terminal (process.terminal, --console-socket) is not supported yet",
+    );
+    let b = oci.bundle("sysd", &["true"], |c| {
+        c["linux"]["cgroupsPath"] = json!("system.slice:haconiwa:sysd");
+    });
+    check("sysd", &b, "is a systemd cgroup path");
+    let bad_id = oci.run(&["create", "--bundle", b.to_str().unwrap(), "../x"]);
+    assert!(!bad_id.status.success());
+    assert!(
+        stderr(&bad_id).contains("invalid container name '../x'"),
+        "{}",
+        stderr(&bad_id)
+    );
+    // An id in use is refused; the first container is untouched.
+    let b = oci.bundle("twice", &["sleep", "600"], |_| {});
+    oci.ok(&["create", "--bundle", b.to_str().unwrap(), "twice"]);
+    let out = oci.run(&["create", "--bundle", b.to_str().unwrap(), "twice"]);
+    assert!(
+        stderr(&out).contains("container twice already exists"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(oci.state("twice")["status"], "created");
+    // --log-format json: the error as one JSON object per line in --log.
+    let log = oci.scratch.path.join("log.json");
+    let out = oci.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "start",
+        "nosuch",
+    ]);
+    assert!(!out.status.success());
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .expect("log")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("json line");
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["msg"], "container nosuch does not exist");
+    oci.ok(&["delete", "twice"]);
+}
