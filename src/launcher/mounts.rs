@@ -184,6 +184,9 @@ pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
         user_mount(root, m)?;
     }
     let has = |m: SystemMount| spec.system_mounts.contains(&m);
+    if !spec.sysctl.is_empty() {
+        write_sysctls(spec, root)?;
+    }
     if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
         mask_paths(root)?;
     }
@@ -297,8 +300,20 @@ fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
                 touch(&target)?;
             }
             bind(src, &target, true)?;
+            let mut extra = MsFlags::empty();
             if m.readonly {
-                remount_readonly(&target)?;
+                extra |= MsFlags::MS_RDONLY;
+            }
+            if m.noexec {
+                extra |= MsFlags::MS_NOEXEC;
+            }
+            if m.restrict {
+                extra |= MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            }
+            if !extra.is_empty() {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | kept_flags(&target);
+                mount(none(), &target, none(), flags, none())
+                    .step(|| format!("remount the bind on {} with its options", m.target))?;
             }
         }
         Some(fstype) if HOST_VIEW_FILESYSTEMS.contains(&fstype.as_str()) => {
@@ -313,6 +328,9 @@ fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
             if m.readonly {
                 flags |= MsFlags::MS_RDONLY;
             }
+            if m.noexec {
+                flags |= MsFlags::MS_NOEXEC;
+            }
             mount(
                 Some(m.source.as_str()),
                 &target,
@@ -322,6 +340,24 @@ fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
             )
             .step(|| format!("mount {} ({fstype}) on {}", m.source, m.target))?;
         }
+    }
+    Ok(())
+}
+
+/// The definition's kernel parameters, through the container's /proc (its own
+/// namespaces answer there), before /proc/sys is made read-only.
+fn write_sysctls(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
+    if !spec.system_mounts.contains(&SystemMount::Procfs) {
+        return Err(StepError::msg(
+            "set kernel parameters",
+            "they are written through /proc, which this container does not mount",
+        ));
+    }
+    for (key, value) in &spec.sysctl {
+        crate::spec::sysctl_is_namespaced(spec, key)
+            .map_err(|why| StepError::msg(format!("set {key}"), why))?;
+        let path = root.join("proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, value).step(|| format!("set {key} to {value}"))?;
     }
     Ok(())
 }

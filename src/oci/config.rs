@@ -212,11 +212,10 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
             "set without a new uts namespace: it would rename the host",
         ));
     }
-    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported(
-            "linux.sysctl",
-            "not supported yet (docs/oci.md)",
-        ));
+    for (k, v) in linux.sysctl().iter().flatten() {
+        crate::spec::sysctl_is_namespaced(&spec, k)
+            .map_err(|why| unsupported(format!("linux.sysctl.{k}"), why))?;
+        spec.sysctl.insert(k.clone(), v.clone());
     }
     match linux.rootfs_propagation().as_deref() {
         None | Some("private") | Some("rprivate") => {}
@@ -329,18 +328,18 @@ fn mounts(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| typ.to_string());
         let readonly = opts.iter().any(|o| o == "ro");
+        let noexec = opts.iter().any(|o| o == "noexec");
+        let restrict = is_bind && opts.iter().any(|o| o == "nosuid" || o == "nodev");
         let mut data = Vec::new();
         for o in &opts {
             match o.as_str() {
-                "bind" | "rbind" | "ro" | "rw" | "nosuid" | "nodev" | "suid" | "dev" | "exec"
-                | "private" | "rprivate" | "relatime" | "norelatime" | "strictatime"
+                "bind" | "rbind" | "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "suid" | "dev"
+                | "exec" | "private" | "rprivate" | "relatime" | "norelatime" | "strictatime"
                 | "nostrictatime" | "noatime" | "atime" => {}
-                "noexec" if !is_bind => {}
-                "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable"
-                | "noexec" => {
+                "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
                     return Err(unsupported(
                         format!("mounts[{dest}].options"),
-                        format!("'{o}' is not supported yet"),
+                        format!("'{o}' is not supported yet: mounts are private"),
                     ))
                 }
                 other if other.contains('=') || !is_bind => data.push(other.to_string()),
@@ -358,6 +357,8 @@ fn mounts(
             fstype: (!is_bind).then(|| typ.to_string()),
             options: (!data.is_empty()).then(|| data.join(",")),
             readonly,
+            noexec,
+            restrict,
         });
     }
     system.sort();

@@ -101,6 +101,53 @@ pub struct ContainerSpec {
     /// the container's port on the cluster network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// Kernel parameters of its own namespaces (`net.*` with a network namespace,
+    /// IPC ones with an IPC namespace), written under its /proc/sys before that is made
+    /// read-only (an OCI config's `linux.sysctl`; checked by [`sysctl_is_namespaced`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, String>,
+}
+
+/// IPC parameters that belong to an IPC namespace (as runc's list).
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Whether kernel parameter `key` belongs to a namespace `spec` creates (so setting it
+/// changes nothing of the host); the reason when it does not.
+pub fn sysctl_is_namespaced(spec: &ContainerSpec, key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && key.split('.').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        });
+    if !valid {
+        return Err(format!("'{key}' is not a kernel parameter name"));
+    }
+    let needs = if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
+        NsKind::Ipc
+    } else if key.starts_with("net.") {
+        NsKind::Net
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        NsKind::Uts
+    } else {
+        return Err(format!(
+            "'{key}' is not namespaced: it would change the host"
+        ));
+    };
+    if spec.unshares(needs) {
+        Ok(())
+    } else {
+        Err(format!("'{key}' needs a new {needs} namespace"))
+    }
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -158,6 +205,7 @@ impl ContainerSpec {
             health: None,
             restart: None,
             ports: Vec::new(),
+            sysctl: BTreeMap::new(),
         }
     }
 
@@ -431,6 +479,17 @@ pub struct MountPoint {
     /// Read-only.
     #[serde(default)]
     pub readonly: bool,
+    /// No program runs from it (`noexec`; an OCI config's option). A filesystem mount
+    /// is always `nosuid,nodev`; a bind gets them when asked (`restrict`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub noexec: bool,
+    /// A bind that is also `nosuid,nodev` (an OCI config's options).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub restrict: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Filesystem types a definition may not mount itself: each would show the host's

@@ -128,6 +128,7 @@ impl<'de> Visitor<'de> for Stored {
             health: None,
             restart: None,
             ports: Vec::new(),
+            sysctl: BTreeMap::new(),
         })
     }
 }

@@ -72,6 +72,7 @@ impl Oci {
     fn bundle(&self, id: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
         let dir = self.scratch.path.join(format!("bundle-{id}"));
         std::fs::create_dir_all(&dir).expect("bundle dir");
+        let _ = std::fs::remove_file(dir.join("config.json"));
         let out = Command::new(BIN)
             .args(["oci", "spec", "--bundle"])
             .arg(&dir)
@@ -411,4 +412,60 @@ fn a_refused_create_names_the_cause_and_leaves_nothing() {
     assert_eq!(line["level"], "error");
     assert_eq!(line["msg"], "container nosuch does not exist");
     oci.ok(&["delete", "twice"]);
+}
+
+#[test]
+fn a_bundle_s_kernel_parameters_and_bind_options_hold_inside_and_not_outside() {
+    let _g = shared();
+    let oci = Oci::new("sysctl");
+    let dir = oci.scratch.path.join("shared");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let host_shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").expect("shmmax");
+    let script = "cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_default_ttl; \
+                  grep ' /run ' /proc/mounts; touch /run/x 2>/dev/null || echo read-only";
+    let bundle = oci.bundle("sysctl", &["sh", "-c", script], |c| {
+        c["linux"]["sysctl"] =
+            json!({ "kernel.shmmax": "1048576", "net.ipv4.ip_default_ttl": "33" });
+        c["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/run", "type": "bind", "source": dir,
+            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]
+        }));
+    });
+    let out = oci.run(&["run", "--bundle", bundle.to_str().unwrap(), "sysctl"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..2], ["1048576", "33"], "{text}");
+    let opts = lines[2].split_whitespace().nth(3).expect("mount options");
+    for o in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(opts.split(',').any(|x| x == o), "{o} missing: {}", lines[2]);
+    }
+    assert_eq!(lines[3], "read-only", "{text}");
+    // The host's own value is untouched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").expect("shmmax"),
+        host_shmmax
+    );
+    // A parameter of the host, or of a namespace the container does not have: refused.
+    for (key, want) in [
+        (
+            "kernel.panic",
+            "'kernel.panic' is not namespaced: it would change the host",
+        ),
+        (
+            "net.ipv4.ip_forward",
+            "'net.ipv4.ip_forward' needs a new net namespace",
+        ),
+    ] {
+        let b = oci.bundle("refused", &["true"], |c| {
+            c["linux"]["sysctl"] = json!({ key: "1" });
+            c["linux"]["namespaces"] =
+                json!([{ "type": "pid" }, { "type": "mount" }, { "type": "ipc" }]);
+            c["hostname"] = Value::Null;
+        });
+        let out = oci.run(&["create", "--bundle", b.to_str().unwrap(), "refused"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+        assert!(!oci.root.join("refused").exists());
+    }
 }

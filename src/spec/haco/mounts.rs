@@ -65,6 +65,8 @@ pub(super) fn register(engine: &mut Engine) {
                 fstype,
                 options,
                 readonly,
+                noexec: false,
+                restrict: false,
             });
             Ok(())
         },

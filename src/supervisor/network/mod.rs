@@ -224,6 +224,8 @@ pub fn container_spec(
                 fstype: None,
                 options: None,
                 readonly: true,
+                noexec: false,
+                restrict: false,
             }),
             Ok(_) => {}
             Err(e) => tracing::warn!("resolv.conf for {}: {e}", c.id),
