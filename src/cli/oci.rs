@@ -151,6 +151,49 @@ pub enum OciCommand {
     },
     /// Print what this runtime supports (runtime-spec's features JSON).
     Features,
+    /// Run another process in a running container.
+    Exec {
+        /// The container's id.
+        id: String,
+        /// The command (when there is no --process).
+        command: Vec<String>,
+        /// A runtime-spec `process` JSON file: the whole process.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        /// Return once the process runs.
+        #[arg(short, long)]
+        detach: bool,
+        /// Write the process's pid here.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        /// Add an environment variable (KEY=VALUE).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// Working directory.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// UID[:GID].
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Allocate a terminal (not supported yet).
+        #[arg(short, long)]
+        tty: bool,
+        /// Unix socket to receive the terminal's master end (not supported yet).
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        /// Accepted for runc's callers (no SELinux here).
+        #[arg(long)]
+        process_label: Option<String>,
+        /// Accepted for runc's callers (no AppArmor here).
+        #[arg(long)]
+        apparmor: Option<String>,
+        /// Accepted: no_new_privs comes from the process.
+        #[arg(long)]
+        no_new_privs: bool,
+        /// Pass this many descriptors from 3 on (accepted: 0 only, not supported yet).
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+    },
 }
 
 /// Runs `args`; returns the exit code.
@@ -279,6 +322,37 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
                 .map_err(|e| OciError::Unsupported(format!("{}: {e}", path.display())))?;
         }
         OciCommand::Features => print_json(&defaults::features())?,
+        OciCommand::Exec {
+            id,
+            command,
+            process,
+            detach,
+            pid_file,
+            env,
+            cwd,
+            user,
+            tty,
+            console_socket,
+            preserve_fds,
+            ..
+        } => {
+            if preserve_fds > 0 {
+                return Err(OciError::Unsupported(
+                    "exec --preserve-fds is not supported yet".into(),
+                ));
+            }
+            let opts = lifecycle::ExecOptions {
+                process,
+                args: command,
+                env,
+                cwd,
+                user,
+                terminal: tty || console_socket.is_some(),
+                detach,
+                pid_file,
+            };
+            return lifecycle::exec(&root, &id, &opts, &mut warn);
+        }
     }
     Ok(0)
 }

@@ -20,7 +20,20 @@ pub fn attach(
     cgroup_dirs: &[PathBuf],
     command: &[String],
 ) -> Result<i32, LaunchError> {
-    attach_inner(pid, spec, cgroup_dirs, command).map_err(|e| e.in_container(&spec.name))
+    attach_inner(pid, spec, cgroup_dirs, command, true).map_err(|e| e.in_container(&spec.name))
+}
+
+/// [`attach`] with the process described by `spec` (its command, identity,
+/// environment, privileges), returning as soon as it is started: its pid (in this
+/// process's PID namespace). For an OCI runtime's `exec --detach`, whose caller waits
+/// for the process itself.
+pub fn attach_detached(
+    pid: i32,
+    spec: &ContainerSpec,
+    cgroup_dirs: &[PathBuf],
+) -> Result<i32, LaunchError> {
+    attach_inner(pid, spec, cgroup_dirs, &spec.init_command, false)
+        .map_err(|e| e.in_container(&spec.name))
 }
 
 fn attach_inner(
@@ -28,6 +41,7 @@ fn attach_inner(
     spec: &ContainerSpec,
     cgroup_dirs: &[PathBuf],
     command: &[String],
+    wait: bool,
 ) -> StepResult<i32> {
     // The attached command gets the container's filter, and until its exec (in the
     // container's PID namespace, running this binary) nobody there can trace or read it.
@@ -84,6 +98,7 @@ fn attach_inner(
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(127) }
         }
+        ForkResult::Parent { child } if !wait => Ok(child.as_raw()),
         ForkResult::Parent { child } => loop {
             match signals::wait_blocked() {
                 Some((libc::SIGCHLD, _)) => {

@@ -139,43 +139,7 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
         layers: Vec::new(),
     };
     spec.hostname = cfg.hostname().clone();
-    spec.environment = process
-        .env()
-        .iter()
-        .flatten()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.to_string()))
-        })
-        .collect();
-    spec.workdir = Some(process.cwd().to_string_lossy().into_owned());
-    let user = process.user();
-    spec.uid = Some(user.uid());
-    spec.gid = Some(user.gid());
-    spec.groups = user.additional_gids().clone().unwrap_or_default();
-    spec.no_new_privs = process.no_new_privileges().unwrap_or(false);
-    spec.capabilities = capabilities(process.capabilities().as_ref());
-    spec.rlimits = process
-        .rlimits()
-        .iter()
-        .flatten()
-        .map(|r| Rlimit {
-            resource: serde_name(&r.typ())
-                .trim_start_matches("RLIMIT_")
-                .to_ascii_lowercase(),
-            soft: Some(r.soft()).filter(|v| *v != u64::MAX),
-            hard: Some(r.hard()).filter(|v| *v != u64::MAX),
-        })
-        .collect();
-    if process.apparmor_profile().is_some() {
-        warnings.push("process.apparmorProfile ignored: this host runs no AppArmor".into());
-    }
-    if process.selinux_label().is_some() {
-        warnings.push("process.selinuxLabel ignored: this host runs no SELinux".into());
-    }
-    if process.oom_score_adj().is_some() {
-        warnings.push("process.oomScoreAdj ignored (not supported yet)".into());
-    }
+    apply_process(&mut spec, process, &mut warnings);
     if cfg.hooks().is_some() {
         return Err(unsupported("hooks", "not supported yet (docs/oci.md)"));
     }
@@ -264,6 +228,55 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
             .collect(),
         warnings,
     })
+}
+
+/// A process of the config (or of `exec --process`) on top of a container: its
+/// environment, working directory, identity, capabilities, limits and `no_new_privs`.
+pub fn apply_process(
+    spec: &mut ContainerSpec,
+    process: &oci_spec::runtime::Process,
+    warnings: &mut Vec<String>,
+) {
+    if let Some(args) = process.args().as_ref().filter(|a| !a.is_empty()) {
+        spec.init_command = args.clone();
+    }
+    spec.environment = process
+        .env()
+        .iter()
+        .flatten()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect();
+    spec.workdir = Some(process.cwd().to_string_lossy().into_owned());
+    let user = process.user();
+    spec.uid = Some(user.uid());
+    spec.gid = Some(user.gid());
+    spec.groups = user.additional_gids().clone().unwrap_or_default();
+    spec.no_new_privs = process.no_new_privileges().unwrap_or(false);
+    spec.capabilities = capabilities(process.capabilities().as_ref());
+    spec.rlimits = process
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| Rlimit {
+            resource: serde_name(&r.typ())
+                .trim_start_matches("RLIMIT_")
+                .to_ascii_lowercase(),
+            soft: Some(r.soft()).filter(|v| *v != u64::MAX),
+            hard: Some(r.hard()).filter(|v| *v != u64::MAX),
+        })
+        .collect();
+    if process.apparmor_profile().is_some() {
+        warnings.push("process.apparmorProfile ignored: this host runs no AppArmor".into());
+    }
+    if process.selinux_label().is_some() {
+        warnings.push("process.selinuxLabel ignored: this host runs no SELinux".into());
+    }
+    if process.oom_score_adj().is_some() {
+        warnings.push("process.oomScoreAdj ignored (not supported yet)".into());
+    }
 }
 
 /// The OCI sets as the model's: start from nothing, allow what any set names (the

@@ -171,6 +171,10 @@ fn create_in(
             preserve_fds: opts.preserve_fds,
         },
     };
+    // What `exec` needs of the container: its identity, privileges and filter.
+    let spec_text = serde_json::to_vec(&b.spec)
+        .map_err(|e| io_err(id, "encode spec.json")(io::Error::other(e)))?;
+    std::fs::write(dir.join("spec.json"), spec_text).map_err(io_err(id, "write spec.json"))?;
     let started = launcher::start(&b.spec, &launch)?;
     let record = Record {
         id: id.to_string(),
@@ -348,4 +352,124 @@ pub fn run(
     let Exit { code, .. } = launcher::wait(&started);
     delete(root, id, true)?;
     Ok(code)
+}
+
+/// `exec`'s request: the process (a runtime-spec `process` file, or a command with a
+/// few of its fields as flags) and how to run it.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// `--process FILE`: the whole process.
+    pub process: Option<PathBuf>,
+    /// The command, when there is no `--process`.
+    pub args: Vec<String>,
+    /// `--env K=V`, added to the container's environment.
+    pub env: Vec<String>,
+    /// `--cwd`.
+    pub cwd: Option<String>,
+    /// `--user UID[:GID]`.
+    pub user: Option<String>,
+    /// `--tty` / `--console-socket`: a terminal (not supported yet).
+    pub terminal: bool,
+    /// Return once the process runs (its caller waits for it).
+    pub detach: bool,
+    /// Where to write the process's pid (with `detach`).
+    pub pid_file: Option<PathBuf>,
+}
+
+/// `exec`: runs another process in a running container, with the container's
+/// namespaces, cgroup, identity, privileges and seccomp filter (as the config or
+/// `--process` says); returns its exit code, or 0 at once with `detach`.
+pub fn exec(
+    root: &Root,
+    id: &str,
+    opts: &ExecOptions,
+    warn: &mut dyn FnMut(&str),
+) -> Result<i32, OciError> {
+    let r = load(root, id)?;
+    let status = r.status(root);
+    if status != Status::Running {
+        return Err(OciError::Status {
+            id: id.into(),
+            status,
+            action: "exec in",
+            hint: "",
+        });
+    }
+    let text =
+        std::fs::read(root.dir_of(id).join("spec.json")).map_err(io_err(id, "read spec.json"))?;
+    let mut spec: crate::spec::ContainerSpec = serde_json::from_slice(&text)
+        .map_err(|e| io_err(id, "read spec.json")(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    let mut terminal = opts.terminal;
+    if let Some(path) = &opts.process {
+        let text = std::fs::read_to_string(path)
+            .map_err(io_err(id, format!("read {}", path.display())))?;
+        let process: oci_spec::runtime::Process = serde_json::from_str(&text).map_err(|e| {
+            OciError::Unsupported(format!(
+                "{}:{}:{}: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let mut warnings = Vec::new();
+        config::apply_process(&mut spec, &process, &mut warnings);
+        for w in &warnings {
+            warn(w);
+        }
+        terminal |= process.terminal().unwrap_or(false);
+    } else if opts.args.is_empty() {
+        return Err(OciError::Unsupported(
+            "exec: give a command (exec ID -- CMD…) or --process FILE".into(),
+        ));
+    } else {
+        spec.init_command = opts.args.clone();
+    }
+    if terminal {
+        return Err(OciError::Unsupported(format!(
+            "container {id}: exec with a terminal (--tty, --console-socket) is not supported yet"
+        )));
+    }
+    for kv in &opts.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(OciError::Unsupported(format!("--env {kv}: use KEY=VALUE")));
+        };
+        spec.environment.insert(k.to_string(), v.to_string());
+    }
+    if let Some(cwd) = &opts.cwd {
+        spec.workdir = Some(cwd.clone());
+    }
+    if let Some(user) = &opts.user {
+        let (u, g) = user.split_once(':').unwrap_or((user, "0"));
+        let parse = |s: &str| {
+            s.parse::<u32>().map_err(|_| {
+                OciError::Unsupported(format!("--user {user}: use UID[:GID] (numbers)"))
+            })
+        };
+        spec.uid = Some(parse(u)?);
+        spec.gid = Some(parse(g)?);
+    }
+    let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+    if opts.detach {
+        // Opened here: once attached, this process sees the container's files only.
+        let mut pid_file = match &opts.pid_file {
+            Some(p) => Some((
+                std::fs::File::create(p)
+                    .map_err(io_err(id, format!("open the pid file {}", p.display())))?,
+                p,
+            )),
+            None => None,
+        };
+        let pid = launcher::attach::attach_detached(r.pid, &spec, cg.dirs())?;
+        if let Some((f, p)) = &mut pid_file {
+            std::io::Write::write_all(f, pid.to_string().as_bytes())
+                .map_err(io_err(id, format!("write the pid file {}", p.display())))?;
+        }
+        return Ok(0);
+    }
+    Ok(launcher::attach::attach(
+        r.pid,
+        &spec,
+        cg.dirs(),
+        &spec.init_command,
+    )?)
 }
