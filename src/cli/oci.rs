@@ -68,7 +68,7 @@ pub struct CreateArgs {
     /// The bundle directory (config.json and the root filesystem).
     #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
-    /// Unix socket to receive the terminal's master end (not supported yet).
+    /// Unix socket to receive the terminal's master end (with process.terminal).
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
     /// Write the container process's pid here.
@@ -175,10 +175,10 @@ pub enum OciCommand {
         /// UID[:GID].
         #[arg(short, long)]
         user: Option<String>,
-        /// Allocate a terminal (not supported yet).
+        /// Give the process a terminal (its master end goes to --console-socket).
         #[arg(short, long)]
         tty: bool,
-        /// Unix socket to receive the terminal's master end (not supported yet).
+        /// Unix socket to receive the terminal's master end.
         #[arg(long)]
         console_socket: Option<PathBuf>,
         /// Accepted for runc's callers (no SELinux here).
@@ -347,7 +347,8 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
                 env,
                 cwd,
                 user,
-                terminal: tty || console_socket.is_some(),
+                terminal: tty,
+                console_socket,
                 detach,
                 pid_file,
             };

@@ -20,19 +20,21 @@ pub fn attach(
     cgroup_dirs: &[PathBuf],
     command: &[String],
 ) -> Result<i32, LaunchError> {
-    attach_inner(pid, spec, cgroup_dirs, command, true).map_err(|e| e.in_container(&spec.name))
+    attach_inner(pid, spec, cgroup_dirs, command, None).map_err(|e| e.in_container(&spec.name))
 }
 
 /// [`attach`] with the process described by `spec` (its command, identity,
 /// environment, privileges), returning as soon as it is started: its pid (in this
 /// process's PID namespace). For an OCI runtime's `exec --detach`, whose caller waits
-/// for the process itself.
+/// for the process itself. With `console` (a connected console socket), the process
+/// gets a terminal whose master end goes there.
 pub fn attach_detached(
     pid: i32,
     spec: &ContainerSpec,
     cgroup_dirs: &[PathBuf],
+    console: Option<std::os::fd::RawFd>,
 ) -> Result<i32, LaunchError> {
-    attach_inner(pid, spec, cgroup_dirs, &spec.init_command, false)
+    attach_inner(pid, spec, cgroup_dirs, &spec.init_command, Some(console))
         .map_err(|e| e.in_container(&spec.name))
 }
 
@@ -41,7 +43,7 @@ fn attach_inner(
     spec: &ContainerSpec,
     cgroup_dirs: &[PathBuf],
     command: &[String],
-    wait: bool,
+    detached: Option<Option<std::os::fd::RawFd>>,
 ) -> StepResult<i32> {
     // The attached command gets the container's filter, and until its exec (in the
     // container's PID namespace, running this binary) nobody there can trace or read it.
@@ -90,7 +92,14 @@ fn attach_inner(
     // SAFETY: single-threaded process (the launcher's rule).
     match unsafe { nix::unistd::fork() }.step(|| "fork the attached command".into())? {
         ForkResult::Child => {
-            let e = match child::exec_command(&spec, filter.as_ref(), None) {
+            let console = detached.flatten();
+            let e = match console
+                .map(|s| {
+                    super::terminal::take_terminal(s, spec.uid.unwrap_or(0), spec.gid.unwrap_or(0))
+                })
+                .unwrap_or(Ok(()))
+                .and_then(|()| child::exec_command(&spec, filter.as_ref(), None))
+            {
                 Err(e) => e,
                 Ok(never) => match never {},
             };
@@ -98,7 +107,7 @@ fn attach_inner(
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(127) }
         }
-        ForkResult::Parent { child } if !wait => Ok(child.as_raw()),
+        ForkResult::Parent { child } if detached.is_some() => Ok(child.as_raw()),
         ForkResult::Parent { child } => loop {
             match signals::wait_blocked() {
                 Some((libc::SIGCHLD, _)) => {

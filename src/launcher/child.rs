@@ -5,7 +5,7 @@
 use super::clone::ns_flag;
 use super::error::{Step, StepError, StepResult};
 use super::seccomp::{self, Filter};
-use super::{init, mounts, network, privileges, signals};
+use super::{init, mounts, network, privileges, signals, terminal};
 use crate::spec::{ContainerSpec, NsKind};
 use nix::sched::CloneFlags;
 use std::convert::Infallible;
@@ -46,6 +46,8 @@ pub(super) struct Child<'a> {
     pub gate_dir: Option<RawFd>,
     /// Descriptors 3.. kept open into the command (an OCI launch's `--preserve-fds`).
     pub preserve_fds: u32,
+    /// An OCI launch's console socket: the process gets a terminal of its own.
+    pub console: Option<RawFd>,
 }
 
 /// Where an OCI launch waits before its exec, and whom it tells that it does.
@@ -75,6 +77,7 @@ pub(super) fn child_main(
     let mut keep: Vec<RawFd> = vec![go_r.as_raw_fd(), err_w.as_raw_fd()];
     keep.extend(enter_fds.iter().map(|(_, f)| f.as_raw_fd()));
     keep.extend(c.gate_dir);
+    keep.extend(c.console);
     keep.extend((0..c.preserve_fds).map(|i| 3 + i as RawFd));
     close_other_fds(&keep);
     let gate = c.gate_dir.map(|dir| Gate {
@@ -134,6 +137,9 @@ pub(super) fn child_main(
         // After the placement, so the container's cgroup is the namespace's root.
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .step(|| "unshare the cgroup namespace".into())?;
+    }
+    if let Some(socket) = c.console {
+        terminal::take_terminal(socket, spec.uid.unwrap_or(0), spec.gid.unwrap_or(0))?;
     }
     if spec.unshares(NsKind::Pid) && gate.is_none() {
         // The command runs as our child; we stay as its PID 1. It is started vfork-style

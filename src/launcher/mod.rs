@@ -18,6 +18,7 @@ pub mod pidfd;
 pub mod privileges;
 pub mod seccomp;
 pub mod signals;
+pub mod terminal;
 
 pub use child::{RootAccess, DEFAULT_PATH};
 pub use error::{LaunchError, StepError};

@@ -57,6 +57,9 @@ pub enum Hold {
         /// How many descriptors from 3 on the process keeps (`--preserve-fds`, as
         /// `LISTEN_FDS` users need).
         preserve_fds: u32,
+        /// The caller's console socket: the process gets a terminal, whose master end
+        /// goes there (`--console-socket`).
+        console_socket: Option<std::path::PathBuf>,
     },
 }
 
@@ -157,10 +160,18 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
             .map_err(fail)?,
         ),
     };
+    let console = match &opts.hold {
+        Hold::Oci {
+            console_socket: Some(p),
+            ..
+        } => Some(super::terminal::connect(p).map_err(fail)?),
+        _ => None,
+    };
     let child = Child {
         spec,
         root: &opts.root,
         filter: filter.as_ref(),
+        console: console.as_ref().map(|c| c.as_raw_fd()),
         gate_dir: gate_dir.as_ref().map(|f| f.as_raw_fd()),
         preserve_fds: match opts.hold {
             Hold::Supervised => 0,

@@ -112,10 +112,14 @@ pub fn create(
     for w in &b.warnings {
         warn(w);
     }
-    if b.terminal || opts.console_socket.is_some() {
-        return Err(OciError::Unsupported(format!(
-            "container {id}: a terminal (process.terminal, --console-socket) is not supported yet; set process.terminal to false"
-        )));
+    if b.terminal != opts.console_socket.is_some() {
+        return Err(OciError::Unsupported(if b.terminal {
+            format!(
+                "container {id}: process.terminal needs --console-socket (where its terminal goes)"
+            )
+        } else {
+            format!("container {id}: --console-socket without process.terminal: there is no terminal to send")
+        }));
     }
     if root.exists(id) {
         return Err(OciError::Exists(id.to_string()));
@@ -169,6 +173,7 @@ fn create_in(
         hold: Hold::Oci {
             gate_dir: dir.to_path_buf(),
             preserve_fds: opts.preserve_fds,
+            console_socket: opts.console_socket.clone(),
         },
     };
     // What `exec` needs of the container: its identity, privileges and filter.
@@ -368,8 +373,10 @@ pub struct ExecOptions {
     pub cwd: Option<String>,
     /// `--user UID[:GID]`.
     pub user: Option<String>,
-    /// `--tty` / `--console-socket`: a terminal (not supported yet).
+    /// `--tty`: a terminal (sent to `console_socket`).
     pub terminal: bool,
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
     /// Return once the process runs (its caller waits for it).
     pub detach: bool,
     /// Where to write the process's pid (with `detach`).
@@ -424,9 +431,9 @@ pub fn exec(
     } else {
         spec.init_command = opts.args.clone();
     }
-    if terminal {
+    if terminal && !(opts.detach && opts.console_socket.is_some()) {
         return Err(OciError::Unsupported(format!(
-            "container {id}: exec with a terminal (--tty, --console-socket) is not supported yet"
+            "container {id}: exec with a terminal needs --detach and --console-socket (as conmon calls it)"
         )));
     }
     for kv in &opts.env {
@@ -459,7 +466,17 @@ pub fn exec(
             )),
             None => None,
         };
-        let pid = launcher::attach::attach_detached(r.pid, &spec, cg.dirs())?;
+        // Connected here too: the socket is a path on the host.
+        let console = match opts.console_socket.as_ref().filter(|_| terminal) {
+            Some(p) => Some(launcher::terminal::connect(p).map_err(|e| e.in_container(id))?),
+            None => None,
+        };
+        let pid = launcher::attach::attach_detached(
+            r.pid,
+            &spec,
+            cg.dirs(),
+            console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        )?;
         if let Some((f, p)) = &mut pid_file {
             std::io::Write::write_all(f, pid.to_string().as_bytes())
                 .map_err(io_err(id, format!("write the pid file {}", p.display())))?;

@@ -120,8 +120,19 @@ impl Drop for Oci {
                 let _ = self.run(&["delete", "--force", &id]);
             }
         }
-        for d in cgroup_dirs(&self.cgroup_parent) {
+        // Depth first: podman's conmon leaves cgroups of its own under the parent.
+        fn rmdir_tree(d: &Path) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rmdir_tree(&e.path());
+                    }
+                }
+            }
             let _ = std::fs::remove_dir(d);
+        }
+        for d in cgroup_dirs(&self.cgroup_parent) {
+            rmdir_tree(&d);
         }
     }
 }
@@ -364,11 +375,7 @@ fn a_refused_create_names_the_cause_and_leaves_nothing() {
     });
     check("hooks", &b, "hooks: not supported yet");
     let b = oci.bundle("tty", &["true"], |c| c["process"]["terminal"] = json!(true));
-    check(
-        "tty",
-        &b,
-        "a terminal (process.terminal, --console-socket) is not supported yet",
-    );
+    check("tty", &b, "process.terminal needs --console-socket");
     let b = oci.bundle("sysd", &["true"], |c| {
         c["linux"]["cgroupsPath"] = json!("system.slice:haconiwa:sysd");
     });
@@ -468,4 +475,284 @@ fn a_bundle_s_kernel_parameters_and_bind_options_hold_inside_and_not_outside() {
         assert!(stderr(&out).contains(want), "{}", stderr(&out));
         assert!(!oci.root.join("refused").exists());
     }
+}
+
+/// Receives the pty master a runtime sends to a console socket (SCM_RIGHTS).
+fn receive_pty(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = listener.accept().expect("the runtime connects");
+    let mut name = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    for c in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY-free in tests: the descriptor was just received and is ours.
+            return unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no descriptor in the console socket's message");
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket_and_is_the_process_s_own() {
+    let _g = shared();
+    let oci = Oci::new("tty");
+    let sock = oci.scratch.path.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let bundle = oci.bundle(
+        "tty",
+        &["sh", "-c", "tty; read line; echo got-$line; exit 5"],
+        |c| c["process"]["terminal"] = json!(true),
+    );
+    // Without the socket: refused, by what is missing.
+    let out = oci.run(&["create", "--bundle", bundle.to_str().unwrap(), "tty"]);
+    assert!(
+        stderr(&out).contains("process.terminal needs --console-socket"),
+        "{}",
+        stderr(&out)
+    );
+    let creating = oci
+        .cmd(&[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--console-socket",
+            sock.to_str().unwrap(),
+            "tty",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("create");
+    let mut master = receive_pty(&listener);
+    let mut creating = creating;
+    assert!(creating.wait().expect("create").success());
+    oci.ok(&["start", "tty"]);
+    use std::io::{Read, Write};
+    master.write_all(b"hello\n").expect("type");
+    // Read what the terminal shows until the process answers (bounded by its end: the
+    // master reads EIO once the last slave is closed).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("got-hello") && Instant::now() < deadline {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the process's stdin is not its pty: {text}"
+    );
+    assert!(text.contains("got-hello"), "{text}");
+    oci.wait_status("tty", "stopped");
+    oci.ok(&["delete", "tty"]);
+}
+
+/// podman, driving haconiwa-runc as its runtime: with its own storage under the test's
+/// directory and its cgroups under the test's parent.
+struct Podman<'a> {
+    oci: &'a Oci,
+    /// podman's runroot: at most 50 characters, so not under the scratch directory.
+    runroot: PathBuf,
+}
+
+impl Podman<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let s = &self.oci.scratch.path;
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(s.join("podman"))
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .arg("--runtime")
+            .arg(&self.oci.runc)
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman")
+    }
+
+    /// Through a terminal of its own (`script`), as `-it` needs.
+    fn run_tty(&self, args: &[&str], input: &str) -> Output {
+        let line = self
+            .cmd(args)
+            .get_args()
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-qec", &format!("podman {line}"), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script");
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("type");
+        drop(stdin);
+        child.wait_with_output().expect("script")
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
+        let _ = self.run(&["unshare", "true"]);
+        // Its storage's mounts go before its directory does.
+        let _ = self.run(&["system", "reset", "--force"]);
+        let _ = std::fs::remove_dir_all(&self.runroot);
+    }
+}
+
+#[test]
+fn podman_runs_execs_stops_logs_and_gives_terminals_through_haconiwa_runc() {
+    let _g = shared();
+    require_program("podman", "podman");
+    require_program("script", "bsdutils");
+    let oci = Oci::new("podman");
+    let pm = Podman {
+        oci: &oci,
+        runroot: PathBuf::from(format!("/run/hc-podman-{}", std::process::id())),
+    };
+    // An image in podman's storage, offline: the busybox root as a tarball.
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(busybox_rootfs())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tar");
+    let imported = pm
+        .cmd(&["import", "-", "localhost/hc-busybox:1"])
+        .stdin(tar.stdout.take().expect("tar output"))
+        .output()
+        .expect("import");
+    assert!(tar.wait().expect("tar").success());
+    assert!(imported.status.success(), "{}", output_text(&imported));
+    let parent = format!("/{}", oci.cgroup_parent);
+    let common = [
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--cgroup-parent",
+        parent.as_str(),
+    ];
+    let with = |args: &[&str]| -> Vec<String> {
+        let (first, rest) = args.split_at(1);
+        first
+            .iter()
+            .chain(common.iter())
+            .chain(rest.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    // run --rm: its output and its exit code.
+    let a = with(&[
+        "run",
+        "--rm",
+        "localhost/hc-busybox:1",
+        "sh",
+        "-c",
+        "echo hi-$((6*7)); exit 3",
+    ]);
+    let out = pm.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert_eq!(stdout(&out).trim(), "hi-42");
+    // A detached container: really running under our runtime, in our cgroup parent.
+    let script = "trap 'echo term; exit 0' TERM; echo started; while :; do sleep 0.1; done";
+    let a = with(&["run", "-d", "localhost/hc-busybox:1", "sh", "-c", script]);
+    let out = pm.run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let id = stdout(&out).trim().to_string();
+    let st = oci_state_of(&id);
+    assert_eq!(st["status"], "running", "{st}");
+    let pid = st["pid"].as_i64().expect("pid");
+    let cg = cgroup_dirs(&format!("{}/libpod-{id}", oci.cgroup_parent));
+    assert!(
+        cg.iter()
+            .any(|d| std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == pid.to_string())),
+        "pid {pid} not in {cg:?}"
+    );
+    // exec: its exit code, its user, and a terminal.
+    let out = pm.run(&["exec", &id, "sh", "-c", "echo in-exec; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
+    assert_eq!(stdout(&out).trim(), "in-exec");
+    let out = pm.run(&["exec", "--user", "1000:1000", &id, "id"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "uid=1000 gid=1000",
+        "{}",
+        output_text(&out)
+    );
+    let out = pm.run_tty(
+        &["exec", "-it", &id, "sh"],
+        "tty\necho typed-$((6*7))\nexit 9\n",
+    );
+    let text = stdout(&out);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("typed-42"), "{text}");
+    // logs and stop: the TERM trap ran; then rm leaves nothing of ours.
+    let logs = pm.run(&["logs", &id]);
+    assert!(stdout(&logs).contains("started"), "{}", output_text(&logs));
+    let out = pm.run(&["stop", "-t", "10", &id]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let logs = pm.run(&["logs", &id]);
+    assert!(stdout(&logs).contains("term"), "{}", output_text(&logs));
+    let out = pm.run(&["rm", &id]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(!Path::new(&format!("{}/{id}", "/run/haconiwa-oci")).exists());
+    assert!(cgroup_dirs(&format!("{}/libpod-{id}", oci.cgroup_parent)).is_empty());
+    // run -it: the process's terminal, and its exit code through podman.
+    let a = with(&[
+        "run",
+        "--rm",
+        "-it",
+        "localhost/hc-busybox:1",
+        "sh",
+        "-c",
+        "tty; exit 6",
+    ]);
+    let out = pm.run_tty(&a.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    assert!(stdout(&out).contains("/dev/pts/0"), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(6), "{}", output_text(&out));
+}
+
+/// The state our runtime (at its default root, where podman's calls put it) has of `id`.
+fn oci_state_of(id: &str) -> Value {
+    let out = Command::new(BIN)
+        .args(["oci", "state", id])
+        .output()
+        .expect("state");
+    assert!(out.status.success(), "{}", output_text(&out));
+    serde_json::from_slice(&out.stdout).expect("state json")
 }
