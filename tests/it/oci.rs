@@ -494,7 +494,8 @@ fn receive_pty(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
     .expect("recvmsg");
     for c in msg.cmsgs().expect("cmsgs") {
         if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY-free in tests: the descriptor was just received and is ours.
+            // SAFETY: the kernel just installed this descriptor in our table with the
+            // message; nothing else owns it (std has no safe way to take a received fd).
             return unsafe { std::fs::File::from_raw_fd(fds[0]) };
         }
     }
