@@ -289,14 +289,14 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
         OciCommand::Create(c) => {
             lifecycle::create(&root, &c.id, &c.bundle, &create_options(&c), &mut warn)?;
         }
-        OciCommand::Start { id } => lifecycle::start(&root, &id)?,
+        OciCommand::Start { id } => lifecycle::start(&root, &id, &mut warn)?,
         OciCommand::State { id } => print_json(&lifecycle::state(&root, &id)?)?,
         OciCommand::Kill { id, signal, all } => {
             let n = crate::spec::signal::number(&signal)
                 .ok_or_else(|| OciError::Unsupported(format!("unknown signal {signal}")))?;
             lifecycle::kill(&root, &id, n, all)?;
         }
-        OciCommand::Delete { id, force } => lifecycle::delete(&root, &id, force)?,
+        OciCommand::Delete { id, force } => lifecycle::delete(&root, &id, force, &mut warn)?,
         OciCommand::Run { create, detach, .. } => {
             return lifecycle::run(
                 &root,

@@ -51,26 +51,7 @@ fn attach_inner(
     nix::sys::prctl::set_dumpable(false)
         .step(|| "make the attaching process non-dumpable".into())?;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    // Namespaces that differ from ours, opened before we move anywhere.
-    let mut joins = Vec::new();
-    for kind in NsKind::ALL {
-        let theirs = proc_dir.join("ns").join(kind.proc_name());
-        let ours = PathBuf::from("/proc/self/ns").join(kind.proc_name());
-        let same = match (stat(&theirs), stat(&ours)) {
-            (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
-            (Err(e), _) => {
-                return Err(StepError::os(
-                    format!("open {}", theirs.display()),
-                    e.into(),
-                ))
-            }
-            _ => false,
-        };
-        if !same {
-            let f = File::open(&theirs).step(|| format!("open {}", theirs.display()))?;
-            joins.push((kind, f));
-        }
-    }
+    let joins = namespaces_of(pid)?;
     let root = File::open(proc_dir.join("root")).step(|| "open the container's root".into())?;
     for d in cgroup_dirs {
         std::fs::write(d.join("cgroup.procs"), std::process::id().to_string())
@@ -132,4 +113,31 @@ fn attach_inner(
             }
         },
     }
+}
+
+/// The namespaces of process `pid` that differ from ours, opened (before anyone moves
+/// anywhere), in the order they are joined.
+pub(super) fn namespaces_of(pid: i32) -> StepResult<Vec<(NsKind, File)>> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // Namespaces that differ from ours, opened before we move anywhere.
+    let mut joins = Vec::new();
+    for kind in NsKind::ALL {
+        let theirs = proc_dir.join("ns").join(kind.proc_name());
+        let ours = PathBuf::from("/proc/self/ns").join(kind.proc_name());
+        let same = match (stat(&theirs), stat(&ours)) {
+            (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+            (Err(e), _) => {
+                return Err(StepError::os(
+                    format!("open {}", theirs.display()),
+                    e.into(),
+                ))
+            }
+            _ => false,
+        };
+        if !same {
+            let f = File::open(&theirs).step(|| format!("open {}", theirs.display()))?;
+            joins.push((kind, f));
+        }
+    }
+    Ok(joins)
 }

@@ -48,6 +48,8 @@ pub(super) struct Child<'a> {
     pub preserve_fds: u32,
     /// An OCI launch's console socket: the process gets a terminal of its own.
     pub console: Option<RawFd>,
+    /// An OCI launch's hooks (the child runs `createContainer` before pivot_root).
+    pub hooks: Option<&'a super::hooks::LaunchHooks>,
 }
 
 /// Where an OCI launch waits before its exec, and whom it tells that it does.
@@ -124,7 +126,21 @@ pub(super) fn child_main(
         }
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    mounts::setup_root(spec, c.root)?;
+    let create_container = c.hooks.map(|h| &h.create_container[..]).unwrap_or(&[]);
+    mounts::setup_root(spec, c.root, &mut || {
+        if create_container.is_empty() {
+            return Ok(());
+        }
+        // After createRuntime (the launcher runs those before the release), in our
+        // mount namespace with the host's files still in view.
+        wait_release()?;
+        let me = std::fs::read_link("/proc/self").step(|| "read our pid".into())?;
+        let pid: i32 = me.to_string_lossy().parse().unwrap_or(0);
+        let state = c.hooks.map(|h| h.state_of(pid)).unwrap_or_default();
+        create_container
+            .iter()
+            .try_for_each(|h| super::hooks::run(h, &state))
+    })?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if spec.unshares(NsKind::Uts) {
         nix::unistd::sethostname(spec.effective_hostname()).step(|| "set the hostname".into())?;

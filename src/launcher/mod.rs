@@ -9,6 +9,7 @@ mod child;
 mod clone;
 pub mod devices;
 mod error;
+pub mod hooks;
 pub mod init;
 mod mounts;
 pub mod netlink;

@@ -137,7 +137,12 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
 
 /// Builds the container's mount table under its root and enters the root. Runs in the
 /// child, inside its new mount namespace.
-pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
+/// `before_pivot` runs once everything is mounted, just before pivot_root.
+pub fn setup_root(
+    spec: &ContainerSpec,
+    access: &RootAccess,
+    before_pivot: &mut dyn FnMut() -> StepResult<()>,
+) -> StepResult<()> {
     let has_mount_ns = spec.unshares(NsKind::Mount)
         || spec
             .namespaces
@@ -190,6 +195,7 @@ pub fn setup_root(spec: &ContainerSpec, access: &RootAccess) -> StepResult<()> {
     if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
         mask_paths(root)?;
     }
+    before_pivot()?;
     pivot(root)?;
     if *access == RootAccess::ReadOnly || spec.rootfs.readonly {
         remount_readonly(Path::new("/"))?;

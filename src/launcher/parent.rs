@@ -60,6 +60,8 @@ pub enum Hold {
         /// The caller's console socket: the process gets a terminal, whose master end
         /// goes there (`--console-socket`).
         console_socket: Option<std::path::PathBuf>,
+        /// The hooks that run during the launch.
+        hooks: super::hooks::LaunchHooks,
     },
 }
 
@@ -172,6 +174,10 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         root: &opts.root,
         filter: filter.as_ref(),
         console: console.as_ref().map(|c| c.as_raw_fd()),
+        hooks: match &opts.hold {
+            Hold::Oci { hooks, .. } => Some(hooks),
+            Hold::Supervised => None,
+        },
         gate_dir: gate_dir.as_ref().map(|f| f.as_raw_fd()),
         preserve_fds: match opts.hold {
             Hold::Supervised => 0,
@@ -263,6 +269,12 @@ fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> Ste
         }
         if let Some(br) = &spec.network.bridge {
             network::attach_bridge(child.as_raw(), br)?;
+        }
+        if let Some(h) = c.hooks {
+            let state = h.state_of(child.as_raw());
+            for hook in &h.create_runtime {
+                super::hooks::run(hook, &state)?;
+            }
         }
         let mut w = File::from(go_w);
         w.write_all(b"g").step(|| "release the container".into())

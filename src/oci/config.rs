@@ -66,6 +66,8 @@ pub struct Bundle {
     pub terminal: bool,
     /// `annotations`, reported by `state`.
     pub annotations: BTreeMap<String, String>,
+    /// `hooks`.
+    pub hooks: Option<oci_spec::runtime::Hooks>,
     /// What is ignored, in words (printed as warnings).
     pub warnings: Vec<String>,
 }
@@ -140,8 +142,21 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
     };
     spec.hostname = cfg.hostname().clone();
     apply_process(&mut spec, process, &mut warnings);
-    if cfg.hooks().is_some() {
-        return Err(unsupported("hooks", "not supported yet (docs/oci.md)"));
+    for (stage, list) in super::hooks::stages(cfg.hooks().as_ref()) {
+        for (i, h) in list.iter().enumerate() {
+            if !h.path().is_absolute() {
+                return Err(unsupported(
+                    format!("hooks.{stage}[{i}].path"),
+                    format!("'{}' is not absolute", h.path().display()),
+                ));
+            }
+            if h.timeout().is_some_and(|t| t <= 0) {
+                return Err(unsupported(
+                    format!("hooks.{stage}[{i}].timeout"),
+                    "must be more than 0 seconds",
+                ));
+            }
+        }
     }
     let (system_mounts, mounts) = mounts(cfg, &mut warnings)?;
     spec.system_mounts = system_mounts;
@@ -220,6 +235,7 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
         seccomp,
         cgroup,
         terminal: process.terminal().unwrap_or(false),
+        hooks: cfg.hooks().clone(),
         annotations: cfg
             .annotations()
             .iter()

@@ -4,6 +4,7 @@
 //! needs first and fails with the status it found; a failed `create` leaves nothing.
 
 use super::config::{self, Bundle, ConfigError};
+use super::hooks;
 use super::state::{remove_dir, rfc3339_now, Record, Root, StateReport, Status};
 use crate::launcher::{self, Exit, Hold, LaunchError, LaunchOptions, RootAccess, Started};
 use crate::spec::names::{self, NameError};
@@ -163,6 +164,18 @@ fn create_in(
             nix::unistd::gethostname().map_err(|e| io_err(id, "read the hostname")(e.into()))?;
         b.spec.hostname = Some(host.to_string_lossy().into_owned());
     }
+    let created = rfc3339_now();
+    let creating = StateReport {
+        oci_version: super::state::OCI_VERSION.into(),
+        id: id.to_string(),
+        status: Status::Creating,
+        pid: 0,
+        bundle: bundle.to_path_buf(),
+        rootfs: b.spec.rootfs.path.clone(),
+        created: created.clone(),
+        owner: String::new(),
+        annotations: b.annotations.clone(),
+    };
     let launch = LaunchOptions {
         cgroup_parent: b.cgroup.0.clone(),
         root: if b.spec.rootfs.readonly {
@@ -174,6 +187,7 @@ fn create_in(
             gate_dir: dir.to_path_buf(),
             preserve_fds: opts.preserve_fds,
             console_socket: opts.console_socket.clone(),
+            hooks: hooks::for_launch(b.hooks.as_ref(), &creating),
         },
     };
     // What `exec` needs of the container: its identity, privileges and filter.
@@ -187,10 +201,11 @@ fn create_in(
         start_time: launcher::start_time(started.pid).unwrap_or(0),
         bundle: bundle.to_path_buf(),
         rootfs: b.spec.rootfs.path.clone(),
-        created: rfc3339_now(),
+        created,
         cgroup: b.cgroup.clone(),
         cgroup_settings: b.spec.cgroup.clone(),
         annotations: b.annotations.clone(),
+        hooks: b.hooks.clone(),
     };
     let saved = root
         .save(&record)
@@ -212,8 +227,9 @@ fn create_in(
     Ok((record, started))
 }
 
-/// `start`: opens the gate of a created container.
-pub fn start(root: &Root, id: &str) -> Result<(), OciError> {
+/// `start`: runs the `startContainer` hooks in the container, opens its gate, then
+/// runs the `poststart` hooks (their failures are warnings).
+pub fn start(root: &Root, id: &str, warn: &mut dyn FnMut(&str)) -> Result<(), OciError> {
     let r = load(root, id)?;
     let status = r.status(root);
     if status != Status::Created {
@@ -224,6 +240,27 @@ pub fn start(root: &Root, id: &str) -> Result<(), OciError> {
             hint: "",
         });
     }
+    let state = hooks::state_json(&r.report(root));
+    let start_container = hooks::commands(r.hooks.as_ref(), "startContainer");
+    if let Err(e) = launcher::hooks::run_in_container(r.pid, &start_container, &state) {
+        // runtime-spec: the container is stopped, and goes on to delete.
+        if let Some(p) = r.process() {
+            let _ = p.signal_number(libc::SIGKILL);
+        }
+        return Err(e.in_container(id).into());
+    }
+    open_gate(root, &r)?;
+    let state = hooks::state_json(&r.report(root));
+    for h in hooks::commands(r.hooks.as_ref(), "poststart") {
+        if let Err(e) = launcher::hooks::run(&h, &state) {
+            warn(&e.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn open_gate(root: &Root, r: &Record) -> Result<(), OciError> {
+    let id = r.id.as_str();
     let fifo = root.dir_of(id).join("exec.fifo");
     // Non-blocking: if the container died at the gate, nobody would ever write.
     let mut f = OpenOptions::new()
@@ -297,7 +334,12 @@ pub fn kill(root: &Root, id: &str, signal: i32, all: bool) -> Result<(), OciErro
 
 /// `delete`: removes a stopped (or created) container; `force` kills a running one
 /// first. With `force`, a container that does not exist is not an error.
-pub fn delete(root: &Root, id: &str, force: bool) -> Result<(), OciError> {
+pub fn delete(
+    root: &Root,
+    id: &str,
+    force: bool,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(), OciError> {
     let r = match load(root, id) {
         Ok(r) => r,
         Err(OciError::NotFound(_)) if force => {
@@ -333,7 +375,17 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<(), OciError> {
     }
     cg.remove()
         .map_err(|e| io_err(id, "remove its cgroup")(io::Error::other(e.to_string())))?;
-    remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))
+    let mut stopped = r.report(root);
+    stopped.status = Status::Stopped;
+    stopped.pid = 0;
+    remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))?;
+    let state = hooks::state_json(&stopped);
+    for h in hooks::commands(r.hooks.as_ref(), "poststop") {
+        if let Err(e) = launcher::hooks::run(&h, &state) {
+            warn(&e.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// `run`: create, start, and (unless detached) wait for the process, forwarding
@@ -347,15 +399,15 @@ pub fn run(
     warn: &mut dyn FnMut(&str),
 ) -> Result<i32, OciError> {
     let (_, started) = create(root, id, bundle, opts, warn)?;
-    if let Err(e) = start(root, id) {
-        let _ = delete(root, id, true);
+    if let Err(e) = start(root, id, warn) {
+        let _ = delete(root, id, true, warn);
         return Err(e);
     }
     if detach {
         return Ok(0);
     }
     let Exit { code, .. } = launcher::wait(&started);
-    delete(root, id, true)?;
+    delete(root, id, true, warn)?;
     Ok(code)
 }
 

@@ -1,9 +1,11 @@
 //! haconiwa's launcher behind runc's command line (docs/oci.md): an OCI bundle's
 //! `config.json` becomes the one container model (`config.rs`), the runtime keeps its
 //! own record of each container (`state.rs`), and the lifecycle of runtime-spec runs on
-//! them (`lifecycle.rs`); `defaults.rs` writes what `spec` and `features` print.
+//! them (`lifecycle.rs`); `hooks.rs` runs the config's hooks at their stages; `defaults.rs` writes what `spec` and
+//! `features` print.
 
 pub mod config;
 pub mod defaults;
+pub mod hooks;
 pub mod lifecycle;
 pub mod state;

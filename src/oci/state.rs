@@ -13,6 +13,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The runtime-spec version the state and `features` speak.
+pub const OCI_VERSION: &str = "1.0.2";
+
 /// Where the records live when `--root` is not given.
 pub const DEFAULT_ROOT: &str = "/run/haconiwa-oci";
 
@@ -37,6 +40,9 @@ pub struct Record {
     pub cgroup_settings: BTreeMap<String, String>,
     /// The config's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// The config's hooks (`start` and `delete` run some).
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// runtime-spec's statuses.
@@ -189,7 +195,7 @@ impl Record {
     pub fn report(&self, root: &Root) -> StateReport {
         let status = self.status(root);
         StateReport {
-            oci_version: "1.0.2".into(),
+            oci_version: OCI_VERSION.into(),
             id: self.id.clone(),
             status,
             pid: if status == Status::Stopped {

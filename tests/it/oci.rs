@@ -371,9 +371,13 @@ fn a_refused_create_names_the_cause_and_leaves_nothing() {
     .expect("write");
     check("syntax", &b, "config.json:3:");
     let b = oci.bundle("hooks", &["true"], |c| {
-        c["hooks"] = json!({ "poststart": [{ "path": "/bin/true" }] });
+        c["hooks"] = json!({ "poststart": [{ "path": "true" }] });
     });
-    check("hooks", &b, "hooks: not supported yet");
+    check(
+        "hooks",
+        &b,
+        "hooks.poststart[0].path: 'true' is not absolute",
+    );
     let b = oci.bundle("tty", &["true"], |c| c["process"]["terminal"] = json!(true));
     check("tty", &b, "process.terminal needs --console-socket");
     let b = oci.bundle("sysd", &["true"], |c| {
@@ -756,4 +760,109 @@ fn oci_state_of(id: &str) -> Value {
         .expect("state");
     assert!(out.status.success(), "{}", output_text(&out));
     serde_json::from_slice(&out.stdout).expect("state json")
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin_and_their_failures_count_as_the_spec_says() {
+    let _g = shared();
+    let oci = Oci::new("hooks");
+    let dir = oci.scratch.path.join("hooks");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = dir.display().to_string();
+    // Each hook keeps its stdin and says its name (and the one variable it was given);
+    // startContainer runs in the container, where the directory is /run.
+    let hook = |stage: &str, at: &str| {
+        json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {at}/{stage}.json; echo {stage} $ONLY >> {at}/order")],
+            "env": [format!("ONLY={stage}-env")],
+            "timeout": 10
+        })
+    };
+    let bundle = oci.bundle("hooks", &["sleep", "600"], |c| {
+        c["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/run", "type": "bind", "source": d, "options": ["rbind", "rw"]
+        }));
+        c["hooks"] = json!({
+            "prestart": [hook("prestart", &d)],
+            "createRuntime": [hook("createRuntime", &d)],
+            "createContainer": [hook("createContainer", &d)],
+            "startContainer": [hook("startContainer", "/run")],
+            "poststart": [hook("poststart", &d)],
+            "poststop": [hook("poststop", &d)]
+        });
+    });
+    oci.ok(&["create", "--bundle", bundle.to_str().unwrap(), "hooks"]);
+    let pid = oci.state("hooks")["pid"].as_i64().expect("pid");
+    oci.ok(&["start", "hooks"]);
+    oci.ok(&["kill", "hooks", "KILL"]);
+    oci.wait_status("hooks", "stopped");
+    oci.ok(&["delete", "hooks"]);
+    let order = std::fs::read_to_string(dir.join("order")).expect("order");
+    let stages = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ];
+    let want: Vec<String> = stages.iter().map(|s| format!("{s} {s}-env")).collect();
+    assert_eq!(order.lines().collect::<Vec<_>>(), want, "{order}");
+    for (stage, status) in stages.iter().zip([
+        "creating", "creating", "creating", "created", "running", "stopped",
+    ]) {
+        let st: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{stage}.json"))).expect("state"),
+        )
+        .unwrap_or_else(|e| panic!("{stage}: {e}"));
+        assert_eq!(st["id"], "hooks", "{stage}: {st}");
+        assert_eq!(st["status"], status, "{stage}: {st}");
+        assert_eq!(st["bundle"], json!(bundle), "{stage}: {st}");
+        let want_pid = if status == "stopped" { 0 } else { pid };
+        assert_eq!(st["pid"], want_pid, "{stage}: {st}");
+    }
+
+    // A failing hook before the process runs fails the step and leaves nothing; one
+    // that hangs is killed at its timeout.
+    for (stage, script, timeout, want) in [
+        (
+            "createContainer",
+            "echo boom >&2; exit 3",
+            10,
+            "hook createContainer[0] (/bin/sh): failed (exit status: 3): boom",
+        ),
+        (
+            "createRuntime",
+            "exec sleep 30",
+            1,
+            "hook createRuntime[0] (/bin/sh): timed out after 1 s",
+        ),
+    ] {
+        let b = oci.bundle("failing", &["sleep", "600"], |c| {
+            c["hooks"] = json!({ stage: [{ "path": "/bin/sh", "args": ["sh", "-c", script], "timeout": timeout }] });
+        });
+        let out = oci.run(&["create", "--bundle", b.to_str().unwrap(), "failing"]);
+        assert!(!out.status.success(), "{stage}");
+        assert!(stderr(&out).contains(want), "{stage}: {}", stderr(&out));
+        assert!(
+            !oci.root.join("failing").exists(),
+            "{stage}: state directory left"
+        );
+        assert!(oci.cgroups_of("failing").is_empty(), "{stage}: cgroup left");
+    }
+    // After the process runs, a failure is a warning.
+    let b = oci.bundle("late", &["sleep", "600"], |c| {
+        c["hooks"] = json!({ "poststart": [{ "path": "/bin/false" }] });
+    });
+    oci.ok(&["create", "--bundle", b.to_str().unwrap(), "late"]);
+    let out = oci.run(&["start", "late"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("warning: hook poststart[0] (/bin/false): failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(oci.state("late")["status"], "running");
+    oci.ok(&["delete", "--force", "late"]);
 }
