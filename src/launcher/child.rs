@@ -142,7 +142,10 @@ pub(super) fn child_main(
             .try_for_each(|h| super::hooks::run(h, &state))
     })?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    if spec.unshares(NsKind::Uts) {
+    // A joined UTS namespace is renamed only when the definition names a hostname.
+    let joined_uts =
+        spec.hostname.is_some() && spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Uts);
+    if spec.unshares(NsKind::Uts) || joined_uts {
         nix::unistd::sethostname(spec.effective_hostname()).step(|| "set the hostname".into())?;
     }
     if spec.unshares(NsKind::Net) && spec.network.loopback {

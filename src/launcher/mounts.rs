@@ -4,7 +4,8 @@
 use super::error::{Step, StepError, StepResult};
 use super::RootAccess;
 use crate::spec::{
-    ContainerSpec, MountPoint, NsKind, RootMode, Rootfs, SystemMount, HOST_VIEW_FILESYSTEMS,
+    ContainerSpec, MountPoint, NsKind, RootMode, RootPropagation, Rootfs, SystemMount,
+    HOST_VIEW_FILESYSTEMS,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -197,6 +198,16 @@ pub fn setup_root(
     }
     before_pivot()?;
     pivot(root)?;
+    if let Some(p) = spec.rootfs.propagation {
+        let flag = match p {
+            RootPropagation::Shared => MsFlags::MS_SHARED,
+            RootPropagation::Slave => MsFlags::MS_SLAVE,
+            RootPropagation::Private => MsFlags::MS_PRIVATE,
+            RootPropagation::Unbindable => MsFlags::MS_UNBINDABLE,
+        };
+        mount(none(), "/", none(), flag | MsFlags::MS_REC, none())
+            .step(|| format!("make the root's propagation {p:?}"))?;
+    }
     if *access == RootAccess::ReadOnly || spec.rootfs.readonly {
         remount_readonly(Path::new("/"))?;
     }
@@ -360,7 +371,7 @@ fn write_sysctls(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
         ));
     }
     for (key, value) in &spec.sysctl {
-        crate::spec::sysctl_is_namespaced(spec, key)
+        crate::spec::sysctl::is_namespaced(spec, key)
             .map_err(|why| StepError::msg(format!("set {key}"), why))?;
         let path = root.join("proc/sys").join(key.replace('.', "/"));
         fs::write(&path, value).step(|| format!("set {key} to {value}"))?;

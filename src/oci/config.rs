@@ -5,7 +5,7 @@
 
 use crate::spec::{
     Capabilities, ContainerSpec, DeviceAllow, IdMap, MountPoint, NsEnter, NsKind, Rlimit, RootMode,
-    Rootfs, Seccomp, SystemMount,
+    RootPropagation, Rootfs, Seccomp, SystemMount,
 };
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::collections::BTreeMap;
@@ -139,6 +139,7 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
         mode: RootMode::PivotRoot,
         readonly: root.readonly().unwrap_or(false),
         layers: Vec::new(),
+        propagation: None,
     };
     spec.hostname = cfg.hostname().clone();
     apply_process(&mut spec, process, &mut warnings);
@@ -185,26 +186,32 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
     };
     spec.namespaces.uid_map = linux.uid_mappings().iter().flatten().map(map).collect();
     spec.namespaces.gid_map = linux.gid_mappings().iter().flatten().map(map).collect();
-    if spec.hostname.is_some() && !spec.unshares(NsKind::Uts) {
+    let own_uts =
+        spec.unshares(NsKind::Uts) || spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Uts);
+    if spec.hostname.is_some() && !own_uts {
         return Err(unsupported(
             "hostname",
-            "set without a new uts namespace: it would rename the host",
+            "set without a uts namespace of the container's own: it would rename the host",
         ));
     }
     for (k, v) in linux.sysctl().iter().flatten() {
-        crate::spec::sysctl_is_namespaced(&spec, k)
+        crate::spec::sysctl::is_namespaced(&spec, k)
             .map_err(|why| unsupported(format!("linux.sysctl.{k}"), why))?;
         spec.sysctl.insert(k.clone(), v.clone());
     }
-    match linux.rootfs_propagation().as_deref() {
-        None | Some("private") | Some("rprivate") => {}
+    spec.rootfs.propagation = match linux.rootfs_propagation().as_deref() {
+        None => None,
+        Some("private") | Some("rprivate") => Some(RootPropagation::Private),
+        Some("shared") | Some("rshared") => Some(RootPropagation::Shared),
+        Some("slave") | Some("rslave") => Some(RootPropagation::Slave),
+        Some("unbindable") | Some("runbindable") => Some(RootPropagation::Unbindable),
         Some(other) => {
             return Err(unsupported(
                 "linux.rootfsPropagation",
-                format!("'{other}' is not supported: the root is always private"),
+                format!("'{other}' is not a propagation (shared, slave, private, unbindable)"),
             ))
         }
-    }
+    };
     if linux.mount_label().is_some() {
         warnings.push("linux.mountLabel ignored: this host runs no SELinux".into());
     }
@@ -416,6 +423,9 @@ fn resources(
         }
         if let Some(v) = m.swappiness().filter(|v| *v <= 100) {
             set("memory.swappiness", v.to_string());
+        }
+        if m.disable_oom_killer() == Some(true) {
+            set("memory.oom_control", "1".into());
         }
     }
     if let Some(c) = r.cpu() {

@@ -146,11 +146,34 @@ fn create_in(
     b: &mut Bundle,
     opts: &CreateOptions,
 ) -> Result<(Record, Started), OciError> {
+    // The gate: a directory of its own holding only the FIFO, both owned by the
+    // container's root (a host uid other than 0 in a user namespace), which opens the
+    // FIFO through the directory just before its exec.
+    let gate = Record::gate_dir(dir);
+    let owner = |maps: &[crate::spec::IdMap]| {
+        maps.iter()
+            .find(|m| m.inside == 0)
+            .map(|m| m.outside)
+            .unwrap_or(0)
+    };
+    let (uid, gid) = if b.spec.unshares(NsKind::User) {
+        (
+            owner(&b.spec.namespaces.uid_map),
+            owner(&b.spec.namespaces.gid_map),
+        )
+    } else {
+        (0, 0)
+    };
+    std::fs::create_dir(&gate).map_err(io_err(id, "make its start gate"))?;
     nix::unistd::mkfifo(
-        &dir.join("exec.fifo"),
+        &gate.join("exec.fifo"),
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .map_err(|e| io_err(id, "make exec.fifo")(e.into()))?;
+    for p in [gate.join("exec.fifo"), gate.clone()] {
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+            .map_err(io_err(id, "give the start gate to the container's root"))?;
+    }
     if let Some(profile) = &b.seccomp {
         let p = dir.join("seccomp.json");
         std::fs::write(&p, profile).map_err(io_err(id, "write seccomp.json"))?;
@@ -184,7 +207,7 @@ fn create_in(
             RootAccess::Writable
         },
         hold: Hold::Oci {
-            gate_dir: dir.to_path_buf(),
+            gate_dir: gate,
             preserve_fds: opts.preserve_fds,
             console_socket: opts.console_socket.clone(),
             hooks: hooks::for_launch(b.hooks.as_ref(), &creating),
@@ -261,7 +284,7 @@ pub fn start(root: &Root, id: &str, warn: &mut dyn FnMut(&str)) -> Result<(), Oc
 
 fn open_gate(root: &Root, r: &Record) -> Result<(), OciError> {
     let id = r.id.as_str();
-    let fifo = root.dir_of(id).join("exec.fifo");
+    let fifo = Record::gate_dir(&root.dir_of(id)).join("exec.fifo");
     // Non-blocking: if the container died at the gate, nobody would ever write.
     let mut f = OpenOptions::new()
         .read(true)

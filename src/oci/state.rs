@@ -1,6 +1,6 @@
 //! The OCI runtime's own records: one private directory per container under the root
 //! (`--root`, default `/run/haconiwa-oci`), holding `state.json` (what `state` reports
-//! and what `kill`/`delete` need), `exec.fifo` while the container waits for `start`,
+//! and what `kill`/`delete` need), `gate/exec.fifo` while the container waits for `start`,
 //! and the seccomp profile the config asked for. The status is never stored: it is
 //! read from the process itself, so a crash of anyone leaves no stale answer.
 
@@ -159,6 +159,11 @@ impl Root {
 }
 
 impl Record {
+    /// The start gate in container directory `dir`: `gate/exec.fifo`.
+    pub fn gate_dir(dir: &Path) -> PathBuf {
+        dir.join("gate")
+    }
+
     /// Its process, if it still runs (a zombie has ended).
     pub fn process(&self) -> Option<ProcessHandle> {
         let h = ProcessHandle::open(self.pid, self.start_time).ok()??;
@@ -185,7 +190,10 @@ impl Record {
         if self.process().is_none() {
             return Status::Stopped;
         }
-        if root.dir_of(&self.id).join("exec.fifo").exists() {
+        if Record::gate_dir(&root.dir_of(&self.id))
+            .join("exec.fifo")
+            .exists()
+        {
             return Status::Created;
         }
         Status::Running

@@ -76,6 +76,10 @@ const KEYS: &[Key] = &[
         kind: ValueKind::Int(0, 100),
     },
     Key {
+        name: "memory.oom_control",
+        kind: ValueKind::Int(0, 1),
+    },
+    Key {
         name: "blkio.weight",
         kind: ValueKind::Int(10, 1000),
     },
@@ -336,6 +340,9 @@ pub fn translate(
             if let Some(v) = get("memory.swappiness") {
                 push("memory", "memory.swappiness", v.to_string());
             }
+            if let Some(v) = get("memory.oom_control") {
+                push("memory", "memory.oom_control", v.to_string());
+            }
             for k in ["memory.high", "memory.min"] {
                 if settings.contains_key(k) {
                     return Err(no_counterpart(k));
@@ -370,6 +377,9 @@ pub fn translate(
             }
         }
         CgroupVersion::V2 => {
+            if settings.contains_key("memory.oom_control") {
+                return Err(no_counterpart("memory.oom_control"));
+            }
             if let Some(v) = mem_limit {
                 push("memory", "memory.max", v.to_string());
             }

@@ -12,6 +12,7 @@ pub mod restart;
 pub mod script;
 pub mod signal;
 pub mod stored;
+pub mod sysctl;
 pub mod update;
 pub mod watch;
 

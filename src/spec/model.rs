@@ -103,51 +103,9 @@ pub struct ContainerSpec {
     pub ports: Vec<PublishedPort>,
     /// Kernel parameters of its own namespaces (`net.*` with a network namespace,
     /// IPC ones with an IPC namespace), written under its /proc/sys before that is made
-    /// read-only (an OCI config's `linux.sysctl`; checked by [`sysctl_is_namespaced`]).
+    /// read-only (an OCI config's `linux.sysctl`; checked by [`super::sysctl::is_namespaced`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctl: BTreeMap<String, String>,
-}
-
-/// IPC parameters that belong to an IPC namespace (as runc's list).
-const IPC_SYSCTLS: [&str; 8] = [
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
-
-/// Whether kernel parameter `key` belongs to a namespace `spec` creates (so setting it
-/// changes nothing of the host); the reason when it does not.
-pub fn sysctl_is_namespaced(spec: &ContainerSpec, key: &str) -> Result<(), String> {
-    let valid = !key.is_empty()
-        && key.split('.').all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-        });
-    if !valid {
-        return Err(format!("'{key}' is not a kernel parameter name"));
-    }
-    let needs = if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
-        NsKind::Ipc
-    } else if key.starts_with("net.") {
-        NsKind::Net
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        NsKind::Uts
-    } else {
-        return Err(format!(
-            "'{key}' is not namespaced: it would change the host"
-        ));
-    };
-    if spec.unshares(needs) {
-        Ok(())
-    } else {
-        Err(format!("'{key}' needs a new {needs} namespace"))
-    }
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -182,6 +140,7 @@ impl ContainerSpec {
                 mode: RootMode::PivotRoot,
                 readonly: false,
                 layers: Vec::new(),
+                propagation: None,
             },
             image: None,
             stop_signal: None,
@@ -248,6 +207,25 @@ pub struct Rootfs {
     /// kernel takes for mount options). Empty: `path` itself is the one read-only base.
     #[serde(default)]
     pub layers: Vec<String>,
+    /// How the root mount propagates among the container's own mounts (an OCI
+    /// config's `linux.rootfsPropagation`); `None`: private. Nothing propagates to or
+    /// from the host either way: every mount is made private before the root is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<RootPropagation>,
+}
+
+/// `linux.rootfsPropagation`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootPropagation {
+    /// A new peer group: a mount under the root shows wherever the root is bound.
+    Shared,
+    /// Receives nothing here (its master would be the host's, which is private).
+    Slave,
+    /// The default.
+    Private,
+    /// Cannot be bound elsewhere.
+    Unbindable,
 }
 
 /// `bootstrap` is internally tagged (`"strategy": "busybox"`) in JSON and TOML, which a

@@ -105,6 +105,7 @@ impl<'de> Visitor<'de> for Stored {
                 mode: rootfs.mode,
                 readonly: rootfs.readonly,
                 layers: Vec::new(),
+                propagation: None,
             },
             image: None,
             stop_signal: None,
