@@ -125,6 +125,11 @@ pub(super) fn child_main(
             }
         }
     }
+    if let Some(adj) = spec.oom_score_adj {
+        // Through the host's /proc, still in view before pivot_root.
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .step(|| format!("set oom_score_adj to {adj}"))?;
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let create_container = c.hooks.map(|h| &h.create_container[..]).unwrap_or(&[]);
     mounts::setup_root(spec, c.root, &mut || {

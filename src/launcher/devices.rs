@@ -100,6 +100,16 @@ pub fn rules(extra: &[DeviceAllow]) -> StepResult<Vec<Rule>> {
             }
         });
         let rule = match &d.path {
+            // Described in full (an OCI config's device): the host need not have it.
+            Some(_) if d.mode.is_some() && d.major.is_some() && d.minor.is_some() => Rule {
+                kind: match d.kind {
+                    Some('b') => 'b',
+                    _ => 'c',
+                },
+                major: d.major,
+                minor: d.minor,
+                access,
+            },
             Some(p) => {
                 let (kind, major, minor) = node(Path::new(p))?;
                 Rule {
@@ -346,6 +356,8 @@ mod tests {
             major: Some(8),
             minor: None,
             access: "r".into(),
+            mode: None,
+            owner: None,
         }])
         .unwrap();
         assert_eq!(r.last().unwrap().v1_line(), "b 8:* r");
@@ -436,6 +448,8 @@ mod tests {
             major: Some(major),
             minor,
             access: access.into(),
+            mode: None,
+            owner: None,
         };
         let all = rules(&[allow('b', 8, None, "r"), allow('a', 250, Some(1), "rw")]).unwrap();
         verdicts(

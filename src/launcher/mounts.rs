@@ -4,7 +4,7 @@
 use super::error::{Step, StepError, StepResult};
 use super::RootAccess;
 use crate::spec::{
-    ContainerSpec, MountPoint, NsKind, RootMode, RootPropagation, Rootfs, SystemMount,
+    ContainerSpec, MountPoint, MountRef, NsKind, Propagation, RootMode, Rootfs, SystemMount,
     HOST_VIEW_FILESYSTEMS,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -185,27 +185,47 @@ pub fn setup_root(
             base
         }
     };
-    kernel_filesystems(spec, root)?;
-    for m in &spec.mounts {
-        user_mount(root, m)?;
+    if spec.mount_order.is_empty() {
+        let mut system = spec.system_mounts.clone();
+        system.sort();
+        for m in system {
+            kernel_filesystem(spec, root, m)?;
+        }
+        device_nodes(spec, root)?;
+        for m in &spec.mounts {
+            user_mount(root, m)?;
+        }
+    } else {
+        // As an OCI config lists them (its order is part of the spec).
+        for m in &spec.mount_order {
+            match m {
+                MountRef::System(k) => kernel_filesystem(spec, root, *k)?,
+                MountRef::User(i) => match spec.mounts.get(*i) {
+                    Some(m) => user_mount(root, m)?,
+                    None => return Err(StepError::msg("mount", format!("no mount {i}"))),
+                },
+            }
+            if *m == MountRef::System(SystemMount::Dev) {
+                device_nodes(spec, root)?;
+            }
+        }
+        if !spec.system_mounts.contains(&SystemMount::Dev) {
+            device_nodes(spec, root)?;
+        }
     }
     let has = |m: SystemMount| spec.system_mounts.contains(&m);
     if !spec.sysctl.is_empty() {
         write_sysctls(spec, root)?;
     }
-    if has(SystemMount::Procfs) || has(SystemMount::Sysfs) {
-        mask_paths(root)?;
+    match &spec.masks {
+        Some((masked, readonly)) => mask_listed(root, masked, readonly)?,
+        None if has(SystemMount::Procfs) || has(SystemMount::Sysfs) => mask_paths(root)?,
+        None => {}
     }
     before_pivot()?;
     pivot(root)?;
     if let Some(p) = spec.rootfs.propagation {
-        let flag = match p {
-            RootPropagation::Shared => MsFlags::MS_SHARED,
-            RootPropagation::Slave => MsFlags::MS_SLAVE,
-            RootPropagation::Private => MsFlags::MS_PRIVATE,
-            RootPropagation::Unbindable => MsFlags::MS_UNBINDABLE,
-        };
-        mount(none(), "/", none(), flag | MsFlags::MS_REC, none())
+        mount(none(), "/", none(), propagation_flag(p), none())
             .step(|| format!("make the root's propagation {p:?}"))?;
     }
     if *access == RootAccess::ReadOnly || spec.rootfs.readonly {
@@ -214,9 +234,9 @@ pub fn setup_root(
     Ok(())
 }
 
-/// /proc, /sys, /dev (with its nodes and the definition's devices), /dev/pts,
-/// /dev/shm and /tmp, as the definition asks.
-fn kernel_filesystems(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
+/// One of the kernel filesystems the launcher mounts itself: /proc, /sys, /dev (with
+/// its nodes), /dev/pts, /dev/shm or /tmp.
+fn kernel_filesystem(spec: &ContainerSpec, root: &Path, m: SystemMount) -> StepResult<()> {
     let user_ns = spec.unshares(NsKind::User);
     // sysfs may be mounted by whoever owns the network namespace: ours when we made it,
     // the host's when we joined one without a user namespace of our own.
@@ -224,81 +244,116 @@ fn kernel_filesystems(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
         || (!user_ns && spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Net));
     let has = |m: SystemMount| spec.system_mounts.contains(&m);
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-
-    if has(SystemMount::Procfs) {
-        let p = root.join("proc");
-        mkdir_p(&p)?;
-        mount(Some("proc"), &p, Some("proc"), nosuid_nodev_noexec, none())
-            .step(|| "mount /proc".into())?;
-    }
-    if has(SystemMount::Sysfs) {
-        let p = root.join("sys");
-        mkdir_p(&p)?;
-        if net_ns {
+    match m {
+        SystemMount::Procfs => {
+            let p = root.join("proc");
+            mkdir_p(&p)?;
+            mount(Some("proc"), &p, Some("proc"), nosuid_nodev_noexec, none())
+                .step(|| "mount /proc".into())?;
+        }
+        SystemMount::Sysfs => {
+            let p = root.join("sys");
+            mkdir_p(&p)?;
+            if net_ns {
+                mount(
+                    Some("sysfs"),
+                    &p,
+                    Some("sysfs"),
+                    nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+                    none(),
+                )
+                .step(|| "mount /sys".into())?;
+            } else {
+                // sysfs can only be mounted by the owner of the network namespace.
+                bind(Path::new("/sys"), &p, true)?;
+                remount_readonly(&p)?;
+            }
+        }
+        SystemMount::Dev => setup_dev(root, user_ns)?,
+        SystemMount::Devpts => {
+            let p = root.join("dev/pts");
+            mkdir_p(&p)?;
+            let opts = if user_ns {
+                "newinstance,ptmxmode=0666,mode=0620"
+            } else {
+                "newinstance,ptmxmode=0666,mode=0620,gid=5"
+            };
             mount(
-                Some("sysfs"),
+                Some("devpts"),
                 &p,
-                Some("sysfs"),
-                nosuid_nodev_noexec | MsFlags::MS_RDONLY,
-                none(),
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some(opts),
             )
-            .step(|| "mount /sys".into())?;
-        } else {
-            // sysfs can only be mounted by the owner of the network namespace.
-            bind(Path::new("/sys"), &p, true)?;
-            remount_readonly(&p)?;
+            .step(|| "mount /dev/pts".into())?;
+            let ptmx = root.join("dev/ptmx");
+            if has(SystemMount::Dev) && fs::symlink_metadata(&ptmx).is_err() {
+                symlink("pts/ptmx", &ptmx).step(|| "link /dev/ptmx".into())?;
+            }
+        }
+        SystemMount::Shm => {
+            let p = root.join("dev/shm");
+            mkdir_p(&p)?;
+            mount(
+                Some("shm"),
+                &p,
+                Some("tmpfs"),
+                nosuid_nodev_noexec,
+                Some("mode=1777,size=65536k"),
+            )
+            .step(|| "mount /dev/shm".into())?;
+        }
+        SystemMount::Tmpfs => {
+            let p = root.join("tmp");
+            mkdir_p(&p)?;
+            mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=1777"),
+            )
+            .step(|| "mount /tmp".into())?;
         }
     }
-    if has(SystemMount::Dev) {
-        setup_dev(root, user_ns)?;
-    }
-    for d in spec.devices.iter().filter_map(|d| d.path.as_deref()) {
-        device_node(root, Path::new(d), user_ns)?;
-    }
-    if has(SystemMount::Devpts) {
-        let p = root.join("dev/pts");
-        mkdir_p(&p)?;
-        let opts = if user_ns {
-            "newinstance,ptmxmode=0666,mode=0620"
-        } else {
-            "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    Ok(())
+}
+
+/// The definition's devices, created in its /dev.
+fn device_nodes(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
+    let user_ns = spec.unshares(NsKind::User);
+    for d in &spec.devices {
+        let Some(path) = d.path.as_deref() else {
+            continue;
         };
-        mount(
-            Some("devpts"),
-            &p,
-            Some("devpts"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some(opts),
-        )
-        .step(|| "mount /dev/pts".into())?;
-        let ptmx = root.join("dev/ptmx");
-        if has(SystemMount::Dev) && fs::symlink_metadata(&ptmx).is_err() {
-            symlink("pts/ptmx", &ptmx).step(|| "link /dev/ptmx".into())?;
+        match (d.kind, d.major, d.minor, d.mode) {
+            // Described in full (an OCI config's device): made as described.
+            (Some(kind), Some(major), Some(minor), Some(mode)) if !user_ns => {
+                let inner = inside(root, path)?;
+                if fs::symlink_metadata(&inner).is_ok() {
+                    fs::remove_file(&inner).step(|| format!("replace {path}"))?;
+                }
+                if let Some(parent) = inner.parent() {
+                    mkdir_p(parent)?;
+                }
+                let kind = match kind {
+                    'b' => SFlag::S_IFBLK,
+                    'p' => SFlag::S_IFIFO,
+                    _ => SFlag::S_IFCHR,
+                };
+                let rdev = makedev(u64::from(major), u64::from(minor));
+                mknod(&inner, kind, Mode::from_bits_truncate(mode), rdev)
+                    .step(|| format!("mknod {path}"))?;
+                // mknod's mode passes through the umask (0 here, but not by contract).
+                fs::set_permissions(&inner, fs::Permissions::from_mode(mode))
+                    .step(|| format!("chmod {path}"))?;
+                if let Some((uid, gid)) = d.owner {
+                    std::os::unix::fs::chown(&inner, Some(uid), Some(gid))
+                        .step(|| format!("chown {path}"))?;
+                }
+            }
+            _ => device_node(root, Path::new(path), user_ns)?,
         }
-    }
-    if has(SystemMount::Shm) {
-        let p = root.join("dev/shm");
-        mkdir_p(&p)?;
-        mount(
-            Some("shm"),
-            &p,
-            Some("tmpfs"),
-            nosuid_nodev_noexec,
-            Some("mode=1777,size=65536k"),
-        )
-        .step(|| "mount /dev/shm".into())?;
-    }
-    if has(SystemMount::Tmpfs) {
-        let p = root.join("tmp");
-        mkdir_p(&p)?;
-        mount(
-            Some("tmpfs"),
-            &p,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        )
-        .step(|| "mount /tmp".into())?;
     }
     Ok(())
 }
@@ -307,6 +362,26 @@ fn kernel_filesystems(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
 /// shows the host past the masks).
 fn user_mount(root: &Path, m: &MountPoint) -> StepResult<()> {
     let target = inside(root, &m.target)?;
+    mount_only(m, &target)?;
+    if let Some(p) = m.propagation {
+        mount(none(), &target, none(), propagation_flag(p), none())
+            .step(|| format!("make {} {p:?}", m.target))?;
+    }
+    Ok(())
+}
+
+fn propagation_flag(p: Propagation) -> MsFlags {
+    MsFlags::MS_REC
+        | match p {
+            Propagation::Shared => MsFlags::MS_SHARED,
+            Propagation::Slave => MsFlags::MS_SLAVE,
+            Propagation::Private => MsFlags::MS_PRIVATE,
+            Propagation::Unbindable => MsFlags::MS_UNBINDABLE,
+        }
+}
+
+fn mount_only(m: &MountPoint, target: &Path) -> StepResult<()> {
+    let target = target.to_path_buf();
     match &m.fstype {
         None => {
             let src = Path::new(&m.source);
@@ -536,6 +611,31 @@ fn device_node(root: &Path, dev: &Path, user_ns: bool) -> StepResult<()> {
     };
     mknod(&inner, kind, Mode::from_bits_truncate(md.mode()), md.rdev())
         .step(|| format!("mknod {}", dev.display()))
+}
+
+/// A definition's own lists (an OCI config's): a masked file is bound to /dev/null, a
+/// masked directory hidden under an empty read-only tmpfs, a read-only path bound on
+/// itself read-only; paths that do not exist are skipped, as runc does.
+fn mask_listed(root: &Path, masked: &[String], readonly: &[String]) -> StepResult<()> {
+    for m in masked {
+        let p = inside(root, m)?;
+        match fs::symlink_metadata(&p) {
+            Ok(md) if md.is_dir() => {
+                mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none())
+                    .step(|| format!("mask {m}"))?
+            }
+            Ok(_) => bind(Path::new("/dev/null"), &p, false)?,
+            Err(_) => {}
+        }
+    }
+    for r in readonly {
+        let p = inside(root, r)?;
+        if fs::symlink_metadata(&p).is_ok() {
+            bind(&p, &p, true)?;
+            remount_readonly(&p)?;
+        }
+    }
+    Ok(())
 }
 
 fn mask_paths(root: &Path) -> StepResult<()> {

@@ -4,8 +4,8 @@
 //! in silence), or, where it only weakens nothing, named in a warning.
 
 use crate::spec::{
-    Capabilities, ContainerSpec, DeviceAllow, IdMap, MountPoint, NsEnter, NsKind, Rlimit, RootMode,
-    RootPropagation, Rootfs, Seccomp, SystemMount,
+    Capabilities, ContainerSpec, DeviceAllow, IdMap, MountPoint, MountRef, NsEnter, NsKind,
+    Propagation, Rlimit, RootMode, Rootfs, Seccomp, SystemMount,
 };
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::collections::BTreeMap;
@@ -72,19 +72,55 @@ pub struct Bundle {
     pub warnings: Vec<String>,
 }
 
-/// Reads `DIR/config.json`.
-pub fn read(dir: &Path) -> Result<Spec, ConfigError> {
+/// Reads `DIR/config.json`, with warnings: capabilities this host's kernel does not
+/// know are dropped with a warning, as runc does (a newer engine's default list must
+/// not fail on an older kernel).
+pub fn read(dir: &Path) -> Result<(Spec, Vec<String>), ConfigError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
         path: path.clone(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
-        path,
+    let parse_error = |e: serde_json::Error| ConfigError::Parse {
+        path: path.clone(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
-    })
+    };
+    let first = match serde_json::from_str::<Spec>(&text) {
+        Ok(spec) => return Ok((spec, Vec::new())),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Err(parse_error(first));
+    };
+    let mut warnings = Vec::new();
+    if let Some(sets) = value
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for (set, list) in sets.iter_mut() {
+            if let Some(names) = list.as_array_mut() {
+                names.retain(|n| {
+                    let known = n
+                        .as_str()
+                        .is_some_and(|s| s.parse::<caps::Capability>().is_ok());
+                    if !known {
+                        warnings.push(format!(
+                            "process.capabilities.{set}: {n} is not a capability of this kernel; ignored"
+                        ));
+                    }
+                    known
+                });
+            }
+        }
+    }
+    if warnings.is_empty() {
+        return Err(parse_error(first));
+    }
+    serde_json::from_value(value)
+        .map(|spec| (spec, warnings))
+        .map_err(|_| parse_error(first))
 }
 
 /// A serde-named enum value as its name (`CAP_KILL`, `RLIMIT_NOFILE`, `network`).
@@ -159,9 +195,10 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
             }
         }
     }
-    let (system_mounts, mounts) = mounts(cfg, &mut warnings)?;
+    let (system_mounts, mounts, order) = mounts(cfg, &mut warnings)?;
     spec.system_mounts = system_mounts;
     spec.mounts = mounts;
+    spec.mount_order = order;
     let linux = cfg
         .linux()
         .as_ref()
@@ -201,10 +238,10 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
     }
     spec.rootfs.propagation = match linux.rootfs_propagation().as_deref() {
         None => None,
-        Some("private") | Some("rprivate") => Some(RootPropagation::Private),
-        Some("shared") | Some("rshared") => Some(RootPropagation::Shared),
-        Some("slave") | Some("rslave") => Some(RootPropagation::Slave),
-        Some("unbindable") | Some("runbindable") => Some(RootPropagation::Unbindable),
+        Some("private") | Some("rprivate") => Some(Propagation::Private),
+        Some("shared") | Some("rshared") => Some(Propagation::Shared),
+        Some("slave") | Some("rslave") => Some(Propagation::Slave),
+        Some("unbindable") | Some("runbindable") => Some(Propagation::Unbindable),
         Some(other) => {
             return Err(unsupported(
                 "linux.rootfsPropagation",
@@ -212,6 +249,12 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
             ))
         }
     };
+    if linux.masked_paths().is_some() || linux.readonly_paths().is_some() {
+        spec.masks = Some((
+            linux.masked_paths().clone().unwrap_or_default(),
+            linux.readonly_paths().clone().unwrap_or_default(),
+        ));
+    }
     if linux.mount_label().is_some() {
         warnings.push("linux.mountLabel ignored: this host runs no SELinux".into());
     }
@@ -222,6 +265,8 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
             major: u32::try_from(d.major()).ok(),
             minor: u32::try_from(d.minor()).ok(),
             access: "rwm".into(),
+            mode: Some(d.file_mode().unwrap_or(0o666) & 0o7777),
+            owner: Some((d.uid().unwrap_or(0), d.gid().unwrap_or(0))),
         });
     }
     if let Some(res) = linux.resources() {
@@ -297,8 +342,8 @@ pub fn apply_process(
     if process.selinux_label().is_some() {
         warnings.push("process.selinuxLabel ignored: this host runs no SELinux".into());
     }
-    if process.oom_score_adj().is_some() {
-        warnings.push("process.oomScoreAdj ignored (not supported yet)".into());
+    if let Some(adj) = process.oom_score_adj() {
+        spec.oom_score_adj = Some(adj);
     }
 }
 
@@ -327,14 +372,15 @@ fn capabilities(c: Option<&oci_spec::runtime::LinuxCapabilities>) -> Capabilitie
     }
 }
 
+/// The kernel filesystems the launcher mounts itself, the others, and the order of all.
+type Mounts = (Vec<SystemMount>, Vec<MountPoint>, Vec<MountRef>);
+
 /// The config's mounts: the kernel filesystems the launcher mounts itself (with its
 /// masks) where the config puts them, everything else as a mount of the definition.
-fn mounts(
-    cfg: &Spec,
-    warnings: &mut Vec<String>,
-) -> Result<(Vec<SystemMount>, Vec<MountPoint>), ConfigError> {
+fn mounts(cfg: &Spec, warnings: &mut Vec<String>) -> Result<Mounts, ConfigError> {
     let mut system = Vec::new();
     let mut user = Vec::new();
+    let mut order = Vec::new();
     for m in cfg.mounts().iter().flatten() {
         let dest = m.destination().to_string_lossy().into_owned();
         let typ = m.typ().as_deref().unwrap_or("");
@@ -349,7 +395,10 @@ fn mounts(
             _ => None,
         };
         if let Some(k) = known {
-            system.push(k);
+            if !system.contains(&k) {
+                system.push(k);
+                order.push(MountRef::System(k));
+            }
             continue;
         }
         if typ == "cgroup" || typ == "cgroup2" {
@@ -367,17 +416,15 @@ fn mounts(
         let noexec = opts.iter().any(|o| o == "noexec");
         let restrict = is_bind && opts.iter().any(|o| o == "nosuid" || o == "nodev");
         let mut data = Vec::new();
+        let mut propagation = None;
         for o in &opts {
             match o.as_str() {
                 "bind" | "rbind" | "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "suid" | "dev"
                 | "exec" | "private" | "rprivate" | "relatime" | "norelatime" | "strictatime"
                 | "nostrictatime" | "noatime" | "atime" => {}
-                "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                    return Err(unsupported(
-                        format!("mounts[{dest}].options"),
-                        format!("'{o}' is not supported yet: mounts are private"),
-                    ))
-                }
+                "shared" | "rshared" => propagation = Some(Propagation::Shared),
+                "slave" | "rslave" => propagation = Some(Propagation::Slave),
+                "unbindable" | "runbindable" => propagation = Some(Propagation::Unbindable),
                 other if other.contains('=') || !is_bind => data.push(other.to_string()),
                 other => {
                     return Err(unsupported(
@@ -387,6 +434,7 @@ fn mounts(
                 }
             }
         }
+        order.push(MountRef::User(user.len()));
         user.push(MountPoint {
             source,
             target: dest,
@@ -395,11 +443,10 @@ fn mounts(
             readonly,
             noexec,
             restrict,
+            propagation,
         });
     }
-    system.sort();
-    system.dedup();
-    Ok((system, user))
+    Ok((system, user, order))
 }
 
 /// `linux.resources` as the model's cgroup settings and device rules.
@@ -485,6 +532,8 @@ fn resources(
             major: d.major().and_then(|v| u32::try_from(v).ok()),
             minor: d.minor().and_then(|v| u32::try_from(v).ok()),
             access: d.access().clone().unwrap_or_else(|| "rwm".into()),
+            mode: None,
+            owner: None,
         });
     }
     Ok(())

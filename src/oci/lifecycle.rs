@@ -108,9 +108,9 @@ pub fn create(
         bundle: bundle.clone(),
         source,
     };
-    let cfg = config::read(&bundle).map_err(cfg_err)?;
+    let (cfg, read_warnings) = config::read(&bundle).map_err(cfg_err)?;
     let mut b = config::translate(&cfg, &bundle, id).map_err(cfg_err)?;
-    for w in &b.warnings {
+    for w in read_warnings.iter().chain(&b.warnings) {
         warn(w);
     }
     if b.terminal != opts.console_socket.is_some() {

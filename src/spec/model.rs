@@ -38,7 +38,7 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub stop_signal: Option<String>,
     /// How `haconiwa create` builds the root filesystem when it is missing.
-    #[serde(default, with = "bootstrap_codec")]
+    #[serde(default, with = "super::stored::bootstrap_codec")]
     pub bootstrap: Option<Bootstrap>,
     /// Shell steps run once inside the new root filesystem after bootstrap.
     #[serde(default)]
@@ -52,6 +52,10 @@ pub struct ContainerSpec {
     /// The kernel filesystems mounted inside (proc, sys, dev, devpts, shm, tmp).
     #[serde(default = "SystemMount::defaults")]
     pub system_mounts: Vec<SystemMount>,
+    /// The order of the two kinds of mounts, when it matters (an OCI config's
+    /// `mounts`); empty: the kernel filesystems first, then `mounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_order: Vec<MountRef>,
     /// cgroup settings, keyed by the name the user gave (v1 or v2 form; validated).
     #[serde(default)]
     pub cgroup: BTreeMap<String, String>,
@@ -106,6 +110,13 @@ pub struct ContainerSpec {
     /// read-only (an OCI config's `linux.sysctl`; checked by [`super::sysctl::is_namespaced`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctl: BTreeMap<String, String>,
+    /// Paths hidden and paths made read-only, in place of the launcher's lists (an OCI
+    /// config's `linux.maskedPaths` and `linux.readonlyPaths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<(Vec<String>, Vec<String>)>,
+    /// The process's `oom_score_adj` (an OCI config's `process.oomScoreAdj`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -149,6 +160,7 @@ impl ContainerSpec {
             namespaces: Namespaces::default(),
             mounts: Vec::new(),
             system_mounts: SystemMount::defaults(),
+            mount_order: Vec::new(),
             cgroup: BTreeMap::new(),
             capabilities: Capabilities::default(),
             rlimits: Vec::new(),
@@ -165,6 +177,8 @@ impl ContainerSpec {
             restart: None,
             ports: Vec::new(),
             sysctl: BTreeMap::new(),
+            masks: None,
+            oom_score_adj: None,
         }
     }
 
@@ -211,13 +225,14 @@ pub struct Rootfs {
     /// config's `linux.rootfsPropagation`); `None`: private. Nothing propagates to or
     /// from the host either way: every mount is made private before the root is built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub propagation: Option<RootPropagation>,
+    pub propagation: Option<Propagation>,
 }
 
-/// `linux.rootfsPropagation`'s values.
+/// Mount propagation (an OCI config's `linux.rootfsPropagation` and a mount's
+/// `shared`, `slave`, `private`, `unbindable` options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RootPropagation {
+pub enum Propagation {
     /// A new peer group: a mount under the root shows wherever the root is bound.
     Shared,
     /// Receives nothing here (its master would be the host's, which is private).
@@ -226,38 +241,6 @@ pub enum RootPropagation {
     Private,
     /// Cannot be bound elsewhere.
     Unbindable,
-}
-
-/// `bootstrap` is internally tagged (`"strategy": "busybox"`) in JSON and TOML, which a
-/// binary encoding (bincode, the replicated state's) cannot decode: there it travels as
-/// its JSON text, a few bytes once per definition.
-mod bootstrap_codec {
-    use super::Bootstrap;
-    use serde::de::Error as _;
-    use serde::ser::Error as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &Option<Bootstrap>, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            return b.serialize(s);
-        }
-        let text = b
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(S::Error::custom)?;
-        text.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bootstrap>, D::Error> {
-        if d.is_human_readable() {
-            return Option::<Bootstrap>::deserialize(d);
-        }
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| serde_json::from_str(&t))
-            .transpose()
-            .map_err(D::Error::custom)
-    }
 }
 
 /// Recipes that build a root filesystem.
@@ -464,6 +447,10 @@ pub struct MountPoint {
     /// A bind that is also `nosuid,nodev` (an OCI config's options).
     #[serde(default, skip_serializing_if = "is_false")]
     pub restrict: bool,
+    /// Its propagation among the container's mounts (an OCI config's option); `None`:
+    /// private, as every mount is made before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -489,6 +476,16 @@ pub const HOST_VIEW_FILESYSTEMS: [&str; 14] = [
     "binfmt_misc",
     "nsfs",
 ];
+
+/// One mount in [`ContainerSpec::mount_order`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountRef {
+    /// A kernel filesystem of `system_mounts`.
+    System(SystemMount),
+    /// The mount of `mounts` at this index.
+    User(usize),
+}
 
 /// Kernel filesystems the launcher mounts inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -586,6 +583,14 @@ pub struct DeviceAllow {
     pub minor: Option<u32>,
     /// Any of `r`, `w`, `m` (read, write, mknod).
     pub access: String,
+    /// The node's permission bits when it is made from `kind`, `major` and `minor` (an
+    /// OCI config's device, which the host need not have); `None`: copied from the
+    /// host's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Its owner inside (with `mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(u32, u32)>,
 }
 
 /// One setrlimit call.

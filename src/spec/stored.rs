@@ -114,6 +114,7 @@ impl<'de> Visitor<'de> for Stored {
             namespaces: next!(),
             mounts: next!(),
             system_mounts: next!(),
+            mount_order: Vec::new(),
             cgroup: next!(),
             capabilities: next!(),
             rlimits: next!(),
@@ -130,7 +131,41 @@ impl<'de> Visitor<'de> for Stored {
             restart: None,
             ports: Vec::new(),
             sysctl: BTreeMap::new(),
+            masks: None,
+            oom_score_adj: None,
         })
+    }
+}
+
+/// `bootstrap` is internally tagged (`"strategy": "busybox"`) in JSON and TOML, which a
+/// binary encoding (bincode, the replicated state's) cannot decode: there it travels as
+/// its JSON text, a few bytes once per definition.
+pub mod bootstrap_codec {
+    use super::Bootstrap;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Option<Bootstrap>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return b.serialize(s);
+        }
+        let text = b
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(S::Error::custom)?;
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bootstrap>, D::Error> {
+        if d.is_human_readable() {
+            return Option::<Bootstrap>::deserialize(d);
+        }
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(D::Error::custom)
     }
 }
 

@@ -866,3 +866,22 @@ fn hooks_run_in_order_with_the_state_on_stdin_and_their_failures_count_as_the_sp
     assert_eq!(oci.state("late")["status"], "running");
     oci.ok(&["delete", "--force", "late"]);
 }
+
+/// The runtime-tools validation suite (scripts/oci-conformance): every case runc passes
+/// here passes with haconiwa too, but for those the script lists as refused by design.
+/// About 3 minutes (the Go build, then the suite twice).
+#[test]
+fn the_runtime_tools_suite_passes_every_case_runc_passes() {
+    let _g = shared();
+    require_root();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/oci-conformance");
+    let out = Command::new(script)
+        .args(["--bin", BIN])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/oci-conformance");
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("| haconiwa |"), "no summary: {text}");
+    assert!(text.contains(", 0 not)"), "{text}");
+}

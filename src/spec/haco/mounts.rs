@@ -67,6 +67,7 @@ pub(super) fn register(engine: &mut Engine) {
                 readonly,
                 noexec: false,
                 restrict: false,
+                propagation: None,
             });
             Ok(())
         },

@@ -230,6 +230,8 @@ pub fn parse_device(s: &str) -> Result<DeviceAllow, String> {
             major: None,
             minor: None,
             access: access_of(parts.get(1))?,
+            mode: None,
+            owner: None,
         });
     }
     if parts.len() != 3 && parts.len() != 2 {
@@ -259,5 +261,7 @@ pub fn parse_device(s: &str) -> Result<DeviceAllow, String> {
         major: num(maj)?,
         minor: num(min)?,
         access: access_of(parts.get(2))?,
+        mode: None,
+        owner: None,
     })
 }

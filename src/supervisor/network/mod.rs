@@ -226,6 +226,7 @@ pub fn container_spec(
                 readonly: true,
                 noexec: false,
                 restrict: false,
+                propagation: None,
             }),
             Ok(_) => {}
             Err(e) => tracing::warn!("resolv.conf for {}: {e}", c.id),
