@@ -151,6 +151,24 @@ pub enum OciCommand {
     },
     /// Print what this runtime supports (runtime-spec's features JSON).
     Features,
+    /// Freeze every process of a running container (the cgroup freezer).
+    Pause {
+        /// The container's id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// The container's id.
+        id: String,
+    },
+    /// List the container's processes.
+    Ps {
+        /// The container's id.
+        id: String,
+        /// table or json (the pids).
+        #[arg(short, long, default_value = "table")]
+        format: String,
+    },
     /// Run another process in a running container.
     Exec {
         /// The container's id.
@@ -322,6 +340,9 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
                 .map_err(|e| OciError::Unsupported(format!("{}: {e}", path.display())))?;
         }
         OciCommand::Features => print_json(&defaults::features())?,
+        OciCommand::Pause { id } => lifecycle::pause(&root, &id, true)?,
+        OciCommand::Resume { id } => lifecycle::pause(&root, &id, false)?,
+        OciCommand::Ps { id, format } => ps(&root, &id, &format)?,
         OciCommand::Exec {
             id,
             command,
@@ -387,6 +408,28 @@ fn list(root: &Root, format: &str, quiet: bool) -> Result<(), OciError> {
                     r.status,
                     r.bundle.display(),
                     r.created
+                );
+            }
+            Ok(())
+        }
+        other => Err(OciError::Unsupported(format!(
+            "--format {other}: use table or json"
+        ))),
+    }
+}
+
+fn ps(root: &Root, id: &str, format: &str) -> Result<(), OciError> {
+    let pids = lifecycle::pids(root, id)?;
+    match format {
+        "json" => print_json(&pids),
+        "table" => {
+            println!("{:<8} CMD", "PID");
+            for p in pids {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                println!(
+                    "{p:<8} {}",
+                    crate::spec::names::escape_controls(cmd.trim_end())
                 );
             }
             Ok(())

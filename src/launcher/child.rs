@@ -63,6 +63,9 @@ pub(crate) struct Gate {
     pub preserve: u32,
 }
 
+/// The step of a child whose launcher gave up before releasing it.
+pub(super) const WAIT_RELEASE: &str = "wait for release";
+
 /// Stack of the command process between clone and exec.
 const COMMAND_STACK: usize = 1 << 20;
 
@@ -100,7 +103,7 @@ pub(super) fn child_main(
         if let Some(mut r) = release.take() {
             let mut go = [0u8; 1];
             if r.read(&mut go).unwrap_or(0) != 1 {
-                return Err(StepError::msg("wait for release", "the launcher went away"));
+                return Err(StepError::msg(WAIT_RELEASE, "the launcher went away"));
             }
         }
         Ok(())

@@ -639,28 +639,13 @@ fn mask_listed(root: &Path, masked: &[String], readonly: &[String]) -> StepResul
 }
 
 fn mask_paths(root: &Path) -> StepResult<()> {
-    let null = Path::new("/dev/null");
-    for f in MASKED_FILES {
-        let p = root.join(&f[1..]);
-        if p.exists() {
-            bind(null, &p, false)?;
-        }
-    }
-    for d in MASKED_DIRS {
-        let p = root.join(&d[1..]);
-        if p.is_dir() {
-            mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none())
-                .step(|| format!("mask {d}"))?;
-        }
-    }
-    for r in READONLY_PATHS {
-        let p = root.join(&r[1..]);
-        if p.exists() {
-            bind(&p, &p, true)?;
-            remount_readonly(&p)?;
-        }
-    }
-    Ok(())
+    let masked: Vec<String> = MASKED_FILES
+        .iter()
+        .chain(MASKED_DIRS.iter())
+        .map(|p| p.to_string())
+        .collect();
+    let readonly: Vec<String> = READONLY_PATHS.iter().map(|p| p.to_string()).collect();
+    mask_listed(root, &masked, &readonly)
 }
 
 fn pivot(root: &Path) -> StepResult<()> {

@@ -282,14 +282,15 @@ fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> Ste
     let released = release();
     let mut r = File::from(err_r);
     if let Err(e) = released {
-        // The child may have failed first (and closed its end): its error is the cause.
+        // The child may have failed first (and closed its end): its error is the cause,
+        // unless it only saw us give up (our end of the release closed with our error).
         let e = kill_child(e);
         let mut msg = Vec::new();
         let _ = r.read_to_end(&mut msg);
-        return Err(if msg.is_empty() {
-            e
-        } else {
-            StepError::decode(&msg)
+        let theirs = (!msg.is_empty()).then(|| StepError::decode(&msg));
+        return Err(match theirs {
+            Some(t) if t.step != super::child::WAIT_RELEASE => t,
+            _ => e,
         });
     }
     let mut msg = Vec::new();

@@ -68,3 +68,20 @@ pub fn for_launch(h: Option<&Hooks>, creating: &StateReport) -> LaunchHooks {
         create_container: commands(h, "createContainer"),
     }
 }
+
+/// Runs the hooks of `stage` (one after the process started: `poststart`,
+/// `poststop`) in the runtime's namespaces; a failure is a warning, as runtime-spec
+/// says.
+pub fn run_warning(
+    h: Option<&Hooks>,
+    stage: &str,
+    state: &StateReport,
+    warn: &mut dyn FnMut(&str),
+) {
+    let state = state_json(state);
+    for hook in commands(h, stage) {
+        if let Err(e) = crate::launcher::hooks::run(&hook, &state) {
+            warn(&e.to_string());
+        }
+    }
+}

@@ -92,6 +92,26 @@ pub fn load(root: &Root, id: &str) -> Result<Record, OciError> {
     })
 }
 
+/// Loads the record of `id` if the container is `want`; else the status it is.
+fn load_when(
+    root: &Root,
+    id: &str,
+    want: Status,
+    action: &'static str,
+) -> Result<Record, OciError> {
+    let r = load(root, id)?;
+    let status = r.status(root);
+    if status != want {
+        return Err(OciError::Status {
+            id: id.into(),
+            status,
+            action,
+            hint: "",
+        });
+    }
+    Ok(r)
+}
+
 /// `create`: the container is built and waits at its gate; returns its record and the
 /// launcher's handle (for `run`, which waits on it).
 pub fn create(
@@ -253,16 +273,7 @@ fn create_in(
 /// `start`: runs the `startContainer` hooks in the container, opens its gate, then
 /// runs the `poststart` hooks (their failures are warnings).
 pub fn start(root: &Root, id: &str, warn: &mut dyn FnMut(&str)) -> Result<(), OciError> {
-    let r = load(root, id)?;
-    let status = r.status(root);
-    if status != Status::Created {
-        return Err(OciError::Status {
-            id: id.into(),
-            status,
-            action: "start",
-            hint: "",
-        });
-    }
+    let r = load_when(root, id, Status::Created, "start")?;
     let state = hooks::state_json(&r.report(root));
     let start_container = hooks::commands(r.hooks.as_ref(), "startContainer");
     if let Err(e) = launcher::hooks::run_in_container(r.pid, &start_container, &state) {
@@ -273,12 +284,7 @@ pub fn start(root: &Root, id: &str, warn: &mut dyn FnMut(&str)) -> Result<(), Oc
         return Err(e.in_container(id).into());
     }
     open_gate(root, &r)?;
-    let state = hooks::state_json(&r.report(root));
-    for h in hooks::commands(r.hooks.as_ref(), "poststart") {
-        if let Err(e) = launcher::hooks::run(&h, &state) {
-            warn(&e.to_string());
-        }
-    }
+    hooks::run_warning(r.hooks.as_ref(), "poststart", &r.report(root), warn);
     Ok(())
 }
 
@@ -380,6 +386,10 @@ pub fn delete(
         });
     }
     let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+    if cg.frozen() {
+        // A paused container's processes die only once thawed.
+        let _ = cg.freeze(false);
+    }
     if let Some(p) = r.process() {
         let _ = p.signal_number(libc::SIGKILL);
         let _ = p.wait(Duration::from_secs(10));
@@ -398,16 +408,13 @@ pub fn delete(
     }
     cg.remove()
         .map_err(|e| io_err(id, "remove its cgroup")(io::Error::other(e.to_string())))?;
+    cg.remove_freezer()
+        .map_err(|e| io_err(id, "remove its freezer cgroup")(io::Error::other(e.to_string())))?;
     let mut stopped = r.report(root);
     stopped.status = Status::Stopped;
     stopped.pid = 0;
     remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))?;
-    let state = hooks::state_json(&stopped);
-    for h in hooks::commands(r.hooks.as_ref(), "poststop") {
-        if let Err(e) = launcher::hooks::run(&h, &state) {
-            warn(&e.to_string());
-        }
-    }
+    hooks::run_warning(r.hooks.as_ref(), "poststop", &stopped, warn);
     Ok(())
 }
 
@@ -467,16 +474,7 @@ pub fn exec(
     opts: &ExecOptions,
     warn: &mut dyn FnMut(&str),
 ) -> Result<i32, OciError> {
-    let r = load(root, id)?;
-    let status = r.status(root);
-    if status != Status::Running {
-        return Err(OciError::Status {
-            id: id.into(),
-            status,
-            action: "exec in",
-            hint: "",
-        });
-    }
+    let r = load_when(root, id, Status::Running, "exec in")?;
     let text =
         std::fs::read(root.dir_of(id).join("spec.json")).map_err(io_err(id, "read spec.json"))?;
     let mut spec: crate::spec::ContainerSpec = serde_json::from_slice(&text)
@@ -564,4 +562,26 @@ pub fn exec(
         cg.dirs(),
         &spec.init_command,
     )?)
+}
+
+/// `pause` (`freeze`) or `resume`: every process of a running (or paused) container
+/// frozen or thawed through its cgroup's freezer.
+pub fn pause(root: &Root, id: &str, freeze: bool) -> Result<(), OciError> {
+    let (want, action) = if freeze {
+        (Status::Running, "pause")
+    } else {
+        (Status::Paused, "resume")
+    };
+    let r = load_when(root, id, want, action)?;
+    let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+    cg.freeze(freeze).map_err(|e| e.in_container(id).into())
+}
+
+/// `ps`: the pids of the container's processes (as the host sees them).
+pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>, OciError> {
+    let r = load(root, id)?;
+    let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+    let mut pids = cg.pids();
+    pids.sort_unstable();
+    Ok(pids)
 }

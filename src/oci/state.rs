@@ -45,7 +45,7 @@ pub struct Record {
     pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
-/// runtime-spec's statuses.
+/// runtime-spec's statuses (`paused` is runc's addition, from the freezer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -55,6 +55,8 @@ pub enum Status {
     Created,
     /// Its process runs.
     Running,
+    /// Frozen by `pause`.
+    Paused,
     /// Its process ended.
     Stopped,
 }
@@ -65,6 +67,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -185,7 +188,7 @@ impl Record {
         .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Its status now, read from the process and the start gate.
+    /// Its status now, read from the process, the start gate and the freezer.
     pub fn status(&self, root: &Root) -> Status {
         if self.process().is_none() {
             return Status::Stopped;
@@ -195,6 +198,9 @@ impl Record {
             .exists()
         {
             return Status::Created;
+        }
+        if self.cgroup().map(|c| c.frozen()).unwrap_or(false) {
+            return Status::Paused;
         }
         Status::Running
     }

@@ -885,3 +885,58 @@ fn the_runtime_tools_suite_passes_every_case_runc_passes() {
     assert!(text.contains("| haconiwa |"), "no summary: {text}");
     assert!(text.contains(", 0 not)"), "{text}");
 }
+
+#[test]
+fn pause_stops_every_process_until_resume_and_ps_lists_them() {
+    let _g = shared();
+    let oci = Oci::new("pause");
+    let out = oci.scratch.path.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let script = "sleep 600 & while :; do echo tick >> /run/ticks; sleep 0.02; done";
+    let bundle = oci.bundle("pause", &["sh", "-c", script], |c| {
+        c["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": "/run", "type": "bind", "source": out, "options": ["rbind", "rw"]
+        }));
+    });
+    oci.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "pause"]);
+    let ticks = out.join("ticks");
+    wait_for_file(&ticks, "tick");
+    let pid = oci.state("pause")["pid"].as_i64().expect("pid");
+    let listed: Vec<i64> =
+        serde_json::from_str(&oci.ok(&["ps", "--format", "json", "pause"])).expect("ps json");
+    assert!(
+        listed.contains(&pid) && listed.len() >= 2,
+        "{listed:?} (pid {pid})"
+    );
+    assert!(oci.ok(&["ps", "pause"]).contains("sleep 600"));
+    let count = || {
+        std::fs::read_to_string(&ticks)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    oci.ok(&["pause", "pause"]);
+    assert_eq!(oci.state("pause")["status"], "paused");
+    // Frozen: the loop writes nothing more.
+    let frozen_at = count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), frozen_at, "it ran while paused");
+    let again = oci.run(&["pause", "pause"]);
+    assert!(
+        stderr(&again).contains("is paused: cannot pause it"),
+        "{}",
+        stderr(&again)
+    );
+    oci.ok(&["resume", "pause"]);
+    assert_eq!(oci.state("pause")["status"], "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() == frozen_at {
+        assert!(Instant::now() < deadline, "it never ran again after resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A paused container goes with delete --force (thawed so that it can die).
+    oci.ok(&["pause", "pause"]);
+    oci.ok(&["delete", "--force", "pause"]);
+    assert!(oci.cgroups_of("pause").is_empty(), "cgroup left");
+    assert!(!oci.root.join("pause").exists());
+}
