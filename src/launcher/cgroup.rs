@@ -525,10 +525,9 @@ impl Cgroup {
     pub fn remove_freezer(&self) -> StepResult<()> {
         if let (Layout::V1 { .. }, Some(dir)) = (&self.layout, self.freezer_dir()) {
             match fs::remove_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(StepError::os(format!("remove {}", dir.display()), e))
-                }
-                _ => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StepError::os(format!("remove {}", dir.display()), e)),
+                Ok(()) => self.remove_empty_parents(&dir),
             }
         }
         Ok(())
@@ -594,16 +593,21 @@ impl Cgroup {
                     format!("{} is still busy", d.display()),
                 ));
             }
-            // Remove now-empty parents up to the hierarchy root; others may still use them.
-            let mut p = d.parent();
-            for _ in 1..self.rel.components().count() {
-                match p {
-                    Some(dir) if fs::remove_dir(dir).is_ok() => p = dir.parent(),
-                    _ => break,
-                }
-            }
+            self.remove_empty_parents(d);
         }
         result
+    }
+
+    /// Removes the now-empty parents of the container's directory `d` up to the
+    /// hierarchy's root; a parent others still use stays.
+    fn remove_empty_parents(&self, d: &Path) {
+        let mut p = d.parent();
+        for _ in 1..self.rel.components().count() {
+            match p {
+                Some(dir) if fs::remove_dir(dir).is_ok() => p = dir.parent(),
+                _ => break,
+            }
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 use super::error::{Step, StepError, StepResult};
 use super::RootAccess;
 use crate::spec::{
-    ContainerSpec, MountPoint, MountRef, NsKind, Propagation, RootMode, Rootfs, SystemMount,
-    HOST_VIEW_FILESYSTEMS,
+    ContainerSpec, DeviceAllow, MountPoint, MountRef, NsKind, Propagation, RootMode, Rootfs,
+    SystemMount, HOST_VIEW_FILESYSTEMS,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -322,38 +322,8 @@ fn kernel_filesystem(spec: &ContainerSpec, root: &Path, m: SystemMount) -> StepR
 /// The definition's devices, created in its /dev.
 fn device_nodes(spec: &ContainerSpec, root: &Path) -> StepResult<()> {
     let user_ns = spec.unshares(NsKind::User);
-    for d in &spec.devices {
-        let Some(path) = d.path.as_deref() else {
-            continue;
-        };
-        match (d.kind, d.major, d.minor, d.mode) {
-            // Described in full (an OCI config's device): made as described.
-            (Some(kind), Some(major), Some(minor), Some(mode)) if !user_ns => {
-                let inner = inside(root, path)?;
-                if fs::symlink_metadata(&inner).is_ok() {
-                    fs::remove_file(&inner).step(|| format!("replace {path}"))?;
-                }
-                if let Some(parent) = inner.parent() {
-                    mkdir_p(parent)?;
-                }
-                let kind = match kind {
-                    'b' => SFlag::S_IFBLK,
-                    'p' => SFlag::S_IFIFO,
-                    _ => SFlag::S_IFCHR,
-                };
-                let rdev = makedev(u64::from(major), u64::from(minor));
-                mknod(&inner, kind, Mode::from_bits_truncate(mode), rdev)
-                    .step(|| format!("mknod {path}"))?;
-                // mknod's mode passes through the umask (0 here, but not by contract).
-                fs::set_permissions(&inner, fs::Permissions::from_mode(mode))
-                    .step(|| format!("chmod {path}"))?;
-                if let Some((uid, gid)) = d.owner {
-                    std::os::unix::fs::chown(&inner, Some(uid), Some(gid))
-                        .step(|| format!("chown {path}"))?;
-                }
-            }
-            _ => device_node(root, Path::new(path), user_ns)?,
-        }
+    for d in spec.devices.iter().filter(|d| d.path.is_some()) {
+        device_node(root, d, user_ns)?;
     }
     Ok(())
 }
@@ -590,27 +560,62 @@ fn setup_dev(root: &Path, user_ns: bool) -> StepResult<()> {
 
 /// Creates the host device `dev` at the same path inside (a bind of the host's node in a
 /// user namespace, where mknod is refused).
-fn device_node(root: &Path, dev: &Path, user_ns: bool) -> StepResult<()> {
-    let inner = inside(root, &dev.to_string_lossy())?;
+/// One device of the definition in the container's /dev: made as described when it is
+/// described in full (an OCI config's device, which the host need not have; it replaces
+/// a default node at that path), else copied from the host's node (bound from it in a
+/// user namespace, where mknod is refused).
+fn device_node(root: &Path, d: &DeviceAllow, user_ns: bool) -> StepResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    let path = d.path.as_deref().unwrap_or_default();
+    let host = Path::new(path);
+    let inner = inside(root, path)?;
+    let described = match (d.kind, d.major, d.minor, d.mode) {
+        (Some(kind), Some(major), Some(minor), Some(mode)) if !user_ns => {
+            let kind = match kind {
+                'b' => SFlag::S_IFBLK,
+                'p' => SFlag::S_IFIFO,
+                _ => SFlag::S_IFCHR,
+            };
+            Some((kind, makedev(u64::from(major), u64::from(minor)), mode))
+        }
+        _ => None,
+    };
     if fs::symlink_metadata(&inner).is_ok() {
-        return Ok(());
+        if described.is_none() {
+            return Ok(());
+        }
+        fs::remove_file(&inner).step(|| format!("replace {path}"))?;
     }
     if user_ns {
         touch(&inner)?;
-        return bind(dev, &inner, false);
+        return bind(host, &inner, false);
     }
-    use std::os::unix::fs::MetadataExt;
-    let md = fs::metadata(dev).step(|| format!("device {}", dev.display()))?;
+    let (kind, rdev, mode) = match described {
+        Some(node) => node,
+        None => {
+            let md = fs::metadata(host).step(|| format!("device {path}"))?;
+            let kind = if md.file_type().is_block_device() {
+                SFlag::S_IFBLK
+            } else {
+                SFlag::S_IFCHR
+            };
+            (kind, md.rdev(), md.mode())
+        }
+    };
     if let Some(parent) = inner.parent() {
         mkdir_p(parent)?;
     }
-    let kind = if md.file_type().is_block_device() {
-        SFlag::S_IFBLK
-    } else {
-        SFlag::S_IFCHR
-    };
-    mknod(&inner, kind, Mode::from_bits_truncate(md.mode()), md.rdev())
-        .step(|| format!("mknod {}", dev.display()))
+    mknod(&inner, kind, Mode::from_bits_truncate(mode), rdev).step(|| format!("mknod {path}"))?;
+    if described.is_some() {
+        // mknod's mode passes through the umask (0 here, but not by contract).
+        fs::set_permissions(&inner, fs::Permissions::from_mode(mode & 0o7777))
+            .step(|| format!("chmod {path}"))?;
+        if let Some((uid, gid)) = d.owner {
+            std::os::unix::fs::chown(&inner, Some(uid), Some(gid))
+                .step(|| format!("chown {path}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A definition's own lists (an OCI config's): a masked file is bound to /dev/null, a

@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why an operation failed: one line each, naming the container.
 #[derive(Debug, thiserror::Error)]
@@ -142,9 +142,6 @@ pub fn create(
             format!("container {id}: --console-socket without process.terminal: there is no terminal to send")
         }));
     }
-    if root.exists(id) {
-        return Err(OciError::Exists(id.to_string()));
-    }
     let dir = root.make_dir(id).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => OciError::Exists(id.to_string()),
         _ => io_err(id, "make its state directory")(e),
@@ -207,17 +204,17 @@ fn create_in(
             nix::unistd::gethostname().map_err(|e| io_err(id, "read the hostname")(e.into()))?;
         b.spec.hostname = Some(host.to_string_lossy().into_owned());
     }
-    let created = rfc3339_now();
-    let creating = StateReport {
-        oci_version: super::state::OCI_VERSION.into(),
+    let mut record = Record {
         id: id.to_string(),
-        status: Status::Creating,
         pid: 0,
+        start_time: 0,
         bundle: bundle.to_path_buf(),
         rootfs: b.spec.rootfs.path.clone(),
-        created: created.clone(),
-        owner: String::new(),
+        created: rfc3339_now(),
+        cgroup: b.cgroup.clone(),
+        cgroup_settings: b.spec.cgroup.clone(),
         annotations: b.annotations.clone(),
+        hooks: b.hooks.clone(),
     };
     let launch = LaunchOptions {
         cgroup_parent: b.cgroup.0.clone(),
@@ -230,7 +227,7 @@ fn create_in(
             gate_dir: gate,
             preserve_fds: opts.preserve_fds,
             console_socket: opts.console_socket.clone(),
-            hooks: hooks::for_launch(b.hooks.as_ref(), &creating),
+            hooks: hooks::for_launch(b.hooks.as_ref(), &record.report_as(Status::Creating)),
         },
     };
     // What `exec` needs of the container: its identity, privileges and filter.
@@ -238,18 +235,8 @@ fn create_in(
         .map_err(|e| io_err(id, "encode spec.json")(io::Error::other(e)))?;
     std::fs::write(dir.join("spec.json"), spec_text).map_err(io_err(id, "write spec.json"))?;
     let started = launcher::start(&b.spec, &launch)?;
-    let record = Record {
-        id: id.to_string(),
-        pid: started.pid,
-        start_time: launcher::start_time(started.pid).unwrap_or(0),
-        bundle: bundle.to_path_buf(),
-        rootfs: b.spec.rootfs.path.clone(),
-        created,
-        cgroup: b.cgroup.clone(),
-        cgroup_settings: b.spec.cgroup.clone(),
-        annotations: b.annotations.clone(),
-        hooks: b.hooks.clone(),
-    };
+    record.pid = started.pid;
+    record.start_time = launcher::start_time(started.pid).unwrap_or(0);
     let saved = root
         .save(&record)
         .map_err(io_err(id, "write state.json"))
@@ -290,6 +277,12 @@ pub fn start(root: &Root, id: &str, warn: &mut dyn FnMut(&str)) -> Result<(), Oc
 
 fn open_gate(root: &Root, r: &Record) -> Result<(), OciError> {
     let id = r.id.as_str();
+    let ended = || OciError::Status {
+        id: id.into(),
+        status: Status::Stopped,
+        action: "start",
+        hint: " (it ended at its start gate)",
+    };
     let fifo = Record::gate_dir(&root.dir_of(id)).join("exec.fifo");
     // Non-blocking: if the container died at the gate, nobody would ever write.
     let mut f = OpenOptions::new()
@@ -302,12 +295,7 @@ fn open_gate(root: &Root, r: &Record) -> Result<(), OciError> {
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {
                 if r.process().is_none() {
-                    return Err(OciError::Status {
-                        id: id.into(),
-                        status: Status::Stopped,
-                        action: "start",
-                        hint: " (it ended at its start gate)",
-                    });
+                    return Err(ended());
                 }
             }
             Ok(_) => break,
@@ -317,14 +305,7 @@ fn open_gate(root: &Root, r: &Record) -> Result<(), OciError> {
     let mut byte = [0u8; 1];
     match f.read(&mut byte) {
         Ok(1) => {}
-        Ok(_) => {
-            return Err(OciError::Status {
-                id: id.into(),
-                status: Status::Stopped,
-                action: "start",
-                hint: " (it ended at its start gate)",
-            })
-        }
+        Ok(_) => return Err(ended()),
         Err(e) => return Err(io_err(id, "read exec.fifo")(e)),
     }
     std::fs::remove_file(&fifo).map_err(io_err(id, "remove exec.fifo"))
@@ -339,8 +320,7 @@ pub fn state(root: &Root, id: &str) -> Result<StateReport, OciError> {
 /// process of its cgroup.
 pub fn kill(root: &Root, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
     let r = load(root, id)?;
-    let status = r.status(root);
-    let Some(process) = r.process().filter(|_| status != Status::Stopped) else {
+    let Some(process) = r.process() else {
         return Err(OciError::Status {
             id: id.into(),
             status: Status::Stopped,
@@ -394,27 +374,16 @@ pub fn delete(
         let _ = p.signal_number(libc::SIGKILL);
         let _ = p.wait(Duration::from_secs(10));
     }
-    // Whatever else its cgroup holds goes too; then the cgroup can go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pids = cg.pids();
-        if pids.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        for pid in pids {
-            let _ = launcher::signals::send(pid, libc::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cg.remove()
-        .map_err(|e| io_err(id, "remove its cgroup")(io::Error::other(e.to_string())))?;
-    cg.remove_freezer()
-        .map_err(|e| io_err(id, "remove its freezer cgroup")(io::Error::other(e.to_string())))?;
-    let mut stopped = r.report(root);
-    stopped.status = Status::Stopped;
-    stopped.pid = 0;
+    // Whatever else its cgroup holds is killed by its removal.
+    cg.remove().map_err(|e| e.in_container(id))?;
+    cg.remove_freezer().map_err(|e| e.in_container(id))?;
     remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))?;
-    hooks::run_warning(r.hooks.as_ref(), "poststop", &stopped, warn);
+    hooks::run_warning(
+        r.hooks.as_ref(),
+        "poststop",
+        &r.report_as(Status::Stopped),
+        warn,
+    );
     Ok(())
 }
 
@@ -574,7 +543,7 @@ pub fn pause(root: &Root, id: &str, freeze: bool) -> Result<(), OciError> {
     };
     let r = load_when(root, id, want, action)?;
     let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
-    cg.freeze(freeze).map_err(|e| e.in_container(id).into())
+    Ok(cg.freeze(freeze).map_err(|e| e.in_container(id))?)
 }
 
 /// `ps`: the pids of the container's processes (as the host sees them).

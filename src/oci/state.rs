@@ -136,11 +136,6 @@ impl Root {
         serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Whether `id` has a directory at all (a `create` may be under way).
-    pub fn exists(&self, id: &str) -> bool {
-        self.dir_of(id).is_dir()
-    }
-
     /// The ids of every container, sorted.
     pub fn ids(&self) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();
@@ -207,7 +202,12 @@ impl Record {
 
     /// What `state` prints.
     pub fn report(&self, root: &Root) -> StateReport {
-        let status = self.status(root);
+        self.report_as(self.status(root))
+    }
+
+    /// The report of this container in `status` (its pid is 0 once stopped, as runc
+    /// reports), without reading the status: what a hook of that stage is told.
+    pub fn report_as(&self, status: Status) -> StateReport {
         StateReport {
             oci_version: OCI_VERSION.into(),
             id: self.id.clone(),
