@@ -63,10 +63,14 @@ pub fn features() -> Value {
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.0.2",
-        "hooks": [],
+        "hooks": [
+            "prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+            "poststop"
+        ],
         "mountOptions": [
             "bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "suid", "dev", "exec",
-            "private", "rprivate", "relatime", "norelatime", "strictatime", "nostrictatime",
+            "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
+            "runbindable", "relatime", "norelatime", "strictatime", "nostrictatime",
             "noatime", "atime"
         ],
         "linux": {

@@ -766,6 +766,20 @@ fn oci_state_of(id: &str) -> Value {
 fn hooks_run_in_order_with_the_state_on_stdin_and_their_failures_count_as_the_spec_says() {
     let _g = shared();
     let oci = Oci::new("hooks");
+    // What the runtime says it supports, it does: the six stages below.
+    let features: Value = serde_json::from_str(&oci.ok(&["features"])).expect("features");
+    assert_eq!(
+        features["hooks"],
+        json!([
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]),
+        "{features}"
+    );
     let dir = oci.scratch.path.join("hooks");
     std::fs::create_dir_all(&dir).expect("dir");
     let d = dir.display().to_string();
