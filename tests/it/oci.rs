@@ -618,8 +618,11 @@ impl Podman<'_> {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
         stdin.write_all(input.as_bytes()).expect("type");
+        // Held open until the command ends: `script` ends the session (and podman with
+        // it) as soon as its input does.
+        let out = child.wait_with_output().expect("script");
         drop(stdin);
-        child.wait_with_output().expect("script")
+        out
     }
 }
 
