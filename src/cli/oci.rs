@@ -86,6 +86,44 @@ pub struct CreateArgs {
     pub preserve_fds: u32,
 }
 
+/// `update`'s flags: a `linux.resources` JSON file, or runc's single-limit flags on
+/// top of it.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The container's id.
+    pub id: String,
+    /// A runtime-spec `linux.resources` JSON file (`-`: standard input).
+    #[arg(short, long)]
+    pub resources: Option<PathBuf>,
+    /// Memory limit in bytes (suffixes k, m, g; -1: unlimited).
+    #[arg(short, long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory soft limit in bytes.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit in bytes.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPU CFS quota in microseconds per period (-1: none).
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPUs the container may use (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum OciCommand {
@@ -169,6 +207,8 @@ pub enum OciCommand {
         #[arg(short, long, default_value = "table")]
         format: String,
     },
+    /// Change a container's cgroup limits (memory, cpu, cpuset, pids).
+    Update(UpdateArgs),
     /// Run another process in a running container.
     Exec {
         /// The container's id.
@@ -343,6 +383,9 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
         OciCommand::Pause { id } => lifecycle::pause(&root, &id, true)?,
         OciCommand::Resume { id } => lifecycle::pause(&root, &id, false)?,
         OciCommand::Ps { id, format } => ps(&root, &id, &format)?,
+        OciCommand::Update(u) => {
+            lifecycle::update(&root, &u.id, &update_resources(&u)?, &mut warn)?
+        }
         OciCommand::Exec {
             id,
             command,
@@ -438,4 +481,63 @@ fn ps(root: &Root, id: &str, format: &str) -> Result<(), OciError> {
             "--format {other}: use table or json"
         ))),
     }
+}
+
+/// `update`'s request as one `linux.resources`: the file's, then each flag over it.
+fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources, OciError> {
+    let bad = |what: String| OciError::Unsupported(format!("update: {what}"));
+    let mut v: serde_json::Value = match &u.resources {
+        None => serde_json::json!({}),
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = if name == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(path)
+            }
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| bad(format!("{name}: {e}")))?
+        }
+    };
+    let bytes = |flag: &str, s: &str| -> Result<i64, OciError> {
+        match crate::spec::cgroup::parse_bytes(s) {
+            Ok(None) => Ok(-1),
+            Ok(Some(n)) => i64::try_from(n).map_err(|_| bad(format!("--{flag} {s}: too large"))),
+            Err(e) => Err(bad(format!("--{flag} {s}: {e}"))),
+        }
+    };
+    let mut put = |section: &str, key: &str, value: serde_json::Value| {
+        if !v.is_object() {
+            v = serde_json::json!({});
+        }
+        v[section][key] = value;
+    };
+    for (flag, key, value) in [
+        ("memory", "limit", &u.memory),
+        ("memory-reservation", "reservation", &u.memory_reservation),
+        ("memory-swap", "swap", &u.memory_swap),
+    ] {
+        if let Some(s) = value {
+            put("memory", key, bytes(flag, s)?.into());
+        }
+    }
+    if let Some(n) = u.cpu_share {
+        put("cpu", "shares", n.into());
+    }
+    if let Some(n) = u.cpu_quota {
+        put("cpu", "quota", n.into());
+    }
+    if let Some(n) = u.cpu_period {
+        put("cpu", "period", n.into());
+    }
+    if let Some(s) = &u.cpuset_cpus {
+        put("cpu", "cpus", s.clone().into());
+    }
+    if let Some(s) = &u.cpuset_mems {
+        put("cpu", "mems", s.clone().into());
+    }
+    if let Some(n) = u.pids_limit {
+        put("pids", "limit", n.into());
+    }
+    serde_json::from_value(v).map_err(|e| bad(format!("not a linux.resources object: {e}")))
 }

@@ -403,6 +403,43 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Writes new limits on an existing cgroup (an OCI `update`): `settings` as a whole,
+    /// validated and translated for this host. A write the kernel refuses in this order
+    /// (a v1 memory limit above the old swap limit) is tried again after the others.
+    pub fn update(&self, settings: &BTreeMap<String, String>) -> StepResult<()> {
+        let writes = translate(settings, self.layout.version())
+            .map_err(|m| StepError::msg("cgroup settings", m))?;
+        let mut files = Vec::new();
+        for w in &writes {
+            let dir = match &self.layout {
+                Layout::V2 { .. } => self.dirs.first().cloned(),
+                Layout::V1 { controllers } => {
+                    controllers.get(w.controller).map(|m| m.join(&self.rel))
+                }
+            };
+            let file = dir.map(|d| d.join(w.file)).filter(|f| f.exists()).ok_or_else(|| {
+                StepError::msg(
+                    format!("cgroup {}", w.file),
+                    format!(
+                        "the container's cgroup has no {} file (its {} controller was not set up when it was created)",
+                        w.file, w.controller
+                    ),
+                )
+            })?;
+            files.push((file, &w.value));
+        }
+        let mut refused = Vec::new();
+        for (f, v) in files {
+            if write_file(&f, v).is_err() {
+                refused.push((f, v));
+            }
+        }
+        for (f, v) in refused {
+            write_file(&f, v).step(|| format!("write {} = {v}", f.display()))?;
+        }
+        Ok(())
+    }
+
     /// The v2 directory (for CLONE_INTO_CGROUP), `None` on v1.
     pub fn v2_dir(&self) -> Option<&Path> {
         match self.layout {

@@ -455,18 +455,37 @@ fn resources(
     spec: &mut ContainerSpec,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
+    spec.cgroup.extend(cgroup_settings(r, warnings));
+    device_rules(r, spec, warnings);
+    Ok(())
+}
+
+/// The cgroup limits of `linux.resources` (memory, cpu, cpuset, pids) as the model's
+/// settings (v1 names; the launcher writes either version). Shared by `create` and
+/// `update`; what has no setting yet is named in a warning.
+pub fn cgroup_settings(
+    r: &oci_spec::runtime::LinuxResources,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     let mut set = |k: &str, v: String| {
-        spec.cgroup.insert(k.to_string(), v);
+        out.insert(k.to_string(), v);
+    };
+    // runtime-spec: -1 is "unlimited" (what `update` uses to lift a limit).
+    let limit = |v: i64| {
+        (v == -1)
+            .then(|| "max".to_string())
+            .or((v > 0).then(|| v.to_string()))
     };
     if let Some(m) = r.memory() {
-        if let Some(v) = m.limit().filter(|v| *v > 0) {
-            set("memory.limit_in_bytes", v.to_string());
+        if let Some(v) = m.limit().and_then(limit) {
+            set("memory.limit_in_bytes", v);
         }
-        if let Some(v) = m.reservation().filter(|v| *v > 0) {
-            set("memory.soft_limit_in_bytes", v.to_string());
+        if let Some(v) = m.reservation().and_then(limit) {
+            set("memory.soft_limit_in_bytes", v);
         }
-        if let Some(v) = m.swap().filter(|v| *v > 0) {
-            set("memory.memsw.limit_in_bytes", v.to_string());
+        if let Some(v) = m.swap().and_then(limit) {
+            set("memory.memsw.limit_in_bytes", v);
         }
         if let Some(v) = m.swappiness().filter(|v| *v <= 100) {
             set("memory.swappiness", v.to_string());
@@ -479,8 +498,8 @@ fn resources(
         if let Some(v) = c.shares().filter(|v| *v > 0) {
             set("cpu.shares", v.to_string());
         }
-        if let Some(v) = c.quota().filter(|v| *v > 0) {
-            set("cpu.cfs_quota_us", v.to_string());
+        if let Some(v) = c.quota().and_then(limit) {
+            set("cpu.cfs_quota_us", v);
         }
         if let Some(v) = c.period().filter(|v| *v > 0) {
             set("cpu.cfs_period_us", v.to_string());
@@ -493,8 +512,8 @@ fn resources(
         }
     }
     if let Some(p) = r.pids() {
-        if p.limit() > 0 {
-            set("pids.max", p.limit().to_string());
+        if let Some(v) = limit(p.limit()) {
+            set("pids.max", v);
         }
     }
     for (field, present) in [
@@ -513,6 +532,15 @@ fn resources(
             ));
         }
     }
+    out
+}
+
+/// The device rules of `linux.resources` added to the model's allowlist.
+fn device_rules(
+    r: &oci_spec::runtime::LinuxResources,
+    spec: &mut ContainerSpec,
+    warnings: &mut Vec<String>,
+) {
     for (i, d) in r.devices().iter().flatten().enumerate() {
         let any = d.typ().is_none() && d.major().is_none() && d.minor().is_none();
         if !d.allow() {
@@ -536,7 +564,6 @@ fn resources(
             owner: None,
         });
     }
-    Ok(())
 }
 
 /// `linux.cgroupsPath` as a parent and a leaf: `/a/b/c` → (`a/b`, `c`); a relative path

@@ -546,6 +546,45 @@ pub fn pause(root: &Root, id: &str, freeze: bool) -> Result<(), OciError> {
     Ok(cg.freeze(freeze).map_err(|e| e.in_container(id))?)
 }
 
+/// `update`: new cgroup limits (`linux.resources`' memory, cpu, cpuset and pids) on a
+/// container that has not stopped; the record keeps them.
+pub fn update(
+    root: &Root,
+    id: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(), OciError> {
+    let mut r = load(root, id)?;
+    let status = r.status(root);
+    if status == Status::Stopped {
+        return Err(OciError::Status {
+            id: id.into(),
+            status,
+            action: "update",
+            hint: "",
+        });
+    }
+    let mut warnings = Vec::new();
+    let new = config::cgroup_settings(resources, &mut warnings);
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        warnings.push(
+            "linux.resources.devices ignored by update: the device allowlist is set at create"
+                .into(),
+        );
+    }
+    warnings.iter().for_each(|w| warn(w));
+    let mut settings = r.cgroup_settings.clone();
+    for (k, v) in new {
+        let v = crate::spec::cgroup::validate(&k, &v)
+            .map_err(|m| OciError::Unsupported(format!("container {id}: {m}")))?;
+        settings.insert(k, v);
+    }
+    let cg = r.cgroup().map_err(io_err(id, "find its cgroup"))?;
+    cg.update(&settings).map_err(|e| e.in_container(id))?;
+    r.cgroup_settings = settings;
+    root.save(&r).map_err(io_err(id, "write its state.json"))
+}
+
 /// `ps`: the pids of the container's processes (as the host sees them).
 pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>, OciError> {
     let r = load(root, id)?;

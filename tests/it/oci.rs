@@ -957,3 +957,79 @@ fn pause_stops_every_process_until_resume_and_ps_lists_them() {
     assert!(oci.cgroups_of("pause").is_empty(), "cgroup left");
     assert!(!oci.root.join("pause").exists());
 }
+
+/// The first of `files` found in the container's cgroup directories, read.
+fn cgroup_value(oci: &Oci, id: &str, files: &[&str]) -> String {
+    for d in oci.cgroups_of(id) {
+        for f in files {
+            if let Ok(v) = std::fs::read_to_string(d.join(f)) {
+                return v.trim().to_string();
+            }
+        }
+    }
+    panic!("none of {files:?} in the cgroups of {id}");
+}
+
+#[test]
+fn update_writes_new_limits_the_kernel_holds_and_refuses_what_it_cannot() {
+    let _g = shared();
+    let oci = Oci::new("update");
+    let bundle = oci.bundle("upd", &["sleep", "600"], |c| {
+        c["linux"]["resources"] = json!({
+            "memory": { "limit": 64 << 20 },
+            "pids": { "limit": 64 },
+            "cpu": { "quota": 50000, "period": 100000 }
+        });
+    });
+    oci.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "upd"]);
+    let memory = ["memory.limit_in_bytes", "memory.max"];
+    assert_eq!(
+        cgroup_value(&oci, "upd", &memory),
+        (64u64 << 20).to_string()
+    );
+    // runc's flags.
+    oci.ok(&["update", "--memory", "32m", "--pids-limit", "10", "upd"]);
+    assert_eq!(
+        cgroup_value(&oci, "upd", &memory),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(cgroup_value(&oci, "upd", &["pids.max"]), "10");
+    // A linux.resources file on stdin, as containerd sends it.
+    let mut child = oci
+        .cmd(&["update", "--resources", "-", "upd"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("update");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(br#"{"cpu":{"quota":20000,"period":100000},"pids":{"limit":-1}}"#)
+            .expect("write resources");
+    }
+    let out = child.wait_with_output().expect("update");
+    assert!(out.status.success(), "{}", output_text(&out));
+    let cpu = cgroup_value(&oci, "upd", &["cpu.cfs_quota_us", "cpu.max"]);
+    assert!(cpu == "20000" || cpu.starts_with("20000 "), "{cpu}");
+    assert_eq!(cgroup_value(&oci, "upd", &["pids.max"]), "max");
+    // The memory limit of the earlier update stands.
+    assert_eq!(
+        cgroup_value(&oci, "upd", &memory),
+        (32u64 << 20).to_string()
+    );
+    let bad = oci.run(&["update", "--memory", "lots", "upd"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--memory lots"), "{}", stderr(&bad));
+    // Stopped: refused with the status.
+    oci.ok(&["kill", "upd", "KILL"]);
+    oci.wait_status("upd", "stopped");
+    let late = oci.run(&["update", "--pids-limit", "5", "upd"]);
+    assert!(
+        stderr(&late).contains("is stopped: cannot update it"),
+        "{}",
+        stderr(&late)
+    );
+    oci.ok(&["delete", "upd"]);
+}
