@@ -108,7 +108,13 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             );
             Ok(0)
         }
-        Command::Show { file, json } => {
+        Command::ImportBundle {
+            dir,
+            output,
+            name,
+            force,
+        } => import_bundle(&dir, output.as_deref(), name, force),
+        Command::Show { file, json, oci } => {
             let spec = load(&file)?;
             // With the image here, what a container really gets: its configuration
             // applied, its labels.
@@ -122,7 +128,13 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 Some((s, l)) => (s, Some(l)),
                 None => (spec, None),
             };
-            if json {
+            if oci {
+                let e = crate::oci::export::config_of(&shown)?;
+                for w in &e.warnings {
+                    eprintln!("haconiwa: warning: {w}");
+                }
+                println!("{}", serde_json::to_string_pretty(&e.config)?);
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
                 print_spec(&shown);
@@ -560,4 +572,80 @@ fn print_spec(s: &ContainerSpec) {
         list(s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()),
     );
     line("daemonize:", s.daemonize.to_string());
+}
+
+/// `import-bundle`: the bundle's config as a definition, checked to load back as the
+/// same container before anything is written.
+fn import_bundle(
+    dir: &Path,
+    output: Option<&Path>,
+    name: Option<String>,
+    force: bool,
+) -> Result<i32, CliError> {
+    let name = match name {
+        Some(n) => n,
+        None => std::fs::canonicalize(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    spec::names::check("container", &name).map_err(|e| format!("{e} (give --name)"))?;
+    let stem = output
+        .and_then(Path::file_stem)
+        .map_or(name.clone(), |s| s.to_string_lossy().into_owned());
+    let seccomp_name = format!("{stem}.seccomp.json");
+    let imported = crate::oci::import::import(dir, &name, &seccomp_name)
+        .map_err(|e| format!("bundle {}: {e}", dir.display()))?;
+    for w in &imported.warnings {
+        eprintln!("haconiwa: warning: {w}");
+    }
+    let header = [format!(
+        "Imported from {:?} by `haconiwa import-bundle`.",
+        dir.join("config.json")
+    )];
+    let text = spec::haco::render(&imported.spec, &header)?;
+    let base = output.and_then(Path::parent).map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
+    let mut expected = imported.spec.clone();
+    if let (Some(b), Seccomp::Profile(p)) = (base, &imported.spec.seccomp) {
+        expected.seccomp = Seccomp::Profile(b.join(p));
+    }
+    let shown_as = output.map_or("(import)".to_string(), |o| o.display().to_string());
+    let loaded = spec::load_str(&text, &shown_as, base)?;
+    if loaded != expected {
+        return Err(format!(
+            "the definition written for bundle {} does not load back as the same container (a bug; please report it)",
+            dir.display()
+        )
+        .into());
+    }
+    let Some(out) = output else {
+        if imported.seccomp.is_some() {
+            return Err("the bundle has a seccomp filter: give -o FILE so that it can be written beside the definition".into());
+        }
+        print!("{text}");
+        return Ok(0);
+    };
+    let profile = base.map(|b| b.join(&seccomp_name));
+    let mut files = vec![(out.to_path_buf(), text)];
+    if let (Some(p), Some(json)) = (profile, imported.seccomp) {
+        files.push((p, json));
+    }
+    for (path, _) in &files {
+        if path.exists() && !force {
+            return Err(
+                format!("{}: already exists (--force overwrites it)", path.display()).into(),
+            );
+        }
+    }
+    for (path, body) in files {
+        std::fs::write(&path, body).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(0)
 }

@@ -90,6 +90,25 @@ pub enum Command {
         /// Stable JSON of the spec model.
         #[arg(long)]
         json: bool,
+        /// The definition as an OCI runtime config (config.json); what OCI has no
+        /// field for is named on stderr.
+        #[arg(long, conflicts_with = "json")]
+        oci: bool,
+    },
+    /// Turn an OCI bundle (DIR/config.json) into a .haco definition.
+    ImportBundle {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// Write the definition here (and a seccomp filter beside it, FILE's name with
+        /// .seccomp.json) instead of printing it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The container's name [default: the bundle directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
     },
     /// Run a container here: in the foreground (exit status = the container's), or
     /// detached with -D or `daemonize()`.

@@ -13,32 +13,6 @@ use std::fs;
 use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-/// Files hidden from the container (a bind of /dev/null), as runc and Docker do.
-const MASKED_FILES: [&str; 6] = [
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-];
-/// Directories hidden behind an empty read-only tmpfs.
-const MASKED_DIRS: [&str; 4] = [
-    "/proc/acpi",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-/// Paths made read-only.
-const READONLY_PATHS: [&str; 6] = [
-    "/proc/asound",
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// Device nodes created in the container's /dev: name, major, minor.
 const DEVICES: [(&str, u64, u64); 6] = [
     ("null", 1, 3),
@@ -219,7 +193,10 @@ pub fn setup_root(
     }
     match &spec.masks {
         Some((masked, readonly)) => mask_listed(root, masked, readonly)?,
-        None if has(SystemMount::Procfs) || has(SystemMount::Sysfs) => mask_paths(root)?,
+        None if has(SystemMount::Procfs) || has(SystemMount::Sysfs) => {
+            let (masked, readonly) = crate::spec::masks::lists(&None);
+            mask_listed(root, &masked, &readonly)?
+        }
         None => {}
     }
     before_pivot()?;
@@ -641,16 +618,6 @@ fn mask_listed(root: &Path, masked: &[String], readonly: &[String]) -> StepResul
         }
     }
     Ok(())
-}
-
-fn mask_paths(root: &Path) -> StepResult<()> {
-    let masked: Vec<String> = MASKED_FILES
-        .iter()
-        .chain(MASKED_DIRS.iter())
-        .map(|p| p.to_string())
-        .collect();
-    let readonly: Vec<String> = READONLY_PATHS.iter().map(|p| p.to_string()).collect();
-    mask_listed(root, &masked, &readonly)
 }
 
 fn pivot(root: &Path) -> StepResult<()> {

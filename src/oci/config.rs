@@ -195,7 +195,9 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
             }
         }
     }
-    let (system_mounts, mounts, order) = mounts(cfg, &mut warnings)?;
+    let (mut system_mounts, mounts, order) = mounts(cfg, &mut warnings)?;
+    // Sorted as a definition's are: `mount_order` carries the order.
+    system_mounts.sort();
     spec.system_mounts = system_mounts;
     spec.mounts = mounts;
     spec.mount_order = order;

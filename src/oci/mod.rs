@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod defaults;
+pub mod export;
 pub mod hooks;
+pub mod import;
 pub mod lifecycle;
 pub mod state;

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod haco;
 pub mod health;
 pub mod image_ref;
+pub mod masks;
 mod model;
 pub mod names;
 pub mod net;

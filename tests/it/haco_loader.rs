@@ -680,3 +680,90 @@ fn restart_policies_load_with_nomads_defaults_and_bad_ones_are_refused_in_place(
         assert!(e.starts_with("t.haco:5:"), "{bad}: no position in {e}");
     }
 }
+
+/// The keys an imported OCI bundle needs (issue 25): kernel parameters, masks, the
+/// OOM score, propagation, exact kernel filesystems and their order, bind options and
+/// device nodes with their numbers; each refused with its position when wrong.
+#[test]
+fn the_oci_keys_load_and_refuse_what_they_cannot_mean() {
+    use haconiwa::spec::{MountRef, Propagation};
+    let s = load(&with(
+        r#"    c.namespace.unshare(["ipc", "mount"]);
+    c.sysctl["kernel.shmmax"] = "4096";
+    c.masked_paths = ["/proc/kcore"];
+    c.oom_score_adj = -500;
+    c.rootfs_propagation = "shared";
+    c.system_mounts = ["procfs", "dev"];
+    c.add_mount_point("/srv", #{ to: "/srv", readonly: true, noexec: true, restrict: true, propagation: "slave" });
+    c.mount_order = ["dev", 0, "procfs"];
+    c.devices.allow(#{ path: "/dev/hc", type: "c", major: 1, minor: 3, mode: 0o620, uid: 0, gid: 5 });"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        s.sysctl.get("kernel.shmmax").map(String::as_str),
+        Some("4096")
+    );
+    let (masked, readonly) = s.masks.clone().unwrap();
+    assert_eq!(masked, vec!["/proc/kcore"]);
+    assert!(
+        readonly.contains(&"/proc/sys".to_string()),
+        "the default read-only list stays"
+    );
+    assert_eq!(s.oom_score_adj, Some(-500));
+    assert_eq!(s.rootfs.propagation, Some(Propagation::Shared));
+    assert_eq!(s.system_mounts, vec![SystemMount::Procfs, SystemMount::Dev]);
+    let m = &s.mounts[0];
+    assert!(m.readonly && m.noexec && m.restrict && m.propagation == Some(Propagation::Slave));
+    assert_eq!(
+        s.mount_order,
+        vec![
+            MountRef::System(SystemMount::Dev),
+            MountRef::User(0),
+            MountRef::System(SystemMount::Procfs)
+        ]
+    );
+    let d = &s.devices[0];
+    assert_eq!(
+        (d.kind, d.major, d.minor, d.mode, d.owner),
+        (Some('c'), Some(1), Some(3), Some(0o620), Some((0, 5)))
+    );
+    for (line, want) in [
+        (
+            "    c.sysctl[\"net.ipv4.ip_forward\"] = \"1\";",
+            "needs a new net namespace",
+        ),
+        (
+            "    c.sysctl[\"vm.swappiness\"] = \"1\";",
+            "would change the host",
+        ),
+        ("    c.oom_score_adj = 1001;", "outside -1000..1000"),
+        (
+            "    c.rootfs_propagation = \"everywhere\";",
+            "expected shared, slave, private or unbindable",
+        ),
+        (
+            "    c.system_mounts = [\"procfs\", \"nfs\"];",
+            "unknown filesystem 'nfs'",
+        ),
+        (
+            "    c.mount_order = [\"procfs\"];",
+            "mount_order must name each",
+        ),
+        (
+            "    c.add_mount_point(\"t\", #{ to: \"/t\", fs: \"tmpfs\", restrict: true });",
+            "restrict is for binds",
+        ),
+        (
+            "    c.devices.allow(#{ path: \"/dev/x\", type: \"c\" });",
+            "needs its type, major and minor",
+        ),
+        (
+            "    c.devices.allow(#{ type: \"z\" });",
+            "expected c, b or a",
+        ),
+    ] {
+        let e = err(&with(line));
+        assert!(e.starts_with("t.haco:"), "{e}");
+        assert!(e.contains(want), "{line}: {e}");
+    }
+}

@@ -1033,3 +1033,155 @@ fn update_writes_new_limits_the_kernel_holds_and_refuses_what_it_cannot() {
     );
     oci.ok(&["delete", "upd"]);
 }
+
+/// The model `create` makes of bundle `dir` (its seccomp filter parsed).
+fn translated(
+    dir: &Path,
+) -> (
+    haconiwa::spec::ContainerSpec,
+    Option<Value>,
+    Vec<(String, String)>,
+) {
+    let (cfg, _) = haconiwa::oci::config::read(dir).expect("read config");
+    let b = haconiwa::oci::config::translate(&cfg, dir, "rt").expect("translate");
+    let seccomp = b.seccomp.map(|s| {
+        let f: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(&s).expect("seccomp");
+        serde_json::to_value(f).expect("json")
+    });
+    (b.spec, seccomp, b.annotations.into_iter().collect())
+}
+
+#[test]
+fn a_bundle_imported_as_a_definition_and_shown_as_oci_is_the_same_container_through_all_doors() {
+    let host = Host::new("import");
+    let oci = Oci::new("import");
+    let data = oci.scratch.path.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("hello"), "from the host\n").expect("data file");
+    let script = "echo host=$(hostname); echo shmmax=$(cat /proc/sys/kernel/shmmax); \
+        echo oom=$(cat /proc/self/oom_score_adj); echo cpuinfo=$(cat /proc/cpuinfo | wc -c); \
+        touch /scratch/f && echo touch=yes; mkdir /scratch/d 2>/dev/null && echo mkdir=yes || echo mkdir=no; \
+        ls -ln /dev/hc-null | awk '{print \"dev=\" $1, $3, $4, $5, $6}'; \
+        echo data=$(grep ' /data ' /proc/mounts | cut -d' ' -f4); cat /data/hello; \
+        echo groups=$(id -G); grep CapBnd /proc/self/status; echo env=$GREETING; pwd; ulimit -n";
+    let bundle = oci.bundle("orig", &["sh", "-c", script], |c| {
+        c["process"]["env"] = json!(["PATH=/bin:/usr/bin", "GREETING=hi there"]);
+        c["process"]["cwd"] = json!("/scratch");
+        c["process"]["user"]["additionalGids"] = json!([10, 20]);
+        c["process"]["oomScoreAdj"] = json!(200);
+        c["process"]["rlimits"] = json!([{ "type": "RLIMIT_NOFILE", "soft": 512, "hard": 512 }]);
+        let caps = json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"]);
+        c["process"]["capabilities"] =
+            json!({ "bounding": caps, "effective": caps, "permitted": caps });
+        c["hostname"] = json!("imported");
+        c["annotations"] = json!({ "org.example.team": "storage" });
+        c["mounts"].as_array_mut().expect("mounts").extend([
+            json!({ "destination": "/data", "type": "bind", "source": data,
+                    "options": ["rbind", "ro", "nosuid", "nodev", "noexec"] }),
+            json!({ "destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "size=1m"] }),
+        ]);
+        c["linux"]["sysctl"] = json!({ "kernel.shmmax": "12345678" });
+        c["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/cpuinfo"]);
+        c["linux"]["readonlyPaths"] = json!(["/proc/sys", "/proc/sysrq-trigger"]);
+        c["linux"]["rootfsPropagation"] = json!("slave");
+        c["linux"]["devices"] = json!([{ "path": "/dev/hc-null", "type": "c", "major": 1,
+            "minor": 3, "fileMode": 0o620, "uid": 0, "gid": 5 }]);
+        c["linux"]["resources"] = json!({
+            "memory": { "limit": 64 << 20 }, "pids": { "limit": 50 },
+            "devices": [{ "allow": false, "access": "rwm" }]
+        });
+        c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            { "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }
+        ] });
+    });
+    // The bundle as a definition, with its filter beside it.
+    let def = oci.scratch.path.join("defs/imported.haco");
+    std::fs::create_dir_all(def.parent().unwrap()).expect("defs dir");
+    let out = host.run(&[
+        "import-bundle",
+        bundle.to_str().unwrap(),
+        "-o",
+        def.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(stderr(&out).contains("cgroupsPath"), "{}", stderr(&out));
+    assert!(def.with_file_name("imported.seccomp.json").is_file());
+    let text = std::fs::read_to_string(&def).expect("definition");
+    for key in [
+        "c.sysctl[\"kernel.shmmax\"]",
+        "c.oom_score_adj = 200",
+        "c.rootfs_propagation",
+        "c.masked_paths",
+        "c.mount_order",
+    ] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+    let again = host.run(&[
+        "import-bundle",
+        bundle.to_str().unwrap(),
+        "-o",
+        def.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        output_text(&again)
+    );
+    // The definition as a bundle again: the same container as the original.
+    let shown = host.ok(&["show", "--oci", def.to_str().unwrap()]);
+    let back = oci.scratch.path.join("bundle-back");
+    std::fs::create_dir_all(&back).expect("bundle dir");
+    std::fs::write(back.join("config.json"), &shown).expect("write config");
+    let (a, b) = (translated(&bundle), translated(&back));
+    assert_eq!(a.0, b.0, "the model differs");
+    assert_eq!(a.1, b.1, "the seccomp filter differs");
+    assert_eq!(a.2, b.2, "the annotations differ");
+    // All three doors run it alike.
+    let original = oci.run(&["run", "--bundle", bundle.to_str().unwrap(), "orig"]);
+    assert!(original.status.success(), "{}", output_text(&original));
+    let text = stdout(&original);
+    for want in [
+        "host=imported",
+        "shmmax=12345678",
+        "oom=200",
+        "cpuinfo=0",
+        "touch=yes",
+        "mkdir=no",
+        "dev=crw--w---- 0 5 1, 3",
+        "data=ro,nosuid,nodev,noexec",
+        "from the host",
+        "groups=0 10 20",
+        "env=hi there",
+        "/scratch\n512",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    let exported = oci.run(&["run", "--bundle", back.to_str().unwrap(), "back"]);
+    assert!(exported.status.success(), "{}", output_text(&exported));
+    assert_eq!(
+        stdout(&exported),
+        text,
+        "the exported bundle runs differently"
+    );
+    let defined = host.run(&["run", def.to_str().unwrap()]);
+    assert!(defined.status.success(), "{}", output_text(&defined));
+    assert_eq!(
+        stdout(&defined),
+        text,
+        "the imported definition runs differently"
+    );
+    host.assert_clean();
+    // What OCI cannot say is named.
+    let web = host.run(&[
+        "show",
+        "--oci",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/web.haco"),
+    ]);
+    assert!(web.status.success(), "{}", output_text(&web));
+    assert!(
+        stderr(&web).contains("health: OCI has no health check"),
+        "{}",
+        stderr(&web)
+    );
+}

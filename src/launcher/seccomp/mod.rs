@@ -49,7 +49,17 @@ fn syscall_number(_name: &str) -> Option<u32> {
 /// Compiles the container's filter (`None` for `unconfined`). `caps` are the names of
 /// the capabilities the container holds, for the profile's per-capability rules.
 pub fn prepare(spec: &ContainerSpec, caps: &[String]) -> StepResult<Option<Filter>> {
-    let profile = match &spec.seccomp {
+    let Some(profile) = profile_of(spec)? else {
+        return Ok(None);
+    };
+    compile(&profile, caps)
+        .map(Some)
+        .map_err(|e| StepError::msg("compile the seccomp filter", e))
+}
+
+/// The container's profile (`None` for `unconfined`).
+fn profile_of(spec: &ContainerSpec) -> StepResult<Option<Profile>> {
+    Ok(Some(match &spec.seccomp {
         Seccomp::Unconfined => return Ok(None),
         Seccomp::Default => default::profile(),
         Seccomp::Profile(path) => {
@@ -58,10 +68,51 @@ pub fn prepare(spec: &ContainerSpec, caps: &[String]) -> StepResult<Option<Filte
             serde_json::from_str::<Profile>(&text)
                 .map_err(|e| StepError::msg(what(), e.to_string()))?
         }
+    }))
+}
+
+/// The container's filter as runtime-spec's `linux.seccomp` (`None` for `unconfined`):
+/// the rules that apply to a container holding `caps` on this architecture, with
+/// syscall names (OCI has no per-capability rules, so they are resolved here).
+pub fn oci_form(spec: &ContainerSpec, caps: &[String]) -> StepResult<Option<serde_json::Value>> {
+    let Some(p) = profile_of(spec)? else {
+        return Ok(None);
     };
-    compile(&profile, caps)
-        .map(Some)
-        .map_err(|e| StepError::msg("compile the seccomp filter", e))
+    let arch = std::env::consts::ARCH;
+    let mut rules = Vec::new();
+    for r in p.syscalls.iter().filter(|r| r.applies(caps, arch)) {
+        let mut names: Vec<&str> = r.all_names().collect();
+        #[cfg(target_arch = "x86_64")]
+        names.extend(
+            r.numbers
+                .iter()
+                .filter_map(|n| syscalls::name(i64::from(*n))),
+        );
+        if names.is_empty() {
+            continue;
+        }
+        let mut rule = serde_json::json!({ "names": names, "action": r.action });
+        if let Some(e) = r.errno_ret {
+            rule["errnoRet"] = e.into();
+        }
+        if !r.args.is_empty() {
+            rule["args"] = r
+                .args
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "index": a.index, "value": a.value, "valueTwo": a.value_two, "op": a.op
+                    })
+                })
+                .collect();
+        }
+        rules.push(rule);
+    }
+    let mut out = serde_json::json!({ "defaultAction": p.default_action, "syscalls": rules });
+    if let Some(e) = p.default_errno_ret {
+        out["defaultErrnoRet"] = e.into();
+    }
+    Ok(Some(out))
 }
 
 /// A profile action as its `SECCOMP_RET_*` value.

@@ -3,14 +3,17 @@
 
 mod cgroups;
 mod health;
+mod kernel;
 mod keys;
 mod mounts;
 mod namespaces;
 mod network;
 mod privileges;
+mod render;
 mod rootfs;
 
 pub use privileges::parse_device;
+pub use render::render;
 
 use super::model::*;
 use super::script::{dsl_error, sandboxed_engine, RhaiResult, ScriptError, HACO_TIME_LIMIT};
@@ -181,6 +184,10 @@ impl Draft {
                 s.capabilities.allow.push(a.clone());
             }
         }
+        for key in s.sysctl.keys() {
+            crate::spec::sysctl::is_namespaced(&s, key).map_err(|why| format!("sysctl: {why}"))?;
+        }
+        mounts::check_order(&s)?;
         Ok(s)
     }
 }
@@ -212,6 +219,32 @@ struct ResourceBuilder(Shared);
 struct ProvisionBuilder(Shared);
 #[derive(Clone)]
 struct DevicesBuilder(Shared);
+#[derive(Clone)]
+struct SysctlBuilder(Shared);
+
+/// A propagation's name in definitions (and OCI's, without the `r`).
+pub fn propagation_name(p: Propagation) -> &'static str {
+    match p {
+        Propagation::Shared => "shared",
+        Propagation::Slave => "slave",
+        Propagation::Private => "private",
+        Propagation::Unbindable => "unbindable",
+    }
+}
+
+fn parse_propagation(s: &str) -> RhaiResult<Propagation> {
+    Ok(match s {
+        "shared" => Propagation::Shared,
+        "slave" => Propagation::Slave,
+        "private" => Propagation::Private,
+        "unbindable" => Propagation::Unbindable,
+        other => {
+            return Err(dsl_error(format!(
+                "propagation '{other}'; expected shared, slave, private or unbindable"
+            )))
+        }
+    })
+}
 
 /// Splits a command line on blanks, honouring single and double quotes.
 pub fn split_command(s: &str) -> Result<Vec<String>, String> {
@@ -293,6 +326,7 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
     engine.register_type_with_name::<ResourceBuilder>("Resource");
     engine.register_type_with_name::<ProvisionBuilder>("Provision");
     engine.register_type_with_name::<DevicesBuilder>("Devices");
+    engine.register_type_with_name::<SysctlBuilder>("Sysctl");
 
     engine.register_fn(
         "define",
@@ -309,6 +343,7 @@ fn register(engine: &mut Engine, base: Option<PathBuf>) {
         },
     );
     keys::register(engine);
+    kernel::register(engine);
     rootfs::register(engine);
     namespaces::register(engine);
     mounts::register(engine);

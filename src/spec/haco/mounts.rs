@@ -1,29 +1,119 @@
-//! Mounts: `mount_independent` and `add_mount_point`.
+//! Mounts: `mount_independent`, `system_mounts`, `add_mount_point` and `mount_order`.
 
 use super::*;
-use crate::spec::script::{as_string, bool_of, check_keys, dsl_error, string_list, RhaiResult};
-use rhai::{Dynamic, Engine, Map};
+use crate::spec::script::{
+    as_string, bool_of, check_keys, dsl_error, int_of, string_list, RhaiResult,
+};
+use rhai::{Array, Dynamic, Engine, Map};
+
+/// A kernel filesystem's name in definitions.
+pub fn system_mount_name(m: SystemMount) -> &'static str {
+    match m {
+        SystemMount::Procfs => "procfs",
+        SystemMount::Sysfs => "sysfs",
+        SystemMount::Dev => "dev",
+        SystemMount::Devpts => "devpts",
+        SystemMount::Shm => "shm",
+        SystemMount::Tmpfs => "tmpfs",
+    }
+}
+
+fn parse_system_mount(name: &str, what: &str) -> RhaiResult<SystemMount> {
+    SystemMount::parse(name).ok_or_else(|| {
+        dsl_error(format!(
+            "unknown filesystem '{name}' for {what}; expected one of procfs, sysfs, dev, devpts, shm, tmpfs"
+        ))
+    })
+}
+
+/// A `mount_order` that names every mount of the definition once, or none.
+pub(super) fn check_order(s: &ContainerSpec) -> Result<(), String> {
+    if s.mount_order.is_empty() {
+        return Ok(());
+    }
+    let mut want: Vec<MountRef> = s
+        .system_mounts
+        .iter()
+        .map(|m| MountRef::System(*m))
+        .collect();
+    want.extend((0..s.mounts.len()).map(MountRef::User));
+    let mut got = s.mount_order.clone();
+    want.sort_by_key(|r| format!("{r:?}"));
+    got.sort_by_key(|r| format!("{r:?}"));
+    if want != got {
+        return Err(format!(
+            "mount_order must name each kernel filesystem of system_mounts and each add_mount_point (by its index from 0) exactly once; it has {} entries for {} mounts",
+            s.mount_order.len(),
+            want.len()
+        ));
+    }
+    Ok(())
+}
 
 /// Registers the mount keys.
 pub(super) fn register(engine: &mut Engine) {
-    engine.register_fn("mount_independent", |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
-        for name in string_list(&v, "mount_independent")? {
-            let m = SystemMount::parse(&name).ok_or_else(|| {
-                dsl_error(format!(
-                    "unknown filesystem '{name}' for mount_independent; expected one of procfs, sysfs, devpts, shm, tmpfs"
-                ))
-            })?;
-            let mut d = c.d.borrow_mut();
-            if !d.spec.system_mounts.contains(&m) {
-                d.spec.system_mounts.push(m);
+    engine.register_fn(
+        "mount_independent",
+        |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
+            for name in string_list(&v, "mount_independent")? {
+                let m = parse_system_mount(&name, "mount_independent")?;
+                let mut d = c.d.borrow_mut();
+                if !d.spec.system_mounts.contains(&m) {
+                    d.spec.system_mounts.push(m);
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
+    engine.register_get_set(
+        "system_mounts",
+        |c: &mut Container| -> Dynamic {
+            let d = c.d.borrow();
+            let names = d
+                .spec
+                .system_mounts
+                .iter()
+                .map(|m| Dynamic::from(system_mount_name(*m)));
+            names.collect::<Array>().into()
+        },
+        |c: &mut Container, v: Dynamic| -> RhaiResult<()> {
+            let mut list = Vec::new();
+            for name in string_list(&v, "system_mounts")? {
+                list.push(parse_system_mount(&name, "system_mounts")?);
+            }
+            c.d.borrow_mut().spec.system_mounts = list;
+            Ok(())
+        },
+    );
+    engine.register_set(
+        "mount_order",
+        |c: &mut Container, v: Array| -> RhaiResult<()> {
+            let mut order = Vec::new();
+            for item in &v {
+                order.push(if item.is_string() {
+                    MountRef::System(parse_system_mount(
+                        &as_string(item, "mount_order")?,
+                        "mount_order",
+                    )?)
+                } else {
+                    let i = int_of(item, "mount_order")?;
+                    MountRef::User(usize::try_from(i).map_err(|_| {
+                        dsl_error(format!("mount_order: {i} is not an add_mount_point index"))
+                    })?)
+                });
+            }
+            c.d.borrow_mut().spec.mount_order = order;
+            Ok(())
+        },
+    );
     engine.register_fn(
         "add_mount_point",
         |c: &mut Container, src: &str, o: Map| -> RhaiResult<()> {
-            check_keys(&o, "add_mount_point", &["to", "readonly", "fs", "options"])?;
+            check_keys(
+                &o,
+                "add_mount_point",
+                &["to", "readonly", "fs", "options", "noexec", "restrict", "propagation"],
+            )?;
             let to = o
                 .get("to")
                 .map(|v| as_string(v, "add_mount_point to"))
@@ -47,11 +137,22 @@ pub(super) fn register(engine: &mut Engine) {
                 .get("options")
                 .map(|v| as_string(v, "add_mount_point options"))
                 .transpose()?;
-            let readonly = o
-                .get("readonly")
-                .map(|v| bool_of(v, "add_mount_point readonly"))
-                .transpose()?
-                .unwrap_or(false);
+            let flag = |k: &str| -> RhaiResult<bool> {
+                o.get(k)
+                    .map(|v| bool_of(v, &format!("add_mount_point {k}")))
+                    .transpose()
+                    .map(|b| b.unwrap_or(false))
+            };
+            let (readonly, noexec, restrict) = (flag("readonly")?, flag("noexec")?, flag("restrict")?);
+            if restrict && fstype.is_some() {
+                return Err(dsl_error(
+                    "add_mount_point restrict: a filesystem mount is always nosuid,nodev; restrict is for binds",
+                ));
+            }
+            let propagation = o
+                .get("propagation")
+                .map(|v| parse_propagation(&as_string(v, "add_mount_point propagation")?))
+                .transpose()?;
             let source = match fstype {
                 None => {
                     let p = c.host_path(src);
@@ -65,9 +166,9 @@ pub(super) fn register(engine: &mut Engine) {
                 fstype,
                 options,
                 readonly,
-                noexec: false,
-                restrict: false,
-                propagation: None,
+                noexec,
+                restrict,
+                propagation,
             });
             Ok(())
         },

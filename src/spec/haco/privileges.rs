@@ -1,7 +1,7 @@
 //! What the process may do: capabilities, the seccomp filter, devices, rlimits.
 
 use super::*;
-use crate::spec::script::{as_string, dsl_error, int_of, string_list, RhaiResult};
+use crate::spec::script::{as_string, check_keys, dsl_error, int_of, string_list, RhaiResult};
 use rhai::{Dynamic, Engine};
 
 /// Registers capabilities, seccomp, devices and resource limits.
@@ -74,8 +74,14 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn(
         "allow",
         |b: &mut DevicesBuilder, v: Dynamic| -> RhaiResult<()> {
-            for rule in string_list(&v, "devices.allow")? {
-                let dev = parse_device(&rule).map_err(dsl_error)?;
+            let rules: Vec<DeviceAllow> = match v.clone().try_cast::<rhai::Map>() {
+                Some(m) => vec![device_of_map(&m)?],
+                None => string_list(&v, "devices.allow")?
+                    .iter()
+                    .map(|r| parse_device(r).map_err(dsl_error))
+                    .collect::<RhaiResult<_>>()?,
+            };
+            for dev in rules {
                 let mut d = b.0.borrow_mut();
                 if !d.spec.devices.contains(&dev) {
                     d.spec.devices.push(dev);
@@ -263,5 +269,70 @@ pub fn parse_device(s: &str) -> Result<DeviceAllow, String> {
         access: access_of(parts.get(2))?,
         mode: None,
         owner: None,
+    })
+}
+
+/// `devices.allow(#{ path, type, major, minor, access, mode, uid, gid })`: a device node
+/// made in the container's /dev with its numbers, mode and owner (an OCI config's
+/// `linux.devices`), or, without `path`, a rule of the allowlist.
+fn device_of_map(m: &rhai::Map) -> RhaiResult<DeviceAllow> {
+    let what = "devices.allow";
+    check_keys(
+        m,
+        what,
+        &[
+            "path", "type", "major", "minor", "access", "mode", "uid", "gid",
+        ],
+    )?;
+    let num = |k: &str| -> RhaiResult<Option<u32>> {
+        m.get(k)
+            .map(|v| {
+                let n = int_of(v, &format!("{what} {k}"))?;
+                u32::try_from(n).map_err(|_| dsl_error(format!("{what} {k}: {n} is out of range")))
+            })
+            .transpose()
+    };
+    let text = |k: &str| {
+        m.get(k)
+            .map(|v| as_string(v, &format!("{what} {k}")))
+            .transpose()
+    };
+    let path = text("path")?;
+    let kind = match text("type")?.as_deref() {
+        None => None,
+        Some("c") | Some("u") => Some('c'),
+        Some("b") => Some('b'),
+        Some("a") => Some('a'),
+        Some(other) => {
+            return Err(dsl_error(format!(
+                "{what} type '{other}': expected c, b or a"
+            )))
+        }
+    };
+    let access = text("access")?.unwrap_or_else(|| "rwm".into());
+    // The rule's form is checked by the string parser (one place says what is valid).
+    let probe = match &path {
+        Some(p) => format!("{p} {access}"),
+        None => format!("{} *:* {access}", kind.unwrap_or('a')),
+    };
+    parse_device(&probe).map_err(dsl_error)?;
+    let owner = match (num("uid")?, num("gid")?) {
+        (None, None) => None,
+        (u, g) => Some((u.unwrap_or(0), g.unwrap_or(0))),
+    };
+    if path.is_some() && (kind.is_none() || num("major")?.is_none() || num("minor")?.is_none()) {
+        return Err(dsl_error(format!(
+            "{what}: a device with a path and a map needs its type, major and minor (or use the string \"{}\")",
+            path.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(DeviceAllow {
+        path,
+        kind,
+        major: num("major")?,
+        minor: num("minor")?,
+        access,
+        mode: num("mode")?,
+        owner,
     })
 }
