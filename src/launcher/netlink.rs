@@ -164,16 +164,16 @@ impl Rtnl {
         }
     }
 
-    /// Creates a veth pair with `mtu`: `host` here, up and a port of bridge `master`
-    /// (one request: the kernel applies both as it creates the link), and `peer` (down)
-    /// in the network namespace of `pid`.
+    /// Creates a veth pair with `mtu`: `host` here, up and, with `master`, a port of
+    /// that bridge (one request: the kernel applies both as it creates the link), and
+    /// `peer` (down) in the network namespace of `pid`.
     pub fn add_veth(
         &mut self,
         host: &str,
         peer: &str,
         pid: i32,
         mtu: u32,
-        master: u32,
+        master: Option<u32>,
     ) -> io::Result<()> {
         // The peer cannot be set up in the same request (the kernel opens it before
         // the pair is linked: ENOTCONN); its namespace's socket does that.
@@ -193,7 +193,9 @@ impl Rtnl {
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(host.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
-        msg.attributes.push(LinkAttribute::Controller(master));
+        if let Some(m) = master {
+            msg.attributes.push(LinkAttribute::Controller(m));
+        }
         msg.attributes.push(LinkAttribute::NumTxQueues(1));
         msg.attributes.push(LinkAttribute::NumRxQueues(1));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
@@ -235,8 +237,9 @@ impl Rtnl {
         }
     }
 
-    /// Adds the default route via `gateway`.
-    pub fn add_default_route(&mut self, gateway: IpAddr) -> io::Result<()> {
+    /// Adds the default route via `gateway`; with `dev`, out of that link and `onlink`
+    /// (the gateway is not in any subnet of the link: a routed veth's).
+    pub fn add_default_route(&mut self, gateway: IpAddr, dev: Option<u32>) -> io::Result<()> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(gateway);
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
@@ -247,9 +250,61 @@ impl Rtnl {
             IpAddr::V4(a) => RouteAddress::Inet(a),
             IpAddr::V6(a) => RouteAddress::Inet6(a),
         }));
+        if let Some(index) = dev {
+            msg.attributes.push(RouteAttribute::Oif(index));
+            msg.header.flags = netlink_packet_route::route::RouteFlags::Onlink;
+        }
         self.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Adds the route to host `dst` out of link `dev` (scope link), answering from
+    /// `src`: a routed veth's container.
+    pub fn add_host_route(
+        &mut self,
+        dst: std::net::Ipv4Addr,
+        dev: u32,
+        src: Option<std::net::Ipv4Addr>,
+    ) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Link;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        msg.attributes.push(RouteAttribute::Oif(dev));
+        if let Some(a) = src {
+            msg.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::Inet(a)));
+        }
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    /// Makes `dst/prefix` unreachable (ICMP to the sender at once, no neighbour lookup):
+    /// the addresses of a member's subnet no container holds.
+    pub fn put_unreachable(&mut self, (dst, prefix): (std::net::Ipv4Addr, u8)) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unreachable;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
         )
         .map(drop)
     }

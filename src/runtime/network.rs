@@ -1,5 +1,6 @@
 //! This host's end of the cluster network, by rtnetlink (docs/networking.md): the
-//! bridge its cluster containers join (the gateway address of its subnet on it),
+//! bridge that holds the gateway address of its subnet (its containers' veths are
+//! routed, not its ports: `launcher::network`),
 //! forwarding on, and a route to every other member's subnet — host-gw (via the
 //! member's address: the members share a link) or VXLAN (through a kernel VXLAN device:
 //! a permanent neighbour and forwarding entry per member, as flannel does, MTU the
@@ -206,12 +207,14 @@ pub fn set_up(
     let bridge = rtnl
         .link_index(CLUSTER_BRIDGE)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "bridge gone"))?;
+    // The gateway alone: the subnet's other addresses are the containers', each routed
+    // to its veth; one no container holds is unreachable (a late packet to a container
+    // gone is refused at once and leaves no neighbour entry behind).
     let gw = subnet.gateway();
-    rtnl.add_address(bridge, IpAddr::V4(gw), subnet.prefix)
-        .map_err(os(format!(
-            "address {gw}/{} on {CLUSTER_BRIDGE}",
-            subnet.prefix
-        )))?;
+    rtnl.add_address(bridge, IpAddr::V4(gw), 32)
+        .map_err(os(format!("address {gw}/32 on {CLUSTER_BRIDGE}")))?;
+    rtnl.put_unreachable((subnet.addr, subnet.prefix))
+        .map_err(os(format!("unreachable route for {subnet}")))?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(os("turn IPv4 forwarding on".into()))?;
     let (underlay, underlay_mtu) = rtnl.link_with_address(IpAddr::V4(local))?.ok_or_else(|| {
@@ -302,34 +305,6 @@ pub fn sync_peers(node: &NodeNetwork, peers: &[Peer], before: &[Peer]) -> io::Re
         .map_err(os(format!("route to {} via {}", p.subnet, p.address)))?;
     }
     Ok(())
-}
-
-/// Forgets the bridge's neighbour entries of every address but `live` (this member's
-/// containers' addresses): the next holder of an address given back is looked up
-/// afresh, and no entry outlives its container. Reads the kernel's table, so an entry
-/// made after an earlier sweep (a late packet to a container gone) goes at the next.
-pub fn sweep_neighbours(live: &std::collections::BTreeSet<Ipv4Addr>) -> io::Result<usize> {
-    let mut rtnl = Rtnl::open()?;
-    let Some(bridge) = rtnl.link_index(CLUSTER_BRIDGE)? else {
-        return Ok(0);
-    };
-    let mut first_error = None;
-    let mut removed = 0;
-    for ip in rtnl.neighbours(bridge)? {
-        if live.contains(&ip) {
-            continue;
-        }
-        match rtnl.delete_neighbour(bridge, ip) {
-            Ok(()) => removed += 1,
-            Err(e) => {
-                first_error.get_or_insert(io::Error::new(
-                    e.kind(),
-                    format!("forget neighbour {ip}: {e}"),
-                ));
-            }
-        }
-    }
-    first_error.map_or(Ok(removed), Err)
 }
 
 #[cfg(test)]

@@ -678,4 +678,9 @@ pub struct BridgeNetwork {
     /// Default gateway inside, if any.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// The veth is not a port of the bridge: the host routes the address to it (a /32
+    /// inside, the gateway reached `onlink`), so no bridge is on the data path. The
+    /// bridge only holds the gateway address (the cluster network).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub routed: bool,
 }

@@ -393,8 +393,8 @@ fn ip_on(h: &Hosts, host: usize, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-/// Per host: veths on the bridge, routes marked by haconiwa, neighbour entries on the
-/// bridge that name no live container.
+/// Per host: the containers' veths, routes marked by haconiwa, and the routes to
+/// container addresses and neighbour entries of the range that name no live container.
 fn kernel_leftovers(
     h: &Hosts,
     live: &BTreeSet<String>,
@@ -402,15 +402,25 @@ fn kernel_leftovers(
     let mut out = BTreeMap::new();
     for k in 1..=h.n {
         let ip = |args: &[&str]| ip_on(h, k, args);
-        let veths = ip(&["-o", "link", "show", "master", "haconiwa0"])
+        let veths = ip(&["-o", "link", "show", "type", "veth"])
             .lines()
+            .filter(|l| l.contains(": hcn"))
             .count();
         let routes = ip(&["route", "show", "proto", "104"]).lines().count();
-        let stray: Vec<String> = ip(&["neigh", "show", "dev", "haconiwa0"])
+        let first = |l: &str| l.split_whitespace().next().map(String::from);
+        let mut stray: Vec<String> = ip(&["route", "show", "scope", "link"])
             .lines()
-            .filter_map(|l| l.split_whitespace().next().map(String::from))
-            .filter(|a| !live.contains(a))
+            .filter(|l| l.contains(" dev hcn"))
+            .filter_map(first)
             .collect();
+        stray.extend(
+            ip(&["neigh", "show"])
+                .lines()
+                .filter(|l| l.starts_with(CIDR.trim_end_matches("0.0/16")))
+                .filter(|l| !l.contains("dev haconiwa-vx"))
+                .filter_map(first),
+        );
+        stray.retain(|a| !live.contains(a));
         out.insert(k, (veths, routes, stray));
     }
     out
@@ -423,8 +433,7 @@ fn spawn_stop_churn_leaves_no_address_interface_route_or_neighbour_behind() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    // One web copy stays on every host: the bridges stay up (a bridge without ports
-    // drops its neighbour entries by itself; with one it keeps them).
+    // One web copy stays on every host: what a live container holds stays.
     for k in 1..=3 {
         spawn_on(&h, "web.haco", k);
     }
@@ -475,7 +484,7 @@ fn spawn_stop_churn_leaves_no_address_interface_route_or_neighbour_behind() {
         done += batch;
     }
     // Every probe ended: the state holds the web copies' addresses only, the hosts
-    // their veths, no stray neighbour, and only the routes to the other members.
+    // their veths, no stray route or neighbour, and only the routes to the other members.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let held = containers(&h)

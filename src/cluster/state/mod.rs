@@ -543,6 +543,7 @@ impl ClusterState {
                 bridge: CLUSTER_BRIDGE.to_string(),
                 address: format!("{ip}/{}", lease.subnet.prefix),
                 gateway: Some(lease.subnet.gateway().to_string()),
+                routed: true,
             });
         }
         Some(spec)

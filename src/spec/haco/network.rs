@@ -44,6 +44,7 @@ pub(super) fn register(engine: &mut Engine) {
                 bridge,
                 address,
                 gateway,
+                routed: false,
             });
         }
         let mut d = c.d.borrow_mut();

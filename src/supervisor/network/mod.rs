@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the node looks for neighbour entries of containers gone, at the least.
-const SWEEP: Duration = Duration::from_secs(10);
+/// How long the loop waits for a change of the state before it looks again.
+const RESYNC: Duration = Duration::from_secs(10);
 
 /// The leader's part: the range of its settings into the state when it has none (a
 /// member whose settings differ keeps the state's, with a warning at its start).
@@ -79,30 +79,8 @@ pub async fn run(core: Arc<Supervisor>) {
     let mut node: Option<NodeNetwork> = None;
     let mut routed: Option<Vec<Peer>> = None;
     let mut dns_started = false;
-    let mut held: Option<std::collections::BTreeSet<Ipv4Addr>> = None;
-    let mut swept = tokio::time::Instant::now();
     loop {
         let state = rx.borrow_and_update().1.clone();
-        let now: std::collections::BTreeSet<Ipv4Addr> = state
-            .allocations()
-            .filter(|a| a.node == core.id)
-            .map(|a| a.ip)
-            .collect();
-        // Neighbour entries of addresses given back: swept when one is given back, and
-        // every SWEEP for entries a late packet made after that.
-        let gave_back = held
-            .as_ref()
-            .is_some_and(|h| h.difference(&now).next().is_some());
-        if node.is_some() && (gave_back || swept.elapsed() >= SWEEP) {
-            swept = tokio::time::Instant::now();
-            let live = now.clone();
-            match tokio::task::spawn_blocking(move || plumbing::sweep_neighbours(&live)).await {
-                Ok(Ok(n)) if n > 0 => tracing::debug!("cluster network: {n} neighbours forgotten"),
-                Ok(Err(e)) => tracing::warn!("cluster network: {e}"),
-                _ => {}
-            }
-        }
-        held = Some(now);
         if let Some(range) = state.net_range().filter(|r| *r != net.range) {
             tracing::warn!(
                 "the cluster network is {} (/{} subnets), not {} as configured here: using the cluster's",
@@ -162,7 +140,11 @@ pub async fn run(core: Arc<Supervisor>) {
         } else if lease.is_some() {
             retry = true;
         }
-        let wait = if retry { Duration::from_secs(3) } else { SWEEP };
+        let wait = if retry {
+            Duration::from_secs(3)
+        } else {
+            RESYNC
+        };
         tokio::select! {
             r = rx.changed() => if r.is_err() { return; },
             _ = tokio::time::sleep(wait) => {}
