@@ -440,6 +440,28 @@ impl Cgroup {
         Ok(())
     }
 
+    /// What the container's `/sys/fs/cgroup` shows: per hierarchy, the name of its
+    /// mount point (`memory`, `cpu,cpuacct`; empty on v2: the one tree is the view)
+    /// and the container's directory in it.
+    pub fn views(&self) -> Vec<(String, PathBuf)> {
+        self.dirs
+            .iter()
+            .map(|d| {
+                let name = match &self.layout {
+                    Layout::V2 { .. } => String::new(),
+                    Layout::V1 { controllers } => controllers
+                        .values()
+                        .find(|mp| d.starts_with(mp) && d.strip_prefix(mp).ok() == Some(&self.rel))
+                        .and_then(|mp| mp.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                };
+                (name, d.clone())
+            })
+            .filter(|(name, _)| matches!(self.layout, Layout::V2 { .. }) || !name.is_empty())
+            .collect()
+    }
+
     /// The v2 directory (for CLONE_INTO_CGROUP), `None` on v1.
     pub fn v2_dir(&self) -> Option<&Path> {
         match self.layout {

@@ -50,6 +50,8 @@ pub(super) struct Child<'a> {
     pub console: Option<RawFd>,
     /// An OCI launch's hooks (the child runs `createContainer` before pivot_root).
     pub hooks: Option<&'a super::hooks::LaunchHooks>,
+    /// The container's cgroup directories shown at /sys/fs/cgroup (`Cgroup::views`).
+    pub cgroup_views: &'a [(String, PathBuf)],
 }
 
 /// Where an OCI launch waits before its exec, and whom it tells that it does.
@@ -135,7 +137,7 @@ pub(super) fn child_main(
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let create_container = c.hooks.map(|h| &h.create_container[..]).unwrap_or(&[]);
-    mounts::setup_root(spec, c.root, &mut || {
+    mounts::setup_root(spec, c.root, c.cgroup_views, &mut || {
         if create_container.is_empty() {
             return Ok(());
         }

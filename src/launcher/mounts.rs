@@ -116,6 +116,7 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
 pub fn setup_root(
     spec: &ContainerSpec,
     access: &RootAccess,
+    cgroup_views: &[(String, PathBuf)],
     before_pivot: &mut dyn FnMut() -> StepResult<()>,
 ) -> StepResult<()> {
     let has_mount_ns = spec.unshares(NsKind::Mount)
@@ -163,7 +164,7 @@ pub fn setup_root(
         let mut system = spec.system_mounts.clone();
         system.sort();
         for m in system {
-            kernel_filesystem(spec, root, m)?;
+            kernel_filesystem(spec, root, m, cgroup_views)?;
         }
         device_nodes(spec, root)?;
         for m in &spec.mounts {
@@ -173,7 +174,7 @@ pub fn setup_root(
         // As an OCI config lists them (its order is part of the spec).
         for m in &spec.mount_order {
             match m {
-                MountRef::System(k) => kernel_filesystem(spec, root, *k)?,
+                MountRef::System(k) => kernel_filesystem(spec, root, *k, cgroup_views)?,
                 MountRef::User(i) => match spec.mounts.get(*i) {
                     Some(m) => user_mount(root, m)?,
                     None => return Err(StepError::msg("mount", format!("no mount {i}"))),
@@ -213,7 +214,12 @@ pub fn setup_root(
 
 /// One of the kernel filesystems the launcher mounts itself: /proc, /sys, /dev (with
 /// its nodes), /dev/pts, /dev/shm or /tmp.
-fn kernel_filesystem(spec: &ContainerSpec, root: &Path, m: SystemMount) -> StepResult<()> {
+fn kernel_filesystem(
+    spec: &ContainerSpec,
+    root: &Path,
+    m: SystemMount,
+    cgroup_views: &[(String, PathBuf)],
+) -> StepResult<()> {
     let user_ns = spec.unshares(NsKind::User);
     // sysfs may be mounted by whoever owns the network namespace: ours when we made it,
     // the host's when we joined one without a user namespace of our own.
@@ -292,8 +298,49 @@ fn kernel_filesystem(spec: &ContainerSpec, root: &Path, m: SystemMount) -> StepR
             )
             .step(|| "mount /tmp".into())?;
         }
+        SystemMount::Cgroup => cgroup_view(root, cgroup_views)?,
     }
     Ok(())
+}
+
+/// `/sys/fs/cgroup` showing the container's own cgroups read-only, as runc's bind
+/// view does: v2's one directory bound there; on v1 a tmpfs with each hierarchy's
+/// directory of the container under the hierarchy's name, plus a link per controller
+/// of a shared hierarchy (`cpu` → `cpu,cpuacct`).
+fn cgroup_view(root: &Path, views: &[(String, PathBuf)]) -> StepResult<()> {
+    let at = root.join("sys/fs/cgroup");
+    mkdir_p(&at)?;
+    let ro = |p: &Path| {
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        mount(none(), p, none(), flags, none())
+            .step(|| format!("remount {} read-only", p.display()))
+    };
+    if let [(name, dir)] = views {
+        if name.is_empty() {
+            bind(dir, &at, false)?;
+            return ro(&at);
+        }
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some("mode=755"))
+        .step(|| "mount /sys/fs/cgroup".into())?;
+    for (name, dir) in views {
+        let p = at.join(name);
+        mkdir_p(&p)?;
+        bind(dir, &p, false)?;
+        ro(&p)?;
+        for part in name.split(',').filter(|c| *c != name.as_str()) {
+            symlink(name, at.join(part)).step(|| format!("link /sys/fs/cgroup/{part}"))?;
+        }
+    }
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags;
+    mount(none(), &at, none(), flags, Some("mode=755"))
+        .step(|| "remount /sys/fs/cgroup read-only".into())
 }
 
 /// The definition's devices, created in its /dev.

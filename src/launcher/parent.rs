@@ -9,7 +9,7 @@ use super::clone::{clone_flags, raw_clone, raw_clone_into};
 use super::error::{LaunchError, Step, StepError, StepResult};
 use super::seccomp::{self};
 use super::{devices, init, network, privileges, signals};
-use crate::spec::{ContainerSpec, IdMap, NsKind};
+use crate::spec::{ContainerSpec, IdMap, NsKind, SystemMount};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -169,7 +169,13 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         } => Some(super::terminal::connect(p).map_err(fail)?),
         _ => None,
     };
+    let views = if spec.system_mounts.contains(&SystemMount::Cgroup) {
+        cgroup.views()
+    } else {
+        Vec::new()
+    };
     let child = Child {
+        cgroup_views: &views,
         spec,
         root: &opts.root,
         filter: filter.as_ref(),

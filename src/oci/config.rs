@@ -394,6 +394,9 @@ fn mounts(cfg: &Spec, warnings: &mut Vec<String>) -> Result<Mounts, ConfigError>
             ("tmpfs", "/dev") => Some(SystemMount::Dev),
             ("devpts", "/dev/pts") => Some(SystemMount::Devpts),
             ("tmpfs", "/dev/shm") | ("shm", "/dev/shm") if !is_bind => Some(SystemMount::Shm),
+            ("cgroup", "/sys/fs/cgroup") | ("cgroup2", "/sys/fs/cgroup") => {
+                Some(SystemMount::Cgroup)
+            }
             _ => None,
         };
         if let Some(k) = known {
@@ -405,7 +408,7 @@ fn mounts(cfg: &Spec, warnings: &mut Vec<String>) -> Result<Mounts, ConfigError>
         }
         if typ == "cgroup" || typ == "cgroup2" {
             warnings.push(format!(
-                "mount {dest} ({typ}) ignored: a container's own cgroup view is not supported yet"
+                "mount {dest} ({typ}) ignored: the container's cgroups are shown at /sys/fs/cgroup only"
             ));
             continue;
         }

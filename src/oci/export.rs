@@ -221,6 +221,12 @@ fn system_mount(m: SystemMount) -> Value {
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
         SystemMount::Tmpfs => ("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]),
+        SystemMount::Cgroup => (
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
     };
     let mut v = json!({ "destination": dest, "type": typ, "source": source });
     if !options.is_empty() {

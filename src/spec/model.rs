@@ -503,6 +503,9 @@ pub enum SystemMount {
     Shm,
     /// /tmp as a tmpfs.
     Tmpfs,
+    /// /sys/fs/cgroup: the container's own cgroups, read-only (each hierarchy's
+    /// directory of the container bound there; an OCI config's `cgroup` mount).
+    Cgroup,
 }
 
 impl SystemMount {
@@ -526,6 +529,7 @@ impl SystemMount {
             "devpts" => SystemMount::Devpts,
             "shm" => SystemMount::Shm,
             "tmpfs" | "tmp" => SystemMount::Tmpfs,
+            "cgroup" => SystemMount::Cgroup,
             _ => return None,
         })
     }

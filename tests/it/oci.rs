@@ -1185,3 +1185,34 @@ fn a_bundle_imported_as_a_definition_and_shown_as_oci_is_the_same_container_thro
         stderr(&web)
     );
 }
+
+#[test]
+fn the_cgroup_mount_shows_the_container_s_own_limits_read_only() {
+    let _g = shared();
+    let oci = Oci::new("cgview");
+    // v1: the hierarchy's directory under its name; v2: the one tree.
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; \
+        cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; \
+        echo 5 > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo 5 > /sys/fs/cgroup/pids.max 2>/dev/null || echo refused; \
+        ls /sys/fs/cgroup/pids /sys/fs/cgroup 2>/dev/null | grep -c '^hc-oci' ; \
+        grep ' /sys/fs/cgroup' /proc/mounts | grep -vc ' ro,'; exit 0";
+    let bundle = oci.bundle("cgv", &["sh", "-c", script], |c| {
+        c["linux"]["resources"] =
+            json!({ "memory": { "limit": 48 << 20 }, "pids": { "limit": 33 } });
+    });
+    let out = oci.run(&["run", "--bundle", bundle.to_str().unwrap(), "cgv"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (48u64 << 20).to_string(),
+            "33".into(),
+            "refused".into(),
+            "0".into(),
+            "0".into()
+        ],
+        "{}",
+        output_text(&out)
+    );
+}

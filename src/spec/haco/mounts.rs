@@ -15,13 +15,14 @@ pub fn system_mount_name(m: SystemMount) -> &'static str {
         SystemMount::Devpts => "devpts",
         SystemMount::Shm => "shm",
         SystemMount::Tmpfs => "tmpfs",
+        SystemMount::Cgroup => "cgroup",
     }
 }
 
 fn parse_system_mount(name: &str, what: &str) -> RhaiResult<SystemMount> {
     SystemMount::parse(name).ok_or_else(|| {
         dsl_error(format!(
-            "unknown filesystem '{name}' for {what}; expected one of procfs, sysfs, dev, devpts, shm, tmpfs"
+            "unknown filesystem '{name}' for {what}; expected one of procfs, sysfs, dev, devpts, shm, tmpfs, cgroup"
         ))
     })
 }
