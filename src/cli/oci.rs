@@ -248,7 +248,7 @@ pub enum OciCommand {
         /// Accepted: no_new_privs comes from the process.
         #[arg(long)]
         no_new_privs: bool,
-        /// Pass this many descriptors from 3 on (accepted: 0 only, not supported yet).
+        /// Pass this many descriptors from 3 on to the process (the others are closed).
         #[arg(long, default_value_t = 0)]
         preserve_fds: u32,
     },
@@ -400,11 +400,6 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
             preserve_fds,
             ..
         } => {
-            if preserve_fds > 0 {
-                return Err(OciError::Unsupported(
-                    "exec --preserve-fds is not supported yet".into(),
-                ));
-            }
             let opts = lifecycle::ExecOptions {
                 process,
                 args: command,
@@ -415,6 +410,7 @@ fn dispatch(args: OciArgs) -> Result<i32, OciError> {
                 console_socket,
                 detach,
                 pid_file,
+                preserve_fds,
             };
             return lifecycle::exec(&root, &id, &opts, &mut warn);
         }

@@ -13,14 +13,18 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 /// Runs `command` inside the container whose first process is `pid`, placed in the
-/// cgroup directories `cgroup_dirs`; returns the command's exit code.
+/// cgroup directories `cgroup_dirs`; returns the command's exit code. Of this
+/// process's descriptors the command keeps its stdio and the `preserve_fds` from 3 on
+/// (an OCI `exec --preserve-fds`); the others close at its exec.
 pub fn attach(
     pid: i32,
     spec: &ContainerSpec,
     cgroup_dirs: &[PathBuf],
     command: &[String],
+    preserve_fds: u32,
 ) -> Result<i32, LaunchError> {
-    attach_inner(pid, spec, cgroup_dirs, command, None).map_err(|e| e.in_container(&spec.name))
+    attach_inner(pid, spec, cgroup_dirs, command, None, preserve_fds)
+        .map_err(|e| e.in_container(&spec.name))
 }
 
 /// [`attach`] with the process described by `spec` (its command, identity,
@@ -33,8 +37,10 @@ pub fn attach_detached(
     spec: &ContainerSpec,
     cgroup_dirs: &[PathBuf],
     console: Option<std::os::fd::RawFd>,
+    preserve_fds: u32,
 ) -> Result<i32, LaunchError> {
-    attach_inner(pid, spec, cgroup_dirs, &spec.init_command, Some(console))
+    let command = &spec.init_command;
+    attach_inner(pid, spec, cgroup_dirs, command, Some(console), preserve_fds)
         .map_err(|e| e.in_container(&spec.name))
 }
 
@@ -44,6 +50,7 @@ fn attach_inner(
     cgroup_dirs: &[PathBuf],
     command: &[String],
     detached: Option<Option<std::os::fd::RawFd>>,
+    preserve_fds: u32,
 ) -> StepResult<i32> {
     // The attached command gets the container's filter, and until its exec (in the
     // container's PID namespace, running this binary) nobody there can trace or read it.
@@ -79,7 +86,7 @@ fn attach_inner(
                     super::terminal::take_terminal(s, spec.uid.unwrap_or(0), spec.gid.unwrap_or(0))
                 })
                 .unwrap_or(Ok(()))
-                .and_then(|()| child::exec_command(&spec, filter.as_ref(), None))
+                .and_then(|()| child::exec_command(&spec, filter.as_ref(), None, preserve_fds))
             {
                 Err(e) => e,
                 Ok(never) => match never {},

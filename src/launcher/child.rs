@@ -181,7 +181,7 @@ pub(super) fn child_main(
         let command = Box::new(|| -> isize {
             let e = match nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .step(|| "set the parent-death signal".into())
-                .and_then(|()| exec_command(spec, c.filter, None))
+                .and_then(|()| exec_command(spec, c.filter, None, 0))
             {
                 Err(e) => e,
                 Ok(never) => match never {},
@@ -215,7 +215,7 @@ pub(super) fn child_main(
         unsafe { libc::close(err_fd) };
         init::run(child);
     }
-    exec_command(spec, c.filter, gate)
+    exec_command(spec, c.filter, gate, 0)
 }
 
 fn cstr(s: &str, what: &str) -> StepResult<CString> {
@@ -227,10 +227,13 @@ fn cstr(s: &str, what: &str) -> StepResult<CString> {
 /// step), then exec. With a `gate` (an OCI launch) it first says it is ready and waits
 /// for `start`; a failure after that is printed on the container's stderr (nobody reads
 /// the error pipe any more) and ends the process with 127 (no such command) or 126.
+/// Descriptors from 3 on close at the exec but the gate's, or `preserve_fds` of them
+/// (an OCI `exec --preserve-fds`).
 pub(crate) fn exec_command(
     spec: &ContainerSpec,
     filter: Option<&Filter>,
     gate: Option<Gate>,
+    preserve_fds: u32,
 ) -> StepResult<Infallible> {
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
@@ -292,7 +295,7 @@ pub(crate) fn exec_command(
         // shared with nobody (this process never returns to its caller's code).
         unsafe { libc::_exit(code) }
     }
-    finish_exec(spec, filter, &candidates, &argv, &envp, 0)
+    finish_exec(spec, filter, &candidates, &argv, &envp, preserve_fds)
 }
 
 /// Says "ready" on the error pipe, then waits until `start` opens `exec.fifo` for

@@ -432,6 +432,8 @@ pub struct ExecOptions {
     pub detach: bool,
     /// Where to write the process's pid (with `detach`).
     pub pid_file: Option<PathBuf>,
+    /// `--preserve-fds N`: descriptors 3..3+N passed to the process.
+    pub preserve_fds: u32,
 }
 
 /// `exec`: runs another process in a running container, with the container's
@@ -518,6 +520,7 @@ pub fn exec(
             &spec,
             cg.dirs(),
             console.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            opts.preserve_fds,
         )?;
         if let Some((f, p)) = &mut pid_file {
             std::io::Write::write_all(f, pid.to_string().as_bytes())
@@ -530,6 +533,7 @@ pub fn exec(
         &spec,
         cg.dirs(),
         &spec.init_command,
+        opts.preserve_fds,
     )?)
 }
 

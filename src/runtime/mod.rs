@@ -690,6 +690,12 @@ impl Runtime {
         let layout = Layout::detect().map_err(|e| e.in_container(name))?;
         let cg = Cgroup::handle(&layout, &st.cgroup_parent, name, &spec.cgroup)
             .map_err(|e| e.in_container(name))?;
-        Ok(launcher::attach::attach(st.pid, &spec, cg.dirs(), command)?)
+        Ok(launcher::attach::attach(
+            st.pid,
+            &spec,
+            cg.dirs(),
+            command,
+            0,
+        )?)
     }
 }

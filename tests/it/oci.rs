@@ -1216,3 +1216,42 @@ fn the_cgroup_mount_shows_the_container_s_own_limits_read_only() {
         output_text(&out)
     );
 }
+
+#[test]
+fn exec_passes_the_descriptors_asked_for_and_closes_the_callers_others() {
+    let _g = shared();
+    let oci = Oci::new("execfds");
+    let bundle = oci.bundle("fds", &["sleep", "600"], |_| {});
+    oci.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap(), "fds"]);
+    let file = oci.scratch.path.join("passed");
+    std::fs::write(&file, "through fd 3\n").expect("file");
+    // The caller holds fds 3 and 4 (not close-on-exec) and passes one of them.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3<"$F" 4<"$F"; "$RUNC" --root "$ROOT" exec --preserve-fds 1 fds -- sh -c 'cat <&3; cat <&4 2>/dev/null || echo no-fd-4'"#)
+        .env("F", &file)
+        .env("RUNC", &oci.runc)
+        .env("ROOT", &oci.root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        stdout(&out),
+        "through fd 3\nno-fd-4\n",
+        "{}",
+        output_text(&out)
+    );
+    // Without the flag, neither.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3<"$F"; "$RUNC" --root "$ROOT" exec fds -- sh -c 'cat <&3 2>/dev/null || echo no-fd-3'"#)
+        .env("F", &file)
+        .env("RUNC", &oci.runc)
+        .env("ROOT", &oci.root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert_eq!(stdout(&out), "no-fd-3\n", "{}", output_text(&out));
+    oci.ok(&["delete", "--force", "fds"]);
+}
