@@ -582,10 +582,11 @@ fn import_bundle(
     name: Option<String>,
     force: bool,
 ) -> Result<i32, CliError> {
+    // Absolute: the definition names the root and binds wherever it is read from.
+    let dir = &std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let name = match name {
         Some(n) => n,
-        None => std::fs::canonicalize(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
+        None => dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),

@@ -269,39 +269,24 @@ impl Rtnl {
         dev: u32,
         src: Option<std::net::Ipv4Addr>,
     ) -> io::Result<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = 32;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
+        let mut msg = ipv4_route((dst, 32), RouteProtocol::Boot, RouteType::Unicast);
         msg.header.scope = RouteScope::Link;
-        msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
         msg.attributes.push(RouteAttribute::Oif(dev));
         if let Some(a) = src {
             msg.attributes
                 .push(RouteAttribute::PrefSource(RouteAddress::Inet(a)));
         }
-        self.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
-        )
-        .map(drop)
+        self.replace_route(msg)
     }
 
     /// Makes `dst/prefix` unreachable (ICMP to the sender at once, no neighbour lookup):
     /// the addresses of a member's subnet no container holds.
-    pub fn put_unreachable(&mut self, (dst, prefix): (std::net::Ipv4Addr, u8)) -> io::Result<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = prefix;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = RouteScope::Universe;
-        msg.header.kind = RouteType::Unreachable;
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    pub fn put_unreachable(&mut self, dst: (std::net::Ipv4Addr, u8)) -> io::Result<()> {
+        self.replace_route(ipv4_route(dst, RouteProtocol::Boot, RouteType::Unreachable))
+    }
+
+    /// Adds a route, or replaces the one to the same destination.
+    fn replace_route(&mut self, msg: RouteMessage) -> io::Result<()> {
         self.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
@@ -337,31 +322,19 @@ impl Rtnl {
     /// a VXLAN endpoint).
     pub fn put_route(
         &mut self,
-        (dst, prefix): (std::net::Ipv4Addr, u8),
+        dst: (std::net::Ipv4Addr, u8),
         gateway: std::net::Ipv4Addr,
         dev: Option<u32>,
         protocol: u8,
     ) -> io::Result<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = prefix;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Other(protocol);
-        msg.header.scope = RouteScope::Universe;
-        msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let mut msg = ipv4_route(dst, RouteProtocol::Other(protocol), RouteType::Unicast);
         msg.attributes
             .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         if let Some(index) = dev {
             msg.attributes.push(RouteAttribute::Oif(index));
             msg.header.flags = netlink_packet_route::route::RouteFlags::Onlink;
         }
-        self.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE,
-        )
-        .map(drop)
+        self.replace_route(msg)
     }
 
     /// Deletes a route as `routes` listed it.
@@ -535,6 +508,25 @@ impl Rtnl {
         msg.header.index = index;
         self.request(RouteNetlinkMessage::DelLink(msg), 0).map(drop)
     }
+}
+
+/// A main-table IPv4 route to `dst/prefix` (scope universe): what every route request
+/// of the node's shares.
+fn ipv4_route(
+    (dst, prefix): (std::net::Ipv4Addr, u8),
+    protocol: RouteProtocol,
+    kind: RouteType,
+) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = prefix;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = protocol;
+    msg.header.scope = RouteScope::Universe;
+    msg.header.kind = kind;
+    msg.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    msg
 }
 
 fn family(a: IpAddr) -> AddressFamily {
