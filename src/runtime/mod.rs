@@ -690,12 +690,7 @@ impl Runtime {
         let layout = Layout::detect().map_err(|e| e.in_container(name))?;
         let cg = Cgroup::handle(&layout, &st.cgroup_parent, name, &spec.cgroup)
             .map_err(|e| e.in_container(name))?;
-        Ok(launcher::attach::attach(
-            st.pid,
-            &spec,
-            cg.dirs(),
-            command,
-            0,
-        )?)
+        let dirs = cg.dirs();
+        Ok(launcher::attach::attach(st.pid, &spec, dirs, command, 0)?)
     }
 }
