@@ -1255,3 +1255,180 @@ fn exec_passes_the_descriptors_asked_for_and_closes_the_callers_others() {
     assert_eq!(stdout(&out), "no-fd-3\n", "{}", output_text(&out));
     oci.ok(&["delete", "--force", "fds"]);
 }
+
+/// A containerd of one test: its own root, state and socket under the scratch
+/// directory; its tasks and then it are ended on drop.
+struct Containerd<'a> {
+    oci: &'a Oci,
+    daemon: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Containerd<'_> {
+    fn ctr(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.socket).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args).output().expect("ctr");
+        assert!(out.status.success(), "ctr {args:?}: {}", output_text(&out));
+        stdout(&out)
+    }
+
+    /// `ctr run` through the runc shim with haconiwa-runc as its runc, on the busybox
+    /// root.
+    fn run_args(&self, id: &str, extra: &[&str], command: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = ["run", "--runtime", "io.containerd.runc.v2", "--runc-binary"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.push(self.oci.runc.display().to_string());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        // `--rootfs` is a switch: the root's path takes the image's place.
+        a.extend([
+            "--rootfs".to_string(),
+            busybox_rootfs().display().to_string(),
+        ]);
+        a.push(id.to_string());
+        a.extend(command.iter().map(|s| s.to_string()));
+        a
+    }
+}
+
+impl Drop for Containerd<'_> {
+    fn drop(&mut self) {
+        for id in ["ctr-exit", "ctr-bg", "ctr-tty"] {
+            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]).output();
+            let _ = self.ctr(&["task", "delete", "--force", id]).output();
+            let _ = self.ctr(&["container", "delete", id]).output();
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn containerd_s_runc_shim_runs_execs_pauses_kills_and_gives_terminals_through_haconiwa_runc() {
+    let _g = shared();
+    require_program("containerd", "containerd");
+    require_program("containerd-shim-runc-v2", "containerd");
+    require_program("script", "bsdutils");
+    let oci = Oci::new("ctrd");
+    let dir = oci.scratch.path.join("containerd");
+    std::fs::create_dir_all(&dir).expect("containerd dir");
+    let socket = dir.join("sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\n[grpc]\n  address = {:?}\n",
+            dir.join("root"),
+            dir.join("state"),
+            socket
+        ),
+    )
+    .expect("config");
+    let daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("log")).expect("log"))
+        .stderr(std::fs::File::create(dir.join("err")).expect("log"))
+        .spawn()
+        .expect("start containerd");
+    let c = Containerd {
+        oci: &oci,
+        daemon,
+        socket,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c
+        .ctr(&["version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < deadline, "containerd did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A foreground run: its output, and its exit code through the shim.
+    let args = c.run_args(
+        "ctr-exit",
+        &["--rm"],
+        &["/bin/sh", "-c", "echo hello from ctr; exit 3"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = c.ctr(&args).output().expect("ctr run");
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert_eq!(stdout(&out), "hello from ctr\n");
+    // Detached: exec, ps, pause and resume, kill, delete.
+    let args = c.run_args("ctr-bg", &["-d"], &["/bin/sleep", "600"]);
+    c.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(c.ok(&["task", "ls"]).contains("RUNNING"));
+    let record = Path::new("/run/containerd/runc/default/ctr-bg/state.json");
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    assert!(
+        text.contains("\"cgroup_settings\""),
+        "not haconiwa-runc's record at {}: {text}",
+        record.display()
+    );
+    let said = c.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "ctr-bg",
+        "/bin/sh",
+        "-c",
+        "echo exec says hi",
+    ]);
+    assert_eq!(said, "exec says hi\n");
+    let pid = c.ok(&["task", "ps", "ctr-bg"]);
+    assert!(pid.lines().count() >= 2, "{pid}");
+    c.ok(&["task", "pause", "ctr-bg"]);
+    assert!(c.ok(&["task", "ls"]).contains("PAUSED"));
+    c.ok(&["task", "resume", "ctr-bg"]);
+    c.ok(&["task", "kill", "-s", "SIGKILL", "ctr-bg"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.ok(&["task", "ls"]).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.ok(&["task", "delete", "ctr-bg"]);
+    c.ok(&["container", "delete", "ctr-bg"]);
+    // A terminal (ctr -t wants one of its own: script gives it a pty).
+    let args = c.run_args(
+        "ctr-tty",
+        &["--rm", "-t"],
+        &["/bin/sh", "-c", "tty && echo tty-ok"],
+    );
+    let line = std::iter::once("ctr".to_string())
+        .chain(["--address".to_string(), c.socket.display().to_string()])
+        .chain(args)
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        text.contains("/dev/pts/0") && text.contains("tty-ok"),
+        "{text}"
+    );
+    // Nothing of haconiwa-runc's is left in the shim's runtime root (the runc shim's
+    // `--root`, per containerd namespace), while a task holds its record there.
+    let root = Path::new("/run/containerd/runc/default");
+    for id in ["ctr-exit", "ctr-bg", "ctr-tty"] {
+        assert!(
+            !root.join(id).exists(),
+            "{id}'s record left in {}",
+            root.display()
+        );
+    }
+}
