@@ -1262,6 +1262,8 @@ struct Containerd<'a> {
     oci: &'a Oci,
     daemon: std::process::Child,
     socket: PathBuf,
+    /// `/run/containerd` was not there before (the shims' fixed directories go in it).
+    made_run_dir: bool,
 }
 
 impl Containerd<'_> {
@@ -1307,6 +1309,9 @@ impl Drop for Containerd<'_> {
         }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
+        if self.made_run_dir {
+            let _ = std::fs::remove_dir_all("/run/containerd");
+        }
     }
 }
 
@@ -1331,6 +1336,7 @@ fn containerd_s_runc_shim_runs_execs_pauses_kills_and_gives_terminals_through_ha
         ),
     )
     .expect("config");
+    let made_run_dir = !Path::new("/run/containerd").exists();
     let daemon = Command::new("containerd")
         .arg("--config")
         .arg(&config)
@@ -1343,6 +1349,7 @@ fn containerd_s_runc_shim_runs_execs_pauses_kills_and_gives_terminals_through_ha
         oci: &oci,
         daemon,
         socket,
+        made_run_dir,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while !c
