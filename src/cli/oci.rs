@@ -492,7 +492,12 @@ fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources,
                 std::fs::read_to_string(path)
             }
             .map_err(|e| bad(format!("{name}: {e}")))?;
-            serde_json::from_str(&text).map_err(|e| bad(format!("{name}: {e}")))?
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(format!("{name}: {e}")))?;
+            if !v.is_object() {
+                return Err(bad(format!("{name}: not a linux.resources object")));
+            }
+            v
         }
     };
     let bytes = |flag: &str, s: &str| -> Result<i64, OciError> {
@@ -503,10 +508,12 @@ fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources,
         }
     };
     let mut put = |section: &str, key: &str, value: serde_json::Value| {
-        if !v.is_object() {
-            v = serde_json::json!({});
+        let slot = &mut v[section];
+        if !(slot.is_null() || slot.is_object()) {
+            return Err(bad(format!("{section}: not an object")));
         }
-        v[section][key] = value;
+        slot[key] = value;
+        Ok(())
     };
     for (flag, key, value) in [
         ("memory", "limit", &u.memory),
@@ -514,26 +521,26 @@ fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources,
         ("memory-swap", "swap", &u.memory_swap),
     ] {
         if let Some(s) = value {
-            put("memory", key, bytes(flag, s)?.into());
+            put("memory", key, bytes(flag, s)?.into())?;
         }
     }
     if let Some(n) = u.cpu_share {
-        put("cpu", "shares", n.into());
+        put("cpu", "shares", n.into())?;
     }
     if let Some(n) = u.cpu_quota {
-        put("cpu", "quota", n.into());
+        put("cpu", "quota", n.into())?;
     }
     if let Some(n) = u.cpu_period {
-        put("cpu", "period", n.into());
+        put("cpu", "period", n.into())?;
     }
     if let Some(s) = &u.cpuset_cpus {
-        put("cpu", "cpus", s.clone().into());
+        put("cpu", "cpus", s.clone().into())?;
     }
     if let Some(s) = &u.cpuset_mems {
-        put("cpu", "mems", s.clone().into());
+        put("cpu", "mems", s.clone().into())?;
     }
     if let Some(n) = u.pids_limit {
-        put("pids", "limit", n.into());
+        put("pids", "limit", n.into())?;
     }
     serde_json::from_value(v).map_err(|e| bad(format!("not a linux.resources object: {e}")))
 }

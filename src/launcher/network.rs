@@ -178,10 +178,12 @@ pub fn attach_bridge(pid: i32, net: &BridgeNetwork) -> StepResult<()> {
     )))?;
     let (len, onlink) = match (net.routed, address, gateway) {
         (true, IpAddr::V4(a), Some(IpAddr::V4(gw))) => {
-            let index = host
-                .link_index(&veth)
+            // An ioctl, not a netlink dump: this is on every start's path.
+            let index = ifs
+                .link_state(&veth)
                 .map_err(os(format!("find veth {veth}")))?
-                .ok_or_else(|| StepError::msg(format!("find veth {veth}"), "not there"))?;
+                .ok_or_else(|| StepError::msg(format!("find veth {veth}"), "not there"))?
+                .0;
             host.add_host_route(a, index, Some(gw))
                 .map_err(os(format!("route {a} to veth {veth}")))?;
             (32, true)

@@ -8,7 +8,6 @@ use crate::launcher::{privileges, seccomp};
 use crate::spec::haco::propagation_name;
 use crate::spec::{ContainerSpec, DeviceAllow, MountPoint, MountRef, NsKind, SystemMount};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
 /// A config and what it leaves out.
 #[derive(Debug, Clone)]
@@ -386,11 +385,7 @@ fn resources(spec: &ContainerSpec, warnings: &mut Vec<String>) -> Value {
         "cpuset.mems",
         "pids.max",
     ];
-    let others: BTreeMap<&String, &String> = g
-        .iter()
-        .filter(|(k, _)| !expressed.contains(&k.as_str()))
-        .collect();
-    for k in others.keys() {
+    for k in g.keys().filter(|k| !expressed.contains(&k.as_str())) {
         warnings.push(format!("cgroup {k}: not carried into linux.resources"));
     }
     let mut rules = vec![json!({ "allow": false, "access": "rwm" })];

@@ -1,10 +1,40 @@
 //! An OCI bundle turned into a `.haco` definition (`haconiwa import-bundle`): the
-//! config translated as `create` does, then written in the definition language. What a
-//! definition has no key for (hooks, a terminal, the cgroup path) is named in a warning.
+//! config translated as `create` does, then written in the definition language and
+//! loaded back, which must give the same container. What a definition has no key for
+//! (hooks, a terminal, the cgroup path) is named in a warning.
 
 use super::config::{self, ConfigError};
 use crate::spec::{ContainerSpec, Seccomp};
 use std::path::Path;
+
+/// Why a bundle could not be written as a definition.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The bundle's config.
+    #[error("bundle {bundle}: {source}")]
+    Config {
+        /// The bundle directory.
+        bundle: String,
+        /// What is wrong with its config.
+        source: ConfigError,
+    },
+    /// The model has a field no definition key says.
+    #[error("bundle {bundle}: {why}")]
+    Render {
+        /// The bundle directory.
+        bundle: String,
+        /// Which field.
+        why: String,
+    },
+    /// The text written does not load back as the same container (a bug).
+    #[error("the definition written for bundle {bundle} does not load back as the same container (a bug; please report it){detail}")]
+    LoadBack {
+        /// The bundle directory.
+        bundle: String,
+        /// The loader's error, if it refused the text.
+        detail: String,
+    },
+}
 
 /// A bundle as a definition.
 #[derive(Debug, Clone)]
@@ -16,13 +46,26 @@ pub struct Imported {
     pub seccomp: Option<String>,
     /// What the definition leaves out, in words.
     pub warnings: Vec<String>,
+    /// The definition's text, checked to load back as `spec`.
+    pub text: String,
 }
 
-/// Reads bundle `dir` as the definition of container `name`; a seccomp filter is
-/// referred to as `seccomp_file` (relative to the definition's directory).
-pub fn import(dir: &Path, name: &str, seccomp_file: &str) -> Result<Imported, ConfigError> {
-    let (cfg, mut warnings) = config::read(dir)?;
-    let bundle = config::translate(&cfg, dir, name)?;
+/// Reads bundle `dir` (an absolute path) as the definition of container `name`, to
+/// be kept in directory `base` (`None`: printed); a seccomp filter is referred to as
+/// `seccomp_file` beside it.
+pub fn import(
+    dir: &Path,
+    name: &str,
+    seccomp_file: &str,
+    base: Option<&Path>,
+) -> Result<Imported, ImportError> {
+    let bundle_name = dir.display().to_string();
+    let config_error = |source| ImportError::Config {
+        bundle: bundle_name.clone(),
+        source,
+    };
+    let (cfg, mut warnings) = config::read(dir).map_err(config_error)?;
+    let bundle = config::translate(&cfg, dir, name).map_err(config_error)?;
     warnings.extend(bundle.warnings);
     let mut spec = bundle.spec;
     spec.labels = bundle.annotations;
@@ -49,9 +92,31 @@ pub fn import(dir: &Path, name: &str, seccomp_file: &str) -> Result<Imported, Co
                 .into(),
         );
     }
+    let header = [format!(
+        "Imported from {:?} by `haconiwa import-bundle`.",
+        dir.join("config.json")
+    )];
+    let text = crate::spec::haco::render(&spec, &header).map_err(|why| ImportError::Render {
+        bundle: bundle_name.clone(),
+        why,
+    })?;
+    let mut expected = spec.clone();
+    if let (Some(b), Seccomp::Profile(p)) = (base, &spec.seccomp) {
+        expected.seccomp = Seccomp::Profile(b.join(p));
+    }
+    let load_back = |detail: String| ImportError::LoadBack {
+        bundle: bundle_name.clone(),
+        detail,
+    };
+    match crate::spec::load_str(&text, "(import)", base) {
+        Ok(loaded) if loaded == expected => {}
+        Ok(_) => return Err(load_back(String::new())),
+        Err(e) => return Err(load_back(format!(": {e}"))),
+    }
     Ok(Imported {
         spec,
         seccomp: bundle.seccomp,
         warnings,
+        text,
     })
 }

@@ -1022,6 +1022,30 @@ fn update_writes_new_limits_the_kernel_holds_and_refuses_what_it_cannot() {
     let bad = oci.run(&["update", "--memory", "lots", "upd"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--memory lots"), "{}", stderr(&bad));
+    // A file of the wrong shape is refused, never a crash.
+    let odd = oci.scratch.path.join("odd.json");
+    std::fs::write(&odd, r#"{"memory": 5}"#).expect("write");
+    let bad = oci.run(&[
+        "update",
+        "-r",
+        odd.to_str().unwrap(),
+        "--memory",
+        "1m",
+        "upd",
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", output_text(&bad));
+    assert!(
+        stderr(&bad).contains("memory: not an object"),
+        "{}",
+        stderr(&bad)
+    );
+    std::fs::write(&odd, "[1]").expect("write");
+    let bad = oci.run(&["update", "-r", odd.to_str().unwrap(), "upd"]);
+    assert!(
+        stderr(&bad).contains("not a linux.resources object"),
+        "{}",
+        stderr(&bad)
+    );
     // Stopped: refused with the status.
     oci.ok(&["kill", "upd", "KILL"]);
     oci.wait_status("upd", "stopped");
