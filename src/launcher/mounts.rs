@@ -119,28 +119,25 @@ pub fn setup_root(
     cgroup_views: &[(String, PathBuf)],
     before_pivot: &mut dyn FnMut() -> StepResult<()>,
 ) -> StepResult<()> {
-    let has_mount_ns = spec.unshares(NsKind::Mount)
-        || spec
-            .namespaces
-            .enter
-            .iter()
-            .any(|e| e.kind == NsKind::Mount);
-    if !has_mount_ns || spec.rootfs.mode == RootMode::Chroot {
+    let host_table = spec.rootfs.mode == RootMode::HostMountTable;
+    if spec.separates(NsKind::Mount) == host_table || spec.rootfs.mode == RootMode::Chroot {
         // The loader never produces these; a spec from elsewhere is refused here too.
         return Err(StepError::msg(
             "enter the root filesystem",
-            "a chroot without a private mount namespace is refused: root inside escapes it; unshare \"mount\" and use pivot_root",
+            "a chroot is refused unless an OCI config asks for the caller's mount table: root inside escapes it; unshare \"mount\" and use pivot_root",
         ));
     }
-    // Nothing propagates from the container to the host or back.
-    mount(
-        none(),
-        "/",
-        none(),
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        none(),
-    )
-    .step(|| "make mount propagation private".into())?;
+    if !host_table {
+        // Nothing propagates from the container to the host or back.
+        mount(
+            none(),
+            "/",
+            none(),
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            none(),
+        )
+        .step(|| "make mount propagation private".into())?;
+    }
     let base = &spec.rootfs.path;
     let root_buf;
     let root: &Path = match access {
@@ -201,7 +198,13 @@ pub fn setup_root(
         None => {}
     }
     before_pivot()?;
-    pivot(root)?;
+    if host_table {
+        nix::unistd::chdir(root).step(|| format!("chdir {}", root.display()))?;
+        nix::unistd::chroot(".").step(|| format!("chroot into {}", root.display()))?;
+        nix::unistd::chdir("/").step(|| "chdir /".into())?;
+    } else {
+        pivot(root)?;
+    }
     if let Some(p) = spec.rootfs.propagation {
         mount(none(), "/", none(), propagation_flag(p), none())
             .step(|| format!("make the root's propagation {p:?}"))?;

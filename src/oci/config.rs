@@ -218,6 +218,13 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
         }
     }
     spec.namespaces.unshare.sort();
+    if !spec.separates(NsKind::Mount) {
+        spec.rootfs.mode = RootMode::HostMountTable;
+        warnings.push(
+            "linux.namespaces has no mount namespace: the container's mounts go into this runtime's mount table (until delete) and its root is entered with chroot, which root inside can escape"
+                .into(),
+        );
+    }
     let map = |m: &oci_spec::runtime::LinuxIdMapping| IdMap {
         inside: m.container_id(),
         outside: m.host_id(),
@@ -225,9 +232,7 @@ pub fn translate(cfg: &Spec, dir: &Path, id: &str) -> Result<Bundle, ConfigError
     };
     spec.namespaces.uid_map = linux.uid_mappings().iter().flatten().map(map).collect();
     spec.namespaces.gid_map = linux.gid_mappings().iter().flatten().map(map).collect();
-    let own_uts =
-        spec.unshares(NsKind::Uts) || spec.namespaces.enter.iter().any(|e| e.kind == NsKind::Uts);
-    if spec.hostname.is_some() && !own_uts {
+    if spec.hostname.is_some() && !spec.separates(NsKind::Uts) {
         return Err(unsupported(
             "hostname",
             "set without a uts namespace of the container's own: it would rename the host",

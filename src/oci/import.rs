@@ -4,7 +4,7 @@
 //! (hooks, a terminal, the cgroup path) is named in a warning.
 
 use super::config::{self, ConfigError};
-use crate::spec::{ContainerSpec, Seccomp};
+use crate::spec::{ContainerSpec, NsKind, RootMode, Seccomp};
 use std::path::Path;
 
 /// Why a bundle could not be written as a definition.
@@ -69,6 +69,15 @@ pub fn import(
     warnings.extend(bundle.warnings);
     let mut spec = bundle.spec;
     spec.labels = bundle.annotations;
+    if spec.rootfs.mode == RootMode::HostMountTable {
+        // A definition's container always has a mount table of its own (the loader
+        // adds the namespace): say so rather than the create-time warning.
+        warnings.retain(|w| !w.starts_with("linux.namespaces has no mount namespace"));
+        warnings.push("linux.namespaces has no mount namespace: a definition's container always gets one, and enters its root with pivot_root".into());
+        spec.rootfs.mode = RootMode::PivotRoot;
+        spec.namespaces.unshare.push(NsKind::Mount);
+        spec.namespaces.unshare.sort();
+    }
     if bundle.seccomp.is_some() {
         spec.seccomp = Seccomp::Profile(seccomp_file.into());
     }

@@ -4,11 +4,11 @@
 //! needs first and fails with the status it found; a failed `create` leaves nothing.
 
 use super::config::{self, Bundle, ConfigError};
-use super::hooks;
-use super::state::{remove_dir, rfc3339_now, Record, Root, StateReport, Status};
+use super::state::{remove_dir, rfc3339_now, HostMounts, Record, Root, StateReport, Status};
+use super::{hooks, host_mounts};
 use crate::launcher::{self, Exit, Hold, LaunchError, LaunchOptions, RootAccess, Started};
 use crate::spec::names::{self, NameError};
-use crate::spec::{NsKind, Seccomp};
+use crate::spec::{NsKind, RootMode, Seccomp};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::OpenOptions;
 use std::io::{self, Read};
@@ -215,7 +215,13 @@ fn create_in(
         cgroup_settings: b.spec.cgroup.clone(),
         annotations: b.annotations.clone(),
         hooks: b.hooks.clone(),
+        host_mounts: None,
     };
+    if b.spec.rootfs.mode == RootMode::HostMountTable {
+        let below = host_mounts::top_mount(&record.rootfs)
+            .map_err(io_err(id, "read the mounts at its root"))?;
+        record.host_mounts = Some(HostMounts { below });
+    }
     let launch = LaunchOptions {
         cgroup_parent: b.cgroup.0.clone(),
         root: if b.spec.rootfs.readonly {
@@ -234,7 +240,9 @@ fn create_in(
     let spec_text = serde_json::to_vec(&b.spec)
         .map_err(|e| io_err(id, "encode spec.json")(io::Error::other(e)))?;
     std::fs::write(dir.join("spec.json"), spec_text).map_err(io_err(id, "write spec.json"))?;
-    let started = launcher::start(&b.spec, &launch)?;
+    let started = launcher::start(&b.spec, &launch).inspect_err(|_| {
+        let _ = unmount_host_mounts(&record);
+    })?;
     record.pid = started.pid;
     record.start_time = launcher::start_time(started.pid).unwrap_or(0);
     let saved = root
@@ -252,6 +260,7 @@ fn create_in(
         );
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(started.pid), None);
         let _ = started.cleanup();
+        let _ = unmount_host_mounts(&record);
         return Err(e);
     }
     Ok((record, started))
@@ -376,6 +385,7 @@ pub fn delete(
     }
     // Whatever else its cgroup holds is killed by its removal.
     cg.remove().map_err(|e| e.in_container(id))?;
+    unmount_host_mounts(&r)?;
     cg.remove_freezer().map_err(|e| e.in_container(id))?;
     remove_dir(&root.dir_of(id)).map_err(io_err(id, "remove its state directory"))?;
     hooks::run_warning(
@@ -385,6 +395,15 @@ pub fn delete(
         warn,
     );
     Ok(())
+}
+
+/// Detaches what a container without a mount namespace mounted at its root.
+fn unmount_host_mounts(r: &Record) -> Result<(), OciError> {
+    match r.host_mounts {
+        Some(HostMounts { below }) => host_mounts::detach_above(&r.rootfs, below)
+            .map_err(io_err(&r.id, "unmount what it mounted at its root")),
+        None => Ok(()),
+    }
 }
 
 /// `run`: create, start, and (unless detached) wait for the process, forwarding

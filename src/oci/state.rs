@@ -43,6 +43,17 @@ pub struct Record {
     /// The config's hooks (`start` and `delete` run some).
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// Without a mount namespace its mounts are in the runtime's table, stacked on the
+    /// root above the mount named here: `delete` detaches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mounts: Option<HostMounts>,
+}
+
+/// The mount under a container's root in the runtime's mount table, before `create`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HostMounts {
+    /// Its id in mountinfo; `None`: the root was no mount point.
+    pub below: Option<u64>,
 }
 
 /// runtime-spec's statuses (`paused` is runc's addition, from the freezer).

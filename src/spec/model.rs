@@ -191,6 +191,11 @@ impl ContainerSpec {
     pub fn unshares(&self, kind: NsKind) -> bool {
         self.namespaces.unshare.contains(&kind)
     }
+
+    /// Whether the container's namespace of this kind is not the caller's: made or joined.
+    pub fn separates(&self, kind: NsKind) -> bool {
+        self.unshares(kind) || self.namespaces.enter.iter().any(|e| e.kind == kind)
+    }
 }
 
 /// How the process enters its root filesystem.
@@ -203,6 +208,9 @@ pub enum RootMode {
     /// plain chroot: kept so that specs recorded by older versions still decode; the
     /// loader and the launcher refuse it, since root inside escapes a chroot.
     Chroot,
+    /// chroot in the caller's mount table (mounts under the root removed at `delete`),
+    /// as runc does for an OCI config without a mount namespace; only `create` makes it.
+    HostMountTable,
 }
 
 /// The container's root filesystem.

@@ -171,9 +171,7 @@ impl Draft {
                 ));
             }
         }
-        let mount_ns =
-            s.unshares(NsKind::Mount) || s.namespaces.enter.iter().any(|e| e.kind == NsKind::Mount);
-        if !mount_ns {
+        if !s.separates(NsKind::Mount) {
             // A root without a private mount table would only be a chroot, which root
             // inside escapes: every container gets a mount namespace and pivot_root.
             s.namespaces.unshare.push(NsKind::Mount);
