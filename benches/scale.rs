@@ -361,6 +361,7 @@ async fn simulate(c: &Client, n: usize, stop: Arc<AtomicBool>) -> Result<Vec<u64
                         .heartbeat(pb::HeartbeatRequest {
                             node_id: *id,
                             applied_index: u64::MAX,
+                            policy: String::new(),
                         })
                         .await;
                 }

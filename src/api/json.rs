@@ -56,6 +56,7 @@ pub fn member(m: &pb::Member) -> Value {
         "state": m.state,
         "containers": m.containers,
         "labels": m.labels,
+        "policy": serde_json::from_str::<Value>(&m.policy).ok(),
     })
 }
 

@@ -172,7 +172,9 @@ pub enum Command {
     },
     /// Run this host's supervisor (joins or starts a cluster).
     Supervisor(Box<supervise::SupervisorArgs>),
-    /// Start a container somewhere in the cluster.
+    /// Start a container somewhere in the cluster: on an up node with the labels asked
+    /// for whose `[policy]` allows what the definition asks (else refused, with each
+    /// node's reason).
     Spawn {
         /// The definition (.haco), sent with the request.
         file: PathBuf,

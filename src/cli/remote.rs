@@ -111,19 +111,24 @@ fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
 
 fn print_members(members: &[pb::Member], leader: u64) {
     println!(
-        "{:>4}  {:<22} {:<8} {:<9} {:>10}  LABELS",
-        "ID", "ADDRESS", "ROLE", "STATE", "CONTAINERS"
+        "{:>4}  {:<22} {:<8} {:<9} {:>10}  {:<8} LABELS",
+        "ID", "ADDRESS", "ROLE", "STATE", "CONTAINERS", "POLICY"
     );
     for m in members {
         let mark = if m.id == leader { "*" } else { " " };
         let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{:>3}{mark}  {:<22} {:<8} {:<9} {:>10}  {}",
+            "{:>3}{mark}  {:<22} {:<8} {:<9} {:>10}  {:<8} {}",
             m.id,
             m.addr,
             m.role,
             m.state,
             m.containers,
+            if m.policy.is_empty() {
+                "default"
+            } else {
+                "limited"
+            },
             labels.join(",")
         );
     }

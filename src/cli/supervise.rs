@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// Flags of `haconiwa supervisor` (each overrides the same key of `--config`).
 #[derive(Debug, Args)]
 pub struct SupervisorArgs {
-    /// TOML settings file (see cluster-configs/node.toml).
+    /// TOML settings file (see cluster-configs/node.toml): also the only place for
+    /// `[policy]`, what a definition may ask of this host.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Node id (a joining node without one gets a fresh id from the cluster).
@@ -216,6 +217,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 ..Default::default()
             },
         ),
+        // Only node.toml says it: a host's limits are its operator's file.
+        policy: None,
         etcd: etcd_flags(
             a.etcd_endpoints,
             a.etcd_prefix,

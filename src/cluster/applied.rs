@@ -1,11 +1,13 @@
 //! The applied state in the database: one record per row (tables `sm_nodes`,
-//! `sm_definitions`, `sm_containers`, `sm_rules`, `sm_history`, `sm_network`, plus a
+//! `sm_definitions`, `sm_containers`, `sm_rules`, `sm_history`, `sm_network`,
+//! `sm_policies`, plus a
 //! small meta row in `state_machine`). Applying entries writes the rows they touched: the
 //! cost of a commit follows the change, not the state's size (`store.rs` decides when).
 
 use super::state::{
     ClusterState, ContainerRecord, Definition, NodeRecord, RuleHistory, RuleRecord, Table, Touched,
 };
+use crate::spec::NodePolicy;
 use openraft::{AnyError, BasicNode, LogId, StoredMembership};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,7 @@ pub(super) const SM_CONTAINERS: TableDefinition<&str, &[u8]> =
 pub(super) const SM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_rules");
 pub(super) const SM_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_history");
 pub(super) const SM_NETWORK: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_network");
+pub(super) const SM_POLICIES: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_policies");
 
 pub(super) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| AnyError::new(&e))
@@ -87,10 +90,12 @@ pub(super) fn write_applied(
     let mut rules = tx.open_table(SM_RULES).map_err(any)?;
     let mut history = tx.open_table(SM_HISTORY).map_err(any)?;
     let mut network = tx.open_table(SM_NETWORK).map_err(any)?;
+    let mut policies = tx.open_table(SM_POLICIES).map_err(any)?;
     let all;
     let t = match rows {
         Rows::All => {
             nodes.retain(|_, _| false).map_err(any)?;
+            policies.retain(|_, _| false).map_err(any)?;
             for table in [
                 &mut defs,
                 &mut containers,
@@ -107,23 +112,36 @@ pub(super) fn write_applied(
                 rules: st.rules().keys().cloned().collect(),
                 history: st.history().keys().cloned().collect(),
                 network: st.network().keys().cloned().collect(),
+                policies: st.policies().keys().copied().collect(),
             };
             &all
         }
         Rows::Touched(t) => t,
     };
-    for k in &t.nodes {
-        match st.nodes().get(k) {
-            Some(v) => nodes.insert(*k, enc(v)?.as_slice()).map(drop),
-            None => nodes.remove(*k).map(drop),
-        }
-        .map_err(any)?;
-    }
+    write_id_rows(&mut nodes, &t.nodes, st.nodes())?;
+    write_id_rows(&mut policies, &t.policies, st.policies())?;
     write_rows(&mut defs, &t.definitions, st.definitions())?;
     write_rows(&mut containers, &t.containers, st.containers())?;
     write_rows(&mut rules, &t.rules, st.rules())?;
     write_rows(&mut history, &t.history, st.history())?;
     write_rows(&mut network, &t.network, st.network())?;
+    Ok(())
+}
+
+/// Writes the rows of `keys` of a table keyed by node id: the record's encoding, or no
+/// row when the state no longer holds it.
+fn write_id_rows<'k, V: Serialize + Clone>(
+    table: &mut redb::Table<u64, &[u8]>,
+    keys: impl IntoIterator<Item = &'k u64>,
+    records: &Table<u64, V>,
+) -> Result<(), AnyError> {
+    for k in keys {
+        match records.get(k) {
+            Some(v) => table.insert(*k, enc(v)?.as_slice()).map(drop),
+            None => table.remove(*k).map(drop),
+        }
+        .map_err(any)?;
+    }
     Ok(())
 }
 
@@ -142,6 +160,19 @@ fn write_rows<'k, V: Serialize + Clone>(
         .map_err(any)?;
     }
     Ok(())
+}
+
+/// Every row of a table keyed by node id.
+fn read_id_rows<V: for<'de> Deserialize<'de> + Clone>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<u64, &[u8]>,
+) -> Result<Table<u64, V>, AnyError> {
+    let mut rows = Table::new();
+    for item in tx.open_table(table).map_err(any)?.iter().map_err(any)? {
+        let (k, v) = item.map_err(any)?;
+        rows.insert(k.value(), dec::<V>(v.value())?);
+    }
+    Ok(rows)
 }
 
 /// Every row of a table keyed by name.
@@ -172,11 +203,8 @@ pub(super) fn read_applied(db: &Database) -> Result<Applied, AnyError> {
         Some(v) => dec(v.value())?,
         None => AppliedMeta::default(),
     };
-    let mut nodes = Table::new();
-    for item in tx.open_table(SM_NODES).map_err(any)?.iter().map_err(any)? {
-        let (k, v) = item.map_err(any)?;
-        nodes.insert(k.value(), dec::<NodeRecord>(v.value())?);
-    }
+    let nodes = read_id_rows::<NodeRecord>(&tx, SM_NODES)?;
+    let policies = read_id_rows::<NodePolicy>(&tx, SM_POLICIES)?;
     let definitions = read_rows::<Definition>(&tx, SM_DEFINITIONS)?;
     let containers = read_rows::<ContainerRecord>(&tx, SM_CONTAINERS)?;
     let rules = read_rows::<RuleRecord>(&tx, SM_RULES)?;
@@ -194,6 +222,7 @@ pub(super) fn read_applied(db: &Database) -> Result<Applied, AnyError> {
             meta.next_seq,
             history,
         )
-        .with_network(network),
+        .with_network(network)
+        .with_policies(policies),
     })
 }

@@ -14,7 +14,7 @@
 
 use super::applied::{
     any, dec, enc, read_applied, write_applied, Applied, Rows, SM, SM_CONTAINERS, SM_DEFINITIONS,
-    SM_HISTORY, SM_NETWORK, SM_NODES, SM_RULES,
+    SM_HISTORY, SM_NETWORK, SM_NODES, SM_POLICIES, SM_RULES,
 };
 use super::state::{ClusterState, Event, EventKind, Response, Touched};
 use super::wal::Wal;
@@ -44,7 +44,9 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
     let db = Database::create(path).map_err(|e| b(e.into()))?;
     let tx = db.begin_write().map_err(|e| b(e.into()))?;
     tx.open_table(LOG).map_err(|e| b(e.into()))?;
-    tx.open_table(SM_NODES).map_err(|e| b(e.into()))?;
+    for t in [SM_NODES, SM_POLICIES] {
+        tx.open_table(t).map_err(|e| b(e.into()))?;
+    }
     for t in [
         META,
         SM,

@@ -1,8 +1,10 @@
-//! Where a new container goes: an up, non-draining node carrying the labels asked for;
+//! Where a new container goes: an up, non-draining node carrying the labels asked for,
+//! whose policy allows the container;
 //! spread by default (fewest containers of that definition, then fewest overall, then
 //! the lowest id). Pure: decided on the leader, committed as part of the spawn.
 
 use crate::cluster::state::{ClusterState, NodeId, NodeStatus};
+use crate::spec::ContainerSpec;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -20,6 +22,8 @@ pub struct Request<'a> {
     /// Host ports the container publishes: a node where one is held does not qualify,
     /// and a node takes one copy of a batch.
     pub host_ports: Vec<u16>,
+    /// The container: a node whose policy refuses it does not qualify.
+    pub spec: Option<&'a ContainerSpec>,
 }
 
 impl Request<'_> {
@@ -44,6 +48,30 @@ pub enum PlacementError {
     /// A host port it publishes is held on the node asked for, or on every node.
     #[error("host port {0} is held on {1}")]
     PortHeld(u16, String),
+    /// The policy of the node asked for, or of every node otherwise fit, refuses it.
+    #[error("{}", refused_text(.0))]
+    PolicyRefuses(Vec<(NodeId, Vec<String>)>),
+}
+
+fn refused_text(by: &[(NodeId, Vec<String>)]) -> String {
+    let each: Vec<String> = by
+        .iter()
+        .map(|(n, why)| format!("node {n}'s policy refuses it: {}", why.join("; ")))
+        .collect();
+    let lead = if by.len() > 1 {
+        "no node allows it: "
+    } else {
+        ""
+    };
+    format!("{lead}{}", each.join(" | "))
+}
+
+/// What the policy of `node` refuses of `spec` (nothing without a policy or a spec).
+fn refusals_on(state: &ClusterState, node: NodeId, spec: Option<&ContainerSpec>) -> Vec<String> {
+    match (state.policies().get(&node), spec) {
+        (Some(p), Some(s)) => super::policy::refusals(p, s),
+        _ => Vec::new(),
+    }
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
@@ -84,15 +112,28 @@ pub fn place_many(
         {
             return Err(PlacementError::PortHeld(*p, format!("node {id}")));
         }
+        let why = refusals_on(state, id, req.spec);
+        if !why.is_empty() {
+            return Err(PlacementError::PolicyRefuses(vec![(id, why)]));
+        }
         return Ok(vec![id; count]);
     }
     // Smallest (same definition, all, id) first.
+    let mut refused = Vec::new();
     let mut heap: BinaryHeap<Reverse<(usize, usize, NodeId)>> = state
         .nodes()
         .values()
         .filter(|n| n.status == NodeStatus::Up && !req.exclude.contains(&n.id))
         .filter(|n| req.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
         .filter(|n| ports_free(state, n.id, &req.host_ports))
+        .filter(|n| {
+            let why = refusals_on(state, n.id, req.spec);
+            let fits = why.is_empty();
+            if !fits {
+                refused.push((n.id, why));
+            }
+            fits
+        })
         .map(|n| {
             Reverse((
                 state.active_of_on(req.definition, n.id),
@@ -104,6 +145,9 @@ pub fn place_many(
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let Some(Reverse((same, all, id))) = heap.pop() else {
+            if out.is_empty() && !refused.is_empty() {
+                return Err(PlacementError::PolicyRefuses(refused));
+            }
             if let Some(p) = req.host_ports.first() {
                 return Err(PlacementError::PortHeld(
                     *p,
@@ -224,6 +268,62 @@ mod tests {
             ),
             Err(PlacementError::NoSuchNode(9))
         );
+    }
+
+    #[test]
+    fn a_node_whose_policy_refuses_the_container_does_not_qualify() {
+        let mut s = state();
+        let locked = crate::spec::NodePolicy {
+            allow_capabilities: Vec::new(),
+            ..Default::default()
+        };
+        for node in [1, 3] {
+            s.apply(
+                10 + node,
+                &Command::SetNodePolicy {
+                    node,
+                    policy: locked.clone(),
+                },
+            );
+        }
+        let mut spec = ContainerSpec::new("web", vec!["/bin/sh".into()], "/r".into());
+        spec.capabilities.allow = vec!["CAP_SYS_ADMIN".into()];
+        let r = Request {
+            definition: "web",
+            spec: Some(&spec),
+            ..Default::default()
+        };
+        assert_eq!(place_many(&s, &r, 3), Ok(vec![2, 2, 2]));
+        let e = place(
+            &s,
+            &Request {
+                node: Some(1),
+                ..r.clone()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node 1's policy refuses it: capability CAP_SYS_ADMIN is not in its allow_capabilities"
+        );
+        let mut only_b = r.clone();
+        only_b.labels.insert("zone".into(), "a".into());
+        let e = place(&s, &only_b).unwrap_err();
+        assert!(
+            matches!(e, PlacementError::PolicyRefuses(ref by) if by.len() == 1),
+            "{e}"
+        );
+        s.apply(
+            20,
+            &Command::SetNodePolicy {
+                node: 2,
+                policy: locked,
+            },
+        );
+        let e = place(&s, &r).unwrap_err().to_string();
+        assert!(e.starts_with("no node allows it: node 1's policy"), "{e}");
+        // Without a spec (nothing to check) every node qualifies as before.
+        assert!(place(&s, &Request { spec: None, ..r }).is_ok());
     }
 
     #[test]

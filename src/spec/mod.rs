@@ -9,6 +9,7 @@ pub mod masks;
 mod model;
 pub mod names;
 pub mod net;
+pub mod policy;
 pub mod restart;
 pub mod script;
 pub mod signal;
@@ -20,6 +21,7 @@ pub mod watch;
 pub use haco::{load_file, load_str, HacoError};
 pub use image_ref::{ImageRef, RefError};
 pub use model::*;
+pub use policy::NodePolicy;
 pub use script::ScriptError;
 
 /// Hex SHA-256 of a text: how definitions and rules are identified in the cluster.

@@ -11,6 +11,7 @@
 //! compares that picture with the state in memory, so it costs no I/O; it stays
 //! level-triggered: a lost report is simply decided and sent again.
 
+use super::admission;
 use super::images::{Images, PullFailed, Pulled};
 use super::probes::Probes;
 use super::reports::send_report;
@@ -66,6 +67,9 @@ enum LaunchFailure {
     /// The blocking task preparing it ended badly.
     #[error("preparing it: {0}")]
     Task(String),
+    /// This node's policy refuses it (placed before the leader knew the policy).
+    #[error("this node's policy refuses it: {0}")]
+    Policy(String),
     /// The agent is shutting down.
     #[error("the agent is shutting down")]
     ShuttingDown,
@@ -400,7 +404,9 @@ impl Agent {
             let started = std::time::Instant::now();
             // An image comes first, outside the launch slots (a long pull does not hold
             // up the launches of others).
-            let prepared = if spec.image.is_some() {
+            let prepared = if let Some(why) = admission::refused(&self.core.config.policy, &spec) {
+                Err(Failure::Launch(LaunchFailure::Policy(why)))
+            } else if spec.image.is_some() {
                 self.with_image(&c, spec).await
             } else {
                 Ok(spec)

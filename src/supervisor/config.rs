@@ -90,6 +90,8 @@ pub struct Settings {
     pub images: Option<crate::image::registry::ImagesConfig>,
     /// `[network]`: the cluster network (off without a `cidr`).
     pub network: Option<crate::runtime::network::NetworkSettings>,
+    /// `[policy]`: what a definition may ask of this host (everything when absent).
+    pub policy: Option<crate::spec::NodePolicy>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -244,7 +246,8 @@ impl Settings {
             max_connections,
             http_listen,
             images,
-            network
+            network,
+            policy
         )
         .with_etcd_merged(self_etcd, base_etcd)
         .with_tls_merged(self_tls, base_tls)
@@ -331,6 +334,8 @@ pub struct Config {
     pub replace_voter_after_ms: u64,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// What a definition may ask of this host.
+    pub policy: crate::spec::NodePolicy,
     /// Log format.
     pub json_logs: bool,
     /// State dir base.
@@ -516,7 +521,12 @@ impl Config {
             Ok(n) => n.flatten(),
             Err(e) => return bad(e),
         };
+        let policy = s.policy.unwrap_or_default().canonical();
+        if let Err(e) = policy.validate() {
+            return bad(e);
+        }
         Ok(Config {
+            policy,
             network,
             image_store: images
                 .store

@@ -7,6 +7,7 @@
 //! `definitions`, `images`, `quorum` → `shared` (`Supervisor`: what every part shares) → `error`,
 //! `requests`, `peers` and the rest (docs/architecture.md).
 
+pub mod admission;
 pub mod agent;
 pub mod config;
 pub mod definitions;

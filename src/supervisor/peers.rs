@@ -6,6 +6,7 @@
 
 use super::error::OpResult;
 use crate::cluster::state::{NodeId, Observed};
+use crate::spec::NodePolicy;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -28,12 +29,14 @@ pub struct StoredManifest {
 
 /// The other members, as this supervisor calls them (`addr` is a member's address).
 pub trait Peers: Send + Sync {
-    /// Tells the leader at `leader` this node is alive and has applied up to `applied`.
+    /// Tells the leader at `leader` this node is alive and has applied up to `applied`,
+    /// with its policy when the state holds another one for it.
     fn heartbeat<'a>(
         &'a self,
         leader: &'a str,
         node: NodeId,
         applied: u64,
+        policy: Option<&'a NodePolicy>,
         timeout: Duration,
     ) -> BoxFuture<'a, OpResult<()>>;
 

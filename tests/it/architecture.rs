@@ -22,9 +22,10 @@ const LAYERS: [&str; 11] = [
 ];
 
 /// Inside `supervisor`, bottom up (`mod` wires them all together).
-const SUPERVISOR: [(&str, u8); 18] = [
+const SUPERVISOR: [(&str, u8); 19] = [
     ("error", 0),
     ("config", 0),
+    ("admission", 0),
     ("stats", 0),
     ("mirror_report", 0),
     ("requests", 0),

@@ -21,6 +21,7 @@ mod launch_errors;
 mod mirror;
 mod network;
 mod node_config;
+mod node_policy;
 mod oci;
 mod privileges;
 mod rollout;

@@ -196,6 +196,18 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
         ("network.vxlan_port", i(4790)),
         ("network.dns", toml::Value::Boolean(false)),
         ("network.masquerade", toml::Value::Boolean(false)),
+        (
+            "policy.allow_capabilities",
+            toml::Value::Array(vec![s("cap_net_admin")]),
+        ),
+        ("policy.host_paths", toml::Value::Array(vec![s("/")])),
+        ("policy.filesystems", toml::Value::Array(vec![s("tmpfs")])),
+        ("policy.devices", toml::Value::Boolean(false)),
+        ("policy.seccomp_unconfined", toml::Value::Boolean(false)),
+        // The test's container shares the host's network.
+        ("policy.host_network", toml::Value::Boolean(true)),
+        ("policy.join_namespaces", toml::Value::Boolean(false)),
+        ("policy.require_user_namespace", toml::Value::Boolean(false)),
         ("images.store", s(&d("images"))),
         ("images.auth_file", s(&d("auth.json"))),
         (
@@ -294,9 +306,12 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
     wait(&site, "node 7 leading", &|s| s["leader"] == 7);
     start(&mut site, &b_toml, "b.log");
     // Up in the state and a member of Raft's configuration (the record comes first).
-    let s = wait(&site, "node 8 in", &|s| {
+    // Its policy too: node 7's from the leader's loop, node 8's through its heartbeat.
+    let s = wait(&site, "node 8 in, both policies published", &|s| {
         s["members"].as_array().is_some_and(|m| {
-            m.len() == 2 && m.iter().all(|x| x["state"] == "up" && x["role"] != "none")
+            m.len() == 2
+                && m.iter()
+                    .all(|x| x["state"] == "up" && x["role"] != "none" && x["policy"].is_object())
         })
     });
     let members = s["members"].as_array().unwrap();
@@ -306,6 +321,16 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
     assert_eq!(m7["addr"], "10.77.0.1:7700");
     assert_eq!(m8["addr"], "10.77.0.2:7700");
     assert_eq!(m7["labels"]["zone"], "conf", "{s:#}");
+    // [policy]: published, capability names in their canonical form; node 8's is the
+    // same file's.
+    assert_eq!(
+        m7["policy"]["allow_capabilities"],
+        serde_json::json!(["CAP_NET_ADMIN"]),
+        "{s:#}"
+    );
+    assert_eq!(m7["policy"]["filesystems"], serde_json::json!(["tmpfs"]));
+    assert_eq!(m7["policy"]["devices"], false);
+    assert_eq!(m8["policy"], m7["policy"]);
     assert_eq!(
         (&m7["role"], &m8["role"]),
         (&"voter".into(), &"learner".into())

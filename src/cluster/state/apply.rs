@@ -7,6 +7,7 @@ use super::{
     ClusterState, Command, ContainerRecord, Definition, Desired, Event, EventKind, NodeId,
     NodeRecord, NodeStatus, Observed, Response, RuleHistory, RuleRecord,
 };
+use crate::spec::NodePolicy;
 use std::collections::BTreeMap;
 
 /// The events of one entry, stamped with its index.
@@ -102,6 +103,7 @@ impl ClusterState {
             Command::Batch(_) => refused("a batch inside a batch".into()),
             Command::Replace { old, digest, node } => self.replace(ev, old, digest, *node, false),
             Command::Surge { old, digest, node } => self.replace(ev, old, digest, *node, true),
+            Command::SetNodePolicy { node, policy } => self.set_node_policy(*node, policy),
             Command::SetNetwork {
                 cidr,
                 subnet_prefix,
@@ -110,6 +112,21 @@ impl ClusterState {
                 Err(why) => refused(why),
             },
         }
+    }
+
+    fn set_node_policy(&mut self, node: NodeId, policy: &NodePolicy) -> Response {
+        if !self.nodes.contains_key(&node) {
+            return refused(format!("no node {node}"));
+        }
+        if let Err(why) = policy.validate() {
+            return refused(why);
+        }
+        let policy = policy.clone().canonical();
+        let now = self.policies.get(&node).cloned().unwrap_or_default();
+        if now != policy {
+            self.put_policy(node, policy);
+        }
+        Response::Ok
     }
 
     fn add_node(
@@ -475,6 +492,16 @@ impl ClusterState {
         Some(c)
     }
 
+    pub(super) fn put_policy(&mut self, node: NodeId, p: NodePolicy) {
+        self.touched.policies.insert(node);
+        self.revision += 1;
+        if p.is_permissive() {
+            self.policies.remove(&node);
+        } else {
+            self.policies.insert(node, p);
+        }
+    }
+
     pub(super) fn put_node(&mut self, n: NodeRecord) {
         self.touched.nodes.insert(n.id);
         self.revision += 1;
@@ -652,6 +679,37 @@ mod tests {
             },
         );
         assert!(matches!(r, Response::Refused(m) if m.contains("already used by a:1")));
+    }
+
+    #[test]
+    fn a_node_policy_is_recorded_canonical_and_the_default_is_no_record() {
+        let mut s = ClusterState::default();
+        add(&mut s, 1, "a:1");
+        let locked = NodePolicy {
+            allow_capabilities: vec!["cap_net_admin".into()],
+            host_network: false,
+            ..NodePolicy::default()
+        };
+        let set = |policy: NodePolicy, node| Command::SetNodePolicy { node, policy };
+        let (r, _) = s.apply(2, &set(locked.clone(), 1));
+        assert_eq!(r, Response::Ok);
+        assert_eq!(s.policies()[&1].allow_capabilities, ["CAP_NET_ADMIN"]);
+        assert!(s.take_touched().policies.contains(&1));
+        // The same again changes nothing.
+        let rev = s.revision();
+        s.apply(3, &set(locked.clone(), 1));
+        assert_eq!(s.revision(), rev);
+        // Back to the default: no record.
+        s.apply(4, &set(NodePolicy::default(), 1));
+        assert!(s.policies().get(&1).is_none());
+        let (r, _) = s.apply(5, &set(locked, 9));
+        assert!(matches!(r, Response::Refused(m) if m.contains("no node 9")));
+        let bad = NodePolicy {
+            host_paths: vec!["rel".into()],
+            ..NodePolicy::default()
+        };
+        let (r, _) = s.apply(6, &set(bad, 1));
+        assert!(matches!(r, Response::Refused(m) if m.contains("policy.host_paths")));
     }
 
     #[test]
@@ -1207,7 +1265,10 @@ mod tests {
     /// `PutRule` also into a version of its rule (no time stamp), so the state holds one
     /// more table. Changed again with the cluster network (`network.rs`): an old log
     /// (no `SetNetwork`) replays into the same records and an empty network table.
-    const HISTORY_DIGEST: &str = "5bf7a472ad923874c5e6d9039750d38b39cd430fa2abd696a8af35c74edf720b";
+    /// Changed again with node policies: an old log (no `SetNodePolicy`) replays into
+    /// the same records and an empty policy table; a member of the old version cannot
+    /// take a snapshot of the new one (the state holds one more table).
+    const HISTORY_DIGEST: &str = "4bfc027518e7eb2f8c875bfda8a83796d1e7ed1164a7fe9c8d994ea20687e718";
 
     #[test]
     fn replay_gives_the_same_state_and_the_golden_digest() {

@@ -2,6 +2,7 @@
 //! applying one answers. New variants go last: older entries read as before.
 
 use super::{Definition, NodeId, NodeStatus, Observed, RuleRecord};
+use crate::spec::NodePolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -147,6 +148,14 @@ pub enum Command {
         version: Option<u64>,
         /// The proposer's wall time, ms since the epoch.
         applied_at_ms: u64,
+    },
+    /// A node's policy (`spec::policy`), as its `node.toml` says it; the default one
+    /// is kept as no record.
+    SetNodePolicy {
+        /// The node.
+        node: NodeId,
+        /// What it allows.
+        policy: NodePolicy,
     },
     /// Set the cluster network's range (once; the same again is fine, another is
     /// refused) and lease a subnet to every member (`state::network`).

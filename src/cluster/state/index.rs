@@ -171,6 +171,8 @@ pub struct Touched {
     pub history: BTreeSet<String>,
     /// Keys of network records (`state::network`).
     pub network: BTreeSet<String>,
+    /// Node ids whose policy changed.
+    pub policies: BTreeSet<NodeId>,
 }
 
 impl Touched {
@@ -182,5 +184,6 @@ impl Touched {
             && self.rules.is_empty()
             && self.history.is_empty()
             && self.network.is_empty()
+            && self.policies.is_empty()
     }
 }

@@ -25,7 +25,7 @@ pub use index::Touched;
 pub use network::{Allocation, Ipv4Net, Lease, NetRange, NetRecord, CLUSTER_BRIDGE};
 pub use table::Table;
 
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, NodePolicy};
 use index::Index;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -319,6 +319,8 @@ pub struct ClusterState {
     history: Table<String, RuleHistory>,
     /// The cluster network's range, leases and addresses (network.rs).
     network: Table<String, NetRecord>,
+    /// What each node lets a definition ask of it (none recorded: everything).
+    policies: Table<NodeId, NodePolicy>,
     /// Counts kept as records change (derived: rebuilt when a state is decoded).
     index: Index,
     /// Keys changed since the store last took them (not part of the state).
@@ -340,6 +342,7 @@ struct StateData {
     next_seq: u64,
     history: Table<String, RuleHistory>,
     network: Table<String, NetRecord>,
+    policies: Table<NodeId, NodePolicy>,
 }
 
 impl Serialize for ClusterState {
@@ -354,6 +357,7 @@ impl Serialize for ClusterState {
             next_seq: self.next_seq,
             history: self.history.clone(),
             network: self.network.clone(),
+            policies: self.policies.clone(),
         }
         .serialize(s)
     }
@@ -371,7 +375,8 @@ impl<'de> Deserialize<'de> for ClusterState {
             data.next_seq,
             data.history,
         )
-        .with_network(data.network))
+        .with_network(data.network)
+        .with_policies(data.policies))
     }
 }
 
@@ -385,6 +390,7 @@ impl PartialEq for ClusterState {
             && self.next_seq == o.next_seq
             && self.history == o.history
             && self.network == o.network
+            && self.policies == o.policies
     }
 }
 
@@ -411,6 +417,7 @@ impl ClusterState {
             next_seq,
             history,
             network: Table::new(),
+            policies: Table::new(),
             index,
             touched: Touched::default(),
             revision: 0,
@@ -421,6 +428,17 @@ impl ClusterState {
     pub fn with_network(mut self, network: Table<String, NetRecord>) -> ClusterState {
         self.network = network;
         self
+    }
+
+    /// The same state with these node policies.
+    pub fn with_policies(mut self, policies: Table<NodeId, NodePolicy>) -> ClusterState {
+        self.policies = policies;
+        self
+    }
+
+    /// Node policies, by node id (a node without one allows everything).
+    pub fn policies(&self) -> &Table<NodeId, NodePolicy> {
+        &self.policies
     }
 
     /// SHA-256 over the whole state in a canonical encoding: equal on every member that

@@ -7,6 +7,7 @@ use crate::api::pb::cluster_client::ClusterClient;
 use crate::api::pb::{HeartbeatRequest, ImageBlobRequest, ImageManifestRequest, JoinRequest};
 use crate::api::{lazy_channel, AuthChannel, Credentials};
 use crate::cluster::state::{NodeId, Observed};
+use crate::spec::NodePolicy;
 use crate::supervisor::config::Config;
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::peers::{BoxFuture, Chunks, Peers, StoredManifest};
@@ -69,12 +70,18 @@ impl Peers for PeerClients {
         leader: &'a str,
         node: NodeId,
         applied: u64,
+        policy: Option<&'a NodePolicy>,
         timeout: Duration,
     ) -> BoxFuture<'a, OpResult<()>> {
         Box::pin(async move {
             let req = HeartbeatRequest {
                 node_id: node,
                 applied_index: applied,
+                policy: match policy {
+                    Some(p) => serde_json::to_string(p)
+                        .map_err(|e| OpError::Internal(format!("encode the policy: {e}")))?,
+                    None => String::new(),
+                },
             };
             self.client_to(leader)?
                 .heartbeat(with_timeout(req, timeout))

@@ -116,6 +116,7 @@ pub fn members_pb(
                 state: "joining".into(),
                 containers: 0,
                 labels: Default::default(),
+                policy: String::new(),
             });
         }
     }
@@ -142,6 +143,11 @@ fn node_pb(
         state: n.status.name().into(),
         containers: state.active_on(n.id) as u32,
         labels: n.labels.clone().into_iter().collect(),
+        policy: state
+            .policies()
+            .get(&n.id)
+            .and_then(|p| serde_json::to_string(p).ok())
+            .unwrap_or_default(),
     }
 }
 

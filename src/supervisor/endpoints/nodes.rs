@@ -67,6 +67,14 @@ pub(super) async fn join(core: &Supervisor, r: JoinRequest) -> OpResult<JoinRepl
 }
 
 pub(super) async fn heartbeat(core: &Supervisor, r: HeartbeatRequest) -> OpResult<HeartbeatReply> {
-    ops::heartbeat(core, r.node_id, r.applied_index).await?;
+    let policy = if r.policy.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_str::<crate::spec::NodePolicy>(&r.policy)
+                .map_err(|e| OpError::Invalid(format!("heartbeat: the node's policy: {e}")))?,
+        )
+    };
+    ops::heartbeat(core, r.node_id, r.applied_index, policy).await?;
     Ok(HeartbeatReply {})
 }

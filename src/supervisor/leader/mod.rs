@@ -62,6 +62,16 @@ pub async fn run(core: Arc<Supervisor>) {
             }
             continue;
         }
+        if state.policies().get(&core.id).cloned().unwrap_or_default() != core.config.policy {
+            let cmd = Command::SetNodePolicy {
+                node: core.id,
+                policy: core.config.policy.clone(),
+            };
+            if let Err(e) = core.propose(cmd).await {
+                tracing::warn!("publish this node's policy: {e}");
+            }
+            continue;
+        }
         if state
             .nodes()
             .get(&core.id)

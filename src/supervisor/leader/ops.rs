@@ -38,6 +38,7 @@ pub async fn spawn(core: &Supervisor, r: SpawnRequest) -> OpResult<ContainerReco
             None => super::health::suspects(core),
         },
         host_ports: placement::Request::ports_of(&definition.spec),
+        spec: Some(&definition.spec),
     };
     let node = placement::place(&state, &req)?;
     let ids = commit_spawn(core, &definition, vec![node], None).await?;
@@ -137,7 +138,12 @@ pub async fn join(core: &Supervisor, r: JoinRequest) -> OpResult<NodeId> {
 /// and brings a down node back up. A node that stopped applying the log for longer than
 /// the node TTL while the leader moved on is refused: its lease then runs out and it is
 /// handled as down.
-pub async fn heartbeat(core: &Supervisor, node: NodeId, applied: u64) -> OpResult<()> {
+pub async fn heartbeat(
+    core: &Supervisor,
+    node: NodeId,
+    applied: u64,
+    policy: Option<crate::spec::NodePolicy>,
+) -> OpResult<()> {
     let state = core.state();
     let Some(n) = state.nodes().get(&node) else {
         return Err(OpError::NotFound(format!("no node {node}")));
@@ -163,6 +169,14 @@ pub async fn heartbeat(core: &Supervisor, node: NodeId, applied: u64) -> OpResul
             status: NodeStatus::Up,
         })
         .await?;
+    }
+    if let Some(policy) = policy {
+        // Rare (a node that started with another policy): committed before the beat
+        // is acknowledged, so the node stops sending it once it applies the entry.
+        if state.policies().get(&node).cloned().unwrap_or_default() != policy {
+            core.propose(Command::SetNodePolicy { node, policy })
+                .await?;
+        }
     }
     Ok(())
 }
@@ -192,6 +206,7 @@ pub async fn move_off(core: &Supervisor, node: NodeId) -> OpResult<u32> {
             labels: BTreeMap::new(),
             exclude,
             host_ports: placement::Request::ports_of(&def.spec),
+            spec: Some(&def.spec),
         };
         let target = match placement::place(&core.state(), &req) {
             Ok(t) => t,

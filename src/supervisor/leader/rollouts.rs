@@ -229,11 +229,8 @@ async fn replace(
     old: &str,
     surge: bool,
 ) -> OpResult<()> {
-    let ports = state
-        .definitions()
-        .get(digest)
-        .map(|d| placement::Request::ports_of(&d.spec))
-        .unwrap_or_default();
+    let spec = state.definitions().get(digest).map(|d| &d.spec);
+    let ports = spec.map(placement::Request::ports_of).unwrap_or_default();
     // Fixed host ports: a stop-first copy takes the old one's place (and ports) on its
     // node; a start-first one goes where they are free.
     let (node, host_ports) = match state.containers().get(old) {
@@ -250,6 +247,7 @@ async fn replace(
             suspects(core)
         },
         host_ports,
+        spec,
     };
     let node = placement::place_many(state, &req, 1)?
         .into_iter()

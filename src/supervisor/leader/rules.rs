@@ -368,6 +368,7 @@ impl RuleLoop {
                         super::health::suspects(core)
                     },
                     host_ports: placement::Request::ports_of(&def.spec),
+                    spec: Some(&def.spec),
                 };
                 let count = usize::try_from(count).unwrap_or(usize::MAX);
                 let targets: Vec<NodeId> = placement::place_many(&state, &req, count)?;
