@@ -6,7 +6,6 @@ use crate::runtime::state::Status;
 use crate::runtime::{bootstrap, provision, Runtime, RuntimeError};
 use crate::spec::names::escape_controls;
 use crate::spec::{self, ContainerSpec, Seccomp};
-use std::io::{Read, Seek, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -237,7 +236,6 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Logs { name, follow } => logs(&rt, &name, follow),
         Command::Attach { name, command } => {
             let command = if command.is_empty() {
                 vec!["/bin/sh".to_string()]
@@ -253,6 +251,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Supervisor(_)
         | Command::Spawn { .. }
+        | Command::Logs { .. }
         | Command::Stop { .. }
         | Command::Containers { .. }
         | Command::Services { .. }
@@ -334,36 +333,6 @@ fn run(rt: &Runtime, spec: &ContainerSpec, detach: bool) -> Result<i32, CliError
         );
     }
     Ok(exit.code)
-}
-
-fn logs(rt: &Runtime, name: &str, follow: bool) -> Result<i32, CliError> {
-    rt.get(name)?;
-    let path = rt.dir(name).log_file();
-    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = std::io::stdout();
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        f.read_to_end(&mut buf)?;
-        out.write_all(&buf)?;
-        out.flush()?;
-        if !follow {
-            return Ok(0);
-        }
-        match rt.get(name) {
-            Ok(st) if st.status != Status::Exited => {}
-            _ => {
-                // Drain what was written just before the exit.
-                buf.clear();
-                f.read_to_end(&mut buf)?;
-                out.write_all(&buf)?;
-                return Ok(0);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let pos = f.stream_position()?;
-        f.seek(std::io::SeekFrom::Start(pos))?;
-    }
 }
 
 fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, CliError> {

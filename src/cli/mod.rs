@@ -3,6 +3,7 @@
 
 mod image;
 mod local;
+mod logs;
 pub mod oci;
 mod remote;
 mod rules;
@@ -149,13 +150,29 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
-    /// Print a detached container's output.
+    /// Print a container's output (stdout to stdout, stderr to stderr): a detached
+    /// container of this host, or any container of the cluster (asked of --server,
+    /// streamed from its node).
     Logs {
-        /// Container name.
-        name: String,
-        /// Keep printing new output until the container exits.
+        /// Container name here, or a cluster container's id.
+        #[arg(required_unless_present = "rule")]
+        name: Option<String>,
+        /// Keep printing new output until the container ends.
         #[arg(short, long)]
         follow: bool,
+        /// Only its last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Only output since a time: a duration back from now (90s, 10m, 2h, 1d) or
+        /// RFC 3339 in UTC (2026-12-06T07:10:00Z).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only its stderr.
+        #[arg(long)]
+        stderr: bool,
+        /// Every container of this rule (cluster), each line prefixed with its id.
+        #[arg(long, value_name = "NAME", conflicts_with = "name")]
+        rule: Option<String>,
     },
     /// Run a command inside a running container (default /bin/sh).
     Attach {
@@ -457,6 +474,7 @@ fn talks_to_the_cluster(c: &Command) -> bool {
     matches!(
         c,
         Command::Containers { .. }
+            | Command::Logs { .. }
             | Command::Services { .. }
             | Command::Events { .. }
             | Command::Cluster(_)
@@ -506,6 +524,7 @@ pub fn main() -> i32 {
         | Command::Watch(_)
         | Command::Mirror(_)
         | Command::Cluster(_) => remote::run(cli),
+        Command::Logs { .. } => logs::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
         Command::Tls(t) => tls::run(t),
         Command::Oci(o) => return oci::run(o),

@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     rt.block_on(run_async(cli))
 }
 
-async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
+pub(super) async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
     let servers: Vec<String> = cli.server.iter().cloned().collect();
     let creds = cli.credentials()?;
     let hint = match &creds.tls {

@@ -401,9 +401,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
-/// Duplicates `fd` onto 0, 1 and 2 (daemon mode: everything to the log).
-pub fn redirect_stdio(stdin: RawFd, out: RawFd) -> std::io::Result<()> {
-    for (from, to) in [(stdin, 0), (out, 1), (out, 2)] {
+/// Duplicates `stdin`, `out` and `err` onto 0, 1 and 2 (daemon mode: the output pipes).
+pub fn redirect_stdio(stdin: RawFd, out: RawFd, err: RawFd) -> std::io::Result<()> {
+    for (from, to) in [(stdin, 0), (out, 1), (err, 2)] {
         // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
         if unsafe { libc::dup2(from, to) } < 0 {
             return Err(std::io::Error::last_os_error());

@@ -5,6 +5,8 @@
 pub mod bootstrap;
 pub mod helper;
 pub mod lease;
+pub mod logs;
+mod monitor;
 pub mod network;
 pub mod probe;
 pub mod provision;
@@ -14,14 +16,14 @@ use crate::launcher::pidfd::ProcessHandle;
 use crate::launcher::{
     self, cgroup::Cgroup, cgroup::Layout, LaunchError, LaunchOptions, RootAccess,
 };
-use crate::spec::{names, ContainerSpec, NsKind, OnDisconnect};
+use crate::spec::{names, ContainerSpec, NsKind};
+use monitor::MonitorReport;
 use nix::sys::signal::Signal;
 use nix::unistd::ForkResult;
 use state::{now_secs, ContainerDir, State, Status};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, Read};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a container gets to end after SIGKILL before `kill` gives up on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -159,23 +161,6 @@ fn release_image(spec: &ContainerSpec, dir: &ContainerDir) {
     if spec.image.is_some() && !spec.rootfs.layers.is_empty() {
         if let Ok(store) = crate::image::Store::open(&spec.rootfs.path) {
             store.drop_lease(&dir.path);
-        }
-    }
-}
-
-/// What the monitor tells the process that started it, once, over a pipe.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-enum MonitorReport {
-    /// The container runs; its state is in `state.json`.
-    Started,
-    /// It could not start.
-    Failed(LaunchError),
-}
-
-impl MonitorReport {
-    fn send(&self, to: &mut std::fs::File) {
-        if let Ok(bytes) = serde_json::to_vec(self) {
-            let _ = to.write_all(&bytes);
         }
     }
 }
@@ -394,128 +379,6 @@ impl Runtime {
                         })
                     }
                 }
-            }
-        }
-    }
-
-    /// The monitor: detaches, starts the container with its output in the log, reports
-    /// to the caller through `report`, waits, records the exit. Returns its exit code.
-    fn monitor(&self, spec: &ContainerSpec, dir: &ContainerDir, mut report: std::fs::File) -> i32 {
-        let _ = nix::unistd::setsid();
-        let log = std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new().create(true).append(true),
-            0o600,
-        )
-        .open(dir.log_file());
-        let null = std::fs::File::open("/dev/null");
-        let (log, null) = match (log, null) {
-            (Ok(l), Ok(n)) => (l, n),
-            (Err(e), _) | (_, Err(e)) => {
-                MonitorReport::Failed(LaunchError {
-                    container: spec.name.clone(),
-                    step: "open log".into(),
-                    reason: e.to_string(),
-                })
-                .send(&mut report);
-                release_image(spec, dir);
-                let _ = std::fs::remove_dir_all(&dir.path);
-                return 1;
-            }
-        };
-        if let Err(e) = launcher::redirect_stdio(null.as_raw_fd(), log.as_raw_fd()) {
-            MonitorReport::Failed(LaunchError {
-                container: spec.name.clone(),
-                step: "redirect output".into(),
-                reason: e.to_string(),
-            })
-            .send(&mut report);
-            release_image(spec, dir);
-            let _ = std::fs::remove_dir_all(&dir.path);
-            return 1;
-        }
-        drop(log);
-        drop(null);
-        let mut st = self.initial_state(spec);
-        let _ = dir.write_state(&st);
-        let started = match launcher::start(spec, &self.options(spec, dir)) {
-            Ok(s) => s,
-            Err(e) => {
-                MonitorReport::Failed(e).send(&mut report);
-                release_image(spec, dir);
-                let _ = std::fs::remove_dir_all(&dir.path);
-                return 1;
-            }
-        };
-        st.pid = started.pid;
-        st.start_time = launcher::start_time(started.pid).unwrap_or(0);
-        st.status = Status::Running;
-        let _ = dir.write_state(&st);
-        MonitorReport::Started.send(&mut report);
-        drop(report);
-        // Bound to the node's lease: stopped, by this monitor, once it runs out.
-        let lease = self
-            .lease
-            .as_deref()
-            .filter(|_| spec.on_disconnect == OnDisconnect::Stop);
-        let mut fenced = false;
-        let mut exit = launcher::wait_watching(&started, || match lease {
-            None => launcher::Watch::Never,
-            Some(path) => match lease::remaining_ms(path) {
-                Some(ms) => launcher::Watch::After(Duration::from_millis(ms + 1)),
-                None => {
-                    fenced = true;
-                    launcher::Watch::Kill
-                }
-            },
-        });
-        match started.cleanup() {
-            Ok(oom) => exit.oom_killed |= oom,
-            Err(e) => st.reason = Some(e.to_string()),
-        }
-        if fenced {
-            st.fenced = true;
-            st.reason = Some(
-                "fenced: the node's lease ran out (cut off from the cluster or its supervisor gone)"
-                    .into(),
-            );
-        }
-        // The writable layer goes with the container's processes (the record and the
-        // log stay for `ps` and `logs` until `rm`).
-        let _ = std::fs::remove_dir_all(dir.layer_dir());
-        release_image(spec, dir);
-        st.status = Status::Exited;
-        st.exit_code = Some(exit.code);
-        st.oom_killed = exit.oom_killed;
-        if exit.oom_killed {
-            st.reason = Some("oom-killed".into());
-        }
-        st.finished_at = Some(now_secs());
-        let _ = dir.write_state(&st);
-        self.notify(&spec.name);
-        0
-    }
-
-    /// Tells a listening supervisor that a container ended. Never blocks: the exit is
-    /// already recorded in `state.json`; when the supervisor's queue is full the notice
-    /// is offered again for a while, and a supervisor that never takes it still finds
-    /// the exit on its next full scan.
-    fn notify(&self, name: &str) {
-        let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-            return;
-        };
-        if sock.set_nonblocking(true).is_err() {
-            return;
-        }
-        let deadline = Instant::now() + NOTIFY_PATIENCE;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match sock.send_to(name.as_bytes(), self.notify_socket()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                // Sent, no supervisor listening, or out of patience.
-                _ => return,
             }
         }
     }

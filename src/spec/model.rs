@@ -1,6 +1,7 @@
 //! The container model: plain serde data shared by the loader, the launcher, the runtime and
 //! the cluster. Everything here is validated by the loader; the launcher trusts it.
 
+use super::log_limits::LogLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -93,18 +94,18 @@ pub struct ContainerSpec {
     /// out): stop (the default: never two copies) or keep running (availability first).
     #[serde(default)]
     pub on_disconnect: OnDisconnect,
-    /// Its health check (`c.health(...)`), run by its node's agent; none: a running
-    /// container counts as it is.
+    /// Its health check (`c.health(...)`), run by its node's agent (none: running counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<super::health::HealthCheck>,
-    /// Its restart policy (`c.restart(...)`): none, a cluster container that ends or
-    /// turns unhealthy is not started again on its node (a rule replaces it).
+    /// Its restart policy (`c.restart(...)`); none: not started again where it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<super::restart::RestartPolicy>,
-    /// Ports published on its node (`c.publish(...)`): a port of the node forwards to
-    /// the container's port on the cluster network.
+    /// Ports of its node forwarded to its ports on the cluster network (`c.publish`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// How much of its output its node keeps (`c.logs(#{ max_size, max_files })`).
+    #[serde(default, skip_serializing_if = "LogLimits::is_default")]
+    pub logs: LogLimits,
     /// Kernel parameters of its own namespaces (`net.*` with a network namespace,
     /// IPC ones with an IPC namespace), written under its /proc/sys before that is made
     /// read-only (an OCI config's `linux.sysctl`; checked by [`super::sysctl::is_namespaced`]).
@@ -176,6 +177,7 @@ impl ContainerSpec {
             health: None,
             restart: None,
             ports: Vec::new(),
+            logs: LogLimits::default(),
             sysctl: BTreeMap::new(),
             masks: None,
             oom_score_adj: None,

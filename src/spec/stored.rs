@@ -130,6 +130,7 @@ impl<'de> Visitor<'de> for Stored {
             health: None,
             restart: None,
             ports: Vec::new(),
+            logs: Default::default(),
             sysctl: BTreeMap::new(),
             masks: None,
             oom_score_adj: None,

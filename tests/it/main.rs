@@ -18,6 +18,7 @@ mod image_pull;
 mod images;
 mod isolation;
 mod launch_errors;
+mod logs;
 mod mirror;
 mod network;
 mod node_config;

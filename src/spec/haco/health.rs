@@ -1,16 +1,23 @@
 //! `c.health(#{ exec: [...] | tcp: PORT | http: "/path", port, status, interval,
 //! timeout, retries, start_period })`: the container's health check; `c.restart(#{
 //! attempts, interval, delay, max_delay, mode })`: what its node does when it ends or
-//! turns unhealthy.
+//! turns unhealthy; `c.logs(#{ max_size, max_files })`: how much of its output its node
+//! keeps.
 
 use super::*;
 use crate::spec::health::{duration_of, HealthCheck, Probe};
 use crate::spec::restart::{RestartMode, RestartPolicy};
 use crate::spec::script::{as_string, check_keys, dsl_error, int_of, string_list, RhaiResult};
+use crate::spec::LogLimits;
 use rhai::{Dynamic, Engine, Map};
 
-/// Registers `health(...)` and `restart(...)`.
+/// Registers `health(...)`, `restart(...)` and `logs(...)`.
 pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("logs", |c: &mut Container, o: Map| -> RhaiResult<()> {
+        let limits = log_limits(&o)?;
+        c.d.borrow_mut().spec.logs = limits;
+        Ok(())
+    });
     engine.register_fn("health", |c: &mut Container, o: Map| -> RhaiResult<()> {
         let check = health_check(&o)?;
         c.d.borrow_mut().spec.health = Some(check);
@@ -21,6 +28,47 @@ pub(super) fn register(engine: &mut Engine) {
         c.d.borrow_mut().spec.restart = Some(policy);
         Ok(())
     });
+}
+
+/// `max_size`: bytes (an integer, or a string with K, M or G: binary units), 4K to 1G;
+/// `max_files`: 1 to 100, the active file included.
+fn log_limits(o: &Map) -> RhaiResult<LogLimits> {
+    check_keys(o, "logs", &["max_size", "max_files"])?;
+    let mut l = LogLimits::default();
+    if let Some(v) = o.get("max_size") {
+        let text = if v.is_string() {
+            as_string(v, "logs max_size")?
+        } else {
+            int_of(v, "logs max_size")?.to_string()
+        };
+        let (digits, unit) =
+            text.split_at(text.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']).len());
+        let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => 0,
+        };
+        l.max_size = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .filter(|n| (4096..=1 << 30).contains(n))
+            .ok_or_else(|| {
+                dsl_error(format!(
+                    "logs max_size: '{text}'; expected 4K to 1G (bytes, or with K, M, G)"
+                ))
+            })?;
+    }
+    if let Some(v) = o.get("max_files") {
+        let n = int_of(v, "logs max_files")?;
+        l.max_files = u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| dsl_error(format!("logs max_files: {n}; expected 1 to 100")))?;
+    }
+    Ok(l)
 }
 
 fn restart_policy(o: &Map) -> RhaiResult<RestartPolicy> {

@@ -39,6 +39,7 @@ pub fn render(spec: &ContainerSpec, header: &[String]) -> Result<String, String>
     if spec.health.is_some() || spec.restart.is_some() || !spec.ports.is_empty() {
         return refuse("a health check, a restart policy or a published port");
     }
+
     if spec.network.bridge.is_some() || spec.image.is_some() || !spec.rootfs.layers.is_empty() {
         return refuse("a bridge network or an image root");
     }
@@ -164,6 +165,12 @@ pub fn render(spec: &ContainerSpec, header: &[String]) -> Result<String, String>
         line(format!(
             "c.readonly_paths = {}",
             list(readonly.iter().map(String::as_str))
+        ));
+    }
+    if !spec.logs.is_default() {
+        line(format!(
+            "c.logs(#{{ max_size: {}, max_files: {} }})",
+            spec.logs.max_size, spec.logs.max_files
         ));
     }
     if let Some(adj) = spec.oom_score_adj {

@@ -3,7 +3,7 @@
 //! listener (`http`), the calls to other members (`calls`), and the conversions
 //! (`convert`). Reads are served from this member's applied state; writes run on the
 //! leader (a follower forwards them once and says who the leader is). The handlers live
-//! by resource in `containers`, `nodes`, `rules` and `images`; this is where `OpError`
+//! by resource in `containers`, `logs`, `nodes`, `rules` and `images`; this is where `OpError`
 //! becomes a `tonic::Status`.
 
 pub mod calls;
@@ -11,6 +11,7 @@ mod containers;
 pub mod convert;
 pub mod http;
 mod images;
+mod logs;
 mod nodes;
 pub mod raft;
 mod rules;
@@ -196,6 +197,17 @@ impl Cluster for ClusterService {
 
     async fn image_blob(&self, req: Request<ImageBlobRequest>) -> Reply<Self::ImageBlobStream> {
         Ok(Response::new(images::blob(&self.core, req.into_inner())?))
+    }
+
+    type ContainerLogsStream = logs::LogChunks;
+
+    async fn container_logs(
+        &self,
+        req: Request<ContainerLogsRequest>,
+    ) -> Reply<Self::ContainerLogsStream> {
+        Ok(Response::new(
+            logs::logs(&self.core, &self.peers, req.into_inner()).await?,
+        ))
     }
 
     type WatchEventsStream = ClusterServiceEvents;

@@ -1,0 +1,182 @@
+//! The monitor of a background container (`Runtime::run_daemon`): a process of its
+//! own that outlives its caller (and a supervisor restart). It starts the container
+//! with its stdout and stderr on pipes, copies them into the rotated log
+//! (`logs::spawn_copier`, a thread started once the container runs), waits for the
+//! container while it watches the node's lease, records the exit and tells a listening
+//! supervisor.
+
+use super::state::{now_secs, ContainerDir, Status};
+use super::{lease, logs, release_image, Runtime, NOTIFY_PATIENCE};
+use crate::launcher::{self, LaunchError};
+use crate::spec::{ContainerSpec, OnDisconnect};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the monitor tells the process that started it, once, over a pipe.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) enum MonitorReport {
+    /// The container runs; its state is in `state.json`.
+    Started,
+    /// It could not start.
+    Failed(LaunchError),
+}
+
+impl MonitorReport {
+    fn send(&self, to: &mut std::fs::File) {
+        if let Ok(bytes) = serde_json::to_vec(self) {
+            let _ = to.write_all(&bytes);
+        }
+    }
+}
+
+/// The read and write ends of a pipe, both close-on-exec.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+impl Runtime {
+    /// The monitor: detaches, starts the container with its output copied into the
+    /// log, reports to the caller through `report`, waits, records the exit. Returns
+    /// its exit code.
+    pub(super) fn monitor(
+        &self,
+        spec: &ContainerSpec,
+        dir: &ContainerDir,
+        mut report: std::fs::File,
+    ) -> i32 {
+        let _ = nix::unistd::setsid();
+        let fail = |step: &str, e: io::Error, report: &mut std::fs::File| {
+            MonitorReport::Failed(LaunchError {
+                container: spec.name.clone(),
+                step: step.into(),
+                reason: e.to_string(),
+            })
+            .send(report);
+            release_image(spec, dir);
+            let _ = std::fs::remove_dir_all(&dir.path);
+            1
+        };
+        let streams = pipe().and_then(|out| Ok((out, pipe()?)));
+        let null = std::fs::File::open("/dev/null");
+        let ((out_r, out_w), (err_r, err_w), null) = match (streams, null) {
+            (Ok((out, err)), Ok(n)) => (out, err, n),
+            (Err(e), _) | (_, Err(e)) => return fail("open the output pipes", e, &mut report),
+        };
+        // The container inherits stdin, stdout and stderr from us (dup2 clears
+        // close-on-exec on the copies).
+        let fds = (null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd());
+        if let Err(e) = launcher::redirect_stdio(fds.0, fds.1, fds.2) {
+            return fail("redirect output", e, &mut report);
+        }
+        drop((out_w, err_w));
+        let mut st = self.initial_state(spec);
+        let _ = dir.write_state(&st);
+        let started = match launcher::start(spec, &self.options(spec, dir)) {
+            Ok(s) => s,
+            Err(e) => {
+                MonitorReport::Failed(e).send(&mut report);
+                release_image(spec, dir);
+                let _ = std::fs::remove_dir_all(&dir.path);
+                return 1;
+            }
+        };
+        // Our own copies of the pipes' write ends go: the copier sees their end once
+        // the container's processes are gone. Threads only from here on (the launch
+        // forks; a fork beside a thread could inherit a lock it holds).
+        let _ = launcher::redirect_stdio(fds.0, fds.0, fds.0);
+        let ending = Arc::new(AtomicBool::new(false));
+        let copier = logs::spawn_copier(
+            out_r.into(),
+            err_r.into(),
+            &dir.path,
+            spec.logs,
+            ending.clone(),
+        );
+        st.pid = started.pid;
+        st.start_time = launcher::start_time(started.pid).unwrap_or(0);
+        st.status = Status::Running;
+        if let Err(e) = &copier {
+            st.reason = Some(format!("its output is lost: the log copier: {e}"));
+        }
+        let _ = dir.write_state(&st);
+        MonitorReport::Started.send(&mut report);
+        drop(report);
+        // Bound to the node's lease: stopped, by this monitor, once it runs out.
+        let lease = self
+            .lease
+            .as_deref()
+            .filter(|_| spec.on_disconnect == OnDisconnect::Stop);
+        let mut fenced = false;
+        let mut exit = launcher::wait_watching(&started, || match lease {
+            None => launcher::Watch::Never,
+            Some(path) => match lease::remaining_ms(path) {
+                Some(ms) => launcher::Watch::After(Duration::from_millis(ms + 1)),
+                None => {
+                    fenced = true;
+                    launcher::Watch::Kill
+                }
+            },
+        });
+        match started.cleanup() {
+            Ok(oom) => exit.oom_killed |= oom,
+            Err(e) => st.reason = Some(e.to_string()),
+        }
+        // Every process of the container is gone with its cgroup: the copier drains
+        // what they wrote and ends.
+        ending.store(true, Ordering::Relaxed);
+        if let Ok(handle) = copier {
+            if let Ok(Err(e)) = handle.join() {
+                st.reason.get_or_insert(format!("its log: {e}"));
+            }
+        }
+        if fenced {
+            st.fenced = true;
+            st.reason = Some(
+                "fenced: the node's lease ran out (cut off from the cluster or its supervisor gone)"
+                    .into(),
+            );
+        }
+        // The writable layer goes with the container's processes (the record and the
+        // log stay for `ps` and `logs` until `rm`).
+        let _ = std::fs::remove_dir_all(dir.layer_dir());
+        release_image(spec, dir);
+        st.status = Status::Exited;
+        st.exit_code = Some(exit.code);
+        st.oom_killed = exit.oom_killed;
+        if exit.oom_killed {
+            st.reason = Some("oom-killed".into());
+        }
+        st.finished_at = Some(now_secs());
+        let _ = dir.write_state(&st);
+        self.notify(&spec.name);
+        0
+    }
+
+    /// Tells a listening supervisor that a container ended. Never blocks: the exit is
+    /// already recorded in `state.json`; when the supervisor's queue is full the notice
+    /// is offered again for a while, and a supervisor that never takes it still finds
+    /// the exit on its next full scan.
+    fn notify(&self, name: &str) {
+        let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+            return;
+        };
+        if sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + NOTIFY_PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match sock.send_to(name.as_bytes(), self.notify_socket()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                // Sent, no supervisor listening, or out of patience.
+                _ => return,
+            }
+        }
+    }
+}

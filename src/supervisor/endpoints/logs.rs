@@ -1,0 +1,137 @@
+//! A container's output for any member: served from its node's log files
+//! (`runtime::logs`: rotated, each line tagged with its stream and time), or forwarded
+//! once to that node over the cluster port (the members' mutual TLS) and streamed back.
+//! A follow ends once the container has ended and its last lines are sent, or when the
+//! caller goes away.
+
+use super::calls::PeerClients;
+use crate::api::pb::{ContainerLogsRequest, LogChunk};
+use crate::runtime::logs::{self, Entry, ReadOptions, Stream as Out};
+use crate::runtime::state::Status as LocalStatus;
+use crate::runtime::Runtime;
+use crate::supervisor::shared::Supervisor;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::Status;
+
+/// The stream of `container_logs`.
+pub type LogChunks = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send + 'static>>;
+
+/// Bytes per chunk at most (well under the gRPC message limit).
+const CHUNK: usize = 64 * 1024;
+
+/// How often a follow looks for new lines.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+/// The output of container `r.id`, as `r` asks.
+pub(super) async fn logs(
+    core: &Supervisor,
+    peers: &PeerClients,
+    r: ContainerLogsRequest,
+) -> Result<LogChunks, Status> {
+    let state = core.state();
+    let c = state
+        .containers()
+        .get(&r.id)
+        .ok_or_else(|| Status::not_found(format!("no container {} in the cluster", r.id)))?;
+    if c.node != core.id {
+        if r.forwarded {
+            return Err(Status::failed_precondition(format!(
+                "container {} is on node {}, not on node {}",
+                r.id, c.node, core.id
+            )));
+        }
+        let addr = state
+            .nodes()
+            .get(&c.node)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| Status::not_found(format!("no node {} in the cluster", c.node)))?;
+        let request = ContainerLogsRequest {
+            forwarded: true,
+            ..r
+        };
+        let stream = peers
+            .client_to(&addr)
+            .map_err(Status::from)?
+            .container_logs(request)
+            .await
+            .map_err(|s| Status::new(s.code(), format!("node {}: {}", c.node, s.message())))?
+            .into_inner();
+        return Ok(Box::pin(stream));
+    }
+    let since = match r.since.as_str() {
+        "" => None,
+        t => Some(crate::spec::timestamp::parse_rfc3339(t).ok_or_else(|| {
+            Status::invalid_argument(format!("since: '{t}' is not an RFC 3339 time in UTC"))
+        })?),
+    };
+    let opts = ReadOptions {
+        tail: r.tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        since,
+        stderr_only: r.stderr_only,
+    };
+    let runtime = Runtime::new(
+        core.config.state_dir.join(format!("node-{}", core.id)),
+        core.config.cgroup_parent.clone(),
+    );
+    let dir = runtime.dir(&r.id);
+    if !dir.path.is_dir() {
+        return Err(Status::not_found(format!(
+            "container {} has no output on node {}: it never started there, or its record was removed",
+            r.id, core.id
+        )));
+    }
+    let (entries, mut follower) = logs::read(&dir.path, &opts)
+        .map_err(|e| Status::internal(format!("read the log of {}: {e}", r.id)))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let send = |entries: Vec<Entry>| {
+            chunks(entries, &opts)
+                .into_iter()
+                .all(|c| tx.blocking_send(Ok(c)).is_ok())
+        };
+        if !send(entries) || !r.follow {
+            return;
+        }
+        loop {
+            // Ended (or removed) before this look: what the look finds is the last.
+            let ended = runtime
+                .refresh(&dir)
+                .map_or(true, |st| st.status == LocalStatus::Exited);
+            let more = match follower.next_entries() {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!("read the log: {e}"))));
+                    return;
+                }
+            };
+            if !send(more) || ended || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(FOLLOW_EVERY);
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Entries as chunks: those `opts` keeps, consecutive ones of a stream together.
+fn chunks(entries: Vec<Entry>, opts: &ReadOptions) -> Vec<LogChunk> {
+    let mut out: Vec<LogChunk> = Vec::new();
+    for e in entries {
+        if !opts.keeps(&e) {
+            continue;
+        }
+        let stderr = e.stream == Out::Stderr;
+        match out.last_mut() {
+            Some(c) if c.stderr == stderr && c.data.len() + e.text.len() < CHUNK => {
+                c.data.extend(e.output())
+            }
+            _ => out.push(LogChunk {
+                data: e.output(),
+                stderr,
+            }),
+        }
+    }
+    out
+}
