@@ -236,12 +236,19 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Attach { name, command } => {
+        Command::Attach {
+            name,
+            ctty,
+            command,
+        } => {
             let command = if command.is_empty() {
                 vec!["/bin/sh".to_string()]
             } else {
                 command
             };
+            if ctty {
+                crate::launcher::terminal::control_stdin().map_err(|e| e.in_container(&name))?;
+            }
             Ok(rt.attach(&name, &command)?)
         }
         Command::Rm { name } => {
@@ -252,6 +259,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Supervisor(_)
         | Command::Spawn { .. }
         | Command::Logs { .. }
+        | Command::Exec { .. }
         | Command::Stop { .. }
         | Command::Containers { .. }
         | Command::Services { .. }

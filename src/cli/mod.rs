@@ -1,6 +1,7 @@
 //! The command line: clap commands, human tables and `--json`. No logic the libraries
 //! or the API lack; errors become one line on stderr.
 
+mod exec;
 mod image;
 mod local;
 mod logs;
@@ -178,8 +179,27 @@ pub enum Command {
     Attach {
         /// Container name.
         name: String,
+        /// Make stdin, a terminal, the command's controlling terminal (a new session):
+        /// how the supervisor runs `exec -t`.
+        #[arg(long)]
+        ctty: bool,
         /// Command and arguments.
         #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run a command in a running cluster container, from any member: its stdio (or,
+    /// with -t, a terminal) over the cluster port; exits with the command's status.
+    Exec {
+        /// The container's id.
+        id: String,
+        /// Pass this terminal's stdin to the command (without it, its stdin is empty).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Run it on a terminal (with -i and a terminal here: raw, resized with it).
+        #[arg(short, long)]
+        tty: bool,
+        /// Command and arguments.
+        #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Remove the record of an exited container.
@@ -475,6 +495,7 @@ fn talks_to_the_cluster(c: &Command) -> bool {
         c,
         Command::Containers { .. }
             | Command::Logs { .. }
+            | Command::Exec { .. }
             | Command::Services { .. }
             | Command::Events { .. }
             | Command::Cluster(_)
@@ -525,6 +546,7 @@ pub fn main() -> i32 {
         | Command::Mirror(_)
         | Command::Cluster(_) => remote::run(cli),
         Command::Logs { .. } => logs::run(cli),
+        Command::Exec { .. } => exec::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
         Command::Tls(t) => tls::run(t),
         Command::Oci(o) => return oci::run(o),

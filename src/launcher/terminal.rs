@@ -1,7 +1,9 @@
 //! A container's terminal for an OCI runtime's caller (`--console-socket`): a pty of
 //! the container's own devpts, its slave the process's controlling terminal and stdio,
 //! its master handed to the caller over a Unix socket with SCM_RIGHTS (runc's protocol:
-//! the pty's name as the message, the master as the one descriptor).
+//! the pty's name as the message, the master as the one descriptor). Also the few
+//! terminal calls of `haconiwa exec`: a controlling terminal for `attach --ctty`, and a
+//! pty's window size read and set.
 
 use super::error::{Step, StepError, StepResult};
 use nix::fcntl::OFlag;
@@ -59,4 +61,46 @@ pub fn take_terminal(socket: RawFd, uid: u32, gid: u32) -> StepResult<()> {
     // SAFETY: closes the socket descriptor this process was handed for this one use.
     unsafe { libc::close(socket) };
     Ok(())
+}
+
+/// Makes the terminal on stdin this process's controlling terminal, in a new session
+/// of its own (`haconiwa attach --ctty`: the supervisor's exec hands it a pty's slave
+/// as stdio, and the command attached inherits the terminal with job control).
+pub fn control_stdin() -> StepResult<()> {
+    nix::unistd::setsid().step(|| "start a session for the terminal".into())?;
+    // SAFETY: TIOCSCTTY on our own stdin with an integer argument (0: do not steal it).
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(StepError::last("make stdin the controlling terminal"));
+    }
+    Ok(())
+}
+
+/// Sets the window size of the terminal `fd` (a pty's master): its session gets
+/// SIGWINCH.
+pub fn set_window_size(fd: &impl AsRawFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we pass by reference, on a descriptor the
+    // caller holds open.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The window size (rows, columns) of the terminal `fd`, if it is one.
+pub fn window_size(fd: &impl AsRawFd) -> Option<(u16, u16)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the one we pass by reference.
+    let got = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (got == 0 && size.ws_row > 0 && size.ws_col > 0).then_some((size.ws_row, size.ws_col))
 }

@@ -37,8 +37,8 @@ say() { echo "HCT $1=$2"; }
 cg=/sys/fs/cgroup/haconiwa
 say mount "$(grep ' /sys/fs/cgroup ' /proc/mounts | cut -d' ' -f3)"
 say controllers "$(cat /sys/fs/cgroup/cgroup.controllers)"
-# Wait (bounded) until a container's log holds a word.
-wait_log() { i=0; while [ $i -lt 100 ]; do haconiwa logs $1 2>/dev/null | grep -q "$2" && return 0; sleep 0.1; i=$((i+1)); done; return 1; }
+# Wait (bounded) until a container's log (its stdout and stderr) holds a word.
+wait_log() { i=0; while [ $i -lt 100 ]; do haconiwa logs $1 2>&1 | grep -q "$2" && return 0; sleep 0.1; i=$((i+1)); done; return 1; }
 
 haconiwa run --create /limits.haco > /tmp/limits.out 2>&1; say limits.run $?
 for f in pids.max memory.max cpu.max; do say limits.$f "$(cat $cg/limits/$f)"; done

@@ -10,6 +10,7 @@ mod cluster;
 mod daemon;
 mod demo;
 mod dsl_keys;
+mod exec;
 mod faults;
 mod haco_loader;
 mod health;

@@ -8,7 +8,6 @@ use super::calls::PeerClients;
 use crate::api::pb::{ContainerLogsRequest, LogChunk};
 use crate::runtime::logs::{self, Entry, ReadOptions, Stream as Out};
 use crate::runtime::state::Status as LocalStatus;
-use crate::runtime::Runtime;
 use crate::supervisor::shared::Supervisor;
 use std::pin::Pin;
 use std::time::Duration;
@@ -71,10 +70,7 @@ pub(super) async fn logs(
         since,
         stderr_only: r.stderr_only,
     };
-    let runtime = Runtime::new(
-        core.config.state_dir.join(format!("node-{}", core.id)),
-        core.config.cgroup_parent.clone(),
-    );
+    let runtime = super::exec::node_runtime(core);
     let dir = runtime.dir(&r.id);
     if !dir.path.is_dir() {
         return Err(Status::not_found(format!(

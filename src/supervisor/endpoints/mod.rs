@@ -3,12 +3,13 @@
 //! listener (`http`), the calls to other members (`calls`), and the conversions
 //! (`convert`). Reads are served from this member's applied state; writes run on the
 //! leader (a follower forwards them once and says who the leader is). The handlers live
-//! by resource in `containers`, `logs`, `nodes`, `rules` and `images`; this is where `OpError`
+//! by resource in `containers`, `logs`, `exec`, `nodes`, `rules` and `images`; this is where `OpError`
 //! becomes a `tonic::Status`.
 
 pub mod calls;
 mod containers;
 pub mod convert;
+mod exec;
 pub mod http;
 mod images;
 mod logs;
@@ -197,6 +198,14 @@ impl Cluster for ClusterService {
 
     async fn image_blob(&self, req: Request<ImageBlobRequest>) -> Reply<Self::ImageBlobStream> {
         Ok(Response::new(images::blob(&self.core, req.into_inner())?))
+    }
+
+    type ExecStream = exec::ExecOutputs;
+
+    async fn exec(&self, req: Request<tonic::Streaming<ExecInput>>) -> Reply<Self::ExecStream> {
+        Ok(Response::new(
+            exec::exec(&self.core, &self.peers, req.into_inner()).await?,
+        ))
     }
 
     type ContainerLogsStream = logs::LogChunks;
