@@ -7,6 +7,8 @@ usage: dashboard.py URL SCREENSHOT
   containers running; then reads lines from stdin:
     "stopped ID"   waits (no reload) until the page shows ID exited and its event
                    logged, prints "updated <state>"
+    "output ID W"  clicks ID's cell, waits until the output panel shows the word W,
+                   prints "output lines=<n> stderr=<n>"
     "quit"         saves the screenshot, ends
 """
 import base64
@@ -86,6 +88,9 @@ return {
   running: rows.filter(r => r[3] === 'running').length,
   rows: rows,
   log: document.getElementById('log').textContent,
+  output: document.getElementById('output').textContent,
+  output_lines: document.querySelectorAll('#output span').length,
+  output_stderr: document.querySelectorAll('#output span.down').length,
   loads: performance.getEntriesByType('navigation').length,
 };
 """
@@ -124,6 +129,12 @@ def main():
                 same = d.js("return window.__haconiwa_mark === 42;")
                 state = [r[3] for r in p["rows"] if r[0] == cid][0]
                 print(f"updated {state} same_page={str(bool(same)).lower()}", flush=True)
+            elif cmd[0] == "output":
+                cid, word = cmd[1], cmd[2]
+                wait(d, f"{cid} in the table", lambda p: any(r[0] == cid for r in p["rows"]))
+                d.js(f"document.querySelector('td.cid[data-id=\"{cid}\"]').click(); return 1;")
+                p = wait(d, f"the output of {cid} showing {word}", lambda p: word in p["output"])
+                print(f"output lines={p['output_lines']} stderr={p['output_stderr']}", flush=True)
             elif cmd[0] == "quit":
                 png = d.s("GET", "/screenshot")
                 with open(shot, "wb") as f:

@@ -195,7 +195,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     let core =
         shared::Supervisor::new(id, raft.clone(), feed, config.clone(), stats, peers.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = endpoints::serve(&config, listener, core.clone(), peers, tls, stop_rx)
+    let server = endpoints::serve(&config, listener, core.clone(), peers.clone(), tls, stop_rx)
         .map_err(SupervisorError::Config)?;
     let server = tokio::spawn(server);
     tracing::info!(
@@ -214,7 +214,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     let mut tasks = extra(core.clone());
     if let Some(addr) = config.http_listen {
         tasks.extend(
-            endpoints::http::start(core.clone(), addr)
+            endpoints::http::start(core.clone(), peers.clone(), addr)
                 .await
                 .map_err(io(format!("listen on {addr} (http_listen)")))?,
         );

@@ -164,6 +164,48 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         line.starts_with("updated exited same_page=true"),
         "the page did not update in place: {line}"
     );
+    // A container's output on the page: a talker on a node other than the page's.
+    let talker = cl.haco(
+        "talker",
+        "[\"/bin/sh\", \"-c\", \"echo hello-from-talker; echo oops-on-stderr >&2; sleep 3600\"]",
+    );
+    let other = if leader == 1 { 2 } else { leader };
+    let out = cl.ok(&[
+        "spawn",
+        talker.to_str().unwrap(),
+        "--node",
+        &other.to_string(),
+        "--json",
+    ]);
+    let tid = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // /api/logs from node 1 (the talker runs elsewhere): both streams, marked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let got = std::process::Command::new("curl")
+            .args(["-sf", &format!("{base}/api/logs?id={tid}&tail=10")])
+            .output()
+            .expect("curl");
+        let body: Value = serde_json::from_slice(&got.stdout).unwrap_or(Value::Null);
+        let lines = body["lines"].as_array().cloned().unwrap_or_default();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        lines.contains(&serde_json::json!({"stderr": false, "text": "hello-from-talker"}))
+            && lines.contains(&serde_json::json!({"stderr": true, "text": "oops-on-stderr"})),
+        "{lines:?}"
+    );
+    writeln!(input, "output {tid} hello-from-talker").unwrap();
+    read(&mut line);
+    assert!(
+        line.starts_with("output lines=2 stderr=1"),
+        "the page's output panel: {line}"
+    );
     writeln!(input, "quit").unwrap();
     read(&mut line);
     assert!(line.starts_with("saved"), "{line}");

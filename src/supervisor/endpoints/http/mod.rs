@@ -1,6 +1,7 @@
 //! The HTTP listener (`http_listen`, off by default): `/metrics` for Prometheus, the
-//! live dashboard (`/`), its data (`/api/state`) and its server-sent events
-//! (`/api/events`, the resumable event stream). Beyond loopback every route needs the
+//! live dashboard (`/`), its data (`/api/state`), its server-sent events
+//! (`/api/events`, the resumable event stream) and a container's recent output
+//! (`/api/logs?id=ID&tail=N`, from its node as `haconiwa logs` has it). Beyond loopback every route needs the
 //! cluster token (`Authorization: Bearer TOKEN`, or `?token=TOKEN` for a browser, whose
 //! EventSource cannot send headers).
 
@@ -25,6 +26,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 #[derive(Clone)]
 struct Web {
     core: Arc<Supervisor>,
+    /// Clients to the other members (a container's output comes from its node).
+    peers: Arc<super::calls::PeerClients>,
     /// None on loopback (no token asked); else `Bearer TOKEN`.
     token: Option<String>,
 }
@@ -33,6 +36,7 @@ struct Web {
 /// elections for `/metrics`.
 pub async fn start(
     core: Arc<Supervisor>,
+    peers: Arc<super::calls::PeerClients>,
     addr: SocketAddr,
 ) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -47,6 +51,7 @@ pub async fn start(
     );
     let web = Web {
         core: core.clone(),
+        peers,
         token,
     };
     let app = Router::new()
@@ -54,6 +59,7 @@ pub async fn start(
         .route("/metrics", get(metrics))
         .route("/api/state", get(api_state))
         .route("/api/events", get(api_events))
+        .route("/api/logs", get(api_logs))
         .with_state(web);
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -120,6 +126,57 @@ async fn metrics(State(web): State<Web>, headers: HeaderMap, uri: Uri) -> Respon
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encode: {e}\n")).into_response(),
     }
+}
+
+/// Lines of output `/api/logs` gives by default, and at most.
+const LOG_LINES: (u64, u64) = (50, 1000);
+
+/// `{"id", "lines": [{"stderr", "text"}]}`: the last lines of a container's output.
+async fn api_logs(State(web): State<Web>, headers: HeaderMap, uri: Uri) -> Response {
+    if !allowed(web.token.as_deref(), &headers, &uri) {
+        return refused();
+    }
+    let Some(id) = query(&uri, "id").filter(|i| !i.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "id=CONTAINER is required\n").into_response();
+    };
+    let tail = query(&uri, "tail")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(LOG_LINES.0)
+        .min(LOG_LINES.1);
+    let req = crate::api::pb::ContainerLogsRequest {
+        id: id.to_string(),
+        tail: Some(tail),
+        ..Default::default()
+    };
+    let failed = |s: tonic::Status| {
+        let code = match s.code() {
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        (code, format!("{}\n", s.message())).into_response()
+    };
+    let mut stream = match super::logs::logs(&web.core, &web.peers, req).await {
+        Ok(s) => s,
+        Err(s) => return failed(s),
+    };
+    let mut lines = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                let text = String::from_utf8_lossy(&chunk.data);
+                for l in text.lines() {
+                    lines.push(serde_json::json!({ "stderr": chunk.stderr, "text": l }));
+                }
+            }
+            Err(s) => return failed(s),
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "id": id, "lines": lines }).to_string(),
+    )
+        .into_response()
 }
 
 async fn api_state(State(web): State<Web>, headers: HeaderMap, uri: Uri) -> Response {
