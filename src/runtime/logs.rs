@@ -338,41 +338,103 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads the log of container directory `dir` as `opts` asks; returns the entries and
-/// a follower placed right after them.
+/// a follower placed right after them. With `tail` the files are read from their end
+/// backwards, newest first, only as far as the lines asked for.
 pub fn read(dir: &Path, opts: &ReadOptions) -> io::Result<(Vec<Entry>, Follower)> {
-    let mut entries = Vec::new();
     let all = files(dir);
     let (active, rotated) = all.split_last().unwrap_or((&all[0], &[]));
-    for f in rotated {
-        // A file rotated away meanwhile is skipped: its lines moved to the next name.
-        if let Ok(bytes) = std::fs::read(f) {
-            entries.extend(
-                bytes
-                    .split(|b| *b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .map(parse_line),
-            );
-        }
-    }
     let mut follower = Follower::open(active)?;
-    entries.extend(follower.next_entries()?);
-    entries.retain(|e| opts.keeps(e));
-    if let Some(n) = opts.tail {
-        // The last n lines: a line is its pieces and the whole entry that ends it.
-        let mut lines = 0;
-        let mut cut = entries.len();
-        for (i, e) in entries.iter().enumerate().rev() {
-            if !e.partial {
-                if lines == n {
-                    break;
-                }
-                lines += 1;
+    let Some(n) = opts.tail else {
+        let mut entries = Vec::new();
+        for f in rotated {
+            // A file rotated away meanwhile is skipped: its lines moved to the next name.
+            if let Ok(bytes) = std::fs::read(f) {
+                entries.extend(
+                    bytes
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(parse_line),
+                );
             }
-            cut = i;
         }
-        entries.drain(..cut);
+        entries.extend(follower.next_entries()?);
+        entries.retain(|e| opts.keeps(e));
+        return Ok((entries, follower));
+    };
+    let end = follower.skip_to_end()?;
+    let mut newest_first = Vec::new();
+    let mut lines = 0;
+    for (i, path) in all.iter().rev().enumerate() {
+        let limit = (i == 0).then_some(end);
+        if backwards(path, limit, opts, n, &mut lines, &mut newest_first)? {
+            break;
+        }
     }
-    Ok((entries, follower))
+    newest_first.reverse();
+    Ok((newest_first, follower))
+}
+
+/// Bytes read at once when a file is read backwards.
+const BLOCK: u64 = 64 * 1024;
+
+/// Reads the complete lines of `path` (up to byte `end`, else its length) from the
+/// last backwards, pushing the entries `opts` keeps onto `out`, newest first, until
+/// `lines` counts `n` (a line is its pieces and the whole entry that ends it). Whether
+/// it got there.
+fn backwards(
+    path: &Path,
+    end: Option<u64>,
+    opts: &ReadOptions,
+    n: usize,
+    lines: &mut usize,
+    out: &mut Vec<Entry>,
+) -> io::Result<bool> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut pos = match end {
+        Some(e) => e,
+        None => f.metadata()?.len(),
+    };
+    // The start of a line whose beginning lies in an earlier block.
+    let mut carry: Vec<u8> = Vec::new();
+    while pos > 0 {
+        let start = pos.saturating_sub(BLOCK);
+        let mut block = vec![0u8; usize::try_from(pos - start).unwrap_or(0)];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut block)?;
+        block.extend_from_slice(&carry);
+        let cut = if start == 0 {
+            0
+        } else {
+            block
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(block.len(), |p| p + 1)
+        };
+        for l in block[cut..]
+            .split(|b| *b == b'\n')
+            .rev()
+            .filter(|l| !l.is_empty())
+        {
+            let e = parse_line(l);
+            if !opts.keeps(&e) {
+                continue;
+            }
+            if !e.partial {
+                if *lines >= n {
+                    return Ok(true);
+                }
+                *lines += 1;
+            }
+            out.push(e);
+        }
+        carry = block[..cut].to_vec();
+        pos = start;
+    }
+    Ok(false)
 }
 
 /// Reads what is appended to a log from where it stands, across rotations.
@@ -407,6 +469,22 @@ impl Follower {
             Err(e) => return Err(e),
         }
         Ok(())
+    }
+
+    /// Places the follower after the active file's last complete line (what comes after
+    /// it is kept for the next call); returns that offset.
+    fn skip_to_end(&mut self) -> io::Result<u64> {
+        let Some(f) = self.file.as_mut() else {
+            return Ok(0);
+        };
+        let len = f.metadata()?.len();
+        let from = len.saturating_sub(MAX_LINE as u64 + BLOCK);
+        f.seek(SeekFrom::Start(from))?;
+        let mut last = Vec::new();
+        f.read_to_end(&mut last)?;
+        let complete = last.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        self.rest = last.split_off(complete);
+        Ok(from + complete as u64)
     }
 
     /// The complete entries appended since the last call.
@@ -515,6 +593,17 @@ mod tests {
             tail.iter().map(|e| e.output()).collect::<Vec<_>>(),
             [b"line 999\n".to_vec(), b"an error\n".to_vec()]
         );
+        // Across rotated files, read backwards: the same lines as a full read's end.
+        let (t150, _) = read(
+            &dir,
+            &ReadOptions {
+                tail: Some(150),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(t150.len(), 150);
+        assert_eq!(t150[..], all[all.len() - 150..]);
         let (err, _) = read(
             &dir,
             &ReadOptions {

@@ -209,3 +209,102 @@ fn a_fast_writer_s_log_rotates_within_its_limits() {
     host.ok(&["rm", "chatty"]);
     host.assert_clean();
 }
+
+/// The figures of issue 26 (`scripts/bench-ops`, not in CI): on a 3-node cluster, a
+/// container's 100 MB log read through another member against the same read on its
+/// node from its files, and an exec's round trip from another member against `attach`
+/// on the node; hyperfine runs each pair in one invocation. Results in
+/// `target/bench/ops.md`.
+#[test]
+#[ignore = "a benchmark: scripts/bench-ops"]
+fn bench_logs_and_exec_through_the_cluster_port() {
+    require_program("hyperfine", "hyperfine");
+    let cl = Cluster::three("bench-ops", &[]);
+    // 1,000,000 lines of 99 bytes + newline: 100 MB, then it waits.
+    let def = cl.haco(
+        "writer",
+        "[\"/bin/sh\", \"-c\", \"yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 | head -n 1000000; echo written; sleep 3600\"]",
+    );
+    std::fs::write(
+        &def,
+        std::fs::read_to_string(&def).unwrap().replace(
+            "});",
+            "  c.logs(#{ max_size: \"200M\", max_files: 2 });\n});",
+        ),
+    )
+    .unwrap();
+    let out = cl.ok(&["spawn", def.to_str().unwrap(), "--node", "3", "--json"]);
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stdout(&cl.run_on(1, &["logs", &id, "--tail", "1"])).contains("written") {
+        assert!(Instant::now() < deadline, "the writer did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let bin = BIN;
+    let remote = format!(
+        "HACONIWA_SERVER={} HACONIWA_TOKEN={} {bin}",
+        cl.nodes[0].addr, cl.token
+    );
+    let local = format!(
+        "HACONIWA_STATE_DIR={} HACONIWA_CGROUP_PARENT={}/node-3 {bin}",
+        cl.state_dir.join("node-3").display(),
+        cl.cgroup_parent
+    );
+    let once = cl.run_on(1, &["logs", &id]);
+    assert!(once.status.success(), "{}", stderr(&once));
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let run = |name: &str, runs: &str, commands: &[(&str, String)]| {
+        let md = out_dir.join(format!("ops-{name}.md"));
+        let mut h = std::process::Command::new("hyperfine");
+        h.args(["-N", "--warmup", "3", "--runs", runs, "--export-markdown"])
+            .arg(&md);
+        for (label, cmd) in commands {
+            h.args(["-n", label, &format!("sh -c '{cmd}'")]);
+        }
+        let o = h.output().expect("hyperfine");
+        assert!(o.status.success(), "{}", output_text(&o));
+        eprintln!("{}", stdout(&o));
+        std::fs::read_to_string(md).unwrap()
+    };
+    let logs = run(
+        "logs",
+        "10",
+        &[
+            (
+                "logs ID, another member (100 MB)",
+                format!("{remote} logs {id} > /dev/null"),
+            ),
+            (
+                "logs ID, on its node from its files",
+                format!("{local} logs {id} > /dev/null"),
+            ),
+            (
+                "cat of its log file (the floor)",
+                format!(
+                    "cat {}/containers/{id}/log > /dev/null",
+                    cl.state_dir.join("node-3").display()
+                ),
+            ),
+        ],
+    );
+    let exec = run(
+        "exec",
+        "50",
+        &[
+            (
+                "exec ID -- /bin/true, another member",
+                format!("{remote} exec {id} -- /bin/true"),
+            ),
+            (
+                "attach ID -- /bin/true, on its node",
+                format!("{local} attach {id} -- /bin/true"),
+            ),
+        ],
+    );
+    std::fs::write(out_dir.join("ops.md"), format!("{logs}\n{exec}")).unwrap();
+    cl.ok(&["stop", &id]);
+}

@@ -78,14 +78,21 @@ pub(super) async fn logs(
             r.id, core.id
         )));
     }
-    let (entries, mut follower) = logs::read(&dir.path, &opts)
-        .map_err(|e| Status::internal(format!("read the log of {}: {e}", r.id)))?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    // Off the runtime's threads: a whole log is read and parsed here.
     tokio::task::spawn_blocking(move || {
         let send = |entries: Vec<Entry>| {
             chunks(entries, &opts)
                 .into_iter()
                 .all(|c| tx.blocking_send(Ok(c)).is_ok())
+        };
+        let (entries, mut follower) = match logs::read(&dir.path, &opts) {
+            Ok(read) => read,
+            Err(e) => {
+                let why = format!("read the log of {}: {e}", r.id);
+                let _ = tx.blocking_send(Err(Status::internal(why)));
+                return;
+            }
         };
         if !send(entries) || !r.follow {
             return;
