@@ -16,17 +16,22 @@ fn load(file: &Path) -> Result<ContainerSpec, CliError> {
     Ok(spec::load_file(file)?)
 }
 
-/// Runs one command and returns the process exit code.
-// Long by nature: a flat dispatcher, one short arm per local command.
-pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
-    let rt = Runtime::new(
+/// This host's containers as the flags and environment place them.
+pub(super) fn runtime_of(cli: &Cli) -> Runtime {
+    Runtime::new(
         cli.state_dir
             .clone()
             .unwrap_or_else(|| crate::runtime::DEFAULT_STATE_DIR.into()),
         cli.cgroup_parent
             .clone()
             .unwrap_or_else(|| "haconiwa".into()),
-    );
+    )
+}
+
+/// Runs one command and returns the process exit code.
+// Long by nature: a flat dispatcher, one short arm per local command.
+pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    let rt = runtime_of(&cli);
     let images = cli
         .image_store
         .clone()

@@ -49,14 +49,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     if let Some(name) = &asked.name {
         // A local name and a cluster id follow the same rule (they become paths).
         crate::spec::names::check("container", name)?;
-        let rt = Runtime::new(
-            cli.state_dir
-                .clone()
-                .unwrap_or_else(|| crate::runtime::DEFAULT_STATE_DIR.into()),
-            cli.cgroup_parent
-                .clone()
-                .unwrap_or_else(|| "haconiwa".into()),
-        );
+        let rt = super::local::runtime_of(&cli);
         if rt.get(name).is_ok() {
             return local(&rt, name, &asked);
         }

@@ -9,6 +9,7 @@ use super::calls::PeerClients;
 use crate::api::pb::exec_input::Input;
 use crate::api::pb::exec_output::Output;
 use crate::api::pb::{ExecInput, ExecOutput, ExecStart};
+use crate::cluster::state::NodeId;
 use crate::runtime::state::Status as LocalStatus;
 use crate::runtime::Runtime;
 use crate::supervisor::shared::Supervisor;
@@ -36,6 +37,40 @@ pub(super) fn node_runtime(core: &Supervisor) -> Runtime {
     )
 }
 
+/// Where container `id` runs: `None` here, else its node and that node's address. A
+/// call already `forwarded` must find it here.
+pub(super) fn elsewhere(
+    core: &Supervisor,
+    id: &str,
+    forwarded: bool,
+) -> Result<Option<(NodeId, String)>, Status> {
+    let state = core.state();
+    let c = state
+        .containers()
+        .get(id)
+        .ok_or_else(|| Status::not_found(format!("no container {id} in the cluster")))?;
+    if c.node == core.id {
+        return Ok(None);
+    }
+    if forwarded {
+        return Err(Status::failed_precondition(format!(
+            "container {id} is on node {}, not on node {}",
+            c.node, core.id
+        )));
+    }
+    let addr = state
+        .nodes()
+        .get(&c.node)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| Status::not_found(format!("no node {} in the cluster", c.node)))?;
+    Ok(Some((c.node, addr)))
+}
+
+/// A status from the node a call was forwarded to, saying so.
+pub(super) fn from_node(node: NodeId) -> impl Fn(Status) -> Status {
+    move |s| Status::new(s.code(), format!("node {node}: {}", s.message()))
+}
+
 /// Runs the command the first input names.
 pub(super) async fn exec(
     core: &Supervisor,
@@ -55,23 +90,7 @@ pub(super) async fn exec(
     if start.command.is_empty() {
         return Err(Status::invalid_argument("exec: no command"));
     }
-    let state = core.state();
-    let c = state
-        .containers()
-        .get(&start.id)
-        .ok_or_else(|| Status::not_found(format!("no container {} in the cluster", start.id)))?;
-    if c.node != core.id {
-        if start.forwarded {
-            return Err(Status::failed_precondition(format!(
-                "container {} is on node {}, not on node {}",
-                start.id, c.node, core.id
-            )));
-        }
-        let addr = state
-            .nodes()
-            .get(&c.node)
-            .map(|n| n.addr.clone())
-            .ok_or_else(|| Status::not_found(format!("no node {} in the cluster", c.node)))?;
+    if let Some((node, addr)) = elsewhere(core, &start.id, start.forwarded)? {
         let first = ExecInput {
             input: Some(Input::Start(ExecStart {
                 forwarded: true,
@@ -81,13 +100,12 @@ pub(super) async fn exec(
         // The caller's inputs follow the start; a broken caller ends the stream.
         let rest = input.map_while(Result::ok);
         let outbound = tokio_stream::once(first).chain(rest);
-        let node = c.node;
         let stream = peers
             .client_to(&addr)
             .map_err(Status::from)?
             .exec(outbound)
             .await
-            .map_err(|s| Status::new(s.code(), format!("node {node}: {}", s.message())))?
+            .map_err(from_node(node))?
             .into_inner();
         return Ok(Box::pin(stream));
     }

@@ -29,23 +29,7 @@ pub(super) async fn logs(
     peers: &PeerClients,
     r: ContainerLogsRequest,
 ) -> Result<LogChunks, Status> {
-    let state = core.state();
-    let c = state
-        .containers()
-        .get(&r.id)
-        .ok_or_else(|| Status::not_found(format!("no container {} in the cluster", r.id)))?;
-    if c.node != core.id {
-        if r.forwarded {
-            return Err(Status::failed_precondition(format!(
-                "container {} is on node {}, not on node {}",
-                r.id, c.node, core.id
-            )));
-        }
-        let addr = state
-            .nodes()
-            .get(&c.node)
-            .map(|n| n.addr.clone())
-            .ok_or_else(|| Status::not_found(format!("no node {} in the cluster", c.node)))?;
+    if let Some((node, addr)) = super::exec::elsewhere(core, &r.id, r.forwarded)? {
         let request = ContainerLogsRequest {
             forwarded: true,
             ..r
@@ -55,7 +39,7 @@ pub(super) async fn logs(
             .map_err(Status::from)?
             .container_logs(request)
             .await
-            .map_err(|s| Status::new(s.code(), format!("node {}: {}", c.node, s.message())))?
+            .map_err(super::exec::from_node(node))?
             .into_inner();
         return Ok(Box::pin(stream));
     }

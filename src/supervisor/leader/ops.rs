@@ -172,10 +172,12 @@ pub async fn heartbeat(
     }
     if let Some(policy) = policy {
         // Rare (a node that started with another policy): committed before the beat
-        // is acknowledged, so the node stops sending it once it applies the entry.
+        // is acknowledged, so the node stops sending it once it applies the entry. A
+        // failure is the next beat's to retry; it never costs the node its lease.
         if state.policies().get(&node).cloned().unwrap_or_default() != policy {
-            core.propose(Command::SetNodePolicy { node, policy })
-                .await?;
+            if let Err(e) = core.propose(Command::SetNodePolicy { node, policy }).await {
+                tracing::warn!("record the policy of node {node}: {e}");
+            }
         }
     }
     Ok(())
