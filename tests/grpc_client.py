@@ -5,10 +5,14 @@ usage: grpc_client.py status ADDR TOKEN      list services, call Cluster/Cluster
        grpc_client.py no-token ADDR          calls without a token must be refused
        grpc_client.py bad-spawn ADDR TOKEN   Spawn with an invalid definition
        grpc_client.py malformed ADDR TOKEN   bytes that are no protobuf, with the token
+       grpc_client.py exec-resize ADDR TOKEN ID
+                                             Exec on a terminal: `stty size`, a resize,
+                                             `stty size` again; prints what came back
 Nothing here is generated from haconiwa's proto files: the schema comes from the
 server's reflection service.
 """
 import sys
+import threading
 
 import grpc
 from google.protobuf import descriptor_pool, json_format
@@ -85,6 +89,36 @@ def main():
         except grpc.RpcError as e:
             print(e.code().name, e.details())
             return 0
+    if mode == "exec-resize":
+        svc = pool.FindServiceByName("haconiwa.v1.Cluster")
+        m = svc.FindMethodByName("Exec")
+        req_cls, resp_cls = GetMessageClass(m.input_type), GetMessageClass(m.output_type)
+        first_size = threading.Event()
+
+        def inputs():
+            yield req_cls(start={"id": sys.argv[4], "tty": True, "rows": 24, "cols": 80,
+                                 "command": ["/bin/sh", "-c", "stty size; read x; stty size; exit 5"]})
+            # The resize only once the first size has been printed.
+            first_size.wait(20)
+            yield req_cls(resize={"rows": 50, "cols": 132})
+            yield req_cls(stdin=b"go\n")
+
+        stub = channel.stream_stream("/haconiwa.v1.Cluster/Exec",
+                                     request_serializer=req_cls.SerializeToString,
+                                     response_deserializer=resp_cls.FromString)
+        out = b""
+        for r in stub(inputs(), timeout=30):
+            kind = r.WhichOneof("output")
+            if kind == "stdout":
+                out += r.stdout
+                if b"24 80" in out:
+                    first_size.set()
+            elif kind == "exit_code":
+                print("output:", " ".join(out.decode(errors="replace").split()))
+                print("exit:", r.exit_code)
+                return 0
+        print("no exit status; output:", out)
+        return 1
     return 2
 
 

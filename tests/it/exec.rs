@@ -74,6 +74,19 @@ fn exec_from_another_member_runs_in_the_container_with_stdio_a_terminal_and_the_
     );
     assert_eq!(o.status.code(), Some(3), "{}", output_text(&o));
     assert_eq!(stdout(&o).trim(), "24 80", "{}", output_text(&o));
+    // A window change: an independent gRPC client (tests/grpc_client.py) resizes the
+    // terminal between two `stty size` (the terminal echoes what it types, `go`).
+    let py = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_client.py"))
+        .args(["exec-resize", &cl.nodes[0].addr, &cl.token, &id])
+        .output()
+        .expect("python3");
+    let said = stdout(&py);
+    assert!(py.status.success(), "{said}{}", stderr(&py));
+    assert!(
+        said.contains("output: 24 80 go 50 132") && said.contains("exit: 5"),
+        "{said}"
+    );
     // A command that does not exist: the attach's reason, and a failure status.
     let o = cl.run_on(1, &["exec", &id, "--", "/no/such/program"]);
     assert!(!o.status.success());
