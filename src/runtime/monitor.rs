@@ -60,7 +60,10 @@ impl Runtime {
             1
         };
         let streams = pipe().and_then(|out| Ok((out, pipe()?)));
-        let null = std::fs::File::open("/dev/null");
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null");
         let ((out_r, out_w), (err_r, err_w), null) = match (streams, null) {
             (Ok((out, err)), Ok(n)) => (out, err, n),
             (Err(e), _) | (_, Err(e)) => return fail("open the output pipes", e, &mut report),

@@ -67,13 +67,13 @@ pub(super) async fn join(core: &Supervisor, r: JoinRequest) -> OpResult<JoinRepl
 }
 
 pub(super) async fn heartbeat(core: &Supervisor, r: HeartbeatRequest) -> OpResult<HeartbeatReply> {
-    let policy = if r.policy.is_empty() {
-        None
-    } else {
-        Some(
-            serde_json::from_str::<crate::spec::NodePolicy>(&r.policy)
-                .map_err(|e| OpError::Invalid(format!("heartbeat: the node's policy: {e}")))?,
-        )
+    // A policy this member cannot read (a node of a newer version) is left unrecorded;
+    // it never costs the node its heartbeat, hence its lease.
+    let policy = match r.policy.as_str() {
+        "" => None,
+        text => serde_json::from_str::<crate::spec::NodePolicy>(text)
+            .inspect_err(|e| tracing::warn!("the policy node {} sent: {e}", r.node_id))
+            .ok(),
     };
     ops::heartbeat(core, r.node_id, r.applied_index, policy).await?;
     Ok(HeartbeatReply {})
