@@ -131,9 +131,9 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
                                 .or_else(|| l.stopped_for.clone()),
                         },
                     );
-                } else {
-                    forget.push(c.id.clone());
                 }
+                // Reported: its record (and its output, for `logs`) stays here until
+                // the cluster forgets the container (then it is stale, below).
             }
             Some(_) => {}
             None => {
@@ -283,11 +283,10 @@ mod tests {
             run(&running, &l, false, &[], &[]),
             [Action::Report("a".into(), exited.clone())]
         );
+        // Reported: kept (its output stays readable) until the cluster forgets it.
         let done = [rec("a", RUN, exited)];
-        assert_eq!(
-            run(&done, &l, false, &[], &[]),
-            [Action::Forget("a".into())]
-        );
+        assert_eq!(run(&done, &l, false, &[], &[]), []);
+        assert_eq!(run(&[], &l, false, &[], &[]), [Action::Forget("a".into())]);
         // A lost monitor is reported with its reason.
         let mut lost = local(LocalStatus::Exited, 4);
         lost.reason = Some("lost: its monitor vanished".into());

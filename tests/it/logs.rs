@@ -135,6 +135,10 @@ fn logs_from_another_member_follow_through_a_leader_failover_each_stream_to_its_
     };
     assert!(status.success(), "logs -f: {status}");
     reader.join().expect("reader");
+    // Ended, not forgotten: its output is still there, from any member.
+    let o = cl.run_on(asked, &["logs", &id, "--tail", "2"]);
+    let kept = numbers(&stdout(&o), "out ").len() + numbers(&stderr(&o), "err ").len();
+    assert!(o.status.success() && kept == 2, "{}", output_text(&o));
     let _ = new_leader;
     // An id the cluster does not know: a clear refusal.
     let o = cl.run_on(asked, &["logs", "no-such-container"]);
