@@ -66,27 +66,18 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     rt.block_on(cluster(&cli, &asked))
 }
 
-/// `--since`: a duration back from now (`90s`, `10m`, `2h`, `1d`) or an RFC 3339 time
-/// in UTC.
+/// `--since`: a duration back from now (`90s`, `10m`, `2h`, `1d`, as the DSL writes
+/// them) or an RFC 3339 time in UTC.
 fn parse_since(s: &str) -> Result<SystemTime, CliError> {
     if let Some(t) = crate::spec::timestamp::parse_rfc3339(s) {
         return Ok(t);
     }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let secs = match (n.parse::<u64>(), unit) {
-        (Ok(n), "s") => n,
-        (Ok(n), "m") => n * 60,
-        (Ok(n), "h") => n * 3600,
-        (Ok(n), "d") => n * 86_400,
-        _ => {
-            return Err(format!(
-                "--since '{s}': give a duration back from now (90s, 10m, 2h, 1d) or a time such as 2026-12-06T07:10:00Z"
-            )
-            .into())
-        }
-    };
-    Ok(SystemTime::now() - Duration::from_secs(secs))
+    let ms = crate::spec::health::parse_duration_ms(s).map_err(|_| {
+        format!(
+            "--since '{s}': give a duration back from now (90s, 10m, 2h, 1d) or a time such as 2026-12-06T07:10:00Z"
+        )
+    })?;
+    Ok(SystemTime::now() - Duration::from_millis(ms))
 }
 
 /// Writes one stream's bytes; a reader that went away ends us as SIGPIPE would.

@@ -90,6 +90,14 @@ impl Runtime {
         // the container's processes are gone. Threads only from here on (the launch
         // forks; a fork beside a thread could inherit a lock it holds).
         let _ = launcher::redirect_stdio(fds.0, fds.0, fds.0);
+        st.pid = started.pid;
+        st.start_time = launcher::start_time(started.pid).unwrap_or(0);
+        st.status = Status::Running;
+        let _ = dir.write_state(&st);
+        MonitorReport::Started.send(&mut report);
+        drop(report);
+        // The copier after the report: its thread is not on the launch's path (the
+        // pipes hold what the container writes meanwhile).
         let ending = Arc::new(AtomicBool::new(false));
         let copier = logs::spawn_copier(
             out_r.into(),
@@ -98,15 +106,10 @@ impl Runtime {
             spec.logs,
             ending.clone(),
         );
-        st.pid = started.pid;
-        st.start_time = launcher::start_time(started.pid).unwrap_or(0);
-        st.status = Status::Running;
         if let Err(e) = &copier {
             st.reason = Some(format!("its output is lost: the log copier: {e}"));
+            let _ = dir.write_state(&st);
         }
-        let _ = dir.write_state(&st);
-        MonitorReport::Started.send(&mut report);
-        drop(report);
         // Bound to the node's lease: stopped, by this monitor, once it runs out.
         let lease = self
             .lease

@@ -75,7 +75,8 @@ pub fn duration_of(o: &rhai::Map, what: &str, key: &str) -> RhaiResult<Option<u6
         .transpose()
 }
 
-/// Parses a duration of the DSL: "500ms", "10s", "2m", or a number of seconds.
+/// Parses a duration of the DSL: "500ms", "10s", "2m", "1h", "1d", or a number of
+/// seconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let bad = || format!("'{s}' is not a duration such as 500ms, 10s or 2m");
@@ -87,6 +88,8 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         (d, 60_000)
     } else if let Some(d) = s.strip_suffix('h') {
         (d, 3_600_000)
+    } else if let Some(d) = s.strip_suffix('d') {
+        (d, 86_400_000)
     } else {
         (s, 1_000)
     };

@@ -28,7 +28,6 @@ pub mod stats;
 
 use crate::cluster::store::{open_database, LogStore, StateMachineStore};
 use crate::cluster::Raft;
-use crate::runtime::Runtime;
 use crate::supervisor::endpoints::raft::Network;
 use config::Config;
 use openraft::{BasicNode, SnapshotPolicy};
@@ -207,10 +206,7 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     if config.join.is_empty() {
         initialize_once(&raft, id, &config.advertise).await?;
     }
-    let runtime = Runtime::new(
-        config.state_dir.join(format!("node-{id}")),
-        format!("{}/node-{id}", config.cgroup_parent),
-    );
+    let runtime = core.local_runtime();
     let mut tasks = extra(core.clone());
     if let Some(addr) = config.http_listen {
         tasks.extend(

@@ -47,9 +47,9 @@ pub async fn heartbeat_loop(core: Arc<Supervisor>, runtime: Runtime) {
         tick.tick().await;
         let sent = lease::now_ms();
         let applied_index = core.applied_index();
-        let state = core.state();
-        let published = state.policies().get(&core.id).cloned().unwrap_or_default();
-        let policy = (published != core.config.policy).then_some(&core.config.policy);
+        let policy = core
+            .policy_differs(core.id, &core.config.policy)
+            .then_some(&core.config.policy);
         let acked = match core.route() {
             // The leader's own record: registered (and marked up again after a time
             // down) by the leader's loop; it is acknowledged by its quorum, not by itself.

@@ -65,6 +65,24 @@ pub enum Route {
 }
 
 impl Supervisor {
+    /// This node's local containers: `<state_dir>/node-<id>`, cgroups under
+    /// `<cgroup_parent>/node-<id>` (the agent's, and what logs and exec read).
+    pub fn local_runtime(&self) -> crate::runtime::Runtime {
+        crate::runtime::Runtime::new(
+            self.config.state_dir.join(format!("node-{}", self.id)),
+            format!("{}/node-{}", self.config.cgroup_parent, self.id),
+        )
+    }
+
+    /// Whether the replicated state holds another policy for `node` than `policy`
+    /// (none recorded: the default).
+    pub fn policy_differs(&self, node: NodeId, policy: &crate::spec::NodePolicy) -> bool {
+        match self.state().policies().get(&node) {
+            Some(p) => p != policy,
+            None => !policy.is_permissive(),
+        }
+    }
+
     /// Builds the shared state (inside the runtime: it starts the proposer's task).
     pub fn new(
         id: NodeId,

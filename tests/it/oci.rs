@@ -1359,15 +1359,21 @@ fn exec_passes_the_descriptors_asked_for_and_closes_the_callers_others() {
     let file = oci.scratch.path.join("passed");
     std::fs::write(&file, "through fd 3\n").expect("file");
     // The caller holds fds 3 and 4 (not close-on-exec) and passes one of them.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"exec 3<"$F" 4<"$F"; "$RUNC" --root "$ROOT" exec --preserve-fds 1 fds -- sh -c 'cat <&3; cat <&4 2>/dev/null || echo no-fd-4'"#)
-        .env("F", &file)
-        .env("RUNC", &oci.runc)
-        .env("ROOT", &oci.root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("exec");
+    // A shell that opens the descriptors, then calls haconiwa-runc.
+    let shell = |script: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("F", &file)
+            .env("RUNC", &oci.runc)
+            .env("ROOT", &oci.root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("exec")
+    };
+    let out = shell(
+        r#"exec 3<"$F" 4<"$F"; "$RUNC" --root "$ROOT" exec --preserve-fds 1 fds -- sh -c 'cat <&3; cat <&4 2>/dev/null || echo no-fd-4'"#,
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(
         stdout(&out),
@@ -1376,15 +1382,9 @@ fn exec_passes_the_descriptors_asked_for_and_closes_the_callers_others() {
         output_text(&out)
     );
     // Without the flag, neither.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"exec 3<"$F"; "$RUNC" --root "$ROOT" exec fds -- sh -c 'cat <&3 2>/dev/null || echo no-fd-3'"#)
-        .env("F", &file)
-        .env("RUNC", &oci.runc)
-        .env("ROOT", &oci.root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("exec");
+    let out = shell(
+        r#"exec 3<"$F"; "$RUNC" --root "$ROOT" exec fds -- sh -c 'cat <&3 2>/dev/null || echo no-fd-3'"#,
+    );
     assert_eq!(stdout(&out), "no-fd-3\n", "{}", output_text(&out));
     oci.ok(&["delete", "--force", "fds"]);
 }

@@ -9,7 +9,6 @@ use super::calls::PeerClients;
 use crate::api::pb::exec_input::Input;
 use crate::api::pb::exec_output::Output;
 use crate::api::pb::{ExecInput, ExecOutput, ExecStart};
-use crate::cluster::state::NodeId;
 use crate::runtime::state::Status as LocalStatus;
 use crate::runtime::Runtime;
 use crate::supervisor::shared::Supervisor;
@@ -28,48 +27,6 @@ const CHUNK: usize = 32 * 1024;
 
 /// How long, after the command ended, its output may still come before its status.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// This node's runtime (the agent's: `<state_dir>/node-<id>`).
-pub(super) fn node_runtime(core: &Supervisor) -> Runtime {
-    Runtime::new(
-        core.config.state_dir.join(format!("node-{}", core.id)),
-        format!("{}/node-{}", core.config.cgroup_parent, core.id),
-    )
-}
-
-/// Where container `id` runs: `None` here, else its node and that node's address. A
-/// call already `forwarded` must find it here.
-pub(super) fn elsewhere(
-    core: &Supervisor,
-    id: &str,
-    forwarded: bool,
-) -> Result<Option<(NodeId, String)>, Status> {
-    let state = core.state();
-    let c = state
-        .containers()
-        .get(id)
-        .ok_or_else(|| Status::not_found(format!("no container {id} in the cluster")))?;
-    if c.node == core.id {
-        return Ok(None);
-    }
-    if forwarded {
-        return Err(Status::failed_precondition(format!(
-            "container {id} is on node {}, not on node {}",
-            c.node, core.id
-        )));
-    }
-    let addr = state
-        .nodes()
-        .get(&c.node)
-        .map(|n| n.addr.clone())
-        .ok_or_else(|| Status::not_found(format!("no node {} in the cluster", c.node)))?;
-    Ok(Some((c.node, addr)))
-}
-
-/// A status from the node a call was forwarded to, saying so.
-pub(super) fn from_node(node: NodeId) -> impl Fn(Status) -> Status {
-    move |s| Status::new(s.code(), format!("node {node}: {}", s.message()))
-}
 
 /// Runs the command the first input names.
 pub(super) async fn exec(
@@ -90,7 +47,7 @@ pub(super) async fn exec(
     if start.command.is_empty() {
         return Err(Status::invalid_argument("exec: no command"));
     }
-    if let Some((node, addr)) = elsewhere(core, &start.id, start.forwarded)? {
+    if let Some((node, addr)) = super::elsewhere(core, &start.id, start.forwarded)? {
         let first = ExecInput {
             input: Some(Input::Start(ExecStart {
                 forwarded: true,
@@ -105,11 +62,11 @@ pub(super) async fn exec(
             .map_err(Status::from)?
             .exec(outbound)
             .await
-            .map_err(from_node(node))?
+            .map_err(super::from_node(node))?
             .into_inner();
         return Ok(Box::pin(stream));
     }
-    let runtime = node_runtime(core);
+    let runtime = core.local_runtime();
     match runtime.get(&start.id) {
         Ok(st) if st.status == LocalStatus::Running => {}
         Ok(st) => {

@@ -29,7 +29,7 @@ pub(super) async fn logs(
     peers: &PeerClients,
     r: ContainerLogsRequest,
 ) -> Result<LogChunks, Status> {
-    if let Some((node, addr)) = super::exec::elsewhere(core, &r.id, r.forwarded)? {
+    if let Some((node, addr)) = super::elsewhere(core, &r.id, r.forwarded)? {
         let request = ContainerLogsRequest {
             forwarded: true,
             ..r
@@ -39,7 +39,7 @@ pub(super) async fn logs(
             .map_err(Status::from)?
             .container_logs(request)
             .await
-            .map_err(super::exec::from_node(node))?
+            .map_err(super::from_node(node))?
             .into_inner();
         return Ok(Box::pin(stream));
     }
@@ -54,7 +54,7 @@ pub(super) async fn logs(
         since,
         stderr_only: r.stderr_only,
     };
-    let runtime = super::exec::node_runtime(core);
+    let runtime = core.local_runtime();
     let dir = runtime.dir(&r.id);
     if !dir.path.is_dir() {
         return Err(Status::not_found(format!(

@@ -23,11 +23,46 @@ use crate::api::pb::cluster_server::{Cluster, ClusterServer};
 use crate::api::pb::raft_server::RaftServer;
 use crate::api::pb::*;
 use crate::api::{TokenCheck, FILE_DESCRIPTOR_SET, FORWARDED_HEADER, LEADER_HEADER};
+use crate::cluster::state::NodeId;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+
+/// Where container `id` runs: `None` here, else its node and that node's address. A
+/// call already `forwarded` must find it here.
+fn elsewhere(
+    core: &Supervisor,
+    id: &str,
+    forwarded: bool,
+) -> Result<Option<(NodeId, String)>, Status> {
+    let state = core.state();
+    let c = state
+        .containers()
+        .get(id)
+        .ok_or_else(|| Status::not_found(format!("no container {id} in the cluster")))?;
+    if c.node == core.id {
+        return Ok(None);
+    }
+    if forwarded {
+        return Err(Status::failed_precondition(format!(
+            "container {id} is on node {}, not on node {}",
+            c.node, core.id
+        )));
+    }
+    let addr = state
+        .nodes()
+        .get(&c.node)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| Status::not_found(format!("no node {} in the cluster", c.node)))?;
+    Ok(Some((c.node, addr)))
+}
+
+/// A status from the node a call was forwarded to, saying so.
+fn from_node(node: NodeId) -> impl Fn(Status) -> Status {
+    move |s| Status::new(s.code(), format!("node {node}: {}", s.message()))
+}
 
 /// The Cluster service.
 pub struct ClusterService {

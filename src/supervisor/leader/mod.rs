@@ -62,7 +62,7 @@ pub async fn run(core: Arc<Supervisor>) {
             }
             continue;
         }
-        if state.policies().get(&core.id).cloned().unwrap_or_default() != core.config.policy {
+        if core.policy_differs(core.id, &core.config.policy) {
             let cmd = Command::SetNodePolicy {
                 node: core.id,
                 policy: core.config.policy.clone(),

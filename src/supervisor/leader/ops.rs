@@ -174,7 +174,7 @@ pub async fn heartbeat(
         // Rare (a node that started with another policy): committed before the beat
         // is acknowledged, so the node stops sending it once it applies the entry. A
         // failure is the next beat's to retry; it never costs the node its lease.
-        if state.policies().get(&node).cloned().unwrap_or_default() != policy {
+        if core.policy_differs(node, &policy) {
             if let Err(e) = core.propose(Command::SetNodePolicy { node, policy }).await {
                 tracing::warn!("record the policy of node {node}: {e}");
             }
