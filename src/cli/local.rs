@@ -274,6 +274,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Tls(_)
         | Command::Oci(_)
         | Command::Image(_)
+        | Command::Volume(_)
+        | Command::Secret(_)
         | Command::Down(_)
         | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),

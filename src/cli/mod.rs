@@ -8,6 +8,7 @@ mod logs;
 pub mod oci;
 mod remote;
 mod rules;
+mod storage;
 mod supervise;
 mod template;
 mod tls;
@@ -271,6 +272,12 @@ pub enum Command {
     /// This host's OCI images: pull, import, ls, inspect, rm, prune (docs/images.md).
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Named volumes: storage on one node that outlives the containers mounting it.
+    #[command(subcommand)]
+    Volume(storage::VolumeCommand),
+    /// Secrets: values sealed with the cluster key, read by containers at /run/secrets.
+    #[command(subcommand)]
+    Secret(storage::SecretCommand),
     /// Certificates for the cluster's TLS: a cluster CA, node and client certificates.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -484,6 +491,8 @@ fn prints_for_a_reader(c: &Command) -> bool {
             | Command::Mirror(_)
             | Command::Watch(WatchCommand::Ls { .. })
             | Command::Watch(WatchCommand::History { .. })
+            | Command::Volume(storage::VolumeCommand::Ls { .. })
+            | Command::Secret(storage::SecretCommand::Ls { .. })
             | Command::Image(image::ImageCommand::Ls { .. })
             | Command::Image(image::ImageCommand::Inspect { .. })
     )
@@ -501,6 +510,8 @@ fn talks_to_the_cluster(c: &Command) -> bool {
             | Command::Cluster(_)
             | Command::Mirror(_)
             | Command::Watch(_)
+            | Command::Volume(_)
+            | Command::Secret(_)
     )
 }
 
@@ -547,6 +558,7 @@ pub fn main() -> i32 {
         | Command::Cluster(_) => remote::run(cli),
         Command::Logs { .. } => logs::run(cli),
         Command::Exec { .. } => exec::run(cli),
+        Command::Volume(_) | Command::Secret(_) => storage::run(cli),
         Command::Up(_) | Command::Down(_) => up::run(cli),
         Command::Tls(t) => tls::run(t),
         Command::Oci(o) => return oci::run(o),

@@ -25,6 +25,10 @@ pub struct SupervisorArgs {
     /// Raft log, state and node id.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The cluster's secrets key (`haconiwa secret keygen FILE`; a 0600 file, the same
+    /// on every member): without it this member can neither seal nor open secrets.
+    #[arg(long)]
+    secrets_key: Option<PathBuf>,
     /// A member to join through (repeatable); none starts a new cluster.
     #[arg(long)]
     join: Vec<String>,
@@ -219,6 +223,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         ),
         // Only node.toml says it: a host's limits are its operator's file.
         policy: None,
+        secrets_key: a.secrets_key,
         etcd: etcd_flags(
             a.etcd_endpoints,
             a.etcd_prefix,

@@ -159,6 +159,13 @@ fn teardown(info: &UpInfo) {
             }
         }
     }
+    // The members' volumes that are file systems of their own (tmpfs, ext4 images).
+    let dirs = |p: &std::path::Path| std::fs::read_dir(p).into_iter().flatten().flatten();
+    for node in dirs(&info.data_dir) {
+        for v in dirs(&node.path().join("volumes")) {
+            let _ = nix::mount::umount2(&v.path().join("data"), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
     let _ = std::fs::remove_dir_all(&info.data_dir);
     let _ = std::fs::remove_dir_all(&info.dir);
 }
@@ -218,6 +225,11 @@ async fn up(a: UpArgs, cgroup_parent: String) -> Result<i32, CliError> {
     private_dir(&a.dir)?;
     if !a.no_tls {
         info.tls = Some(make_certificates(&a)?);
+    }
+    // One secrets key for all the members (`haconiwa secret create` seals with it).
+    let key = a.dir.join("secrets.key");
+    if !key.exists() {
+        crate::supervisor::secrets::generate(&key)?;
     }
     let save = |info: &UpInfo| -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(info)?;
@@ -345,6 +357,7 @@ async fn start_all(
         if i > 1 {
             cmd.args(["--join", &info.servers.join(",")]);
         }
+        cmd.arg("--secrets-key").arg(a.dir.join("secrets.key"));
         // The dashboard and /metrics of each supervisor, on loopback: port + 80.
         cmd.arg("--http-listen")
             .arg(format!("{}.{i}:{}", a.net, a.port.saturating_add(80)));

@@ -1,6 +1,6 @@
 //! The applied state in the database: one record per row (tables `sm_nodes`,
 //! `sm_definitions`, `sm_containers`, `sm_rules`, `sm_history`, `sm_network`,
-//! `sm_policies`, plus a
+//! `sm_policies`, `sm_volumes`, `sm_secrets` (sealed), plus a
 //! small meta row in `state_machine`). Applying entries writes the rows they touched: the
 //! cost of a commit follows the change, not the state's size (`store.rs` decides when).
 
@@ -24,6 +24,8 @@ pub(super) const SM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(super) const SM_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_history");
 pub(super) const SM_NETWORK: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_network");
 pub(super) const SM_POLICIES: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_policies");
+pub(super) const SM_VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_volumes");
+pub(super) const SM_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_secrets");
 
 pub(super) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AnyError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| AnyError::new(&e))
@@ -91,6 +93,8 @@ pub(super) fn write_applied(
     let mut history = tx.open_table(SM_HISTORY).map_err(any)?;
     let mut network = tx.open_table(SM_NETWORK).map_err(any)?;
     let mut policies = tx.open_table(SM_POLICIES).map_err(any)?;
+    let mut volumes = tx.open_table(SM_VOLUMES).map_err(any)?;
+    let mut secrets = tx.open_table(SM_SECRETS).map_err(any)?;
     let all;
     let t = match rows {
         Rows::All => {
@@ -102,6 +106,8 @@ pub(super) fn write_applied(
                 &mut rules,
                 &mut history,
                 &mut network,
+                &mut volumes,
+                &mut secrets,
             ] {
                 table.retain(|_, _| false).map_err(any)?;
             }
@@ -113,6 +119,8 @@ pub(super) fn write_applied(
                 history: st.history().keys().cloned().collect(),
                 network: st.network().keys().cloned().collect(),
                 policies: st.policies().keys().copied().collect(),
+                volumes: st.volumes().keys().cloned().collect(),
+                secrets: st.secrets().keys().cloned().collect(),
             };
             &all
         }
@@ -125,6 +133,8 @@ pub(super) fn write_applied(
     write_rows(&mut rules, &t.rules, st.rules())?;
     write_rows(&mut history, &t.history, st.history())?;
     write_rows(&mut network, &t.network, st.network())?;
+    write_rows(&mut volumes, &t.volumes, st.volumes())?;
+    write_rows(&mut secrets, &t.secrets, st.secrets())?;
     Ok(())
 }
 
@@ -210,6 +220,8 @@ pub(super) fn read_applied(db: &Database) -> Result<Applied, AnyError> {
     let rules = read_rows::<RuleRecord>(&tx, SM_RULES)?;
     let history = read_rows::<RuleHistory>(&tx, SM_HISTORY)?;
     let network = read_rows(&tx, SM_NETWORK)?;
+    let volumes = read_rows(&tx, SM_VOLUMES)?;
+    let secrets = read_rows(&tx, SM_SECRETS)?;
     Ok(Applied {
         last_applied: meta.last_applied,
         last_membership: meta.last_membership,
@@ -223,6 +235,7 @@ pub(super) fn read_applied(db: &Database) -> Result<Applied, AnyError> {
             history,
         )
         .with_network(network)
-        .with_policies(policies),
+        .with_policies(policies)
+        .with_storage(volumes, secrets),
     })
 }

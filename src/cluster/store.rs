@@ -14,7 +14,7 @@
 
 use super::applied::{
     any, dec, enc, read_applied, write_applied, Applied, Rows, SM, SM_CONTAINERS, SM_DEFINITIONS,
-    SM_HISTORY, SM_NETWORK, SM_NODES, SM_POLICIES, SM_RULES,
+    SM_HISTORY, SM_NETWORK, SM_NODES, SM_POLICIES, SM_RULES, SM_SECRETS, SM_VOLUMES,
 };
 use super::state::{ClusterState, Event, EventKind, Response, Touched};
 use super::wal::Wal;
@@ -55,6 +55,8 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
         SM_RULES,
         SM_HISTORY,
         SM_NETWORK,
+        SM_VOLUMES,
+        SM_SECRETS,
     ] {
         tx.open_table(t).map_err(|e| b(e.into()))?;
     }

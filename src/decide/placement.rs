@@ -1,5 +1,6 @@
 //! Where a new container goes: an up, non-draining node carrying the labels asked for,
-//! whose policy allows the container;
+//! whose policy allows the container (the node of its named volumes, when it mounts
+//! some);
 //! spread by default (fewest containers of that definition, then fewest overall, then
 //! the lowest id). Pure: decided on the leader, committed as part of the spawn.
 
@@ -51,6 +52,52 @@ pub enum PlacementError {
     /// The policy of the node asked for, or of every node otherwise fit, refuses it.
     #[error("{}", refused_text(.0))]
     PolicyRefuses(Vec<(NodeId, Vec<String>)>),
+    /// It mounts a volume the cluster does not have.
+    #[error("no volume {0}: create it with `haconiwa volume create {0} --node N`")]
+    NoSuchVolume(String),
+    /// It mounts volumes of two nodes: no node has them all.
+    #[error("its volumes {0} (node {1}) and {2} (node {3}) are on different nodes")]
+    VolumesApart(String, NodeId, String, NodeId),
+    /// The node asked for, or the only one it can go to, does not hold its volume.
+    #[error("volume {volume} is on node {home}, not on node {asked}")]
+    VolumeElsewhere {
+        /// The volume.
+        volume: String,
+        /// Its node.
+        home: NodeId,
+        /// The node asked for.
+        asked: NodeId,
+    },
+}
+
+/// The node of the volumes a container mounts (None: it mounts none, any node fits).
+pub fn volume_home(
+    state: &ClusterState,
+    spec: Option<&ContainerSpec>,
+) -> Result<Option<(String, NodeId)>, PlacementError> {
+    let mut home: Option<(String, NodeId)> = None;
+    for name in spec
+        .into_iter()
+        .flat_map(crate::spec::volumes::volume_names)
+    {
+        let v = state
+            .volumes()
+            .get(name)
+            .ok_or_else(|| PlacementError::NoSuchVolume(name.to_string()))?;
+        match &home {
+            Some((first, node)) if *node != v.node => {
+                return Err(PlacementError::VolumesApart(
+                    first.clone(),
+                    *node,
+                    name.to_string(),
+                    v.node,
+                ))
+            }
+            Some(_) => {}
+            None => home = Some((name.to_string(), v.node)),
+        }
+    }
+    Ok(home)
 }
 
 fn refused_text(by: &[(NodeId, Vec<String>)]) -> String {
@@ -97,7 +144,24 @@ pub fn place_many(
     count: usize,
 ) -> Result<Vec<NodeId>, PlacementError> {
     let count = count.max(1);
-    if let Some(id) = req.node {
+    // A container of volumes goes where they are, or nowhere.
+    let asked = match volume_home(state, req.spec)? {
+        None => req.node,
+        Some((volume, home)) => match req.node {
+            Some(asked) if asked != home => {
+                return Err(PlacementError::VolumeElsewhere {
+                    volume,
+                    home,
+                    asked,
+                })
+            }
+            _ if req.exclude.contains(&home) => {
+                return Err(PlacementError::NodeUnavailable(home, "excluded"))
+            }
+            _ => Some(home),
+        },
+    };
+    if let Some(id) = asked {
         let n = state
             .nodes()
             .get(&id)

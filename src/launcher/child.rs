@@ -36,6 +36,8 @@ pub enum RootAccess {
 pub(super) struct Child<'a> {
     /// The definition.
     pub spec: &'a ContainerSpec,
+    /// Its secrets' values (`secrets.rs`).
+    pub secrets: &'a [super::secrets::SecretFile],
     /// How it sees its root.
     pub root: &'a RootAccess,
     /// Its seccomp filter, compiled.
@@ -137,7 +139,7 @@ pub(super) fn child_main(
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let create_container = c.hooks.map(|h| &h.create_container[..]).unwrap_or(&[]);
-    mounts::setup_root(spec, c.root, c.cgroup_views, &mut || {
+    mounts::setup_root(spec, c.root, c.cgroup_views, c.secrets, &mut || {
         if create_container.is_empty() {
             return Ok(());
         }

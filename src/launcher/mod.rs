@@ -18,6 +18,7 @@ mod parent;
 pub mod pidfd;
 pub mod privileges;
 pub mod seccomp;
+mod secrets;
 pub mod signals;
 pub mod terminal;
 
@@ -27,3 +28,4 @@ pub use parent::{
     fork_single_threaded, redirect_stdio, start, start_time, wait, wait_watching, Exit, Hold,
     LaunchOptions, Started, Watch,
 };
+pub use secrets::SecretFile;

@@ -29,7 +29,7 @@ fn none() -> Option<&'static str> {
 
 /// Resolves `inner` (absolute, inside the container) under `root` without following a
 /// symlink out of it: a symlink on the way is an error.
-fn inside(root: &Path, inner: &str) -> StepResult<PathBuf> {
+pub(super) fn inside(root: &Path, inner: &str) -> StepResult<PathBuf> {
     let mut p = root.to_path_buf();
     for c in Path::new(inner).components() {
         match c {
@@ -59,7 +59,7 @@ fn inside(root: &Path, inner: &str) -> StepResult<PathBuf> {
     Ok(p)
 }
 
-fn mkdir_p(p: &Path) -> StepResult<()> {
+pub(super) fn mkdir_p(p: &Path) -> StepResult<()> {
     fs::create_dir_all(p).step(|| format!("mkdir {}", p.display()))
 }
 
@@ -117,6 +117,7 @@ pub fn setup_root(
     spec: &ContainerSpec,
     access: &RootAccess,
     cgroup_views: &[(String, PathBuf)],
+    secrets: &[super::secrets::SecretFile],
     before_pivot: &mut dyn FnMut() -> StepResult<()>,
 ) -> StepResult<()> {
     let host_table = spec.rootfs.mode == RootMode::HostMountTable;
@@ -196,6 +197,9 @@ pub fn setup_root(
             mask_listed(root, &masked, &readonly)?
         }
         None => {}
+    }
+    if !secrets.is_empty() {
+        super::secrets::mount_secrets(spec, root, secrets)?;
     }
     before_pivot()?;
     if host_table {

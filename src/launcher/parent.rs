@@ -29,6 +29,8 @@ pub struct LaunchOptions {
     /// How the container's processes are held: by haconiwa (its PID 1 and its death
     /// with the launcher) or as an OCI runtime's caller expects.
     pub hold: Hold,
+    /// The values of the secrets it reads (`c.secret`), written on a tmpfs of its own.
+    pub secrets: Vec<super::secrets::SecretFile>,
 }
 
 impl Default for LaunchOptions {
@@ -37,6 +39,7 @@ impl Default for LaunchOptions {
             cgroup_parent: "haconiwa".into(),
             root: RootAccess::ReadOnly,
             hold: Hold::Supervised,
+            secrets: Vec::new(),
         }
     }
 }
@@ -177,6 +180,7 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
     let child = Child {
         cgroup_views: &views,
         spec,
+        secrets: &opts.secrets,
         root: &opts.root,
         filter: filter.as_ref(),
         console: console.as_ref().map(|c| c.as_raw_fd()),

@@ -229,6 +229,7 @@ fn create_in(
         } else {
             RootAccess::Writable
         },
+        secrets: Vec::new(),
         hold: Hold::Oci {
             gate_dir: gate,
             preserve_fds: opts.preserve_fds,

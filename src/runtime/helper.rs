@@ -59,6 +59,9 @@ pub enum Request {
         place: Place,
         /// The container (an image's already applied).
         spec: Box<ContainerSpec>,
+        /// The values of the secrets it reads (through the helper's stdin, in memory).
+        #[serde(default)]
+        secrets: Vec<crate::launcher::SecretFile>,
     },
     /// Run one provision step to its end.
     Provision {
@@ -285,7 +288,11 @@ pub fn serve() -> i32 {
         Err(f) => (Reply::Failed(f), None),
         // The monitor it forks swaps its stdio for the log: the reply's pipe closes
         // when the helper ends, whatever the monitor goes on with.
-        Ok(Request::Monitor { place, spec }) => match place.runtime().run_daemon(&spec) {
+        Ok(Request::Monitor {
+            place,
+            spec,
+            secrets,
+        }) => match place.runtime().run_daemon_with(&spec, secrets) {
             Ok(st) => (Reply::Started(Box::new(st)), None),
             Err(e) => (Reply::Failed(e.into()), None),
         },

@@ -224,11 +224,17 @@ impl Runtime {
         self.state_dir.join("notify.sock")
     }
 
-    fn options(&self, spec: &ContainerSpec, dir: &ContainerDir) -> LaunchOptions {
+    fn options(
+        &self,
+        spec: &ContainerSpec,
+        dir: &ContainerDir,
+        secrets: Vec<launcher::SecretFile>,
+    ) -> LaunchOptions {
         LaunchOptions {
             cgroup_parent: self.cgroup_parent.clone(),
             root: root_access(spec, dir),
             hold: launcher::Hold::Supervised,
+            secrets,
         }
     }
 
@@ -318,6 +324,7 @@ impl Runtime {
             cgroup_parent: self.cgroup_parent.clone(),
             root,
             hold: launcher::Hold::Supervised,
+            secrets: Vec::new(),
         };
         let started = match launcher::start(spec, &opts) {
             Ok(s) => s,
@@ -346,6 +353,16 @@ impl Runtime {
     /// state once the command runs. The monitor waits for it, records the exit and
     /// removes its cgroup; it survives the caller (and a supervisor restart).
     pub fn run_daemon(&self, spec: &ContainerSpec) -> Result<State, RuntimeError> {
+        self.run_daemon_with(spec, Vec::new())
+    }
+
+    /// `run_daemon` for a container that reads secrets: their values go to the
+    /// launch in memory (the monitor's), never to a file of the state directory.
+    pub fn run_daemon_with(
+        &self,
+        spec: &ContainerSpec,
+        secrets: Vec<launcher::SecretFile>,
+    ) -> Result<State, RuntimeError> {
         let dir = self.reserve(spec, &root_access(spec, &self.dir(&spec.name)))?;
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("pipe")(e.into()))?;
@@ -354,7 +371,7 @@ impl Runtime {
         match launcher::fork_single_threaded().map_err(io_err("fork the monitor"))? {
             ForkResult::Child => {
                 drop(rd);
-                let code = self.monitor(spec, &dir, std::fs::File::from(wr));
+                let code = self.monitor(spec, &dir, std::fs::File::from(wr), secrets);
                 std::process::exit(code);
             }
             ForkResult::Parent { child } => {

@@ -46,6 +46,7 @@ impl Runtime {
         spec: &ContainerSpec,
         dir: &ContainerDir,
         mut report: std::fs::File,
+        secrets: Vec<launcher::SecretFile>,
     ) -> i32 {
         let _ = nix::unistd::setsid();
         let fail = |step: &str, e: io::Error, report: &mut std::fs::File| {
@@ -77,7 +78,7 @@ impl Runtime {
         drop((out_w, err_w));
         let mut st = self.initial_state(spec);
         let _ = dir.write_state(&st);
-        let started = match launcher::start(spec, &self.options(spec, dir)) {
+        let started = match launcher::start(spec, &self.options(spec, dir, secrets)) {
             Ok(s) => s,
             Err(e) => {
                 MonitorReport::Failed(e).send(&mut report);

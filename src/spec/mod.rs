@@ -18,6 +18,7 @@ pub mod stored;
 pub mod sysctl;
 pub mod timestamp;
 pub mod update;
+pub mod volumes;
 pub mod watch;
 
 pub use haco::{load_file, load_str, HacoError};

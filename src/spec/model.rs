@@ -118,6 +118,12 @@ pub struct ContainerSpec {
     /// The process's `oom_score_adj` (an OCI config's `process.oomScoreAdj`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_score_adj: Option<i32>,
+    /// The cluster's named volumes it mounts (`c.volume`): it runs where they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<super::volumes::VolumeMount>,
+    /// The cluster's secrets it reads, as files of `/run/secrets` (`c.secret`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::volumes::SecretMount>,
 }
 
 /// What a cluster container does when its node is cut off from the cluster.
@@ -176,6 +182,8 @@ impl ContainerSpec {
             on_disconnect: OnDisconnect::Stop,
             health: None,
             restart: None,
+            volumes: Vec::new(),
+            secrets: Vec::new(),
             ports: Vec::new(),
             logs: LogLimits::default(),
             sysctl: BTreeMap::new(),
@@ -618,26 +626,6 @@ pub struct Rlimit {
     /// Hard limit; `None` is unlimited.
     pub hard: Option<u64>,
 }
-
-/// Resource names accepted by `set_limit`.
-pub const RLIMIT_NAMES: [&str; 16] = [
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
 
 /// Networking inside a new network namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -134,6 +134,8 @@ impl<'de> Visitor<'de> for Stored {
             sysctl: BTreeMap::new(),
             masks: None,
             oom_score_adj: None,
+            volumes: Vec::new(),
+            secrets: Vec::new(),
         })
     }
 }

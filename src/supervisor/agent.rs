@@ -1,15 +1,12 @@
 //! The node agent, on every member (the leader too): makes local reality match the
-//! containers the state assigns to this node. What to do is decided by the pure table
-//! of `decide::reconcile`; this carries it out: launches through the single-threaded
-//! `haconiwa __monitor` helper (never in-process), kills, reports, forgets, and
+//! containers the state assigns to this node, as the pure table of `decide::reconcile`
+//! says: launches through the single-threaded `haconiwa __monitor` helper (never
+//! in-process; volumes and secrets from `storage`), kills, reports, forgets, and
 //! re-adopts its containers after a restart (their monitors outlive the supervisor).
-//!
-//! It keeps a picture of what runs here, changed only by what changes it: a launch's
-//! handshake (a container is running once its helper says so, not before), a
-//! monitor's exit notice (that container's state file is read again), a kill, and a
-//! full re-read every [`FULL_SCAN`] (re-adoption, monitors that vanished). A pass
-//! compares that picture with the state in memory, so it costs no I/O; it stays
-//! level-triggered: a lost report is simply decided and sent again.
+//! Its picture of what runs here changes only by what changes it: a launch's handshake,
+//! a monitor's exit notice (that state file is read again), a kill, and a full re-read
+//! every [`FULL_SCAN`]. A pass compares that picture with the state in memory (no I/O)
+//! and stays level-triggered: a lost report is simply decided and sent again.
 
 use super::admission;
 use super::images::{Images, PullFailed, Pulled};
@@ -17,6 +14,7 @@ use super::probes::Probes;
 use super::reports::send_report;
 use super::restarts::Restarter;
 use super::shared::{lock, Supervisor};
+use super::storage::{self, NodeVolumes, StorageError};
 use crate::cluster::state::{ContainerRecord, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, Local, LocalStatus};
 use crate::runtime::bootstrap::BootstrapError;
@@ -32,20 +30,15 @@ use tokio::task::JoinSet;
 /// How often the agent re-reads every local state file anyway: re-adoption after a
 /// restart, a monitor killed before it could send its notice.
 pub const FULL_SCAN: Duration = Duration::from_secs(10);
-
 /// Launches under way at once (each is a helper process doing namespaces, mounts and
 /// cgroups); the rest wait their turn in order.
 const LAUNCH_SLOTS: usize = 8;
-
 /// How often a pull's progress is reported (each report is a committed entry).
 const PULL_REPORT_EVERY: Duration = Duration::from_millis(500);
-
 /// Kills under way at once (each holds a blocking thread while it waits on pidfds).
 const KILL_SLOTS: usize = 16;
-
 /// Time a container gets to end after its stop signal, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// Reports in flight at once (the leader batches concurrent proposals).
 const REPORT_SLOTS: usize = 64;
 
@@ -70,6 +63,9 @@ enum LaunchFailure {
     /// This node's policy refuses it (placed before the leader knew the policy).
     #[error("this node's policy refuses it: {0}")]
     Policy(String),
+    /// Its volumes or secrets could not be had here.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The agent is shutting down.
     #[error("the agent is shutting down")]
     ShuttingDown,
@@ -108,6 +104,8 @@ pub struct Agent {
     restarts: Restarter,
     /// Containers whose restart back-off is over (from `restarts`).
     restart_due: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// The named volumes here.
+    volumes: Arc<NodeVolumes>,
 }
 
 /// What the agent last reported per container, so it does not repeat itself.
@@ -127,7 +125,6 @@ impl Agent {
         let probes = Probes::new(runtime.clone(), wake.clone());
         let (due_tx, due_rx) = mpsc::unbounded_channel();
         Arc::new(Agent {
-            core,
             runtime,
             images,
             store_error,
@@ -140,6 +137,8 @@ impl Agent {
             probes,
             restarts: Restarter::new(due_tx),
             restart_due: Mutex::new(Some(due_rx)),
+            volumes: NodeVolumes::start(&core),
+            core,
         })
     }
 
@@ -553,6 +552,7 @@ impl Agent {
         })
         .await
         .map_err(|e| LaunchFailure::Task(e.to_string()))??;
+        let (spec, secrets) = storage::for_launch(&self.core, &self.volumes, spec).await?;
         let request = helper::Request::Monitor {
             place: helper::Place {
                 state_dir: self.runtime.state_dir.clone(),
@@ -560,6 +560,7 @@ impl Agent {
                 lease: Some(self.runtime.lease_file()),
             },
             spec: Box::new(spec),
+            secrets,
         };
         match helper::call_async(&request).await? {
             (helper::Reply::Started(_), _) => Ok(()),

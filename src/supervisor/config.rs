@@ -92,6 +92,9 @@ pub struct Settings {
     pub network: Option<crate::runtime::network::NetworkSettings>,
     /// `[policy]`: what a definition may ask of this host (everything when absent).
     pub policy: Option<crate::spec::NodePolicy>,
+    /// The cluster's secrets key: a 0600 file (`haconiwa secret keygen`), the same on
+    /// every member; without it this member cannot seal or open secrets.
+    pub secrets_key: Option<PathBuf>,
 }
 
 /// `[tls]`: the node's certificate (it serves the port and calls the other members) and
@@ -247,7 +250,8 @@ impl Settings {
             http_listen,
             images,
             network,
-            policy
+            policy,
+            secrets_key
         )
         .with_etcd_merged(self_etcd, base_etcd)
         .with_tls_merged(self_tls, base_tls)
@@ -336,6 +340,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// What a definition may ask of this host.
     pub policy: crate::spec::NodePolicy,
+    /// The cluster's secrets key file, when this member has one.
+    pub secrets_key: Option<PathBuf>,
     /// Log format.
     pub json_logs: bool,
     /// State dir base.
@@ -527,6 +533,7 @@ impl Config {
         }
         Ok(Config {
             policy,
+            secrets_key: s.secrets_key.clone(),
             network,
             image_store: images
                 .store

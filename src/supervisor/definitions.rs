@@ -26,18 +26,32 @@ pub async fn evaluate(text: String, file: String, base_dir: String) -> OpResult<
 }
 
 /// The definition of a `.haco` text: the registered one when the cluster holds this
-/// text already (its spec resolved once), else a new one, evaluated here.
+/// text already (its spec resolved once), else a new one, evaluated here. A definition
+/// that reads secrets is identified with their versions too: a secret's new value makes
+/// it a new definition (`leader::storage` rolls its rules).
 pub async fn resolve(
     state: &ClusterState,
     text: String,
     file: String,
     base_dir: String,
 ) -> OpResult<Definition> {
-    let digest = crate::spec::digest(&text);
+    let plain = crate::spec::digest(&text);
+    let spec = match state.definitions().get(&plain) {
+        Some(d) if d.spec.secrets.is_empty() => return Ok(d.clone()),
+        Some(d) => d.spec.clone(),
+        None => match state
+            .definitions()
+            .values()
+            .find(|d| !d.spec.secrets.is_empty() && d.text == text)
+        {
+            Some(d) => d.spec.clone(),
+            None => evaluate(text.clone(), file.clone(), base_dir.clone()).await?,
+        },
+    };
+    let digest = with_secret_versions(state, plain, &spec);
     if let Some(d) = state.definitions().get(&digest) {
         return Ok(d.clone());
     }
-    let spec = evaluate(text.clone(), file.clone(), base_dir.clone()).await?;
     Ok(Definition {
         name: definition_name(&file),
         digest,
@@ -46,6 +60,22 @@ pub async fn resolve(
         spec,
         registered_index: 0,
     })
+}
+
+/// A definition's digest: its text's, with the versions of the secrets it reads.
+fn with_secret_versions(state: &ClusterState, plain: String, spec: &ContainerSpec) -> String {
+    if spec.secrets.is_empty() {
+        return plain;
+    }
+    let versions: Vec<String> = spec
+        .secrets
+        .iter()
+        .map(|s| {
+            let v = state.secrets().get(&s.name).map_or(0, |r| r.version);
+            format!("{}@{v}", s.name)
+        })
+        .collect();
+    crate::spec::digest(&format!("{plain}\nsecrets {}", versions.join(",")))
 }
 
 /// The newest registered definition of a name.

@@ -23,8 +23,10 @@ pub mod quorum;
 pub mod reports;
 pub mod requests;
 pub mod restarts;
+pub mod secrets;
 pub mod shared;
 pub mod stats;
+pub mod storage;
 
 use crate::cluster::store::{open_database, LogStore, StateMachineStore};
 use crate::cluster::Raft;
@@ -39,6 +41,9 @@ use std::time::Duration;
 /// Why the supervisor cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
+    /// The secrets key cannot be used.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretError),
     /// A file or directory of the data dir.
     #[error("{what}: {source}")]
     Io {
@@ -187,12 +192,22 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
+    let secrets_key = match &config.secrets_key {
+        Some(path) => Some(secrets::ClusterKey::load(path)?),
+        None => None,
+    };
     let id = node_identity(&config).await?;
     let stats = stats::Stats::default();
     let (raft, feed) = start_raft(&config, id, &stats).await?;
     let peers = Arc::new(endpoints::calls::PeerClients::new(&config));
-    let core =
-        shared::Supervisor::new(id, raft.clone(), feed, config.clone(), stats, peers.clone());
+    let core = shared::Supervisor::new(
+        id,
+        raft.clone(),
+        feed,
+        (config.clone(), secrets_key),
+        stats,
+        peers.clone(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = endpoints::serve(&config, listener, core.clone(), peers.clone(), tls, stop_rx)
         .map_err(SupervisorError::Config)?;

@@ -73,3 +73,16 @@ pub struct RuleRequest {
     /// resolve against it.
     pub base_dir: String,
 }
+
+/// A named volume to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRequest {
+    /// Its name.
+    pub name: String,
+    /// The node that holds it.
+    pub node: u64,
+    /// A tmpfs (else a host directory).
+    pub tmpfs: bool,
+    /// Its size in bytes.
+    pub size: Option<u64>,
+}

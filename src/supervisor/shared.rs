@@ -26,6 +26,8 @@ pub struct Supervisor {
     pub feed: StateFeed,
     /// Settings.
     pub config: Config,
+    /// The cluster's secrets key, when this member has one (`secrets`).
+    pub secrets_key: Option<super::secrets::ClusterKey>,
     /// The calls to the other members.
     pub peers: Arc<dyn Peers>,
     /// Leader side: what it heard from the members and since when it leads (the pure
@@ -88,7 +90,7 @@ impl Supervisor {
         id: NodeId,
         raft: Raft,
         feed: StateFeed,
-        config: Config,
+        (config, secrets_key): (Config, Option<super::secrets::ClusterKey>),
         stats: super::stats::Stats,
         peers: Arc<dyn Peers>,
     ) -> Arc<Supervisor> {
@@ -98,6 +100,7 @@ impl Supervisor {
             raft,
             feed,
             config,
+            secrets_key,
             peers,
             liveness: Mutex::new(Default::default()),
             membership: tokio::sync::Mutex::new(()),

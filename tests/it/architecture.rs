@@ -22,8 +22,9 @@ const LAYERS: [&str; 11] = [
 ];
 
 /// Inside `supervisor`, bottom up (`mod` wires them all together).
-const SUPERVISOR: [(&str, u8); 19] = [
+const SUPERVISOR: [(&str, u8); 21] = [
     ("error", 0),
+    ("secrets", 0),
     ("config", 0),
     ("admission", 0),
     ("stats", 0),
@@ -36,6 +37,7 @@ const SUPERVISOR: [(&str, u8); 19] = [
     ("probes", 3),
     ("reports", 3),
     ("restarts", 3),
+    ("storage", 3),
     ("quorum", 3),
     ("network", 3),
     ("leader", 4),

@@ -182,6 +182,7 @@ fn the_helper_answers_a_typed_request_with_a_typed_reply() {
     let reply = ask(&Request::Monitor {
         place: place.clone(),
         spec: Box::new(spec),
+        secrets: Vec::new(),
     });
     let Reply::Failed(haconiwa::runtime::helper::Failure::Launch(e)) = reply else {
         panic!("not a launch failure: {reply:?}");
@@ -198,6 +199,7 @@ fn the_helper_answers_a_typed_request_with_a_typed_reply() {
     let reply = ask(&Request::Monitor {
         place,
         spec: Box::new(spec),
+        secrets: Vec::new(),
     });
     let Reply::Started(st) = reply else {
         panic!("not started: {reply:?}");

@@ -31,6 +31,7 @@ mod rule_events;
 mod rules;
 mod scale;
 mod security;
+mod storage;
 mod tls;
 mod vagrant;
 mod web;

@@ -125,6 +125,7 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
     cert(&["--node", "8", "--ip", "10.77.0.2"]);
     cert(&["--client", "admin"]);
     std::fs::write(dir.join("auth.json"), "{\"auths\": {}}").unwrap();
+    tool(&["secret", "keygen", &dir.join("secrets.key").to_string_lossy()]);
 
     let mut site = Site {
         ns: format!("hcconf-{}", std::process::id()),
@@ -155,6 +156,7 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
         ("listen", s("10.77.0.1:7700")),
         ("advertise", s("10.77.0.1:7700")),
         ("data_dir", s(&d("a"))),
+        ("secrets_key", s(&d("secrets.key"))),
         ("join", toml::Value::Array(vec![])),
         ("token", s(token)),
         ("voters", i(1)),

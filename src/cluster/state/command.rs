@@ -1,7 +1,7 @@
 //! The commands that change the state (the payload of a Raft log entry) and what
 //! applying one answers. New variants go last: older entries read as before.
 
-use super::{Definition, NodeId, NodeStatus, Observed, RuleRecord};
+use super::{Definition, NodeId, NodeStatus, Observed, RuleRecord, SecretRecord, VolumeRecord};
 use crate::spec::NodePolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -149,14 +149,6 @@ pub enum Command {
         /// The proposer's wall time, ms since the epoch.
         applied_at_ms: u64,
     },
-    /// A node's policy (`spec::policy`), as its `node.toml` says it; the default one
-    /// is kept as no record.
-    SetNodePolicy {
-        /// The node.
-        node: NodeId,
-        /// What it allows.
-        policy: NodePolicy,
-    },
     /// Set the cluster network's range (once; the same again is fine, another is
     /// refused) and lease a subnet to every member (`state::network`).
     SetNetwork {
@@ -164,6 +156,37 @@ pub enum Command {
         cidr: String,
         /// Prefix length of each member's subnet.
         subnet_prefix: u8,
+    },
+    /// A node's policy (`spec::policy`), as its `node.toml` says it; the default one
+    /// is kept as no record
+    /// (added last, after `SetNetwork`: older entries read as before).
+    SetNodePolicy {
+        /// The node.
+        node: NodeId,
+        /// What it allows.
+        policy: NodePolicy,
+    },
+    /// Record a named volume on its node (refused when the name is taken).
+    CreateVolume {
+        /// The volume (`created_index` is set by `apply`).
+        volume: VolumeRecord,
+    },
+    /// Forget a named volume (its node removes its data); refused while a container
+    /// that has not finished mounts it.
+    RemoveVolume {
+        /// Its name.
+        name: String,
+    },
+    /// A secret's new value, sealed by the leader with the cluster key (the version is
+    /// numbered by `apply`).
+    PutSecret {
+        /// The sealed secret.
+        secret: SecretRecord,
+    },
+    /// Forget a secret; refused while a container that has not finished reads it.
+    RemoveSecret {
+        /// Its name.
+        name: String,
     },
 }
 
@@ -199,4 +222,38 @@ pub enum Response {
     Batch(Vec<Response>),
     /// The version a rule runs now (ApplyRule, RollbackRule).
     Version(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Log entries are encoded by variant index: a variant inserted anywhere but last
+    /// would make an older log read as other commands. Pins where each one is.
+    #[test]
+    fn every_command_keeps_its_place_in_the_encoding() {
+        let index =
+            |c: &Command| bincode::serde::encode_to_vec(c, bincode::config::standard()).unwrap()[0];
+        let name = || String::from("n");
+        assert_eq!(index(&Command::Stop { id: name() }), 3);
+        assert_eq!(index(&Command::Batch(Vec::new())), 9);
+        let rollback = Command::RollbackRule {
+            rule: name(),
+            version: None,
+            applied_at_ms: 0,
+        };
+        assert_eq!(index(&rollback), 15);
+        let network = Command::SetNetwork {
+            cidr: name(),
+            subnet_prefix: 24,
+        };
+        assert_eq!(index(&network), 16);
+        let policy = Command::SetNodePolicy {
+            node: 1,
+            policy: NodePolicy::default(),
+        };
+        assert_eq!(index(&policy), 17);
+        assert_eq!(index(&Command::RemoveVolume { name: name() }), 19);
+        assert_eq!(index(&Command::RemoveSecret { name: name() }), 21);
+    }
 }

@@ -173,6 +173,10 @@ pub struct Touched {
     pub network: BTreeSet<String>,
     /// Node ids whose policy changed.
     pub policies: BTreeSet<NodeId>,
+    /// Volume names.
+    pub volumes: BTreeSet<String>,
+    /// Secret names.
+    pub secrets: BTreeSet<String>,
 }
 
 impl Touched {
@@ -185,5 +189,7 @@ impl Touched {
             && self.history.is_empty()
             && self.network.is_empty()
             && self.policies.is_empty()
+            && self.volumes.is_empty()
+            && self.secrets.is_empty()
     }
 }

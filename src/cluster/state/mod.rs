@@ -16,14 +16,18 @@ mod event;
 mod history;
 mod index;
 mod network;
+mod secrets;
 mod table;
+mod volumes;
 
 pub use command::{Command, Response};
 pub use event::{Event, EventKind};
 pub use history::{RuleHistory, RuleVersion, VersionStatus, MAX_VERSIONS};
 pub use index::Touched;
 pub use network::{Allocation, Ipv4Net, Lease, NetRange, NetRecord, CLUSTER_BRIDGE};
+pub use secrets::SecretRecord;
 pub use table::Table;
+pub use volumes::{VolumeKind, VolumeRecord};
 
 use crate::spec::{ContainerSpec, NodePolicy};
 use index::Index;
@@ -321,6 +325,10 @@ pub struct ClusterState {
     network: Table<String, NetRecord>,
     /// What each node lets a definition ask of it (none recorded: everything).
     policies: Table<NodeId, NodePolicy>,
+    /// Named volumes, by name (volumes.rs).
+    volumes: Table<String, VolumeRecord>,
+    /// Secrets, sealed, by name (secrets.rs).
+    secrets: Table<String, SecretRecord>,
     /// Counts kept as records change (derived: rebuilt when a state is decoded).
     index: Index,
     /// Keys changed since the store last took them (not part of the state).
@@ -343,6 +351,8 @@ struct StateData {
     history: Table<String, RuleHistory>,
     network: Table<String, NetRecord>,
     policies: Table<NodeId, NodePolicy>,
+    volumes: Table<String, VolumeRecord>,
+    secrets: Table<String, SecretRecord>,
 }
 
 impl Serialize for ClusterState {
@@ -358,6 +368,8 @@ impl Serialize for ClusterState {
             history: self.history.clone(),
             network: self.network.clone(),
             policies: self.policies.clone(),
+            volumes: self.volumes.clone(),
+            secrets: self.secrets.clone(),
         }
         .serialize(s)
     }
@@ -376,7 +388,8 @@ impl<'de> Deserialize<'de> for ClusterState {
             data.history,
         )
         .with_network(data.network)
-        .with_policies(data.policies))
+        .with_policies(data.policies)
+        .with_storage(data.volumes, data.secrets))
     }
 }
 
@@ -391,6 +404,8 @@ impl PartialEq for ClusterState {
             && self.history == o.history
             && self.network == o.network
             && self.policies == o.policies
+            && self.volumes == o.volumes
+            && self.secrets == o.secrets
     }
 }
 
@@ -418,6 +433,8 @@ impl ClusterState {
             history,
             network: Table::new(),
             policies: Table::new(),
+            volumes: Table::new(),
+            secrets: Table::new(),
             index,
             touched: Touched::default(),
             revision: 0,
@@ -433,6 +450,17 @@ impl ClusterState {
     /// The same state with these node policies.
     pub fn with_policies(mut self, policies: Table<NodeId, NodePolicy>) -> ClusterState {
         self.policies = policies;
+        self
+    }
+
+    /// The same state with these volumes and secrets.
+    pub fn with_storage(
+        mut self,
+        volumes: Table<String, VolumeRecord>,
+        secrets: Table<String, SecretRecord>,
+    ) -> ClusterState {
+        self.volumes = volumes;
+        self.secrets = secrets;
         self
     }
 

@@ -1,9 +1,11 @@
-//! Mounts: `mount_independent`, `system_mounts`, `add_mount_point` and `mount_order`.
+//! Mounts: `mount_independent`, `system_mounts`, `add_mount_point`, `mount_order`, and
+//! what the cluster keeps for a container: `volume` and `secret` (`spec::volumes`).
 
 use super::*;
 use crate::spec::script::{
     as_string, bool_of, check_keys, dsl_error, int_of, string_list, RhaiResult,
 };
+use crate::spec::volumes::{SecretMount, VolumeMount};
 use rhai::{Array, Dynamic, Engine, Map};
 
 /// A kernel filesystem's name in definitions.
@@ -174,4 +176,56 @@ pub(super) fn register(engine: &mut Engine) {
             Ok(())
         },
     );
+    engine.register_fn(
+        "volume",
+        |c: &mut Container, name: &str, target: &str| -> RhaiResult<()> {
+            volume(c, name, target, &Map::new())
+        },
+    );
+    engine.register_fn(
+        "volume",
+        |c: &mut Container, name: &str, target: &str, o: Map| -> RhaiResult<()> {
+            volume(c, name, target, &o)
+        },
+    );
+    engine.register_fn(
+        "secret",
+        |c: &mut Container, name: &str| -> RhaiResult<()> {
+            crate::spec::names::check("secret", name)
+                .map_err(|e| dsl_error(format!("secret: {e}")))?;
+            let mut d = c.d.borrow_mut();
+            if d.spec.secrets.iter().any(|s| s.name == name) {
+                return Err(dsl_error(format!("secret: '{name}' is asked for twice")));
+            }
+            d.spec.secrets.push(SecretMount {
+                name: name.to_string(),
+            });
+            Ok(())
+        },
+    );
+}
+
+/// `c.volume(NAME, TARGET [, #{ readonly }])`: a named volume of the cluster.
+fn volume(c: &mut Container, name: &str, target: &str, o: &Map) -> RhaiResult<()> {
+    crate::spec::names::check("volume", name).map_err(|e| dsl_error(format!("volume: {e}")))?;
+    check_keys(o, "volume", &["readonly"])?;
+    abs_in_container(target, "volume target")?;
+    if target.trim_end_matches('/').is_empty() {
+        return Err(dsl_error("volume: a volume cannot be mounted on '/'"));
+    }
+    let readonly = o
+        .get("readonly")
+        .map(|v| bool_of(v, "volume readonly"))
+        .transpose()?
+        .unwrap_or(false);
+    let mut d = c.d.borrow_mut();
+    if d.spec.volumes.iter().any(|v| v.target == target) {
+        return Err(dsl_error(format!("volume: two volumes on '{target}'")));
+    }
+    d.spec.volumes.push(VolumeMount {
+        name: name.to_string(),
+        target: target.to_string(),
+        readonly,
+    });
+    Ok(())
 }

@@ -176,6 +176,26 @@ fn limit_value(v: &Dynamic, what: &str) -> RhaiResult<Option<u64>> {
     }
 }
 
+/// Resource names accepted by `set_limit`.
+const RLIMIT_NAMES: [&str; 16] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
 fn set_limit(d: &Shared, name: &str, soft: &Dynamic, hard: &Dynamic) -> RhaiResult<()> {
     let res = name.trim().to_ascii_lowercase();
     let res = res.strip_prefix("rlimit_").unwrap_or(&res).to_string();

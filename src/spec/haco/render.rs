@@ -176,6 +176,21 @@ pub fn render(spec: &ContainerSpec, header: &[String]) -> Result<String, String>
     if let Some(adj) = spec.oom_score_adj {
         line(format!("c.oom_score_adj = {adj}"));
     }
+    for v in &spec.volumes {
+        let ro = if v.readonly {
+            ", #{ readonly: true }"
+        } else {
+            ""
+        };
+        line(format!(
+            "c.volume({}, {}{ro})",
+            lit(&v.name),
+            lit(&v.target)
+        ));
+    }
+    for s in &spec.secrets {
+        line(format!("c.secret({})", lit(&s.name)));
+    }
     let caps = &spec.capabilities;
     if caps.reset {
         line("c.capabilities.reset()".into());

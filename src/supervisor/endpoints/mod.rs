@@ -16,6 +16,7 @@ mod logs;
 mod nodes;
 pub mod raft;
 mod rules;
+mod storage;
 
 use super::config::Config;
 use super::shared::Supervisor;
@@ -339,6 +340,42 @@ impl Cluster for ClusterService {
         on_leader!(self, req, rollback_rule);
         Ok(Response::new(
             rules::rollback(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn create_volume(&self, req: Request<CreateVolumeRequest>) -> Reply<Volume> {
+        on_leader!(self, req, create_volume);
+        Ok(Response::new(
+            storage::create_volume(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_volumes(&self, _req: Request<ListVolumesRequest>) -> Reply<ListVolumesReply> {
+        Ok(Response::new(storage::list_volumes(&self.core)))
+    }
+
+    async fn remove_volume(&self, req: Request<RemoveVolumeRequest>) -> Reply<RemoveVolumeReply> {
+        on_leader!(self, req, remove_volume);
+        Ok(Response::new(
+            storage::remove_volume(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn put_secret(&self, req: Request<PutSecretRequest>) -> Reply<Secret> {
+        on_leader!(self, req, put_secret);
+        Ok(Response::new(
+            storage::put_secret(&self.core, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_secrets(&self, _req: Request<ListSecretsRequest>) -> Reply<ListSecretsReply> {
+        Ok(Response::new(storage::list_secrets(&self.core)))
+    }
+
+    async fn remove_secret(&self, req: Request<RemoveSecretRequest>) -> Reply<RemoveSecretReply> {
+        on_leader!(self, req, remove_secret);
+        Ok(Response::new(
+            storage::remove_secret(&self.core, req.into_inner()).await?,
         ))
     }
 }

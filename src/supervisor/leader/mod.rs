@@ -7,6 +7,7 @@ mod health;
 pub mod ops;
 mod rollouts;
 mod rules;
+pub mod storage;
 
 use super::shared::{lock, Supervisor};
 use crate::cluster::state::{Command, NodeId, NodeStatus};

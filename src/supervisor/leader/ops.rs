@@ -61,7 +61,16 @@ pub async fn commit_spawn(
     nodes: Vec<NodeId>,
     rule: Option<String>,
 ) -> OpResult<Vec<String>> {
-    let known = core.state().definitions().contains_key(&definition.digest);
+    let state = core.state();
+    if let Some(s) =
+        (definition.spec.secrets.iter()).find(|s| !state.secrets().contains_key(&s.name))
+    {
+        return Err(OpError::Refused(format!(
+            "no secret {0}: create it with `haconiwa secret create {0} FILE`",
+            s.name
+        )));
+    }
+    let known = state.definitions().contains_key(&definition.digest);
     let (_, resp) = core
         .propose(Command::Spawn {
             digest: definition.digest.clone(),

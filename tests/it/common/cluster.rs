@@ -65,6 +65,14 @@ impl Cluster {
         let serial = super::alone();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let scratch = Scratch::new(tag);
+        // Every member gets the same secrets key, as `haconiwa up` gives them.
+        let key = scratch.path.join("secrets.key");
+        let made = Command::new(BIN)
+            .args(["secret", "keygen"])
+            .arg(&key)
+            .output()
+            .expect("haconiwa secret keygen");
+        assert!(made.status.success(), "secret keygen: {made:?}");
         let net = format!("127.{}.{}", 20 + n % 200, std::process::id() % 250 + 1);
         let cgroup_parent = format!(
             "haconiwa-test-{}",
@@ -143,6 +151,8 @@ impl Cluster {
             .arg(&node.addr)
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .arg("--secrets-key")
+            .arg(self.scratch.path.join("secrets.key"))
             .args(&self.common_flags)
             .args(&node.flags)
             .env("HACONIWA_TOKEN", &self.token)
@@ -517,6 +527,8 @@ impl Drop for Cluster {
             self.kill9(i);
         }
         super::sweep(&self.state_dir, &self.cgroup_parent);
+        // Volumes (tmpfs, loop-mounted images) the members left mounted.
+        super::unmount_under(&self.scratch.path);
     }
 }
 

@@ -246,6 +246,21 @@ impl Drop for Host {
     }
 }
 
+/// Detaches every mount under `dir`, the deepest first (what a failed test left).
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Where a cgroup parent's directories are, in every mounted hierarchy: the v1
 /// controllers and a unified mount under /sys/fs/cgroup, or /sys/fs/cgroup itself on a
 /// v2-only host.
