@@ -409,4 +409,68 @@ mod tests {
         assert_eq!(batch, one_by_one);
         assert_eq!((s.active_on(1), s.active_on(2), s.active_on(3)), (3, 3, 3));
     }
+
+    #[test]
+    fn a_container_of_volumes_goes_to_their_node_or_nowhere() {
+        use crate::cluster::state::{VolumeKind, VolumeRecord};
+        use crate::spec::volumes::VolumeMount;
+        let mut s = state();
+        for (i, (name, node)) in [("a", 3), ("b", 3), ("c", 1)].into_iter().enumerate() {
+            let volume = VolumeRecord {
+                name: name.into(),
+                node,
+                kind: VolumeKind::Host,
+                size: None,
+                created_index: 0,
+            };
+            s.apply(20 + i as u64, &Command::CreateVolume { volume });
+        }
+        let with = |names: &[&str]| {
+            let mut spec = ContainerSpec::new("web", vec!["/bin/sh".into()], "/r".into());
+            for n in names {
+                spec.volumes.push(VolumeMount {
+                    name: n.to_string(),
+                    target: format!("/{n}"),
+                    readonly: false,
+                });
+            }
+            spec
+        };
+        let ask_in = |s: &ClusterState, spec: &ContainerSpec, node: Option<NodeId>, n| {
+            let r = Request {
+                definition: "web",
+                node,
+                spec: Some(spec),
+                ..Default::default()
+            };
+            place_many(s, &r, n)
+        };
+        let ask = |spec: &ContainerSpec, node, n| ask_in(&s, spec, node, n);
+        // Spread would put 3 on three nodes: they all go to the volumes' node.
+        assert_eq!(ask(&with(&["a", "b"]), None, 3), Ok(vec![3, 3, 3]));
+        assert_eq!(
+            ask(&with(&["a"]), Some(1), 1).unwrap_err().to_string(),
+            "volume a is on node 3, not on node 1"
+        );
+        assert_eq!(
+            ask(&with(&["a", "c"]), None, 1).unwrap_err().to_string(),
+            "its volumes a (node 3) and c (node 1) are on different nodes"
+        );
+        assert_eq!(
+            ask(&with(&["zz"]), None, 1),
+            Err(PlacementError::NoSuchVolume("zz".into()))
+        );
+        // Its node down: nowhere else.
+        s.apply(
+            30,
+            &Command::SetNodeStatus {
+                id: 3,
+                status: NodeStatus::Down,
+            },
+        );
+        assert_eq!(
+            ask_in(&s, &with(&["a"]), None, 1),
+            Err(PlacementError::NodeUnavailable(3, "down"))
+        );
+    }
 }

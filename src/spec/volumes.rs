@@ -42,3 +42,35 @@ pub fn volume_names(spec: &super::ContainerSpec) -> impl Iterator<Item = &str> {
 pub fn reads_secret(spec: &super::ContainerSpec, name: &str) -> bool {
     spec.secrets.iter().any(|s| s.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::load_str;
+
+    fn def(body: &str) -> String {
+        format!("haconiwa.define(|c| {{\n  c.name = \"v\";\n  c.init_command = [\"/bin/true\"];\n  c.chroot_to(\"/r\");\n  c.namespace.unshare([\"mount\"]);\n{body}\n}});\n")
+    }
+
+    #[test]
+    fn volumes_and_secrets_load_render_back_and_bad_ones_say_where() {
+        let text = def("  c.volume(\"data\", \"/var/lib/app\");\n  c.volume(\"conf\", \"/etc/app\", #{ readonly: true });\n  c.secret(\"db-password\");");
+        let s = load_str(&text, "v.haco", None).unwrap();
+        assert_eq!(super::volume_names(&s).collect::<Vec<_>>(), ["data", "conf"]);
+        assert!(s.volumes[1].readonly && !s.volumes[0].readonly);
+        assert!(super::reads_secret(&s, "db-password"));
+        let back = crate::spec::haco::render(&s, &[]).unwrap();
+        assert_eq!(load_str(&back, "v.haco", None).unwrap(), s, "{back}");
+        for (body, why) in [
+            ("  c.volume(\"../x\", \"/x\");", "invalid volume name"),
+            ("  c.volume(\"x\", \"rel\");", "must be an absolute path"),
+            ("  c.volume(\"x\", \"/\");", "cannot be mounted on '/'"),
+            ("  c.volume(\"x\", \"/a\");\n  c.volume(\"y\", \"/a\");", "two volumes on '/a'"),
+            ("  c.volume(\"x\", \"/a\", #{ ro: true });", "ro"),
+            ("  c.secret(\"a/b\");", "invalid secret name"),
+            ("  c.secret(\"a\");\n  c.secret(\"a\");", "asked for twice"),
+        ] {
+            let e = load_str(&def(body), "v.haco", None).unwrap_err().to_string();
+            assert!(e.contains(why) && e.starts_with("v.haco:"), "{body}: {e}");
+        }
+    }
+}
