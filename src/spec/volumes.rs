@@ -55,7 +55,10 @@ mod tests {
     fn volumes_and_secrets_load_render_back_and_bad_ones_say_where() {
         let text = def("  c.volume(\"data\", \"/var/lib/app\");\n  c.volume(\"conf\", \"/etc/app\", #{ readonly: true });\n  c.secret(\"db-password\");");
         let s = load_str(&text, "v.haco", None).unwrap();
-        assert_eq!(super::volume_names(&s).collect::<Vec<_>>(), ["data", "conf"]);
+        assert_eq!(
+            super::volume_names(&s).collect::<Vec<_>>(),
+            ["data", "conf"]
+        );
         assert!(s.volumes[1].readonly && !s.volumes[0].readonly);
         assert!(super::reads_secret(&s, "db-password"));
         let back = crate::spec::haco::render(&s, &[]).unwrap();
@@ -64,12 +67,17 @@ mod tests {
             ("  c.volume(\"../x\", \"/x\");", "invalid volume name"),
             ("  c.volume(\"x\", \"rel\");", "must be an absolute path"),
             ("  c.volume(\"x\", \"/\");", "cannot be mounted on '/'"),
-            ("  c.volume(\"x\", \"/a\");\n  c.volume(\"y\", \"/a\");", "two volumes on '/a'"),
+            (
+                "  c.volume(\"x\", \"/a\");\n  c.volume(\"y\", \"/a\");",
+                "two volumes on '/a'",
+            ),
             ("  c.volume(\"x\", \"/a\", #{ ro: true });", "ro"),
             ("  c.secret(\"a/b\");", "invalid secret name"),
             ("  c.secret(\"a\");\n  c.secret(\"a\");", "asked for twice"),
         ] {
-            let e = load_str(&def(body), "v.haco", None).unwrap_err().to_string();
+            let e = load_str(&def(body), "v.haco", None)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why) && e.starts_with("v.haco:"), "{body}: {e}");
         }
     }

@@ -85,11 +85,9 @@ async fn sweep_forgotten(core: Arc<Supervisor>, volumes: Arc<NodeVolumes>) {
             .filter(|v| v.node == core.id)
             .cloned()
             .collect();
-        // Only a state that knows this node says what it should hold.
-        if last.as_ref() != Some(&mine) && state.nodes().contains_key(&core.id) {
-            let v = volumes.clone();
-            let keep = mine.clone();
-            let _ = tokio::task::spawn_blocking(move || v.sweep(&keep)).await;
+        if last.as_ref() != Some(&mine) {
+            let (v, c) = (volumes.clone(), core.clone());
+            let _ = tokio::task::spawn_blocking(move || v.sweep(&c)).await;
             last = Some(mine);
         }
         if rx.changed().await.is_err() {
@@ -199,15 +197,25 @@ impl NodeVolumes {
         Ok(data)
     }
 
-    /// Removes the volumes on disk that are not in `keep`.
-    fn sweep(&self, keep: &[VolumeRecord]) {
+    /// Removes the volumes on disk the latest state does not hold for this node (read
+    /// under the lock: a volume made meanwhile is in it).
+    fn sweep(&self, core: &Supervisor) {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let state = core.state();
+        // Only a state that knows this node says what it should hold.
+        if !state.nodes().contains_key(&core.id) {
+            return;
+        }
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if keep.iter().any(|v| v.name == name) {
+            if state
+                .volumes()
+                .get(&name)
+                .is_some_and(|v| v.node == core.id)
+            {
                 continue;
             }
             match remove(&e.path()) {

@@ -125,7 +125,11 @@ fn a_supervisor_runs_from_node_toml_with_every_key_set() {
     cert(&["--node", "8", "--ip", "10.77.0.2"]);
     cert(&["--client", "admin"]);
     std::fs::write(dir.join("auth.json"), "{\"auths\": {}}").unwrap();
-    tool(&["secret", "keygen", &dir.join("secrets.key").to_string_lossy()]);
+    tool(&[
+        "secret",
+        "keygen",
+        &dir.join("secrets.key").to_string_lossy(),
+    ]);
 
     let mut site = Site {
         ns: format!("hcconf-{}", std::process::id()),
