@@ -188,6 +188,12 @@ async fn secret(c: &mut ClusterClient<AuthChannel>, cmd: &SecretCommand) -> Resu
             if !s.rolled.is_empty() {
                 println!("rolling the rules that read it: {}", s.rolled.join(", "));
             }
+            if !s.replaced.is_empty() {
+                println!(
+                    "replacing the containers that read it: {}",
+                    s.replaced.join(", ")
+                );
+            }
         }
         SecretCommand::Ls { json } => {
             let r = c

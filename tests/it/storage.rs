@@ -366,22 +366,44 @@ fn a_secret_is_read_inside_only_and_a_new_value_rolls_the_rule_that_reads_it() {
         "{mounts}"
     );
 
-    // A new value: the rule rolls, its new container reads the new value.
+    // One started by `spawn` alone, on node 3.
+    let direct = haco(&cl, "direct", "  c.secret(\"db-password\");");
+    let out = cl.ok(&["spawn", direct.to_str().unwrap(), "--node", "3", "--json"]);
+    let d1: Value = serde_json::from_str(&out).unwrap();
+    let d1 = d1["id"].as_str().unwrap().to_string();
+    running_of(&cl, "direct", &[]);
+    assert_eq!(exec_ok(&cl, &d1, &format!("cat {file}")), v1);
+
+    // A new value: the rule rolls, its new container reads the new value; the spawned
+    // one is replaced on its node by one that reads it.
     let out = put_secret(&cl, "db-password", &v2);
     assert!(
         out.contains("version 2") && out.contains("rolling the rules that read it: keep-reader"),
         "{out}"
     );
+    assert!(
+        out.contains(&format!("replacing the containers that read it: {d1}")),
+        "{out}"
+    );
+    let d2 = running_of(&cl, "direct", std::slice::from_ref(&d1));
+    assert_eq!(d2["node"], 3, "{d2}");
+    let d2 = d2["id"].as_str().unwrap().to_string();
+    assert_eq!(exec_ok(&cl, &d2, &format!("cat {file}")), v2);
     let second = running_of(&cl, def, std::slice::from_ref(&id));
     let id2 = second["id"].as_str().unwrap().to_string();
     assert_eq!(exec_ok(&cl, &id2, &format!("cat {file}")), v2);
-    cl.wait_containers(T, "the old reader replaced", |c| {
-        c.iter()
-            .any(|x| x["id"] == id.as_str() && x["state"] != "running")
+    cl.wait_containers(T, "the old readers replaced", |c| {
+        [&id, &d1].iter().all(|old| {
+            c.iter()
+                .any(|x| x["id"] == old.as_str() && x["state"] != "running")
+        })
     });
-    refused(
-        &cl.run(&["secret", "rm", "db-password"]),
-        &format!("in use by {id2}"),
+    let o = cl.run(&["secret", "rm", "db-password"]);
+    refused(&o, "secret db-password is in use by");
+    assert!(
+        stderr(&o).contains(&id2) && stderr(&o).contains(&d2),
+        "{}",
+        output_text(&o)
     );
 
     // Nowhere else: every file the cluster wrote (data dirs: the log, the state, the

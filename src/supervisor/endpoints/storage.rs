@@ -20,14 +20,15 @@ fn volume_pb(v: &VolumeRecord, state: &ClusterState) -> Volume {
     }
 }
 
-fn secret_pb(s: &SecretRecord, state: &ClusterState, rolled: Vec<String>) -> Secret {
+fn secret_pb(s: &SecretRecord, state: &ClusterState, rolled: ops::Rolled) -> Secret {
     Secret {
         name: s.name.clone(),
         version: s.version,
         size: s.size,
         used_by: state.users_of(|spec| reads_secret(spec, &s.name)),
         key_id: s.key_id.clone(),
-        rolled,
+        rolled: rolled.rules,
+        replaced: rolled.containers,
     }
 }
 
@@ -75,7 +76,7 @@ pub(super) fn list_secrets(core: &Supervisor) -> ListSecretsReply {
         secrets: state
             .secrets()
             .values()
-            .map(|s| secret_pb(s, &state, Vec::new()))
+            .map(|s| secret_pb(s, &state, ops::Rolled::default()))
             .collect(),
     }
 }

@@ -1,9 +1,10 @@
 //! The leader's operations on the cluster's storage: volumes created and removed, and
 //! secrets sealed with the cluster key before they are proposed (the value never
-//! reaches the log), a new value rolling the rules whose definitions read it.
+//! reaches the log), a new value rolling the rules whose definitions read it and
+//! replacing the containers `spawn` started that read it.
 
 use crate::cluster::state::{
-    Command, Response, RuleRecord, SecretRecord, VolumeKind, VolumeRecord,
+    Command, ContainerRecord, Response, RuleRecord, SecretRecord, VolumeKind, VolumeRecord,
 };
 use crate::spec::volumes::{reads_secret, MAX_SECRET_BYTES};
 use crate::supervisor::definitions;
@@ -69,12 +70,22 @@ pub async fn remove_volume(core: &Supervisor, name: &str) -> OpResult<()> {
         .map(drop)
 }
 
-/// Seals and stores a secret's new value; returns its record and the rules it rolled.
+/// What a secret's new value set going.
+#[derive(Debug, Default)]
+pub struct Rolled {
+    /// The rules applied again (a new version each, rolled out under its policy).
+    pub rules: Vec<String>,
+    /// The containers started by `spawn` alone that are replaced (stop-first, on their
+    /// node) by one that reads the new value.
+    pub containers: Vec<String>,
+}
+
+/// Seals and stores a secret's new value; returns its record and what it rolled.
 pub async fn put_secret(
     core: &Supervisor,
     name: &str,
     value: &[u8],
-) -> OpResult<(SecretRecord, Vec<String>)> {
+) -> OpResult<(SecretRecord, Rolled)> {
     crate::spec::names::check("secret", name).map_err(|e| OpError::Invalid(e.to_string()))?;
     if value.len() > MAX_SECRET_BYTES {
         return Err(OpError::Invalid(format!(
@@ -94,7 +105,7 @@ pub async fn put_secret(
     if !matches!(resp, Response::Version(_)) {
         return Err(OpError::Internal(format!("put secret returned {resp:?}")));
     }
-    let mut rolled = Vec::new();
+    let mut rolled = Rolled::default();
     let rules: Vec<RuleRecord> = core.state().rules().values().cloned().collect();
     for rule in rules {
         let state = core.state();
@@ -106,9 +117,10 @@ pub async fn put_secret(
         });
         let rule_name = rule.name.clone();
         if reads && reapply_rule(core, rule).await? {
-            rolled.push(rule_name);
+            rolled.rules.push(rule_name);
         }
     }
+    rolled.containers = replace_spawned(core, name).await?;
     let record = core
         .state()
         .secrets()
@@ -126,6 +138,56 @@ pub async fn remove_secret(core: &Supervisor, name: &str) -> OpResult<()> {
     core.propose(Command::RemoveSecret { name: name.into() })
         .await
         .map(drop)
+}
+
+/// Replaces the running containers started by `spawn` alone that read the secret, each
+/// stop-first on its node (`Command::Replace`, as a rollout step) by one of its
+/// definition as it resolves now. Their ids.
+async fn replace_spawned(core: &Supervisor, secret: &str) -> OpResult<Vec<String>> {
+    let state = core.state();
+    let users: Vec<ContainerRecord> = state
+        .containers()
+        .values()
+        .filter(|c| c.rule.is_none() && c.is_active())
+        .filter(|c| {
+            state
+                .definition_spec(c)
+                .is_some_and(|s| reads_secret(s, secret))
+        })
+        .cloned()
+        .collect();
+    let mut replaced = Vec::new();
+    for c in users {
+        let Some(d) = state.definitions().get(&c.digest) else {
+            continue;
+        };
+        let file = format!("{}.haco", d.name);
+        let now = core.state();
+        let new = definitions::resolve(&now, d.text.clone(), file, d.base_dir.clone()).await?;
+        if new.digest == c.digest {
+            continue;
+        }
+        if !now.definitions().contains_key(&new.digest) {
+            // Registered by a spawn of no container (Replace takes a registered one).
+            core.propose(Command::Spawn {
+                digest: new.digest.clone(),
+                definition: Some(new.clone()),
+                nodes: Vec::new(),
+                rule: None,
+            })
+            .await?;
+        }
+        let replace = Command::Replace {
+            old: c.id.clone(),
+            digest: new.digest.clone(),
+            node: c.node,
+        };
+        match core.propose(replace).await {
+            Ok(_) => replaced.push(c.id.clone()),
+            Err(e) => tracing::warn!("container {}: not replaced for secret {secret}: {e}", c.id),
+        }
+    }
+    Ok(replaced)
 }
 
 /// Applies a rule again as it stands, its definitions resolved afresh: a secret they
