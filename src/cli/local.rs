@@ -172,6 +172,13 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             command,
         } => {
             let mut spec = load(&file)?;
+            if !spec.volumes.is_empty() || !spec.secrets.is_empty() {
+                return Err(format!(
+                    "{}: c.volume and c.secret are the cluster's: run it with `haconiwa spawn`",
+                    file.display()
+                )
+                .into());
+            }
             if let Some(n) = name {
                 spec.name = n;
             }

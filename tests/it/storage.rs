@@ -210,6 +210,11 @@ fn a_volume_s_data_survives_the_replacement_of_its_container_on_its_node() {
         df.lines().nth(1).is_some_and(|l| l.contains(" 1000 ")),
         "{df}"
     );
+    // A local run has no cluster volumes: refused, not silently without its data.
+    refused(
+        &cl.run(&["run", sized.to_str().unwrap()]),
+        "are the cluster's",
+    );
     let nope = haco(&cl, "nope", "  c.volume(\"nope\", \"/x\");");
     refused(
         &cl.run(&["spawn", nope.to_str().unwrap()]),
