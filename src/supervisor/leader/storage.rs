@@ -4,7 +4,8 @@
 //! replacing the containers `spawn` started that read it.
 
 use crate::cluster::state::{
-    Command, ContainerRecord, Response, RuleRecord, SecretRecord, VolumeKind, VolumeRecord,
+    Command, ContainerRecord, Definition, Response, RuleRecord, SecretRecord, VolumeKind,
+    VolumeRecord,
 };
 use crate::spec::volumes::{reads_secret, MAX_SECRET_BYTES};
 use crate::supervisor::definitions;
@@ -115,12 +116,18 @@ pub async fn put_secret(
                 .get(d)
                 .is_some_and(|d| reads_secret(&d.spec, name))
         });
+        if !reads {
+            continue;
+        }
         let rule_name = rule.name.clone();
-        if reads && reapply_rule(core, rule).await? {
-            rolled.rules.push(rule_name);
+        // The value is stored: a rule that cannot be rolled is logged, not an error.
+        match reapply_rule(core, rule).await {
+            Ok(true) => rolled.rules.push(rule_name),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("rule {rule_name}: not rolled for secret {name}: {e}"),
         }
     }
-    rolled.containers = replace_spawned(core, name).await?;
+    rolled.containers = replace_spawned(core, name).await;
     let record = core
         .state()
         .secrets()
@@ -143,7 +150,7 @@ pub async fn remove_secret(core: &Supervisor, name: &str) -> OpResult<()> {
 /// Replaces the running containers started by `spawn` alone that read the secret, each
 /// stop-first on its node (`Command::Replace`, as a rollout step) by one of its
 /// definition as it resolves now. Their ids.
-async fn replace_spawned(core: &Supervisor, secret: &str) -> OpResult<Vec<String>> {
+async fn replace_spawned(core: &Supervisor, secret: &str) -> Vec<String> {
     let state = core.state();
     let users: Vec<ContainerRecord> = state
         .containers()
@@ -161,33 +168,41 @@ async fn replace_spawned(core: &Supervisor, secret: &str) -> OpResult<Vec<String
         let Some(d) = state.definitions().get(&c.digest) else {
             continue;
         };
-        let file = format!("{}.haco", d.name);
-        let now = core.state();
-        let new = definitions::resolve(&now, d.text.clone(), file, d.base_dir.clone()).await?;
-        if new.digest == c.digest {
-            continue;
-        }
-        if !now.definitions().contains_key(&new.digest) {
-            // Registered by a spawn of no container (Replace takes a registered one).
-            core.propose(Command::Spawn {
-                digest: new.digest.clone(),
-                definition: Some(new.clone()),
-                nodes: Vec::new(),
-                rule: None,
-            })
-            .await?;
-        }
-        let replace = Command::Replace {
-            old: c.id.clone(),
-            digest: new.digest.clone(),
-            node: c.node,
-        };
-        match core.propose(replace).await {
-            Ok(_) => replaced.push(c.id.clone()),
+        match replace_one(core, &c, d).await {
+            Ok(true) => replaced.push(c.id.clone()),
+            Ok(false) => {}
             Err(e) => tracing::warn!("container {}: not replaced for secret {secret}: {e}", c.id),
         }
     }
-    Ok(replaced)
+    replaced
+}
+
+/// One container replaced by one of its definition as it resolves now (whether its
+/// definition changed).
+async fn replace_one(core: &Supervisor, c: &ContainerRecord, d: &Definition) -> OpResult<bool> {
+    let file = format!("{}.haco", d.name);
+    let now = core.state();
+    let new = definitions::resolve(&now, d.text.clone(), file, d.base_dir.clone()).await?;
+    if new.digest == c.digest {
+        return Ok(false);
+    }
+    if !now.definitions().contains_key(&new.digest) {
+        // Registered by a spawn of no container (Replace takes a registered one).
+        core.propose(Command::Spawn {
+            digest: new.digest.clone(),
+            definition: Some(new.clone()),
+            nodes: Vec::new(),
+            rule: None,
+        })
+        .await?;
+    }
+    core.propose(Command::Replace {
+        old: c.id.clone(),
+        digest: new.digest,
+        node: c.node,
+    })
+    .await?;
+    Ok(true)
 }
 
 /// Applies a rule again as it stands, its definitions resolved afresh: a secret they
