@@ -68,12 +68,9 @@ impl ClusterState {
         if !self.secrets.contains_key(name) {
             return refused(format!("no secret {name}"));
         }
-        let users = self.users_of(|s| crate::spec::volumes::reads_secret(s, name));
-        if !users.is_empty() {
-            return refused(format!(
-                "secret {name} is in use by {}: stop them first",
-                users.join(", ")
-            ));
+        let uses = |s: &crate::spec::ContainerSpec| crate::spec::volumes::reads_secret(s, name);
+        if let Some(no) = self.refused_in_use("secret", name, uses) {
+            return no;
         }
         self.touched.secrets.insert(name.to_string());
         self.revision += 1;

@@ -62,6 +62,22 @@ impl ClusterState {
             .collect()
     }
 
+    /// The refusal to remove the volume or secret `name` while containers use it.
+    pub(super) fn refused_in_use(
+        &self,
+        what: &str,
+        name: &str,
+        uses: impl Fn(&ContainerSpec) -> bool,
+    ) -> Option<Response> {
+        let users = self.users_of(uses);
+        (!users.is_empty()).then(|| {
+            refused(format!(
+                "{what} {name} is in use by {}: stop them first",
+                users.join(", ")
+            ))
+        })
+    }
+
     pub(super) fn create_volume(&mut self, ev: &Events, v: &VolumeRecord) -> Response {
         if let Err(e) = crate::spec::names::check("volume", &v.name) {
             return refused(e.to_string());
@@ -94,12 +110,9 @@ impl ClusterState {
         if !self.volumes.contains_key(name) {
             return refused(format!("no volume {name}"));
         }
-        let users = self.users_of(|s| crate::spec::volumes::volume_names(s).any(|v| v == name));
-        if !users.is_empty() {
-            return refused(format!(
-                "volume {name} is in use by {}: stop them first",
-                users.join(", ")
-            ));
+        let uses = |s: &ContainerSpec| crate::spec::volumes::volume_names(s).any(|v| v == name);
+        if let Some(no) = self.refused_in_use("volume", name, uses) {
+            return no;
         }
         self.touched.volumes.insert(name.to_string());
         self.revision += 1;
