@@ -252,6 +252,20 @@ fn a_volume_s_data_survives_the_replacement_of_its_container_on_its_node() {
     assert!(!is_mount_point(&vols(2).join("scratch/data")));
     assert!(!is_mount_point(&vols(3).join("sized/data")));
     assert_eq!(ok(&["volume", "ls", "--json"]).trim(), "[]");
+    let events = std::process::Command::new("timeout")
+        .args(["2", BIN, "events", "--since", "0"])
+        .env("HACONIWA_SERVER", &cl.nodes[0].addr)
+        .env("HACONIWA_TOKEN", &cl.token)
+        .output()
+        .unwrap();
+    let events = stdout(&events);
+    for said in [
+        "volume scratch on node 2 (tmpfs, 8388608 bytes)",
+        "volume sized on node 3 (host, 16777216 bytes)",
+        "volume data of node 2",
+    ] {
+        assert!(events.contains(said), "no event {said:?}: {events}");
+    }
 }
 
 /// Every file under `dir` whose bytes hold `needle`.
@@ -422,6 +436,12 @@ fn a_secret_is_read_inside_only_and_a_new_value_rolls_the_rule_that_reads_it() {
         .unwrap();
     let mut shown = stdout(&events);
     assert!(shown.contains("rule_applied"), "no events read: {shown}");
+    for said in [
+        "secret db-password version 1 (",
+        "secret db-password version 2 (",
+    ] {
+        assert!(shown.contains(said), "no event {said:?}: {shown}");
+    }
     for args in [
         &["containers", "--all", "--json"][..],
         &["show", &id2],

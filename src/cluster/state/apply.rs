@@ -105,9 +105,9 @@ impl ClusterState {
             Command::Surge { old, digest, node } => self.replace(ev, old, digest, *node, true),
             Command::SetNodePolicy { node, policy } => self.set_node_policy(*node, policy),
             Command::CreateVolume { volume } => self.create_volume(ev, volume),
-            Command::RemoveVolume { name } => self.remove_volume(name),
-            Command::PutSecret { secret } => self.put_secret(ev.index, secret),
-            Command::RemoveSecret { name } => self.remove_secret(name),
+            Command::RemoveVolume { name } => self.remove_volume(ev, name),
+            Command::PutSecret { secret } => self.put_secret(ev, secret),
+            Command::RemoveSecret { name } => self.remove_secret(ev, name),
             Command::SetNetwork {
                 cidr,
                 subnet_prefix,

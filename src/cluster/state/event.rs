@@ -63,6 +63,14 @@ pub enum EventKind {
     RuleRolledBack,
     /// A rule's version had its canaries promoted (`watch promote`, `auto_promote`).
     RulePromoted,
+    /// A named volume was recorded on its node.
+    VolumeCreated,
+    /// A named volume was forgotten (its node removes its data).
+    VolumeRemoved,
+    /// A secret got a value (a new version; the message never holds the value).
+    SecretStored,
+    /// A secret was forgotten.
+    SecretRemoved,
 }
 
 impl EventKind {
@@ -126,6 +134,10 @@ impl EventKind {
             EventKind::RolloutFailed => "rollout_failed",
             EventKind::RuleRolledBack => "rule_rolled_back",
             EventKind::RulePromoted => "rule_promoted",
+            EventKind::VolumeCreated => "volume_created",
+            EventKind::VolumeRemoved => "volume_removed",
+            EventKind::SecretStored => "secret_stored",
+            EventKind::SecretRemoved => "secret_removed",
         }
     }
 }

@@ -3,8 +3,8 @@
 //! ciphertext) and hands to the containers that ask for them. `apply` never sees a
 //! value: it numbers the versions and refuses the removal of a secret in use.
 
-use super::apply::refused;
-use super::{ClusterState, Response};
+use super::apply::{refused, Events};
+use super::{ClusterState, EventKind, Response};
 use serde::{Deserialize, Serialize};
 
 /// A secret as the cluster records it: sealed, never its value.
@@ -42,7 +42,7 @@ impl ClusterState {
         &self.secrets
     }
 
-    pub(super) fn put_secret(&mut self, index: u64, s: &SecretRecord) -> Response {
+    pub(super) fn put_secret(&mut self, ev: &mut Events, s: &SecretRecord) -> Response {
         if let Err(e) = crate::spec::names::check("secret", &s.name) {
             return refused(e.to_string());
         }
@@ -56,15 +56,17 @@ impl ClusterState {
         }
         let mut s = s.clone();
         s.version = self.secrets.get(&s.name).map_or(1, |old| old.version + 1);
-        s.updated_index = index;
+        s.updated_index = ev.index;
         let version = s.version;
+        let what = format!("secret {} version {version} ({} bytes)", s.name, s.size);
+        ev.push(EventKind::SecretStored, None, None, what);
         self.touched.secrets.insert(s.name.clone());
         self.revision += 1;
         self.secrets.insert(s.name.clone(), s);
         Response::Version(version)
     }
 
-    pub(super) fn remove_secret(&mut self, name: &str) -> Response {
+    pub(super) fn remove_secret(&mut self, ev: &mut Events, name: &str) -> Response {
         if !self.secrets.contains_key(name) {
             return refused(format!("no secret {name}"));
         }
@@ -75,6 +77,12 @@ impl ClusterState {
         self.touched.secrets.insert(name.to_string());
         self.revision += 1;
         self.secrets.remove(name);
+        ev.push(
+            EventKind::SecretRemoved,
+            None,
+            None,
+            format!("secret {name}"),
+        );
         Response::Ok
     }
 }

@@ -4,7 +4,7 @@
 //! container that has not finished cannot be removed.
 
 use super::apply::{refused, Events};
-use super::{ClusterState, NodeId, NodeStatus, Response};
+use super::{ClusterState, EventKind, NodeId, NodeStatus, Response};
 use crate::spec::ContainerSpec;
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +78,7 @@ impl ClusterState {
         })
     }
 
-    pub(super) fn create_volume(&mut self, ev: &Events, v: &VolumeRecord) -> Response {
+    pub(super) fn create_volume(&mut self, ev: &mut Events, v: &VolumeRecord) -> Response {
         if let Err(e) = crate::spec::names::check("volume", &v.name) {
             return refused(e.to_string());
         }
@@ -100,13 +100,26 @@ impl ClusterState {
         }
         let mut v = v.clone();
         v.created_index = ev.index;
+        let size = v.size.map(|s| format!(", {s} bytes")).unwrap_or_default();
+        let what = format!(
+            "volume {} on node {} ({}{size})",
+            v.name,
+            v.node,
+            v.kind.name()
+        );
+        ev.push(
+            EventKind::VolumeCreated,
+            None,
+            self.nodes.get(&v.node),
+            what,
+        );
         self.touched.volumes.insert(v.name.clone());
         self.revision += 1;
         self.volumes.insert(v.name.clone(), v);
         Response::Ok
     }
 
-    pub(super) fn remove_volume(&mut self, name: &str) -> Response {
+    pub(super) fn remove_volume(&mut self, ev: &mut Events, name: &str) -> Response {
         if !self.volumes.contains_key(name) {
             return refused(format!("no volume {name}"));
         }
@@ -116,7 +129,15 @@ impl ClusterState {
         }
         self.touched.volumes.insert(name.to_string());
         self.revision += 1;
-        self.volumes.remove(name);
+        if let Some(v) = self.volumes.remove(name) {
+            let what = format!("volume {name} of node {}", v.node);
+            ev.push(
+                EventKind::VolumeRemoved,
+                None,
+                self.nodes.get(&v.node),
+                what,
+            );
+        }
         Response::Ok
     }
 }
