@@ -10,6 +10,7 @@
 //! <prefix>/v1/network/<key>           the cluster network (NetRecord as JSON): range,
 //!                                     lease/<node>, addr/<container>, ip/<address>,
 //!                                     port/<node>/<port>
+//! <prefix>/v1/volumes/<name>          VolumeRecord as JSON (secrets are never mirrored)
 //! <prefix>/v1/meta/applied            {index, term, state_digest}
 //! <prefix>/v1/meta/writer             {node, term, since_unix_ms}, under the writer's lease
 //! <prefix>/v1/meta/writer-term        the fence: the writer's term, 20 digits
@@ -37,13 +38,14 @@ pub struct Layout {
 }
 
 /// The directories of the replicated state (each a key prefix ending in `/`).
-pub const STATE_DIRS: [&str; 6] = [
+pub const STATE_DIRS: [&str; 7] = [
     "nodes/",
     "definitions/",
     "containers/",
     "rules/",
     "history/",
     "network/",
+    "volumes/",
 ];
 
 impl Layout {
@@ -87,6 +89,11 @@ impl Layout {
     /// The key of a record of the cluster network.
     pub fn network(&self, key: &str) -> String {
         self.key(&format!("network/{key}"))
+    }
+
+    /// The key of a named volume.
+    pub fn volume(&self, name: &str) -> String {
+        self.key(&format!("volumes/{name}"))
     }
 
     /// `meta/applied`.
@@ -197,6 +204,9 @@ pub fn full(
     for (k, r) in s.network().iter() {
         out.insert(layout.network(k), json(r)?);
     }
+    for (name, v) in s.volumes().iter() {
+        out.insert(layout.volume(name), json(v)?);
+    }
     Ok(out)
 }
 
@@ -250,6 +260,7 @@ pub fn diff(
         |k| layout.network(k),
         &mut ops,
     )?;
+    diff_table(old.volumes(), new.volumes(), |n| layout.volume(n), &mut ops)?;
     Ok(ops)
 }
 
@@ -353,6 +364,42 @@ mod tests {
         assert!(fence_value(9) < fence_value(10));
         assert!(fence_value(99) < fence_value(100));
         assert_eq!(fence_value(7).len(), 20);
+    }
+
+    #[test]
+    fn volumes_are_mirrored_and_secrets_never() {
+        use crate::cluster::state::{SecretRecord, VolumeKind, VolumeRecord};
+        let l = Layout::new("/haconiwa/t");
+        let a = state_with(&[1]);
+        let mut b = a.clone();
+        let volume = VolumeRecord {
+            name: "data".into(),
+            node: 1,
+            kind: VolumeKind::Host,
+            size: None,
+            created_index: 0,
+        };
+        b.apply(2, &Command::CreateVolume { volume });
+        let secret = SecretRecord {
+            name: "pw".into(),
+            version: 0,
+            key_id: "k".into(),
+            sealed: b"sealed-bytes".to_vec(),
+            size: 5,
+            updated_index: 0,
+        };
+        b.apply(3, &Command::PutSecret { secret });
+        assert_eq!(b.secrets().len(), 1);
+        let ops = diff(&l, &a, &b).unwrap();
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert!(matches!(&ops[0], Op::Put(k, _) if k == "/haconiwa/t/v1/volumes/data"));
+        let all = full(&l, &b).unwrap();
+        assert!(all
+            .keys()
+            .all(|k| !k.contains("pw") && !k.contains("secret")));
+        assert!(all
+            .values()
+            .all(|v| !v.windows(12).any(|w| w == b"sealed-bytes")));
     }
 
     #[test]

@@ -455,7 +455,14 @@ fn a_secret_is_read_inside_only_and_a_new_value_rolls_the_rule_that_reads_it() {
     shown.push_str(&http_get(&format!("http://{}.1:7780/api/state", cl.net)));
     shown.push_str(&http_get(&format!("http://{}.2:7780/", cl.net)));
     assert!(shown.contains(&id2), "the outputs searched hold nothing");
+    // The mirror holds the state (a volume too), not the secrets.
+    cl.ok(&["volume", "create", "mirrored", "--node", "1"]);
+    wait_until("the volume in etcd", || {
+        etcd.ok(&["get", "--prefix", "", "--keys-only"])
+            .contains("/sec-test/v1/volumes/mirrored")
+    });
     let keys = etcd.ok(&["get", "--prefix", "", "--keys-only"]);
+    assert!(keys.contains("/sec-test/v1/containers/"), "{keys}");
     assert!(!keys.contains("secret"), "a secret in etcd: {keys}");
     // The search finds a value where one is (a control file written by the test).
     std::fs::write(cl.scratch.path.join("control"), format!("x{v1}x")).unwrap();
