@@ -28,4 +28,4 @@ pub use parent::{
     fork_single_threaded, redirect_stdio, start, start_time, wait, wait_watching, Exit, Hold,
     LaunchOptions, Started, Watch,
 };
-pub use secrets::SecretFile;
+pub use secrets::{wipe, SecretFile};

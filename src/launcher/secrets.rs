@@ -21,6 +21,19 @@ pub struct SecretFile {
     pub value: Vec<u8>,
 }
 
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        wipe(&mut self.value);
+    }
+}
+
+/// Zeroes a buffer that held a secret before it is freed (the barrier keeps the
+/// compiler from dropping the writes as dead stores).
+pub fn wipe(bytes: &mut [u8]) {
+    bytes.fill(0);
+    std::hint::black_box(bytes);
+}
+
 impl std::fmt::Debug for SecretFile {
     // A launch's options are printed in errors and traces: never the value.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -204,12 +204,15 @@ pub async fn call_async(request: &Request) -> Result<(Reply, Vec<u8>), HelperErr
     use tokio::io::AsyncWriteExt;
     let verb = request.verb();
     let start = |source| HelperError::Start { verb, source };
-    let body = serde_json::to_vec(request).map_err(|e| start(e.into()))?;
+    let mut body = serde_json::to_vec(request).map_err(|e| start(e.into()))?;
     let mut child = tokio::process::Command::from(command(verb))
         .spawn()
         .map_err(start)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&body).await.map_err(start)?;
+        let written = stdin.write_all(&body).await;
+        // It may hold a container's secrets: not left in freed memory.
+        crate::launcher::wipe(&mut body);
+        written.map_err(start)?;
     }
     let out = child.wait_with_output().await.map_err(start)?;
     decode(verb, out)
@@ -284,6 +287,9 @@ pub fn serve() -> i32 {
             serde_json::from_slice::<Request>(&text)
                 .map_err(|e| Failure::Runtime(format!("the request: {e}")))
         });
+    // The request may hold a container's secrets, which the monitor forked below
+    // would otherwise keep in its copy of this buffer for the container's life.
+    crate::launcher::wipe(&mut text);
     let (reply, channel) = match request {
         Err(f) => (Reply::Failed(f), None),
         // The monitor it forks swaps its stdio for the log: the reply's pipe closes

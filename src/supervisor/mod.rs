@@ -204,7 +204,8 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         id,
         raft.clone(),
         feed,
-        (config.clone(), secrets_key),
+        config.clone(),
+        secrets_key,
         stats,
         peers.clone(),
     );

@@ -90,7 +90,8 @@ impl Supervisor {
         id: NodeId,
         raft: Raft,
         feed: StateFeed,
-        (config, secrets_key): (Config, Option<super::secrets::ClusterKey>),
+        config: Config,
+        secrets_key: Option<super::secrets::ClusterKey>,
         stats: super::stats::Stats,
         peers: Arc<dyn Peers>,
     ) -> Arc<Supervisor> {
