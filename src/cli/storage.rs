@@ -45,8 +45,9 @@ pub enum VolumeCommand {
 /// `haconiwa secret ...`
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
-    /// Store a secret (a new version when it exists; the rules whose definitions read
-    /// it roll their containers). The value is read from FILE, or stdin for `-`; it is
+    /// Store a secret (a new version when it exists: the rules whose definitions read
+    /// it roll out a new version, and the containers `spawn` started that read it are
+    /// replaced on their node). The value is read from FILE, or stdin for `-`; it is
     /// sealed with the cluster key and never shown again.
     Create {
         /// The secret's name: the file `/run/secrets/NAME` in a container.
