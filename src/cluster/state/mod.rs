@@ -27,7 +27,7 @@ pub use index::Touched;
 pub use network::{Allocation, Ipv4Net, Lease, NetRange, NetRecord, CLUSTER_BRIDGE};
 pub use secrets::SecretRecord;
 pub use table::Table;
-pub use volumes::{VolumeKind, VolumeRecord};
+pub use volumes::{StorageUsers, VolumeKind, VolumeRecord};
 
 use crate::spec::{ContainerSpec, NodePolicy};
 use index::Index;

@@ -70,8 +70,8 @@ impl ClusterState {
         if !self.secrets.contains_key(name) {
             return refused(format!("no secret {name}"));
         }
-        let uses = |s: &crate::spec::ContainerSpec| crate::spec::volumes::reads_secret(s, name);
-        if let Some(no) = self.refused_in_use("secret", name, uses) {
+        let users = self.storage_users().secrets.remove(name);
+        if let Some(no) = Self::refused_in_use("secret", name, users) {
             return no;
         }
         self.touched.secrets.insert(name.to_string());

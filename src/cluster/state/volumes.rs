@@ -5,7 +5,6 @@
 
 use super::apply::{refused, Events};
 use super::{ClusterState, EventKind, NodeId, NodeStatus, Response};
-use crate::spec::ContainerSpec;
 use serde::{Deserialize, Serialize};
 
 /// What backs a volume on its node.
@@ -27,6 +26,15 @@ impl VolumeKind {
             VolumeKind::Tmpfs => "tmpfs",
         }
     }
+}
+
+/// Who uses the volumes and the secrets (`ClusterState::storage_users`).
+#[derive(Debug, Default)]
+pub struct StorageUsers {
+    /// Volume name → the containers mounting it.
+    pub volumes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Secret name → the containers reading it.
+    pub secrets: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A named volume as the cluster records it.
@@ -51,31 +59,43 @@ impl ClusterState {
         &self.volumes
     }
 
-    /// The containers that have not finished whose definition `uses`: they hold a
-    /// volume or a secret in use.
-    pub fn users_of(&self, uses: impl Fn(&ContainerSpec) -> bool) -> Vec<String> {
-        self.containers
-            .values()
-            .filter(|c| !c.observed.is_final())
-            .filter(|c| self.definition_spec(c).is_some_and(&uses))
-            .map(|c| c.id.clone())
-            .collect()
-    }
-
-    /// The refusal to remove the volume or secret `name` while containers use it.
+    /// The refusal to remove the volume or secret `name` while `users` use it.
     pub(super) fn refused_in_use(
-        &self,
         what: &str,
         name: &str,
-        uses: impl Fn(&ContainerSpec) -> bool,
+        users: Option<Vec<String>>,
     ) -> Option<Response> {
-        let users = self.users_of(uses);
-        (!users.is_empty()).then(|| {
-            refused(format!(
-                "{what} {name} is in use by {}: stop them first",
-                users.join(", ")
-            ))
-        })
+        let users = users.filter(|u| !u.is_empty())?;
+        Some(refused(format!(
+            "{what} {name} is in use by {}: stop them first",
+            users.join(", ")
+        )))
+    }
+
+    /// The containers that have not finished, by the volumes they mount and by the
+    /// secrets they read: one pass over the containers for a whole listing.
+    pub fn storage_users(&self) -> StorageUsers {
+        let mut users = StorageUsers::default();
+        for c in self.containers.values().filter(|c| !c.observed.is_final()) {
+            let Some(spec) = self.definition_spec(c) else {
+                continue;
+            };
+            for v in crate::spec::volumes::volume_names(spec) {
+                users
+                    .volumes
+                    .entry(v.to_string())
+                    .or_default()
+                    .push(c.id.clone());
+            }
+            for m in &spec.secrets {
+                users
+                    .secrets
+                    .entry(m.name.clone())
+                    .or_default()
+                    .push(c.id.clone());
+            }
+        }
+        users
     }
 
     pub(super) fn create_volume(&mut self, ev: &mut Events, v: &VolumeRecord) -> Response {
@@ -123,8 +143,8 @@ impl ClusterState {
         if !self.volumes.contains_key(name) {
             return refused(format!("no volume {name}"));
         }
-        let uses = |s: &ContainerSpec| crate::spec::volumes::volume_names(s).any(|v| v == name);
-        if let Some(no) = self.refused_in_use("volume", name, uses) {
+        let users = self.storage_users().volumes.remove(name);
+        if let Some(no) = Self::refused_in_use("volume", name, users) {
             return no;
         }
         self.touched.volumes.insert(name.to_string());
@@ -147,6 +167,7 @@ mod tests {
     use super::*;
     use crate::cluster::state::{Command, Definition, Observed, SecretRecord};
     use crate::spec::volumes::{SecretMount, VolumeMount};
+    use crate::spec::ContainerSpec;
     use std::collections::BTreeMap;
 
     fn vol(name: &str, node: NodeId, kind: VolumeKind, size: Option<u64>) -> Command {

@@ -2,30 +2,29 @@
 //! and never comes out (`Secret` has no value field).
 
 use crate::api::pb::*;
-use crate::cluster::state::{ClusterState, SecretRecord, VolumeRecord};
-use crate::spec::volumes::{reads_secret, volume_names};
+use crate::cluster::state::{SecretRecord, StorageUsers, VolumeRecord};
 use crate::supervisor::error::OpResult;
 use crate::supervisor::leader::storage as ops;
 use crate::supervisor::requests::VolumeRequest;
 use crate::supervisor::shared::Supervisor;
 
-fn volume_pb(v: &VolumeRecord, state: &ClusterState) -> Volume {
+fn volume_pb(v: &VolumeRecord, users: &mut StorageUsers) -> Volume {
     Volume {
         name: v.name.clone(),
         node_id: v.node,
         kind: v.kind.name().into(),
         size: v.size.unwrap_or(0),
-        used_by: state.users_of(|s| volume_names(s).any(|n| n == v.name)),
+        used_by: users.volumes.remove(&v.name).unwrap_or_default(),
         created_index: v.created_index,
     }
 }
 
-fn secret_pb(s: &SecretRecord, state: &ClusterState, rolled: ops::Rolled) -> Secret {
+fn secret_pb(s: &SecretRecord, users: &mut StorageUsers, rolled: ops::Rolled) -> Secret {
     Secret {
         name: s.name.clone(),
         version: s.version,
         size: s.size,
-        used_by: state.users_of(|spec| reads_secret(spec, &s.name)),
+        used_by: users.secrets.remove(&s.name).unwrap_or_default(),
         key_id: s.key_id.clone(),
         rolled: rolled.rules,
         replaced: rolled.containers,
@@ -43,16 +42,15 @@ pub(super) async fn create_volume(core: &Supervisor, r: CreateVolumeRequest) -> 
         },
     )
     .await?;
-    Ok(volume_pb(&v, &core.state()))
+    Ok(volume_pb(&v, &mut core.state().storage_users()))
 }
 
 pub(super) fn list_volumes(core: &Supervisor) -> ListVolumesReply {
     let state = core.state();
+    let mut users = state.storage_users();
     ListVolumesReply {
-        volumes: state
-            .volumes()
-            .values()
-            .map(|v| volume_pb(v, &state))
+        volumes: (state.volumes().values())
+            .map(|v| volume_pb(v, &mut users))
             .collect(),
     }
 }
@@ -67,16 +65,15 @@ pub(super) async fn remove_volume(
 
 pub(super) async fn put_secret(core: &Supervisor, r: PutSecretRequest) -> OpResult<Secret> {
     let (s, rolled) = ops::put_secret(core, &r.name, &r.value).await?;
-    Ok(secret_pb(&s, &core.state(), rolled))
+    Ok(secret_pb(&s, &mut core.state().storage_users(), rolled))
 }
 
 pub(super) fn list_secrets(core: &Supervisor) -> ListSecretsReply {
     let state = core.state();
+    let mut users = state.storage_users();
     ListSecretsReply {
-        secrets: state
-            .secrets()
-            .values()
-            .map(|s| secret_pb(s, &state, ops::Rolled::default()))
+        secrets: (state.secrets().values())
+            .map(|s| secret_pb(s, &mut users, ops::Rolled::default()))
             .collect(),
     }
 }
