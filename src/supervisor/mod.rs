@@ -210,8 +210,17 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         peers.clone(),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = endpoints::serve(&config, listener, core.clone(), peers.clone(), tls, stop_rx)
-        .map_err(SupervisorError::Config)?;
+    let elections = quorum::ElectionWatch::new();
+    let server = endpoints::serve(
+        &config,
+        listener,
+        core.clone(),
+        peers.clone(),
+        tls,
+        elections.clone(),
+        stop_rx,
+    )
+    .map_err(SupervisorError::Config)?;
     let server = tokio::spawn(server);
     tracing::info!(
         "node {id} serving on {} (advertised {})",
@@ -235,7 +244,11 @@ pub async fn run(config: Config, extra: ExtraTasks) -> Result<(), SupervisorErro
         tokio::spawn(leader::run(core.clone())),
         tokio::spawn(agent::Agent::new(core.clone(), runtime.clone()).run()),
         tokio::spawn(reports::heartbeat_loop(core.clone(), runtime)),
-        tokio::spawn(quorum::gate_elections(core.clone())),
+        tokio::spawn(quorum::gate_elections(core.clone(), elections.clone())),
+        tokio::spawn(quorum::stand_when_the_leader_is_gone(
+            core.clone(),
+            elections,
+        )),
         tokio::spawn(network::run(core.clone())),
     ]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

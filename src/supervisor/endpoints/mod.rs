@@ -121,6 +121,7 @@ pub fn serve(
     core: Arc<Supervisor>,
     peers: Arc<calls::PeerClients>,
     tls: Option<Arc<crate::api::tls::ServerTls>>,
+    elections: Arc<crate::supervisor::quorum::ElectionWatch>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>, String> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -141,6 +142,7 @@ pub fn serve(
         .add_service(
             RaftServer::new(raft::RaftService {
                 raft: core.raft.clone(),
+                elections,
             })
             .max_decoding_message_size(256 << 20),
         )

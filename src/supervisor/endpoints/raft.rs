@@ -302,6 +302,8 @@ fn reply<T: Serialize>(res: &T) -> Result<Response<RaftPayload>, Status> {
 pub struct RaftService {
     /// The local node.
     pub raft: Raft,
+    /// Told of each AppendEntries' leader (`quorum::stand_when_the_leader_is_gone`).
+    pub elections: std::sync::Arc<crate::supervisor::quorum::ElectionWatch>,
 }
 
 #[tonic::async_trait]
@@ -312,6 +314,10 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&req.into_inner().data).map_err(|e| payload_status("undecodable", e))?;
+        let leader = rpc.vote.leader_id();
+        if let Some(id) = leader.voted_for() {
+            self.elections.heard_from(id, leader.term);
+        }
         let res = self.raft.append_entries(rpc).await;
         reply(&res)
     }
@@ -326,12 +332,19 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let mut inbound = req.into_inner();
         let raft = self.raft.clone();
+        let elections = self.elections.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             // One at a time, in order: the leader sends the next only after this reply.
             while let Ok(Some(p)) = inbound.message().await {
                 let reply = match decode::<AppendEntriesRequest<TypeConfig>>(&p.data) {
-                    Ok(rpc) => reply(&raft.append_entries(rpc).await).map(|r| r.into_inner()),
+                    Ok(rpc) => {
+                        let leader = rpc.vote.leader_id();
+                        if let Some(id) = leader.voted_for() {
+                            elections.heard_from(id, leader.term);
+                        }
+                        reply(&raft.append_entries(rpc).await).map(|r| r.into_inner())
+                    }
                     Err(e) => Err(payload_status("undecodable", e)),
                 };
                 let failed = reply.is_err();

@@ -25,6 +25,11 @@ pub async fn run(core: Arc<Supervisor>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state_rx = core.feed.state.clone();
+    // Raft's metrics, watched only while this member is elected but not yet acting: its
+    // own term's first entry is applied (the state feed) a moment before the metrics say
+    // so, and waiting for the next tick would add up to a tick to every failover.
+    let mut metrics_rx = core.raft.metrics();
+    let mut elected = false;
     // The state's version as the rule loop counts it: one more whenever a record changed
     // (an entry that changes nothing, such as a repeated report, is not a change).
     let mut version = 0u64;
@@ -33,14 +38,17 @@ pub async fn run(core: Arc<Supervisor>) {
         let ticked = tokio::select! {
             _ = tick.tick() => true,
             r = state_rx.changed() => { if r.is_err() { return; } false }
+            r = metrics_rx.changed(), if elected => { if r.is_err() { return; } false }
         };
         // A leader without a recent quorum acknowledgement may be cut off while another
         // leads on the other side: it decides nothing (no placements, rules, node-down).
         if !core.acting_leader() {
+            elected = core.is_leader();
             lock(&core.liveness).stand_down();
             rules.stand_down();
             continue;
         }
+        elected = false;
         let now = Instant::now();
         let state = state_rx.borrow_and_update().1.clone();
         let changed = last_revision != Some(state.revision());
@@ -48,7 +56,8 @@ pub async fn run(core: Arc<Supervisor>) {
             last_revision = Some(state.revision());
             version += 1;
         }
-        if lock(&core.liveness).lead(now) {
+        let began = lock(&core.liveness).lead(now);
+        if began {
             down_since.clear();
             tracing::info!("node {} leads", core.id);
         }
@@ -100,7 +109,7 @@ pub async fn run(core: Arc<Supervisor>) {
             health::autopilot(&core, &state, now, &down_since).await;
             health::collect_garbage(&core, &state).await;
         }
-        if ticked || changed {
+        if ticked || changed || began {
             rules.evaluate(&state, version).await;
         }
     }
