@@ -21,8 +21,6 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 /// The longest line kept whole; a longer one is written in pieces (`P`).
@@ -218,26 +216,41 @@ fn format_lines(pending: &mut Vec<u8>, stream: Stream, ts: &str, flush: bool) ->
     out
 }
 
+/// The monitor's word to its copier that the container's processes are gone. A pipe
+/// the copier polls beside the container's, so that an idle copier sleeps until there
+/// is output or an end (a timeout to look at a flag would wake a thousand copiers five
+/// thousand times a second).
+pub struct CopierEnd(File);
+
+impl CopierEnd {
+    /// Tells the copier to drain what is left and end (a byte, not a close: nothing
+    /// else holding the write end can hold the copier up).
+    pub fn signal(&self) {
+        let _ = (&self.0).write_all(&[1]);
+    }
+}
+
 /// Starts the copier of a container's output: `out` and `err` are the read ends of its
 /// stdout and stderr pipes, `dir` its directory. It ends once both pipes are closed, or
-/// once `ending` is set and they have nothing more to give. A log it cannot write (a
-/// full disk) loses lines, never the container: the pipes are still drained, and the
-/// first error is returned at the end.
+/// once its [`CopierEnd`] is signalled and they have nothing more to give. A log it
+/// cannot write (a full disk) loses lines, never the container: the pipes are still
+/// drained, and the first error is returned at the end.
 pub fn spawn_copier(
     out: File,
     err: File,
     dir: &Path,
     limits: LogLimits,
-    ending: Arc<AtomicBool>,
-) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+) -> io::Result<(std::thread::JoinHandle<io::Result<()>>, CopierEnd)> {
     let mut sink = Sink::open(dir, limits)?;
-    std::thread::Builder::new()
+    let (end_r, end_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let handle = std::thread::Builder::new()
         .name("log-copier".into())
         .stack_size(64 * 1024)
-        .spawn(move || copy(&mut sink, [out, err], &ending))
+        .spawn(move || copy(&mut sink, [out, err], &File::from(end_r)))?;
+    Ok((handle, CopierEnd(File::from(end_w))))
 }
 
-fn copy(sink: &mut Sink, mut pipes: [File; 2], ending: &AtomicBool) -> io::Result<()> {
+fn copy(sink: &mut Sink, mut pipes: [File; 2], end: &File) -> io::Result<()> {
     let streams = [Stream::Stdout, Stream::Stderr];
     let mut failed: Option<io::Error> = None;
     let mut write = |sink: &mut Sink, lines: &[u8]| {
@@ -249,26 +262,33 @@ fn copy(sink: &mut Sink, mut pipes: [File; 2], ending: &AtomicBool) -> io::Resul
     let mut open = [true, true];
     let mut buf = vec![0u8; 64 * 1024];
     while open.iter().any(|o| *o) {
-        let ready: Vec<usize> = {
+        let (ready, ending) = {
             let which: Vec<usize> = (0..2).filter(|i| open[*i]).collect();
             let mut fds: Vec<PollFd> = which
                 .iter()
                 .map(|i| PollFd::new(pipes[*i].as_fd(), PollFlags::POLLIN))
                 .collect();
-            match poll(&mut fds, PollTimeout::from(200u16)) {
-                Ok(0) => Vec::new(),
-                Ok(_) => which
-                    .iter()
-                    .zip(&fds)
-                    .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
-                    .map(|(i, _)| *i)
-                    .collect(),
+            fds.push(PollFd::new(end.as_fd(), PollFlags::POLLIN));
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {
+                    let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                    let ending = fds.last().is_some_and(ready);
+                    let data: Vec<usize> = which
+                        .iter()
+                        .zip(&fds)
+                        .filter(|(_, f)| ready(f))
+                        .map(|(i, _)| *i)
+                        .collect();
+                    (data, ending)
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
+        // Ended, and nothing more to read: done (the end stays readable, so while
+        // output is left each poll returns at once with it).
         if ready.is_empty() {
-            if ending.load(Ordering::Relaxed) {
+            if ending {
                 break;
             }
             continue;
@@ -557,6 +577,45 @@ mod tests {
     }
 
     #[test]
+    fn a_copier_whose_pipes_stay_open_drains_them_and_ends_when_told() {
+        let dir = std::env::temp_dir().join(format!("hc-logs-end-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (out_r, mut out_w) = std::io::pipe()
+            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
+            .unwrap();
+        let (err_r, err_w) = std::io::pipe()
+            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
+            .unwrap();
+        let (copier, end) = spawn_copier(out_r, err_r, &dir, limits(1 << 20, 2)).unwrap();
+        // Idle, it sleeps: still running a while later with both pipes open.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!copier.is_finished());
+        // Written, then told: it drains what is there and ends, the pipes still open
+        // (a process that escaped the container could hold them).
+        for i in 0..100 {
+            writeln!(out_w, "last words {i}").unwrap();
+        }
+        end.signal();
+        for _ in 0..100 {
+            if copier.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            copier.is_finished(),
+            "the copier did not end within 5 s of its end"
+        );
+        copier.join().unwrap().unwrap();
+        let (all, _) = read(&dir, &ReadOptions::default()).unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all.last().unwrap().text, b"last words 99");
+        drop((out_w, err_w));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_copier_rotates_within_its_limits_and_readers_tail_filter_and_follow() {
         let dir = std::env::temp_dir().join(format!("hc-logs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -567,8 +626,7 @@ mod tests {
         let (err_r, mut err_w) = std::io::pipe()
             .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
             .unwrap();
-        let ending = Arc::new(AtomicBool::new(false));
-        let copier = spawn_copier(out_r, err_r, &dir, limits(4096, 3), ending).unwrap();
+        let (copier, _end) = spawn_copier(out_r, err_r, &dir, limits(4096, 3)).unwrap();
         for i in 0..1000 {
             writeln!(out_w, "line {i}").unwrap();
         }

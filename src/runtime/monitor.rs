@@ -11,8 +11,6 @@ use crate::launcher::{self, LaunchError};
 use crate::spec::{ContainerSpec, OnDisconnect};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the monitor tells the process that started it, once, over a pipe.
@@ -99,14 +97,7 @@ impl Runtime {
         drop(report);
         // The copier after the report: its thread is not on the launch's path (the
         // pipes hold what the container writes meanwhile).
-        let ending = Arc::new(AtomicBool::new(false));
-        let copier = logs::spawn_copier(
-            out_r.into(),
-            err_r.into(),
-            &dir.path,
-            spec.logs,
-            ending.clone(),
-        );
+        let copier = logs::spawn_copier(out_r.into(), err_r.into(), &dir.path, spec.logs);
         if let Err(e) = &copier {
             st.reason = Some(format!("its output is lost: the log copier: {e}"));
             let _ = dir.write_state(&st);
@@ -133,8 +124,8 @@ impl Runtime {
         }
         // Every process of the container is gone with its cgroup: the copier drains
         // what they wrote and ends.
-        ending.store(true, Ordering::Relaxed);
-        if let Ok(handle) = copier {
+        if let Ok((handle, end)) = copier {
+            end.signal();
             if let Ok(Err(e)) = handle.join() {
                 st.reason.get_or_insert(format!("its log: {e}"));
             }
