@@ -194,8 +194,11 @@ pub struct Listed {
 impl Runtime {
     /// A runtime with explicit locations.
     pub fn new(state_dir: impl Into<PathBuf>, cgroup_parent: impl Into<String>) -> Self {
+        let state_dir = state_dir.into();
         Runtime {
-            state_dir: state_dir.into(),
+            // Absolute: the launch resolves paths under it after changing directory and
+            // root (a relative one made `pivot_root` fail with EBUSY on every launch).
+            state_dir: std::path::absolute(&state_dir).unwrap_or(state_dir),
             cgroup_parent: cgroup_parent.into(),
             lease: None,
         }

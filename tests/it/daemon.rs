@@ -270,3 +270,29 @@ fn cgroup_v2_code_path_on_a_cgroup2_mount() {
     drop(cg2);
     host.assert_clean();
 }
+
+#[test]
+fn a_relative_state_directory_works_from_where_it_was_given() {
+    // `--state-dir state` from the scratch directory: the same directory the host view
+    // uses, given relative to the working directory (it once broke every launch: the
+    // launch resolved it after changing directory, and `pivot_root` said EBUSY).
+    let host = Host::new("relative-state");
+    let def = host.haco(
+        "rel",
+        "    c.init_command = [\"/bin/echo\", \"relative-ok\"];",
+    );
+    let out = host
+        .cmd()
+        .current_dir(&host.scratch.path)
+        .env("HACONIWA_STATE_DIR", "state")
+        .args(["run", def.to_str().unwrap()])
+        .output()
+        .expect("run haconiwa");
+    assert!(
+        out.status.success(),
+        "run with a relative state directory failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "relative-ok");
+}
