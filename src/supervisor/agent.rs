@@ -1,12 +1,10 @@
 //! The node agent, on every member (the leader too): makes local reality match the
-//! containers the state assigns to this node, as the pure table of `decide::reconcile`
-//! says: launches through the single-threaded `haconiwa __monitor` helper (never
-//! in-process; volumes and secrets from `storage`), kills, reports, forgets, and
-//! re-adopts its containers after a restart (their monitors outlive the supervisor).
-//! Its picture of what runs here changes only by what changes it: a launch's handshake,
-//! a monitor's exit notice (that state file is read again), a kill, and a full re-read
-//! every [`FULL_SCAN`]. A pass compares that picture with the state in memory (no I/O)
-//! and stays level-triggered: a lost report is simply decided and sent again.
+//! containers the state assigns to this node, as `decide::reconcile` says: launches
+//! through the single-threaded `haconiwa __monitor` helper (volumes and secrets from
+//! `storage`), kills, reports, forgets, re-adopts after a restart. Its picture of what
+//! runs here changes only by a launch's handshake, a monitor's exit notice, a kill, and
+//! a full re-read every [`FULL_SCAN`]. A pass compares it with the state in memory (no
+//! I/O), level-triggered: a lost report is decided and sent again at the next one.
 
 use super::admission;
 use super::images::{Images, PullFailed, Pulled};
@@ -142,15 +140,14 @@ impl Agent {
         })
     }
 
-    /// Runs forever: a pass on every applied change, every batch of exit notices, every
-    /// finished launch or kill, and every second.
+    /// Runs forever: a pass on every applied change, exit notices, finished launch or
+    /// kill, full scan, and every second while the last pass left work (a launch waiting
+    /// for the lease, a report not taken): an idle pass over thousands costs CPU.
     pub async fn run(self: Arc<Self>) {
         let _ = std::fs::create_dir_all(&self.runtime.state_dir);
         let (notice_tx, mut notices) = mpsc::unbounded_channel();
         match bind_notices(&self.runtime) {
-            Ok(sock) => {
-                tokio::spawn(drain_notices(sock, notice_tx));
-            }
+            Ok(sock) => drop(tokio::spawn(drain_notices(sock, notice_tx))),
             Err(e) => tracing::warn!(
                 "no exit notices ({}: {e}); full scans only",
                 self.runtime.notify_socket().display()
@@ -162,7 +159,7 @@ impl Agent {
         let mut reported = Reported::new();
         self.full_scan().await;
         let mut scanned = Instant::now();
-        let mut last_revision = None;
+        let (mut last_revision, mut settled) = (None, false);
         let Some(mut restart_due) = lock(&self.restart_due).take() else {
             return;
         };
@@ -192,11 +189,13 @@ impl Agent {
                     if scanned.elapsed() >= FULL_SCAN {
                         self.full_scan().await;
                         scanned = Instant::now();
+                    } else if settled {
+                        continue;
                     }
                 }
                 _ = self.wake.notified() => {}
             }
-            self.clone().reconcile(&mut reported).await;
+            settled = self.clone().reconcile(&mut reported).await;
         }
     }
 
@@ -249,7 +248,8 @@ impl Agent {
         }
     }
 
-    async fn reconcile(self: Arc<Self>, reported: &mut Reported) {
+    /// One pass; whether it found nothing to do.
+    async fn reconcile(self: Arc<Self>, reported: &mut Reported) -> bool {
         let state = self.core.state();
         let me = self.core.id;
         // Launches first, the picture second (see `launch`).
@@ -307,6 +307,7 @@ impl Agent {
         // Without a lease a monitor would stop its container at once: launch only with
         // one.
         let leased = lease::remaining_ms(&self.runtime.lease_file()).is_some();
+        let settled = actions.is_empty();
         let mut reports = Vec::new();
         let mut forget = Vec::new();
         for action in actions {
@@ -329,6 +330,7 @@ impl Agent {
             self.forget(forget).await;
         }
         self.report_all(reports, reported).await;
+        settled
     }
 
     /// Sends reports concurrently (the leader commits them together) and remembers the
