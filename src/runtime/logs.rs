@@ -576,17 +576,19 @@ mod tests {
         assert_eq!(parse_line(b"plain old output").text, b"plain old output");
     }
 
+    /// A pipe: the read end as the copier takes it, the write end.
+    fn pipe() -> (File, std::io::PipeWriter) {
+        std::io::pipe()
+            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
+            .unwrap()
+    }
+
     #[test]
     fn a_copier_whose_pipes_stay_open_drains_them_and_ends_when_told() {
         let dir = std::env::temp_dir().join(format!("hc-logs-end-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (out_r, mut out_w) = std::io::pipe()
-            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
-            .unwrap();
-        let (err_r, err_w) = std::io::pipe()
-            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
-            .unwrap();
+        let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
         let (copier, end) = spawn_copier(out_r, err_r, &dir, limits(1 << 20, 2)).unwrap();
         // Idle, it sleeps: still running a while later with both pipes open.
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -620,12 +622,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hc-logs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (out_r, mut out_w) = std::io::pipe()
-            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
-            .unwrap();
-        let (err_r, mut err_w) = std::io::pipe()
-            .map(|(r, w)| (File::from(std::os::fd::OwnedFd::from(r)), w))
-            .unwrap();
+        let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
         let (copier, _end) = spawn_copier(out_r, err_r, &dir, limits(4096, 3)).unwrap();
         for i in 0..1000 {
             writeln!(out_w, "line {i}").unwrap();

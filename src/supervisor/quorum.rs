@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 /// How long one connect may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
-/// How often the leader's silence is looked at.
-const WATCH_EVERY: Duration = Duration::from_millis(10);
 /// How long after a look at a silent leader that still answered the next may come.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// Added to a silent leader's lease before the first voter stands: each voter counts the
@@ -98,6 +96,16 @@ async fn probe_voters(core: &Supervisor) -> Vec<(NodeId, Probe)> {
     found
 }
 
+/// How many voters a voter reaches, itself included, from its [`probe_voters`].
+fn reached(probes: &[(NodeId, Probe)]) -> usize {
+    1 + probes.iter().filter(|(_, p)| *p == Probe::Accepted).count()
+}
+
+/// Whether those probes reach a majority of `voters`.
+fn majority(probes: &[(NodeId, Probe)], voters: usize) -> bool {
+    reached(probes) * 2 > voters
+}
+
 /// Runs forever: allows elections on this node only while a majority of the voters
 /// (itself included) is reachable. Back in reach, it waits two election timeouts before
 /// allowing them again: long enough to hear the leader's heartbeat, which resets the
@@ -118,8 +126,7 @@ pub async fn gate_elections(core: Arc<Supervisor>, watch: Arc<ElectionWatch>) {
         }
         let voters = membership.voter_ids().count();
         let probes = probe_voters(&core).await;
-        let reached = 1 + probes.iter().filter(|(_, p)| *p == Probe::Accepted).count();
-        let majority = reached * 2 > voters;
+        let majority = majority(&probes, voters);
         in_reach_since = match (majority, in_reach_since) {
             (true, None) => Some(Instant::now()),
             (true, since) => since,
@@ -133,7 +140,8 @@ pub async fn gate_elections(core: Arc<Supervisor>, watch: Arc<ElectionWatch>) {
                 tracing::info!("a majority of the voters is reachable again: elections allowed");
             } else {
                 tracing::warn!(
-                    "only {reached} of {voters} voters reachable: no elections from this node (its term stays)"
+                    "only {} of {voters} voters reachable: no elections from this node (its term stays)",
+                    reached(&probes)
                 );
             }
             allowed = allow;
@@ -168,13 +176,16 @@ impl ElectionWatch {
         })
     }
 
-    /// An AppendEntries of `leader` in `term` arrived now.
-    pub fn heard_from(&self, leader: NodeId, term: u64) {
-        *lock(&self.heard) = Some(Heard {
-            leader,
-            term,
-            at: Instant::now(),
-        });
+    /// An AppendEntries of the leader of `vote` arrived now.
+    pub fn heard_from(&self, vote: &openraft::Vote<NodeId>) {
+        let leader = vote.leader_id();
+        if let Some(id) = leader.voted_for() {
+            *lock(&self.heard) = Some(Heard {
+                leader: id,
+                term: leader.term,
+                at: Instant::now(),
+            });
+        }
     }
 
     fn last_heard(&self) -> Option<Heard> {
@@ -223,16 +234,20 @@ pub async fn stand_when_the_leader_is_gone(core: Arc<Supervisor>, watch: Arc<Ele
     let mut looked: Option<Instant> = None;
     // Once per silence: a lost election is then openraft's timer's to retry.
     let mut stood: Option<Heard> = None;
-    let mut tick = tokio::time::interval(WATCH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        // Asleep until the last word is `look_after` old (each new word moves that on)
+        // and the last look is `LOOK_AGAIN` old: no wake-ups while the leader speaks.
         let Some(heard) = watch.last_heard() else {
+            tokio::time::sleep(look_after).await;
             continue;
         };
-        if heard.at.elapsed() < look_after
-            || stood == Some(heard)
-            || looked.is_some_and(|t| t.elapsed() < LOOK_AGAIN)
+        let due = (heard.at + look_after).max(looked.map_or(heard.at, |t| t + LOOK_AGAIN));
+        if Instant::now() < due {
+            tokio::time::sleep_until(due.into()).await;
+            continue;
+        }
+        looked = Some(Instant::now());
+        if stood == Some(heard)
             || !watch.allowed.load(Ordering::Relaxed)
             || !still_following(&core, &heard)
         {
@@ -244,14 +259,12 @@ pub async fn stand_when_the_leader_is_gone(core: Arc<Supervisor>, watch: Arc<Ele
         let Some(turn) = turn(&voters, heard.leader, core.id) else {
             continue;
         };
-        looked = Some(Instant::now());
         let probes = probe_voters(&core).await;
         let leader = probes
             .iter()
             .find(|(id, _)| *id == heard.leader)
             .map_or(Probe::Silent, |(_, p)| *p);
-        let reached = 1 + probes.iter().filter(|(_, p)| *p == Probe::Accepted).count();
-        if leader == Probe::Accepted || reached * 2 <= voters.len() {
+        if leader == Probe::Accepted || !majority(&probes, voters.len()) {
             continue;
         }
         tokio::time::sleep_until((heard.at + stand_after(lease, election_min, turn)).into()).await;
@@ -302,10 +315,10 @@ mod tests {
     fn the_last_word_heard_is_kept() {
         let watch = ElectionWatch::new();
         assert_eq!(watch.last_heard(), None);
-        watch.heard_from(3, 7);
+        watch.heard_from(&openraft::Vote::new_committed(7, 3));
         let first = watch.last_heard().map(|h| (h.leader, h.term));
         assert_eq!(first, Some((3, 7)));
-        watch.heard_from(1, 8);
+        watch.heard_from(&openraft::Vote::new_committed(8, 1));
         let second = watch.last_heard().map(|h| (h.leader, h.term));
         assert_eq!(second, Some((1, 8)));
     }

@@ -314,10 +314,7 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&req.into_inner().data).map_err(|e| payload_status("undecodable", e))?;
-        let leader = rpc.vote.leader_id();
-        if let Some(id) = leader.voted_for() {
-            self.elections.heard_from(id, leader.term);
-        }
+        self.elections.heard_from(&rpc.vote);
         let res = self.raft.append_entries(rpc).await;
         reply(&res)
     }
@@ -339,10 +336,7 @@ impl raft_server::Raft for RaftService {
             while let Ok(Some(p)) = inbound.message().await {
                 let reply = match decode::<AppendEntriesRequest<TypeConfig>>(&p.data) {
                     Ok(rpc) => {
-                        let leader = rpc.vote.leader_id();
-                        if let Some(id) = leader.voted_for() {
-                            elections.heard_from(id, leader.term);
-                        }
+                        elections.heard_from(&rpc.vote);
                         reply(&raft.append_entries(rpc).await).map(|r| r.into_inner())
                     }
                     Err(e) => Err(payload_status("undecodable", e)),
