@@ -172,7 +172,7 @@ impl Agent {
                     }
                     // An entry that changed no record (a repeated report) changes
                     // nothing here either.
-                    let revision = state_rx.borrow_and_update().1.revision();
+                    let revision = state_rx.borrow_and_update().1.hosts_revision();
                     if last_revision == Some(revision) {
                         continue;
                     }

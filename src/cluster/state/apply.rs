@@ -529,12 +529,14 @@ impl ClusterState {
     pub(super) fn put_rule_record(&mut self, r: RuleRecord) {
         self.touched.rules.insert(r.name.clone());
         self.revision += 1;
+        self.rule_changes += 1;
         self.rules.insert(r.name.clone(), r);
     }
 
     pub(super) fn put_history(&mut self, rule: &str, h: RuleHistory) {
         self.touched.history.insert(rule.to_string());
         self.revision += 1;
+        self.rule_changes += 1;
         self.history.insert(rule.to_string(), h);
     }
 
@@ -543,6 +545,7 @@ impl ClusterState {
         if gone {
             self.touched.rules.insert(name.to_string());
             self.revision += 1;
+            self.rule_changes += 1;
         }
         gone
     }
@@ -872,6 +875,9 @@ mod tests {
         // A re-registered rule starts over.
         assert_eq!(s.rules()["keep"].evaluations, 0);
         assert!(s.definitions().contains_key("d-w"));
+        // Its definition is news to the hosts; its evaluations are not.
+        let (rev, hosts) = (s.revision(), s.hosts_revision());
+        assert!(hosts > 0);
         let (_, ev) = s.apply(
             2,
             &Command::RuleEvaluated {
@@ -890,6 +896,8 @@ mod tests {
         );
         assert_eq!(kinds(&ev), [EventKind::RuleEvaluated]);
         assert_eq!(s.rules()["keep"].last_error, None);
+        assert!(s.revision() > rev);
+        assert_eq!(s.hosts_revision(), hosts);
         let (_, ev) = s.apply(
             4,
             &Command::RemoveRule {

@@ -337,6 +337,9 @@ pub struct ClusterState {
     /// that changes nothing (a report repeating what is known) leaves it as it was, so
     /// the rule loop and the agents skip it.
     revision: u64,
+    /// The part of `revision` that changed only rules and their history (not part of
+    /// the state): the agents skip those.
+    rule_changes: u64,
 }
 
 /// The state as encoded (digest, snapshots): the records, not what is derived.
@@ -438,6 +441,7 @@ impl ClusterState {
             index,
             touched: Touched::default(),
             revision: 0,
+            rule_changes: 0,
         }
     }
 
@@ -544,6 +548,13 @@ impl ClusterState {
     /// changed (compare with `!=`: a restored state starts again from 0).
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// Changes to what the hosts run (everything but rules and their history): what a
+    /// node agent follows. The leader records each rule's evaluation every few seconds;
+    /// at thousands of containers an agent pass for each of those is the idle cost.
+    pub fn hosts_revision(&self) -> u64 {
+        self.revision - self.rule_changes
     }
 
     /// Finished containers (exited or lost) in the whole cluster.
