@@ -6,7 +6,7 @@
 
 use super::ops::commit_spawn;
 use crate::cluster::state::{
-    ClusterState, Command, Desired, Event, EventKind, NodeId, Observed, RuleRecord,
+    ClusterState, Command, Definition, Desired, Event, EventKind, NodeId, Observed, RuleRecord,
 };
 use crate::decide::schedule::{copy_end, CopyEnd, Scheduler, CRASH_RESET};
 use crate::decide::{placement, victims};
@@ -22,6 +22,9 @@ use tokio::sync::broadcast;
 const EVAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// The most containers one Raft entry places.
 const SPAWN_BATCH: usize = 1000;
+/// Placement entries of one spawn proposed at once: one's replication and fsyncs overlap
+/// another's apply.
+const SPAWNS_IN_FLIGHT: usize = 4;
 /// An unchanged evaluation result is committed at most this often.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
 
@@ -372,10 +375,7 @@ impl RuleLoop {
                 };
                 let count = usize::try_from(count).unwrap_or(usize::MAX);
                 let targets: Vec<NodeId> = placement::place_many(&state, &req, count)?;
-                for batch in targets.chunks(SPAWN_BATCH) {
-                    commit_spawn(core, &def, batch.to_vec(), Some(rule.name.clone())).await?;
-                }
-                Ok(())
+                spawn_in_batches(core, &def, &targets, &rule.name).await
             }
             Intent::Kill { id } => {
                 let state = core.state();
@@ -431,4 +431,38 @@ fn ended_how(id: &str, o: &Observed) -> String {
         }
         _ => format!("{id} ended within a second of starting"),
     }
+}
+
+/// Commits a spawn's placements, [`SPAWN_BATCH`] to a Raft entry: the first alone (it
+/// registers the definition when the state lacks it), the rest [`SPAWNS_IN_FLIGHT`] at
+/// a time. The first failure ends it; entries already proposed may still commit, and
+/// the rule's next evaluation counts what was placed.
+async fn spawn_in_batches(
+    core: &Arc<Supervisor>,
+    def: &Definition,
+    targets: &[NodeId],
+    rule: &str,
+) -> OpResult<()> {
+    let mut batches = targets.chunks(SPAWN_BATCH);
+    if let Some(first) = batches.next() {
+        commit_spawn(core, def, first.to_vec(), Some(rule.to_string())).await?;
+    }
+    let joined = |done: Result<OpResult<()>, tokio::task::JoinError>| {
+        done.map_err(|e| OpError::Internal(format!("placing a batch: {e}")))?
+    };
+    let mut in_flight = tokio::task::JoinSet::new();
+    for batch in batches {
+        if in_flight.len() >= SPAWNS_IN_FLIGHT {
+            if let Some(done) = in_flight.join_next().await {
+                joined(done)?;
+            }
+        }
+        let (core, def, batch) = (core.clone(), def.clone(), batch.to_vec());
+        let rule = Some(rule.to_string());
+        in_flight.spawn(async move { commit_spawn(&core, &def, batch, rule).await.map(|_| ()) });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        joined(done)?;
+    }
+    Ok(())
 }
