@@ -22,6 +22,9 @@ pub fn run(child: Pid) -> ! {
     let keep: caps::CapsHashSet = [caps::Capability::CAP_KILL].into_iter().collect();
     let _ = caps::set(None, caps::CapSet::Effective, &keep);
     let _ = caps::set(None, caps::CapSet::Permitted, &keep);
+    // It only reaps and forwards signals: the heap of the monitor it was forked from
+    // goes.
+    super::release_free_memory();
     let mut status = None;
     loop {
         let Some((sig, from_kernel)) = signals::wait_blocked() else {

@@ -25,7 +25,7 @@ pub mod terminal;
 pub use child::{RootAccess, DEFAULT_PATH};
 pub use error::{LaunchError, StepError};
 pub use parent::{
-    fork_single_threaded, redirect_stdio, start, start_time, wait, wait_watching, Exit, Hold,
-    LaunchOptions, Started, Watch,
+    fork_single_threaded, redirect_stdio, release_free_memory, start, start_time, wait,
+    wait_watching, Exit, Hold, LaunchOptions, Started, Watch,
 };
 pub use secrets::{wipe, SecretFile};

@@ -422,3 +422,51 @@ pub fn fork_single_threaded() -> std::io::Result<ForkResult> {
     // the `__monitor` helper), so the child inherits no lock held by another thread.
     unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)
 }
+
+/// Gives back to the kernel what a monitor or a container's init inherited and does not
+/// use: both are forks of a bigger process (the CLI that parsed the definition, or the
+/// helper that took the launch), and the heap's freed chunks and the stack pages that
+/// process's deeper calls touched would otherwise stay resident for the container's
+/// whole life, once per container. Called on the main thread.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only trims this process's own malloc arenas, under their
+    // locks like any malloc call; it takes no pointer and frees nothing in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    release_stack_below_here();
+}
+
+/// Drops the main thread's stack pages below the caller's frame (less a margin).
+fn release_stack_below_here() {
+    const MARGIN: usize = 16 * 1024;
+    let marker = 0u8;
+    let here = std::ptr::addr_of!(marker) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .and_then(|l| l.split_whitespace().next()?.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        });
+    // Only on the main thread's stack (another thread's is a mapping of its own).
+    let Some((low, _)) = range.filter(|(low, high)| (*low..*high).contains(&here)) else {
+        return;
+    };
+    let end = here.saturating_sub(MARGIN) & !(MARGIN - 1);
+    if end <= low {
+        return;
+    }
+    // SAFETY: [low, end) lies in the main thread's stack (the caller runs on it: `here`
+    // is inside it), at least MARGIN below the current frame, where nothing live is
+    // kept; a page touched there again comes back zero-filled.
+    unsafe {
+        libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
+    }
+}

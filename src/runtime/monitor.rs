@@ -102,6 +102,8 @@ impl Runtime {
             st.reason = Some(format!("its output is lost: the log copier: {e}"));
             let _ = dir.write_state(&st);
         }
+        // From here on the monitor only waits: what its parent left in the heap goes.
+        launcher::release_free_memory();
         // Bound to the node's lease: stopped, by this monitor, once it runs out.
         let lease = self
             .lease
