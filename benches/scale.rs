@@ -629,6 +629,14 @@ async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Res
             ));
         }
         let (cpu1, rss) = usage(pid);
+        // The writes measure the commit at this size, not beside followers still
+        // applying the placements: all three first apply what the leader committed.
+        let lag = all_applied(&mut c, &sup.addrs).await?;
+        if lag > 0.5 {
+            trace.push(format!(
+                "- up to {target}: every member had applied it {lag:.1} s after the leader counted it"
+            ));
+        }
         let new = target as u64 - before;
         before = target as u64;
         placements.push(format!(
@@ -685,6 +693,39 @@ async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Res
     }
     stop.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// Waits until every member has applied the leader's commit index of now; the seconds
+/// it took.
+async fn all_applied(leader: &mut Client, addrs: &[String]) -> Result<f64, Error> {
+    let t = Instant::now();
+    let goal = leader
+        .cluster_status(pb::ClusterStatusRequest {
+            without_digest: true,
+        })
+        .await?
+        .into_inner()
+        .commit_index;
+    for addr in addrs {
+        let mut member = api::connect(std::slice::from_ref(addr), &creds()).await?;
+        let end = Instant::now() + Duration::from_secs(300);
+        loop {
+            let s = member
+                .cluster_status(pb::ClusterStatusRequest {
+                    without_digest: true,
+                })
+                .await?
+                .into_inner();
+            if s.last_applied >= goal {
+                break;
+            }
+            if Instant::now() > end {
+                return Err(format!("{addr} had not applied index {goal} after 300 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// A fourth supervisor joins with an empty data directory when the state is at its

@@ -22,8 +22,8 @@ pub fn run(child: Pid) -> ! {
     let keep: caps::CapsHashSet = [caps::Capability::CAP_KILL].into_iter().collect();
     let _ = caps::set(None, caps::CapSet::Effective, &keep);
     let _ = caps::set(None, caps::CapSet::Permitted, &keep);
-    // It only reaps and forwards signals: the heap of the monitor it was forked from
-    // goes.
+    // It only reaps and forwards signals: the heap and stack of the monitor it was
+    // forked from go.
     super::release_free_memory();
     let mut status = None;
     loop {

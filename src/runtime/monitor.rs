@@ -102,7 +102,7 @@ impl Runtime {
             st.reason = Some(format!("its output is lost: the log copier: {e}"));
             let _ = dir.write_state(&st);
         }
-        // From here on the monitor only waits: what its parent left in the heap goes.
+        // From here on the monitor only waits: the heap and stack its parent left go.
         launcher::release_free_memory();
         // Bound to the node's lease: stopped, by this monitor, once it runs out.
         let lease = self
