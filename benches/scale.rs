@@ -4,7 +4,10 @@
 //! For each N it measures placements per second as a rule asks for more and more
 //! records, and no-op writes (a report that changes nothing, one Raft entry each) with 1
 //! and many clients at each size: throughput, p50/p99 latency, the leader's CPU and
-//! RSS. The same client then writes to a 3-member etcd on the same machine.
+//! RSS. The same client then writes to a 3-member etcd on the same machine. With
+//! `--catch-up`, a fourth supervisor with an empty data directory joins at the largest
+//! size and is timed until it has applied the leader's commit index (from a snapshot).
+//! Issue 27's C1M: `--nodes 5000 --records 1000000 --catch-up`.
 //!
 //! `cargo bench --bench scale -- [--nodes 100,1000] [--records 10000,100000]
 //!  [--clients 1,16,64] [--secs 5] [--no-etcd] [--catch-up]`; prints markdown and writes
