@@ -11,8 +11,14 @@ use std::collections::BTreeSet;
 /// lookups use it and no order is ever taken from it.
 type FixedHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
+/// Children per node of the hashed lookup by id. rpds's default (64) copies a 64-wide
+/// node at each level an insert passes; at a million records a placement entry of
+/// 1,000 copies about one such node per record, and dropping the replaced version frees
+/// it again. 16 costs one more level and a quarter of the copying.
+const BY_ID_DEGREE: u8 = 16;
+
 /// Counts derived from the container records (never encoded: rebuilt from them).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct Index {
     /// Active containers per node.
     active_on: Table<NodeId, usize>,
@@ -36,6 +42,26 @@ pub(super) struct Index {
     /// where the ordered table walks ~17 levels of string comparisons at 100,000 (a
     /// follower spent 15 % of its time there under no-op writes).
     by_id: HashTrieMapSync<String, ContainerRecord, FixedHasher>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            active_on: Table::default(),
+            active_of: Table::default(),
+            active_of_on: Table::default(),
+            ids_on: Table::default(),
+            active_with: Table::default(),
+            active: 0,
+            finished: 0,
+            uses: Table::default(),
+            retiring_for: Table::default(),
+            by_id: HashTrieMapSync::new_with_hasher_and_degree_and_ptr_kind(
+                FixedHasher::default(),
+                BY_ID_DEGREE,
+            ),
+        }
+    }
 }
 
 /// Adds one to (or takes one from) a count; a count of zero is no entry.
