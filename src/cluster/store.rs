@@ -1,12 +1,14 @@
 //! Durable Raft storage: the log (`RaftLogStorage`, an append-only file, `wal.rs`) with
 //! the vote, and the state machine with its snapshots (`RaftStateMachine`) in one redb
 //! database under the data directory. The vote, truncations, purges, snapshots and
-//! installed snapshots are durable (fsync) before the call returns; so are appended
-//! entries, whose flush callback fires within the call (openraft 0.9 waits for it before
-//! it takes its next message, so a flusher thread had nothing to group and only added a
-//! thread hop; writes are grouped before Raft, in `proposer`). Applied entries commit
-//! without an fsync of their own (the log already holds them; see `persist`) and reach
-//! the disk with the next durable commit, at the latest every [`DURABLE_EVERY`] entries.
+//! installed snapshots are durable (fsync) before the call returns. Appended entries are
+//! written in the call and flushed by a thread of their own, in groups ([`Flusher`]):
+//! openraft (patched in `third_party/openraft`) lets a leader send its entries to the
+//! followers while its own flush runs, and counts its own copy once the flush callback
+//! fires; a follower's append, which the core waits for, is flushed in the call. Applied
+//! entries commit without an fsync of their own (the log already holds them; see
+//! `persist`) and reach the disk with the next durable commit, at the latest every
+//! [`DURABLE_EVERY`] entries.
 //!
 //! The applied state is kept one record per row (`applied.rs`), and applying entries
 //! writes the rows they touched: the cost of a commit follows the change, not the
@@ -69,12 +71,86 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
 pub struct LogStore {
     db: Arc<Database>,
     wal: Arc<Mutex<Wal>>,
-    on_append: Option<AppendObserver>,
+    flusher: Flusher,
 }
 
-/// Told how long each append took, written and fsynced (the metrics' disk latency, the
-/// figure etcd calls its WAL fsync duration).
+/// Told how long each flush of the log took (the metrics' disk latency, the figure etcd
+/// calls its WAL fsync duration).
 pub type AppendObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
+/// An append written and waiting for its flush: the file it went to and whom to tell.
+struct Unflushed {
+    file: std::fs::File,
+    callback: LogFlushed<TypeConfig>,
+}
+
+/// The thread that makes appends durable: it takes every append waiting, syncs the log
+/// file once for all of them, then calls their callbacks. A leader's appends queue here
+/// while the previous flush runs, so one fdatasync covers several.
+#[derive(Clone)]
+struct Flusher {
+    queue: std::sync::mpsc::Sender<Unflushed>,
+    observer: Arc<Mutex<Option<AppendObserver>>>,
+    /// Held by a test to keep this store's flushes from completing.
+    #[cfg(test)]
+    gate: Arc<Mutex<()>>,
+}
+
+impl Flusher {
+    /// Starts the thread; it ends when the last store clone is dropped.
+    fn start() -> Result<Flusher, AnyError> {
+        let (queue, waiting) = std::sync::mpsc::channel::<Unflushed>();
+        let observer: Arc<Mutex<Option<AppendObserver>>> = Arc::default();
+        let observe = observer.clone();
+        #[cfg(test)]
+        let gate: Arc<Mutex<()>> = Arc::default();
+        #[cfg(test)]
+        let held = gate.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    let mut group = vec![first];
+                    #[cfg(test)]
+                    drop(held.lock());
+                    group.extend(waiting.try_iter());
+                    // The newest handle: a compaction in between rewrote (and synced)
+                    // the earlier appends into the file it points at.
+                    let started = std::time::Instant::now();
+                    let synced = group.last().map(|u| u.file.sync_data());
+                    if let Some(Ok(())) = &synced {
+                        observe_flush(&observe, started.elapsed());
+                    }
+                    for unflushed in group {
+                        let result = match &synced {
+                            Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                            _ => Ok(()),
+                        };
+                        unflushed.callback.log_io_completed(result);
+                    }
+                }
+            })
+            .map_err(any)?;
+        Ok(Flusher {
+            queue,
+            observer,
+            #[cfg(test)]
+            gate,
+        })
+    }
+
+    /// Tells the observer (if any) how long a flush took.
+    fn observe(&self, took: std::time::Duration) {
+        observe_flush(&self.observer, took);
+    }
+}
+
+fn observe_flush(observer: &Mutex<Option<AppendObserver>>, took: std::time::Duration) {
+    let observer = observer.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(observe) = observer.as_ref() {
+        observe(took);
+    }
+}
 
 impl LogStore {
     /// The log at `log_path` (created when missing) and the vote in `db`. A database
@@ -118,14 +194,24 @@ impl LogStore {
         Ok(LogStore {
             db,
             wal: Arc::new(Mutex::new(wal)),
-            on_append: None,
+            flusher: Flusher::start()?,
         })
     }
 
-    /// The same store, telling `observer` the duration of every append.
-    pub fn observed(mut self, observer: AppendObserver) -> Self {
-        self.on_append = Some(observer);
+    /// The same store, telling `observer` the duration of every flush of the log.
+    pub fn observed(self, observer: AppendObserver) -> Self {
+        *self
+            .flusher
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
         self
+    }
+
+    /// While a test holds this lock, this store's appends stay unflushed.
+    #[cfg(test)]
+    pub(crate) fn flush_gate(&self) -> Arc<Mutex<()>> {
+        self.flusher.gate.clone()
     }
 
     fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
@@ -204,20 +290,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        // Written, then durable (outside the lock: readers of earlier entries go on).
-        let started = std::time::Instant::now();
+        // Written here (readable at once), durable when the flusher's sync is done.
         let written = {
             let mut wal = self.wal();
             wal.append(entries.into_iter().collect())
                 .and_then(|()| wal.syncer())
         };
-        match written.and_then(|file| file.sync_data()) {
-            Ok(()) => {
-                if let Some(observe) = &self.on_append {
-                    observe(started.elapsed());
+        match written {
+            Ok(file) => {
+                // A follower's append: the core waits for it, so a thread hop would only
+                // add to the wait. (The sync also covers any leader appends queued.)
+                let unflushed = Unflushed { file, callback };
+                let unflushed = if unflushed.callback.is_awaited() {
+                    unflushed
+                } else {
+                    match self.flusher.queue.send(unflushed) {
+                        Ok(()) => return Ok(()),
+                        // The thread is gone (it only ends with the store): flush here.
+                        Err(refused) => refused.0,
+                    }
+                };
+                #[cfg(test)]
+                drop(self.flusher.gate.lock());
+                let started = std::time::Instant::now();
+                let synced = unflushed.file.sync_data();
+                let failed = synced.as_ref().err().map(|e| e.to_string());
+                if failed.is_none() {
+                    self.flusher.observe(started.elapsed());
                 }
-                callback.log_io_completed(Ok(()));
-                Ok(())
+                unflushed.callback.log_io_completed(synced);
+                match failed {
+                    Some(e) => Err(StorageIOError::write_logs(AnyError::error(e)).into()),
+                    None => Ok(()),
+                }
             }
             Err(e) => {
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));

@@ -3,6 +3,8 @@ use crate::raft::VoteResponse;
 use crate::replication;
 use crate::MessageSummary;
 use crate::RaftTypeConfig;
+use crate::LogId;
+use crate::StorageError;
 use crate::Vote;
 
 /// A message coming from the internal components.
@@ -34,6 +36,17 @@ where C: RaftTypeConfig
         // TODO: need this?
         // /// The cluster this replication works for.
         // membership_log_id: Option<LogId<C::NodeId>>,
+    },
+
+    /// haconiwa's patch: a leader's own append, written without waiting for its
+    /// flush, is flushed (or failed to be).
+    LocalLogFlushed {
+        /// The leader's vote when it appended.
+        vote: Vote<C::NodeId>,
+        /// The last entry of that append.
+        log_id: LogId<C::NodeId>,
+        /// The flush's outcome.
+        result: Result<(), StorageError<C::NodeId>>,
     },
 
     /// Result of executing a command sent from network worker.
@@ -78,6 +91,9 @@ where C: RaftTypeConfig
                     "Seen a higher vote: target: {}, vote: {}, server_state_vote: {}",
                     target, new_vote, vote
                 )
+            }
+            Self::LocalLogFlushed { vote, log_id, result } => {
+                format!("LocalLogFlushed: vote: {}, upto: {}, ok: {}", vote, log_id, result.is_ok())
             }
             Self::Network { response } => {
                 format!("Replication command done: {}", response.summary())

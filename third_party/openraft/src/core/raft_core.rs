@@ -730,6 +730,25 @@ where
         Ok(())
     }
 
+    /// haconiwa's patch: submits a leader's own entries to the log store and returns
+    /// once they are written, not flushed; the store's flush callback tells the core
+    /// with [`Notify::LocalLogFlushed`].
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub(crate) async fn append_to_log_in_background<I>(
+        &mut self,
+        entries: I,
+        vote: Vote<C::NodeId>,
+        last_log_id: LogId<C::NodeId>,
+    ) -> Result<(), StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
+        let callback = LogFlushed::in_background(log_io_id, self.tx_notify.clone(), vote, last_log_id);
+        self.log_store.append(entries, callback).await
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn apply_to_state_machine(
         &mut self,
@@ -1327,6 +1346,17 @@ where
                 }
             }
 
+            Notify::LocalLogFlushed { vote, log_id, result } => {
+                // haconiwa's patch: a leader's own append is durable. A failed flush
+                // stops the core, as a failed blocking append does.
+                result.map_err(Fatal::from)?;
+                if self.does_vote_match(&vote, "LocalLogFlushed") {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(log_id));
+                    }
+                }
+            }
+
             Notify::Network { response } => {
                 //
                 match response {
@@ -1637,12 +1667,24 @@ where
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
 
-                self.append_to_log(entries, vote, last_log_id.clone()).await?;
+                // haconiwa's patch: a leader does not wait for its own flush. The
+                // entries are written (readable by the replication streams) and the
+                // commands after this one, which send them to the followers, run at
+                // once; the flush completes in the background and only then counts the
+                // leader's own copy towards the quorum (`Notify::LocalLogFlushed`). So
+                // the leader's fsync and the followers' run side by side, as in etcd,
+                // instead of one after the other. A follower (or a node not yet an
+                // accepted leader) still waits: its answer to the leader says "stored".
+                if self.engine.leader_handler().is_ok() {
+                    self.append_to_log_in_background(entries, vote, last_log_id).await?;
+                } else {
+                    self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
-                // The leader may have changed.
-                // But reporting to a different leader is not a problem.
-                if let Ok(mut lh) = self.engine.leader_handler() {
-                    lh.replication_handler().update_local_progress(Some(last_log_id));
+                    // The leader may have changed.
+                    // But reporting to a different leader is not a problem.
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(last_log_id));
+                    }
                 }
             }
             Command::SaveVote { vote } => {
