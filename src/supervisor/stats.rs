@@ -28,7 +28,7 @@ pub struct Stats {
     pub oom_kills: Counter,
     /// Raft term changes this member saw (each one an election).
     pub elections: Counter,
-    /// Raft log appends, written and fsynced: the disk latency every commit waits for.
+    /// fdatasyncs of the Raft log: the disk latency a commit waits for.
     pub log_append_seconds: Histogram,
 }
 

@@ -327,29 +327,26 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<tonic::Streaming<RaftPayload>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        let mut inbound = req.into_inner();
+        use tokio_stream::StreamExt;
         let raft = self.raft.clone();
         let elections = self.elections.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            // One at a time, in order: the leader sends the next only after this reply.
-            while let Ok(Some(p)) = inbound.message().await {
-                let reply = match decode::<AppendEntriesRequest<TypeConfig>>(&p.data) {
+        // One at a time, in order: the leader sends the next only after this reply. Each
+        // is handled as the reply stream is polled (no task and channel in between: one
+        // thread hop less per entry); the stream ends with the inbound one, or after a
+        // failed reply (tonic ends a response at its first error).
+        let replies = req.into_inner().map_while(Result::ok).then(move |p| {
+            let (raft, elections) = (raft.clone(), elections.clone());
+            async move {
+                match decode::<AppendEntriesRequest<TypeConfig>>(&p.data) {
                     Ok(rpc) => {
                         elections.heard_from(&rpc.vote);
                         reply(&raft.append_entries(rpc).await).map(|r| r.into_inner())
                     }
                     Err(e) => Err(payload_status("undecodable", e)),
-                };
-                let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
-                    return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

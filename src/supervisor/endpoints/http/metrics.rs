@@ -84,7 +84,7 @@ fn raft(core: &Supervisor, reg: &mut Registry) {
     );
     r.register_with_unit(
         "log_append_duration",
-        "Raft log appends on this member, written and fsynced (every commit waits for one)",
+        "fdatasyncs of this member's Raft log (one may cover several appends of a leader)",
         Unit::Seconds,
         core.stats.log_append_seconds.clone(),
     );
