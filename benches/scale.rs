@@ -1408,8 +1408,71 @@ fn sweep_node(state: &Path, parent: &str) {
     }
 }
 
+/// `--write-load RATE SERVER TOKEN NODE ID PID`: scripts/bench-cluster's load beside
+/// its replacement runs, from a process of its own (the Python client it replaces took
+/// about a core of this 2-core machine and held the measuring process's interpreter
+/// lock). RATE no-op writes a second (reports of container ID on NODE, unchanged) from 8
+/// paced tasks, until standard input closes; prints the writes done so far every 100 ms.
+async fn write_load(args: &[String]) -> Result<(), Error> {
+    const TASKS: u32 = 8;
+    let [rate, server, token, node, id, pid] = args else {
+        return Err("--write-load RATE SERVER TOKEN NODE ID PID".into());
+    };
+    let rate: f64 = rate.parse()?;
+    let (node, pid): (u64, i32) = (node.parse()?, pid.parse()?);
+    let c = api::connect(
+        std::slice::from_ref(server),
+        &api::Credentials::token(token),
+    )
+    .await?;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let period = Duration::from_secs_f64(f64::from(TASKS) / rate);
+    let start = tokio::time::Instant::now();
+    for k in 0..TASKS {
+        let (mut c, done, id) = (c.clone(), done.clone(), id.clone());
+        let mut tick = tokio::time::interval_at(start + period * k / TASKS, period);
+        tokio::spawn(async move {
+            loop {
+                tick.tick().await;
+                let r = c.report(pb::ReportRequest {
+                    node_id: node,
+                    id: id.clone(),
+                    state: "running".into(),
+                    pid,
+                    ..Default::default()
+                });
+                if r.await.is_ok() {
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let mut closed = tokio::task::spawn_blocking(|| {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    });
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = &mut closed => return Ok(()),
+            _ = every.tick() => {
+                println!("{}", done.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--write-load") {
+        // (cargo bench adds `--bench` after the arguments given.)
+        let given = args.get(at + 1..at + 7).unwrap_or_default();
+        if let Err(e) = write_load(given).await {
+            eprintln!("bench-scale --write-load: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let o = parse();
     let _ = std::fs::create_dir_all("target/bench");
     let mut out = Report { lines: Vec::new() };

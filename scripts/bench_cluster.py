@@ -76,48 +76,27 @@ def events(server):
     return p, q
 
 
-def report_request(node, cid, pid):
-    """ReportRequest{node_id, id, state: "running", pid} in protobuf's wire format."""
-    def varint(n):
-        out = bytearray()
-        while True:
-            b, n = n & 0x7F, n >> 7
-            out.append(b | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-    def string(field, v):
-        v = v.encode()
-        return bytes([field << 3 | 2]) + varint(len(v)) + v
-    return bytes([1 << 3]) + varint(node) + string(2, cid) + string(3, "running") + bytes([4 << 3]) + varint(pid)
-
-
 def write_load(server, target, rate, stop, done):
-    """`rate` no-op writes per second to `server` (reports of `target`, unchanged) from
-    8 threads until `stop` is set; counts the successful ones in done[0]."""
-    import grpc
-    channel = grpc.insecure_channel(server)
-    call = channel.unary_unary("/haconiwa.v1.Cluster/Report", request_serializer=lambda b: b, response_deserializer=lambda b: b)
-    body = report_request(target["node"], target["id"], target["pid"])
-    meta = (("authorization", f"Bearer {TOKEN}"),)
-    lock = threading.Lock()
+    """`rate` no-op writes per second to `server` (reports of `target`, unchanged) until
+    `stop` is set; done[0] follows the count of successful ones. The writer is a process
+    of its own (`benches/scale.rs --write-load`, 8 paced tasks): a Python client took
+    about a core of this 2-core machine and held this process's interpreter lock, which
+    also delayed the event timestamps being measured."""
+    p = subprocess.Popen(["cargo", "bench", "--locked", "-q", "--bench", "scale", "--", "--write-load",
+                          str(rate), server, TOKEN, str(target["node"]), target["id"], str(target["pid"])],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def worker(k):
-        threads = 8
-        at = time.monotonic() + k / rate
-        while not stop.is_set():
-            delay = at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            at += threads / rate
-            try:
-                call(body, metadata=meta, timeout=5)
-                with lock:
-                    done[0] += 1
-            except grpc.RpcError:
-                pass
+    def pump():
+        for line in p.stdout:
+            done[0] = int(line)
 
-    for k in range(8):
-        threading.Thread(target=worker, args=(k,), daemon=True).start()
+    def stopper():
+        stop.wait()
+        p.stdin.close()
+        p.wait()
+
+    threading.Thread(target=pump, daemon=True).start()
+    threading.Thread(target=stopper, daemon=True).start()
 
 
 def pct(xs, p):
