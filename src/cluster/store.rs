@@ -458,16 +458,22 @@ impl StateMachineStore {
     /// `changed` (entries that changed nothing, such as a repeated report, move the
     /// index a reader sees but wake none of the half dozen loops that follow the state:
     /// at a thousand such writes a second those wake-ups were most of a member's work).
+    /// The order matters both ways: an event's reader (a stream describing it from the
+    /// state) finds the state it came with, and a loop woken by the state finds the
+    /// events that came with it (the leader's rule loop drains them when it wakes).
     fn publish(&self, applied: &Applied, events: Vec<Event>, changed: bool) {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let state = Arc::new(applied.state.clone());
         self.state_tx.send_if_modified(|now| {
             *now = (index, state);
-            changed
+            false
         });
         self.log.append(&events);
         for e in events {
             let _ = self.events.send(e);
+        }
+        if changed {
+            self.state_tx.send_modify(|_| {});
         }
     }
 
