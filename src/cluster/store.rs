@@ -455,9 +455,9 @@ impl StateMachineStore {
     }
 
     /// Makes `applied` the state every reader sees, and wakes the watchers only when
-    /// `changed` (entries that changed nothing, such as a repeated report, move the
-    /// index a reader sees but wake none of the half dozen loops that follow the state:
-    /// at a thousand such writes a second those wake-ups were most of a member's work).
+    /// `changed` (entries that changed nothing and said nothing, such as a repeated
+    /// report, move the index a reader sees but wake none of the half dozen loops that
+    /// follow the state: each was a task woken per write on every member).
     /// The order matters both ways: an event's reader (a stream describing it from the
     /// state) finds the state it came with, and a loop woken by the state finds the
     /// events that came with it (the leader's rule loop drains them when it wakes).
@@ -582,7 +582,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.persist(&applied, Rows::Touched(&touched), None, durable)
                 .map_err(StorageIOError::write_state_machine)?;
         }
-        let changed = !touched.is_empty() || membership || blank;
+        let changed = !touched.is_empty() || !events.is_empty() || membership || blank;
         self.publish(&applied, events, changed);
         *self.lock() = applied;
         Ok(responses)
