@@ -230,6 +230,11 @@ mod tests {
         }
     }
 
+    /// The error of a call the target answered with an error.
+    fn remote<E: std::error::Error>(target: u64) -> impl FnOnce(E) -> RPCError<u64, BasicNode, E> {
+        move |e| RPCError::RemoteError(RemoteError::new(target, e))
+    }
+
     impl RaftNetworkFactory<TypeConfig> for InProcess {
         type Network = InProcessClient;
 
@@ -248,10 +253,7 @@ mod tests {
             _option: RPCOption,
         ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
             let raft = self.net.get(self.target).ok_or_else(unreachable)?;
-            let target = self.target;
-            raft.append_entries(rpc)
-                .await
-                .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+            raft.append_entries(rpc).await.map_err(remote(self.target))
         }
 
         async fn install_snapshot(
@@ -263,10 +265,9 @@ mod tests {
             RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
         > {
             let raft = self.net.get(self.target).ok_or_else(unreachable)?;
-            let target = self.target;
             raft.install_snapshot(rpc)
                 .await
-                .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+                .map_err(remote(self.target))
         }
 
         async fn vote(
@@ -275,10 +276,7 @@ mod tests {
             _option: RPCOption,
         ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
             let raft = self.net.get(self.target).ok_or_else(unreachable)?;
-            let target = self.target;
-            raft.vote(rpc)
-                .await
-                .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+            raft.vote(rpc).await.map_err(remote(self.target))
         }
     }
 
