@@ -261,7 +261,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
+    /// The log is synced first: a leader's appends may still wait for their flush, and
+    /// a new vote is the first step of following another leader, whose AppendEntries
+    /// this member then answers ("I hold these") without appending the entries it
+    /// already has. What it claims to hold must be on disk by then.
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
+        let log = self.wal().syncer();
+        log.and_then(|file| file.sync_data())
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         self.put_meta("vote", vote)
             .map_err(|e| StorageIOError::write_vote(e).into())
     }
