@@ -90,7 +90,8 @@ struct Unflushed {
 #[derive(Clone)]
 struct Flusher {
     queue: std::sync::mpsc::Sender<Unflushed>,
-    observer: Arc<Mutex<Option<AppendObserver>>>,
+    /// Set once, by [`LogStore::observed`].
+    observer: Arc<std::sync::OnceLock<AppendObserver>>,
     /// Held by a test to keep this store's flushes from completing.
     #[cfg(test)]
     gate: Arc<Mutex<()>>,
@@ -100,56 +101,56 @@ impl Flusher {
     /// Starts the thread; it ends when the last store clone is dropped.
     fn start() -> Result<Flusher, AnyError> {
         let (queue, waiting) = std::sync::mpsc::channel::<Unflushed>();
-        let observer: Arc<Mutex<Option<AppendObserver>>> = Arc::default();
-        let observe = observer.clone();
+        let observer: Arc<std::sync::OnceLock<AppendObserver>> = Arc::default();
+        let flusher = Flusher {
+            queue,
+            observer,
+            #[cfg(test)]
+            gate: Arc::default(),
+        };
+        // The thread keeps no sender of its own queue, or it would never end.
+        let observer = flusher.observer.clone();
         #[cfg(test)]
-        let gate: Arc<Mutex<()>> = Arc::default();
-        #[cfg(test)]
-        let held = gate.clone();
+        let gate = flusher.gate.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || {
                 while let Ok(first) = waiting.recv() {
-                    let mut group = vec![first];
                     #[cfg(test)]
-                    drop(held.lock());
+                    drop(gate.lock());
+                    let mut group = vec![first];
                     group.extend(waiting.try_iter());
                     // The newest handle: a compaction in between rewrote (and synced)
                     // the earlier appends into the file it points at.
-                    let started = std::time::Instant::now();
-                    let synced = group.last().map(|u| u.file.sync_data());
-                    if let Some(Ok(())) = &synced {
-                        observe_flush(&observe, started.elapsed());
-                    }
+                    let Some(newest) = group.last() else {
+                        continue;
+                    };
+                    let synced = sync_observed(&observer, &newest.file);
                     for unflushed in group {
                         let result = match &synced {
-                            Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                            _ => Ok(()),
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                         };
                         unflushed.callback.log_io_completed(result);
                     }
                 }
             })
             .map_err(any)?;
-        Ok(Flusher {
-            queue,
-            observer,
-            #[cfg(test)]
-            gate,
-        })
-    }
-
-    /// Tells the observer (if any) how long a flush took.
-    fn observe(&self, took: std::time::Duration) {
-        observe_flush(&self.observer, took);
+        Ok(flusher)
     }
 }
 
-fn observe_flush(observer: &Mutex<Option<AppendObserver>>, took: std::time::Duration) {
-    let observer = observer.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(observe) = observer.as_ref() {
-        observe(took);
+/// Syncs the log file, telling the observer (if any) how long it took.
+fn sync_observed(
+    observer: &std::sync::OnceLock<AppendObserver>,
+    file: &std::fs::File,
+) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    file.sync_data()?;
+    if let Some(observe) = observer.get() {
+        observe(started.elapsed());
     }
+    Ok(())
 }
 
 impl LogStore {
@@ -200,11 +201,7 @@ impl LogStore {
 
     /// The same store, telling `observer` the duration of every flush of the log.
     pub fn observed(self, observer: AppendObserver) -> Self {
-        *self
-            .flusher
-            .observer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
+        let _ = self.flusher.observer.set(observer);
         self
     }
 
@@ -319,12 +316,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 };
                 #[cfg(test)]
                 drop(self.flusher.gate.lock());
-                let started = std::time::Instant::now();
-                let synced = unflushed.file.sync_data();
+                let synced = sync_observed(&self.flusher.observer, &unflushed.file);
                 let failed = synced.as_ref().err().map(|e| e.to_string());
-                if failed.is_none() {
-                    self.flusher.observe(started.elapsed());
-                }
                 unflushed.callback.log_io_completed(synced);
                 match failed {
                     Some(e) => Err(StorageIOError::write_logs(AnyError::error(e)).into()),
@@ -705,6 +698,40 @@ mod tests {
                 LogStore::open(db, &dir.join("raft.log")).map_err(StorageIOError::write_logs)?;
             Ok((Dir(dir), log, sm))
         }
+    }
+
+    /// The state's watchers (the leader's loop, the agent, the volume sweep...) wake
+    /// for an entry that changed something, and not for one that changed nothing,
+    /// whose index readers still see.
+    #[test]
+    fn only_an_entry_that_changed_something_wakes_the_state_s_watchers() {
+        let (_guard, dir, rt) = scratch("wake");
+        let db = open_database(&dir.join("raft.redb")).unwrap();
+        let (mut sm, feed) = StateMachineStore::open(db).unwrap();
+        let mut watcher = feed.state.clone();
+        watcher.borrow_and_update();
+        let entry = |i: u64, cmd| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let add = crate::cluster::state::Command::AddNode {
+            id: None,
+            addr: "127.0.0.1:1".into(),
+            labels: Default::default(),
+        };
+        rt.block_on(sm.apply([entry(1, add)])).unwrap();
+        assert!(watcher.has_changed().unwrap(), "a new node woke nobody");
+        assert_eq!(watcher.borrow_and_update().0, 1);
+        let nothing = crate::cluster::state::Command::RuleEvaluated {
+            name: "none".into(),
+            error: None,
+        };
+        rt.block_on(sm.apply([entry(2, nothing)])).unwrap();
+        assert!(
+            !watcher.has_changed().unwrap(),
+            "an entry that changed nothing woke the watchers"
+        );
+        assert_eq!(feed.state.borrow().0, 2, "readers must still see its index");
     }
 
     #[test]
