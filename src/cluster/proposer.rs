@@ -290,7 +290,16 @@ mod tests {
         let db = open_database(&dir.join("raft.redb")).unwrap();
         let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
         let log = LogStore::open(db, &dir.join("raft.log")).unwrap();
-        let config = Arc::new(openraft::Config::default().validate().unwrap());
+        // Elections only when a test starts one (`initialize` elects at once): on a
+        // loaded machine, the default 150-300 ms timeouts let a follower depose a
+        // leader mid-test, and one whose flush a test holds cannot follow.
+        let config = openraft::Config {
+            heartbeat_interval: 200,
+            election_timeout_min: 30_000,
+            election_timeout_max: 60_000,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().unwrap());
         let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .unwrap();
