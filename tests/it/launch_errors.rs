@@ -208,3 +208,63 @@ fn the_helper_answers_a_typed_request_with_a_typed_reply() {
     host.ok(&["kill", "helper-ok", "--timeout", "1"]);
     host.assert_clean();
 }
+
+/// The supervisor keeps a `__monitor` helper started ahead of its request (a launch
+/// then skips the helper's start-up): one asked later launches as a new one would,
+/// and its reply ends its output before it exits; one never asked (its stdin closed:
+/// the supervisor ended or replaced it) leaves at once, quietly, with nothing behind.
+#[test]
+fn a_spare_helper_launches_when_asked_later_and_leaves_quietly_when_never_asked() {
+    use haconiwa::runtime::helper::{Place, Reply, Request};
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let host = Host::new("le-spare");
+    let spare = || {
+        Command::new(BIN)
+            .arg("__monitor")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Never asked.
+    let idle = spare();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = idle.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    // Asked later: the container runs.
+    let mut waiting = spare();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut spec = haconiwa::spec::ContainerSpec::new(
+        "spare-ok",
+        vec!["/bin/sleep".into(), "3600".into()],
+        busybox_rootfs(),
+    );
+    spec.namespaces.unshare = vec![haconiwa::spec::NsKind::Mount, haconiwa::spec::NsKind::Pid];
+    let request = Request::Monitor {
+        place: Place {
+            state_dir: host.state_dir.clone(),
+            cgroup_parent: host.cgroup_parent.clone(),
+            lease: None,
+        },
+        spec: Box::new(spec),
+        secrets: Vec::new(),
+    };
+    let mut stdin = waiting.stdin.take().unwrap();
+    stdin.write_all(&serde_json::to_vec(&request).unwrap()).unwrap();
+    drop(stdin);
+    let mut reply = Vec::new();
+    waiting.stdout.take().unwrap().read_to_end(&mut reply).unwrap();
+    let reply = serde_json::from_slice::<Reply>(&reply)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&reply)));
+    assert_eq!(waiting.wait().unwrap().code(), Some(0));
+    let Reply::Started(st) = reply else {
+        panic!("not started: {reply:?}");
+    };
+    assert!(st.pid > 0 && std::path::Path::new(&format!("/proc/{}", st.pid)).exists());
+    host.ok(&["kill", "spare-ok", "--timeout", "1"]);
+    host.assert_clean();
+}
