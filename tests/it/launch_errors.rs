@@ -254,10 +254,17 @@ fn a_spare_helper_launches_when_asked_later_and_leaves_quietly_when_never_asked(
         secrets: Vec::new(),
     };
     let mut stdin = waiting.stdin.take().unwrap();
-    stdin.write_all(&serde_json::to_vec(&request).unwrap()).unwrap();
+    stdin
+        .write_all(&serde_json::to_vec(&request).unwrap())
+        .unwrap();
     drop(stdin);
     let mut reply = Vec::new();
-    waiting.stdout.take().unwrap().read_to_end(&mut reply).unwrap();
+    waiting
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut reply)
+        .unwrap();
     let reply = serde_json::from_slice::<Reply>(&reply)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&reply)));
     assert_eq!(waiting.wait().unwrap().code(), Some(0));
