@@ -1452,10 +1452,14 @@ mod tests {
                     .filter(|c| c.node == n && c.is_active())
                     .count();
                 assert_eq!(s.active_on(n), count, "{cmd:?}");
-                assert_eq!(
-                    s.containers_on(n).count(),
-                    s.containers().values().filter(|c| c.node == n).count()
-                );
+                // By a walk of the table or by lookups, the same records in order.
+                let ids = |it: &mut dyn Iterator<Item = &ContainerRecord>| {
+                    it.map(|c| c.id.clone()).collect::<Vec<_>>()
+                };
+                let wanted = ids(&mut s.containers().values().filter(|c| c.node == n));
+                assert_eq!(ids(&mut s.containers_on(n)), wanted, "{cmd:?}");
+                assert_eq!(ids(&mut s.containers_on_by(n, true)), wanted, "{cmd:?}");
+                assert_eq!(ids(&mut s.containers_on_by(n, false)), wanted, "{cmd:?}");
             }
             for d in ["a", "b"] {
                 let count = s

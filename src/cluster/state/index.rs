@@ -159,6 +159,11 @@ impl Index {
         self.ids_on.get(&node).into_iter().flat_map(|t| t.keys())
     }
 
+    /// How many containers are assigned to `node` (finished ones included).
+    pub(super) fn count_on(&self, node: NodeId) -> usize {
+        self.ids_on.get(&node).map_or(0, |t| t.len())
+    }
+
     pub(super) fn active_with(&self, digest: &str) -> usize {
         self.active_with.get(digest).copied().unwrap_or(0)
     }
