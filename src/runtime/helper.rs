@@ -216,13 +216,14 @@ pub fn call(request: &Request) -> Result<(Reply, Vec<u8>), HelperError> {
 
 /// A monitor's helper started ahead of its request and blocked reading it: the next
 /// launch of this process skips the helper's exec and start-up (about 2.5 of the 11 ms
-/// from a placement to its running report on the test VM). It ends when its stdin
-/// closes: when it is replaced, or with this process.
+/// from a placement to its running report on the test VM). It ends, quietly, when its
+/// stdin closes: with this process at the latest.
 static SPARE_MONITOR: Mutex<Option<tokio::process::Child>> = Mutex::new(None);
 
 /// How long after a launch the next spare starts.
 const SPARE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The spare's slot (a poisoned lock still holds a usable slot).
 fn spare_slot() -> std::sync::MutexGuard<'static, Option<tokio::process::Child>> {
     SPARE_MONITOR.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -288,8 +289,8 @@ pub async fn call_async(request: &Request) -> Result<(Reply, Vec<u8>), HelperErr
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let (read_out, read_err) = tokio::join!(read_all(out, &mut stdout), read_all(err, &mut stderr));
     read_out.and(read_err).map_err(start)?;
-    // The next spare starts once this launch is over and reported: on a small host its
-    // start-up would otherwise compete with this launch for the CPU.
+    // The next spare starts a little after this reply: started beside the launch, its
+    // exec took the CPU the launch needed on a small host.
     tokio::spawn(async move {
         tokio::time::sleep(SPARE_AFTER).await;
         refill_spare(verb);
