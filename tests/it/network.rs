@@ -145,10 +145,14 @@ fn containers(h: &Hosts) -> Vec<Value> {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// The running copies of `definition` that are still wanted: one already stopped may
+/// still run for a moment (its kill under way), and is not counted.
 fn running(h: &Hosts, definition: &str) -> Vec<Value> {
     containers(h)
         .into_iter()
-        .filter(|c| c["definition"] == definition && c["state"] == "running")
+        .filter(|c| {
+            c["definition"] == definition && c["state"] == "running" && c["desired"] == "running"
+        })
         .collect()
 }
 
