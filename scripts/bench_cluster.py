@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Measures the cluster figures of docs/benchmarks.md (see scripts/bench-cluster)."""
-import json, os, queue, signal, subprocess, sys, tempfile, threading, time
+import json, os, queue, signal, subprocess, sys, tempfile, threading, time, urllib.request
 
 BIN, KILLS, FAILOVERS, LOSSES = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 BIN = os.path.abspath(BIN)
@@ -16,12 +16,14 @@ WORK = tempfile.mkdtemp(prefix="haconiwa-bench-")
 STATE = os.path.join(WORK, "state")
 CG = "haconiwa-bench"
 ADDRS = [f"127.0.0.{i}:7800" for i in (1, 2, 3)]
+HTTP = [f"127.0.0.{i}:7780" for i in (1, 2, 3)]
 ENV = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), HACONIWA_TOKEN=TOKEN, HACONIWA_STATE_DIR=STATE, HACONIWA_CGROUP_PARENT=CG)
 procs = {}
 
 
 def start(i):
-    args = [BIN, "supervisor", "--listen", ADDRS[i - 1], "--data-dir", os.path.join(WORK, f"n{i}")]
+    args = [BIN, "supervisor", "--listen", ADDRS[i - 1], "--data-dir", os.path.join(WORK, f"n{i}"),
+            "--http-listen", HTTP[i - 1]]
     if i > 1 and not os.path.exists(os.path.join(WORK, f"n{i}", "node_id")):
         args += ["--join", ",".join(ADDRS[: i - 1])]
     if FILLERS and i == 3:
@@ -44,6 +46,21 @@ def status(server=None):
 def containers(prefix="sleeper"):
     out = cli("containers", "--json")
     return [x for x in json.loads(out) if x["name"].startswith(prefix)] if out else []
+
+
+def agent_passes():
+    """The agent passes of each member so far: [(count, seconds)], from their /metrics."""
+    out = []
+    for h in HTTP:
+        count = total = 0.0
+        with urllib.request.urlopen(f"http://{h}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("haconiwa_node_agent_pass_duration_seconds_count "):
+                    count = float(line.split()[1])
+                elif line.startswith("haconiwa_node_agent_pass_duration_seconds_sum "):
+                    total = float(line.split()[1])
+        out.append((count, total))
+    return out
 
 
 def wait(cond, what, timeout=60):
@@ -158,6 +175,7 @@ def main():
 
     # (a) replacement latency
     lat_a, trace_a = [], []
+    passes_from = agent_passes()
     ev_proc, evq = events(ADDRS[0])
     for k in range(KILLS):
         c = [x for x in containers() if x["state"] == "running"]
@@ -185,6 +203,10 @@ def main():
         wait(stable, "5 running again")
     ev_proc.kill()
     stop_load.set()
+    if KILLS:
+        each = [(n1 - n0, s1 - s0) for (n0, s0), (n1, s1) in zip(passes_from, agent_passes())]
+        print("(a) agent passes a kill, and their mean: " + ", ".join(
+            f"node {i} {n / KILLS:.1f} × {1000 * t / max(n, 1):.2f} ms" for i, (n, t) in enumerate(each, 1)))
     secs = time.monotonic() - load_from
     achieved = (writes[0] - writes_from) / secs
     entries = (status()["commit_index"] - index_from) / secs

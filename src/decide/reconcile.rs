@@ -6,6 +6,10 @@
 use crate::cluster::state::{ContainerRecord, Desired, Health, NodeId, Observed};
 use std::collections::{HashMap, HashSet};
 
+/// A map by container name that a pass reads for each of thousands of containers: a fast
+/// seeded hash instead of SipHash (the names come from the leader, not from strangers).
+pub type ByName<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// A local container as the agent sees it (from its state record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Local {
@@ -53,6 +57,58 @@ pub enum Action {
     Forget(String),
 }
 
+/// The local containers as one pass sees them: the agent's picture, read in place, with
+/// the few entries its health checks and restart policies speak for overlaid (a copy of
+/// each of those, not of the whole picture).
+pub struct LocalView<'a> {
+    picture: &'a ByName<Local>,
+    overlaid: ByName<Local>,
+}
+
+impl<'a> LocalView<'a> {
+    /// The picture as it is.
+    pub fn new(picture: &'a ByName<Local>) -> Self {
+        LocalView {
+            picture,
+            overlaid: ByName::default(),
+        }
+    }
+
+    /// How many local containers there are.
+    pub fn len(&self) -> usize {
+        self.picture.len()
+    }
+
+    /// Whether none runs here.
+    pub fn is_empty(&self) -> bool {
+        self.picture.is_empty()
+    }
+
+    /// The local container of this name.
+    pub fn get(&self, name: &str) -> Option<&Local> {
+        self.overlaid.get(name).or_else(|| self.picture.get(name))
+    }
+
+    /// The local container of this name, to overlay what the picture does not hold.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Local> {
+        if !self.overlaid.contains_key(name) {
+            let l = self.picture.get(name)?.clone();
+            self.overlaid.insert(name.to_string(), l);
+        }
+        self.overlaid.get_mut(name)
+    }
+
+    /// Every local container, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Local)> {
+        self.picture
+            .iter()
+            .map(|(name, l)| match self.overlaid.is_empty() {
+                true => (name, l),
+                false => (name, self.overlaid.get(name).unwrap_or(l)),
+            })
+    }
+}
+
 /// Everything one pass decides from.
 pub struct Inputs<'a> {
     /// This node.
@@ -62,11 +118,11 @@ pub struct Inputs<'a> {
     /// Every container the state assigns to this node.
     pub mine: Vec<&'a ContainerRecord>,
     /// Every local container, by name (= container id).
-    pub local: &'a HashMap<String, Local>,
+    pub local: &'a LocalView<'a>,
     /// Launches under way.
     pub launching: &'a HashSet<String>,
     /// What was last reported per container (so nothing is said twice).
-    pub reported: &'a HashMap<String, Observed>,
+    pub reported: &'a ByName<Observed>,
     /// Containers queued behind one that has not ended yet (a rollout's replacements):
     /// not started until it has.
     pub waiting: &'a HashSet<String>,
@@ -83,12 +139,16 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
     let mut kill = Vec::new();
     let mut forget = Vec::new();
     let mut launch = Vec::new();
+    // Local containers the state gives to this node (the others are stale, below).
+    let mut known = 0;
     for c in &i.mine {
         debug_assert_eq!(c.node, i.me);
+        let found = i.local.get(&c.id);
+        known += usize::from(found.is_some());
         // A retiring copy runs on until its replacement is healthy (never restarted).
         let wanted = c.desired.keeps_running() && !c.observed.is_final() && !i.node_down;
         let restarts = wanted && c.desired == Desired::Running;
-        match i.local.get(&c.id) {
+        match found {
             Some(l) if l.status == LocalStatus::Running => {
                 if wanted {
                     report(
@@ -159,12 +219,13 @@ pub fn decide(i: &Inputs) -> Vec<Action> {
     }
     // Local containers the state does not give to this node: stale (after a partition,
     // a stop, a reschedule). Kill the running ones, drop the records of the others.
-    let mine: HashSet<&str> = i.mine.iter().map(|c| c.id.as_str()).collect();
-    let mut stale: Vec<(&String, &Local)> = i
-        .local
-        .iter()
-        .filter(|(name, _)| !mine.contains(name.as_str()))
-        .collect();
+    // (The ids are unique: when each local container was found among them, none is.)
+    let mut stale: Vec<(&String, &Local)> = Vec::new();
+    if known < i.local.len() {
+        let mine: HashSet<&str, foldhash::fast::RandomState> =
+            i.mine.iter().map(|c| c.id.as_str()).collect();
+        stale.extend(i.local.iter().filter(|(n, _)| !mine.contains(n.as_str())));
+    }
     stale.sort_by_key(|(name, _)| name.as_str());
     for (name, l) in stale {
         match l.status {
@@ -217,12 +278,12 @@ mod tests {
         launching: &[&str],
         reported: &[(&str, Observed)],
     ) -> Vec<Action> {
-        let local: HashMap<String, Local> = local
+        let local: ByName<Local> = local
             .iter()
             .map(|(n, l)| (n.to_string(), l.clone()))
             .collect();
         let launching: HashSet<String> = launching.iter().map(|s| s.to_string()).collect();
-        let reported: HashMap<String, Observed> = reported
+        let reported: ByName<Observed> = reported
             .iter()
             .map(|(n, o)| (n.to_string(), o.clone()))
             .collect();
@@ -230,7 +291,7 @@ mod tests {
             me: 1,
             node_down,
             mine: mine.iter().collect(),
-            local: &local,
+            local: &LocalView::new(&local),
             launching: &launching,
             reported: &reported,
             waiting: &HashSet::from(["queued".to_string()]),
@@ -381,5 +442,36 @@ mod tests {
                 Action::Forget("old-done".into())
             ]
         );
+        // Beside containers the state gives here: only the others are stale.
+        let c = [rec("a", RUN, Observed::Running { pid: 4 })];
+        let mut l = l.to_vec();
+        l.push(("a", local(LocalStatus::Running, 4)));
+        assert_eq!(
+            run(&c, &l, false, &[], &[]),
+            [
+                Action::Kill("old-run".into()),
+                Action::Forget("old-done".into())
+            ]
+        );
+        assert!(run(&c, &l[3..], false, &[], &[]).is_empty(), "none stale");
+    }
+
+    #[test]
+    fn a_view_overlays_copies_and_leaves_the_picture_alone() {
+        let picture: ByName<Local> = [("a", 1), ("b", 2)]
+            .map(|(n, pid)| (n.to_string(), local(LocalStatus::Running, pid)))
+            .into_iter()
+            .collect();
+        let mut view = LocalView::new(&picture);
+        view.get_mut("b").unwrap().health = Some(Health::Unhealthy);
+        assert!(view.get_mut("c").is_none(), "nothing to overlay");
+        assert_eq!(view.get("b").unwrap().health, Some(Health::Unhealthy));
+        assert_eq!(view.get("a"), picture.get("a"));
+        let mut seen: Vec<(&str, Option<Health>)> =
+            view.iter().map(|(n, l)| (n.as_str(), l.health)).collect();
+        seen.sort_by_key(|(n, _)| *n);
+        assert_eq!(seen, [("a", None), ("b", Some(Health::Unhealthy))]);
+        assert_eq!(picture["b"].health, None);
+        assert_eq!(view.len(), 2);
     }
 }

@@ -8,15 +8,15 @@
 
 use super::admission;
 use super::images::{Images, PullFailed, Pulled};
+use super::picture::{local_view, Picture};
 use super::probes::Probes;
 use super::reports::send_report;
 use super::restarts::Restarter;
 use super::shared::{lock, Supervisor};
 use super::storage::{self, NodeVolumes, StorageError};
-use crate::cluster::state::{ContainerRecord, NodeStatus, Observed};
-use crate::decide::reconcile::{self, Action, Local, LocalStatus};
+use crate::cluster::state::{ClusterState, ContainerRecord, NodeStatus, Observed};
+use crate::decide::reconcile::{self, Action, ByName, Local, LocalStatus, LocalView};
 use crate::runtime::bootstrap::BootstrapError;
-use crate::runtime::state::{State as LocalState, Status as RuntimeStatus};
 use crate::runtime::{bootstrap, helper, lease, provision, Runtime, RuntimeError};
 use crate::spec::ContainerSpec;
 use std::collections::{HashMap, HashSet};
@@ -107,7 +107,7 @@ pub struct Agent {
 }
 
 /// What the agent last reported per container, so it does not repeat itself.
-type Reported = HashMap<String, Observed>;
+type Reported = ByName<Observed>;
 
 impl Agent {
     /// An agent for this node's runtime.
@@ -156,7 +156,7 @@ impl Agent {
         let mut state_rx = self.core.feed.state.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reported = Reported::new();
+        let mut reported = Reported::default();
         self.full_scan().await;
         let mut scanned = Instant::now();
         let (mut last_revision, mut settled) = (None, false);
@@ -250,60 +250,9 @@ impl Agent {
 
     /// One pass; whether it found nothing to do.
     async fn reconcile(self: Arc<Self>, reported: &mut Reported) -> bool {
+        let began = Instant::now();
         let state = self.core.state();
-        let me = self.core.id;
-        // Launches first, the picture second (see `launch`).
-        let launching = lock(&self.launching).clone();
-        let mut local = lock(&self.local).current();
-        let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
-        // Health checks start with a running container, restart decisions with an
-        // ended one that is still wanted; both join the picture.
-        let held_down = state
-            .nodes()
-            .get(&me)
-            .is_some_and(|n| n.status == NodeStatus::Down);
-        for c in mine.iter().filter(|c| c.is_active() && !held_down) {
-            let Some(l) = local.get(&c.id) else { continue };
-            let Some(spec) = state.definition_spec(c) else {
-                continue;
-            };
-            match (l.status, &spec.health, &spec.restart) {
-                (LocalStatus::Running, Some(check), _) => self.probes.ensure(&c.id, check),
-                (LocalStatus::Exited, _, Some(policy)) => {
-                    let mut ended = l.clone();
-                    self.probes.overlay_one(&c.id, &mut ended);
-                    self.restarts.ended(&c.id, &ended, policy);
-                }
-                _ => {}
-            }
-        }
-        self.probes.overlay(&mut local);
-        self.restarts.overlay(&mut local);
-        let ids: HashSet<&str> = mine.iter().map(|c| c.id.as_str()).collect();
-        reported.retain(|id, _| ids.contains(id.as_str()));
-        // A rollout's replacement waits until the container it replaces has ended.
-        let waiting: HashSet<String> = mine
-            .iter()
-            .filter(|c| match &c.observed {
-                Observed::Queued { after } => state
-                    .containers()
-                    .get(after)
-                    .is_some_and(|old| !old.observed.is_final()),
-                _ => false,
-            })
-            .map(|c| c.id.clone())
-            .collect();
-        let actions = reconcile::decide(&reconcile::Inputs {
-            me,
-            // While the cluster holds this node down its containers were replaced:
-            // nothing is wanted here until the leader sees us again.
-            node_down: held_down,
-            mine,
-            local: &local,
-            launching: &launching,
-            reported,
-            waiting: &waiting,
-        });
+        let actions = self.decide(&state, reported);
         // Without a lease a monitor would stop its container at once: launch only with
         // one.
         let leased = lease::remaining_ms(&self.runtime.lease_file()).is_some();
@@ -326,11 +275,82 @@ impl Agent {
                 Action::Report(id, observed) => reports.push((id, observed)),
             }
         }
+        let pass = began.elapsed().as_secs_f64();
+        self.core.stats.agent_pass_seconds.observe(pass);
         if !forget.is_empty() {
             self.forget(forget).await;
         }
         self.report_all(reports, reported).await;
         settled
+    }
+
+    /// The actions of one pass: the state's containers for this node against the
+    /// picture, read in place under its lock (a pass copies only what the health checks
+    /// and restart policies overlay).
+    fn decide(&self, state: &ClusterState, reported: &mut Reported) -> Vec<Action> {
+        let me = self.core.id;
+        // Launches first, the picture second (see `launch`).
+        let launching = lock(&self.launching).clone();
+        let picture = lock(&self.local);
+        let mut local = LocalView::new(picture.local());
+        let mine: Vec<&ContainerRecord> = state.containers_on(me).collect();
+        // Health checks start with a running container, restart decisions with an
+        // ended one that is still wanted; both join the picture.
+        let held_down = state
+            .nodes()
+            .get(&me)
+            .is_some_and(|n| n.status == NodeStatus::Down);
+        // Containers of one definition come together: its spec is looked up once.
+        let mut last: Option<(&str, &ContainerSpec)> = None;
+        for c in mine.iter().filter(|c| c.is_active() && !held_down) {
+            let Some(l) = local.get(&c.id) else { continue };
+            let spec = match last {
+                Some((digest, spec)) if digest == c.digest => spec,
+                _ => match state.definition_spec(c) {
+                    Some(spec) => last.insert((c.digest.as_str(), spec)).1,
+                    None => continue,
+                },
+            };
+            match (l.status, &spec.health, &spec.restart) {
+                (LocalStatus::Running, Some(check), _) => self.probes.ensure(&c.id, check),
+                (LocalStatus::Exited, _, Some(policy)) => {
+                    let mut ended = l.clone();
+                    self.probes.overlay_one(&c.id, &mut ended);
+                    self.restarts.ended(&c.id, &ended, policy);
+                }
+                _ => {}
+            }
+        }
+        self.probes.overlay(&mut local);
+        self.restarts.overlay(&mut local);
+        if !reported.is_empty() {
+            let ids: HashSet<&str, foldhash::fast::RandomState> =
+                mine.iter().map(|c| c.id.as_str()).collect();
+            reported.retain(|id, _| ids.contains(id.as_str()));
+        }
+        // A rollout's replacement waits until the container it replaces has ended.
+        let waiting: HashSet<String> = mine
+            .iter()
+            .filter(|c| match &c.observed {
+                Observed::Queued { after } => state
+                    .containers()
+                    .get(after)
+                    .is_some_and(|old| !old.observed.is_final()),
+                _ => false,
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        reconcile::decide(&reconcile::Inputs {
+            me,
+            // While the cluster holds this node down its containers were replaced:
+            // nothing is wanted here until the leader sees us again.
+            node_down: held_down,
+            mine,
+            local: &local,
+            launching: &launching,
+            reported,
+            waiting: &waiting,
+        })
     }
 
     /// Sends reports concurrently (the leader commits them together) and remembers the
@@ -598,54 +618,6 @@ impl Agent {
     }
 }
 
-/// The agent's picture of what runs here. Reads race (a full scan may start before a
-/// launch ends and finish after it), so every entry remembers when the read that made it
-/// began, and an older read never overwrites a newer one.
-#[derive(Default)]
-struct Picture {
-    clock: u64,
-    entries: HashMap<String, (u64, Local)>,
-}
-
-impl Picture {
-    /// The time of a read that starts now.
-    fn begin(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
-    }
-
-    /// What a read begun `at` found for `name` (`None`: no such container).
-    fn put(&mut self, name: String, found: Option<Local>, at: u64) {
-        if self.entries.get(&name).is_some_and(|(t, _)| *t > at) {
-            return;
-        }
-        match found {
-            Some(l) => self.entries.insert(name, (at, l)),
-            None => self.entries.remove(&name),
-        };
-    }
-
-    /// What a read of everything begun `at` found: entries it did not see are gone,
-    /// unless something newer put them there.
-    fn replace_all(&mut self, mut seen: HashMap<String, Option<Local>>, at: u64) {
-        let names: Vec<String> = self.entries.keys().cloned().collect();
-        for name in names {
-            seen.entry(name).or_insert(None);
-        }
-        for (name, found) in seen {
-            self.put(name, found, at);
-        }
-    }
-
-    /// The picture as the decision table takes it.
-    fn current(&self) -> HashMap<String, Local> {
-        self.entries
-            .iter()
-            .map(|(k, (_, l))| (k.clone(), l.clone()))
-            .collect()
-    }
-}
-
 /// Binds the datagram socket monitors send their exit notices to.
 fn bind_notices(runtime: &Runtime) -> std::io::Result<tokio::net::UnixDatagram> {
     let path = runtime.notify_socket();
@@ -677,24 +649,5 @@ async fn drain_notices(sock: tokio::net::UnixDatagram, to: mpsc::UnboundedSender
                 }
             }
         }
-    }
-}
-
-/// What the decision table needs of a local record.
-fn local_view(l: &LocalState) -> Local {
-    Local {
-        status: match l.status {
-            RuntimeStatus::Creating => LocalStatus::Creating,
-            RuntimeStatus::Running => LocalStatus::Running,
-            RuntimeStatus::Exited => LocalStatus::Exited,
-        },
-        pid: l.pid,
-        exit_code: l.exit_code,
-        oom_killed: l.oom_killed,
-        reason: l.reason.clone(),
-        lost: l.lost,
-        health: None,
-        stopped_for: None,
-        restart: None,
     }
 }

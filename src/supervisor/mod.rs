@@ -18,6 +18,7 @@ pub mod leader;
 pub mod mirror_report;
 pub mod network;
 pub mod peers;
+pub mod picture;
 pub mod probes;
 pub mod quorum;
 pub mod reports;

@@ -9,7 +9,7 @@
 use super::shared::lock;
 use crate::cluster::state::Health;
 use crate::decide::checks::{Checks, Outcome};
-use crate::decide::reconcile::{Local, LocalStatus};
+use crate::decide::reconcile::{Local, LocalStatus, LocalView};
 use crate::runtime::helper::{self, Failure, HelperError, Reply};
 use crate::runtime::state::{now_secs, HealthRecord};
 use crate::runtime::Runtime;
@@ -81,10 +81,12 @@ impl Probes {
 
     /// Adds what the checks say to the agent's picture: the health of running
     /// containers, why this node stopped the ones it stopped.
-    pub fn overlay(&self, local: &mut HashMap<String, Local>) {
+    pub fn overlay(&self, local: &mut LocalView) {
         let found = lock(&self.found);
-        for (name, l) in local.iter_mut() {
-            overlay_found(found.get(name), l);
+        for (name, f) in found.iter() {
+            if let Some(l) = local.get_mut(name) {
+                overlay_found(Some(f), l);
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 //! The counts live in memory: a restarted supervisor starts them afresh.
 
 use super::shared::lock;
-use crate::decide::reconcile::{Local, LocalStatus};
+use crate::decide::reconcile::{Local, LocalStatus, LocalView};
 use crate::decide::restart::{seed_of, Next, Restarts};
 use crate::spec::restart::RestartPolicy;
 use std::collections::HashMap;
@@ -96,13 +96,17 @@ impl Restarter {
 
     /// Adds the decisions to the agent's picture: a pending restart, and why a
     /// container that gave up ended.
-    pub fn overlay(&self, local: &mut HashMap<String, Local>) {
+    pub fn overlay(&self, local: &mut LocalView) {
         let books = lock(&self.books);
-        for (name, l) in local.iter_mut() {
-            let Some(b) = books.get(name) else { continue };
-            if l.status != LocalStatus::Exited || b.decided_for != Some(l.pid) {
+        for (name, b) in books.iter() {
+            let decided =
+                |l: &Local| l.status == LocalStatus::Exited && b.decided_for == Some(l.pid);
+            if !local.get(name).is_some_and(decided) {
                 continue;
             }
+            let Some(l) = local.get_mut(name) else {
+                continue;
+            };
             l.restart = b.pending;
             if let Some(n) = b.gave_up.filter(|n| *n > 0) {
                 let how = l

@@ -16,6 +16,9 @@ pub struct Stats {
     pub launch_seconds: Histogram,
     /// Launches on this node that failed.
     pub launch_failures: Counter,
+    /// The agent's passes over this node's containers: their CPU time on the agent's
+    /// path, paid at every change (a replacement takes several).
+    pub agent_pass_seconds: Histogram,
     /// Rule evaluations by this member while it led, by rule and outcome (ok, error).
     pub rule_evaluations: Family<Labels, Counter>,
     /// Their duration.
@@ -37,6 +40,7 @@ impl Default for Stats {
         Stats {
             launch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             launch_failures: Counter::default(),
+            agent_pass_seconds: Histogram::new(exponential_buckets(0.00002, 2.0, 16)),
             rule_evaluations: Family::default(),
             rule_evaluation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             rule_crash_backoffs: Family::default(),

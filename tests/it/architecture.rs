@@ -22,7 +22,7 @@ const LAYERS: [&str; 11] = [
 ];
 
 /// Inside `supervisor`, bottom up (`mod` wires them all together).
-const SUPERVISOR: [(&str, u8); 21] = [
+const SUPERVISOR: [(&str, u8); 22] = [
     ("error", 0),
     ("secrets", 0),
     ("config", 0),
@@ -30,6 +30,7 @@ const SUPERVISOR: [(&str, u8); 21] = [
     ("stats", 0),
     ("mirror_report", 0),
     ("requests", 0),
+    ("picture", 0),
     ("peers", 1),
     ("shared", 2),
     ("definitions", 3),

@@ -82,6 +82,12 @@ fn metrics_and_the_dashboard_show_the_cluster_live() {
         get("haconiwa_node_launch_duration_seconds_count") >= 1.0,
         "no launch timed on node 1"
     );
+    // Its agent's passes are timed too (at least one per launch it made).
+    assert!(
+        get("haconiwa_node_agent_pass_duration_seconds_count")
+            >= get("haconiwa_node_launch_duration_seconds_count"),
+        "the agent's passes on node 1 are not timed"
+    );
     // Every entry node 1 holds came through a timed append (the log starts empty).
     assert!(
         get("haconiwa_raft_log_append_duration_seconds_count") >= 1.0

@@ -232,6 +232,12 @@ fn node(core: &Supervisor, reg: &mut Registry) {
         "Container launches on this node that failed",
         core.stats.launch_failures.clone(),
     );
+    r.register_with_unit(
+        "agent_pass_duration",
+        "The agent's passes over this node's containers (one at every change)",
+        Unit::Seconds,
+        core.stats.agent_pass_seconds.clone(),
+    );
     r.register(
         "oom_kills",
         "Containers on this node killed by the OOM killer",
