@@ -229,20 +229,14 @@ fn spare_slot() -> std::sync::MutexGuard<'static, Option<tokio::process::Child>>
 }
 
 /// The spare monitor helper, when one waits (still alive).
-fn take_spare(verb: &'static str) -> Option<tokio::process::Child> {
-    if verb != Request::MONITOR {
-        return None;
-    }
+fn take_spare() -> Option<tokio::process::Child> {
     let spare = spare_slot().take();
     spare.and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c))
 }
 
-/// Starts a spare for `verb` (monitors only) unless one waits; without one, the next
-/// launch starts its own helper.
-fn refill_spare(verb: &'static str) {
-    if verb != Request::MONITOR {
-        return;
-    }
+/// Starts a spare monitor helper unless one waits; without one, the next launch starts
+/// its own helper.
+fn refill_spare() {
     let mut slot = spare_slot();
     if slot
         .as_mut()
@@ -250,11 +244,18 @@ fn refill_spare(verb: &'static str) {
     {
         return;
     }
-    *slot = tokio::process::Command::from(command(verb)).spawn().ok();
+    *slot = tokio::process::Command::from(command(Request::MONITOR))
+        .spawn()
+        .ok();
 }
 
-/// Hands `body` to a helper for `verb` (the spare when one waits, else a new one).
-async fn handed(verb: &'static str, body: &[u8]) -> Result<tokio::process::Child, std::io::Error> {
+/// Hands `body` to a helper for `verb`: the spare when `spare` and one waits, else a new
+/// one.
+async fn handed(
+    verb: &'static str,
+    body: &[u8],
+    spare: bool,
+) -> Result<tokio::process::Child, std::io::Error> {
     use tokio::io::AsyncWriteExt;
     async fn hand(
         mut child: tokio::process::Child,
@@ -265,7 +266,7 @@ async fn handed(verb: &'static str, body: &[u8]) -> Result<tokio::process::Child
         }
         Ok(child)
     }
-    if let Some(spare) = take_spare(verb) {
+    if let Some(spare) = spare.then(take_spare).flatten() {
         // A spare that died after the look is replaced by a new helper.
         if let Ok(child) = hand(spare, body).await {
             return Ok(child);
@@ -279,7 +280,9 @@ pub async fn call_async(request: &Request) -> Result<(Reply, Vec<u8>), HelperErr
     let verb = request.verb();
     let start = |source| HelperError::Start { verb, source };
     let mut body = serde_json::to_vec(request).map_err(|e| start(e.into()))?;
-    let handed = handed(verb, &body).await;
+    // Monitors (the agent's launches) are the calls a spare waits for.
+    let spare = verb == Request::MONITOR;
+    let handed = handed(verb, &body, spare).await;
     // It may hold a container's secrets: not left in freed memory.
     crate::launcher::wipe(&mut body);
     let mut child = handed.map_err(start)?;
@@ -291,10 +294,12 @@ pub async fn call_async(request: &Request) -> Result<(Reply, Vec<u8>), HelperErr
     read_out.and(read_err).map_err(start)?;
     // The next spare starts a little after this reply: started beside the launch, its
     // exec took the CPU the launch needed on a small host.
-    tokio::spawn(async move {
-        tokio::time::sleep(SPARE_AFTER).await;
-        refill_spare(verb);
-    });
+    if spare {
+        tokio::spawn(async move {
+            tokio::time::sleep(SPARE_AFTER).await;
+            refill_spare();
+        });
+    }
     match serde_json::from_slice::<Reply>(&stdout) {
         Ok(reply) => {
             tokio::spawn(async move { child.wait().await });
