@@ -651,14 +651,24 @@ fn device_node(root: &Path, d: &DeviceAllow, user_ns: bool) -> StepResult<()> {
 
 /// A definition's own lists (an OCI config's): a masked file is bound to /dev/null, a
 /// masked directory hidden under an empty read-only tmpfs, a read-only path bound on
-/// itself read-only; paths that do not exist are skipped, as runc does.
+/// itself read-only; paths that do not exist are skipped, as runc does. One tmpfs hides
+/// every masked directory (bound on all but the first): each superblock is a list the
+/// kernel walks whenever any memory cgroup of the host ends, so thousands of containers
+/// pay for every one of them.
 fn mask_listed(root: &Path, masked: &[String], readonly: &[String]) -> StepResult<()> {
+    let mut empty: Option<PathBuf> = None;
     for m in masked {
         let p = inside(root, m)?;
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => {
-                mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none())
-                    .step(|| format!("mask {m}"))?
+                // (The first may have been hidden by a later mask: then a tmpfs of its own.)
+                if empty.as_ref().is_some_and(|f| bind(f, &p, false).is_ok()) {
+                    remount_readonly(&p)?;
+                } else {
+                    mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none())
+                        .step(|| format!("mask {m}"))?;
+                    empty.get_or_insert(p);
+                }
             }
             Ok(_) => bind(Path::new("/dev/null"), &p, false)?,
             Err(_) => {}

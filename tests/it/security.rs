@@ -343,6 +343,41 @@ fn a_definition_cannot_remount_proc_or_write_core_pattern() {
 }
 
 #[test]
+fn masked_directories_are_empty_read_only_and_share_one_tmpfs() {
+    let host = Host::new("sec-mask");
+    // The default masks that are directories on this host (/sys/firmware is on every
+    // x86 machine), their entries, a write into each, the filesystems behind them.
+    let script = "for d in /sys/firmware /proc/acpi /proc/scsi /sys/devices/virtual/powercap; do \
+         [ -d $d ] || continue; echo \"masked $d $(ls -A $d | wc -l)\"; \
+         touch $d/x 2>/dev/null && echo \"wrote $d\"; done; \
+         echo \"filesystems $(grep -E ' /(sys/firmware|proc/acpi|proc/scsi|sys/devices/virtual/powercap) ' /proc/self/mountinfo | awk '{print $3}' | sort -u | wc -l)\"";
+    let out = host.sh("masks", "", script);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let masked: Vec<&str> = text.lines().filter(|l| l.starts_with("masked ")).collect();
+    assert!(
+        masked
+            .iter()
+            .any(|l| l.starts_with("masked /sys/firmware ")),
+        "{text}"
+    );
+    for l in &masked {
+        assert!(
+            l.ends_with(" 0"),
+            "a masked directory shows entries: {text}"
+        );
+    }
+    assert!(
+        !text.contains("wrote "),
+        "a masked directory took a write: {text}"
+    );
+    // One superblock for all of them: each one costs the kernel at every memory
+    // cgroup's end, for every container of the host.
+    has(&text, "filesystems 1");
+    host.assert_clean();
+}
+
+#[test]
 fn slow_definitions_and_rules_are_stopped_by_the_clock() {
     let host = Host::new("sec-slow");
     // Few operations, each slow (a 32 kB string searched): the operation cap alone
