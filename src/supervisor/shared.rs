@@ -311,8 +311,9 @@ impl Supervisor {
     }
 }
 
-/// The highest index a quorum holds, on the leader (from its replication progress);
-/// elsewhere the last applied one, which is known committed.
+/// The highest index a quorum holds on disk, on the leader (from its replication
+/// progress, where the leader's own entry is what its log has flushed: its last
+/// appended entry may not be yet); elsewhere the last applied one, known committed.
 pub fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 {
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let Some(progress) = &m.replication else {
@@ -322,14 +323,10 @@ pub fn commit_index(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> u64 
     let mut matched: Vec<u64> = voters
         .iter()
         .map(|v| {
-            if Some(*v) == m.current_leader {
-                m.last_log_index.unwrap_or(0)
-            } else {
-                progress
-                    .get(v)
-                    .and_then(|l| l.map(|l| l.index))
-                    .unwrap_or(0)
-            }
+            progress
+                .get(v)
+                .and_then(|l| l.map(|l| l.index))
+                .unwrap_or(0)
         })
         .collect();
     matched.sort_unstable_by(|a, b| b.cmp(a));
@@ -348,4 +345,36 @@ pub fn wall_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, Membership, RaftMetrics, StoredMembership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn at(index: u64) -> Option<LogId<u64>> {
+        Some(LogId::new(CommittedLeaderId::new(1, 1), index))
+    }
+
+    #[test]
+    fn the_leader_counts_towards_the_commit_index_only_with_what_it_flushed() {
+        let mut m = RaftMetrics::<u64, openraft::BasicNode>::new_initial(1);
+        let voters = BTreeSet::from([1, 2, 3]);
+        m.membership_config = Arc::new(StoredMembership::new(
+            at(1),
+            Membership::new(vec![voters], None),
+        ));
+        m.current_leader = Some(1);
+        m.last_log_index = Some(12);
+        m.last_applied = at(5);
+        // The leader appended 12 but flushed 8; node 2 holds 10, node 3 nothing yet.
+        m.replication = Some(BTreeMap::from([(1, at(8)), (2, at(10)), (3, None)]));
+        assert_eq!(commit_index(&m), 8, "a majority holds 8 on disk, not 10");
+        m.replication = Some(BTreeMap::from([(1, at(12)), (2, at(10)), (3, at(9))]));
+        assert_eq!(commit_index(&m), 10);
+        // A follower: what it applied.
+        m.replication = None;
+        assert_eq!(commit_index(&m), 5);
+    }
 }
