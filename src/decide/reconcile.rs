@@ -33,6 +33,23 @@ pub struct Local {
     pub restart: Option<u32>,
 }
 
+impl Local {
+    /// A local container of which only its lifecycle and first process are known.
+    pub fn new(status: LocalStatus, pid: i32) -> Local {
+        Local {
+            status,
+            pid,
+            exit_code: None,
+            oom_killed: false,
+            reason: None,
+            lost: false,
+            health: None,
+            stopped_for: None,
+            restart: None,
+        }
+    }
+}
+
 /// Lifecycle of a local container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalStatus {
@@ -259,15 +276,8 @@ mod tests {
 
     fn local(status: LocalStatus, pid: i32) -> Local {
         Local {
-            status,
-            pid,
             exit_code: (status == LocalStatus::Exited).then_some(0),
-            oom_killed: false,
-            reason: None,
-            lost: false,
-            health: None,
-            stopped_for: None,
-            restart: None,
+            ..Local::new(status, pid)
         }
     }
 

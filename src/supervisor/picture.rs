@@ -62,20 +62,17 @@ impl Picture {
 
 /// What the decision table needs of a local record.
 pub fn local_view(l: &LocalState) -> Local {
+    let status = match l.status {
+        RuntimeStatus::Creating => LocalStatus::Creating,
+        RuntimeStatus::Running => LocalStatus::Running,
+        RuntimeStatus::Exited => LocalStatus::Exited,
+    };
     Local {
-        status: match l.status {
-            RuntimeStatus::Creating => LocalStatus::Creating,
-            RuntimeStatus::Running => LocalStatus::Running,
-            RuntimeStatus::Exited => LocalStatus::Exited,
-        },
-        pid: l.pid,
         exit_code: l.exit_code,
         oom_killed: l.oom_killed,
         reason: l.reason.clone(),
         lost: l.lost,
-        health: None,
-        stopped_for: None,
-        restart: None,
+        ..Local::new(status, l.pid)
     }
 }
 
@@ -84,17 +81,7 @@ mod tests {
     use super::*;
 
     fn running(pid: i32) -> Local {
-        Local {
-            status: LocalStatus::Running,
-            pid,
-            exit_code: None,
-            oom_killed: false,
-            reason: None,
-            lost: false,
-            health: None,
-            stopped_for: None,
-            restart: None,
-        }
+        Local::new(LocalStatus::Running, pid)
     }
 
     #[test]
