@@ -48,19 +48,23 @@ def containers(prefix="sleeper"):
     return [x for x in json.loads(out) if x["name"].startswith(prefix)] if out else []
 
 
-def agent_passes():
-    """The agent passes of each member so far: [(count, seconds)], from their /metrics."""
+def histograms(name):
+    """A histogram of each member so far: [(count, seconds)], from their /metrics."""
     out = []
     for h in HTTP:
         count = total = 0.0
         with urllib.request.urlopen(f"http://{h}/metrics", timeout=5) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith("haconiwa_node_agent_pass_duration_seconds_count "):
+                if line.startswith(f"{name}_count "):
                     count = float(line.split()[1])
-                elif line.startswith("haconiwa_node_agent_pass_duration_seconds_sum "):
+                elif line.startswith(f"{name}_sum "):
                     total = float(line.split()[1])
         out.append((count, total))
     return out
+
+
+PASSES = "haconiwa_node_agent_pass_duration_seconds"
+RULES = "haconiwa_cluster_rule_evaluation_duration_seconds"
 
 
 def wait(cond, what, timeout=60):
@@ -175,7 +179,7 @@ def main():
 
     # (a) replacement latency
     lat_a, trace_a = [], []
-    passes_from = agent_passes()
+    passes_from, rules_from = histograms(PASSES), histograms(RULES)
     ev_proc, evq = events(ADDRS[0])
     for k in range(KILLS):
         c = [x for x in containers() if x["state"] == "running"]
@@ -204,9 +208,10 @@ def main():
     ev_proc.kill()
     stop_load.set()
     if KILLS:
-        each = [(n1 - n0, s1 - s0) for (n0, s0), (n1, s1) in zip(passes_from, agent_passes())]
-        print("(a) agent passes a kill, and their mean: " + ", ".join(
-            f"node {i} {n / KILLS:.1f} × {1000 * t / max(n, 1):.2f} ms" for i, (n, t) in enumerate(each, 1)))
+        for what, name, since in (("agent passes", PASSES, passes_from), ("rule evaluations", RULES, rules_from)):
+            each = [(n1 - n0, s1 - s0) for (n0, s0), (n1, s1) in zip(since, histograms(name))]
+            print(f"(a) {what} a kill, and their mean: " + ", ".join(
+                f"node {i} {n / KILLS:.1f} × {1000 * t / max(n, 1):.2f} ms" for i, (n, t) in enumerate(each, 1)))
     secs = time.monotonic() - load_from
     achieved = (writes[0] - writes_from) / secs
     entries = (status()["commit_index"] - index_from) / secs
