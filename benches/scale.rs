@@ -1228,18 +1228,25 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// Where a cgroup parent is: the pids hierarchy first (v1), then the unified one, then
-/// the first other hierarchy that has it.
-fn parent_dir(parent: &str) -> Option<PathBuf> {
+/// Where a cgroup parent is, in every hierarchy that has it: the pids hierarchy first
+/// (v1), then the unified one, then the others.
+fn parent_dirs(parent: &str) -> Vec<PathBuf> {
     let base = Path::new("/sys/fs/cgroup");
     let mut roots = vec![base.join("pids"), base.to_path_buf()];
     if let Ok(rd) = std::fs::read_dir(base) {
-        roots.extend(rd.flatten().map(|e| e.path()));
+        let others: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        roots.extend(others.into_iter().filter(|p| !p.ends_with("pids")));
     }
     roots
         .into_iter()
         .map(|r| r.join(parent))
-        .find(|p| p.is_dir())
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// The first of [`parent_dirs`]: where the parent's tasks are counted.
+fn parent_dir(parent: &str) -> Option<PathBuf> {
+    parent_dirs(parent).into_iter().next()
 }
 
 /// The tasks in a cgroup parent's whole subtree, from its pids controller: one read
@@ -1406,16 +1413,7 @@ fn sweep_node(state: &Path, parent: &str) {
             }
         }
     }
-    let base = Path::new("/sys/fs/cgroup");
-    let mut roots = vec![base.to_path_buf()];
-    if let Ok(rd) = std::fs::read_dir(base) {
-        roots.extend(rd.flatten().map(|e| e.path()));
-    }
-    for root in roots
-        .into_iter()
-        .map(|r| r.join(parent))
-        .filter(|p| p.is_dir())
-    {
+    for root in parent_dirs(parent) {
         for _ in 0..50 {
             let mut dirs: Vec<PathBuf> = Vec::new();
             let mut stack = vec![root.clone()];
