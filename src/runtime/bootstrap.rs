@@ -117,6 +117,13 @@ pub fn ensure(spec: &ContainerSpec, progress: bool) -> Result<Outcome, Bootstrap
     if root.is_dir() {
         return Ok(Outcome::Existed);
     }
+    // A supervisor launches several containers at once: one of its threads builds, the
+    // others find the root there when it is their turn.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    if root.is_dir() {
+        return Ok(Outcome::Existed);
+    }
     let Some(recipe) = &spec.bootstrap else {
         return Err(BootstrapError::NoRecipe(root.display().to_string()));
     };
@@ -145,7 +152,11 @@ pub fn build(root: &Path, recipe: &Bootstrap, progress: bool) -> Result<(), Boot
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
         .unwrap_or_else(|| "rootfs".into());
-    let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    // Unique to this build, also among the threads of one process: a name shared by
+    // two builds let one remove the other's tree and rename half a root into place.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(".{file_name}.tmp-{}-{build}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(|e| ctx.err(format!("create {}", tmp.display()), e))?;
     let t0 = Instant::now();
@@ -404,4 +415,41 @@ fn host_root(ctx: &Ctx, root: &Path, binaries: &[String]) -> Result<(), Bootstra
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds of one root from many threads of one process at once (a supervisor's
+    /// launch slots on a fresh host) each leave the root whole.
+    #[test]
+    fn concurrent_builds_in_one_process_leave_a_whole_root() {
+        let base = std::env::temp_dir().join(format!("hc-bootstrap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let root = base.join("busybox");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    build(&root, &Bootstrap::Busybox { busybox: None }, false)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic").expect("every build succeeds");
+        }
+        let sleep = fs::read_link(root.join("bin/sleep")).expect("bin/sleep is a link");
+        assert_eq!(sleep, Path::new("/bin/busybox"));
+        assert!(root.join("bin/busybox").is_file());
+        assert!(root.join("proc").is_dir(), "the base directories are there");
+        let left: Vec<_> = fs::read_dir(&base)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "busybox")
+            .collect();
+        assert!(left.is_empty(), "no temporary tree is left: {left:?}");
+        let _ = fs::remove_dir_all(&base);
+    }
 }
