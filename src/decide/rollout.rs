@@ -45,9 +45,15 @@ impl Seen {
             if first {
                 self.veterans.insert(c.id.clone());
             }
-            self.placed.entry(c.id.clone()).or_insert(now);
+            // Looked up before inserting: a step looks at every copy, and all but the
+            // new ones are known (no copy of their id at every look).
+            if !self.placed.contains_key(&c.id) {
+                self.placed.insert(c.id.clone(), now);
+            }
             if counts_as_healthy(&c.observed) {
-                self.healthy_since.entry(c.id.clone()).or_insert(now);
+                if !self.healthy_since.contains_key(&c.id) {
+                    self.healthy_since.insert(c.id.clone(), now);
+                }
             } else {
                 self.healthy_since.remove(&c.id);
             }

@@ -10,6 +10,7 @@ mod monitor;
 pub mod network;
 pub mod probe;
 pub mod provision;
+pub mod scan;
 pub mod state;
 
 use crate::launcher::pidfd::ProcessHandle;
@@ -407,7 +408,11 @@ impl Runtime {
     /// container whose pid died (or was reused) without its monitor recording it is
     /// marked exited ("lost") and its cgroup removed.
     pub fn refresh(&self, dir: &ContainerDir) -> io::Result<State> {
-        let mut st = dir.read_state()?;
+        self.correct(dir, dir.read_state()?)
+    }
+
+    /// [`Runtime::refresh`] of a state already read from `dir`.
+    pub fn correct(&self, dir: &ContainerDir, mut st: State) -> io::Result<State> {
         let alive = |pid: i32, start: u64| pid > 0 && launcher::start_time(pid) == Some(start);
         let stale = match st.status {
             Status::Running => {

@@ -3,8 +3,9 @@
 //! through the single-threaded `haconiwa __monitor` helper (volumes and secrets from
 //! `storage`), kills, reports, forgets, re-adopts after a restart. Its picture of what
 //! runs here changes only by a launch's handshake, a monitor's exit notice, a kill, and
-//! a full re-read every [`FULL_SCAN`]. A pass compares it with the state in memory (no
-//! I/O), level-triggered: a lost report is decided and sent again at the next one.
+//! a full re-read every [`FULL_SCAN`] (of the state files that changed:
+//! `runtime::scan`). A pass compares it with the state in memory (no I/O),
+//! level-triggered: a lost report is decided and sent again at the next one.
 
 use super::admission;
 use super::images::{Images, PullFailed, Pulled};
@@ -17,6 +18,7 @@ use super::storage::{self, NodeVolumes, StorageError};
 use crate::cluster::state::{ClusterState, ContainerRecord, NodeStatus, Observed};
 use crate::decide::reconcile::{self, Action, ByName, Local, LocalStatus, LocalView};
 use crate::runtime::bootstrap::BootstrapError;
+use crate::runtime::scan::StateScan;
 use crate::runtime::{bootstrap, helper, lease, provision, Runtime, RuntimeError};
 use crate::spec::ContainerSpec;
 use std::collections::{HashMap, HashSet};
@@ -91,6 +93,8 @@ pub struct Agent {
     store_error: Option<String>,
     /// What runs here, by container name (= container id).
     local: Mutex<Picture>,
+    /// The state files the last full scan read (it re-reads only the changed ones).
+    scan: Arc<Mutex<StateScan>>,
     launching: Mutex<HashSet<String>>,
     killing: Mutex<HashSet<String>>,
     launch_slots: Semaphore,
@@ -127,6 +131,7 @@ impl Agent {
             images,
             store_error,
             local: Mutex::new(Picture::default()),
+            scan: Arc::default(),
             launching: Mutex::new(HashSet::new()),
             killing: Mutex::new(HashSet::new()),
             launch_slots: Semaphore::new(LAUNCH_SLOTS),
@@ -203,8 +208,8 @@ impl Agent {
     /// their handshake says when they run).
     async fn full_scan(&self) {
         let at = lock(&self.local).begin();
-        let rt = self.runtime.clone();
-        let states = tokio::task::spawn_blocking(move || rt.states())
+        let (rt, scan) = (self.runtime.clone(), self.scan.clone());
+        let states = tokio::task::spawn_blocking(move || lock(&scan).states(&rt))
             .await
             .unwrap_or_default();
         let launching = lock(&self.launching).clone();

@@ -1,0 +1,283 @@
+//! The node agent's full scan of its state files, kept cheap beside thousands of
+//! containers: a state file whose identity (device, inode, size, modification time) is
+//! the one of the last read, and that was already at least [`SETTLED`] old at that
+//! read, is taken from memory instead of being opened and parsed again. Every write of
+//! a state file is a rename (a new inode, a new time), so a changed file is always read;
+//! the settling time covers a file rewritten within one tick of the coarse file clock
+//! onto a reused inode number. What a state says is corrected on every scan: a running
+//! container whose first process is gone is found lost at once (a signal 0 says so);
+//! that its pid still names the same process (not one that reused it after the
+//! container and its monitor died unrecorded) is checked in `/proc` at the first read
+//! and every [`IDENTITY_EVERY`] scans, since reading 5,000 `/proc/PID/stat` was most of
+//! an idle scan's cost.
+
+use super::state::{ContainerDir, State, Status};
+use super::Runtime;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How old a state file must be at a read for that read to stand for it later.
+pub const SETTLED: Duration = Duration::from_secs(2);
+
+/// Scans between two checks of a running container's process identity in `/proc`.
+pub const IDENTITY_EVERY: u32 = 6;
+
+/// What identifies one version of a state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+
+    /// Whether the file was written at least [`SETTLED`] before `read_at`.
+    fn settled_before(&self, read_at: SystemTime) -> bool {
+        let (secs, nanos) = self.mtime;
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(secs), u32::try_from(nanos)) else {
+            return false;
+        };
+        let written = UNIX_EPOCH + Duration::new(secs, nanos);
+        written + SETTLED <= read_at
+    }
+}
+
+/// The states the last full scan read, by container directory, with the identity of
+/// the file each came from (only files settled at their read are kept).
+#[derive(Debug, Default)]
+pub struct StateScan {
+    read: HashMap<OsString, Known>,
+}
+
+/// One settled state file as last read.
+#[derive(Debug)]
+struct Known {
+    stamp: Stamp,
+    state: State,
+    /// Scans since its processes' identity was last checked in `/proc`.
+    unchecked: u32,
+}
+
+impl StateScan {
+    /// The (corrected) state of every container of `rt`, oldest first, as
+    /// [`Runtime::states`] gives it, re-reading only the state files that changed.
+    pub fn states(&mut self, rt: &Runtime) -> Vec<State> {
+        let mut out = Vec::new();
+        let mut read = HashMap::with_capacity(self.read.len());
+        let Ok(entries) = std::fs::read_dir(rt.state_dir.join("containers")) else {
+            self.read = read;
+            return out;
+        };
+        for e in entries.flatten() {
+            let dir = ContainerDir { path: e.path() };
+            let Ok(meta) = std::fs::metadata(dir.state_file()) else {
+                continue;
+            };
+            let stamp = Stamp::of(&meta);
+            let name = e.file_name();
+            let known = self.read.remove(&name).filter(|k| k.stamp == stamp);
+            let (st, kept, unchecked) = match known {
+                Some(k) => (k.state.clone(), Some(k.state), k.unchecked + 1),
+                None => {
+                    let read_at = SystemTime::now();
+                    let Ok(st) = dir.read_state() else { continue };
+                    // The file may have been replaced between the stat and the read: it
+                    // stands for `stamp` only if it is still that file.
+                    let same =
+                        std::fs::metadata(dir.state_file()).is_ok_and(|m| Stamp::of(&m) == stamp);
+                    let kept = (same && stamp.settled_before(read_at)).then(|| st.clone());
+                    (st, kept, IDENTITY_EVERY)
+                }
+            };
+            let cheap =
+                st.status == Status::Running && unchecked < IDENTITY_EVERY && signalable(st.pid);
+            let corrected = if cheap { Ok(st) } else { rt.correct(&dir, st) };
+            if let Some(state) = kept {
+                let unchecked = if cheap { unchecked } else { 0 };
+                read.insert(
+                    name,
+                    Known {
+                        stamp,
+                        state,
+                        unchecked,
+                    },
+                );
+            }
+            if let Ok(st) = corrected {
+                out.push(st);
+            }
+        }
+        self.read = read;
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        out
+    }
+}
+
+/// Whether a process with this pid exists (signal 0: no `/proc` read).
+fn signalable(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    use std::path::Path;
+
+    fn exited(name: &str, code: i32) -> State {
+        State {
+            name: name.into(),
+            pid: 0,
+            start_time: 0,
+            monitor_pid: 0,
+            monitor_start_time: 0,
+            spec_digest: String::new(),
+            status: Status::Exited,
+            exit_code: Some(code),
+            oom_killed: false,
+            reason: None,
+            lost: false,
+            fenced: false,
+            created_at: 1,
+            finished_at: Some(2),
+            cgroup_parent: "none".into(),
+            labels: Default::default(),
+        }
+    }
+
+    /// Overwrites `path` in place (same inode, same size) and gives it back its
+    /// modification time: a change no stamp can see, to tell a read from a memory.
+    fn rewrite_unseen(path: &Path, st: &State) {
+        let meta = std::fs::metadata(path).unwrap();
+        let text = serde_json::to_vec_pretty(st).unwrap();
+        assert_eq!(text.len() as u64, meta.len(), "same size");
+        std::fs::write(path, text).unwrap();
+        let at = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &at,
+            &at,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+
+    fn age(path: &Path, secs: i64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = TimeSpec::new(now - secs, 0);
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &at,
+            &at,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_settled_unchanged_state_file_is_not_read_again_and_a_changed_one_is() {
+        let root = std::env::temp_dir().join(format!("hc-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let rt = Runtime::new(&root, "none");
+        let (old, fresh) = (rt.dir("old"), rt.dir("fresh"));
+        for d in [&old, &fresh] {
+            std::fs::create_dir_all(&d.path).unwrap();
+        }
+        old.write_state(&exited("old", 1)).unwrap();
+        age(&old.state_file(), 60);
+        fresh.write_state(&exited("fresh", 1)).unwrap();
+        let mut scan = StateScan::default();
+        let codes = |scan: &mut StateScan| -> Vec<(String, Option<i32>)> {
+            let mut v: Vec<_> = scan
+                .states(&rt)
+                .into_iter()
+                .map(|s| (s.name, s.exit_code))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            codes(&mut scan),
+            [("fresh".into(), Some(1)), ("old".into(), Some(1))]
+        );
+        // Changes no stamp shows: the settled file comes from memory, the fresh one
+        // (written just now, maybe within one tick of the file clock) is read again.
+        rewrite_unseen(&old.state_file(), &exited("old", 2));
+        rewrite_unseen(&fresh.state_file(), &exited("fresh", 2));
+        assert_eq!(
+            codes(&mut scan),
+            [("fresh".into(), Some(2)), ("old".into(), Some(1))]
+        );
+        // A real write (a rename) is always read.
+        old.write_state(&exited("old", 3)).unwrap();
+        assert_eq!(
+            codes(&mut scan),
+            [("fresh".into(), Some(2)), ("old".into(), Some(3))]
+        );
+        // A container whose directory went is gone from the scan and its memory.
+        std::fs::remove_dir_all(&old.path).unwrap();
+        assert_eq!(codes(&mut scan), [("fresh".into(), Some(2))]);
+        assert_eq!(scan.read.len(), 0, "only settled files are remembered");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_remembered_running_container_whose_process_ended_is_found_lost_at_the_next_scan() {
+        let root = std::env::temp_dir().join(format!("hc-scan-lost-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let rt = Runtime::new(&root, "none");
+        let dir = rt.dir("c");
+        std::fs::create_dir_all(&dir.path).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let running = State {
+            pid,
+            start_time: crate::launcher::start_time(pid).unwrap(),
+            status: Status::Running,
+            exit_code: None,
+            finished_at: None,
+            ..exited("c", 0)
+        };
+        dir.write_state(&running).unwrap();
+        age(&dir.state_file(), 60);
+        let mut scan = StateScan::default();
+        let status = |scan: &mut StateScan| {
+            let st = scan.states(&rt).pop().unwrap();
+            (st.status, st.lost)
+        };
+        assert_eq!(
+            status(&mut scan),
+            (Status::Running, false),
+            "checked in /proc"
+        );
+        assert_eq!(status(&mut scan), (Status::Running, false), "from memory");
+        assert_eq!(scan.read.len(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Its process and (here, no) monitor gone, its end unrecorded: lost, at once.
+        assert_eq!(status(&mut scan), (Status::Exited, true));
+        assert!(dir.read_state().unwrap().lost, "and recorded");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
