@@ -1,6 +1,7 @@
 //! Real containers, checked from inside: each isolation feature of the launcher.
 
 use crate::common::*;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[test]
@@ -403,4 +404,55 @@ fn bridge_network_gives_an_address_reachable_from_the_host() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     host.assert_clean();
+}
+
+/// A removed container leaves no page cache charged to its memory cgroup: what it wrote
+/// to a host directory (and ext4's blocks behind it) would keep the cgroup alive in the
+/// kernel, dying, until memory runs short, and thousands of those slow every later start
+/// and removal on the host (5,000 after each run of `scripts/bench-scale --containers
+/// 5000`). The charges of a dying child still count in its parent's usage (v1).
+#[test]
+fn a_removed_containers_page_cache_does_not_keep_its_memory_cgroup_alive() {
+    let host = Host::new("memfree");
+    let parent = Path::new("/sys/fs/cgroup/memory").join(&host.cgroup_parent);
+    assert!(
+        Path::new("/sys/fs/cgroup/memory/memory.usage_in_bytes").exists(),
+        "this test needs the v1 memory controller at /sys/fs/cgroup/memory"
+    );
+    // A sibling keeps the parent after the container's cgroup goes, so its usage can be
+    // read; removed whatever happens.
+    let keep = parent.join("keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    struct Rmdir(Vec<PathBuf>);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            for d in &self.0 {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+    let _cleanup = Rmdir(vec![keep.clone(), parent.clone()]);
+    let data = host.scratch.path.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let extra = format!(
+        "    c.cgroup[\"memory.max\"] = \"64M\";\n    c.add_mount_point({:?}, #{{ to: \"/data\" }});",
+        data.display().to_string()
+    );
+    let out = host.sh(
+        "memfree",
+        &extra,
+        "dd if=/dev/zero of=/data/f bs=1M count=16 2>/dev/null && echo written",
+    );
+    assert!(stdout(&out).contains("written"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(data.join("f")).unwrap().len(), 16 << 20);
+    let usage: u64 = std::fs::read_to_string(parent.join("memory.usage_in_bytes"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        usage < 4 << 20,
+        "{usage} bytes still charged under {} after the container's removal (it wrote 16 MiB)",
+        parent.display()
+    );
 }
