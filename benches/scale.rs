@@ -8,10 +8,14 @@
 //! `--catch-up`, a fourth supervisor with an empty data directory joins at the largest
 //! size and is timed until it has applied the leader's commit index (from a snapshot).
 //! Issue 27's C1M: `--nodes 5000 --records 1000000 --catch-up`.
+//! With `--containers N`: one real supervisor keeps N of the example sleeper on its own
+//! node: time until all really run (from the cgroups), until the rule's first version is
+//! rolled out, the supervisor's idle CPU after that, the cost of the agent's full scan of
+//! the N state files (old way and new way), and the time until all are gone.
 //!
 //! `cargo bench --bench scale -- [--nodes 100,1000] [--records 10000,100000]
-//!  [--clients 1,16,64] [--secs 5] [--no-etcd] [--catch-up]`; prints markdown and writes
-//! `target/bench/scale.md`.
+//!  [--clients 1,16,64] [--secs 5] [--no-etcd] [--catch-up] [--containers 5000]`;
+//! prints markdown and writes `target/bench/scale.md`.
 
 use haconiwa::api::{self, pb};
 use std::collections::BTreeMap;

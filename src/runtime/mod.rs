@@ -444,8 +444,9 @@ impl Runtime {
         Ok(st)
     }
 
-    /// The (corrected) state of every container of this runtime, oldest first. The node
-    /// agent calls this on every change, so it reads no more than the state files.
+    /// The (corrected) state of every container of this runtime, oldest first, every
+    /// state file read (`ps`; the node agent's scans go through `scan::StateScan`,
+    /// which re-reads only the changed ones).
     pub fn states(&self) -> Vec<State> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.state_dir.join("containers")) else {

@@ -165,7 +165,10 @@ mod tests {
         let text = serde_json::to_vec_pretty(st).unwrap();
         assert_eq!(text.len() as u64, meta.len(), "same size");
         std::fs::write(path, text).unwrap();
-        let at = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+        set_mtime(path, TimeSpec::new(meta.mtime(), meta.mtime_nsec()));
+    }
+
+    fn set_mtime(path: &Path, at: TimeSpec) {
         utimensat(
             nix::fcntl::AT_FDCWD,
             path,
@@ -181,15 +184,7 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let at = TimeSpec::new(now - secs, 0);
-        utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &at,
-            &at,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .unwrap();
+        set_mtime(path, TimeSpec::new(now - secs, 0));
     }
 
     #[test]
