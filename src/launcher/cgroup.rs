@@ -148,6 +148,12 @@ pub struct Cgroup {
     dirs: Vec<PathBuf>,
 }
 
+/// Up to this much memory still charged to a container's memory cgroup is reclaimed
+/// when the cgroup is removed (v1 `memory.force_empty`): a few milliseconds. More (a
+/// database's cache, gigabytes written and not yet on disk) would hold up the exit's
+/// record, which waits for the removal; the kernel reclaims that under memory pressure.
+const RECLAIM_AT_REMOVAL: u64 = 64 << 20;
+
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).open(path)?;
     f.write_all(value.as_bytes())
@@ -616,10 +622,16 @@ impl Cgroup {
         // The page cache charged to it (what its processes read or wrote first, ext4's
         // metadata blocks) would keep the removed memory cgroup alive in the kernel
         // until memory runs short: thousands of them slow every later start and removal
-        // on the host. Reclaimed first (v1; its processes are gone by now).
+        // on the host. Reclaimed first (v1; its processes are gone by now), when small.
         if let Layout::V1 { controllers } = &self.layout {
             if let Some(mem) = controllers.get("memory") {
-                let _ = write_file(&mem.join(&self.rel).join("memory.force_empty"), "0");
+                let dir = mem.join(&self.rel);
+                let usage = fs::read_to_string(dir.join("memory.usage_in_bytes"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok());
+                if usage.is_some_and(|u| u > 0 && u <= RECLAIM_AT_REMOVAL) {
+                    let _ = write_file(&dir.join("memory.force_empty"), "0");
+                }
             }
         }
         let mut result = Ok(());
