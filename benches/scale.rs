@@ -1298,7 +1298,7 @@ fn really_running(parent: &str) -> usize {
 /// One real supervisor keeps `n` of the example sleeper (sleeping an hour instead of
 /// 30-60 s, so that "idle" is idle) on its own node: time until all really run, the
 /// supervisor's CPU and RSS while they run, time until all are gone again.
-async fn bench_node(out: &mut Report, n: usize) -> Result<(), Error> {
+async fn bench_node(out: &mut Report, n: usize) -> Result<String, Error> {
     let dir = PathBuf::from(format!("target/bench/node-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -1350,9 +1350,9 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<(), Error> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let up = up.ok_or_else(|| format!("{} of {n} running after 300 s", really_running(&parent)))?;
-        // Idle is after the rule's first version is rolled out: until every copy has
-        // been healthy for its `min_healthy_time` (10 s), the leader steps the rollout
-        // over all of them (up to 1/20 of its time, leader/rollouts.rs).
+        // Idle is after the rule's first version is rolled out: until every copy is
+        // settled, the leader steps the rollout over all of them (up to 1/20 of its
+        // time, leader/rollouts.rs).
         let t_up = Instant::now();
         let end = t_up + Duration::from_secs(120);
         let current_status = || {
@@ -1366,13 +1366,14 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<(), Error> {
         };
         let mut stable = None;
         while Instant::now() < end {
-            if current_status().is_some_and(|s| s != "deploying") {
-                stable = Some(t_up.elapsed().as_secs_f64());
+            if let Some(status) = current_status().filter(|s| s != "deploying") {
+                stable = Some((t_up.elapsed().as_secs_f64(), status));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let stable = stable.ok_or("the rule's first version still deploying 120 s after all ran")?;
+        let (stable, status) =
+            stable.ok_or("the rule's first version still deploying 120 s after all ran")?;
         // Settle (the last reports), then watch the supervisor idle.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (cpu0, _) = usage(pid);
@@ -1405,12 +1406,11 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<(), Error> {
         }
         let down = down.ok_or_else(|| format!("{} of {n} still running after 300 s", really_running(&parent)))?;
         out.line(format!(
-            "| {n} | {up:.1} s | {stable:.1} s | {:.2} % | {} MB | {threads} | {down:.1} s |",
+            "| {n} | {up:.1} s | {stable:.1} s ({status}) | {:.2} % | {} MB | {threads} | {down:.1} s |",
             (cpu1 - cpu0) / idle * 100.0,
             rss / 1024
         ));
-        out.line(scans);
-        Ok::<(), Error>(())
+        Ok::<String, Error>(scans)
     }
     .await;
     let _ = sup.kill();
@@ -1420,10 +1420,10 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<(), Error> {
 }
 
 /// What the agent's full scan of the node's state files costs while they all run, done
-/// here the supervisor's way: every file read and every process
-/// checked in `/proc` (`Runtime::states`, the scan before session 35), and
-/// `StateScan::states` after a first read (unchanged files from memory, a signal 0 per
-/// running container, `/proc` every 6th scan).
+/// here the supervisor's two ways: every file read and every process checked in `/proc`
+/// (`Runtime::states`, the scan before session 35), and `StateScan::states` after a
+/// first read (unchanged files from memory, a signal 0 per running container, `/proc`
+/// every 6th scan).
 fn scan_costs(state: &Path) -> String {
     use haconiwa::runtime::{scan::StateScan, Runtime};
     let Some(node) = std::fs::read_dir(state)
@@ -1457,7 +1457,7 @@ fn scan_costs(state: &Path) -> String {
     }
     let remembered = t.elapsed().as_secs_f64() * 1e3 / 6.0;
     format!(
-        "\nA full scan of the {count} state files while they run: every file read and every process checked in /proc {read_all:.1} ms (median of 5); unchanged files from memory, /proc every 6th scan {remembered:.1} ms (mean of 6).\n"
+        "A full scan of the {count} state files while they run: every file read and every process checked in /proc {read_all:.1} ms (median of 5); unchanged files from memory, /proc every 6th scan {remembered:.1} ms (mean of 6)."
     )
 }
 
@@ -1586,11 +1586,19 @@ async fn main() {
         );
         out.line("| containers | all running after | rolled out after that | supervisor CPU, idle | supervisor RSS | threads | all gone after |".into());
         out.line("|---|---|---|---|---|---|---|".into());
+        let mut scans = Vec::new();
         for &n in &o.containers {
-            if let Err(e) = bench_node(&mut out, n).await {
-                eprintln!("bench-scale: {n} containers on one node: {e}");
-                std::process::exit(1);
+            match bench_node(&mut out, n).await {
+                Ok(scan) => scans.push(scan),
+                Err(e) => {
+                    eprintln!("bench-scale: {n} containers on one node: {e}");
+                    std::process::exit(1);
+                }
             }
+        }
+        // After the table, not inside it.
+        for scan in scans {
+            out.line(format!("\n{scan}"));
         }
     }
     for (i, &n) in o.nodes.iter().enumerate() {
