@@ -1359,8 +1359,7 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<String, Error> {
             cli(&servers, &["watch", "history", "many", "--json"])
                 .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
                 .and_then(|v| {
-                    let versions = v.as_array()?.clone();
-                    let current = versions.into_iter().find(|x| x["current"] == true)?;
+                    let current = v.as_array()?.iter().find(|x| x["current"] == true)?;
                     current["status"].as_str().map(str::to_string)
                 })
         };

@@ -117,10 +117,11 @@ pub fn ensure(spec: &ContainerSpec, progress: bool) -> Result<Outcome, Bootstrap
     if root.is_dir() {
         return Ok(Outcome::Existed);
     }
-    // A supervisor launches several containers at once: one of its threads builds, the
-    // others find the root there when it is their turn.
-    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    // A supervisor launches several containers at once: one of its threads builds a
+    // root, the others wanting the same root find it there when it is their turn
+    // (another root's build, a debootstrap of minutes, does not hold them up).
+    let building = root_lock(root);
+    let _one_at_a_time = building.lock().unwrap_or_else(|e| e.into_inner());
     if root.is_dir() {
         return Ok(Outcome::Existed);
     }
@@ -129,6 +130,19 @@ pub fn ensure(spec: &ContainerSpec, progress: bool) -> Result<Outcome, Bootstrap
     };
     build(root, recipe, progress)?;
     Ok(Outcome::Built)
+}
+
+/// The lock of one root's builds in this process (one per root path ever built here).
+fn root_lock(root: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static ROOTS: Mutex<Option<HashMap<PathBuf, Arc<Mutex<()>>>>> = Mutex::new(None);
+    let mut roots = ROOTS.lock().unwrap_or_else(|e| e.into_inner());
+    roots
+        .get_or_insert_with(HashMap::new)
+        .entry(root.to_path_buf())
+        .or_default()
+        .clone()
 }
 
 /// Writes the new tree's data to the disk before it is renamed into place: a root that
@@ -450,6 +464,30 @@ mod tests {
             .filter(|n| n != "busybox")
             .collect();
         assert!(left.is_empty(), "no temporary tree is left: {left:?}");
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// Launches of one missing root from many threads build it once; the others wait
+    /// and find it there.
+    #[test]
+    fn concurrent_ensures_in_one_process_build_a_root_once() {
+        let base = std::env::temp_dir().join(format!("hc-ensure-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let mut spec = ContainerSpec::new("c", vec!["/bin/true".into()], base.join("busybox"));
+        spec.bootstrap = Some(Bootstrap::Busybox { busybox: None });
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let spec = spec.clone();
+                std::thread::spawn(move || ensure(&spec, false))
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = threads
+            .into_iter()
+            .map(|t| t.join().expect("no panic").expect("every ensure succeeds"))
+            .collect();
+        let built = outcomes.iter().filter(|o| **o == Outcome::Built).count();
+        assert_eq!(built, 1, "{outcomes:?}");
+        assert!(base.join("busybox/bin/sleep").symlink_metadata().is_ok());
         let _ = fs::remove_dir_all(&base);
     }
 }

@@ -457,7 +457,7 @@ impl Runtime {
                 out.push(state);
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        oldest_first(&mut out);
         out
     }
 
@@ -582,4 +582,9 @@ impl Runtime {
         let dirs = cg.dirs();
         Ok(launcher::attach::attach(st.pid, &spec, dirs, command, 0)?)
     }
+}
+
+/// Containers in the order `ps` and the agent list them: oldest first, then by name.
+pub(crate) fn oldest_first(states: &mut [State]) {
+    states.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
 }

@@ -120,7 +120,7 @@ impl StateScan {
             }
         }
         self.read = read;
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        super::oldest_first(&mut out);
         out
     }
 }
