@@ -2,6 +2,7 @@
 //! (`<parent>/<name>` in each hierarchy), limits written before the container runs,
 //! OOM kills read back, and everything removed after exit.
 
+use super::charges::{MemoryLeft, SelfPlacement};
 use super::devices;
 use super::error::{Step, StepError, StepResult};
 use crate::spec::cgroup::{translate, CgroupVersion, CgroupWrite};
@@ -147,12 +148,6 @@ pub struct Cgroup {
     /// The leaf directories (one per v1 hierarchy, one on v2).
     dirs: Vec<PathBuf>,
 }
-
-/// Up to this much memory still charged to a container's memory cgroup is reclaimed
-/// when the cgroup is removed (v1 `memory.force_empty`): a few milliseconds. More (a
-/// database's cache, gigabytes written and not yet on disk) would hold up the exit's
-/// record, which waits for the removal; the kernel reclaims that under memory pressure.
-const RECLAIM_AT_REMOVAL: u64 = 64 << 20;
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).open(path)?;
@@ -476,13 +471,10 @@ impl Cgroup {
         }
     }
 
-    /// Moves the calling (single-threaded) process into every v1 hierarchy by writing 0
-    /// to `tasks`: a thread moving itself skips the global threadgroup lock.
-    pub fn join_self(&self) -> StepResult<()> {
-        for d in &self.dirs {
-            write_file(&d.join("tasks"), "0").step(|| format!("join cgroup {}", d.display()))?;
-        }
-        Ok(())
+    /// Opens every v1 hierarchy's `tasks` file, for the child to move itself in once
+    /// its mounts are built (`SelfPlacement`).
+    pub fn self_placement(&self) -> StepResult<SelfPlacement> {
+        SelfPlacement::open(&self.dirs)
     }
 
     /// The cgroup directories (for attach and diagnostics).
@@ -619,17 +611,15 @@ impl Cgroup {
 
     /// Kills whatever is left and removes the cgroup, then the empty parents it created.
     pub fn remove(&self) -> StepResult<()> {
-        // The page cache charged to it (what its processes read or wrote first, ext4's
-        // metadata blocks) would keep the removed memory cgroup alive in the kernel
-        // until memory runs short: thousands of them slow every later start and removal
-        // on the host. Reclaimed first (v1; its processes are gone by now), when small.
+        // Page cache charged to it (what its processes wrote, or read first) keeps the
+        // removed memory cgroup alive in the kernel until memory runs short: thousands
+        // of them slow every later start and removal on the host. The launch charges it
+        // nothing (`SelfPlacement`); what the container wrote is reclaimed first (v1;
+        // its processes are gone by now). Its kernel objects go to the parent.
         if let Layout::V1 { controllers } = &self.layout {
             if let Some(mem) = controllers.get("memory") {
                 let dir = mem.join(&self.rel);
-                let usage = fs::read_to_string(dir.join("memory.usage_in_bytes"))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok());
-                if usage.is_some_and(|u| u > 0 && u <= RECLAIM_AT_REMOVAL) {
+                if MemoryLeft::read(&dir).is_some_and(|m| m.worth_reclaiming()) {
                     let _ = write_file(&dir.join("memory.force_empty"), "0");
                 }
             }

@@ -2,6 +2,7 @@
 //! world (namespaces joined, mounts, hostname, network), PID 1 when it has a PID
 //! namespace, and the command's identity, privileges and filter.
 
+use super::charges::SelfPlacement;
 use super::clone::ns_flag;
 use super::error::{Step, StepError, StepResult};
 use super::seccomp::{self, Filter};
@@ -79,6 +80,7 @@ pub(super) fn child_main(
     go_r: OwnedFd,
     err_w: &OwnedFd,
     enter_fds: &[(NsKind, OwnedFd)],
+    mut placement: Option<SelfPlacement>,
 ) -> StepResult<Infallible> {
     let spec = c.spec;
     // Nothing of the launcher's caller (its report pipes, sockets) leaks into the
@@ -88,6 +90,7 @@ pub(super) fn child_main(
     keep.extend(c.gate_dir);
     keep.extend(c.console);
     keep.extend((0..c.preserve_fds).map(|i| 3 + i as RawFd));
+    keep.extend(placement.iter().flat_map(|p| p.fds()));
     close_other_fds(&keep);
     let gate = c.gate_dir.map(|dir| Gate {
         dir,
@@ -99,9 +102,12 @@ pub(super) fn child_main(
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
             .step(|| "set the parent-death signal".into())?;
     }
-    // The parent places us in our cgroups (a slow operation on cgroup v1: it waits for
-    // an RCU grace period) while we build our mounts; we wait for its word only before
-    // anything runs in the container, or at once when the id maps must come first.
+    // On v2 we were born in our cgroup; on v1 we move ourselves in once our mounts are
+    // built (what building them charges is the launcher's), before anything of the
+    // container runs. Only the fallback has the parent place us (a slow operation: it
+    // waits for an RCU grace period) while we build our mounts; we wait for its word only
+    // before anything runs in the container, or at once when the id maps must come first.
+    let mut join_cgroup = move || placement.as_mut().map_or(Ok(()), SelfPlacement::join);
     let mut release = Some(File::from(go_r));
     let mut wait_release = || -> StepResult<()> {
         if let Some(mut r) = release.take() {
@@ -143,6 +149,8 @@ pub(super) fn child_main(
         if create_container.is_empty() {
             return Ok(());
         }
+        // The hooks run as the container's processes, in its cgroups.
+        join_cgroup()?;
         // After createRuntime (the launcher runs those before the release), in our
         // mount namespace with the host's files still in view.
         wait_release()?;
@@ -163,6 +171,7 @@ pub(super) fn child_main(
     if spec.unshares(NsKind::Net) && spec.network.loopback {
         network::loopback_up()?;
     }
+    join_cgroup()?;
     wait_release()?;
     if spec.unshares(NsKind::Cgroup) {
         // After the placement, so the container's cgroup is the namespace's root.

@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod cgroup;
+mod charges;
 mod child;
 mod clone;
 pub mod devices;

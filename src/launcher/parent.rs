@@ -236,12 +236,13 @@ fn start_in(c: &Child, cgroup: Cgroup, enter_fds: Vec<(NsKind, OwnedFd)>) -> Ste
             drop(go_w);
             drop(err_r);
             drop(v2_fd);
-            let self_placed = if cgroup.v2_dir().is_none() {
-                cgroup.join_self()
+            // v1: the child moves itself in once its mounts are built (SelfPlacement).
+            let placement = if cgroup.v2_dir().is_none() {
+                cgroup.self_placement().map(Some)
             } else {
-                Ok(())
+                Ok(None)
             };
-            let e = match self_placed.and_then(|()| child_main(c, go_r, &err_w, &enter_fds)) {
+            let e = match placement.and_then(|p| child_main(c, go_r, &err_w, &enter_fds, p)) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };
