@@ -1,6 +1,6 @@
-//! Who pays for a container's memory in cgroup v1. The launch's own work (the layer's
-//! directory blocks, overlayfs' work directory, the mounts) is charged to the launcher:
-//! the child moves itself into its cgroups only once its mounts are built
+//! Who pays for a container's memory in cgroup v1. The launch's own work (its mounts,
+//! the overlayfs of its writable layer, the mount points made there) is charged to the
+//! launcher: the child moves itself into its cgroups only once its mounts are built
 //! ([`SelfPlacement`]). What the container's processes wrote is reclaimed when its
 //! memory cgroup is removed ([`MemoryLeft`]). Page cache charged to a removed memory
 //! cgroup keeps it alive in the kernel, dying, until memory runs short; thousands of
@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 /// The v1 `tasks` files a child writes 0 to, moving its own single thread in: a thread
 /// moving itself skips the kernel's global threadgroup lock. The child does it after
-/// building its mounts, so that what the launch itself charges (the layer's directory
-/// blocks, overlayfs' work directory) goes to the launcher's memory cgroup, not to the
-/// container's: a removed container's memory cgroup is then freed at once unless its
-/// own processes left page cache, and needs no reclaim on the exit's path.
+/// building its mounts, so that what the launch itself charges (kernel memory for the
+/// mounts, the page cache of the directories it makes in the writable layer) goes to the
+/// launcher's memory cgroup, not to the container's: it does not count against the
+/// container's limit, and a removed container's memory cgroup is freed at once unless
+/// its own processes left page cache.
 #[derive(Debug)]
 pub struct SelfPlacement {
     tasks: Vec<(PathBuf, fs::File)>,
@@ -71,6 +72,7 @@ pub(super) struct MemoryLeft {
 }
 
 impl MemoryLeft {
+    /// Reads the cgroup at `dir`; `None` when it has no readable `memory.stat`.
     pub(super) fn read(dir: &Path) -> Option<MemoryLeft> {
         // In one read: the kernel builds the whole file again for each (tens of µs).
         let mut stat = String::with_capacity(8192);
