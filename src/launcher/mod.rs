@@ -12,6 +12,7 @@ pub mod devices;
 mod error;
 pub mod hooks;
 pub mod init;
+mod masks;
 mod mounts;
 pub mod netlink;
 pub mod network;

@@ -96,12 +96,12 @@ fn kept_flags(p: &Path) -> MsFlags {
     f
 }
 
-fn remount_readonly(p: &Path) -> StepResult<()> {
+pub(super) fn remount_readonly(p: &Path) -> StepResult<()> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(p);
     mount(none(), p, none(), flags, none()).step(|| format!("remount {} read-only", p.display()))
 }
 
-fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
+pub(super) fn bind(src: &Path, dst: &Path, recursive: bool) -> StepResult<()> {
     let mut flags = MsFlags::MS_BIND;
     if recursive {
         flags |= MsFlags::MS_REC;
@@ -191,10 +191,10 @@ pub fn setup_root(
         write_sysctls(spec, root)?;
     }
     match &spec.masks {
-        Some((masked, readonly)) => mask_listed(root, masked, readonly)?,
+        Some((masked, readonly)) => super::masks::mask_listed(root, masked, readonly)?,
         None if has(SystemMount::Procfs) || has(SystemMount::Sysfs) => {
             let (masked, readonly) = crate::spec::masks::lists(&None);
-            mask_listed(root, &masked, &readonly)?
+            super::masks::mask_listed(root, &masked, &readonly)?
         }
         None => {}
     }
@@ -644,41 +644,6 @@ fn device_node(root: &Path, d: &DeviceAllow, user_ns: bool) -> StepResult<()> {
         if let Some((uid, gid)) = d.owner {
             std::os::unix::fs::chown(&inner, Some(uid), Some(gid))
                 .step(|| format!("chown {path}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// A definition's own lists (an OCI config's): a masked file is bound to /dev/null, a
-/// masked directory hidden under an empty read-only tmpfs, a read-only path bound on
-/// itself read-only; paths that do not exist are skipped, as runc does. One tmpfs hides
-/// every masked directory (bound on all but the first): each superblock is a list the
-/// kernel walks whenever any memory cgroup of the host ends, so thousands of containers
-/// pay for every one of them.
-fn mask_listed(root: &Path, masked: &[String], readonly: &[String]) -> StepResult<()> {
-    let mut empty: Option<PathBuf> = None;
-    for m in masked {
-        let p = inside(root, m)?;
-        match fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => {
-                // (The first may have been hidden by a later mask: then a tmpfs of its own.)
-                if empty.as_ref().is_some_and(|f| bind(f, &p, false).is_ok()) {
-                    remount_readonly(&p)?;
-                } else {
-                    mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY, none())
-                        .step(|| format!("mask {m}"))?;
-                    empty.get_or_insert(p);
-                }
-            }
-            Ok(_) => bind(Path::new("/dev/null"), &p, false)?,
-            Err(_) => {}
-        }
-    }
-    for r in readonly {
-        let p = inside(root, r)?;
-        if fs::symlink_metadata(&p).is_ok() {
-            bind(&p, &p, true)?;
-            remount_readonly(&p)?;
         }
     }
     Ok(())
