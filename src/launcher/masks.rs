@@ -16,8 +16,18 @@ use std::path::{Path, PathBuf};
 /// whenever any memory cgroup of the host ends, and every memory cgroup made later holds
 /// about 16 bytes for each shrinker of the host's peak (1 kB per 64; 562 kB a cgroup on
 /// this VM after 5,000 containers of 7 superblocks each).
-pub(super) fn mask_listed(root: &Path, masked: &[String], readonly: &[String]) -> StepResult<()> {
-    let mut empty = EmptyDir::in_dev(root);
+/// `own_dev`: the container's `/dev` is a tmpfs mounted for it.
+pub(super) fn mask_listed(
+    root: &Path,
+    own_dev: bool,
+    masked: &[String],
+    readonly: &[String],
+) -> StepResult<()> {
+    let mut empty = if own_dev {
+        EmptyDir::in_dev(root)
+    } else {
+        EmptyDir::None
+    };
     for m in masked {
         let p = inside(root, m)?;
         match fs::symlink_metadata(&p) {
@@ -65,9 +75,9 @@ enum EmptyDir {
 }
 
 impl EmptyDir {
-    /// Made only where `/dev` is a tmpfs mounted for this container: not a filesystem
-    /// of the host's (the host's `/dev` itself is still in view here, before
-    /// `pivot_root`).
+    /// Made only where `/dev` is the tmpfs mounted for this container (the caller
+    /// knows), checked once more: a tmpfs, a mount of its own, not the host's `/dev`
+    /// (still in view here, before `pivot_root`).
     fn in_dev(root: &Path) -> EmptyDir {
         let dev = root.join("dev");
         let ours = |d: &Path| -> Option<bool> {

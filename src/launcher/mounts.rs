@@ -190,11 +190,17 @@ pub fn setup_root(
     if !spec.sysctl.is_empty() {
         write_sysctls(spec, root)?;
     }
+    // /dev is the tmpfs mounted above unless a mount of the definition replaced it.
+    let own_dev = has(SystemMount::Dev)
+        && !spec
+            .mounts
+            .iter()
+            .any(|m| Path::new(&m.target) == Path::new("/dev"));
     match &spec.masks {
-        Some((masked, readonly)) => super::masks::mask_listed(root, masked, readonly)?,
+        Some((masked, readonly)) => super::masks::mask_listed(root, own_dev, masked, readonly)?,
         None if has(SystemMount::Procfs) || has(SystemMount::Sysfs) => {
             let (masked, readonly) = crate::spec::masks::lists(&None);
-            super::masks::mask_listed(root, &masked, &readonly)?
+            super::masks::mask_listed(root, own_dev, &masked, &readonly)?
         }
         None => {}
     }
