@@ -473,12 +473,14 @@ fn memory_stat_total(dir: &Path, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no total_{field} in {}", dir.display()))
 }
 
-/// What the launch itself allocates (its mounts, the overlayfs of the writable layer,
-/// the layer's directories) is not charged to the container's memory cgroup: it counted
-/// against the container's limit, and its page cache kept the cgroup alive in the kernel
-/// after the removal (every sleeper of a 5,000 run left a dying memory cgroup). The
-/// child joins its cgroups once its mounts are built. On this machine a sleeper's kernel
-/// memory peaks at 127-131 kB, and at 200-205 kB when the child joined first.
+/// What the launch itself allocates (its mounts, the overlayfs of the writable layer, the
+/// mount points it makes there) is not charged to the container's memory cgroup: it
+/// counted against the container's limit, and its page cache kept the cgroup alive in
+/// the kernel after the removal (200 sleepers started and killed left 201 dying memory
+/// cgroups). The child joins its cgroups once its mounts are built. On this machine a
+/// sleeper's kernel memory peaks at 127-131 kB, and at 200-205 kB when the child joined
+/// first: the first assertion is the one that tells the two apart; the page cache left
+/// after the removal is checked too, but a warm cache hides the launch's share of it.
 #[test]
 fn a_containers_launch_is_not_charged_to_its_memory_cgroup() {
     let host = Host::new("memlaunch");
