@@ -106,8 +106,10 @@ pub fn parse_line(line: &[u8]) -> Entry {
     }
 }
 
-/// The active log and its rotation.
-struct Sink {
+/// The active log and its rotation. Opened (and so created, mode 0600) by the monitor
+/// before it reports the container started: the file is there once `run` returns, and
+/// the copier's thread, started after the report, writes to it.
+pub struct LogSink {
     dir: PathBuf,
     limits: LogLimits,
     file: File,
@@ -122,11 +124,12 @@ fn open_active(dir: &Path) -> io::Result<File> {
         .open(dir.join(ACTIVE))
 }
 
-impl Sink {
-    fn open(dir: &Path, limits: LogLimits) -> io::Result<Sink> {
+impl LogSink {
+    /// Opens (creates) the active log of the container directory `dir`.
+    pub fn open(dir: &Path, limits: LogLimits) -> io::Result<LogSink> {
         let file = open_active(dir)?;
         let size = file.metadata()?.len();
-        Ok(Sink {
+        Ok(LogSink {
             dir: dir.to_path_buf(),
             limits,
             file,
@@ -231,17 +234,15 @@ impl CopierEnd {
 }
 
 /// Starts the copier of a container's output: `out` and `err` are the read ends of its
-/// stdout and stderr pipes, `dir` its directory. It ends once both pipes are closed, or
+/// stdout and stderr pipes, `sink` its open log. It ends once both pipes are closed, or
 /// once its [`CopierEnd`] is signalled and they have nothing more to give. A log it
 /// cannot write (a full disk) loses lines, never the container: the pipes are still
 /// drained, and the first error is returned at the end.
 pub fn spawn_copier(
+    mut sink: LogSink,
     out: File,
     err: File,
-    dir: &Path,
-    limits: LogLimits,
 ) -> io::Result<(std::thread::JoinHandle<io::Result<()>>, CopierEnd)> {
-    let mut sink = Sink::open(dir, limits)?;
     let (end_r, end_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let handle = std::thread::Builder::new()
         .name("log-copier".into())
@@ -250,10 +251,10 @@ pub fn spawn_copier(
     Ok((handle, CopierEnd(File::from(end_w))))
 }
 
-fn copy(sink: &mut Sink, mut pipes: [File; 2], end: &File) -> io::Result<()> {
+fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> {
     let streams = [Stream::Stdout, Stream::Stderr];
     let mut failed: Option<io::Error> = None;
-    let mut write = |sink: &mut Sink, lines: &[u8]| {
+    let mut write = |sink: &mut LogSink, lines: &[u8]| {
         if failed.is_none() && !lines.is_empty() {
             failed = sink.write(lines).err();
         }
@@ -589,7 +590,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
-        let (copier, end) = spawn_copier(out_r, err_r, &dir, limits(1 << 20, 2)).unwrap();
+        let (copier, end) = spawn_copier(
+            LogSink::open(&dir, limits(1 << 20, 2)).unwrap(),
+            out_r,
+            err_r,
+        )
+        .unwrap();
         // Idle, it sleeps: still running a while later with both pipes open.
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(!copier.is_finished());
@@ -623,7 +629,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
-        let (copier, _end) = spawn_copier(out_r, err_r, &dir, limits(4096, 3)).unwrap();
+        let (copier, _end) =
+            spawn_copier(LogSink::open(&dir, limits(4096, 3)).unwrap(), out_r, err_r).unwrap();
         for i in 0..1000 {
             writeln!(out_w, "line {i}").unwrap();
         }
@@ -679,7 +686,7 @@ mod tests {
         .unwrap();
         assert!(none.is_empty());
         // Following: an append, then a rotation.
-        let mut sink = Sink::open(&dir, limits(100, 3)).unwrap();
+        let mut sink = LogSink::open(&dir, limits(100, 3)).unwrap();
         sink.write(b"2026-12-06T07:10:00Z stdout F after\n")
             .unwrap();
         assert_eq!(follow.next_entries().unwrap()[0].text, b"after");

@@ -93,11 +93,13 @@ impl Runtime {
         st.start_time = launcher::start_time(started.pid).unwrap_or(0);
         st.status = Status::Running;
         let _ = dir.write_state(&st);
+        // The log exists (mode 0600) once the start is reported; the copier's thread
+        // starts after the report, off the launch's path (the pipes hold what the
+        // container writes meanwhile).
+        let sink = logs::LogSink::open(&dir.path, spec.logs);
         MonitorReport::Started.send(&mut report);
         drop(report);
-        // The copier after the report: its thread is not on the launch's path (the
-        // pipes hold what the container writes meanwhile).
-        let copier = logs::spawn_copier(out_r.into(), err_r.into(), &dir.path, spec.logs);
+        let copier = sink.and_then(|sink| logs::spawn_copier(sink, out_r.into(), err_r.into()));
         if let Err(e) = &copier {
             st.reason = Some(format!("its output is lost: the log copier: {e}"));
             let _ = dir.write_state(&st);
