@@ -63,6 +63,22 @@ pub(super) fn mask_listed(
     Ok(())
 }
 
+/// Whether `root`'s `/dev` is a tmpfs mounted there, not the host's `/dev` (still in
+/// view before `pivot_root`): the container's own, where directories with no
+/// filesystem of their own can be made.
+pub(super) fn is_own_dev_tmpfs(root: &Path) -> bool {
+    let dev = root.join("dev");
+    let ours = || -> Option<bool> {
+        let tmpfs =
+            nix::sys::statfs::statfs(&dev).ok()?.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC;
+        let own = fs::metadata(&dev).ok()?.dev();
+        let host = fs::metadata("/dev").ok()?.dev();
+        let under = fs::metadata(root).ok()?.dev();
+        Some(tmpfs && own != host && own != under)
+    };
+    ours() == Some(true)
+}
+
 /// The empty directory behind the masked directories: one made in the container's own
 /// `/dev` tmpfs (no superblock of its own) and removed once bound, so that nothing can
 /// reach it but through the read-only masks; or else the first mask's own empty tmpfs.
@@ -76,22 +92,14 @@ enum EmptyDir {
 
 impl EmptyDir {
     /// Made only where `/dev` is the tmpfs mounted for this container (the caller
-    /// knows), checked once more: a tmpfs, a mount of its own, not the host's `/dev`
-    /// (still in view here, before `pivot_root`).
+    /// knows), checked once more ([`is_own_dev_tmpfs`]).
     fn in_dev(root: &Path) -> EmptyDir {
-        let dev = root.join("dev");
-        let ours = |d: &Path| -> Option<bool> {
-            let tmpfs = nix::sys::statfs::statfs(d).ok()?.filesystem_type()
-                == nix::sys::statfs::TMPFS_MAGIC;
-            let own = fs::metadata(d).ok()?.dev();
-            let host = fs::metadata("/dev").ok()?.dev();
-            let under = fs::metadata(root).ok()?.dev();
-            Some(tmpfs && own != host && own != under)
-        };
-        if ours(&dev) != Some(true) {
+        if !is_own_dev_tmpfs(root) {
             return EmptyDir::None;
         }
-        let p = dev.join(format!(".mask-{}", std::process::id()));
+        let p = root
+            .join("dev")
+            .join(format!(".mask-{}", std::process::id()));
         match fs::create_dir(&p) {
             Ok(()) => EmptyDir::InDev(p),
             Err(_) => EmptyDir::None,

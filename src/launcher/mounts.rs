@@ -287,18 +287,7 @@ fn kernel_filesystem(
                 symlink("pts/ptmx", &ptmx).step(|| "link /dev/ptmx".into())?;
             }
         }
-        SystemMount::Shm => {
-            let p = root.join("dev/shm");
-            mkdir_p(&p)?;
-            mount(
-                Some("shm"),
-                &p,
-                Some("tmpfs"),
-                nosuid_nodev_noexec,
-                Some("mode=1777,size=65536k"),
-            )
-            .step(|| "mount /dev/shm".into())?;
-        }
+        SystemMount::Shm => shm(root, nosuid_nodev_noexec)?,
         SystemMount::Tmpfs => {
             let p = root.join("tmp");
             mkdir_p(&p)?;
@@ -314,6 +303,31 @@ fn kernel_filesystem(
         SystemMount::Cgroup => cgroup_view(root, cgroup_views)?,
     }
     Ok(())
+}
+
+/// /dev/shm: where `/dev` is the tmpfs mounted for this container, a directory of it
+/// bound on itself with `nosuid,nodev,noexec` (no superblock of its own, see
+/// `masks.rs`; the two share /dev's 64 MiB, of which /dev's nodes and links use none);
+/// else a tmpfs of its own, as Docker's.
+fn shm(root: &Path, flags: MsFlags) -> StepResult<()> {
+    let p = root.join("dev/shm");
+    if super::masks::is_own_dev_tmpfs(root) {
+        mkdir_p(&p)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o1777))
+            .step(|| "chmod /dev/shm".into())?;
+        bind(&p, &p, false)?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | kept_flags(&p);
+        return mount(none(), &p, none(), flags, none()).step(|| "remount /dev/shm".into());
+    }
+    mkdir_p(&p)?;
+    mount(
+        Some("shm"),
+        &p,
+        Some("tmpfs"),
+        flags,
+        Some("mode=1777,size=65536k"),
+    )
+    .step(|| "mount /dev/shm".into())
 }
 
 /// `/sys/fs/cgroup` showing the container's own cgroups read-only, as runc's bind

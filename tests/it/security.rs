@@ -388,6 +388,41 @@ fn masked_directories_are_empty_read_only_and_have_no_filesystem_of_their_own() 
 }
 
 #[test]
+fn dev_shm_takes_any_users_files_runs_nothing_and_has_no_filesystem_of_its_own() {
+    let host = Host::new("sec-shm");
+    // As a user who owns nothing: a file written, a program copied there and run, the
+    // mount's flags and filesystem, the room it offers.
+    let script = "echo \"mode $(stat -c %a /dev/shm)\"; \
+         echo x > /dev/shm/f && echo wrote; \
+         cp /bin/busybox /dev/shm/bb && /dev/shm/bb true; echo \"exec $?\"; \
+         awk '$5 == \"/dev/shm\" {print \"shm \" $3 \" \" $6}' /proc/self/mountinfo; \
+         echo \"dev $(awk '$5 == \"/dev\" {print $3}' /proc/self/mountinfo)\"; \
+         df -k /dev/shm | awk 'NR == 2 {print \"size \" $2}'";
+    let out = host.sh("shm", "    c.uid = 1000;\n    c.gid = 1000;", script);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    has(&text, "mode 1777");
+    has(&text, "wrote");
+    has(&text, "exec 126");
+    let shm = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shm "))
+        .unwrap_or_else(|| panic!("no /dev/shm mount: {text}"));
+    let (fs_id, flags) = shm.split_once(' ').unwrap_or_else(|| panic!("{text}"));
+    for f in ["nosuid", "nodev", "noexec"] {
+        assert!(
+            flags.split(',').any(|x| x == f),
+            "/dev/shm is not {f}: {text}"
+        );
+    }
+    // A directory of the container's /dev tmpfs (no superblock of its own), with
+    // Docker's 64 MiB.
+    has(&text, &format!("dev {fs_id}"));
+    has(&text, "size 65536");
+    host.assert_clean();
+}
+
+#[test]
 fn slow_definitions_and_rules_are_stopped_by_the_clock() {
     let host = Host::new("sec-slow");
     // Few operations, each slow (a 32 kB string searched): the operation cap alone
