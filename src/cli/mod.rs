@@ -27,7 +27,8 @@ pub struct Cli {
     /// The image store [default: /var/lib/haconiwa/images].
     #[arg(long, global = true, env = "HACONIWA_IMAGE_STORE")]
     pub image_store: Option<PathBuf>,
-    /// Parent cgroup of local containers, in every hierarchy [default: haconiwa].
+    /// Parent cgroup of local containers, in every hierarchy; its first level stays once
+    /// made, as Docker's does [default: haconiwa].
     #[arg(long, global = true, env = "HACONIWA_CGROUP_PARENT")]
     pub cgroup_parent: Option<String>,
     /// Cluster member(s) to talk to, comma-separated (cluster commands).

@@ -316,7 +316,7 @@ fn design_sleeper_runs_unchanged() {
     );
     // Its limits hold while it runs: 64M of memory, 64 pids (read from its cgroups).
     let mut limits = Vec::new();
-    for dir in host.leftover_cgroups() {
+    for dir in host.parent_cgroups() {
         for f in ["memory.max", "memory.limit_in_bytes", "pids.max"] {
             if let Ok(v) = std::fs::read_to_string(dir.join(&name).join(f)) {
                 limits.push(format!("{f}={}", v.trim()));

@@ -166,7 +166,7 @@ fn cpuset_restricts_allowed_cpus_and_cpu_quota_applies() {
 
 /// The first of `files` found in the container's cgroup directories.
 fn cgroup_file(host: &Host, name: &str, files: &[&str]) -> String {
-    for dir in host.leftover_cgroups() {
+    for dir in host.parent_cgroups() {
         let found = walk(&dir.join(name), files);
         if let Some(text) = found {
             return text;

@@ -221,6 +221,12 @@ impl Host {
 
     /// cgroup directories of this view still present, in any hierarchy.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        cgroups_under(&self.cgroup_parent)
+    }
+
+    /// The parent's directory in every hierarchy (it stays once made: removed by the
+    /// view's drop).
+    pub fn parent_cgroups(&self) -> Vec<PathBuf> {
         cgroup_dirs(&self.cgroup_parent)
     }
 
@@ -259,6 +265,25 @@ pub fn unmount_under(dir: &Path) {
     for p in points {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// The cgroups below a parent's directories, in every hierarchy: containers' (and a
+/// supervisor's `node-<id>` level) left behind. The parent's first level stays once
+/// made, as Docker's.
+pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in cgroup_dirs(parent) {
+        walk(&d, &mut out);
+    }
+    out
 }
 
 /// Where a cgroup parent's directories are, in every mounted hierarchy: the v1
