@@ -287,7 +287,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
         | Command::Mirror(_)
         | Command::Cluster(_) => Err("not a local command".into()),
         // The helpers: the request on stdin, the reply on stdout (runtime::helper).
-        Command::ProvisionStep | Command::Monitor | Command::Probe => {
+        Command::ProvisionStep | Command::Monitor | Command::Probe | Command::Remove => {
             Ok(crate::runtime::helper::serve())
         }
     }

@@ -303,6 +303,10 @@ pub enum Command {
     /// Internal: probe a running container's health once (JSON request on stdin).
     #[command(name = "__probe", hide = true)]
     Probe,
+    /// Internal: remove a finished container's directory from the trash (JSON request
+    /// on stdin).
+    #[command(name = "__remove", hide = true)]
+    Remove,
 }
 
 /// `haconiwa watch ...`

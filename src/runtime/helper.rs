@@ -82,6 +82,11 @@ pub enum Request {
         /// How long a network wait may take, ms.
         timeout_ms: u64,
     },
+    /// Remove a finished container's directory moved into the trash (`trash.rs`).
+    Remove {
+        /// The trash entry.
+        dir: PathBuf,
+    },
 }
 
 impl Request {
@@ -94,6 +99,7 @@ impl Request {
             Request::Monitor { .. } => Request::MONITOR,
             Request::Provision { .. } => "__provision",
             Request::Probe { .. } => "__probe",
+            Request::Remove { .. } => "__remove",
         }
     }
 }
@@ -107,6 +113,8 @@ pub enum Reply {
     Ran(i32),
     /// The probe ran: what it found.
     Probed(Finding),
+    /// The trash entry is gone.
+    Removed,
     /// It could not start.
     Failed(Failure),
 }
@@ -212,6 +220,24 @@ pub fn call(request: &Request) -> Result<(Reply, Vec<u8>), HelperError> {
     }
     let out = child.wait_with_output().map_err(start)?;
     decode(verb, out)
+}
+
+/// Starts a helper for `request` and leaves it: its reply and output go nowhere, it is
+/// not waited for (it ends on its own; its parent's parent, or init, reaps it). In a
+/// process group of its own, so that a Ctrl-C meant for the caller does not stop it.
+pub fn start_detached(request: &Request) -> Result<(), HelperError> {
+    let verb = request.verb();
+    let start = |source| HelperError::Start { verb, source };
+    let body = serde_json::to_vec(request).map_err(|e| start(e.into()))?;
+    let mut cmd = command(verb);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(start)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&body).map_err(start)?;
+    }
+    Ok(())
 }
 
 /// A monitor's helper started ahead of its request and blocked reading it: the next
@@ -424,6 +450,13 @@ pub fn serve() -> i32 {
             };
             (reply, Some(channel))
         }
+        Ok(Request::Remove { dir }) => match super::trash::empty(&dir) {
+            Ok(()) => (Reply::Removed, None),
+            Err(e) => (
+                Reply::Failed(Failure::Runtime(format!("remove {}: {e}", dir.display()))),
+                None,
+            ),
+        },
         Ok(Request::Probe {
             place,
             name,

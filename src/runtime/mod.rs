@@ -12,6 +12,7 @@ pub mod probe;
 pub mod provision;
 pub mod scan;
 pub mod state;
+pub mod trash;
 
 use crate::launcher::pidfd::ProcessHandle;
 use crate::launcher::{
@@ -345,7 +346,8 @@ impl Runtime {
         let mut exit = launcher::wait(&started);
         let cleanup = started.cleanup();
         release_image(spec, &dir);
-        let _ = std::fs::remove_dir_all(&dir.path);
+        // Off this path where removing costs (trash.rs).
+        let _ = trash::remove(&self.state_dir, &dir.path);
         exit.oom_killed |= cleanup.as_ref().map(|o| *o).unwrap_or(false);
         if let Err(e) = cleanup {
             return Err(e.in_container(&spec.name).into());
