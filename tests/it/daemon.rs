@@ -286,6 +286,41 @@ fn cgroup_v2_code_path_on_a_cgroup2_mount() {
 }
 
 #[test]
+fn a_finished_foreground_container_is_gone_at_once_and_its_files_soon_after() {
+    // The state directory is on ext4 here: the directory is moved into the trash and
+    // removed by a helper that `run` does not wait for.
+    let host = Host::new("trash");
+    let def = host.haco(
+        "writer",
+        "    c.init_command = [\"/bin/sh\", \"-c\", \"dd if=/dev/zero of=/big bs=1M count=16 2>/dev/null; echo wrote\"];",
+    );
+    let first = host.ok(&["run", def.to_str().unwrap()]);
+    assert_eq!(first.trim(), "wrote");
+    // At once: no record, and the name is free for the next run.
+    assert!(!host.state_dir.join("containers/writer").exists());
+    assert!(host.ps().is_empty(), "{:?}", host.ps());
+    let second = host.ok(&["run", def.to_str().unwrap()]);
+    assert_eq!(second.trim(), "wrote");
+    // Soon: nothing of either left in the trash (16 MiB each, written to the layer).
+    let trash = host.state_dir.join("trash");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&trash)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left in the trash: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&trash).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the trash is for root only");
+    host.assert_clean();
+}
+
+#[test]
 fn a_relative_state_directory_works_from_where_it_was_given() {
     // `--state-dir state` from the scratch directory: the same directory the host view
     // uses, given relative to the working directory (it once broke every launch: the
