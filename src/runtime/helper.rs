@@ -1,6 +1,7 @@
 //! The one protocol between a caller that must not launch in its own process (the
 //! supervisor is multi-threaded: the multi-thread rule of docs/architecture.md) and the
-//! single-threaded helper, `haconiwa __monitor`, `__provision` or `__probe`, that does.
+//! single-threaded helper, `haconiwa __monitor`, `__provision`, `__probe` or
+//! `__remove`, that does.
 //!
 //! The caller writes one typed [`Request`] (JSON) on the helper's stdin and reads one
 //! typed [`Reply`] from its stdout; nothing travels in arguments or environment
