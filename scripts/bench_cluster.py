@@ -221,13 +221,17 @@ def main():
 
     # (b) failover: kill -9 the leader, first rule evaluation committed by the new one
     lat_b = []
-    for _ in range(FAILOVERS):
+    def leader_and_follower():
+        # The leader as the cluster says now (the restart of the last one killed may
+        # have moved it since the cluster was whole), and a follower that answers and
+        # agrees on it: the follower serves the event stream.
         s = status()
-        leader = s["leader"]
-        # A follower that answers and agrees on the leader serves the event stream.
-        follower = wait(lambda: next((i for i in (1, 2, 3) if i != leader
-                                      and (f := status(server=ADDRS[i - 1])) and f["leader"] == leader), None),
-                        "a follower that answers")
+        leader = s and s["leader"]
+        return leader and next(((leader, i) for i in (1, 2, 3) if i != leader
+                                and (f := status(server=ADDRS[i - 1])) and f["leader"] == leader), None)
+
+    for _ in range(FAILOVERS):
+        leader, follower = wait(leader_and_follower, "a follower that answers")
         ev_proc, evq = events(ADDRS[follower - 1])
         time.sleep(0.3)
         if ev_proc.poll() is not None:
