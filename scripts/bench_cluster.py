@@ -136,6 +136,14 @@ def cleanup():
         for c in json.loads(out or "[]"):
             if c["status"] == "running":
                 subprocess.run([BIN, "kill", c["name"], "-s", "KILL"], env=env, capture_output=True)
+    # The cluster's cgroup parent (the launcher keeps its first level once made).
+    for h in os.listdir("/sys/fs/cgroup"):
+        top = os.path.join("/sys/fs/cgroup", h, CG)
+        for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
     if os.environ.get("BENCH_KEEP"):
         print(f"kept {WORK}", file=sys.stderr)
     else:

@@ -66,7 +66,7 @@ pub(super) fn mask_listed(
 /// Whether `root`'s `/dev` is a tmpfs mounted there, not the host's `/dev` (still in
 /// view before `pivot_root`): the container's own, where directories with no
 /// filesystem of their own can be made.
-pub(super) fn is_own_dev_tmpfs(root: &Path) -> bool {
+fn is_own_dev_tmpfs(root: &Path) -> bool {
     let dev = root.join("dev");
     let ours = || -> Option<bool> {
         let tmpfs =

@@ -287,7 +287,12 @@ fn kernel_filesystem(
                 symlink("pts/ptmx", &ptmx).step(|| "link /dev/ptmx".into())?;
             }
         }
-        SystemMount::Shm => shm(root, spec.mount_order.is_empty(), nosuid_nodev_noexec)?,
+        // A definition's kernel filesystems are mounted in order, /dev before /dev/shm
+        // and before any mount of its own: /dev is the container's tmpfs here.
+        SystemMount::Shm => {
+            let in_dev = spec.mount_order.is_empty() && has(SystemMount::Dev);
+            shm(root, in_dev, nosuid_nodev_noexec)?
+        }
         SystemMount::Tmpfs => {
             let p = root.join("tmp");
             mkdir_p(&p)?;
@@ -305,14 +310,14 @@ fn kernel_filesystem(
     Ok(())
 }
 
-/// /dev/shm: for a definition (`shared`), where `/dev` is the tmpfs mounted for this
-/// container, a directory of it bound on itself with `nosuid,nodev,noexec` (no
+/// /dev/shm: `in_dev` (a definition's, whose `/dev` is the tmpfs mounted for this
+/// container), a directory of that tmpfs bound on itself with `nosuid,nodev,noexec` (no
 /// superblock of its own, see `masks.rs`; the two share /dev's 64 MiB, of which /dev's
 /// nodes and links use none); else, and for an OCI config, which asks for a tmpfs
 /// there, a tmpfs of its own, as Docker's.
-fn shm(root: &Path, shared: bool, flags: MsFlags) -> StepResult<()> {
+fn shm(root: &Path, in_dev: bool, flags: MsFlags) -> StepResult<()> {
     let p = root.join("dev/shm");
-    if shared && super::masks::is_own_dev_tmpfs(root) {
+    if in_dev {
         mkdir_p(&p)?;
         fs::set_permissions(&p, fs::Permissions::from_mode(0o1777))
             .step(|| "chmod /dev/shm".into())?;
