@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "HACONIWA_IMAGE_STORE")]
     pub image_store: Option<PathBuf>,
     /// Parent cgroup of local containers, in every hierarchy; its first level stays once
-    /// made, as Docker's does [default: haconiwa].
+    /// made, as Docker's does, with two memory cgroups made ahead for the next
+    /// containers (`.pool-0`, `.pool-1`; v1) [default: haconiwa].
     #[arg(long, global = true, env = "HACONIWA_CGROUP_PARENT")]
     pub cgroup_parent: Option<String>,
     /// Cluster member(s) to talk to, comma-separated (cluster commands).

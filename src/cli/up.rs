@@ -160,19 +160,8 @@ fn teardown(info: &UpInfo) {
         }
     }
     // The cluster's cgroup parent, in every hierarchy (the launcher keeps its first
-    // level once made); a parent something else still uses stays.
-    use crate::launcher::cgroup::Layout;
-    let roots = match Layout::detect() {
-        Ok(Layout::V1 { controllers }) => controllers.into_values().collect(),
-        Ok(Layout::V2 { root }) => vec![root],
-        Err(_) => Vec::new(),
-    };
-    for root in roots {
-        let mut p = root.join(&info.cgroup_parent);
-        while p.starts_with(&root) && p != root && std::fs::remove_dir(&p).is_ok() {
-            p.pop();
-        }
-    }
+    // level once made, and a pool in it); a parent something else still uses stays.
+    crate::launcher::cgroup_pool::remove_parent(&info.cgroup_parent);
     // The members' volumes that are file systems of their own (tmpfs, ext4 images).
     let dirs = |p: &std::path::Path| std::fs::read_dir(p).into_iter().flatten().flatten();
     for node in dirs(&info.data_dir) {

@@ -2,6 +2,7 @@
 //! (`<parent>/<name>` in each hierarchy), limits written before the container runs,
 //! OOM kills read back, and everything removed after exit.
 
+use super::cgroup_pool;
 use super::charges::{MemoryLeft, SelfPlacement};
 use super::devices;
 use super::error::{Step, StepError, StepResult};
@@ -142,14 +143,14 @@ fn unescape(s: &str) -> String {
 /// A container's cgroup in every hierarchy it uses.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
-    layout: Layout,
+    pub(super) layout: Layout,
     /// `parent/name` relative to each hierarchy root.
-    rel: PathBuf,
+    pub(super) rel: PathBuf,
     /// The leaf directories (one per v1 hierarchy, one on v2).
-    dirs: Vec<PathBuf>,
+    pub(super) dirs: Vec<PathBuf>,
 }
 
-fn write_file(path: &Path, value: &str) -> io::Result<()> {
+pub(super) fn write_file(path: &Path, value: &str) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).open(path)?;
     f.write_all(value.as_bytes())
 }
@@ -230,19 +231,21 @@ impl Cgroup {
     }
 
     /// Creates the container's cgroup, writes its limits and its device allowlist. On
-    /// failure nothing is left.
+    /// failure nothing is left. `pooled`: the v1 memory cgroup is taken from the
+    /// parent's pool when it has one (`cgroup_pool.rs`; haconiwa's own parents only).
     pub fn create(
         layout: &Layout,
         parent: &str,
         name: &str,
         settings: &BTreeMap<String, String>,
         device_rules: &[devices::Rule],
+        pooled: bool,
     ) -> StepResult<Cgroup> {
         let cg = Cgroup::handle(layout, parent, name, settings)?;
         let writes = translate(settings, layout.version())
             .map_err(|m| StepError::msg("cgroup settings", m))?;
         match cg
-            .create_dirs(&writes)
+            .create_dirs(&writes, pooled)
             .and_then(|()| cg.restrict_devices(device_rules))
         {
             Ok(()) => Ok(cg),
@@ -253,7 +256,7 @@ impl Cgroup {
         }
     }
 
-    fn create_dirs(&self, writes: &[CgroupWrite]) -> StepResult<()> {
+    fn create_dirs(&self, writes: &[CgroupWrite], pooled: bool) -> StepResult<()> {
         match &self.layout {
             Layout::V2 { root } => {
                 let needed: Vec<&str> = {
@@ -297,7 +300,15 @@ impl Cgroup {
                 }
             }
             Layout::V1 { controllers } => {
+                let memory = controllers.get("memory");
                 for dir in &self.dirs {
+                    // On failure (none left, the name taken) the mkdir below says why.
+                    if pooled
+                        && memory.is_some_and(|m| dir.starts_with(m))
+                        && cgroup_pool::take(dir).unwrap_or(false)
+                    {
+                        continue;
+                    }
                     let root = dir
                         .ancestors()
                         .find(|a| controllers.values().any(|m| m == a))
@@ -497,99 +508,6 @@ impl Cgroup {
         out
     }
 
-    /// Where the container is frozen: v2's own directory (`cgroup.freeze`), or its
-    /// directory in v1's freezer hierarchy (made on first use: containers get none
-    /// unless paused).
-    fn freezer_dir(&self) -> Option<PathBuf> {
-        match &self.layout {
-            Layout::V2 { .. } => self.dirs.first().cloned(),
-            Layout::V1 { controllers } => controllers.get("freezer").map(|m| m.join(&self.rel)),
-        }
-    }
-
-    /// Freezes (`true`) or thaws every process of the container (an OCI `pause` and
-    /// `resume`), and waits until the kernel says it is done.
-    pub fn freeze(&self, frozen: bool) -> StepResult<()> {
-        let Some(dir) = self.freezer_dir() else {
-            return Err(StepError::msg(
-                "freeze",
-                "no freezer controller on this host",
-            ));
-        };
-        match self.layout {
-            Layout::V2 { .. } => {
-                write_file(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })
-                    .step(|| format!("write {}/cgroup.freeze", dir.display()))?;
-            }
-            Layout::V1 { .. } => {
-                if frozen {
-                    fs::create_dir_all(&dir).step(|| format!("make {}", dir.display()))?;
-                    // Processes come and go while they are moved: one that ended is
-                    // skipped, one forked meanwhile is caught by the next pass.
-                    for _ in 0..10 {
-                        let inside =
-                            fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                        let outside: Vec<i32> = self
-                            .pids()
-                            .into_iter()
-                            .filter(|p| !inside.lines().any(|l| l.trim() == p.to_string()))
-                            .collect();
-                        if outside.is_empty() {
-                            break;
-                        }
-                        for p in outside {
-                            match write_file(&dir.join("cgroup.procs"), &p.to_string()) {
-                                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                                r => r.step(|| format!("move pid {p} into {}", dir.display()))?,
-                            }
-                        }
-                    }
-                }
-                let state = if frozen { "FROZEN" } else { "THAWED" };
-                write_file(&dir.join("freezer.state"), state)
-                    .step(|| format!("write {state} to {}/freezer.state", dir.display()))?;
-            }
-        }
-        for _ in 0..500 {
-            if self.frozen() == frozen {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Err(StepError::msg(
-            "freeze",
-            format!("{} did not settle within 5 s", dir.display()),
-        ))
-    }
-
-    /// Whether the container is frozen.
-    pub fn frozen(&self) -> bool {
-        let Some(dir) = self.freezer_dir() else {
-            return false;
-        };
-        match self.layout {
-            Layout::V2 { .. } => fs::read_to_string(dir.join("cgroup.events"))
-                .map(|s| s.lines().any(|l| l.trim() == "frozen 1"))
-                .unwrap_or(false),
-            Layout::V1 { .. } => fs::read_to_string(dir.join("freezer.state"))
-                .map(|s| s.trim() == "FROZEN")
-                .unwrap_or(false),
-        }
-    }
-
-    /// Removes the v1 freezer directory a `pause` made (nothing on v2: it is the
-    /// container's own directory, removed with the rest).
-    pub fn remove_freezer(&self) -> StepResult<()> {
-        if let (Layout::V1 { .. }, Some(dir)) = (&self.layout, self.freezer_dir()) {
-            match fs::remove_dir(&dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StepError::os(format!("remove {}", dir.display()), e)),
-                Ok(()) => self.remove_empty_parents(&dir),
-            }
-        }
-        Ok(())
-    }
-
     /// Whether the kernel OOM-killed a process of this container.
     pub fn oom_killed(&self) -> bool {
         let (file, key) = match self.layout {
@@ -674,13 +592,36 @@ impl Cgroup {
     /// still use stays. The first level (`haconiwa`) stays too, as Docker's, podman's
     /// and runc's parents do: making a memory cgroup costs the kernel 0.3-0.5 ms (its
     /// shrinker map), which a lone `run` paid twice when it made the parent again.
-    fn remove_empty_parents(&self, d: &Path) {
+    pub(super) fn remove_empty_parents(&self, d: &Path) {
         let mut p = d.parent();
         for _ in 2..self.rel.components().count() {
             match p {
-                Some(dir) if fs::remove_dir(dir).is_ok() => p = dir.parent(),
+                Some(dir) if self.remove_level(dir) => p = dir.parent(),
                 _ => break,
             }
+        }
+    }
+
+    /// Removes an empty level; in the v1 memory hierarchy also one that only its pool
+    /// keeps, once no container's `pids` cgroup is left at that level (every container
+    /// has one, and the `pids` directories are removed before the `memory` ones).
+    fn remove_level(&self, dir: &Path) -> bool {
+        if fs::remove_dir(dir).is_ok() {
+            return true;
+        }
+        let Layout::V1 { controllers } = &self.layout else {
+            return false;
+        };
+        let (Some(memory), Some(pids)) = (controllers.get("memory"), controllers.get("pids"))
+        else {
+            return false;
+        };
+        match dir.strip_prefix(memory) {
+            Ok(rel) if memory != pids && !pids.join(rel).exists() => {
+                cgroup_pool::drain(dir);
+                fs::remove_dir(dir).is_ok()
+            }
+            _ => false,
         }
     }
 }

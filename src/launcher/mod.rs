@@ -5,11 +5,13 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod cgroup_pool;
 mod charges;
 mod child;
 mod clone;
 pub mod devices;
 mod error;
+mod freezer;
 pub mod hooks;
 pub mod init;
 mod masks;

@@ -151,6 +151,7 @@ pub fn start(spec: &ContainerSpec, opts: &LaunchOptions) -> Result<Started, Laun
         &spec.name,
         &spec.cgroup,
         &device_rules,
+        opts.hold == Hold::Supervised,
     )
     .map_err(fail)?;
     let gate_dir = match &opts.hold {

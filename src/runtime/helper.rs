@@ -83,10 +83,14 @@ pub enum Request {
         /// How long a network wait may take, ms.
         timeout_ms: u64,
     },
-    /// Remove a finished container's directory moved into the trash (`trash.rs`).
+    /// Remove a finished container's directory moved into the trash (`trash.rs`), and
+    /// fill a cgroup parent's pool again (`launcher::cgroup_pool`).
     Remove {
-        /// The trash entry.
-        dir: PathBuf,
+        /// The trash entry (none when it was removed in place).
+        dir: Option<PathBuf>,
+        /// The cgroup parent whose pool a foreground `run` took from.
+        #[serde(default)]
+        refill: Option<String>,
     },
 }
 
@@ -451,13 +455,19 @@ pub fn serve() -> i32 {
             };
             (reply, Some(channel))
         }
-        Ok(Request::Remove { dir }) => match super::trash::empty(&dir) {
-            Ok(()) => (Reply::Removed, None),
-            Err(e) => (
-                Reply::Failed(Failure::Runtime(format!("remove {}: {e}", dir.display()))),
-                None,
-            ),
-        },
+        Ok(Request::Remove { dir, refill }) => {
+            let emptied = dir.map_or(Ok(()), |d| {
+                super::trash::empty(&d).map_err(|e| format!("remove {}: {e}", d.display()))
+            });
+            let refilled = refill.map_or(Ok(0), |p| {
+                crate::launcher::cgroup_pool::refill(&p)
+                    .map_err(|e| format!("fill the cgroup pool of {p}: {e}"))
+            });
+            match emptied.and(refilled) {
+                Ok(_) => (Reply::Removed, None),
+                Err(e) => (Reply::Failed(Failure::Runtime(e)), None),
+            }
+        }
         Ok(Request::Probe {
             place,
             name,

@@ -346,8 +346,13 @@ impl Runtime {
         let mut exit = launcher::wait(&started);
         let cleanup = started.cleanup();
         release_image(spec, &dir);
-        // Off this path where removing costs (trash.rs).
-        let _ = trash::remove(&self.state_dir, &dir.path);
+        // Off this path where removing costs (trash.rs), and so is the cgroup pool's
+        // refill.
+        let refill = started
+            .cgroup
+            .pooled()
+            .then_some(self.cgroup_parent.as_str());
+        let _ = trash::remove(&self.state_dir, &dir.path, refill);
         exit.oom_killed |= cleanup.as_ref().map(|o| *o).unwrap_or(false);
         if let Err(e) = cleanup {
             return Err(e.in_container(&spec.name).into());

@@ -22,12 +22,18 @@ pub fn dir(state_dir: &Path) -> PathBuf {
 const LEFT_OVER: Duration = Duration::from_secs(60);
 
 /// Removes the container directory `path` of `state_dir`: in place on a tmpfs, or
-/// when it cannot be moved; else moved into the trash and removed by a helper. An error
-/// is what the removal in place returned (the helper's are its own).
-pub fn remove(state_dir: &Path, path: &Path) -> io::Result<()> {
+/// when it cannot be moved; else moved into the trash and removed by a helper. The
+/// helper also fills the cgroup pool of `refill`, a parent the launch may have taken
+/// from (`launcher::cgroup_pool`). An error is what the removal in place returned (the
+/// helper's are its own).
+pub fn remove(state_dir: &Path, path: &Path, refill: Option<&str>) -> io::Result<()> {
+    let refill = refill.map(str::to_string);
     let on_tmpfs = nix::sys::statfs::statfs(path)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
     if on_tmpfs {
+        if refill.is_some() {
+            let _ = helper::start_detached(&Request::Remove { dir: None, refill });
+        }
         return std::fs::remove_dir_all(path);
     }
     let trash = dir(state_dir);
@@ -54,12 +60,21 @@ pub fn remove(state_dir: &Path, path: &Path) -> io::Result<()> {
     });
     match moved {
         Some(to) => {
-            if helper::start_detached(&Request::Remove { dir: to.clone() }).is_err() {
+            let request = Request::Remove {
+                dir: Some(to.clone()),
+                refill,
+            };
+            if helper::start_detached(&request).is_err() {
                 return std::fs::remove_dir_all(&to);
             }
             Ok(())
         }
-        None => std::fs::remove_dir_all(path),
+        None => {
+            if refill.is_some() {
+                let _ = helper::start_detached(&Request::Remove { dir: None, refill });
+            }
+            std::fs::remove_dir_all(path)
+        }
     }
 }
 

@@ -269,7 +269,9 @@ pub fn unmount_under(dir: &Path) {
 
 /// The cgroups below a parent's directories, in every hierarchy: containers' (and a
 /// supervisor's `node-<id>` level) left behind. The parent's first level stays once
-/// made, as Docker's.
+/// made, as Docker's, with its pool of memory cgroups (`.pool-<n>`, made ahead for the
+/// next container; at most `cgroup_pool::SIZE`, none in a level below the first once
+/// its last container is gone).
 pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
     fn walk(d: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
@@ -281,9 +283,23 @@ pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
     }
     let mut out = Vec::new();
     for d in cgroup_dirs(parent) {
-        walk(&d, &mut out);
+        let pooled = pooled_cgroups(&d);
+        let mut found = Vec::new();
+        walk(&d, &mut found);
+        out.extend(found.into_iter().filter(|p| !pooled.contains(p)));
     }
     out
+}
+
+/// The pooled memory cgroups directly in `dir`.
+pub fn pooled_cgroups(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| haconiwa::launcher::cgroup_pool::is_pooled(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Where a cgroup parent's directories are, in every mounted hierarchy: the v1
