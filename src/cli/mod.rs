@@ -304,8 +304,8 @@ pub enum Command {
     /// Internal: probe a running container's health once (JSON request on stdin).
     #[command(name = "__probe", hide = true)]
     Probe,
-    /// Internal: remove a finished container's directory from the trash (JSON request
-    /// on stdin).
+    /// Internal: empty the trash of finished containers' directories and fill a cgroup
+    /// parent's pool, until none came for a second (JSON request on stdin).
     #[command(name = "__remove", hide = true)]
     Remove,
 }

@@ -83,11 +83,12 @@ pub enum Request {
         /// How long a network wait may take, ms.
         timeout_ms: u64,
     },
-    /// Remove a finished container's directory moved into the trash (`trash.rs`), and
-    /// fill a cgroup parent's pool again (`launcher::cgroup_pool`).
+    /// Remove the finished containers' directories moved into a trash, and fill a
+    /// cgroup parent's pool again (`launcher::cgroup_pool`), until none came for a
+    /// while (`trash.rs`).
     Remove {
-        /// The trash entry (none when it was removed in place).
-        dir: Option<PathBuf>,
+        /// The trash directory.
+        trash: PathBuf,
         /// The cgroup parent whose pool a foreground `run` took from.
         #[serde(default)]
         refill: Option<String>,
@@ -118,7 +119,7 @@ pub enum Reply {
     Ran(i32),
     /// The probe ran: what it found.
     Probed(Finding),
-    /// The trash entry is gone.
+    /// The trash is empty (as far as this remover's lock reached).
     Removed,
     /// It could not start.
     Failed(Failure),
@@ -455,17 +456,13 @@ pub fn serve() -> i32 {
             };
             (reply, Some(channel))
         }
-        Ok(Request::Remove { dir, refill }) => {
-            let emptied = dir.map_or(Ok(()), |d| {
-                super::trash::empty(&d).map_err(|e| format!("remove {}: {e}", d.display()))
-            });
-            let refilled = refill.map_or(Ok(0), |p| {
-                crate::launcher::cgroup_pool::refill(&p)
-                    .map_err(|e| format!("fill the cgroup pool of {p}: {e}"))
-            });
-            match emptied.and(refilled) {
-                Ok(_) => (Reply::Removed, None),
-                Err(e) => (Reply::Failed(Failure::Runtime(e)), None),
+        Ok(Request::Remove { trash, refill }) => {
+            match super::trash::serve(&trash, refill.as_deref()) {
+                Ok(()) => (Reply::Removed, None),
+                Err(e) => (
+                    Reply::Failed(Failure::Runtime(format!("empty {}: {e}", trash.display()))),
+                    None,
+                ),
             }
         }
         Ok(Request::Probe {
