@@ -86,7 +86,8 @@ fn kept_flags(p: &Path) -> MsFlags {
             (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
             (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
             (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            // ST_RELATIME (the kernel's 4096), which musl's headers lack.
+            (FsFlags::from_bits_retain(4096), MsFlags::MS_RELATIME),
         ] {
             if fl.contains(a) {
                 f |= b;

@@ -47,20 +47,20 @@ impl IfSocket {
 
     /// The flags of link `name`.
     fn flags(&self, name: &str) -> std::io::Result<libc::c_short> {
-        let req = self.ioctl(name, libc::SIOCGIFFLAGS, zeroed_ifreq())?;
+        let req = self.ioctl(name, libc::SIOCGIFFLAGS as libc::Ioctl, zeroed_ifreq())?;
         // SAFETY: ifru_flags is the member SIOCGIFFLAGS fills.
         Ok(unsafe { req.ifr_ifru.ifru_flags })
     }
 
     /// The index, MTU and whether it is up of link `name`, if there is one.
     fn link_state(&self, name: &str) -> std::io::Result<Option<(u32, u32, bool)>> {
-        let index = match self.ioctl(name, libc::SIOCGIFINDEX, zeroed_ifreq()) {
+        let index = match self.ioctl(name, libc::SIOCGIFINDEX as libc::Ioctl, zeroed_ifreq()) {
             // SAFETY: ifru_ifindex is the member SIOCGIFINDEX fills.
             Ok(req) => unsafe { req.ifr_ifru.ifru_ifindex },
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let req = self.ioctl(name, libc::SIOCGIFMTU, zeroed_ifreq())?;
+        let req = self.ioctl(name, libc::SIOCGIFMTU as libc::Ioctl, zeroed_ifreq())?;
         // SAFETY: ifru_mtu is the member SIOCGIFMTU fills.
         let mtu = unsafe { req.ifr_ifru.ifru_mtu };
         let up = self.flags(name)? & libc::IFF_UP as libc::c_short != 0;
@@ -80,7 +80,8 @@ pub fn loopback_up() -> StepResult<()> {
     let mut req = zeroed_ifreq();
     req.ifr_ifru.ifru_flags =
         sock.flags("lo").map_err(os)? | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    sock.ioctl("lo", libc::SIOCSIFFLAGS, req).map_err(os)?;
+    sock.ioctl("lo", libc::SIOCSIFFLAGS as libc::Ioctl, req)
+        .map_err(os)?;
     Ok(())
 }
 

@@ -433,6 +433,8 @@ pub fn fork_single_threaded() -> std::io::Result<ForkResult> {
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only trims this process's own malloc arenas, under their
     // locks like any malloc call; it takes no pointer and frees nothing in use.
+    // (musl's allocator gives freed memory back by itself and has no malloc_trim.)
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
     }

@@ -58,7 +58,7 @@ pub fn wait_blocked() -> Option<(i32, bool)> {
 pub fn wait_blocked_timeout(ms: u64) -> Option<(i32, bool)> {
     let set = waited_set();
     let ts = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
+        tv_sec: (ms / 1000).try_into().unwrap_or(0),
         tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
     };
     // SAFETY: as in wait_blocked.
