@@ -510,11 +510,20 @@ impl Cgroup {
 
     /// Whether the kernel OOM-killed a process of this container.
     pub fn oom_killed(&self) -> bool {
-        let (file, key) = match self.layout {
-            Layout::V1 { .. } => ("memory.oom_control", "oom_kill"),
-            Layout::V2 { .. } => ("memory.events", "oom_kill"),
+        // On v1 only the memory hierarchy has the file (its directory, if mounted).
+        let (file, key, dirs) = match &self.layout {
+            Layout::V1 { controllers } => (
+                "memory.oom_control",
+                "oom_kill",
+                controllers
+                    .get("memory")
+                    .map(|m| m.join(&self.rel))
+                    .into_iter()
+                    .collect(),
+            ),
+            Layout::V2 { .. } => ("memory.events", "oom_kill", self.dirs.clone()),
         };
-        self.dirs.iter().any(|d| {
+        dirs.iter().any(|d| {
             fs::read_to_string(d.join(file))
                 .map(|s| {
                     s.lines().any(|l| {

@@ -25,6 +25,7 @@ use std::time::Duration;
 pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("trash")
 }
+
 /// How long a remover waits for the next finished container before it ends.
 pub const LINGER: Duration = Duration::from_secs(1);
 
@@ -130,11 +131,14 @@ pub fn serve(trash: &Path, refill: Option<&str>) -> io::Result<()> {
         let flags = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
         i.add_watch(trash, flags).map(|_| i)
     });
-    loop {
+    let tidy = || {
         drain(trash);
         if let Some(parent) = refill {
             let _ = crate::launcher::cgroup_pool::refill(parent);
         }
+    };
+    loop {
+        tidy();
         let Ok(watch) = &watch else { break };
         let mut fds = [nix::poll::PollFd::new(
             watch.as_fd(),
@@ -158,7 +162,7 @@ pub fn serve(trash: &Path, refill: Option<&str>) -> io::Result<()> {
     }
     drop(held);
     // Moved in before the unlock, by a run that saw the lock held.
-    drain(trash);
+    tidy();
     Ok(())
 }
 
