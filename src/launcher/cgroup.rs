@@ -511,18 +511,15 @@ impl Cgroup {
     /// Whether the kernel OOM-killed a process of this container.
     pub fn oom_killed(&self) -> bool {
         // On v1 only the memory hierarchy has the file (its directory, if mounted).
-        let (file, key, dirs) = match &self.layout {
-            Layout::V1 { controllers } => (
-                "memory.oom_control",
-                "oom_kill",
-                controllers
-                    .get("memory")
-                    .map(|m| m.join(&self.rel))
-                    .into_iter()
-                    .collect(),
-            ),
-            Layout::V2 { .. } => ("memory.events", "oom_kill", self.dirs.clone()),
+        let memory_dir;
+        let (file, dirs) = match &self.layout {
+            Layout::V1 { controllers } => {
+                memory_dir = controllers.get("memory").map(|m| m.join(&self.rel));
+                ("memory.oom_control", memory_dir.as_slice())
+            }
+            Layout::V2 { .. } => ("memory.events", self.dirs.as_slice()),
         };
+        let key = "oom_kill";
         dirs.iter().any(|d| {
             fs::read_to_string(d.join(file))
                 .map(|s| {

@@ -55,27 +55,46 @@ pub(super) fn take(leaf: &Path) -> io::Result<bool> {
 impl Cgroup {
     /// Whether its parent keeps a pool: a v1 host's memory hierarchy.
     pub fn pooled(&self) -> bool {
-        matches!(&self.layout, Layout::V1 { controllers } if controllers.contains_key("memory"))
+        self.memory_dir().is_some()
     }
-}
 
-/// The memory hierarchy's directory of `parent`, where pooling applies (a v1 host).
-fn memory_dir(parent: &str) -> Option<PathBuf> {
-    match Layout::detect().ok()? {
-        Layout::V1 { controllers } => controllers.get("memory").map(|m| m.join(parent)),
-        Layout::V2 { .. } => None,
+    /// Fills the pool of this container's parent (its own layout: no second look at
+    /// the host's mounts). Returns how many were made; none where nothing is pooled.
+    pub fn refill_pool(&self) -> io::Result<usize> {
+        match self.memory_dir().as_deref().and_then(Path::parent) {
+            Some(parent_dir) => fill(parent_dir),
+            None => Ok(0),
+        }
+    }
+
+    /// The container's directory in the v1 memory hierarchy.
+    fn memory_dir(&self) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V1 { controllers } => controllers.get("memory").map(|m| m.join(&self.rel)),
+            Layout::V2 { .. } => None,
+        }
     }
 }
 
 /// Fills `parent`'s pool (the cgroup parent, e.g. `haconiwa/node-2`) up to [`SIZE`],
-/// if the parent exists: a pool never makes a parent, nor keeps one alive that its last
-/// container left. Returns how many were made.
+/// for a process that has no container's cgroup at hand (the foreground run's
+/// remover). Returns how many were made.
 pub fn refill(parent: &str) -> io::Result<usize> {
-    let Some(dir) = memory_dir(parent) else {
-        return Ok(0);
-    };
+    match Layout::detect() {
+        Ok(Layout::V1 { controllers }) => match controllers.get("memory") {
+            Some(m) => fill(&m.join(parent)),
+            None => Ok(0),
+        },
+        _ => Ok(0),
+    }
+}
+
+/// Makes the missing pooled cgroups of a parent's memory directory, if the parent
+/// exists: a pool never makes a parent, nor keeps one alive that its last container
+/// left.
+fn fill(parent_dir: &Path) -> io::Result<usize> {
     let mut made = 0;
-    for slot in slots(&dir) {
+    for slot in slots(parent_dir) {
         match std::fs::create_dir(&slot) {
             Ok(()) => made += 1,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -106,9 +106,7 @@ impl Runtime {
         }
         // The cgroup its launch may have taken from the parent's pool is made again,
         // now that the caller has its answer.
-        if started.cgroup.pooled() {
-            let _ = launcher::cgroup_pool::refill(&self.cgroup_parent);
-        }
+        let _ = started.cgroup.refill_pool();
         // From here on the monitor only waits: the heap and stack its parent left go.
         launcher::release_free_memory();
         // Bound to the node's lease: stopped, by this monitor, once it runs out.

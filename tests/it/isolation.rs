@@ -569,6 +569,34 @@ fn a_containers_memory_cgroup_comes_from_its_parents_pool_which_is_filled_again(
     let first = host.haco("first", "    c.init_command = [\"/bin/true\"];");
     host.ok(&["run", first.to_str().unwrap()]);
     let pool = full(&parent);
+    // That run's remover stays a second and fills the pool once more as it ends: wait
+    // for it to end (found by its verb and this view's state directory in its
+    // environment), so that only the monitor below can fill the pool.
+    let mark = format!("HACONIWA_STATE_DIR={}", host.state_dir.display());
+    let removers = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let p = e.path();
+                std::fs::read(p.join("cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__remove"))
+                    && std::fs::read(p.join("environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !removers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remover {:?} still runs after 10 s",
+            removers()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pooled_cgroups(&parent).len(), SIZE);
 
     let limited =
         "    c.init_command = [\"/bin/sleep\", \"30\"];\n    c.cgroup[\"memory.max\"] = \"48M\";";
