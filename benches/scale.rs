@@ -11,7 +11,8 @@
 //! With `--containers N`: one real supervisor keeps N of the example sleeper on its own
 //! node: time until all really run (from the cgroups), until the rule's first version is
 //! rolled out, the supervisor's idle CPU after that, the cost of the agent's full scan of
-//! the N state files (old way and new way), and the time until all are gone.
+//! the N state files (old way and new way), the memory each container's monitor and
+//! PID 1 hold, and the time until all are gone.
 //!
 //! `cargo bench --bench scale -- [--nodes 100,1000] [--records 10000,100000]
 //!  [--clients 1,16,64] [--secs 5] [--no-etcd] [--catch-up] [--containers 5000]`;
@@ -1381,6 +1382,7 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<String, Error> {
         let (cpu1, rss) = usage(pid);
         let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
         let scans = scan_costs(&dir.join("state"));
+        let (pss, dirty) = memory_per_container(&dir.join("state"));
         std::fs::write(
             dir.join("none.watch"),
             keep("    let n = event.cluster.count(\"sleeper\");\n    if n > 0 { haconiwa.kill(#{ definition: \"sleeper\", count: n }); }"),
@@ -1405,7 +1407,7 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<String, Error> {
         }
         let down = down.ok_or_else(|| format!("{} of {n} still running after 300 s", really_running(&parent)))?;
         out.line(format!(
-            "| {n} | {up:.1} s | {stable:.1} s ({status}) | {:.2} % | {} MB | {threads} | {down:.1} s |",
+            "| {n} | {up:.1} s | {stable:.1} s ({status}) | {:.2} % | {} MB | {threads} | {pss:.0} / {dirty:.0} kB | {down:.1} s |",
             (cpu1 - cpu0) / idle * 100.0,
             rss / 1024
         ));
@@ -1458,6 +1460,43 @@ fn scan_costs(state: &Path) -> String {
     format!(
         "A full scan of the {count} state files while they run: every file read and every process checked in /proc {read_all:.1} ms (median of 5); unchanged files from memory, /proc every 6th scan {remembered:.1} ms (mean of 6)."
     )
+}
+
+/// What a container costs in memory beside its own command, averaged over the
+/// running ones: its monitor's and its PID 1's Pss and private dirty memory, kB
+/// (`/proc/PID/smaps_rollup`; the binary's pages are shared by all, so counted in Pss
+/// by their share).
+fn memory_per_container(state: &Path) -> (f64, f64) {
+    use haconiwa::runtime::{state::Status, Runtime};
+    let rollup = |pid: i32| -> (u64, u64) {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        (field("Pss:"), field("Private_Dirty:"))
+    };
+    let (mut pss, mut dirty, mut n) = (0u64, 0u64, 0u64);
+    for node in std::fs::read_dir(state).into_iter().flatten().flatten() {
+        for st in Runtime::new(node.path(), "unused").states() {
+            if st.status != Status::Running {
+                continue;
+            }
+            let (monitor, init) = (rollup(st.monitor_pid), rollup(st.pid));
+            pss += monitor.0 + init.0;
+            dirty += monitor.1 + init.1;
+            n += 1;
+        }
+    }
+    let n = n.max(1) as f64;
+    (pss as f64 / n, dirty as f64 / n)
 }
 
 /// Kills what a node bench left running (monitors and containers by their state files,
@@ -1583,8 +1622,8 @@ async fn main() {
         out.line(
             "\n### Containers on one node (the example sleeper, one real supervisor)\n".into(),
         );
-        out.line("| containers | all running after | rolled out after that | supervisor CPU, idle | supervisor RSS | threads | all gone after |".into());
-        out.line("|---|---|---|---|---|---|---|".into());
+        out.line("| containers | all running after | rolled out after that | supervisor CPU, idle | supervisor RSS | threads | memory per container (monitor + PID 1: Pss / private dirty) | all gone after |".into());
+        out.line("|---|---|---|---|---|---|---|---|".into());
         let mut scans = Vec::new();
         for &n in &o.containers {
             match bench_node(&mut out, n).await {

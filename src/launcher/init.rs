@@ -22,9 +22,10 @@ pub fn run(child: Pid) -> ! {
     let keep: caps::CapsHashSet = [caps::Capability::CAP_KILL].into_iter().collect();
     let _ = caps::set(None, caps::CapSet::Effective, &keep);
     let _ = caps::set(None, caps::CapSet::Permitted, &keep);
-    // It only reaps and forwards signals: the heap and stack of the monitor it was
-    // forked from go.
-    super::release_free_memory();
+    drop(keep);
+    // From here on it only reaps and forwards signals, with no allocation, and ends
+    // with _exit: the heap and stack of the process it was forked from go, all of them.
+    super::memory::release_heap_for_good();
     let mut status = None;
     loop {
         let Some((sig, from_kernel)) = signals::wait_blocked() else {
@@ -42,8 +43,10 @@ pub fn run(child: Pid) -> ! {
                 }
             }
             if let Some(code) = status {
-                // Our exit kills whatever is left in the namespace.
-                std::process::exit(code);
+                // Our exit kills whatever is left in the namespace. `_exit`: no exit
+                // handler or TLS destructor may touch the heap given back above.
+                // SAFETY: _exit ends the process at once; nothing of it is used again.
+                unsafe { libc::_exit(code) };
             }
         } else if !from_kernel {
             // A terminal's signal already reached the whole foreground group; only

@@ -15,6 +15,7 @@ mod freezer;
 pub mod hooks;
 pub mod init;
 mod masks;
+mod memory;
 mod mounts;
 pub mod netlink;
 pub mod network;
@@ -28,8 +29,9 @@ pub mod terminal;
 
 pub use child::{RootAccess, DEFAULT_PATH};
 pub use error::{LaunchError, StepError};
+pub use memory::{one_malloc_arena, release_free_memory};
 pub use parent::{
-    fork_single_threaded, redirect_stdio, release_free_memory, start, start_time, wait,
-    wait_watching, Exit, Hold, LaunchOptions, Started, Watch,
+    fork_single_threaded, redirect_stdio, start, start_time, wait, wait_watching, Exit, Hold,
+    LaunchOptions, Started, Watch,
 };
 pub use secrets::{wipe, SecretFile};

@@ -95,6 +95,9 @@ pub enum Request {
     },
 }
 
+/// The helpers' verbs (their first and only argument, and their name in `ps`).
+pub const VERBS: [&str; 4] = [Request::MONITOR, "__provision", "__probe", "__remove"];
+
 impl Request {
     /// The verb of [`Request::Monitor`].
     const MONITOR: &'static str = "__monitor";
@@ -102,10 +105,10 @@ impl Request {
     /// The helper's name in the process list.
     fn verb(&self) -> &'static str {
         match self {
-            Request::Monitor { .. } => Request::MONITOR,
-            Request::Provision { .. } => "__provision",
-            Request::Probe { .. } => "__probe",
-            Request::Remove { .. } => "__remove",
+            Request::Monitor { .. } => VERBS[0],
+            Request::Provision { .. } => VERBS[1],
+            Request::Probe { .. } => VERBS[2],
+            Request::Remove { .. } => VERBS[3],
         }
     }
 }

@@ -261,26 +261,26 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
     };
     let mut pending = [Vec::new(), Vec::new()];
     let mut open = [true, true];
-    let mut buf = vec![0u8; 64 * 1024];
+    // Made on the first output: a container that writes nothing costs its copier no
+    // buffer (one per container, resident for its whole life once touched).
+    let mut buf = Vec::new();
     while open.iter().any(|o| *o) {
+        // No allocation while waiting: the pipes still open, then the end.
+        // (A closed pipe's place holds the end again, its answer ignored.)
         let (ready, ending) = {
-            let which: Vec<usize> = (0..2).filter(|i| open[*i]).collect();
-            let mut fds: Vec<PollFd> = which
-                .iter()
-                .map(|i| PollFd::new(pipes[*i].as_fd(), PollFlags::POLLIN))
-                .collect();
-            fds.push(PollFd::new(end.as_fd(), PollFlags::POLLIN));
+            let fd = |i: usize| {
+                if open[i] {
+                    pipes[i].as_fd()
+                } else {
+                    end.as_fd()
+                }
+            };
+            let mut fds = [fd(0), fd(1), end.as_fd()].map(|f| PollFd::new(f, PollFlags::POLLIN));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {
                     let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                    let ending = fds.last().is_some_and(ready);
-                    let data: Vec<usize> = which
-                        .iter()
-                        .zip(&fds)
-                        .filter(|(_, f)| ready(f))
-                        .map(|(i, _)| *i)
-                        .collect();
-                    (data, ending)
+                    let data = [0, 1].map(|i| open[i] && ready(&fds[i]));
+                    (data, ready(&fds[2]))
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -288,13 +288,16 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
         };
         // Ended, and nothing more to read: done (the end stays readable, so while
         // output is left each poll returns at once with it).
-        if ready.is_empty() {
+        if !ready.iter().any(|r| *r) {
             if ending {
                 break;
             }
             continue;
         }
-        for i in ready {
+        if buf.is_empty() {
+            buf = vec![0u8; 64 * 1024];
+        }
+        for i in (0..2).filter(|i| ready[*i]) {
             let n = match pipes[i].read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -99,6 +99,8 @@ impl Runtime {
         let sink = logs::LogSink::open(&dir.path, spec.logs);
         MonitorReport::Started.send(&mut report);
         drop(report);
+        // The copier's thread allocates in the main arena, not in one of its own.
+        launcher::one_malloc_arena();
         let copier = sink.and_then(|sink| logs::spawn_copier(sink, out_r.into(), err_r.into()));
         if let Err(e) = &copier {
             st.reason = Some(format!("its output is lost: the log copier: {e}"));

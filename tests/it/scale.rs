@@ -1,5 +1,6 @@
 //! Many containers on one node with a real supervisor: every exit reaches the cluster,
-//! no monitor is left blocked, nothing is left a zombie. Not timed: the bounds only stop
+//! no monitor is left blocked, nothing is left a zombie, and each costs at most 300 kB
+//! beside its command (its monitor and PID 1, Pss). Not timed: the bounds only stop
 //! a hung test (speed is measured by scripts/bench-scale).
 
 use crate::common::cluster::Cluster;
@@ -61,6 +62,30 @@ fn hundreds_of_containers_on_one_node_every_exit_reported_and_no_monitor_blocks(
         .into_iter()
         .map(|v| (v["name"].as_str().unwrap_or_default().to_string(), v))
         .collect();
+    // What each container costs beside its command (issue 27's density goal): its
+    // monitor's and its PID 1's Pss, on average, while all of them run.
+    let pss = |pid: i64| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|t| {
+                let line = t.lines().find(|l| l.starts_with("Pss:"))?;
+                line.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no Pss for process {pid}"))
+    };
+    let per_container: Vec<u64> = first_ids
+        .iter()
+        .filter_map(|id| local.get(id))
+        .map(|st| {
+            pss(st["monitor_pid"].as_i64().unwrap_or(0)) + pss(st["pid"].as_i64().unwrap_or(0))
+        })
+        .collect();
+    let mean = per_container.iter().sum::<u64>() / per_container.len().max(1) as u64;
+    assert!(
+        per_container.len() == MANY && mean <= 300,
+        "a container's monitor and PID 1 hold {mean} kB of Pss on average (of {} measured; at most 300)",
+        per_container.len()
+    );
     let mut monitors = Vec::new();
     for id in &first_ids {
         let st = local
