@@ -480,10 +480,6 @@ impl Cli {
     }
 }
 
-/// Whether a command only prints for a reader (a terminal or a pipe such as `| head`)
-/// and should end quietly when that reader goes away. Every other command keeps SIGPIPE
-/// ignored: the launcher writes to pipes whose other end may be gone (a child that
-/// failed first), and the supervisor, the helpers and `up` must outlive their readers.
 /// Whether this process is one of the internal helpers (`haconiwa __monitor` and the
 /// like, their request on stdin, no argument): they skip building clap's tree of every
 /// command, which costs each launch ~0.3 ms and leaves ~300 kB of heap churn in the
@@ -496,6 +492,10 @@ fn is_helper_call() -> bool {
     }
 }
 
+/// Whether a command only prints for a reader (a terminal or a pipe such as `| head`)
+/// and should end quietly when that reader goes away. Every other command keeps SIGPIPE
+/// ignored: the launcher writes to pipes whose other end may be gone (a child that
+/// failed first), and the supervisor, the helpers and `up` must outlive their readers.
 fn prints_for_a_reader(c: &Command) -> bool {
     matches!(
         c,

@@ -261,9 +261,12 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
     };
     let mut pending = [Vec::new(), Vec::new()];
     let mut open = [true, true];
-    // Made on the first output: a container that writes nothing costs its copier no
-    // buffer (one per container, resident for its whole life once touched).
-    let mut buf = Vec::new();
+    // Reads go into a page of the copier's stack until one fills it: only then is the
+    // big buffer made (resident for the container's whole life once touched), so a
+    // container that writes little, and every container's last read (its end), cost
+    // no allocation.
+    let mut small = [0u8; 4096];
+    let mut big = Vec::new();
     while open.iter().any(|o| *o) {
         // No allocation while waiting: the pipes still open, then the end.
         // (A closed pipe's place holds the end again, its answer ignored.)
@@ -294,11 +297,9 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
             }
             continue;
         }
-        if buf.is_empty() {
-            buf = vec![0u8; 64 * 1024];
-        }
         for i in (0..2).filter(|i| ready[*i]) {
-            let n = match pipes[i].read(&mut buf) {
+            let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+            let n = match pipes[i].read(buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => 0,
@@ -308,6 +309,9 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
                 open[i] = false;
             } else {
                 pending[i].extend_from_slice(&buf[..n]);
+            }
+            if n == small.len() && big.is_empty() {
+                big = vec![0u8; 64 * 1024];
             }
             let lines = format_lines(&mut pending[i], streams[i], &ts, n == 0);
             write(sink, &lines);
