@@ -261,12 +261,11 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
     };
     let mut pending = [Vec::new(), Vec::new()];
     let mut open = [true, true];
-    // Reads go into a page of the copier's stack until one fills it: only then is the
-    // big buffer made (resident for the container's whole life once touched), so a
-    // container that writes little, and every container's last read (its end), cost
-    // no allocation.
-    let mut small = [0u8; 4096];
-    let mut big = Vec::new();
+    // The buffer is made on the first output (resident for the container's whole life
+    // once touched): a container that writes nothing costs its copier none, and a
+    // pipe's end (a hang-up with nothing to read) is read into a few bytes of stack.
+    let mut at_end = [0u8; 64];
+    let mut buf = Vec::new();
     while open.iter().any(|o| *o) {
         // No allocation while waiting: the pipes still open, then the end.
         // (A closed pipe's place holds the end again, its answer ignored.)
@@ -282,7 +281,12 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {
                     let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                    let input =
+                        |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
                     let data = [0, 1].map(|i| open[i] && ready(&fds[i]));
+                    if buf.is_empty() && (0..2).any(|i| open[i] && input(&fds[i])) {
+                        buf = vec![0u8; 64 * 1024];
+                    }
                     (data, ready(&fds[2]))
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -298,8 +302,12 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
             continue;
         }
         for i in (0..2).filter(|i| ready[*i]) {
-            let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
-            let n = match pipes[i].read(buf) {
+            let into: &mut [u8] = if buf.is_empty() {
+                &mut at_end
+            } else {
+                &mut buf
+            };
+            let n = match pipes[i].read(into) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => 0,
@@ -308,10 +316,7 @@ fn copy(sink: &mut LogSink, mut pipes: [File; 2], end: &File) -> io::Result<()> 
             if n == 0 {
                 open[i] = false;
             } else {
-                pending[i].extend_from_slice(&buf[..n]);
-            }
-            if n == small.len() && big.is_empty() {
-                big = vec![0u8; 64 * 1024];
+                pending[i].extend_from_slice(&into[..n]);
             }
             let lines = format_lines(&mut pending[i], streams[i], &ts, n == 0);
             write(sink, &lines);
