@@ -81,9 +81,12 @@ fn hundreds_of_containers_on_one_node_every_exit_reported_and_no_monitor_blocks(
         })
         .collect();
     let mean = per_container.iter().sum::<u64>() / per_container.len().max(1) as u64;
+    // The goal is the release build's; a debug build's unoptimised frames and code keep
+    // more of the stack and the binary resident (335 kB measured, 244 in release).
+    let most = if cfg!(debug_assertions) { 400 } else { 300 };
     assert!(
-        per_container.len() == MANY && mean <= 300,
-        "a container's monitor and PID 1 hold {mean} kB of Pss on average (of {} measured; at most 300)",
+        per_container.len() == MANY && mean <= most,
+        "a container's monitor and PID 1 hold {mean} kB of Pss on average (of {} measured; at most {most})",
         per_container.len()
     );
     let mut monitors = Vec::new();
