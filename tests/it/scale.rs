@@ -1,6 +1,6 @@
 //! Many containers on one node with a real supervisor: every exit reaches the cluster,
 //! no monitor is left blocked, nothing is left a zombie, and each costs at most 300 kB
-//! beside its command (its monitor and PID 1, Pss). Not timed: the bounds only stop
+//! beside its command in a release build (its monitor and PID 1, Pss). Not timed: the bounds only stop
 //! a hung test (speed is measured by scripts/bench-scale).
 
 use crate::common::cluster::Cluster;
