@@ -508,15 +508,21 @@ impl Cgroup {
         out
     }
 
+    /// The container's directory in the v1 memory hierarchy (None on v2, or with no
+    /// memory controller mounted).
+    pub(super) fn memory_dir(&self) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V1 { controllers } => controllers.get("memory").map(|m| m.join(&self.rel)),
+            Layout::V2 { .. } => None,
+        }
+    }
+
     /// Whether the kernel OOM-killed a process of this container.
     pub fn oom_killed(&self) -> bool {
         // On v1 only the memory hierarchy has the file (its directory, if mounted).
-        let memory_dir;
+        let memory_dir = self.memory_dir();
         let (file, dirs) = match &self.layout {
-            Layout::V1 { controllers } => {
-                memory_dir = controllers.get("memory").map(|m| m.join(&self.rel));
-                ("memory.oom_control", memory_dir.as_slice())
-            }
+            Layout::V1 { .. } => ("memory.oom_control", memory_dir.as_slice()),
             Layout::V2 { .. } => ("memory.events", self.dirs.as_slice()),
         };
         let key = "oom_kill";

@@ -66,14 +66,6 @@ impl Cgroup {
             None => Ok(0),
         }
     }
-
-    /// The container's directory in the v1 memory hierarchy.
-    fn memory_dir(&self) -> Option<PathBuf> {
-        match &self.layout {
-            Layout::V1 { controllers } => controllers.get("memory").map(|m| m.join(&self.rel)),
-            Layout::V2 { .. } => None,
-        }
-    }
 }
 
 /// Fills `parent`'s pool (the cgroup parent, e.g. `haconiwa/node-2`) up to [`SIZE`],

@@ -16,7 +16,7 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-    if let Some(stack) = mapping("[stack]") {
+    if let Some(stack) = mappings().stack {
         release_stack_below_here(stack);
     }
 }
@@ -27,8 +27,8 @@ pub fn release_free_memory() {
 /// and forwards, and ends with `_exit`, so it never calls the allocator again (which
 /// would find its arena's pages zeroed). Called on the main thread.
 pub fn release_heap_for_good() {
-    let heap = mapping("[heap]");
-    if let Some(stack) = mapping("[stack]") {
+    let Mappings { heap, stack } = mappings();
+    if let Some(stack) = stack {
         release_stack_below_here(stack);
     }
     let Some(heap) = heap else {
@@ -100,12 +100,24 @@ fn release_stack_below_here(stack: Range<usize>) {
     }
 }
 
-/// The address range of one of this process's named mappings (`[heap]`, `[stack]`).
-fn mapping(name: &str) -> Option<Range<usize>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let line = maps.lines().find(|l| l.ends_with(name))?;
-    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
-    Some(usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?)
+/// The address ranges of this process's heap and main stack.
+struct Mappings {
+    heap: Option<Range<usize>>,
+    stack: Option<Range<usize>>,
+}
+
+/// Reads [`Mappings`] from one read of `/proc/self/maps`.
+fn mappings() -> Mappings {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let range = |name: &str| {
+        let line = maps.lines().find(|l| l.ends_with(name))?;
+        let (a, b) = line.split_whitespace().next()?.split_once('-')?;
+        Some(usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?)
+    };
+    Mappings {
+        heap: range("[heap]"),
+        stack: range("[stack]"),
+    }
 }
 
 /// The calling thread's thread pointer (where its TLS control block is); only read on
@@ -143,8 +155,9 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_heap_and_the_stack_are_found_and_the_thread_pointer_lies_where_the_tls_is() {
-        let heap = mapping("[heap]").expect("a [heap] mapping");
-        let stack = mapping("[stack]").expect("a [stack] mapping");
+        let Mappings { heap, stack } = mappings();
+        let heap = heap.expect("a [heap] mapping");
+        let stack = stack.expect("a [stack] mapping");
         assert!(heap.start < heap.end && stack.start < stack.end);
         thread_local!(static MARK: u8 = const { 0 });
         let tls = MARK.with(|m| std::ptr::addr_of!(*m) as usize);
