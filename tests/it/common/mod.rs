@@ -281,12 +281,18 @@ pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
             }
         }
     }
+    // Judged by name, not against a listing made before the walk: a remover may fill
+    // the pool between the two.
+    let pooled = |d: &Path, p: &Path| {
+        p.parent() == Some(d)
+            && p.file_name()
+                .is_some_and(|n| haconiwa::launcher::cgroup_pool::is_pooled(&n.to_string_lossy()))
+    };
     let mut out = Vec::new();
     for d in cgroup_dirs(parent) {
-        let pooled = pooled_cgroups(&d);
         let mut found = Vec::new();
         walk(&d, &mut found);
-        out.extend(found.into_iter().filter(|p| !pooled.contains(p)));
+        out.extend(found.into_iter().filter(|p| !pooled(&d, p)));
     }
     out
 }
