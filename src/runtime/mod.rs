@@ -31,7 +31,7 @@ use std::time::Duration;
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// How long `kill` waits for the monitor to record an exit.
-const RECORD_GRACE: Duration = Duration::from_secs(2);
+pub const RECORD_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a monitor keeps offering its exit notice to a supervisor whose queue is
 /// full (it has already reaped and recorded the exit; only its own end waits).
@@ -504,6 +504,25 @@ impl Runtime {
     /// final state. Waits on pidfds: a container whose processes ended but were not
     /// reaped yet counts as ended, and nothing polls.
     pub fn kill(&self, name: &str, sig: Signal, timeout: Duration) -> Result<State, RuntimeError> {
+        // The monitor records the exit, removes the cgroup, then ends.
+        if let Some(monitor) = self.stop(name, sig, timeout)? {
+            let _ = monitor.wait(RECORD_GRACE);
+        }
+        self.refresh(&self.dir(name))
+            .map_err(|_| RuntimeError::NotFound(name.to_string()))
+    }
+
+    /// The first half of [`Runtime::kill`]: signals a running container and waits up to
+    /// `timeout` for its first process to end (then SIGKILL), and returns a handle on
+    /// its monitor (`None` when that is gone already), which records the exit and
+    /// cleans up after it. For a caller that stops many containers: the monitor's
+    /// cleanup, the slow half on a crowded host, need not hold up the next stop.
+    pub fn stop(
+        &self,
+        name: &str,
+        sig: Signal,
+        timeout: Duration,
+    ) -> Result<Option<ProcessHandle>, RuntimeError> {
         let st = self.get(name)?;
         if st.status != Status::Running {
             return Err(RuntimeError::NotRunning(name.to_string()));
@@ -532,12 +551,7 @@ impl Runtime {
                     .map_err(what("wait for the first process"))?;
             }
         }
-        // The monitor records the exit, removes the cgroup, then ends.
-        if let Some(monitor) = &monitor {
-            let _ = monitor.wait(RECORD_GRACE);
-        }
-        self.refresh(&self.dir(name))
-            .map_err(|_| RuntimeError::NotFound(name.to_string()))
+        Ok(monitor)
     }
 
     /// Sends SIGCONT to every process in the container's cgroup (best effort).

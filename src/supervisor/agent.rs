@@ -19,7 +19,7 @@ use crate::cluster::state::{ClusterState, ContainerRecord, NodeStatus, Observed}
 use crate::decide::reconcile::{self, Action, ByName, Local, LocalStatus, LocalView};
 use crate::runtime::bootstrap::BootstrapError;
 use crate::runtime::scan::StateScan;
-use crate::runtime::{bootstrap, helper, lease, provision, Runtime, RuntimeError};
+use crate::runtime::{bootstrap, helper, lease, provision, Runtime, RuntimeError, RECORD_GRACE};
 use crate::spec::ContainerSpec;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -35,8 +35,12 @@ pub const FULL_SCAN: Duration = Duration::from_secs(10);
 const LAUNCH_SLOTS: usize = 8;
 /// How often a pull's progress is reported (each report is a committed entry).
 const PULL_REPORT_EVERY: Duration = Duration::from_millis(500);
-/// Kills under way at once (each holds a blocking thread while it waits on pidfds).
+/// Kills under way at once (each holds a blocking thread while it signals and waits for
+/// the first process).
 const KILL_SLOTS: usize = 16;
+/// Waits at once for the monitors of killed containers to record their exits (a
+/// blocking thread each; a wait holds no kill slot, see `Agent::kill`).
+const RECORD_WAITS: usize = 64;
 /// Time a container gets to end after its stop signal, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Reports in flight at once (the leader batches concurrent proposals).
@@ -99,6 +103,8 @@ pub struct Agent {
     killing: Mutex<HashSet<String>>,
     launch_slots: Semaphore,
     kill_slots: Semaphore,
+    /// Bounds the waits for killed containers' monitors ([`RECORD_WAITS`]).
+    record_waits: Semaphore,
     wake: Arc<Notify>,
     /// The health checks of the containers here.
     probes: Arc<Probes>,
@@ -136,6 +142,7 @@ impl Agent {
             killing: Mutex::new(HashSet::new()),
             launch_slots: Semaphore::new(LAUNCH_SLOTS),
             kill_slots: Semaphore::new(KILL_SLOTS),
+            record_waits: Semaphore::new(RECORD_WAITS),
             wake,
             probes,
             restarts: Restarter::new(due_tx),
@@ -604,16 +611,28 @@ impl Agent {
             return;
         }
         tokio::spawn(async move {
-            if let Ok(_slot) = self.kill_slots.acquire().await {
+            if let Ok(slot) = self.kill_slots.acquire().await {
                 let rt = self.runtime.clone();
                 let n = name.clone();
                 let res = tokio::task::spawn_blocking(move || {
                     let sig = rt.stop_signal(&n);
-                    rt.kill(&n, sig, STOP_GRACE)
+                    rt.stop(&n, sig, STOP_GRACE)
                 })
                 .await;
-                if let Ok(Err(e)) = res {
-                    tracing::debug!("kill {name}: {e}");
+                drop(slot);
+                match res {
+                    // The container's processes are gone: its monitor records the exit
+                    // and cleans up while the next kills go out (that wait held a slot,
+                    // and 5,000 containers took 16 cleanups at a time to remove).
+                    Ok(Ok(Some(monitor))) => {
+                        if let Ok(_wait) = self.record_waits.acquire().await {
+                            let _ = tokio::task::spawn_blocking(move || monitor.wait(RECORD_GRACE))
+                                .await;
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::debug!("kill {name}: {e}"),
+                    Err(e) => tracing::debug!("kill {name}: {e}"),
                 }
             }
             self.reread(vec![name.clone()]).await;
