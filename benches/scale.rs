@@ -1423,8 +1423,8 @@ async fn bench_node(out: &mut Report, n: usize) -> Result<String, Error> {
 /// What the agent's full scan of the node's state files costs while they all run, done
 /// here the supervisor's two ways: every file read and every process checked in `/proc`
 /// (`Runtime::states`, the scan before session 35), and `StateScan::states` after a
-/// first read (unchanged files from memory, a signal 0 per running container, `/proc`
-/// every 6th scan).
+/// first read (unchanged files from memory, the live monitors asked at once with one
+/// `poll` of their pidfds).
 fn scan_costs(state: &Path) -> String {
     use haconiwa::runtime::{scan::StateScan, Runtime};
     let Some(node) = std::fs::read_dir(state)
@@ -1458,7 +1458,7 @@ fn scan_costs(state: &Path) -> String {
     }
     let remembered = t.elapsed().as_secs_f64() * 1e3 / 6.0;
     format!(
-        "A full scan of the {count} state files while they run: every file read and every process checked in /proc {read_all:.1} ms (median of 5); unchanged files from memory, /proc every 6th scan {remembered:.1} ms (mean of 6)."
+        "A full scan of the {count} state files while they run: every file read and every process checked in /proc {read_all:.1} ms (median of 5); unchanged files from memory, live monitors polled at once {remembered:.1} ms (mean of 6)."
     )
 }
 

@@ -5,16 +5,22 @@
 //! a state file is a rename (a new inode, a new time), so a changed file is always read;
 //! the settling time covers a file rewritten within one tick of the coarse file clock
 //! onto a reused inode number. What a state says is corrected on every scan: a running
-//! container whose first process is gone is found lost at once (a signal 0 says so);
-//! that its pid still names the same process (not one that reused it after the
-//! container and its monitor died unrecorded) is checked in `/proc` at the first read
-//! and every [`IDENTITY_EVERY`] scans, since reading 5,000 `/proc/PID/stat` was most of
-//! an idle scan's cost.
+//! container whose first process and monitor are both gone is found lost at once.
+//! While a remembered container's monitor lives, its state file stands as it is (the
+//! monitor records the container's end itself): the scan holds a pidfd on each such
+//! monitor, opened at the first read (so a reused pid is never mistaken for it), and
+//! asks all of them at once with one `poll`. Without that handle (no pidfd, no fd left)
+//! the first process is probed with a signal 0, and that its pid still names the same
+//! process is checked in `/proc` at the first read and every [`IDENTITY_EVERY`] scans;
+//! a signal 0 and a `/proc` read per container were most of an idle scan's cost.
 
 use super::state::{ContainerDir, State, Status};
 use super::Runtime;
+use crate::launcher::pidfd::ProcessHandle;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +74,20 @@ struct Known {
     state: State,
     /// Scans since its processes' identity was last checked in `/proc`.
     unchecked: u32,
+    /// A handle on its monitor while the state says it runs (see the module's doc).
+    monitor: Option<ProcessHandle>,
+}
+
+/// One container as this scan found it, before its state is corrected.
+struct Found {
+    dir: ContainerDir,
+    name: OsString,
+    stamp: Stamp,
+    state: State,
+    /// What to remember of it (a settled read).
+    kept: Option<State>,
+    unchecked: u32,
+    monitor: Option<ProcessHandle>,
 }
 
 impl StateScan {
@@ -80,6 +100,10 @@ impl StateScan {
             self.read = read;
             return out;
         };
+        let mut found = Vec::new();
+        // Handles held from the last scan count against the budget until it ends.
+        let held = self.read.values().filter(|k| k.monitor.is_some()).count();
+        let mut handles = handle_budget().saturating_sub(held);
         for e in entries.flatten() {
             let dir = ContainerDir { path: e.path() };
             let Ok(meta) = std::fs::metadata(dir.state_file()) else {
@@ -88,8 +112,8 @@ impl StateScan {
             let stamp = Stamp::of(&meta);
             let name = e.file_name();
             let known = self.read.remove(&name).filter(|k| k.stamp == stamp);
-            let (st, kept, unchecked) = match known {
-                Some(k) => (k.state.clone(), Some(k.state), k.unchecked + 1),
+            let (state, kept, unchecked, monitor) = match known {
+                Some(k) => (k.state.clone(), Some(k.state), k.unchecked + 1, k.monitor),
                 None => {
                     let read_at = SystemTime::now();
                     let Ok(st) = dir.read_state() else { continue };
@@ -98,11 +122,44 @@ impl StateScan {
                     let same =
                         std::fs::metadata(dir.state_file()).is_ok_and(|m| Stamp::of(&m) == stamp);
                     let kept = (same && stamp.settled_before(read_at)).then(|| st.clone());
-                    (st, kept, IDENTITY_EVERY)
+                    let monitor = match (&kept, st.status) {
+                        (Some(_), Status::Running) if handles > 0 => {
+                            let h = ProcessHandle::open(st.monitor_pid, st.monitor_start_time)
+                                .ok()
+                                .flatten();
+                            handles -= usize::from(h.is_some());
+                            h
+                        }
+                        _ => None,
+                    };
+                    (st, kept, IDENTITY_EVERY, monitor)
                 }
             };
-            let cheap =
-                st.status == Status::Running && unchecked < IDENTITY_EVERY && signalable(st.pid);
+            found.push(Found {
+                dir,
+                name,
+                stamp,
+                state,
+                kept,
+                unchecked,
+                monitor,
+            });
+        }
+        let monitors_live = monitors_live(&found);
+        for (f, monitor_live) in found.into_iter().zip(monitors_live) {
+            let Found {
+                dir,
+                name,
+                stamp,
+                state: st,
+                kept,
+                unchecked,
+                monitor,
+            } = f;
+            let running = st.status == Status::Running;
+            // Its monitor lives: the state stands (`Runtime::correct` would keep it too).
+            let watched = running && monitor_live;
+            let cheap = watched || (running && unchecked < IDENTITY_EVERY && signalable(st.pid));
             let corrected = if cheap { Ok(st) } else { rt.correct(&dir, st) };
             if let Some(state) = kept {
                 let unchecked = if cheap { unchecked } else { 0 };
@@ -112,6 +169,7 @@ impl StateScan {
                         stamp,
                         state,
                         unchecked,
+                        monitor: monitor.filter(|_| watched),
                     },
                 );
             }
@@ -123,6 +181,37 @@ impl StateScan {
         super::oldest_first(&mut out);
         out
     }
+}
+
+/// How many monitor handles a scan may hold: half the process's open-file limit, so that
+/// thousands of containers never take the descriptors its connections need (the
+/// containers past it are checked the way without a handle).
+fn handle_budget() -> usize {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft / 2).unwrap_or(usize::MAX))
+        .unwrap_or(0)
+}
+
+/// For each container found, whether its state says it runs and the monitor it holds a
+/// handle on has not ended: one `poll` for all of them (false for all when it fails).
+fn monitors_live(found: &[Found]) -> Vec<bool> {
+    let polled: Vec<usize> = (0..found.len())
+        .filter(|&i| found[i].state.status == Status::Running && found[i].monitor.is_some())
+        .collect();
+    let mut fds: Vec<PollFd> = polled
+        .iter()
+        .filter_map(|&i| found[i].monitor.as_ref())
+        .map(|m| PollFd::new(m.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let mut live = vec![false; found.len()];
+    if fds.is_empty() || poll(&mut fds, PollTimeout::ZERO).is_err() {
+        return live;
+    }
+    for (&i, fd) in polled.iter().zip(&fds) {
+        // Readable (or in error) once the process has ended.
+        live[i] = fd.revents().is_some_and(|r| r.is_empty());
+    }
+    live
 }
 
 /// Whether a process with this pid exists (signal 0: no `/proc` read).
@@ -271,6 +360,58 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         // Its process and (here, no) monitor gone, its end unrecorded: lost, at once.
+        assert_eq!(status(&mut scan), (Status::Exited, true));
+        assert!(dir.read_state().unwrap().lost, "and recorded");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_container_whose_monitor_lives_stands_and_is_lost_once_both_are_gone() {
+        let root = std::env::temp_dir().join(format!("hc-scan-mon-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let rt = Runtime::new(&root, "none");
+        let dir = rt.dir("c");
+        std::fs::create_dir_all(&dir.path).unwrap();
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut init, mut monitor) = (sleep(), sleep());
+        let (pid, monitor_pid) = (init.id() as i32, monitor.id() as i32);
+        let running = State {
+            pid,
+            start_time: crate::launcher::start_time(pid).unwrap(),
+            monitor_pid,
+            monitor_start_time: crate::launcher::start_time(monitor_pid).unwrap(),
+            status: Status::Running,
+            exit_code: None,
+            finished_at: None,
+            ..exited("c", 0)
+        };
+        dir.write_state(&running).unwrap();
+        age(&dir.state_file(), 60);
+        let mut scan = StateScan::default();
+        let status = |scan: &mut StateScan| {
+            let st = scan.states(&rt).pop().unwrap();
+            (st.status, st.lost)
+        };
+        assert_eq!(status(&mut scan), (Status::Running, false));
+        assert!(
+            scan.read.values().all(|k| k.monitor.is_some()),
+            "a handle on the monitor is held"
+        );
+        // The first process ended, the monitor lives (it would record the end): the
+        // state stands, as `Runtime::correct` would leave it.
+        init.kill().unwrap();
+        init.wait().unwrap();
+        for _ in 0..IDENTITY_EVERY + 1 {
+            assert_eq!(status(&mut scan), (Status::Running, false));
+        }
+        // Both gone, the end unrecorded: lost at the next scan.
+        monitor.kill().unwrap();
+        monitor.wait().unwrap();
         assert_eq!(status(&mut scan), (Status::Exited, true));
         assert!(dir.read_state().unwrap().lost, "and recorded");
         let _ = std::fs::remove_dir_all(&root);
