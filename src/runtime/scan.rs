@@ -398,6 +398,7 @@ mod tests {
             (st.status, st.lost)
         };
         assert_eq!(status(&mut scan), (Status::Running, false));
+        assert_eq!(scan.read.len(), 1);
         assert!(
             scan.read.values().all(|k| k.monitor.is_some()),
             "a handle on the monitor is held"
