@@ -323,21 +323,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    #[test]
-    fn a_remembered_running_container_whose_process_ended_is_found_lost_at_the_next_scan() {
-        let root = std::env::temp_dir().join(format!("hc-scan-lost-{}", std::process::id()));
+    /// A runtime under a fresh directory whose container "c" runs, by its settled state
+    /// file, as `pid` under the monitor `monitor_pid` (0: none).
+    fn remembered_running(tag: &str, pid: i32, monitor_pid: i32) -> (Runtime, ContainerDir) {
+        let root = std::env::temp_dir().join(format!("hc-scan-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let rt = Runtime::new(&root, "none");
         let dir = rt.dir("c");
         std::fs::create_dir_all(&dir.path).unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
+        let started = |pid| crate::launcher::start_time(pid).unwrap();
         let running = State {
             pid,
-            start_time: crate::launcher::start_time(pid).unwrap(),
+            start_time: started(pid),
+            monitor_pid,
+            monitor_start_time: if monitor_pid > 0 {
+                started(monitor_pid)
+            } else {
+                0
+            },
             status: Status::Running,
             exit_code: None,
             finished_at: None,
@@ -345,59 +348,52 @@ mod tests {
         };
         dir.write_state(&running).unwrap();
         age(&dir.state_file(), 60);
+        (rt, dir)
+    }
+
+    /// The status of the one container a scan finds, and whether it was lost.
+    fn status(scan: &mut StateScan, rt: &Runtime) -> (Status, bool) {
+        let st = scan.states(rt).pop().unwrap();
+        (st.status, st.lost)
+    }
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_remembered_running_container_whose_process_ended_is_found_lost_at_the_next_scan() {
+        let mut child = sleeper();
+        let (rt, dir) = remembered_running("lost", child.id() as i32, 0);
         let mut scan = StateScan::default();
-        let status = |scan: &mut StateScan| {
-            let st = scan.states(&rt).pop().unwrap();
-            (st.status, st.lost)
-        };
         assert_eq!(
-            status(&mut scan),
+            status(&mut scan, &rt),
             (Status::Running, false),
             "checked in /proc"
         );
-        assert_eq!(status(&mut scan), (Status::Running, false), "from memory");
+        assert_eq!(
+            status(&mut scan, &rt),
+            (Status::Running, false),
+            "from memory"
+        );
         assert_eq!(scan.read.len(), 1);
         child.kill().unwrap();
         child.wait().unwrap();
         // Its process and (here, no) monitor gone, its end unrecorded: lost, at once.
-        assert_eq!(status(&mut scan), (Status::Exited, true));
+        assert_eq!(status(&mut scan, &rt), (Status::Exited, true));
         assert!(dir.read_state().unwrap().lost, "and recorded");
-        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&rt.state_dir);
     }
 
     #[test]
     fn a_container_whose_monitor_lives_stands_and_is_lost_once_both_are_gone() {
-        let root = std::env::temp_dir().join(format!("hc-scan-mon-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let rt = Runtime::new(&root, "none");
-        let dir = rt.dir("c");
-        std::fs::create_dir_all(&dir.path).unwrap();
-        let sleep = || {
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap()
-        };
-        let (mut init, mut monitor) = (sleep(), sleep());
-        let (pid, monitor_pid) = (init.id() as i32, monitor.id() as i32);
-        let running = State {
-            pid,
-            start_time: crate::launcher::start_time(pid).unwrap(),
-            monitor_pid,
-            monitor_start_time: crate::launcher::start_time(monitor_pid).unwrap(),
-            status: Status::Running,
-            exit_code: None,
-            finished_at: None,
-            ..exited("c", 0)
-        };
-        dir.write_state(&running).unwrap();
-        age(&dir.state_file(), 60);
+        let (mut init, mut monitor) = (sleeper(), sleeper());
+        let (rt, dir) = remembered_running("mon", init.id() as i32, monitor.id() as i32);
         let mut scan = StateScan::default();
-        let status = |scan: &mut StateScan| {
-            let st = scan.states(&rt).pop().unwrap();
-            (st.status, st.lost)
-        };
-        assert_eq!(status(&mut scan), (Status::Running, false));
+        assert_eq!(status(&mut scan, &rt), (Status::Running, false));
         assert_eq!(scan.read.len(), 1);
         assert!(
             scan.read.values().all(|k| k.monitor.is_some()),
@@ -408,13 +404,13 @@ mod tests {
         init.kill().unwrap();
         init.wait().unwrap();
         for _ in 0..IDENTITY_EVERY + 1 {
-            assert_eq!(status(&mut scan), (Status::Running, false));
+            assert_eq!(status(&mut scan, &rt), (Status::Running, false));
         }
         // Both gone, the end unrecorded: lost at the next scan.
         monitor.kill().unwrap();
         monitor.wait().unwrap();
-        assert_eq!(status(&mut scan), (Status::Exited, true));
+        assert_eq!(status(&mut scan, &rt), (Status::Exited, true));
         assert!(dir.read_state().unwrap().lost, "and recorded");
-        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&rt.state_dir);
     }
 }
