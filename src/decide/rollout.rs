@@ -259,6 +259,55 @@ pub fn step(
     }
 }
 
+/// When [`step`] could answer otherwise for the same copies and the same `seen`: the
+/// first moment after `now` at which a healthy copy settles, an unhealthy one reaches
+/// its deadline, a retiring copy's replacement settles or the stagger ends. `None`:
+/// only a change of the copies can change the step. The leader looks again no sooner
+/// (a look at a million copies takes a second).
+pub fn next_change(
+    policy: &UpdatePolicy,
+    current: &str,
+    copies: &[&ContainerRecord],
+    seen: &Seen,
+    now: Instant,
+) -> Option<Instant> {
+    let deadline = Duration::from_millis(policy.healthy_deadline_ms);
+    let settle = Duration::from_millis(policy.min_healthy_ms);
+    let settles = |id: &str| {
+        seen.healthy_since
+            .get(id)
+            .filter(|_| !seen.veterans.contains(id))
+            .map(|t| *t + settle)
+    };
+    let mut due: Option<Instant> = None;
+    let mut at = |t: Instant| {
+        if t > now {
+            due = Some(due.map_or(t, |d| d.min(t)));
+        }
+    };
+    for c in copies
+        .iter()
+        .filter(|c| c.digest == current && c.is_active())
+    {
+        if let Some(t) = settles(&c.id) {
+            at(t);
+        } else if !counts_as_healthy(&c.observed) {
+            at(seen.placed.get(&c.id).copied().unwrap_or(now) + deadline);
+        }
+    }
+    for c in copies.iter().filter(|c| !c.observed.is_final()) {
+        if let Desired::Retiring { by } = &c.desired {
+            if let Some(t) = settles(by) {
+                at(t);
+            }
+        }
+    }
+    if let Some(t) = seen.last_replace {
+        at(t + Duration::from_millis(policy.stagger_ms));
+    }
+    due
+}
+
 /// How a version's rollout stands, from its definitions' steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -352,6 +401,73 @@ mod tests {
             stagger_ms: 0,
             auto_revert: false,
         }
+    }
+
+    #[test]
+    fn the_step_changes_at_the_next_change_and_not_before() {
+        let t0 = Instant::now();
+        let mut p = policy(1);
+        p.stagger_ms = 5_000;
+        let mut all = [
+            copy("o0", "v1", healthy(1), 1),
+            copy("n0", "v2", healthy(2), 2),
+            copy("n1", "v2", Observed::Pending, 3),
+        ];
+        let mut seen = Seen::default();
+        seen.observe(std::iter::empty(), t0);
+        let refs: Vec<&ContainerRecord> = all.iter().collect();
+        seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t0);
+        seen.replaced(t0);
+        let settled = |s: &Step| match s {
+            Step::Go { progress, .. } => progress.settled,
+            Step::Failed { .. } => u32::MAX,
+        };
+        // n0 settles at t0 + 1 s: the first change; before it, the step stands.
+        let due = next_change(&p, "v2", &refs, &seen, t0);
+        assert_eq!(due, Some(t0 + Duration::from_millis(1_000)));
+        let before = t0 + Duration::from_millis(999);
+        assert_eq!(
+            step(&p, "v2", &refs, &seen, false, before),
+            step(&p, "v2", &refs, &seen, false, t0)
+        );
+        let at = due.unwrap();
+        assert_eq!(settled(&step(&p, "v2", &refs, &seen, false, at)), 1);
+        // Then the stagger ends (t0 + 5 s), then n1 reaches its deadline (t0 + 10 s).
+        assert_eq!(
+            next_change(&p, "v2", &refs, &seen, at),
+            Some(t0 + Duration::from_secs(5))
+        );
+        let late = t0 + Duration::from_secs(5);
+        let deadline = next_change(&p, "v2", &refs, &seen, late).unwrap();
+        assert_eq!(deadline, t0 + Duration::from_secs(10));
+        assert!(matches!(
+            step(
+                &p,
+                "v2",
+                &refs,
+                &seen,
+                false,
+                deadline - Duration::from_millis(1)
+            ),
+            Step::Go { .. }
+        ));
+        assert!(matches!(
+            step(&p, "v2", &refs, &seen, false, deadline),
+            Step::Failed { .. }
+        ));
+        // A retiring copy waits for its replacement to settle.
+        all[2].observed = healthy(3);
+        all[0].desired = Desired::Retiring { by: "n1".into() };
+        let refs: Vec<&ContainerRecord> = all.iter().collect();
+        let t1 = t0 + Duration::from_secs(6);
+        seen.observe(refs.iter().copied().filter(|c| c.digest == "v2"), t1);
+        assert_eq!(
+            next_change(&p, "v2", &refs, &seen, t1),
+            Some(t1 + Duration::from_millis(1_000))
+        );
+        // All settled, no stagger left: only a change of the copies changes the step.
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(next_change(&p, "v2", &refs, &seen, t2), None);
     }
 
     /// The copies a step replaces (it must not fail).

@@ -1452,6 +1452,14 @@ mod tests {
                     .filter(|c| c.node == n && c.is_active())
                     .count();
                 assert_eq!(s.active_on(n), count, "{cmd:?}");
+                for d in ["a", "b"] {
+                    let of = s
+                        .containers()
+                        .values()
+                        .filter(|c| c.node == n && c.definition == d && c.is_active())
+                        .count();
+                    assert_eq!(s.active_of_on(d, n), of, "{cmd:?}");
+                }
                 // By a walk of the table or by lookups, the same records in order.
                 let ids = |it: &mut dyn Iterator<Item = &ContainerRecord>| {
                     it.map(|c| c.id.clone()).collect::<Vec<_>>()

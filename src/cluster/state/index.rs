@@ -20,14 +20,11 @@ const BY_ID_DEGREE: u8 = 16;
 /// Counts derived from the container records (never encoded: rebuilt from them).
 #[derive(Debug, Clone)]
 pub(super) struct Index {
-    /// Active containers per node.
-    active_on: Table<NodeId, usize>,
+    /// What each node holds (one path to copy per change of a container, where a
+    /// table per count copied one each).
+    on: Table<NodeId, OnNode>,
     /// Active containers per definition name.
     active_of: Table<String, usize>,
-    /// Active containers per definition name and node.
-    active_of_on: Table<(String, NodeId), usize>,
-    /// Container ids per node.
-    ids_on: Table<NodeId, Table<String, ()>>,
     /// Active containers per definition digest (labels belong to a definition).
     active_with: Table<String, usize>,
     /// Active containers in all.
@@ -47,10 +44,8 @@ pub(super) struct Index {
 impl Default for Index {
     fn default() -> Self {
         Index {
-            active_on: Table::default(),
+            on: Table::default(),
             active_of: Table::default(),
-            active_of_on: Table::default(),
-            ids_on: Table::default(),
             active_with: Table::default(),
             active: 0,
             finished: 0,
@@ -64,14 +59,32 @@ impl Default for Index {
     }
 }
 
-/// Adds one to (or takes one from) a count; a count of zero is no entry.
-fn bump<K: Ord + Clone>(t: &mut Table<K, usize>, key: K, up: bool) {
-    let n = t.get(&key).copied().unwrap_or(0);
-    let n = if up { n + 1 } else { n.saturating_sub(1) };
-    if n == 0 {
-        t.remove(&key);
-    } else {
-        t.insert(key, n);
+/// The counts of one node's containers.
+#[derive(Debug, Clone, Default)]
+struct OnNode {
+    /// Its active containers.
+    active: usize,
+    /// Its active containers per definition name.
+    active_of: Table<String, usize>,
+    /// Its containers' ids (any state).
+    ids: Table<String, ()>,
+}
+
+/// Adds one to (or takes one from) a count; a count of zero is no entry. The key is
+/// copied only when it comes in.
+fn bump<K, Q>(t: &mut Table<K, usize>, key: &Q, up: bool)
+where
+    K: Ord + Clone + std::borrow::Borrow<Q>,
+    Q: Ord + ToOwned<Owned = K> + ?Sized,
+{
+    match t.get_mut(key) {
+        Some(n) if up => *n += 1,
+        Some(n) if *n > 1 => *n -= 1,
+        Some(_) => {
+            t.remove(key);
+        }
+        None if up => t.insert(key.to_owned(), 1),
+        None => {}
     }
 }
 
@@ -88,10 +101,8 @@ impl Index {
     /// Counts a record in (`up`) or out.
     pub(super) fn count(&mut self, c: &ContainerRecord, up: bool) {
         if c.is_active() {
-            bump(&mut self.active_on, c.node, up);
-            bump(&mut self.active_of, c.definition.clone(), up);
-            bump(&mut self.active_of_on, (c.definition.clone(), c.node), up);
-            bump(&mut self.active_with, c.digest.clone(), up);
+            bump(&mut self.active_of, c.definition.as_str(), up);
+            bump(&mut self.active_with, c.digest.as_str(), up);
             self.active = if up {
                 self.active + 1
             } else {
@@ -105,7 +116,7 @@ impl Index {
                 self.finished.saturating_sub(1)
             };
         }
-        bump(&mut self.uses, c.digest.clone(), up);
+        bump(&mut self.uses, c.digest.as_str(), up);
         if let (super::Desired::Retiring { by }, false) = (&c.desired, c.observed.is_final()) {
             if up {
                 self.retiring_for.insert(by.clone(), c.id.clone());
@@ -118,20 +129,32 @@ impl Index {
         } else {
             self.by_id.remove_mut(&c.id);
         }
-        match self.ids_on.get_mut(&c.node) {
-            Some(ids) if up => ids.insert(c.id.clone(), ()),
-            Some(ids) => {
-                ids.remove(&c.id);
-                if ids.is_empty() {
-                    self.ids_on.remove(&c.node);
-                }
+        self.count_node(c, up);
+    }
+
+    /// Counts a record in (`up`) or out of its node's counts.
+    fn count_node(&mut self, c: &ContainerRecord, up: bool) {
+        if up && !self.on.contains_key(&c.node) {
+            self.on.insert(c.node, OnNode::default());
+        }
+        let Some(on) = self.on.get_mut(&c.node) else {
+            return;
+        };
+        if c.is_active() {
+            on.active = if up {
+                on.active + 1
+            } else {
+                on.active.saturating_sub(1)
+            };
+            bump(&mut on.active_of, c.definition.as_str(), up);
+        }
+        if up {
+            on.ids.insert(c.id.clone(), ());
+        } else {
+            on.ids.remove(&c.id);
+            if on.ids.is_empty() {
+                self.on.remove(&c.node);
             }
-            None if up => {
-                let mut ids = Table::new();
-                ids.insert(c.id.clone(), ());
-                self.ids_on.insert(c.node, ids);
-            }
-            None => {}
         }
     }
 
@@ -141,7 +164,7 @@ impl Index {
     }
 
     pub(super) fn active_on(&self, node: NodeId) -> usize {
-        self.active_on.get(&node).copied().unwrap_or(0)
+        self.on.get(&node).map_or(0, |on| on.active)
     }
 
     pub(super) fn active_of(&self, definition: &str) -> usize {
@@ -149,19 +172,20 @@ impl Index {
     }
 
     pub(super) fn active_of_on(&self, definition: &str, node: NodeId) -> usize {
-        self.active_of_on
-            .get(&(definition.to_string(), node))
+        self.on
+            .get(&node)
+            .and_then(|on| on.active_of.get(definition))
             .copied()
             .unwrap_or(0)
     }
 
     pub(super) fn ids_on(&self, node: NodeId) -> impl Iterator<Item = &String> + '_ {
-        self.ids_on.get(&node).into_iter().flat_map(|t| t.keys())
+        self.on.get(&node).into_iter().flat_map(|on| on.ids.keys())
     }
 
     /// How many containers are assigned to `node` (finished ones included).
     pub(super) fn count_on(&self, node: NodeId) -> usize {
-        self.ids_on.get(&node).map_or(0, |t| t.len())
+        self.on.get(&node).map_or(0, |on| on.ids.len())
     }
 
     pub(super) fn active_with(&self, digest: &str) -> usize {

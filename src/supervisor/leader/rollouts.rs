@@ -20,6 +20,7 @@ use crate::spec::update::UpdatePolicy;
 use crate::supervisor::error::{OpError, OpResult};
 use crate::supervisor::shared::Supervisor;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// (rule, version): one rollout.
@@ -32,6 +33,10 @@ type Key = (String, u64);
 /// copies that wait is well under a millisecond, as good as none.
 const SPACING: u32 = 20;
 
+/// From this many containers in the state, a look runs on a blocking thread (below
+/// it, the hop to that thread would cost more than the look).
+const LOOK_APART_FROM: usize = 10_000;
+
 /// The leader's memory of the rollouts under way.
 #[derive(Default)]
 pub struct Rollouts {
@@ -42,6 +47,17 @@ pub struct Rollouts {
     next_step: Option<Instant>,
     /// What looking at the copies took in the step under way.
     looked: Duration,
+    /// The last look of each rollout whose steps only wait: good while the state's
+    /// revision stands and until its `due` moment.
+    waiting: HashMap<Key, Waiting>,
+}
+
+/// A look whose steps replace and stop nothing (the copies are on their way).
+struct Waiting {
+    revision: u64,
+    promoted: bool,
+    due: Option<Instant>,
+    steps: Vec<(String, String, Step)>,
 }
 
 /// What a rollout step did that the rule should tell (`watch ls`).
@@ -68,7 +84,7 @@ impl Rollouts {
     pub async fn step(
         &mut self,
         core: &Supervisor,
-        state: &ClusterState,
+        state: &Arc<ClusterState>,
         policies: &HashMap<String, UpdatePolicy>,
     ) -> Vec<Outcome> {
         let now = Instant::now();
@@ -101,6 +117,7 @@ impl Rollouts {
             }
         }
         self.seen.retain(|k, _| live.contains(k));
+        self.waiting.retain(|k, _| live.contains(k));
         self.next_step = Some(Instant::now() + self.looked * SPACING);
         // Newly waiting: told now (then at every evaluation, by `waiting_for`).
         for (rule, msg) in &self.awaiting {
@@ -117,97 +134,223 @@ impl Rollouts {
     async fn one(
         &mut self,
         core: &Supervisor,
-        state: &ClusterState,
+        state: &Arc<ClusterState>,
         rule: &RuleRecord,
         (version, promoted): (u64, bool),
         policy: &UpdatePolicy,
         now: Instant,
     ) -> Option<String> {
-        let seen = self.seen.entry((rule.name.clone(), version)).or_default();
-        let mut steps = Vec::new();
-        for (file, digest) in &rule.definitions {
-            let look = Instant::now();
-            let def = state.definitions().get(digest)?;
-            let copies: Vec<&ContainerRecord> = state
-                .containers()
-                .values()
-                .filter(|c| {
-                    c.rule.as_deref() == Some(rule.name.as_str()) && c.definition == def.name
-                })
-                .collect();
-            seen.observe(copies.iter().copied().filter(|c| c.digest == *digest), now);
-            let step = rollout::step(policy, digest, &copies, seen, promoted, now);
-            self.looked += look.elapsed();
-            if let Step::Go {
+        let key = (rule.name.clone(), version);
+        let unchanged = self.waiting.get(&key).filter(|w| {
+            w.revision == state.revision()
+                && w.promoted == promoted
+                && w.due.is_none_or(|due| now < due)
+        });
+        if let Some(w) = unchanged {
+            // Nothing the step reads has changed: the same steps, without a look.
+            let steps: Vec<Step> = w.steps.iter().map(|(_, _, step)| step.clone()).collect();
+            let seen = self.seen.entry(key).or_default();
+            let awaiting = &mut self.awaiting;
+            return judge(core, rule, version, policy, &steps, seen, awaiting, now).await;
+        }
+        let seen = self.seen.remove(&key).unwrap_or_default();
+        // A large look is off the async threads: at a million copies it takes a second
+        // or more, and the Raft and gRPC tasks must not wait behind it.
+        let look = if state.containers().len() < LOOK_APART_FROM {
+            look(state, rule, policy, seen, promoted, now)
+        } else {
+            let (state, rule, policy) = (Arc::clone(state), rule.clone(), policy.clone());
+            let apart = tokio::task::spawn_blocking(move || {
+                look(&state, &rule, &policy, seen, promoted, now)
+            });
+            match apart.await {
+                Ok(look) => look,
+                Err(e) => return Some(format!("rollout: the look at the copies failed: {e}")),
+            }
+        };
+        let Look {
+            seen,
+            steps,
+            took,
+            missing,
+            due,
+        } = look;
+        self.looked += took;
+        self.waiting.remove(&key);
+        if missing {
+            self.seen.insert(key, seen);
+            return None;
+        }
+        let waits = steps.iter().all(|(_, _, step)| {
+            matches!(step, Step::Go { replace, stop, .. } if replace.is_empty() && stop.is_empty())
+        });
+        for (file, digest, step) in &steps {
+            let Step::Go {
                 replace: ids,
                 stop,
                 start_first,
                 ..
-            } = &step
-            {
-                for old in stop {
-                    let cmd = Command::Stop { id: old.clone() };
-                    if let Err(e) = core.propose(cmd).await {
-                        return Some(format!("rollout of {file}: stop retiring {old}: {e}"));
-                    }
-                    tracing::info!("rule {}: rollout of {file}: {old} retired", rule.name);
+            } = step
+            else {
+                continue;
+            };
+            let Some(def) = state.definitions().get(digest) else {
+                continue;
+            };
+            for old in stop {
+                let cmd = Command::Stop { id: old.clone() };
+                if let Err(e) = core.propose(cmd).await {
+                    return Some(format!("rollout of {file}: stop retiring {old}: {e}"));
                 }
-                if !ids.is_empty() {
-                    seen.replaced(now);
-                }
-                for old in ids {
-                    if let Err(e) = replace(core, state, &def.name, digest, old, *start_first).await
-                    {
-                        tracing::warn!("rule {}: replace {old}: {e}", rule.name);
-                        return Some(format!("rollout of {file}: replace {old}: {e}"));
-                    }
-                    tracing::info!("rule {}: rollout of {file}: replacing {old}", rule.name);
-                }
+                tracing::info!("rule {}: rollout of {file}: {old} retired", rule.name);
             }
-            steps.push(step);
+            for old in ids {
+                if let Err(e) = replace(core, state, &def.name, digest, old, *start_first).await {
+                    tracing::warn!("rule {}: replace {old}: {e}", rule.name);
+                    return Some(format!("rollout of {file}: replace {old}: {e}"));
+                }
+                tracing::info!("rule {}: rollout of {file}: replacing {old}", rule.name);
+            }
         }
-        let failure = match rollout::verdict(policy, &steps, seen, now) {
-            Verdict::Going => return None,
-            Verdict::AwaitingPromotion if policy.auto_promote => {
-                let cmd = Command::PromoteRule {
-                    rule: rule.name.clone(),
-                    version: Some(version),
-                };
-                return match core.propose(cmd).await {
-                    Ok(_) => {
-                        tracing::info!("rule {}: version {version} promoted", rule.name);
-                        None
-                    }
-                    Err(e) => Some(format!("version {version}: promote: {e}")),
-                };
-            }
-            Verdict::AwaitingPromotion => {
-                let msg = format!(
+        let plain: Vec<Step> = steps.iter().map(|(_, _, step)| step.clone()).collect();
+        if waits {
+            let revision = state.revision();
+            self.waiting.insert(
+                key.clone(),
+                Waiting {
+                    revision,
+                    promoted,
+                    due,
+                    steps,
+                },
+            );
+        }
+        let seen = self.seen.entry(key).or_insert(seen);
+        judge(
+            core,
+            rule,
+            version,
+            policy,
+            &plain,
+            seen,
+            &mut self.awaiting,
+            now,
+        )
+        .await
+    }
+}
+
+/// The verdict on a version from its steps, carried out (`awaiting`: the rules waiting
+/// for a promotion, what to tell).
+#[allow(clippy::too_many_arguments)]
+async fn judge(
+    core: &Supervisor,
+    rule: &RuleRecord,
+    version: u64,
+    policy: &UpdatePolicy,
+    steps: &[Step],
+    seen: &mut Seen,
+    awaiting: &mut HashMap<String, String>,
+    now: Instant,
+) -> Option<String> {
+    let failure = match rollout::verdict(policy, steps, seen, now) {
+        Verdict::Going => return None,
+        Verdict::AwaitingPromotion if policy.auto_promote => {
+            let cmd = Command::PromoteRule {
+                rule: rule.name.clone(),
+                version: Some(version),
+            };
+            return match core.propose(cmd).await {
+                Ok(_) => {
+                    tracing::info!("rule {}: version {version} promoted", rule.name);
+                    None
+                }
+                Err(e) => Some(format!("version {version}: promote: {e}")),
+            };
+        }
+        Verdict::AwaitingPromotion => {
+            let msg = format!(
                     "version {version}: its canaries ({}) are healthy beside the old copies; awaiting promotion (haconiwa watch promote {})",
                     policy.canary, rule.name
                 );
-                self.awaiting.insert(rule.name.clone(), msg);
-                return None;
-            }
-            Verdict::Stable => None,
-            Verdict::Failed(reason) => Some(reason),
+            awaiting.insert(rule.name.clone(), msg);
+            return None;
+        }
+        Verdict::Stable => None,
+        Verdict::Failed(reason) => Some(reason),
+    };
+    let cmd = Command::RolloutEnded {
+        rule: rule.name.clone(),
+        version,
+        failure: failure.clone(),
+        revert: policy.auto_revert,
+        at_ms: crate::supervisor::shared::wall_ms(),
+    };
+    let committed = core.propose(cmd).await;
+    let reason = failure?;
+    let msg = match committed {
+        Ok(_) => standing_failure(&core.state(), &rule.name)
+            .unwrap_or_else(|| format!("version {version} failed: {reason}")),
+        Err(e) => format!("version {version} failed: {reason}; not recorded: {e}"),
+    };
+    tracing::warn!("rule {}: {msg}", rule.name);
+    Some(msg)
+}
+
+/// What one look at a rule's copies found: each definition's step, in the rule's order.
+struct Look {
+    seen: Seen,
+    /// (file, digest, step)
+    steps: Vec<(String, String, Step)>,
+    /// How long the look took (`SPACING`).
+    took: Duration,
+    /// A definition of the rule is not in the state: no step.
+    missing: bool,
+    /// When a step could change with the same copies (`rollout::next_change`).
+    due: Option<Instant>,
+}
+
+/// Looks at the copies of each definition of `rule` and says its step. A definition
+/// that replaces copies starts the stagger before the next one is looked at, as the
+/// steps are carried out in this order.
+fn look(
+    state: &ClusterState,
+    rule: &RuleRecord,
+    policy: &UpdatePolicy,
+    mut seen: Seen,
+    promoted: bool,
+    now: Instant,
+) -> Look {
+    let start = Instant::now();
+    let mut steps = Vec::new();
+    let mut missing = false;
+    let mut due: Option<Instant> = None;
+    for (file, digest) in &rule.definitions {
+        let Some(def) = state.definitions().get(digest) else {
+            missing = true;
+            break;
         };
-        let cmd = Command::RolloutEnded {
-            rule: rule.name.clone(),
-            version,
-            failure: failure.clone(),
-            revert: policy.auto_revert,
-            at_ms: crate::supervisor::shared::wall_ms(),
-        };
-        let committed = core.propose(cmd).await;
-        let reason = failure?;
-        let msg = match committed {
-            Ok(_) => standing_failure(&core.state(), &rule.name)
-                .unwrap_or_else(|| format!("version {version} failed: {reason}")),
-            Err(e) => format!("version {version} failed: {reason}; not recorded: {e}"),
-        };
-        tracing::warn!("rule {}: {msg}", rule.name);
-        Some(msg)
+        let copies: Vec<&ContainerRecord> = state
+            .containers()
+            .values()
+            .filter(|c| c.rule.as_deref() == Some(rule.name.as_str()) && c.definition == def.name)
+            .collect();
+        seen.observe(copies.iter().copied().filter(|c| c.digest == *digest), now);
+        let step = rollout::step(policy, digest, &copies, &seen, promoted, now);
+        if let Some(t) = rollout::next_change(policy, digest, &copies, &seen, now) {
+            due = Some(due.map_or(t, |d| d.min(t)));
+        }
+        if matches!(&step, Step::Go { replace, .. } if !replace.is_empty()) {
+            seen.replaced(now);
+        }
+        steps.push((file.clone(), digest.clone(), step));
+    }
+    Look {
+        seen,
+        steps,
+        took: start.elapsed(),
+        missing,
+        due,
     }
 }
 
