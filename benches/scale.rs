@@ -300,7 +300,10 @@ fn supervisor(dir: &Path, net: u8, n: usize, pace: Pace) -> Command {
             "HACONIWA_CGROUP_PARENT",
             format!("haconiwa-bench-scale-{net}"),
         )
-        .env("RUST_LOG", "warn,haconiwa::mirror=info")
+        .env(
+            "RUST_LOG",
+            "warn,haconiwa::mirror=info,haconiwa::supervisor::leader::rollouts=debug",
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
@@ -560,6 +563,35 @@ async fn writes_at(
     }
 }
 
+/// What the leader's rollout looks at the rule's copies cost in all (its debug lines,
+/// "rollout look at N copies took M ms"): the look is one pass over every copy.
+fn rollout_looks(dir: &Path, leader_id: u64) -> String {
+    let log = std::fs::read_to_string(dir.join(format!("n{leader_id}.log"))).unwrap_or_default();
+    let looks: Vec<(u64, u64)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("rollout look at ")? + "rollout look at ".len()..];
+            let mut words = rest.split_whitespace();
+            let copies = words.next()?.parse().ok()?;
+            let ms = words.nth(2)?.parse().ok()?;
+            Some((copies, ms))
+        })
+        .collect();
+    let total: u64 = looks.iter().map(|(_, ms)| ms).sum();
+    let longest = looks
+        .iter()
+        .max_by_key(|(_, ms)| *ms)
+        .copied()
+        .unwrap_or((0, 0));
+    format!(
+        "- the leader's rollout looks: {} in all, {:.1} s together, the longest {} ms at {} copies",
+        looks.len(),
+        total as f64 / 1000.0,
+        longest.1,
+        longest.0
+    )
+}
+
 async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Result<(), Error> {
     let dir = PathBuf::from(format!("target/bench/scale-{nodes}"));
     let sup = Supervisors::start_paced(&dir, net, &[], Pace::for_nodes(nodes));
@@ -680,6 +712,7 @@ async fn bench_cluster(out: &mut Report, o: &Opts, nodes: usize, net: u8) -> Res
         before,
         (rss1.saturating_sub(rss0)) as f64 / before.max(1) as f64
     ));
+    trace.push(rollout_looks(&dir, leader_id));
     if !trace.is_empty() {
         out.line(
             "Placements per second by tenth of each step (`watch apply` to the last record):\n"

@@ -174,8 +174,14 @@ impl Rollouts {
             took,
             missing,
             due,
+            copies,
         } = look;
         self.looked += took;
+        tracing::debug!(
+            "rule {}: rollout look at {copies} copies took {} ms",
+            rule.name,
+            took.as_millis()
+        );
         self.waiting.remove(&key);
         if missing {
             self.seen.insert(key, seen);
@@ -308,6 +314,8 @@ struct Look {
     missing: bool,
     /// When a step could change with the same copies (`rollout::next_change`).
     due: Option<Instant>,
+    /// How many copies it looked at.
+    copies: usize,
 }
 
 /// Looks at the copies of each definition of `rule` and says its step. A definition
@@ -325,6 +333,7 @@ fn look(
     let mut steps = Vec::new();
     let mut missing = false;
     let mut due: Option<Instant> = None;
+    let mut looked_at = 0;
     for (file, digest) in &rule.definitions {
         let Some(def) = state.definitions().get(digest) else {
             missing = true;
@@ -335,6 +344,7 @@ fn look(
             .values()
             .filter(|c| c.rule.as_deref() == Some(rule.name.as_str()) && c.definition == def.name)
             .collect();
+        looked_at += copies.len();
         seen.observe(copies.iter().copied().filter(|c| c.digest == *digest), now);
         let step = rollout::step(policy, digest, &copies, &seen, promoted, now);
         if let Some(t) = rollout::next_change(policy, digest, &copies, &seen, now) {
@@ -351,6 +361,7 @@ fn look(
         took: start.elapsed(),
         missing,
         due,
+        copies: looked_at,
     }
 }
 
