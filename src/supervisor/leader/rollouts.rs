@@ -183,8 +183,10 @@ impl Rollouts {
             took.as_millis()
         );
         self.waiting.remove(&key);
+        // Kept before anything is proposed: a failed proposal below must not cost the
+        // rollout what it saw (its next look would take every copy for a veteran).
+        self.seen.insert(key.clone(), seen);
         if missing {
-            self.seen.insert(key, seen);
             return None;
         }
         let waits = steps.iter().all(|(_, _, step)| {
@@ -231,7 +233,7 @@ impl Rollouts {
                 },
             );
         }
-        let seen = self.seen.entry(key).or_insert(seen);
+        let seen = self.seen.entry(key).or_default();
         judge(
             core,
             rule,
