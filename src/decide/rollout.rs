@@ -60,6 +60,22 @@ impl Seen {
         }
     }
 
+    /// When copy `id` settles (healthy for `settle`): `None` while it is not healthy,
+    /// `Some(None)` for a veteran (settled at once). `step` and `next_change` both ask.
+    fn settles_at(&self, id: &str, settle: Duration) -> Option<Option<Instant>> {
+        let since = self.healthy_since.get(id)?;
+        Some((!self.veterans.contains(id)).then(|| *since + settle))
+    }
+
+    /// Whether copy `id` is settled at `now`.
+    fn settled(&self, id: &str, settle: Duration, now: Instant) -> bool {
+        match self.settles_at(id, settle) {
+            Some(Some(at)) => now >= at,
+            Some(None) => true,
+            None => false,
+        }
+    }
+
     /// Notes that old copies were replaced at `now`.
     pub fn replaced(&mut self, now: Instant) {
         self.last_replace = Some(now);
@@ -176,10 +192,7 @@ pub fn step(
         if !c.is_active() {
             continue;
         }
-        let settled = seen.healthy_since.get(&c.id).is_some_and(|t| {
-            seen.veterans.contains(&c.id) || now.saturating_duration_since(*t) >= settle
-        });
-        if settled {
+        if seen.settled(&c.id, settle, now) {
             progress.settled += 1;
             continue;
         }
@@ -207,10 +220,7 @@ pub fn step(
     for c in copies.iter().filter(|c| !c.observed.is_final()) {
         if let Desired::Retiring { by } = &c.desired {
             retiring += 1;
-            let settled = seen.healthy_since.get(by).is_some_and(|t| {
-                seen.veterans.contains(by) || now.saturating_duration_since(*t) >= settle
-            });
-            if settled {
+            if seen.settled(by, settle, now) {
                 stop.push(c.id.clone());
             }
         }
@@ -273,12 +283,6 @@ pub fn next_change(
 ) -> Option<Instant> {
     let deadline = Duration::from_millis(policy.healthy_deadline_ms);
     let settle = Duration::from_millis(policy.min_healthy_ms);
-    let settles = |id: &str| {
-        seen.healthy_since
-            .get(id)
-            .filter(|_| !seen.veterans.contains(id))
-            .map(|t| *t + settle)
-    };
     let mut due: Option<Instant> = None;
     let mut at = |t: Instant| {
         if t > now {
@@ -289,15 +293,18 @@ pub fn next_change(
         .iter()
         .filter(|c| c.digest == current && c.is_active())
     {
-        if let Some(t) = settles(&c.id) {
-            at(t);
-        } else if !counts_as_healthy(&c.observed) {
-            at(seen.placed.get(&c.id).copied().unwrap_or(now) + deadline);
+        match seen.settles_at(&c.id, settle) {
+            Some(Some(t)) => at(t),
+            Some(None) => {}
+            None if !counts_as_healthy(&c.observed) => {
+                at(seen.placed.get(&c.id).copied().unwrap_or(now) + deadline);
+            }
+            None => {}
         }
     }
     for c in copies.iter().filter(|c| !c.observed.is_final()) {
         if let Desired::Retiring { by } = &c.desired {
-            if let Some(t) = settles(by) {
+            if let Some(Some(t)) = seen.settles_at(by, settle) {
                 at(t);
             }
         }

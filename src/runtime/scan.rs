@@ -280,6 +280,7 @@ mod tests {
     fn a_settled_unchanged_state_file_is_not_read_again_and_a_changed_one_is() {
         let root = std::env::temp_dir().join(format!("hc-scan-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        let _root = Root(root.clone());
         let rt = Runtime::new(&root, "none");
         let (old, fresh) = (rt.dir("old"), rt.dir("fresh"));
         for d in [&old, &fresh] {
@@ -320,14 +321,15 @@ mod tests {
         std::fs::remove_dir_all(&old.path).unwrap();
         assert_eq!(codes(&mut scan), [("fresh".into(), Some(2))]);
         assert_eq!(scan.read.len(), 0, "only settled files are remembered");
-        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// A runtime under a fresh directory whose container "c" runs, by its settled state
-    /// file, as `pid` under the monitor `monitor_pid` (0: none).
-    fn remembered_running(tag: &str, pid: i32, monitor_pid: i32) -> (Runtime, ContainerDir) {
+    /// file, as `pid` under the monitor `monitor_pid` (0: none); the directory goes with
+    /// the returned guard.
+    fn remembered_running(tag: &str, pid: i32, monitor_pid: i32) -> (Runtime, ContainerDir, Root) {
         let root = std::env::temp_dir().join(format!("hc-scan-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        let guard = Root(root.clone());
         let rt = Runtime::new(&root, "none");
         let dir = rt.dir("c");
         std::fs::create_dir_all(&dir.path).unwrap();
@@ -348,7 +350,7 @@ mod tests {
         };
         dir.write_state(&running).unwrap();
         age(&dir.state_file(), 60);
-        (rt, dir)
+        (rt, dir, guard)
     }
 
     /// The status of the one container a scan finds, and whether it was lost.
@@ -357,17 +359,51 @@ mod tests {
         (st.status, st.lost)
     }
 
-    fn sleeper() -> std::process::Child {
-        std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap()
+    /// A `sleep 30` this test started, ended (by its pid) when the test ends, also
+    /// when it fails.
+    struct Sleeper(std::process::Child);
+
+    impl Sleeper {
+        fn pid(&self) -> i32 {
+            self.0.id() as i32
+        }
+
+        /// Kills it and reaps it.
+        fn end(&mut self) {
+            self.0.kill().unwrap();
+            self.0.wait().unwrap();
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn sleeper() -> Sleeper {
+        Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// A test's state directory, removed when the test ends, also when it fails.
+    struct Root(std::path::PathBuf);
+
+    impl Drop for Root {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn a_remembered_running_container_whose_process_ended_is_found_lost_at_the_next_scan() {
         let mut child = sleeper();
-        let (rt, dir) = remembered_running("lost", child.id() as i32, 0);
+        let (rt, dir, _root) = remembered_running("lost", child.pid(), 0);
         let mut scan = StateScan::default();
         assert_eq!(
             status(&mut scan, &rt),
@@ -380,18 +416,16 @@ mod tests {
             "from memory"
         );
         assert_eq!(scan.read.len(), 1);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.end();
         // Its process and (here, no) monitor gone, its end unrecorded: lost, at once.
         assert_eq!(status(&mut scan, &rt), (Status::Exited, true));
         assert!(dir.read_state().unwrap().lost, "and recorded");
-        let _ = std::fs::remove_dir_all(&rt.state_dir);
     }
 
     #[test]
     fn a_container_whose_monitor_lives_stands_and_is_lost_once_both_are_gone() {
         let (mut init, mut monitor) = (sleeper(), sleeper());
-        let (rt, dir) = remembered_running("mon", init.id() as i32, monitor.id() as i32);
+        let (rt, dir, _root) = remembered_running("mon", init.pid(), monitor.pid());
         let mut scan = StateScan::default();
         assert_eq!(status(&mut scan, &rt), (Status::Running, false));
         assert_eq!(scan.read.len(), 1);
@@ -401,16 +435,13 @@ mod tests {
         );
         // The first process ended, the monitor lives (it would record the end): the
         // state stands, as `Runtime::correct` would leave it.
-        init.kill().unwrap();
-        init.wait().unwrap();
+        init.end();
         for _ in 0..IDENTITY_EVERY + 1 {
             assert_eq!(status(&mut scan, &rt), (Status::Running, false));
         }
         // Both gone, the end unrecorded: lost at the next scan.
-        monitor.kill().unwrap();
-        monitor.wait().unwrap();
+        monitor.end();
         assert_eq!(status(&mut scan, &rt), (Status::Exited, true));
         assert!(dir.read_state().unwrap().lost, "and recorded");
-        let _ = std::fs::remove_dir_all(&rt.state_dir);
     }
 }

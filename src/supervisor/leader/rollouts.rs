@@ -57,7 +57,7 @@ struct Waiting {
     revision: u64,
     promoted: bool,
     due: Option<Instant>,
-    steps: Vec<(String, String, Step)>,
+    steps: Vec<Step>,
 }
 
 /// What a rollout step did that the rule should tell (`watch ls`).
@@ -148,7 +148,7 @@ impl Rollouts {
         });
         if let Some(w) = unchanged {
             // Nothing the step reads has changed: the same steps, without a look.
-            let steps: Vec<Step> = w.steps.iter().map(|(_, _, step)| step.clone()).collect();
+            let steps = w.steps.clone();
             let seen = self.seen.entry(key).or_default();
             let awaiting = &mut self.awaiting;
             return judge(core, rule, version, policy, &steps, seen, awaiting, now).await;
@@ -229,7 +229,7 @@ impl Rollouts {
                     revision,
                     promoted,
                     due,
-                    steps,
+                    steps: plain.clone(),
                 },
             );
         }
