@@ -161,7 +161,8 @@ pub fn store_of(cli: &Cli) -> Result<Store, CliError> {
             .flatten()
     };
     Ok(Store::open(
-        cli.image_store
+        cli.globals
+            .image_store
             .clone()
             .or_else(from_file)
             .unwrap_or_else(|| crate::image::DEFAULT_STORE.into()),

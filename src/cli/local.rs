@@ -19,10 +19,12 @@ fn load(file: &Path) -> Result<ContainerSpec, CliError> {
 /// This host's containers as the flags and environment place them.
 pub(super) fn runtime_of(cli: &Cli) -> Runtime {
     Runtime::new(
-        cli.state_dir
+        cli.globals
+            .state_dir
             .clone()
             .unwrap_or_else(|| crate::runtime::DEFAULT_STATE_DIR.into()),
-        cli.cgroup_parent
+        cli.globals
+            .cgroup_parent
             .clone()
             .unwrap_or_else(|| "haconiwa".into()),
     )
@@ -33,6 +35,7 @@ pub(super) fn runtime_of(cli: &Cli) -> Runtime {
 pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let rt = runtime_of(&cli);
     let images = cli
+        .globals
         .image_store
         .clone()
         .unwrap_or_else(|| crate::image::DEFAULT_STORE.into());
@@ -163,14 +166,14 @@ pub fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(0)
         }
-        Command::Run {
+        Command::Run(super::RunArgs {
             file,
             daemon,
             foreground,
             name,
             create,
             command,
-        } => {
+        }) => {
             let mut spec = load(&file)?;
             if !spec.volumes.is_empty() || !spec.secrets.is_empty() {
                 return Err(format!(

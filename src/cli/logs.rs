@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         if rt.get(name).is_ok() {
             return local(&rt, name, &asked);
         }
-        if cli.server.is_none() {
+        if cli.globals.server.is_none() {
             return Err(format!(
                 "no container {name} on this host (a cluster container's output needs --server or HACONIWA_SERVER)"
             )

@@ -71,7 +71,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
 }
 
 pub(super) async fn client(cli: &Cli) -> Result<ClusterClient<AuthChannel>, CliError> {
-    let servers: Vec<String> = cli.server.iter().cloned().collect();
+    let servers: Vec<String> = cli.globals.server.iter().cloned().collect();
     let creds = cli.credentials()?;
     let hint = match &creds.tls {
         None => " (if the cluster uses TLS: pass --ca or set HACONIWA_CA)",

@@ -198,8 +198,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         replace_voter_after_ms: a.replace_voter_after_ms,
         labels: (!labels.is_empty()).then_some(labels),
         log_format: a.log_format,
-        state_dir: cli.state_dir.clone(),
-        cgroup_parent: cli.cgroup_parent.clone(),
+        state_dir: cli.globals.state_dir.clone(),
+        cgroup_parent: cli.globals.cgroup_parent.clone(),
         cluster_name: a.cluster_name,
         tls: (a.tls_ca.is_some()
             || a.tls_cert.is_some()
@@ -212,7 +212,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             verify_clients: a.tls_verify_clients,
         }),
         max_connections: a.max_connections,
-        images: Some(a.registry.supervisor_config(cli.image_store.clone())?),
+        images: Some(
+            a.registry
+                .supervisor_config(cli.globals.image_store.clone())?,
+        ),
         http_listen: a.http_listen,
         network: (a.network_cidr.is_some() || a.network_mode.is_some()).then_some(
             crate::runtime::network::NetworkSettings {

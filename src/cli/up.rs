@@ -92,6 +92,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         .enable_all()
         .build()?;
     let cgroup_parent = cli
+        .globals
         .cgroup_parent
         .clone()
         .unwrap_or_else(|| "haconiwa-up".into());
