@@ -7,6 +7,7 @@ pub mod proposer;
 pub mod state;
 pub mod store;
 pub mod wal;
+pub mod write_behind;
 
 use state::{Command, Response};
 use std::io::Cursor;

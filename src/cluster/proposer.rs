@@ -288,7 +288,7 @@ mod tests {
     ) -> (Raft, LogStore, StateFeed) {
         std::fs::create_dir_all(dir).unwrap();
         let db = open_database(&dir.join("raft.redb")).unwrap();
-        let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
+        let (sm, feed) = StateMachineStore::open(db.clone(), &dir.join("raft.redb")).unwrap();
         let log = LogStore::open(db, &dir.join("raft.log")).unwrap();
         // Elections only when a test starts one (`initialize` elects at once): on a
         // loaded machine, the default 150-300 ms timeouts let a follower depose a

@@ -377,6 +377,8 @@ pub struct StateMachineStore {
     /// The applied index last written durably.
     durable: Arc<std::sync::atomic::AtomicU64>,
     current: Arc<Mutex<CurrentSnapshot>>,
+    /// Syncs the database's pages between durable commits (`write_behind.rs`).
+    write_behind: super::write_behind::WriteBehind,
 }
 
 /// The most entries that change nothing applied before the applied index is written
@@ -387,10 +389,16 @@ const LAG_UNWRITTEN: u64 = 1024;
 const DURABLE_EVERY: u64 = 1024;
 
 impl StateMachineStore {
-    /// Loads the persisted state machine (empty on a fresh database).
-    pub fn open(db: Arc<Database>) -> Result<(Self, StateFeed), Box<StorageError<NodeId>>> {
+    /// Loads the persisted state machine (empty on a fresh database) of the database
+    /// `db`, whose file is `path`.
+    pub fn open(
+        db: Arc<Database>,
+        path: &Path,
+    ) -> Result<(Self, StateFeed), Box<StorageError<NodeId>>> {
         let applied = read_applied(&db)
             .map_err(|e| Box::new(StorageIOError::read_state_machine(e).into()))?;
+        let write_behind = super::write_behind::WriteBehind::start(path)
+            .map_err(|e| Box::new(StorageIOError::read_state_machine(&e).into()))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (state_tx, state_rx) = watch::channel((index, Arc::new(applied.state.clone())));
         let (events, _) = broadcast::channel(4096);
@@ -405,6 +413,7 @@ impl StateMachineStore {
             written: Arc::new(std::sync::atomic::AtomicU64::new(index)),
             durable: Arc::new(std::sync::atomic::AtomicU64::new(index)),
             current: Arc::new(Mutex::new(None)),
+            write_behind,
         };
         Ok((
             sm,
@@ -440,7 +449,16 @@ impl StateMachineStore {
             t.insert("snapshot_meta", enc(meta)?.as_slice())
                 .map_err(any)?;
         }
+        let started = std::time::Instant::now();
         tx.commit().map_err(any)?;
+        if durable {
+            tracing::debug!(
+                "durable state commit took {} ms",
+                started.elapsed().as_millis()
+            );
+        } else {
+            self.write_behind.written();
+        }
         // The meta row written holds the applied index: remember how far the tables go.
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         self.written
@@ -695,7 +713,8 @@ mod tests {
             std::fs::create_dir_all(&dir).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
             let db = open_database(&dir.join("raft.redb"))
                 .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-            let (sm, _) = StateMachineStore::open(db.clone()).map_err(|e| *e)?;
+            let (sm, _) =
+                StateMachineStore::open(db.clone(), &dir.join("raft.redb")).map_err(|e| *e)?;
             let log =
                 LogStore::open(db, &dir.join("raft.log")).map_err(StorageIOError::write_logs)?;
             Ok((Dir(dir), log, sm))
@@ -709,7 +728,7 @@ mod tests {
     fn only_an_entry_that_changed_something_wakes_the_state_s_watchers() {
         let (_guard, dir, rt) = scratch("wake");
         let db = open_database(&dir.join("raft.redb")).unwrap();
-        let (mut sm, feed) = StateMachineStore::open(db).unwrap();
+        let (mut sm, feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
         let mut watcher = feed.state.clone();
         watcher.borrow_and_update();
         let entry = |i: u64, cmd| Entry::<TypeConfig> {
@@ -754,7 +773,7 @@ mod tests {
         };
         let before = rt.block_on(async {
             let db = open_database(&dir.join("raft.redb")).unwrap();
-            let (mut sm, feed) = StateMachineStore::open(db).unwrap();
+            let (mut sm, feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
             assert!(sm.get_current_snapshot().await.unwrap().is_none());
             sm.apply(vec![add(1), add(2)]).await.unwrap();
             let built = sm.build_snapshot().await.unwrap();
@@ -769,7 +788,7 @@ mod tests {
             state
         });
         let db = open_database(&dir.join("raft.redb")).unwrap();
-        let (mut sm, _) = StateMachineStore::open(db).unwrap();
+        let (mut sm, _) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
         rt.block_on(async {
             // After a restart: the state as of the rows on disk (all 3 entries).
             let got = sm.get_current_snapshot().await.unwrap().unwrap();
@@ -822,7 +841,7 @@ mod tests {
         let (_guard, dir, rt) = scratch("reopen");
         rt.block_on(async {
             let db = open_database(&dir.join("raft.redb")).unwrap();
-            let (mut sm, _) = StateMachineStore::open(db.clone()).unwrap();
+            let (mut sm, _) = StateMachineStore::open(db.clone(), &dir.join("raft.redb")).unwrap();
             let mut log = LogStore::open(db, &dir.join("raft.log")).unwrap();
             let vote = Vote::new(3, 1);
             log.save_vote(&vote).await.unwrap();
@@ -837,7 +856,7 @@ mod tests {
             sm.apply(vec![entry]).await.unwrap();
         });
         let db = open_database(&dir.join("raft.redb")).unwrap();
-        let (sm, feed) = StateMachineStore::open(db.clone()).unwrap();
+        let (sm, feed) = StateMachineStore::open(db.clone(), &dir.join("raft.redb")).unwrap();
         let mut log = LogStore::open(db, &dir.join("raft.log")).unwrap();
         rt.block_on(async {
             assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
@@ -895,7 +914,7 @@ mod tests {
         }
         let in_memory = rt.block_on(async {
             let db = open_database(&dir.join("raft.redb")).unwrap();
-            let (mut sm, feed) = StateMachineStore::open(db).unwrap();
+            let (mut sm, feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
             // A few entries per apply call, as openraft hands them over.
             for (i, chunk) in cmds.chunks(3).enumerate() {
                 let entries: Vec<Entry<TypeConfig>> = chunk
@@ -916,7 +935,7 @@ mod tests {
         });
         assert_eq!(in_memory.containers().len(), 50 - 17);
         let db = open_database(&dir.join("raft.redb")).unwrap();
-        let (_sm, feed) = StateMachineStore::open(db).unwrap();
+        let (_sm, feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
         let reopened = feed.state.borrow().1.clone();
         assert_eq!(*reopened, *in_memory);
         assert_eq!(reopened.digest().unwrap(), in_memory.digest().unwrap());

@@ -316,7 +316,7 @@ async fn start_raft(
         std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
             .map_err(io(format!("chmod {}", db_path.display())))?;
     }
-    let (sm, feed) = StateMachineStore::open(db.clone()).map_err(|e| store_err(e))?;
+    let (sm, feed) = StateMachineStore::open(db.clone(), &db_path).map_err(|e| store_err(e))?;
     let log_path = config.data_dir.join("raft.log");
     let appends = stats.log_append_seconds.clone();
     let log = LogStore::open(db, &log_path)
