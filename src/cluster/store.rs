@@ -8,7 +8,8 @@
 //! fires; a follower's append, which the core waits for, is flushed in the call. Applied
 //! entries commit without an fsync of their own (the log already holds them; see
 //! `persist`) and reach the disk with the next durable commit, at the latest every
-//! [`DURABLE_EVERY`] entries.
+//! [`DURABLE_EVERY`] entries; a thread syncs their pages in between (`write_behind.rs`),
+//! so that the durable commit, which holds the state machine, has little left to write.
 //!
 //! The applied state is kept one record per row (`applied.rs`), and applying entries
 //! writes the rows they touched: the cost of a commit follows the change, not the
