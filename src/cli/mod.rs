@@ -494,7 +494,7 @@ impl Cli {
 
 /// The command line, read. A `haconiwa [OPTIONS] run …` line is read by a tree of the
 /// `run` command alone: clap builds the tree of every command (with every global option
-/// copied into each) before it reads a word, 0.4–0.6 ms of each `run` on the test VM, the
+/// copied into each) before it reads a word, 0.6–0.8 ms of each `run` on the test VM, the
 /// start the benchmarks time against runc's. Every line that tree does not take
 /// (another command, `--help`, a mistake) is read again by the whole tree, so what is
 /// printed and refused is the whole tree's.

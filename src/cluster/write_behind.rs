@@ -41,10 +41,17 @@ impl WriteBehind {
         std::thread::Builder::new()
             .name("state-db-sync".into())
             .spawn(move || {
+                // A failing disk is said once, not at every pause: the next durable
+                // commit syncs the file itself, and fails there for the store to see.
+                let mut failing = false;
                 while pending.recv().is_ok() {
-                    if let Err(e) = file.sync_data() {
-                        // The next durable commit syncs the file itself, and fails there.
-                        tracing::warn!("syncing the state database ahead: {e}");
+                    match file.sync_data() {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!("syncing the state database ahead: {e}");
+                        }
+                        Err(_) => {}
                     }
                     count.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(PAUSE);
