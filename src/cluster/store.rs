@@ -756,6 +756,34 @@ mod tests {
         assert_eq!(feed.state.borrow().0, 2, "readers must still see its index");
     }
 
+    /// An applied entry that wrote rows (a commit without an fsync) has the database's
+    /// pages synced ahead of the next durable commit by the write-behind thread.
+    #[test]
+    fn rows_an_entry_wrote_are_synced_ahead_of_the_durable_commit() {
+        let (_guard, dir, rt) = scratch("ahead");
+        let db = open_database(&dir.join("raft.redb")).unwrap();
+        let (mut sm, _feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
+        std::thread::sleep(super::super::write_behind::PAUSE);
+        assert_eq!(sm.write_behind.synced(), 0, "a sync with nothing applied");
+        let add = Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 1),
+            payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
+                id: None,
+                addr: "127.0.0.1:1".into(),
+                labels: Default::default(),
+            }),
+        };
+        rt.block_on(sm.apply([add])).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sm.write_behind.synced() == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the rows of an applied entry were not synced within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn openraft_storage_suite() {
         Suite::test_all(Builder).expect("openraft storage suite");
