@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Measures the cluster figures of docs/benchmarks.md (see scripts/bench-cluster)."""
-import json, os, queue, signal, subprocess, sys, tempfile, threading, time, urllib.request
+import ctypes, json, os, queue, select, signal, struct, subprocess, sys, tempfile, threading, time, urllib.request
 
 BIN, KILLS, FAILOVERS, LOSSES = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 BIN = os.path.abspath(BIN)
@@ -97,6 +97,93 @@ def events(server):
     return p, q
 
 
+class CgroupWatch:
+    """The truth of (a) from the hosts' cgroups, not from the cluster's events: inotify on
+    the pids cgroup parent of the cluster and of each node (`/sys/fs/cgroup/pids/<parent>`
+    and its `node-N`, which goes with a node's last container and comes back with its
+    next) sees a container's cgroup made; its `cgroup.procs` is then read every 0.2 ms
+    (up to 2 s) until a process of it runs the sleeper's own command (`/proc/PID/comm` is
+    `sleep`: the command has exec'd, not just the container's PID 1). `seen` gets
+    (time, name) for each container seen running."""
+
+    IN_CREATE, IN_MOVED_TO = 0x100, 0x80
+
+    def __init__(self):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise SystemExit("inotify_init1 failed")
+        self.dirs = {}
+        self.known = set()
+        top = f"/sys/fs/cgroup/pids/{CG}"
+        self.watch(top)
+        for name in os.listdir(top):
+            if name.startswith("node-"):
+                self.watch(os.path.join(top, name))
+        self.seen = queue.Queue()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def watch(self, d):
+        wd = self.libc.inotify_add_watch(self.fd, d.encode(), self.IN_CREATE | self.IN_MOVED_TO)
+        if wd < 0:
+            raise SystemExit(f"inotify on {d} failed (errno {ctypes.get_errno()}): a v1 pids hierarchy is needed")
+        self.dirs[wd] = d
+        # What was made before the watch: the containers of a node dir made just now.
+        self.known.update(os.listdir(d))
+
+    def running(self, d):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                pids = f.read().split()
+        except OSError:
+            return False
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() == "sleep":
+                        return True
+            except OSError:
+                pass
+        return False
+
+    def follow(self, d, name):
+        for _ in range(10000):
+            if self.running(d):
+                self.seen.put((time.monotonic(), name))
+                return
+            time.sleep(0.0002)
+
+    def run(self):
+        while not self.stop.is_set():
+            if not select.select([self.fd], [], [], 0.2)[0]:
+                continue
+            buf = os.read(self.fd, 65536)
+            k = 0
+            while k < len(buf):
+                wd, _mask, _cookie, size = struct.unpack_from("iIII", buf, k)
+                name = buf[k + 16:k + 16 + size].rstrip(b"\0").decode()
+                k += 16 + size
+                parent = self.dirs.get(wd)
+                if parent is None:
+                    continue
+                d = os.path.join(parent, name)
+                if name.startswith("node-"):
+                    before = set(self.known)
+                    self.watch(d)
+                    for c in sorted(set(os.listdir(d)) - before):
+                        if c.startswith("sleeper"):
+                            self.follow(os.path.join(d, c), c)
+                elif name.startswith("sleeper"):
+                    self.follow(d, name)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        os.close(self.fd)
+
+
 def write_load(server, target, rate, stop, done):
     """`rate` no-op writes per second to `server` (reports of `target`, unchanged) until
     `stop` is set; done[0] follows the count of successful ones. The writer is a process
@@ -186,15 +273,18 @@ def main():
     load_from, writes_from, index_from = time.monotonic(), writes[0], status()["commit_index"]
 
     # (a) replacement latency
-    lat_a, trace_a = [], []
+    lat_a, trace_a, truth_a = [], [], []
     passes_from, rules_from = histograms(PASSES), histograms(RULES)
     ev_proc, evq = events(ADDRS[0])
+    cgroups = CgroupWatch()
     for k in range(KILLS):
         c = [x for x in containers() if x["state"] == "running"]
         seen = {x["id"] for x in containers()}
         victim = c[k % len(c)]
         while not evq.empty():
             evq.get_nowait()
+        while not cgroups.seen.empty():
+            cgroups.seen.get_nowait()
         t0, wall0 = time.monotonic(), time.time()
         os.kill(victim["pid"], signal.SIGKILL)
         steps = {}
@@ -209,11 +299,16 @@ def main():
                 steps.setdefault("placed", t)
             if e["kind"] == "container_running" and cid not in seen:
                 lat_a.append(t - t0)
-                if "exit" in steps and "placed" in steps:
-                    trace_a.append((steps["exit"] - t0, steps["placed"] - steps["exit"], t - steps["placed"], wall0))
+                steps["running"] = t
                 break
+        t, name = cgroups.seen.get(timeout=30)
+        truth_a.append(t - t0)
+        if "exit" in steps and "placed" in steps:
+            trace_a.append((steps["exit"] - t0, steps["placed"] - steps["exit"], t - steps["placed"],
+                            steps["running"] - t, wall0))
         wait(stable, "5 running again")
     ev_proc.kill()
+    cgroups.close()
     stop_load.set()
     if KILLS:
         for what, name, since in (("agent passes", PASSES, passes_from), ("rule evaluations", RULES, rules_from)):
@@ -288,15 +383,18 @@ def main():
     if trace_a:
         # Where (a)'s time goes, from the committed events' arrival on node 1's stream.
         for k, step in enumerate(("kill → exit committed", "exit → replacement placed (rule, placement commit)",
-                                  "placed → running committed (launch, report, commit)")):
+                                  "placed → its command runs in its cgroup (agent, launch)",
+                                  "its command runs → running committed (report, commit)")):
             xs = [t[k] for t in trace_a]
             print(f"(a) {step}: p50 {ms(pct(xs, 50))}, p99 {ms(pct(xs, 99))}, max {ms(max(xs))} ms")
         # The slowest, with the wall-clock time of the kill (UTC), to find in the members' logs.
         for t in sorted(trace_a, key=lambda t: -sum(t[:3]))[:3]:
-            at = time.strftime("%H:%M:%S", time.gmtime(t[3])) + f".{int(t[3] * 1000) % 1000:03d}"
-            print(f"(a) a slowest kill, at {at} UTC: " + " + ".join(ms(x) for x in t[:3]) + " ms")
+            at = time.strftime("%H:%M:%S", time.gmtime(t[4])) + f".{int(t[4] * 1000) % 1000:03d}"
+            print(f"(a) a slowest kill, at {at} UTC: " + " + ".join(ms(x) for x in t[:3]) + " ms to its command")
     rows = [
-        ("(a) container killed → replacement running", lat_a, "p99 ≤ 25 ms idle, ≤ 50 ms under load"),
+        ("(a) container killed → replacement's command in its cgroup (the host's truth)", truth_a,
+         "p99 ≤ 25 ms idle, ≤ 50 ms under load"),
+        ("(a) container killed → replacement running (its event)", lat_a, "p99 ≤ 25 ms idle, ≤ 50 ms under load"),
         ("(b) leader kill -9 → first rule evaluation by the new leader", lat_b, "p99 ≤ 500 ms"),
         ("(c) node lost → all its containers running elsewhere", lat_c, "≤ 3 s"),
     ]
