@@ -269,6 +269,8 @@ def main():
     if WRITES:
         target = (containers("filler") or containers())[0]
         write_load(ADDRS[status()["leader"] - 1], target, WRITES, stop_load, writes)
+        # The writer is a cargo bench target: it may have to be built first.
+        wait(lambda: writes[0] > 0, "the no-op writer's first writes", timeout=900)
         time.sleep(2)
     load_from, writes_from, index_from = time.monotonic(), writes[0], status()["commit_index"]
 
@@ -318,6 +320,8 @@ def main():
     secs = time.monotonic() - load_from
     achieved = (writes[0] - writes_from) / secs
     entries = (status()["commit_index"] - index_from) / secs
+    if WRITES and achieved < 0.9 * WRITES:
+        raise SystemExit(f"the load was not there: {achieved:.0f} no-op writes/s of the {WRITES} asked")
     if WRITES or FILLERS:
         print(f"(a) beside {FILLERS} fillers on node 3 and {achieved:.0f} no-op writes/s (asked {WRITES}; "
               f"{entries:.0f} Raft entries/s committed, batches included)")

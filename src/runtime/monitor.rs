@@ -8,7 +8,7 @@
 use super::state::{now_secs, ContainerDir, Status};
 use super::{lease, logs, release_image, Runtime, NOTIFY_PATIENCE};
 use crate::launcher::{self, LaunchError};
-use crate::spec::{ContainerSpec, OnDisconnect};
+use crate::spec::{ContainerSpec, NsKind, OnDisconnect};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -99,6 +99,12 @@ impl Runtime {
         let sink = logs::LogSink::open(&dir.path, spec.logs);
         MonitorReport::Started.send(&mut report);
         drop(report);
+        // Held until the exit is recorded (`Started::hold_mounts`): the mounts of a
+        // container that has its own namespace are torn down after the supervisor knows.
+        let mounts = spec
+            .unshares(NsKind::Mount)
+            .then(|| started.hold_mounts())
+            .flatten();
         // The copier's thread allocates in the main arena, not in one of its own.
         launcher::one_malloc_arena();
         let copier = sink.and_then(|sink| logs::spawn_copier(sink, out_r.into(), err_r.into()));
@@ -146,10 +152,6 @@ impl Runtime {
                     .into(),
             );
         }
-        // The writable layer goes with the container's processes (the record and the
-        // log stay for `ps` and `logs` until `rm`).
-        let _ = std::fs::remove_dir_all(dir.layer_dir());
-        release_image(spec, dir);
         st.status = Status::Exited;
         st.exit_code = Some(exit.code);
         st.oom_killed = exit.oom_killed;
@@ -159,6 +161,13 @@ impl Runtime {
         st.finished_at = Some(now_secs());
         let _ = dir.write_state(&st);
         self.notify(&spec.name);
+        // What no longer holds anything the container ran goes after the supervisor
+        // knows: its mounts, then the writable layer under them (removing a layer's
+        // files takes milliseconds on a disk mounted with `discard`). The record and the
+        // log stay for `ps` and `logs` until `rm`; `kill` waits for this monitor's end.
+        drop(mounts);
+        let _ = std::fs::remove_dir_all(dir.layer_dir());
+        release_image(spec, dir);
         0
     }
 
