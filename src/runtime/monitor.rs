@@ -3,7 +3,7 @@
 //! with its stdout and stderr on pipes, copies them into the rotated log
 //! (`logs::spawn_copier`, a thread started once the container runs), waits for the
 //! container while it watches the node's lease, records the exit and tells a listening
-//! supervisor.
+//! supervisor; the container's mounts and writable layer go after that.
 
 use super::state::{now_secs, ContainerDir, Status};
 use super::{lease, logs, release_image, Runtime, NOTIFY_PATIENCE};

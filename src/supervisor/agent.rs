@@ -214,11 +214,16 @@ impl Agent {
     /// Re-reads every local state file into the picture (launches under way excepted:
     /// their handshake says when they run).
     async fn full_scan(&self) {
-        let at = lock(&self.local).begin();
+        let (at, began) = (lock(&self.local).begin(), Instant::now());
         let (rt, scan) = (self.runtime.clone(), self.scan.clone());
         let states = tokio::task::spawn_blocking(move || lock(&scan).states(&rt))
             .await
             .unwrap_or_default();
+        let took = began.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(
+            "agent: full scan of {} containers: {took:.1} ms",
+            states.len()
+        );
         let launching = lock(&self.launching).clone();
         let seen: HashMap<String, Option<Local>> = states
             .iter()
