@@ -152,6 +152,12 @@ impl Runtime {
                     .into(),
             );
         }
+        // The writable layer is renamed out of the way now and removed once the
+        // supervisor knows (removing its files takes milliseconds on a disk mounted
+        // with `discard`): a container started under the same name meanwhile has a
+        // layer of its own at `layer`. What is kept by path, the image's lease, goes now.
+        let layer = set_layer_aside(dir);
+        release_image(spec, dir);
         st.status = Status::Exited;
         st.exit_code = Some(exit.code);
         st.oom_killed = exit.oom_killed;
@@ -161,13 +167,12 @@ impl Runtime {
         st.finished_at = Some(now_secs());
         let _ = dir.write_state(&st);
         self.notify(&spec.name);
-        // What no longer holds anything the container ran goes after the supervisor
-        // knows: its mounts, then the writable layer under them (removing a layer's
-        // files takes milliseconds on a disk mounted with `discard`). The record and the
-        // log stay for `ps` and `logs` until `rm`; `kill` waits for this monitor's end.
+        // The record and the log stay for `ps` and `logs` until `rm`; `kill` waits for
+        // this monitor's end, so the mounts and the layer are gone when it returns.
         drop(mounts);
-        let _ = std::fs::remove_dir_all(dir.layer_dir());
-        release_image(spec, dir);
+        if let Some(layer) = layer {
+            let _ = std::fs::remove_dir_all(layer);
+        }
         0
     }
 
@@ -193,6 +198,21 @@ impl Runtime {
                 // Sent, no supervisor listening, or out of patience.
                 _ => return,
             }
+        }
+    }
+}
+
+/// Renames an ended container's writable layer to a name of this monitor's own in
+/// its directory, for a removal after its end is recorded; `None` when it has no
+/// layer, or when the rename failed and the layer was removed at once.
+fn set_layer_aside(dir: &ContainerDir) -> Option<std::path::PathBuf> {
+    let aside = dir.path.join(format!("layer.ended-{}", std::process::id()));
+    match std::fs::rename(dir.layer_dir(), &aside) {
+        Ok(()) => Some(aside),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(dir.layer_dir());
+            None
         }
     }
 }
