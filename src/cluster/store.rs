@@ -702,6 +702,18 @@ mod tests {
         (Dir(dir.clone()), dir, rt)
     }
 
+    /// Entry `i` of term 3: a node joins at `127.0.0.1:i` (an entry that writes rows).
+    fn add_node(i: u64) -> Entry<TypeConfig> {
+        Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
+            payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
+                id: None,
+                addr: format!("127.0.0.1:{i}"),
+                labels: Default::default(),
+            }),
+        }
+    }
+
     struct Builder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Dir> for Builder {
@@ -732,23 +744,18 @@ mod tests {
         let (mut sm, feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
         let mut watcher = feed.state.clone();
         watcher.borrow_and_update();
-        let entry = |i: u64, cmd| Entry::<TypeConfig> {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
-            payload: EntryPayload::Normal(cmd),
-        };
-        let add = crate::cluster::state::Command::AddNode {
-            id: None,
-            addr: "127.0.0.1:1".into(),
-            labels: Default::default(),
-        };
-        rt.block_on(sm.apply([entry(1, add)])).unwrap();
+        rt.block_on(sm.apply([add_node(1)])).unwrap();
         assert!(watcher.has_changed().unwrap(), "a new node woke nobody");
         assert_eq!(watcher.borrow_and_update().0, 1);
         let nothing = crate::cluster::state::Command::RuleEvaluated {
             name: "none".into(),
             error: None,
         };
-        rt.block_on(sm.apply([entry(2, nothing)])).unwrap();
+        let nothing = Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 2),
+            payload: EntryPayload::Normal(nothing),
+        };
+        rt.block_on(sm.apply([nothing])).unwrap();
         assert!(
             !watcher.has_changed().unwrap(),
             "an entry that changed nothing woke the watchers"
@@ -765,15 +772,7 @@ mod tests {
         let (mut sm, _feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
         std::thread::sleep(super::super::write_behind::PAUSE);
         assert_eq!(sm.write_behind.synced(), 0, "a sync with nothing applied");
-        let add = Entry::<TypeConfig> {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 1),
-            payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
-                id: None,
-                addr: "127.0.0.1:1".into(),
-                labels: Default::default(),
-            }),
-        };
-        rt.block_on(sm.apply([add])).unwrap();
+        rt.block_on(sm.apply([add_node(1)])).unwrap();
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while sm.write_behind.synced() == 0 {
             assert!(
@@ -792,22 +791,14 @@ mod tests {
     #[test]
     fn a_snapshot_is_built_without_its_bytes_and_served_after_a_restart() {
         let (_guard, dir, rt) = scratch("snap");
-        let add = |i: u64| Entry::<TypeConfig> {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
-            payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
-                id: None,
-                addr: format!("127.0.0.1:{i}"),
-                labels: Default::default(),
-            }),
-        };
         let before = rt.block_on(async {
             let db = open_database(&dir.join("raft.redb")).unwrap();
             let (mut sm, feed) = StateMachineStore::open(db, &dir.join("raft.redb")).unwrap();
             assert!(sm.get_current_snapshot().await.unwrap().is_none());
-            sm.apply(vec![add(1), add(2)]).await.unwrap();
+            sm.apply(vec![add_node(1), add_node(2)]).await.unwrap();
             let built = sm.build_snapshot().await.unwrap();
             assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
-            sm.apply(vec![add(3)]).await.unwrap();
+            sm.apply(vec![add_node(3)]).await.unwrap();
             // The snapshot built at 2 is served as built, its bytes made now.
             let got = sm.get_current_snapshot().await.unwrap().unwrap();
             assert_eq!(got.meta, built.meta);
@@ -874,15 +865,7 @@ mod tests {
             let mut log = LogStore::open(db, &dir.join("raft.log")).unwrap();
             let vote = Vote::new(3, 1);
             log.save_vote(&vote).await.unwrap();
-            let entry = Entry::<TypeConfig> {
-                log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 1),
-                payload: EntryPayload::Normal(crate::cluster::state::Command::AddNode {
-                    id: None,
-                    addr: "127.0.0.1:1".into(),
-                    labels: Default::default(),
-                }),
-            };
-            sm.apply(vec![entry]).await.unwrap();
+            sm.apply(vec![add_node(1)]).await.unwrap();
         });
         let db = open_database(&dir.join("raft.redb")).unwrap();
         let (sm, feed) = StateMachineStore::open(db.clone(), &dir.join("raft.redb")).unwrap();

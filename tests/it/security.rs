@@ -551,6 +551,14 @@ fn state_and_log_files_are_private() {
         !dir.join("layer").exists(),
         "the writable layer outlived the container"
     );
+    // Nor under the name the monitor gives it while it records the end.
+    let layers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("layer"))
+        .collect();
+    assert!(layers.is_empty(), "left after the end: {layers:?}");
     host.assert_clean();
 }
 
